@@ -1,0 +1,249 @@
+// The only file that includes pybind11. No logic lives here: it converts
+// between numpy/Python objects and the runtime's types, releases the GIL
+// around compute, and maps runtime exceptions onto edgemoe.errors.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "common/qtypes.h"
+#include "kernels/kernels.h"
+#ifndef EDGEMOE_NO_ENGINE
+#include "runtime/engine.h"
+#endif
+
+namespace py = pybind11;
+using namespace edgemoe;
+
+namespace {
+
+QType qtype_arg(int v) {
+  QType t;
+  if (!qtype_from_int(v, &t)) throw FormatError("unknown weight type code " + std::to_string(v));
+  return t;
+}
+
+Isa isa_from_name(const std::string& name) {
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon})
+    if (name == isa_name(isa)) return isa;
+  throw std::invalid_argument("unknown ISA '" + name + "'");
+}
+
+// y = x @ W^T over all rows of W, single call into the active kernel variant.
+py::array_t<float> py_matmul(int type_code, py::array_t<uint8_t, py::array::c_style> w, int64_t rows,
+                             py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+  QType t = qtype_arg(type_code);
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D [n, k]");
+  const int64_t n = x.shape(0), k = x.shape(1);
+  if (!qtype_supports(t, k)) throw std::invalid_argument("row length not supported by this type");
+  if ((size_t)w.size() != qtype_row_bytes(t, k) * (size_t)rows)
+    throw std::invalid_argument("weight buffer size does not match rows x row_bytes");
+  py::array_t<float> y({n, rows});
+  const float* xp = x.data();
+  const void* wp = w.data();
+  float* yp = y.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    std::vector<BlockQ8A> xq;
+    if (t == QType::Q8 || t == QType::Q4) {
+      xq.resize((size_t)(n * k / kGroup));
+      quantize_activations(xp, n, k, xq.data());
+    }
+    matmul_rows(t, wp, k, 0, rows, xp, xq.empty() ? nullptr : xq.data(), n, yp, rows);
+  }
+  return y;
+}
+
+py::array_t<float> py_dequantize_row(int type_code, py::array_t<uint8_t, py::array::c_style> row, int64_t k) {
+  QType t = qtype_arg(type_code);
+  if (!qtype_supports(t, k) || (size_t)row.size() != qtype_row_bytes(t, k))
+    throw std::invalid_argument("row buffer size does not match k");
+  py::array_t<float> out(k);
+  dequantize_row(t, row.data(), k, out.mutable_data());
+  return out;
+}
+
+#ifndef EDGEMOE_NO_ENGINE
+// --- engine ---
+
+template <typename T>
+T dict_get(const py::dict& d, const char* key) {
+  if (!d.contains(key)) throw FormatError(std::string("model config lacks ") + key);
+  return d[key].cast<T>();
+}
+
+ModelConfig config_from_dict(const py::dict& d) {
+  ModelConfig c;
+  c.architecture = dict_get<std::string>(d, "architecture");
+  c.n_layers = dict_get<int>(d, "n_layers");
+  c.hidden = dict_get<int>(d, "hidden");
+  c.n_heads = dict_get<int>(d, "n_heads");
+  c.n_kv_heads = dict_get<int>(d, "n_kv_heads");
+  c.head_dim = dict_get<int>(d, "head_dim");
+  c.vocab = dict_get<int>(d, "vocab");
+  c.n_experts = dict_get<int>(d, "n_experts");
+  c.top_k = dict_get<int>(d, "top_k");
+  c.expert_intermediate = dict_get<int>(d, "expert_intermediate");
+  c.shared_intermediate = dict_get<int>(d, "shared_intermediate");
+  c.shared_gate = dict_get<bool>(d, "shared_gate");
+  c.qkv_bias = dict_get<bool>(d, "qkv_bias");
+  c.norm_topk_prob = dict_get<bool>(d, "norm_topk_prob");
+  c.tie_embeddings = dict_get<bool>(d, "tie_embeddings");
+  const std::string qk = dict_get<std::string>(d, "qk_norm");
+  if (qk == "none") c.qk_norm = QKNorm::None;
+  else if (qk == "head") c.qk_norm = QKNorm::Head;
+  else if (qk == "full") c.qk_norm = QKNorm::Full;
+  else throw FormatError("unknown qk_norm '" + qk + "'");
+  c.rope_theta = dict_get<float>(d, "rope_theta");
+  c.rms_norm_eps = dict_get<float>(d, "rms_norm_eps");
+  c.max_position = dict_get<int>(d, "max_position");
+  return c;
+}
+
+using TensorTuple = std::tuple<std::string, int, int64_t, int64_t, uint64_t, uint64_t>;
+using ExpertTuple = std::tuple<uint64_t, uint64_t, uint32_t, int, uint64_t, uint64_t, uint64_t>;
+
+std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& path, uint64_t resident_offset,
+                                    uint64_t resident_size, uint32_t resident_crc,
+                                    const std::vector<TensorTuple>& tensors,
+                                    const std::vector<std::vector<ExpertTuple>>& experts, int64_t n_slots,
+                                    int threads, int ctx_size, int max_batch, bool verify_checksums) {
+  ModelConfig cfg = config_from_dict(config);
+  ContainerLayout layout;
+  layout.path = path;
+  layout.resident_offset = resident_offset;
+  layout.resident_size = resident_size;
+  layout.resident_crc = resident_crc;
+  for (const auto& t : tensors) {
+    TensorEntry e;
+    std::tie(e.name, e.type, e.rows, e.cols, e.offset, e.nbytes) = t;
+    layout.tensors.push_back(e);
+  }
+  for (const auto& row : experts) {
+    layout.experts.emplace_back();
+    for (const auto& x : row) {
+      ExpertEntry e;
+      std::tie(e.offset, e.size, e.crc32, e.type, e.gate, e.up, e.down) = x;
+      layout.experts.back().push_back(e);
+    }
+  }
+  EngineOptions opt;
+  opt.n_slots = n_slots;
+  opt.threads = threads;
+  opt.ctx_size = ctx_size;
+  opt.max_batch = max_batch;
+  opt.verify_checksums = verify_checksums;
+  py::gil_scoped_release nogil;
+  return std::make_unique<Engine>(cfg, layout, opt);
+}
+
+std::vector<int32_t> token_vector(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids) {
+  if (ids.ndim() != 1) throw std::invalid_argument("token ids must be a 1-D sequence");
+  return std::vector<int32_t>(ids.data(), ids.data() + ids.size());
+}
+
+py::array_t<float> engine_logits(Engine& e, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
+                                 int vocab) {
+  std::vector<int32_t> tokens = token_vector(ids);
+  py::array_t<float> out({(int64_t)tokens.size(), (int64_t)vocab});
+  float* p = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    e.logits(tokens.data(), (int64_t)tokens.size(), p);
+  }
+  return out;
+}
+
+py::array_t<float> engine_eval(Engine& e, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
+                               int vocab) {
+  std::vector<int32_t> tokens = token_vector(ids);
+  py::array_t<float> out(vocab);
+  float* p = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    e.eval(tokens.data(), (int64_t)tokens.size(), p);
+  }
+  return out;
+}
+
+py::dict engine_stats(const Engine& e) {
+  EngineStats s = e.stats();
+  py::dict d;
+  d["cache_hits"] = s.store.hits;
+  d["cache_misses"] = s.store.misses;
+  d["bytes_read"] = s.store.bytes_read;
+  d["io_wait_s"] = s.store.io_wait_s;
+  d["compute_s"] = s.compute_s;
+  d["tokens"] = s.tokens;
+  return d;
+}
+#endif  // EDGEMOE_NO_ENGINE
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "EdgeMoE C++ runtime";
+
+  py::module_ errors = py::module_::import("edgemoe.errors");
+  static py::object py_format_error = errors.attr("FormatError");
+  static py::object py_storage_error = errors.attr("StorageError");
+  static py::object py_budget_error = errors.attr("BudgetError");
+  static py::object py_base_error = errors.attr("EdgeMoEError");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const FormatError& e) {
+      PyErr_SetString(py_format_error.ptr(), e.what());
+    } catch (const StorageError& e) {
+      PyErr_SetString(py_storage_error.ptr(), e.what());
+    } catch (const BudgetError& e) {
+      PyErr_SetString(py_budget_error.ptr(), e.what());
+    } catch (const EdgeMoEError& e) {
+      PyErr_SetString(py_base_error.ptr(), e.what());
+    }
+  });
+
+  // --- kernels (exposed for tests and benchmarks) ---
+  m.def("available_isas", [] {
+    std::vector<std::string> names;
+    for (Isa isa : available_isas()) names.push_back(isa_name(isa));
+    return names;
+  });
+  m.def("set_isa", [](const std::string& name) {
+    if (!set_isa(isa_from_name(name))) throw std::invalid_argument("ISA '" + name + "' not available here");
+  });
+  m.def("current_isa", [] { return std::string(isa_name(current_isa())); });
+  m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
+        "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
+  m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
+#ifndef EDGEMOE_NO_ENGINE
+  m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx) { return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx); });
+  m.def("scratch_bytes", [](const py::dict& cfg, int ctx, int max_batch, int threads) {
+    return Transformer::scratch_bytes(config_from_dict(cfg), ctx, max_batch, threads);
+  });
+
+  py::class_<Engine>(m, "Engine")
+      .def(py::init(&make_engine), py::arg("config"), py::arg("path"), py::arg("resident_offset"),
+           py::arg("resident_size"), py::arg("resident_crc"), py::arg("tensors"), py::arg("experts"),
+           py::arg("n_slots"), py::arg("threads"), py::arg("ctx_size"), py::arg("max_batch"),
+           py::arg("verify_checksums"))
+      .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"))
+      .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"))
+      .def("reset", [](Engine& e) {
+        py::gil_scoped_release nogil;
+        e.reset();
+      })
+      .def_property_readonly("n_past", &Engine::n_past)
+      .def_property_readonly("slot_bytes", &Engine::slot_bytes)
+      .def_property_readonly("n_slots", &Engine::n_slots)
+      .def_property_readonly("direct_io", &Engine::direct_io)
+      .def("stats", &engine_stats)
+      .def("reset_stats", &Engine::reset_stats, py::call_guard<py::gil_scoped_release>());
+#endif
+
+  m.def("row_bytes", [](int type_code, int64_t k) { return qtype_row_bytes(qtype_arg(type_code), k); });
+}

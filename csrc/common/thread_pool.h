@@ -1,0 +1,48 @@
+// A fixed pool of worker threads for data-parallel loops. The calling thread
+// takes part in every loop, so ThreadPool(1) runs everything inline.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace edgemoe {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), one chunk per
+  // thread, and returns when all are done. The first exception thrown by a
+  // chunk is rethrown here after every chunk has finished.
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+  // Which of the size() chunks of a parallel_for over n starts at `begin`:
+  // lets a loop body index per-thread scratch without locking.
+  int chunk_index(int64_t n, int64_t begin) const {
+    const int64_t chunk = (n + n_threads_ - 1) / n_threads_;
+    return chunk > 0 ? (int)(begin / chunk) : 0;
+  }
+
+ private:
+  void worker(int index);
+  void run_chunk(int index);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable start_cv_, done_cv_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_n_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace edgemoe

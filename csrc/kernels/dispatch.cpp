@@ -1,0 +1,85 @@
+// The public kernel entry points: forward to the active variant's table.
+//
+// The active table is one atomic pointer, chosen on first use (best variant
+// the build and CPU support) and switchable with set_isa() so tests and
+// benchmarks can compare variants in one process.
+#include <atomic>
+#include <stdexcept>
+
+#include "variants.h"
+
+namespace edgemoe {
+
+namespace {
+
+const KernelTable* table_for(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return scalar_kernels();
+    case Isa::Avx2:
+      return avx2_kernels();
+    case Isa::Avx512:
+      return avx512_kernels();
+    case Isa::Neon:
+      return nullptr;  // not written yet
+  }
+  return nullptr;
+}
+
+std::atomic<const KernelTable*>& active() {
+  static std::atomic<const KernelTable*> table{table_for(available_isas().back())};
+  return table;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Neon:
+      return "neon";
+  }
+  return "unknown";
+}
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon})
+    if (table_for(isa)) out.push_back(isa);
+  return out;
+}
+
+bool set_isa(Isa isa) {
+  const KernelTable* t = table_for(isa);
+  if (!t) return false;
+  active().store(t, std::memory_order_relaxed);
+  return true;
+}
+
+Isa current_isa() { return active().load(std::memory_order_relaxed)->isa; }
+
+void quantize_activations(const float* x, int64_t n, int64_t k, BlockQ8A* out) {
+  if (k % kGroup != 0) throw std::invalid_argument("quantize_activations: k must be a multiple of 32");
+  active().load(std::memory_order_relaxed)->quantize_activations(x, n, k, out);
+}
+
+void matmul_rows(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
+                 const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
+  // Cheap guards against caller bugs that would otherwise read out of bounds.
+  if (!qtype_supports(type, k)) throw std::invalid_argument("matmul_rows: row length not supported by the weight type");
+  if (r0 >= r1 || n <= 0) return;  // nothing to read (activations may legitimately be null)
+  if ((type == QType::Q8 || type == QType::Q4) ? xq == nullptr : x == nullptr)
+    throw std::invalid_argument("matmul_rows: missing activations for this weight type");
+  active().load(std::memory_order_relaxed)->matmul_rows(type, W, k, r0, r1, x, xq, n, y, ldy);
+}
+
+void dequantize_row(QType type, const void* row, int64_t k, float* out) {
+  scalar_dequantize_row(type, row, k, out);
+}
+
+}  // namespace edgemoe

@@ -1,0 +1,296 @@
+// AVX-512 (F, BW, VL, VNNI) kernels.
+//
+// Same tiling as kernels_avx2.cpp (R weight rows x T tokens per register
+// tile, L2-sized token blocks for prefill); what changes is the inner step:
+//  * one 512-bit register holds two 32-element groups, so every integer and
+//    float instruction covers two groups;
+//  * VNNI's vpdpbusd (u8 x s8, 4-way sums into int32) replaces the AVX2
+//    maddubs + madd pair.
+// Activation quantization is cheap next to the matmul; the AVX2 version is
+// reused (every CPU with these extensions also has AVX2/FMA/F16C).
+//
+// Like the AVX2 file, every function carries its own target attribute so a
+// portable build compiles it, and avx512_kernels() checks the running CPU.
+#include "variants.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+// GCC 12's AVX-512 intrinsics fill "don't care" lanes with a self-initialised
+// variable (_mm512_undefined_*), which trips -Wuninitialized once inlined
+// into target-attributed code. The warning is about the header, not us.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <cstring>
+
+#define EDGEMOE_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace edgemoe {
+
+namespace {
+
+constexpr size_t kTokenBlockBytes = 256 * 1024;  // see kernels_avx2.cpp
+
+struct Job {
+  const uint8_t* W;
+  size_t row_bytes;
+  int64_t k;
+  int64_t nb;
+  const float* x;
+  const BlockQ8A* xq;
+  float* y;
+  int64_t ldy;
+};
+
+constexpr int kPrefetchBytes = 1024;  // see kernels_avx2.cpp
+// The address may lie past the end of the weights; a prefetch never faults.
+EDGEMOE_AVX512 inline void prefetch(const void* p) {
+  _mm_prefetch((const char*)((uintptr_t)p + kPrefetchBytes), _MM_HINT_T0);
+}
+
+// Lanes [0, 8) get v[0] and lanes [8, 16) get v[hi]: two per-group scalars
+// become the per-group halves of a zmm, matching the two-group data layout.
+template <int hi>
+EDGEMOE_AVX512 inline __m512 spread(__m128 v) {
+  const __m512i idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, hi, hi, hi, hi, hi, hi, hi, hi);
+  return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(v));
+}
+
+EDGEMOE_AVX512 inline __m128i load32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return _mm_cvtsi32_si128(v);
+}
+
+// Group g's 32 activation codes in the low half, group g + 1's in the high
+// half (zeros when Two is false, for the odd last group).
+template <bool Two>
+EDGEMOE_AVX512 inline __m512i load_x_pair(const BlockQ8A* b) {
+  const __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)b[0].qs));
+  if constexpr (Two) return _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i*)b[1].qs), 1);
+  return lo;
+}
+
+// ---- Q8 x Q8A ----
+// vpdpbusd wants one unsigned operand. Shift the activations to unsigned
+// (x + 128, a free xor of the sign bit) and subtract the excess 128 * sum(w)
+// by starting the accumulator at -128 * sum(w), computed once per weight
+// group and shared by all tokens of the tile: one vpdpbusd per (row, token).
+struct TileQ8 {
+  template <bool Two, int R, int T>
+  EDGEMOE_AVX512 static void step(const BlockQ8* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T]) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512i qw[R], base[R];
+    __m128 dw[R];  // [d0, d1, junk...] (fp16 pairs from the two block heads)
+    for (int i = 0; i < R; ++i) {
+      const BlockQ8* b = w[i] + g;
+      prefetch(b);
+      const __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)b[0].qs));
+      qw[i] = Two ? _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i*)b[1].qs), 1) : lo;
+      base[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw[i]));
+      dw[i] = _mm_cvtph_ps(_mm_unpacklo_epi16(load32(b), Two ? load32(b + 1) : _mm_setzero_si128()));
+    }
+    for (int u = 0; u < T; ++u) {
+      const BlockQ8A* a = x[u] + g;
+      const __m512i xu = _mm512_xor_si512(load_x_pair<Two>(a), bias);
+      const __m128 dx = _mm_unpacklo_ps(_mm_load_ss(&a[0].d), Two ? _mm_load_ss(&a[1].d) : _mm_setzero_ps());
+      for (int i = 0; i < R; ++i) {
+        const __m512i p = _mm512_dpbusd_epi32(base[i], xu, qw[i]);
+        acc[i][u] = _mm512_fmadd_ps(spread<1>(_mm_mul_ps(dw[i], dx)), _mm512_cvtepi32_ps(p), acc[i][u]);
+      }
+    }
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
+    const BlockQ8* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const BlockQ8*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const BlockQ8A* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc);
+    if (g < j.nb) step<false, R, T>(w, x, g, acc);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]);
+  }
+};
+
+// ---- Q4 x Q8A ----
+// The nibbles are unsigned, so vpdpbusd takes them as they are. Scales for
+// the two groups travel in one 128-bit register, [d0, m0, d1, m1] times
+// [dx0, dx0*sum0, dx1, dx1*sum1]: lanes 0 and 2 are the product scales,
+// lanes 1 and 3 the offset terms m * dx * sum(qx), accumulated as they are.
+struct TileQ4 {
+  template <bool Two, int R, int T>
+  EDGEMOE_AVX512 static void step(const BlockQ4* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
+                                  __m128 (&offset)[R][T]) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    // Each group's 16 bytes in two adjacent 128-bit lanes, the second copy
+    // shifted by 4: low nibbles (elements 0..15) then high (16..31).
+    const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    const __m128 one = _mm_set1_ps(1.0f);
+    __m512i qw[R];
+    __m128 dm[R];
+    for (int i = 0; i < R; ++i) {
+      const BlockQ4* b = w[i] + g;
+      prefetch(b);
+      const __m256i q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b[0].qs));
+      const __m256i q1 = Two ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b[1].qs)) : _mm256_setzero_si256();
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+      qw[i] = _mm512_and_si512(_mm512_srlv_epi64(both, nibble_shift), low4);
+      dm[i] = _mm_cvtph_ps(_mm_unpacklo_epi32(load32(b), Two ? load32(b + 1) : _mm_setzero_si128()));
+    }
+    for (int u = 0; u < T; ++u) {
+      const BlockQ8A* a = x[u] + g;
+      const __m512i qx = load_x_pair<Two>(a);
+      // BlockQ8A starts with {float d, int32 sum}: gather both groups' pairs.
+      const __m128i ds = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)a),
+                                            Two ? _mm_loadl_epi64((const __m128i*)(a + 1)) : _mm_setzero_si128());
+      const __m128 d = _mm_moveldup_ps(_mm_castsi128_ps(ds));                    // [dx0, dx0, dx1, dx1]
+      const __m128 dsx = _mm_mul_ps(d, _mm_blend_ps(one, _mm_cvtepi32_ps(ds), 0xa));  // [dx0, dx0*s0, dx1, dx1*s1]
+      for (int i = 0; i < R; ++i) {
+        const __m128 s = _mm_mul_ps(dm[i], dsx);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw[i], qx);
+        acc[i][u] = _mm512_fmadd_ps(spread<2>(s), _mm512_cvtepi32_ps(p), acc[i][u]);
+        offset[i][u] = _mm_add_ps(offset[i][u], s);
+      }
+    }
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
+    const BlockQ4* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const BlockQ4*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const BlockQ8A* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    __m512 acc[R][T];
+    __m128 offset[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps(), offset[i][u] = _mm_setzero_ps();
+    int64_t g = 0;
+    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, offset);
+    if (g < j.nb) step<false, R, T>(w, x, g, acc, offset);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) {
+        const __m128 o = _mm_movehdup_ps(offset[i][u]);  // offset terms (lanes 1, 3) to lanes 0, 2
+        j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]) + _mm_cvtss_f32(_mm_add_ss(o, _mm_movehl_ps(o, o)));
+      }
+  }
+};
+
+// ---- F32 / F16 ----
+// 16 elements per step; the ragged end uses masked loads (masked-off lanes
+// read as zero and touch no memory), so any k works without a scalar tail.
+template <bool Half>
+struct TileFloat {
+  EDGEMOE_AVX512 static __m512 load(const uint8_t* row, int64_t e, __mmask16 m) {
+    if constexpr (Half)
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t*)row + e));
+    else
+      return _mm512_maskz_loadu_ps(m, (const float*)row + e);
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX512 static void step(const uint8_t* const* w, const float* const* x, int64_t e, __mmask16 m,
+                                  __m512 (&acc)[R][T]) {
+    __m512 wv[R];
+    if (!Half || e % 32 == 0)  // one prefetch per 64-byte line
+      for (int i = 0; i < R; ++i) prefetch(w[i] + e * (Half ? 2 : 4));
+    for (int i = 0; i < R; ++i) wv[i] = load(w[i], e, m);
+    for (int u = 0; u < T; ++u) {
+      const __m512 xv = _mm512_maskz_loadu_ps(m, x[u] + e);
+      for (int i = 0; i < R; ++i) acc[i][u] = _mm512_fmadd_ps(wv[i], xv, acc[i][u]);
+    }
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
+    const uint8_t* w[R];
+    for (int i = 0; i < R; ++i) w[i] = j.W + (size_t)(r + i) * j.row_bytes;
+    const float* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.x + (t + u) * j.k;
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps();
+    int64_t e = 0;
+    for (; e + 16 <= j.k; e += 16) step<R, T>(w, x, e, (__mmask16)0xffff, acc);
+    if (e < j.k) step<R, T>(w, x, e, (__mmask16)((1u << (j.k - e)) - 1), acc);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]);
+  }
+};
+
+// ---- drivers (same shape as the AVX2 ones, bigger tiles: 32 registers) ----
+
+template <class Tile, int R>
+EDGEMOE_AVX512 void token_tiles(const Job& j, int64_t r, int64_t t0, int64_t t1) {
+  int64_t t = t0;
+  for (; t + 4 <= t1; t += 4) Tile::template run<R, 4>(j, r, t);
+  for (; t < t1; ++t) Tile::template run<R, 1>(j, r, t);
+}
+
+template <class Tile>
+EDGEMOE_AVX512 void run_tiles(const Job& j, int64_t r0, int64_t r1, int64_t n, size_t token_bytes) {
+  if (n == 1) {
+    int64_t r = r0;
+    for (; r + 8 <= r1; r += 8) Tile::template run<8, 1>(j, r, 0);
+    for (; r < r1; ++r) Tile::template run<1, 1>(j, r, 0);
+    return;
+  }
+  const int64_t block = std::max<int64_t>(4, (int64_t)(kTokenBlockBytes / token_bytes) / 4 * 4);
+  for (int64_t t0 = 0; t0 < n; t0 += block) {
+    const int64_t t1 = std::min(n, t0 + block);
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) token_tiles<Tile, 4>(j, r, t0, t1);
+    for (; r < r1; ++r) token_tiles<Tile, 1>(j, r, t0, t1);
+  }
+}
+
+EDGEMOE_AVX512 void matmul_rows_avx512(QType type, const void* W, int64_t k, int64_t r0, int64_t r1,
+                                       const float* x, const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
+  const Job j{(const uint8_t*)W, qtype_row_bytes(type, k), k, k / kGroup, x, xq, y, ldy};
+  const size_t qx_bytes = (size_t)j.nb * sizeof(BlockQ8A), fx_bytes = (size_t)k * sizeof(float);
+  switch (type) {
+    case QType::F32:
+      return run_tiles<TileFloat<false>>(j, r0, r1, n, fx_bytes);
+    case QType::F16:
+      return run_tiles<TileFloat<true>>(j, r0, r1, n, fx_bytes);
+    case QType::Q8:
+      return run_tiles<TileQ8>(j, r0, r1, n, qx_bytes);
+    case QType::Q4:
+      return run_tiles<TileQ4>(j, r0, r1, n, qx_bytes);
+  }
+}
+
+}  // namespace
+
+const KernelTable* avx512_kernels() {
+  static const KernelTable* table = []() -> const KernelTable* {
+    const KernelTable* avx2 = avx2_kernels();  // also checks avx2/fma/f16c
+    if (!avx2) return nullptr;
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")))
+      return nullptr;
+    static const KernelTable t = {Isa::Avx512, avx2->quantize_activations, matmul_rows_avx512};
+    return &t;
+  }();
+  return table;
+}
+
+}  // namespace edgemoe
+
+#else  // not x86
+
+namespace edgemoe {
+const KernelTable* avx512_kernels() { return nullptr; }
+}  // namespace edgemoe
+
+#endif

@@ -1,0 +1,31 @@
+// Private to csrc/kernels/: how dispatch.cpp sees the instruction-set variants.
+//
+// Each variant file exports one getter returning its table, or nullptr when
+// the variant is not compiled for this architecture or the running CPU lacks
+// the instructions. The CPU check lives next to the code that needs the
+// instructions, so the two cannot drift apart.
+#pragma once
+#include "kernels.h"
+
+namespace edgemoe {
+
+// Activation groups whose scale d = amax/127 falls below this are stored as
+// all-zero: 1/d would overflow to infinity. Every variant must use the same
+// cut-off so they quantize identically.
+constexpr float kMinActivationScale = 1.17549435e-38f;  // FLT_MIN
+
+struct KernelTable {
+  Isa isa;
+  void (*quantize_activations)(const float* x, int64_t n, int64_t k, BlockQ8A* out);
+  void (*matmul_rows)(QType type, const void* W, int64_t k, int64_t r0, int64_t r1,
+                      const float* x, const BlockQ8A* xq, int64_t n, float* y, int64_t ldy);
+};
+
+const KernelTable* scalar_kernels();  // never null
+const KernelTable* avx2_kernels();
+const KernelTable* avx512_kernels();
+
+// Decoding a row is not hot (embedding lookups, tests): one scalar version.
+void scalar_dequantize_row(QType type, const void* row, int64_t k, float* out);
+
+}  // namespace edgemoe

@@ -1,0 +1,53 @@
+#include "ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace edgemoe {
+
+bool needs_quantized(QType t) { return t == QType::Q8 || t == QType::Q4; }
+
+Activations prepare(ThreadPool& pool, QType t, const float* x, int64_t n, int64_t k, BlockQ8A* xq_buf) {
+  if (!needs_quantized(t)) return {x, nullptr, n, k};
+  const int64_t blocks_per_row = k / kGroup;
+  pool.parallel_for(n, [&](int64_t b, int64_t e) {
+    quantize_activations(x + b * k, e - b, k, xq_buf + b * blocks_per_row);
+  });
+  return {x, xq_buf, n, k};
+}
+
+void matmul(ThreadPool& pool, QType t, const uint8_t* W, int64_t rows, const Activations& a, float* y) {
+  // Split by rows in multiples of 8 so threads do not share output cache lines
+  // in the single-token case.
+  const int64_t row_groups = (rows + 7) / 8;
+  pool.parallel_for(row_groups, [&](int64_t b, int64_t e) {
+    const int64_t r0 = b * 8, r1 = std::min(rows, e * 8);
+    matmul_rows(t, W, a.k, r0, r1, a.x, a.xq, a.n, y, rows);
+  });
+}
+
+void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < k; ++i) ss += (double)x[i] * x[i];
+  const float scale = 1.0f / std::sqrt((float)(ss / k) + eps);
+  for (int64_t i = 0; i < k; ++i) out[i] = x[i] * scale * w[i];
+}
+
+void add_bias(float* y, const float* b, int64_t n, int64_t k) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < k; ++i) y[t * k + i] += b[i];
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = (float)(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+}  // namespace edgemoe

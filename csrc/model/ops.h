@@ -1,0 +1,35 @@
+// The small numeric building blocks of the forward pass.
+#pragma once
+#include <cstdint>
+
+#include "../common/thread_pool.h"
+#include "../kernels/kernels.h"
+#include "weights.h"
+
+namespace edgemoe {
+
+// Activations of n tokens, with their 8-bit quantized copy when a quantized
+// weight will consume them.
+struct Activations {
+  const float* x;
+  const BlockQ8A* xq;  // null unless quantize_for() said so
+  int64_t n;
+  int64_t k;
+};
+
+bool needs_quantized(QType t);
+// Quantize x [n, k] into xq if `t` consumes quantized activations; returns the Activations view.
+Activations prepare(ThreadPool& pool, QType t, const float* x, int64_t n, int64_t k, BlockQ8A* xq_buf);
+
+// y [n, rows] = x [n, k] @ W^T, rows split across the pool.
+void matmul(ThreadPool& pool, QType t, const uint8_t* W, int64_t rows, const Activations& a, float* y);
+inline void matmul(ThreadPool& pool, const Tensor& W, const Activations& a, float* y) {
+  matmul(pool, W.type, W.data, W.rows, a, y);
+}
+
+void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out);
+void add_bias(float* y, const float* b, int64_t n, int64_t k);
+inline float silu(float x) { return x / (1.f + __builtin_expf(-x)); }
+void softmax(float* x, int64_t n);
+
+}  // namespace edgemoe

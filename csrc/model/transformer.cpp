@@ -1,0 +1,119 @@
+#include "transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../kernels/kernels.h"
+#include "ops.h"
+
+namespace edgemoe {
+
+namespace {
+int64_t widest_activation(const ModelConfig& c) {
+  return std::max<int64_t>({c.hidden, c.q_dim(), c.expert_intermediate, c.shared_intermediate});
+}
+}  // namespace
+
+size_t Transformer::kv_cache_bytes(const ModelConfig& c, int ctx) {
+  return 2 * sizeof(float) * (size_t)c.n_layers * ctx * c.kv_dim();
+}
+
+size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_threads) {
+  const size_t widest = widest_activation(c);
+  const size_t ffn = std::max(c.expert_intermediate, c.shared_intermediate);
+  size_t floats = 0;
+  floats += (size_t)B * c.hidden * 2;                       // x_, xn_
+  floats += (size_t)B * (c.q_dim() * 2 + c.kv_dim() * 2);   // q_, attn_out_, k_, v_
+  floats += (size_t)n_threads * ctx;                        // scores_
+  floats += (size_t)B * c.n_experts;                        // router_
+  floats += (size_t)B * c.top_k * c.hidden;                 // routed_out_
+  floats += (size_t)B * (c.hidden * 2 + ffn * 2);           // ex_in_, ex_out_, ex_gate_, ex_up_
+  floats += (size_t)B * c.top_k;                            // topk_w_
+  floats += (size_t)ctx * c.head_dim;                       // rope tables
+  size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
+  bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
+  return bytes;
+}
+
+Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
+                         int ctx_size, int max_batch)
+    : cfg_(cfg), w_(w), experts_(experts), pool_(pool), ctx_size_(ctx_size), max_batch_(max_batch) {
+  const size_t B = max_batch;
+  k_cache_.assign((size_t)cfg.n_layers * ctx_size * cfg.kv_dim(), 0.f);
+  v_cache_.assign(k_cache_.size(), 0.f);
+
+  // RoPE tables, computed the way transformers does (f32 inverse
+  // frequencies and angles) so positions rotate identically.
+  const int half = cfg.head_dim / 2;
+  rope_cos_.resize((size_t)ctx_size * half);
+  rope_sin_.resize((size_t)ctx_size * half);
+  for (int i = 0; i < half; ++i) {
+    const float inv_freq = 1.0f / (float)std::pow((double)cfg.rope_theta, (double)(2 * i) / cfg.head_dim);
+    for (int p = 0; p < ctx_size; ++p) {
+      const float angle = (float)p * inv_freq;
+      rope_cos_[(size_t)p * half + i] = std::cos(angle);
+      rope_sin_[(size_t)p * half + i] = std::sin(angle);
+    }
+  }
+
+  const size_t ffn = std::max(cfg.expert_intermediate, cfg.shared_intermediate);
+  x_.resize(B * cfg.hidden);
+  xn_.resize(B * cfg.hidden);
+  q_.resize(B * cfg.q_dim());
+  attn_out_.resize(B * cfg.q_dim());
+  k_.resize(B * cfg.kv_dim());
+  v_.resize(B * cfg.kv_dim());
+  scores_.resize((size_t)pool.size() * ctx_size);
+  router_.resize(B * cfg.n_experts);
+  routed_out_.resize(B * cfg.top_k * cfg.hidden);
+  ex_in_.resize(B * cfg.hidden);
+  ex_out_.resize(B * cfg.hidden);
+  ex_gate_.resize(B * ffn);
+  ex_up_.resize(B * ffn);
+  xq_.resize(B * (widest_activation(cfg) / kGroup + 1));
+  topk_idx_.resize(B * cfg.top_k);
+  topk_w_.resize(B * cfg.top_k);
+}
+
+void Transformer::embed(const int32_t* tokens, int64_t n) {
+  const Tensor& e = w_.tok_embeddings;
+  const size_t row = qtype_row_bytes(e.type, e.cols);
+  for (int64_t t = 0; t < n; ++t)
+    dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
+}
+
+void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+  for (int64_t done = 0; done < n; done += max_batch_) {
+    const int64_t b = std::min<int64_t>(max_batch_, n - done);
+    const bool last_batch = done + b == n;
+    float* out = all_logits ? logits + (size_t)done * cfg_.vocab : logits;
+    // Intermediate batches of a last-logits-only call need no output head.
+    forward_batch(tokens + done, b, (all_logits || last_batch) ? out : nullptr, all_logits);
+  }
+}
+
+void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+  const int H = cfg_.hidden;
+  embed(tokens, n);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerWeights& L = w_.layers[l];
+    for (int64_t t = 0; t < n; ++t)
+      rms_norm(&x_[t * H], L.attn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);
+    attention(l, n);
+    for (int64_t t = 0; t < n; ++t)
+      rms_norm(&x_[t * H], L.ffn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);
+    moe(l, n);
+  }
+  n_past_ += n;
+  if (!logits) return;
+  const int64_t first = all_logits ? 0 : n - 1;
+  const int64_t m = n - first;
+  for (int64_t t = first; t < n; ++t)
+    rms_norm(&x_[t * H], w_.norm.f32(), H, cfg_.rms_norm_eps, &xn_[(t - first) * H]);
+  const Tensor& head = w_.output;
+  Activations a = prepare(pool_, head.type, xn_.data(), m, H, xq_.data());
+  matmul(pool_, head, a, logits);
+}
+
+}  // namespace edgemoe

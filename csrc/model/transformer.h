@@ -1,0 +1,65 @@
+// The forward pass shared by every supported MoE architecture.
+//
+// No I/O and no threads of its own: weights come in as pointers, routed
+// experts through an ExpertSource, parallelism through the pool it is given.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../common/thread_pool.h"
+#include "config.h"
+#include "weights.h"
+
+namespace edgemoe {
+
+struct ForwardCounters {
+  uint64_t tokens = 0;
+  double compute_s = 0.0;  // wall time in forward(), I/O waits included (the engine subtracts them)
+};
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
+              int ctx_size, int max_batch);
+
+  // Runs tokens at positions [n_past, n_past + n) through the model and
+  // appends them to the KV cache. Writes the logits of every position into
+  // logits [n, vocab] when all_logits, else only the last position's [vocab].
+  // The caller guarantees n_past + n <= ctx_size.
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  void reset() { n_past_ = 0; }
+  int64_t n_past() const { return n_past_; }
+  int ctx_size() const { return ctx_size_; }
+
+  // Memory the forward pass allocates, for the memory budget.
+  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size);
+  static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
+
+ private:
+  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  void attention(int layer, int64_t n);
+  void moe(int layer, int64_t n);
+  void shared_expert(int layer, int64_t n);
+  void embed(const int32_t* tokens, int64_t n);
+
+  const ModelConfig& cfg_;
+  const ModelWeights& w_;
+  ExpertSource& experts_;
+  ThreadPool& pool_;
+  int ctx_size_;
+  int max_batch_;
+  int64_t n_past_ = 0;
+
+  std::vector<float> k_cache_, v_cache_;  // [layer][pos][kv_dim]
+  std::vector<float> rope_cos_, rope_sin_;  // [pos][head_dim / 2]
+
+  // Scratch, sized for max_batch tokens once at construction.
+  std::vector<float> x_, xn_, q_, k_, v_, attn_out_, scores_;
+  std::vector<float> router_, routed_out_;   // routed_out_: [token][rank][hidden]
+  std::vector<float> ex_in_, ex_gate_, ex_up_, ex_out_;
+  std::vector<BlockQ8A> xq_;
+  std::vector<int> topk_idx_;
+  std::vector<float> topk_w_;
+};
+
+}  // namespace edgemoe

@@ -1,0 +1,53 @@
+// Plain structs of pointers into the resident weight buffer (llama2.c style).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../common/qtypes.h"
+
+namespace edgemoe {
+
+// A row-major matrix [rows, cols] (a vector is one row) in some encoding.
+struct Tensor {
+  QType type = QType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const uint8_t* data = nullptr;
+
+  bool empty() const { return data == nullptr; }
+  const float* f32() const { return reinterpret_cast<const float*>(data); }
+};
+
+struct LayerWeights {
+  Tensor attn_norm, wq, wk, wv, wo;
+  Tensor bq, bk, bv;        // qkv_bias only
+  Tensor q_norm, k_norm;    // qk_norm != None only
+  Tensor ffn_norm, router;  // router: [n_experts, hidden], f32
+  Tensor shared_gate_proj, shared_up_proj, shared_down_proj, shared_expert_gate;  // shared expert only
+};
+
+struct ModelWeights {
+  Tensor tok_embeddings, norm, output;  // output == tok_embeddings when tied
+  std::vector<LayerWeights> layers;
+};
+
+// One routed expert's three projections, in the expert's own encoding.
+struct ExpertView {
+  QType type = QType::F32;
+  const uint8_t* gate = nullptr;  // [expert_intermediate, hidden]
+  const uint8_t* up = nullptr;    // [expert_intermediate, hidden]
+  const uint8_t* down = nullptr;  // [hidden, expert_intermediate]
+};
+
+// Where routed experts come from. The model asks for an expert right before
+// computing with it and releases it right after, so the source (the expert
+// store) can keep as few as one expert in memory.
+class ExpertSource {
+ public:
+  virtual ~ExpertSource() = default;
+  virtual ExpertView acquire(int layer, int expert) = 0;
+  virtual void release(int layer, int expert) = 0;
+  virtual bool is_cached(int layer, int expert) const = 0;
+};
+
+}  // namespace edgemoe

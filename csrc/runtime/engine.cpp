@@ -1,0 +1,168 @@
+#include "engine.h"
+
+#include <chrono>
+#include <map>
+#include <stdexcept>
+
+#include "../common/errors.h"
+
+namespace edgemoe {
+
+namespace {
+
+QType checked_type(int code, const std::string& what) {
+  QType t;
+  if (!qtype_from_int(code, &t)) throw FormatError(what + " has an unknown weight type " + std::to_string(code));
+  return t;
+}
+
+}  // namespace
+
+Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt)
+    : cfg_(cfg), opt_(opt), experts_(layout.experts) {
+  if (opt.n_slots < 1) throw BudgetError("the expert cache needs at least one slot");
+  if (opt.ctx_size < 1 || opt.max_batch < 1 || opt.threads < 1)
+    throw std::invalid_argument("ctx_size, max_batch and threads must be positive");
+  if ((int)experts_.size() != cfg.n_layers) throw FormatError("expert table does not have one row per layer");
+
+  std::vector<std::vector<BlobRef>> blobs(cfg.n_layers);
+  const uint64_t I = cfg.expert_intermediate, H = cfg.hidden;
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    if ((int)experts_[l].size() != cfg.n_experts) throw FormatError("expert table row has the wrong length");
+    for (int e = 0; e < cfg.n_experts; ++e) {
+      const ExpertEntry& x = experts_[l][e];
+      const std::string what = "expert " + std::to_string(l) + "/" + std::to_string(e);
+      QType t = checked_type(x.type, what);
+      if (!qtype_supports(t, H) || !qtype_supports(t, I)) throw FormatError(what + ": type cannot hold its rows");
+      const uint64_t in_bytes = I * qtype_row_bytes(t, H), out_bytes = H * qtype_row_bytes(t, I);
+      if (x.gate + in_bytes > x.size || x.up + in_bytes > x.size || x.down + out_bytes > x.size)
+        throw FormatError(what + ": a projection lies outside its blob");
+      blobs[l].push_back({x.offset, x.size, x.crc32});
+    }
+  }
+  resident_ = std::make_unique<ResidentSection>(layout.path, layout.resident_offset, layout.resident_size,
+                                                layout.resident_crc, opt.verify_checksums);
+  bind_weights(layout);
+  store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots, opt.verify_checksums);
+  pool_ = std::make_unique<ThreadPool>(opt.threads);
+  transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch);
+}
+
+void Engine::bind_weights(const ContainerLayout& layout) {
+  std::map<std::string, const TensorEntry*> by_name;
+  for (const TensorEntry& t : layout.tensors) by_name[t.name] = &t;
+
+  // Look up a tensor, checking its shape and that it lies inside the section.
+  auto get = [&](const std::string& name, int64_t rows, int64_t cols, bool f32_only) -> Tensor {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw FormatError("container lacks resident tensor " + name);
+    const TensorEntry& e = *it->second;
+    QType t = checked_type(e.type, name);
+    if (e.rows != rows || e.cols != cols)
+      throw FormatError("resident tensor " + name + " has shape [" + std::to_string(e.rows) + ", " +
+                        std::to_string(e.cols) + "], expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+    if (f32_only && t != QType::F32) throw FormatError("resident tensor " + name + " must be f32");
+    if (!qtype_supports(t, cols) || e.nbytes != (uint64_t)rows * qtype_row_bytes(t, cols) ||
+        e.offset + e.nbytes > resident_->size() || e.offset % 4 != 0)
+      throw FormatError("resident tensor " + name + " has an inconsistent size or offset");
+    return Tensor{t, rows, cols, resident_->data() + e.offset};
+  };
+
+  const int H = cfg_.hidden, V = cfg_.vocab, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  weights_.tok_embeddings = get("tok_embeddings", V, H, false);
+  weights_.norm = get("norm", 1, H, true);
+  weights_.output = cfg_.tie_embeddings ? weights_.tok_embeddings : get("output", V, H, false);
+  weights_.layers.resize(cfg_.n_layers);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    LayerWeights& L = weights_.layers[l];
+    L.attn_norm = get(p + "attn_norm", 1, H, true);
+    L.wq = get(p + "wq", qd, H, false);
+    L.wk = get(p + "wk", kvd, H, false);
+    L.wv = get(p + "wv", kvd, H, false);
+    L.wo = get(p + "wo", H, qd, false);
+    L.ffn_norm = get(p + "ffn_norm", 1, H, true);
+    L.router = get(p + "router", cfg_.n_experts, H, true);
+    if (cfg_.qkv_bias) {
+      L.bq = get(p + "bq", 1, qd, true);
+      L.bk = get(p + "bk", 1, kvd, true);
+      L.bv = get(p + "bv", 1, kvd, true);
+    }
+    if (cfg_.qk_norm == QKNorm::Head) {
+      L.q_norm = get(p + "q_norm", 1, cfg_.head_dim, true);
+      L.k_norm = get(p + "k_norm", 1, cfg_.head_dim, true);
+    } else if (cfg_.qk_norm == QKNorm::Full) {
+      L.q_norm = get(p + "q_norm", 1, qd, true);
+      L.k_norm = get(p + "k_norm", 1, kvd, true);
+    }
+    if (cfg_.shared_intermediate) {
+      const int S = cfg_.shared_intermediate;
+      L.shared_gate_proj = get(p + "shared_gate_proj", S, H, false);
+      L.shared_up_proj = get(p + "shared_up_proj", S, H, false);
+      L.shared_down_proj = get(p + "shared_down_proj", H, S, false);
+      if (L.shared_up_proj.type != L.shared_gate_proj.type || L.shared_down_proj.type != L.shared_gate_proj.type)
+        throw FormatError("shared expert projections of layer " + std::to_string(l) + " must share one type");
+      if (cfg_.shared_gate) L.shared_expert_gate = get(p + "shared_expert_gate", 1, H, true);
+    }
+  }
+}
+
+ExpertView Engine::acquire(int layer, int expert) {
+  const uint8_t* blob = store_->acquire(layer, expert);
+  const ExpertEntry& x = experts_[layer][expert];
+  return ExpertView{static_cast<QType>(x.type), blob + x.gate, blob + x.up, blob + x.down};
+}
+
+void Engine::release(int layer, int expert) { store_->release(layer, expert); }
+
+bool Engine::is_cached(int layer, int expert) const { return store_->is_cached(layer, expert); }
+
+void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const {
+  if (n < 1) throw std::invalid_argument("no tokens to evaluate");
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg_.vocab)
+      throw std::out_of_range("token id " + std::to_string(tokens[i]) + " is outside the vocabulary of " +
+                              std::to_string(cfg_.vocab));
+  const int64_t past = from_empty ? 0 : transformer_->n_past();
+  if (past + n > transformer_->ctx_size())
+    throw std::length_error(std::to_string(past + n) + " tokens exceed the context size of " +
+                            std::to_string(transformer_->ctx_size()) + "; load the model with a larger ctx_size");
+}
+
+void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const double io0 = store_->stats().io_wait_s;
+  transformer_->forward(tokens, n, out, all_logits);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  compute_s_ += wall - (store_->stats().io_wait_s - io0);
+  tokens_ += (uint64_t)n;
+}
+
+void Engine::logits(const int32_t* tokens, int64_t n, float* out) {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  check_tokens(tokens, n, true);
+  transformer_->reset();
+  run(tokens, n, out, true);
+}
+
+void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits) {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  check_tokens(tokens, n, false);
+  run(tokens, n, last_logits, false);
+}
+
+void Engine::reset() {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  transformer_->reset();
+}
+
+EngineStats Engine::stats() const { return EngineStats{store_->stats(), compute_s_, tokens_}; }
+
+void Engine::reset_stats() {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  store_->reset_stats();
+  compute_s_ = 0.0;
+  tokens_ = 0;
+}
+
+}  // namespace edgemoe

@@ -1,0 +1,97 @@
+// The engine: ties a container's resident weights, its expert store, a thread
+// pool and the forward pass together. It is what edgemoe._core.Engine binds.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../common/thread_pool.h"
+#include "../model/config.h"
+#include "../model/transformer.h"
+#include "../model/weights.h"
+#include "../store/expert_store.h"
+#include "../store/resident_section.h"
+
+namespace edgemoe {
+
+// One resident tensor of the container's manifest.
+struct TensorEntry {
+  std::string name;
+  int type = 0;
+  int64_t rows = 0, cols = 0;
+  uint64_t offset = 0, nbytes = 0;  // offset within the resident section
+};
+
+// One routed expert blob of the manifest.
+struct ExpertEntry {
+  uint64_t offset = 0, size = 0;  // file offset (page aligned) and payload bytes
+  uint32_t crc32 = 0;
+  int type = 0;
+  uint64_t gate = 0, up = 0, down = 0;  // part offsets within the blob
+};
+
+struct ContainerLayout {
+  std::string path;
+  uint64_t resident_offset = 0, resident_size = 0;
+  uint32_t resident_crc = 0;
+  std::vector<TensorEntry> tensors;
+  std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]
+};
+
+struct EngineOptions {
+  int64_t n_slots = 0;  // expert cache slots
+  int threads = 1;
+  int ctx_size = 2048;
+  int max_batch = 256;  // prefill is processed in batches of at most this many tokens
+  bool verify_checksums = true;
+};
+
+struct EngineStats {
+  StoreStats store;
+  double compute_s = 0.0;
+  uint64_t tokens = 0;
+};
+
+class Engine final : public ExpertSource {
+ public:
+  Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt);
+
+  // Logits of every position of `tokens` from an empty context: out [n, vocab].
+  void logits(const int32_t* tokens, int64_t n, float* out);
+  // Appends tokens to the context; writes the last position's logits [vocab].
+  void eval(const int32_t* tokens, int64_t n, float* last_logits);
+  void reset();
+  int64_t n_past() const { return transformer_->n_past(); }
+
+  EngineStats stats() const;
+  void reset_stats();
+  size_t slot_bytes() const { return store_->slot_bytes(); }
+  size_t n_slots() const { return store_->n_slots(); }
+  bool direct_io() const { return store_->direct_io(); }
+
+  // ExpertSource
+  ExpertView acquire(int layer, int expert) override;
+  void release(int layer, int expert) override;
+  bool is_cached(int layer, int expert) const override;
+
+ private:
+  void bind_weights(const ContainerLayout& layout);
+  void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
+  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits);
+
+  ModelConfig cfg_;
+  EngineOptions opt_;
+  std::vector<std::vector<ExpertEntry>> experts_;
+  std::unique_ptr<ResidentSection> resident_;
+  std::unique_ptr<ExpertStore> store_;
+  ModelWeights weights_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Transformer> transformer_;
+  std::mutex run_mu_;  // one forward pass at a time per engine
+  double compute_s_ = 0.0;
+  uint64_t tokens_ = 0;
+};
+
+}  // namespace edgemoe

@@ -1,0 +1,67 @@
+// Expert store: reads routed-expert blobs from the container into a fixed pool
+// of slots, with direct I/O, and keeps the most useful ones cached.
+//
+// It knows nothing of the model's architecture: an expert is (layer, index) ->
+// a blob of bytes at an offset of the file. Policies and prefetch come later
+// behind the same acquire/release interface.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace edgemoe {
+
+// Where one expert blob lives in the container file.
+struct BlobRef {
+  uint64_t offset = 0;     // file offset, a multiple of kBlobAlign
+  uint64_t size = 0;       // bytes of payload (what the checksum covers)
+  uint32_t crc32 = 0;      // zlib-compatible CRC-32 of the payload
+};
+
+constexpr uint64_t kBlobAlign = 4096;
+
+struct StoreStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t bytes_read = 0;   // bytes transferred from storage (padded reads count in full)
+  double io_wait_s = 0.0;    // wall time spent waiting for reads
+};
+
+class ExpertStore {
+ public:
+  // table[layer][expert]. n_slots >= 1. Each slot holds the largest blob
+  // (rounded up to kBlobAlign). Throws StorageError if the file cannot be
+  // opened, FormatError if a blob lies outside the file or is misaligned.
+  ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table, size_t n_slots,
+              bool verify_checksums = true);
+  ~ExpertStore();
+  ExpertStore(const ExpertStore&) = delete;
+  ExpertStore& operator=(const ExpertStore&) = delete;
+
+  // Pointer to the expert's payload, valid until release(). Reads it on a
+  // miss, evicting the least recently used unpinned slot. Pinned (acquired,
+  // not yet released) slots are never evicted; if every slot is pinned this
+  // throws BudgetError. Throws StorageError on I/O failure, short read or
+  // checksum mismatch (the slot is then left empty, the store stays usable).
+  const uint8_t* acquire(int layer, int expert);
+  void release(int layer, int expert);
+
+  bool is_cached(int layer, int expert) const;
+  size_t n_slots() const;
+  size_t slot_bytes() const;           // bytes reserved per slot
+  bool direct_io() const;              // true if O_DIRECT (or equivalent) is in use
+  StoreStats stats() const;
+  void reset_stats();
+
+  struct Impl;
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// zlib-compatible CRC-32 (polynomial 0xEDB88320), continuing from `crc`.
+uint32_t crc32_update(uint32_t crc, const void* data, size_t n);
+inline uint32_t crc32(const void* data, size_t n) { return crc32_update(0, data, n); }
+
+}  // namespace edgemoe

@@ -1,0 +1,16 @@
+"""EdgeMoE: on-device inference for Mixture-of-Experts language models."""
+from .errors import BudgetError, EdgeMoEError, FormatError, StorageError, UnsupportedModelError
+from .api import ContextLengthError, Model, load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetError",
+    "ContextLengthError",
+    "Model",
+    "load",
+    "EdgeMoEError",
+    "FormatError",
+    "StorageError",
+    "UnsupportedModelError",
+]

@@ -1,0 +1,236 @@
+"""The Python API: `edgemoe.load(path) -> Model`, a thin layer over the C++ engine."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import quant
+from .budget import MemoryPlan, plan_memory
+from .container import PAGE, Container, open_container
+from .errors import EdgeMoEError
+from .sampling import Sampler, SamplingParams
+from .tokenizer import StreamDecoder, Tokenizer
+
+DEFAULT_CTX = 4096
+DEFAULT_MAX_BATCH = 256
+
+
+class ContextLengthError(EdgeMoEError, ValueError):
+    """More tokens than the context size the model was loaded with."""
+
+
+def _default_threads() -> int:
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+def _core():
+    from . import _core
+
+    return _core
+
+
+class Model:
+    """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
+
+    def __init__(self, container: Container, memory_budget=None, cache_experts: Optional[int] = None,
+                 threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True):
+        core = _core()
+        self.container = container
+        self.config: Dict[str, Any] = container.config
+        cfg = self.config
+        self.threads = int(threads) if threads else _default_threads()
+        if self.threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.ctx_size = int(ctx_size) if ctx_size else min(cfg["max_position"], DEFAULT_CTX)
+        if not 1 <= self.ctx_size <= cfg["max_position"]:
+            raise ValueError(f"ctx_size must be in [1, {cfg['max_position']}] for this model")
+        self.max_batch = min(DEFAULT_MAX_BATCH, self.ctx_size)
+        blobs = [b for row in container.manifest["experts"] for b in row]
+        slot_bytes = max((b["size"] + PAGE - 1) // PAGE * PAGE for b in blobs)
+        self.plan: MemoryPlan = plan_memory(
+            resident=container.header.resident_size,
+            kv=core.kv_cache_bytes(cfg, self.ctx_size),
+            scratch=core.scratch_bytes(cfg, self.ctx_size, self.max_batch, self.threads),
+            slot_bytes=slot_bytes,
+            total_experts=len(blobs),
+            top_k=cfg["top_k"],
+            budget=memory_budget,
+            cache_experts=cache_experts,
+        )
+        tensors = [
+            (name, quant.CODES[t["type"]], t["shape"][0] if len(t["shape"]) == 2 else 1, t["shape"][-1],
+             t["offset"], t["nbytes"])
+            for name, t in container.manifest["resident"].items()
+        ]
+        experts = [
+            [(b["offset"], b["size"], b["crc32"], quant.CODES[b["type"]],
+              b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"]) for b in row]
+            for row in container.manifest["experts"]
+        ]
+        h = container.header
+        self._engine = core.Engine(cfg, container.path, h.resident_offset, h.resident_size, h.resident_crc,
+                                   tensors, experts, self.plan.n_slots, self.threads, self.ctx_size,
+                                   self.max_batch, verify_checksums)
+        self._tokenizer: Optional[Tokenizer] = None
+        self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
+
+    # ------------------------------------------------------------ tokens
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self.container.manifest.get("tokenizer", {}), self.container.path)
+        return self._tokenizer
+
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> List[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    # ------------------------------------------------------------ evaluation
+
+    def _ids(self, token_ids: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            raise ValueError("no token ids given")
+        vocab = self.config["vocab"]
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise ValueError(f"token ids must be in [0, {vocab})")
+        return ids.astype(np.int32)
+
+    def _check_room(self, n_new: int, from_empty: bool) -> None:
+        past = 0 if from_empty else self._engine.n_past
+        if past + n_new > self.ctx_size:
+            raise ContextLengthError(f"{past + n_new} tokens exceed the context size of {self.ctx_size}; "
+                                     f"load the model with a larger ctx_size (at most {self.config['max_position']})")
+
+    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits [len(token_ids), vocab] at every position, from an empty context."""
+        ids = self._ids(token_ids)
+        self._check_room(len(ids), from_empty=True)
+        return self._engine.logits(ids, self.config["vocab"])
+
+    def reset(self) -> None:
+        """Forget the context (the KV cache)."""
+        self._engine.reset()
+
+    @property
+    def n_past(self) -> int:
+        return self._engine.n_past
+
+    def eval(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Append tokens to the context; returns the last position's logits [vocab]."""
+        ids = self._ids(token_ids)
+        self._check_room(len(ids), from_empty=False)
+        return self._engine.eval(ids, self.config["vocab"])
+
+    # ------------------------------------------------------------ generation
+
+    def generate(self, prompt_or_ids: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
+                 seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True):
+        """Generate from a fresh context. Returns the text (or, for an id prompt, the new ids);
+        with stream=True yields text pieces as they are decoded."""
+        params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repeat_penalty=repeat_penalty)
+        sampler = Sampler(params, seed)
+        text_prompt = isinstance(prompt_or_ids, str)
+        ids = self.tokenize(prompt_or_ids) if text_prompt else list(self._ids(prompt_or_ids))
+        tokens = self._generate_ids(ids, max_tokens, sampler, stop_at_eos)
+        if stream:
+            return self._stream_text(tokens)
+        new_ids = list(tokens)
+        return self.detokenize(new_ids) if text_prompt else new_ids
+
+    def _generate_ids(self, prompt: List[int], max_tokens: int, sampler: Sampler, stop_at_eos: bool) -> Iterator[int]:
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        self._check_room(len(prompt), from_empty=True)
+        self.reset()
+        logits = self._engine.eval(np.asarray(prompt, dtype=np.int32), self.config["vocab"])
+        history = list(prompt)
+
+        def gen() -> Iterator[int]:
+            nonlocal logits
+            for i in range(max_tokens):
+                token = sampler(logits, history)
+                if stop_at_eos and token in self.eos_token_ids:
+                    return
+                history.append(token)
+                yield token
+                if i + 1 < max_tokens:
+                    if self._engine.n_past + 1 > self.ctx_size:
+                        return  # context full: stop as llama.cpp does without context shifting
+                    logits = self._engine.eval(np.asarray([token], dtype=np.int32), self.config["vocab"])
+
+        return gen()
+
+    def _stream_text(self, tokens: Iterator[int]) -> Iterator[str]:
+        decoder = StreamDecoder(self.tokenizer)
+        for token in tokens:
+            piece = decoder.push(token)
+            if piece:
+                yield piece
+
+    # ------------------------------------------------------------ introspection
+
+    def stats(self) -> Dict[str, Any]:
+        s = dict(self._engine.stats())
+        lookups = s["cache_hits"] + s["cache_misses"]
+        s["cache_hit_rate"] = s["cache_hits"] / lookups if lookups else 0.0
+        try:
+            import psutil
+
+            s["rss_bytes"] = psutil.Process().memory_info().rss
+        except Exception:
+            pass
+        return s
+
+    def reset_stats(self) -> None:
+        self._engine.reset_stats()
+
+    def info(self) -> Dict[str, Any]:
+        cfg, m = self.config, self.container.manifest
+        experts = m["experts"]
+        return {
+            "architecture": cfg["architecture"],
+            "n_layers": cfg["n_layers"],
+            "n_experts": cfg["n_experts"],
+            "top_k": cfg["top_k"],
+            "hidden": cfg["hidden"],
+            "vocab": cfg["vocab"],
+            "resident_bytes": self.container.header.resident_size,
+            "expert_bytes": sum(b["size"] for row in experts for b in row),
+            "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],
+            "quantization": m.get("quantization", {}),
+            "min_memory_budget": self.plan.min_budget,
+            "memory_plan": {
+                "resident_bytes": self.plan.resident_bytes,
+                "kv_cache_bytes": self.plan.kv_cache_bytes,
+                "scratch_bytes": self.plan.scratch_bytes,
+                "slot_bytes": self.plan.slot_bytes,
+                "expert_slots": self.plan.n_slots,
+                "total_bytes": self.plan.total_bytes,
+            },
+            "ctx_size": self.ctx_size,
+            "threads": self.threads,
+            "direct_io": self._engine.direct_io,
+            "file_bytes": self.container.file_size,
+        }
+
+
+def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optional[int] = None,
+         threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True) -> Model:
+    """Open an .emoe container. `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
+    scratch + expert cache; `cache_experts` sets the expert slot count directly."""
+    return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
+                 ctx_size=ctx_size, verify_checksums=verify_checksums)

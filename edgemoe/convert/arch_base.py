@@ -1,0 +1,99 @@
+"""What every Hugging Face MoE architecture mapping provides, and the config fields they share.
+
+A mapping says how a transformers config becomes the canonical config of
+edgemoe/model_config.py and where the routed experts live in the checkpoint.
+Everything else (resident tensor names) follows the Llama naming that all
+supported architectures share.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+from ..errors import UnsupportedModelError
+
+
+class HFArch:
+    name = ""                       # canonical architecture name
+    hf_classes: Tuple[str, ...] = ()
+    # model.layers.{l}.<prefix>.{gate, experts...}: hub checkpoints first, then
+    # transformers 5's native names where they differ.
+    moe_prefixes: Tuple[str, ...] = ("mlp",)
+    # canonical part -> per-expert tensor name in hub checkpoints
+    expert_names = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+    def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+
+def unsupported(arch: str, what: str) -> UnsupportedModelError:
+    return UnsupportedModelError(f"{arch}: {what} is not supported by edgemoe yet")
+
+
+def require(hf: Dict[str, Any], key: str, arch: str) -> Any:
+    if key not in hf or hf[key] is None:
+        raise UnsupportedModelError(f"{arch}: config.json lacks {key!r}")
+    return hf[key]
+
+
+def rope_theta(hf: Dict[str, Any], arch: str) -> float:
+    """rope_theta from either the flat key (transformers 4) or rope_parameters (transformers 5)."""
+    params = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    for p in (params, scaling):
+        kind = p.get("rope_type", p.get("type", "default"))
+        if kind not in ("default", None):
+            raise unsupported(arch, f"rope scaling of type {kind!r}")
+    theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    return float(theta)
+
+
+def expert_count(hf: Dict[str, Any], arch: str) -> int:
+    """Hub configs say num_experts or num_local_experts depending on the family and transformers version."""
+    for key in ("num_experts", "num_local_experts"):
+        if hf.get(key):
+            return hf[key]
+    raise UnsupportedModelError(f"{arch}: config.json gives no expert count (num_experts / num_local_experts)")
+
+
+def common_config(hf: Dict[str, Any], arch: str) -> Dict[str, Any]:
+    """The fields every supported architecture reads the same way."""
+    hidden = require(hf, "hidden_size", arch)
+    n_heads = require(hf, "num_attention_heads", arch)
+    head_dim = hf.get("head_dim") or hidden // n_heads
+    if hf.get("partial_rotary_factor", 1.0) != 1.0:
+        raise unsupported(arch, "partial rotary embeddings")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise unsupported(arch, f"activation {hf.get('hidden_act')!r}")
+    max_position = int(hf.get("max_position_embeddings", 4096))
+    window = hf.get("sliding_window")
+    if hf.get("use_sliding_window", window is not None) and window:
+        # Within the window, sliding-window attention equals full attention:
+        # cap the context there instead of attending past it wrongly.
+        max_position = min(max_position, int(window))
+    return {
+        "architecture": arch,
+        "n_layers": require(hf, "num_hidden_layers", arch),
+        "hidden": hidden,
+        "n_heads": n_heads,
+        "n_kv_heads": hf.get("num_key_value_heads") or n_heads,
+        "head_dim": head_dim,
+        "vocab": require(hf, "vocab_size", arch),
+        "top_k": require(hf, "num_experts_per_tok", arch),
+        "n_experts": expert_count(hf, arch),
+        "rope_theta": rope_theta(hf, arch),
+        "rms_norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+        "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
+        "max_position": max_position,
+        "shared_intermediate": 0,
+        "shared_gate": False,
+        "qkv_bias": False,
+        "qk_norm": "none",
+    }
+
+
+def all_layers_sparse(hf: Dict[str, Any], arch: str) -> None:
+    """Qwen-style configs can make some layers dense; every layer must be MoE for now."""
+    if hf.get("mlp_only_layers"):
+        raise unsupported(arch, "dense MLP layers (mlp_only_layers)")
+    if hf.get("decoder_sparse_step", 1) != 1:
+        raise unsupported(arch, f"decoder_sparse_step = {hf['decoder_sparse_step']}")

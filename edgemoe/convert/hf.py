@@ -1,0 +1,276 @@
+"""Convert a Hugging Face MoE model folder (safetensors) into an .emoe container.
+
+Streams tensor by tensor: each tensor is read from a memory map, encoded and
+written before the next is touched, so peak memory stays near the largest
+single tensor (for stacked checkpoints: one expert's slice of it).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import quant
+from ..container import ContainerWriter
+from ..errors import FormatError, UnsupportedModelError
+from ..model_config import validate_config
+from .arch_base import HFArch
+from .arch_mixtral import Mixtral
+from .arch_olmoe import Olmoe
+from .arch_qwen2_moe import Qwen2Moe
+from .arch_qwen3_moe import Qwen3Moe
+from .safetensors_reader import Checkpoint
+
+ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe()]
+
+
+def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
+    if not os.path.exists(path):
+        if required:
+            raise FormatError(f"{path} not found: a Hugging Face model folder needs it")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise FormatError(f"{path}: expected a JSON object")
+    return value
+
+
+def pick_arch(hf: Dict[str, Any]) -> HFArch:
+    classes = hf.get("architectures") or []
+    for arch in ARCHS:
+        if any(c in arch.hf_classes for c in classes) or hf.get("model_type") == arch.name:
+            return arch
+    named = ", ".join(classes) or hf.get("model_type") or "unknown"
+    supported = ", ".join(c for a in ARCHS for c in a.hf_classes)
+    raise UnsupportedModelError(f"architecture {named} is not supported (supported: {supported})")
+
+
+def _tokenizer_section(src: str, hf: Dict[str, Any]) -> Dict[str, Any]:
+    """Tokenizer and chat metadata, stored verbatim so the runtime needs only the container."""
+    section: Dict[str, Any] = {}
+    tok_path = os.path.join(src, "tokenizer.json")
+    if os.path.exists(tok_path):
+        with open(tok_path, encoding="utf-8") as f:
+            section["tokenizer_json"] = f.read()
+    tok_cfg = _read_json(os.path.join(src, "tokenizer_config.json"), required=False) or {}
+    template_path = os.path.join(src, "chat_template.jinja")
+    if "chat_template" not in tok_cfg and os.path.exists(template_path):
+        with open(template_path, encoding="utf-8") as f:
+            tok_cfg["chat_template"] = f.read()
+    keep = ("chat_template", "bos_token", "eos_token", "pad_token", "add_bos_token", "add_eos_token")
+    section["tokenizer_config"] = {k: tok_cfg[k] for k in keep if k in tok_cfg}
+    section["generation_config"] = _read_json(os.path.join(src, "generation_config.json"), required=False) or {}
+    return section
+
+
+def _eos_ids(hf: Dict[str, Any], gen: Dict[str, Any], vocab: int) -> List[int]:
+    ids = gen.get("eos_token_id", hf.get("eos_token_id"))
+    ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+    return [int(i) for i in ids if isinstance(i, int) and 0 <= i < vocab]
+
+
+# ------------------------------------------------------------ tensor naming
+
+
+def _layer(l: int) -> str:
+    return f"model.layers.{l}"
+
+
+F32_ONLY, RESIDENT, SHARED = "f32", "resident", "shared"
+
+
+def moe_prefix(ckpt: Checkpoint, arch: HFArch) -> str:
+    """Which of the architecture's MoE block names this checkpoint uses (by its layer-0 router)."""
+    for prefix in arch.moe_prefixes:
+        if f"{_layer(0)}.{prefix}.gate.weight" in ckpt:
+            return prefix
+    return arch.moe_prefixes[0]  # the missing-tensor check then names what was expected
+
+
+def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Tuple[str, str, Tuple[int, ...], str]]:
+    """(container name, checkpoint name, expected shape, encoding kind) of every resident tensor.
+
+    Kinds: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), and
+    SHARED (the resident type, but the shared expert's three projections must
+    share one type, as routed experts do).
+    """
+    H, V = cfg["hidden"], cfg["vocab"]
+    q_dim = cfg["n_heads"] * cfg["head_dim"]
+    kv_dim = cfg["n_kv_heads"] * cfg["head_dim"]
+    plan = [("tok_embeddings", "model.embed_tokens.weight", (V, H), RESIDENT)]
+    for l in range(cfg["n_layers"]):
+        p, c = _layer(l), f"layers.{l}"
+        plan += [
+            (f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY),
+            (f"{c}.wq", f"{p}.self_attn.q_proj.weight", (q_dim, H), RESIDENT),
+            (f"{c}.wk", f"{p}.self_attn.k_proj.weight", (kv_dim, H), RESIDENT),
+            (f"{c}.wv", f"{p}.self_attn.v_proj.weight", (kv_dim, H), RESIDENT),
+            (f"{c}.wo", f"{p}.self_attn.o_proj.weight", (H, q_dim), RESIDENT),
+            (f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY),
+            # Routers stay f32: a flipped expert choice costs more accuracy than the bytes save.
+            (f"{c}.router", f"{p}.{moe}.gate.weight", (cfg["n_experts"], H), F32_ONLY),
+        ]
+        if cfg["qkv_bias"]:
+            plan += [
+                (f"{c}.bq", f"{p}.self_attn.q_proj.bias", (q_dim,), F32_ONLY),
+                (f"{c}.bk", f"{p}.self_attn.k_proj.bias", (kv_dim,), F32_ONLY),
+                (f"{c}.bv", f"{p}.self_attn.v_proj.bias", (kv_dim,), F32_ONLY),
+            ]
+        if cfg["qk_norm"] != "none":
+            per_head = cfg["qk_norm"] == "head"
+            plan += [
+                (f"{c}.q_norm", f"{p}.self_attn.q_norm.weight", (cfg["head_dim"] if per_head else q_dim,), F32_ONLY),
+                (f"{c}.k_norm", f"{p}.self_attn.k_norm.weight", (cfg["head_dim"] if per_head else kv_dim,), F32_ONLY),
+            ]
+        if cfg["shared_intermediate"]:
+            S, m = cfg["shared_intermediate"], f"{p}.{moe}"
+            plan += [
+                (f"{c}.shared_gate_proj", f"{m}.shared_expert.gate_proj.weight", (S, H), SHARED),
+                (f"{c}.shared_up_proj", f"{m}.shared_expert.up_proj.weight", (S, H), SHARED),
+                (f"{c}.shared_down_proj", f"{m}.shared_expert.down_proj.weight", (H, S), SHARED),
+            ]
+            if cfg["shared_gate"]:
+                plan.append((f"{c}.shared_expert_gate", f"{m}.shared_expert_gate.weight", (1, H), F32_ONLY))
+    plan.append(("norm", "model.norm.weight", (H,), F32_ONLY))
+    if not cfg["tie_embeddings"]:
+        plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
+    return plan
+
+
+class ExpertReader:
+    """Reads one routed expert's (gate, up, down) from either checkpoint layout.
+
+    Hub checkpoints keep a tensor per expert and projection; newer exports
+    (transformers 5) stack them: experts.gate_up_proj [E, 2I, H] (gate rows
+    first) and experts.down_proj [E, H, I].
+    """
+
+    def __init__(self, ckpt: Checkpoint, cfg: Dict[str, Any], arch: HFArch, moe: str):
+        self.ckpt, self.cfg, self.arch, self.moe = ckpt, cfg, arch, moe
+        E, H, I = cfg["n_experts"], cfg["hidden"], cfg["expert_intermediate"]
+        self.shapes = {"gate": (I, H), "up": (I, H), "down": (H, I)}
+        self.stacked = []
+        for l in range(cfg["n_layers"]):
+            base = f"{_layer(l)}.{moe}.experts"
+            if f"{base}.gate_up_proj" in ckpt:
+                self._check(f"{base}.gate_up_proj", (E, 2 * I, H))
+                self._check(f"{base}.down_proj", (E, H, I))
+                self.stacked.append(True)
+            else:
+                for e in range(E):
+                    for part, hf_name in arch.expert_names.items():
+                        self._check(f"{base}.{e}.{hf_name}.weight", self.shapes[part])
+                self.stacked.append(False)
+
+    def _check(self, name: str, shape: Tuple[int, ...]) -> None:
+        if name not in self.ckpt:
+            raise FormatError(f"checkpoint lacks tensor {name} required by {self.arch.name}")
+        if tuple(self.ckpt.shape(name)) != tuple(shape):
+            raise FormatError(f"tensor {name} has shape {tuple(self.ckpt.shape(name))}, expected {tuple(shape)}")
+
+    def read(self, l: int, e: int) -> Dict[str, np.ndarray]:
+        base = f"{_layer(l)}.{self.moe}.experts"
+        if self.stacked[l]:
+            I = self.cfg["expert_intermediate"]
+            gate_up = self.ckpt.get(f"{base}.gate_up_proj")[e]
+            return {"gate": gate_up[:I], "up": gate_up[I:], "down": self.ckpt.get(f"{base}.down_proj")[e]}
+        return {part: self.ckpt.get(f"{base}.{e}.{name}.weight") for part, name in self.arch.expert_names.items()}
+
+
+# ------------------------------------------------------------ encoding
+
+
+def _encode(w: np.ndarray, qtype: int) -> Tuple[np.ndarray, int]:
+    """Encode a tensor; rows that cannot take a quantized type fall back to f16."""
+    w2 = w.reshape(1, -1) if w.ndim == 1 else w
+    if not quant.supports(qtype, w2.shape[1]):
+        qtype = quant.F16
+    return quant.quantize(np.ascontiguousarray(w2, dtype=np.float32), qtype), qtype
+
+
+def parse_bits(bits: str) -> int:
+    table = {"f32": quant.F32, "32": quant.F32, "f16": quant.F16, "16": quant.F16, "8": quant.Q8, "q8": quant.Q8,
+             "4": quant.Q4, "q4": quant.Q4}
+    key = str(bits).lower()
+    if key not in table:
+        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4")
+    return table[key]
+
+
+def default_resident_type(expert_type: int) -> int:
+    """Resident weights default to 8-bit, or to the experts' type where that is wider."""
+    return expert_type if expert_type in (quant.F32, quant.F16) else quant.Q8
+
+
+def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+    """Convert the model folder `src` into the container `out`; returns its manifest config."""
+    if not os.path.isdir(src):
+        raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
+    hf = _read_json(os.path.join(src, "config.json"), required=True)
+    arch = pick_arch(hf)
+    cfg = arch.config(hf)
+    tokenizer = _tokenizer_section(src, hf)
+    cfg["eos_token_ids"] = _eos_ids(hf, tokenizer["generation_config"], cfg["vocab"])
+    validate_config(cfg, src)
+    expert_type = parse_bits(bits)
+    resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
+
+    ckpt = Checkpoint(src)
+    moe = moe_prefix(ckpt, arch)
+    plan = resident_plan(cfg, arch, moe)
+    for _, name, shape, _ in plan:  # fail before writing anything
+        if name not in ckpt:
+            raise FormatError(f"checkpoint lacks tensor {name} required by {arch.name}")
+        if tuple(ckpt.shape(name)) != shape:
+            raise FormatError(f"tensor {name} has shape {tuple(ckpt.shape(name))}, expected {shape}")
+    experts = ExpertReader(ckpt, cfg, arch, moe)
+
+    n_steps = len(plan) + cfg["n_layers"] * cfg["n_experts"]
+    bar = _progress(n_steps, os.path.basename(out), progress)
+    with ContainerWriter(out) as writer:
+        shared_type = resident_type
+        if cfg["shared_intermediate"] and not all(quant.supports(resident_type, k) for k in (cfg["hidden"], cfg["shared_intermediate"])):
+            shared_type = quant.F16
+        kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: shared_type}
+        for cname, name, shape, kind in plan:
+            data, qtype = _encode(ckpt.get(name), kind_type[kind])
+            writer.add_resident(cname, qtype, data, shape)
+            bar.update(1)
+        for l in range(cfg["n_layers"]):
+            for e in range(cfg["n_experts"]):
+                weights = experts.read(l, e)
+                # One type per blob: if any projection cannot take the type, the expert falls back whole.
+                qtype = expert_type if all(quant.supports(expert_type, w.shape[1]) for w in weights.values()) else quant.F16
+                parts = {p: (_encode(w, qtype)[0], w.shape) for p, w in weights.items()}
+                writer.add_expert(l, e, qtype, parts)
+                bar.update(1)
+        writer.finish({
+            "config": cfg,
+            "tokenizer": tokenizer,
+            "quantization": {"experts": quant.NAMES[expert_type], "resident": quant.NAMES[resident_type]},
+            "source": {"format": "huggingface", "architecture": (hf.get("architectures") or [arch.name])[0]},
+        })
+    bar.close()
+    return cfg
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"converting {desc}", unit="tensor")

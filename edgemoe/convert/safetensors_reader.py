@@ -1,0 +1,132 @@
+"""Read tensors from (possibly sharded) safetensors checkpoints, lazily, as float32 numpy arrays.
+
+We read the format ourselves rather than through the `safetensors` package
+because hub checkpoints are bfloat16, which numpy cannot represent: the
+package's numpy path refuses them, and its torch path would make torch a
+runtime dependency. The format is a little-endian u64 header length, a JSON
+header, then raw tensor bytes; we memory-map the file so that converting a
+model never holds more than the tensor being converted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from ..errors import FormatError
+
+_DTYPES = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # widened to f32 by shifting into the high half
+    "F64": np.dtype("<f8"),
+}
+_MAX_HEADER = 100 << 20
+
+
+class SafetensorsFile:
+    """One .safetensors file: its tensor table and a read-only memory map."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                raw = f.read(8)
+                if len(raw) < 8:
+                    raise FormatError(f"{path}: truncated safetensors file (no header)")
+                (n,) = struct.unpack("<Q", raw)
+                if n > _MAX_HEADER or 8 + n > size:
+                    raise FormatError(f"{path}: safetensors header length {n} is invalid for a {size}-byte file")
+                header = json.loads(f.read(n).decode("utf-8"))
+        except OSError as e:
+            raise FormatError(f"{path}: cannot read: {e.strerror or e}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FormatError(f"{path}: safetensors header is not valid JSON: {e}") from None
+        if not isinstance(header, dict):
+            raise FormatError(f"{path}: safetensors header is not an object")
+        self._data_start = 8 + n
+        data_len = size - self._data_start
+        self.tensors: Dict[str, Tuple[str, Tuple[int, ...], int, int]] = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            except (KeyError, TypeError, ValueError):
+                raise FormatError(f"{path}: malformed entry for tensor {name}") from None
+            if dtype not in _DTYPES:
+                raise FormatError(f"{path}: tensor {name} has dtype {dtype}, which the converter does not support "
+                                  f"(supported: {', '.join(_DTYPES)})")
+            if not all(isinstance(s, int) and s >= 0 for s in shape) or not (isinstance(begin, int) and isinstance(end, int)):
+                raise FormatError(f"{path}: tensor {name} has a malformed shape or offsets")
+            nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype].itemsize
+            if not 0 <= begin <= end <= data_len or end - begin != nbytes:
+                raise FormatError(f"{path}: tensor {name} offsets [{begin}, {end}) do not match its shape {shape} "
+                                  f"or lie outside the file (truncated?)")
+            self.tensors[name] = (dtype, shape, begin, end)
+        self._map = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+
+    def get(self, name: str) -> np.ndarray:
+        """The tensor as a float32 array (a view of the map where no conversion is needed)."""
+        dtype, shape, begin, end = self.tensors[name]
+        raw = self._map[self._data_start + begin: self._data_start + end].view(_DTYPES[dtype]).reshape(shape)
+        if dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw.astype(np.float32, copy=False)
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        return self.tensors[name][1]
+
+
+class Checkpoint:
+    """All tensors of a Hugging Face model folder, single-file or sharded."""
+
+    def __init__(self, folder: str):
+        index = os.path.join(folder, "model.safetensors.index.json")
+        single = os.path.join(folder, "model.safetensors")
+        if os.path.exists(index):
+            try:
+                with open(index, encoding="utf-8") as f:
+                    weight_map = json.load(f)["weight_map"]
+                files = sorted(set(weight_map.values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise FormatError(f"{index}: not a valid safetensors index: {e}") from None
+            for name in files:
+                if os.path.basename(name) != name:
+                    raise FormatError(f"{index}: shard name {name!r} must be a plain file name")
+        elif os.path.exists(single):
+            files = ["model.safetensors"]
+        else:
+            found = sorted(p for p in os.listdir(folder) if p.endswith(".safetensors"))
+            if not found:
+                raise FormatError(f"{folder}: no model.safetensors or model.safetensors.index.json "
+                                  f"(only safetensors checkpoints can be converted)")
+            files = found
+        self._where: Dict[str, SafetensorsFile] = {}
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                raise FormatError(f"{folder}: shard {name} listed in the index is missing")
+            shard = SafetensorsFile(path)
+            for tensor in shard.tensors:
+                self._where[tensor] = shard
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def names(self) -> List[str]:
+        return list(self._where)
+
+    def get(self, name: str) -> np.ndarray:
+        if name not in self._where:
+            raise FormatError(f"checkpoint has no tensor {name}")
+        return self._where[name].get(name)
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        if name not in self._where:
+            raise FormatError(f"checkpoint has no tensor {name}")
+        return self._where[name].shape(name)

@@ -1,0 +1,193 @@
+"""Reference weight quantizers (numpy), byte-compatible with csrc/common/qtypes.h.
+
+Rows of a matrix are encoded back to back; a quantized row is a run of blocks,
+one per group of ``GROUP`` = 32 consecutive elements:
+
+* ``q8`` (34 bytes/block): fp16 scale ``d`` then 32 int8 ``q``; ``w = d * q``.
+* ``q4`` (20 bytes/block): fp16 scale ``d``, fp16 offset ``m``, then 16 bytes
+  where byte ``j`` holds element ``j`` (low nibble) and ``j + 16`` (high
+  nibble); ``w = d * q + m`` with ``q`` in ``[0, 15]``.
+
+Why q8 is symmetric and q4 asymmetric: with 255 levels, spending one level
+on a zero point buys almost nothing, and a symmetric code keeps the kernel's
+inner product a plain int8 x int8 sum. With only 16 levels, centring them on
+zero wastes about half the range whenever a group is lopsided (common in
+expert weights); mapping [min, max] onto the 16 levels roughly halves the
+step size, and the extra ``m * sum(x)`` term costs the kernel one multiply per
+group because the activation blocks carry ``sum(x)``.
+
+Quantized codes are always computed from the fp16-rounded ``d`` and ``m``
+actually stored, so decoding reproduces exactly what the encoder meant.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import FormatError
+
+F32, F16, Q8, Q4 = 0, 1, 2, 3
+GROUP = 32
+NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4"}
+CODES = {name: code for code, name in NAMES.items()}
+BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4}
+
+
+def supports(qtype: int, k: int) -> bool:
+    """True if rows of ``k`` elements can be stored as ``qtype`` (quantized types need whole groups)."""
+    return qtype in NAMES and k > 0 and (qtype in (F32, F16) or k % GROUP == 0)
+
+# Block layouts of qtypes.h as packed numpy records (numpy does not pad
+# unaligned structured dtypes, so itemsize matches sizeof()).
+_BLOCK_Q8 = np.dtype([("d", "<f2"), ("qs", "i1", (GROUP,))])
+_BLOCK_Q4 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 2,))])
+assert _BLOCK_Q8.itemsize == 34 and _BLOCK_Q4.itemsize == 20
+
+# Rows per chunk are chosen so each temporary holds about this many elements
+# (~16 MB as float32), bounding peak memory on very large matrices.
+_CHUNK_ELEMS = 1 << 22
+
+
+def _check_qtype(qtype: int) -> None:
+    if qtype not in NAMES:
+        raise FormatError(f"unknown weight type code {qtype!r} (expected one of {sorted(NAMES)})")
+
+
+def _check_k(qtype: int, k: int) -> None:
+    _check_qtype(qtype)
+    if k <= 0:
+        raise FormatError(f"row length must be positive, got {k}")
+    if qtype in (Q8, Q4) and k % GROUP:
+        raise FormatError(
+            f"row length {k} cannot be stored as {NAMES[qtype]}: quantized types need a multiple of {GROUP}"
+        )
+
+
+def row_bytes(qtype: int, k: int) -> int:
+    """Bytes of one encoded row of ``k`` elements."""
+    _check_k(qtype, k)
+    if qtype == F32:
+        return 4 * k
+    if qtype == F16:
+        return 2 * k
+    block = _BLOCK_Q8 if qtype == Q8 else _BLOCK_Q4
+    return k // GROUP * block.itemsize
+
+
+def _row_chunks(m: int, k: int):
+    step = max(1, _CHUNK_ELEMS // max(k, 1))
+    for r0 in range(0, m, step):
+        yield r0, min(m, r0 + step)
+
+
+def _to_f16(v: np.ndarray, what: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        h = v.astype("<f2")
+    if not np.all(np.isfinite(h)):
+        raise FormatError(f"{what} exceeds the fp16 range (|value| > 65504); cannot encode")
+    return h
+
+
+def _f16_toward(v: np.ndarray, direction: float, what: str) -> np.ndarray:
+    """fp16 nearest to v, then moved one step toward `direction` where it landed on the wrong side."""
+    h = _to_f16(v, what)
+    wrong = h.astype(np.float32) > v if direction < 0 else h.astype(np.float32) < v
+    h[wrong] = np.nextafter(h[wrong], np.float16(direction))
+    if not np.all(np.isfinite(h)):
+        raise FormatError(f"{what} exceeds the fp16 range (|value| > 65504); cannot encode")
+    return h
+
+
+def _quantize_q8(w: np.ndarray) -> np.ndarray:
+    m, k = w.shape
+    g = w.reshape(m, k // GROUP, GROUP)
+    amax = np.abs(g).max(axis=-1)
+    # Scale rounded *up* to fp16, so amax / d <= 127 and no code is clipped:
+    # every element is then within d/2 of its decoded value.
+    d = _f16_toward(amax / 127.0, np.inf, "q8 group scale")
+    d32 = d.astype(np.float32)
+    inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 > 0)
+    # Belt and braces: float rounding of g * inv cannot reach 127.5, but clip anyway.
+    q = np.clip(np.rint(g * inv[..., None]), -127, 127).astype(np.int8)
+    out = np.empty((m, k // GROUP), dtype=_BLOCK_Q8)
+    out["d"] = d
+    out["qs"] = q
+    return out
+
+
+def _quantize_q4(w: np.ndarray) -> np.ndarray:
+    m, k = w.shape
+    g = w.reshape(m, k // GROUP, GROUP)
+    lo = g.min(axis=-1)
+    hi = g.max(axis=-1)
+    flat = hi == lo
+    # Offset rounded *down* and scale rounded *up* to fp16, so [min, max] sits
+    # inside [m, m + 15 d] and no code is clipped: every element is within d/2
+    # of its decoded value. A constant group (max == min) gets d = 0, q = 0 and
+    # the nearest fp16 offset.
+    mh = np.where(flat, _to_f16(lo, "q4 group minimum"), _f16_toward(lo, -np.inf, "q4 group minimum"))
+    m32 = mh.astype(np.float32)
+    d = np.where(flat, np.float16(0), _f16_toward((hi - m32) / 15.0, np.inf, "q4 group scale"))
+    d32 = d.astype(np.float32)
+    inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 > 0)
+    q = np.clip(np.rint((g - m32[..., None]) * inv[..., None]), 0, 15).astype(np.uint8)
+    out = np.empty((m, k // GROUP), dtype=_BLOCK_Q4)
+    out["d"] = d
+    out["m"] = mh
+    out["qs"] = q[..., : GROUP // 2] | (q[..., GROUP // 2 :] << 4)
+    return out
+
+
+def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
+    """Encode a [M, K] matrix; returns flat uint8 bytes, M rows of row_bytes(qtype, K)."""
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise FormatError(f"expected a 2-D weight matrix, got shape {w.shape}")
+    m, k = w.shape
+    rb = row_bytes(qtype, k)
+    out = np.empty(m * rb, dtype=np.uint8)
+    rows = out.reshape(m, rb)
+    for r0, r1 in _row_chunks(m, k):
+        chunk = np.asarray(w[r0:r1], dtype=np.float32)
+        if not np.all(np.isfinite(chunk)):
+            raise FormatError(f"weights contain NaN or infinity (rows {r0}..{r1 - 1})")
+        if qtype == F32:
+            enc = chunk.astype("<f4")
+        elif qtype == F16:
+            enc = _to_f16(chunk, "weight value")
+        elif qtype == Q8:
+            enc = _quantize_q8(chunk)
+        else:
+            enc = _quantize_q4(chunk)
+        rows[r0:r1] = np.ascontiguousarray(enc).view(np.uint8).reshape(r1 - r0, rb)
+    return out
+
+
+def dequantize(buf, qtype: int, shape) -> np.ndarray:
+    """Decode bytes produced by quantize() back to a float32 [M, K] matrix."""
+    m, k = (int(s) for s in shape)
+    rb = row_bytes(qtype, k)
+    raw = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf.reshape(-1).view(np.uint8)
+    if raw.size != m * rb:
+        raise FormatError(
+            f"buffer holds {raw.size} bytes but {m} rows of {NAMES[qtype]} with k={k} need {m * rb}"
+        )
+    rows = raw.reshape(m, rb)
+    out = np.empty((m, k), dtype=np.float32)
+    for r0, r1 in _row_chunks(m, k):
+        part = np.ascontiguousarray(rows[r0:r1])
+        if qtype == F32:
+            out[r0:r1] = part.view("<f4")
+        elif qtype == F16:
+            out[r0:r1] = part.view("<f2")
+        elif qtype == Q8:
+            b = part.view(_BLOCK_Q8)  # [rows, groups]
+            d = b["d"].astype(np.float32)[..., None]
+            out[r0:r1] = (d * b["qs"].astype(np.float32)).reshape(r1 - r0, k)
+        else:
+            b = part.view(_BLOCK_Q4)
+            d = b["d"].astype(np.float32)[..., None]
+            mm = b["m"].astype(np.float32)[..., None]
+            qs = b["qs"]
+            q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32)
+            out[r0:r1] = (d * q + mm).reshape(r1 - r0, k)
+    return out

@@ -1,0 +1,81 @@
+"""Expert cache and memory budget: a small cache changes I/O, never results."""
+import numpy as np
+import pytest
+
+import edgemoe
+from edgemoe.budget import parse_size
+from conftest import reference
+
+
+@pytest.mark.parametrize("name,bits", [("olmoe", "f32"), ("qwen2_moe", "4")])
+def test_minimum_cache_gives_identical_logits(converted, name, bits):
+    path = converted(name, bits)
+    ids = reference(name)["input_ids"].tolist()
+    unlimited = edgemoe.load(path, threads=2)
+    top_k = unlimited.info()["top_k"]
+    small = edgemoe.load(path, cache_experts=top_k, threads=2)
+    np.testing.assert_array_equal(small.logits(ids), unlimited.logits(ids))
+    # decode, token by token, through the tiny cache too
+    small.reset()
+    unlimited.reset()
+    for t in ids[:8]:
+        np.testing.assert_array_equal(small.eval([t]), unlimited.eval([t]))
+    s = small.stats()
+    assert s["cache_misses"] > 0 and s["bytes_read"] > 0
+    assert s["tokens"] == len(ids) + 8
+    # the small cache must re-read experts the unlimited one keeps
+    assert s["cache_misses"] > unlimited.stats()["cache_misses"]
+    assert s["io_wait_s"] >= 0 and s["compute_s"] > 0
+
+
+def test_unlimited_cache_reads_each_expert_once(converted):
+    path = converted("mixtral", "8")
+    ids = reference("mixtral")["input_ids"].tolist()
+    model = edgemoe.load(path, threads=2)
+    model.logits(ids)
+    first = model.stats()
+    model.logits(ids)
+    second = model.stats()
+    assert second["cache_misses"] == first["cache_misses"]  # all hits the second time
+    assert second["cache_hits"] > first["cache_hits"]
+    info = model.info()
+    assert first["cache_misses"] <= info["n_layers"] * info["n_experts"]
+
+
+def test_budget_below_minimum_states_the_minimum(converted):
+    path = converted("qwen3_moe", "8")
+    minimum = edgemoe.load(path, threads=1, ctx_size=256).info()["min_memory_budget"]
+    with pytest.raises(edgemoe.BudgetError, match=f"minimum of .*{minimum} bytes"):
+        edgemoe.load(path, memory_budget=minimum - 1, threads=1, ctx_size=256)
+    model = edgemoe.load(path, memory_budget=minimum, threads=1, ctx_size=256)
+    info = model.info()
+    assert info["memory_plan"]["expert_slots"] == info["top_k"]
+    assert info["memory_plan"]["total_bytes"] <= minimum
+
+
+def test_budget_sets_slot_count(converted):
+    path = converted("qwen3_moe", "8")
+    base = edgemoe.load(path, threads=1, ctx_size=256).info()
+    slot = base["memory_plan"]["slot_bytes"]
+    budget = base["min_memory_budget"] + 3 * slot + slot // 2
+    info = edgemoe.load(path, memory_budget=budget, threads=1, ctx_size=256).info()
+    assert info["memory_plan"]["expert_slots"] == base["top_k"] + 3
+    assert info["memory_plan"]["total_bytes"] <= budget
+
+
+def test_cache_experts_below_top_k_is_refused(converted):
+    path = converted("qwen3_moe", "8")
+    with pytest.raises(edgemoe.BudgetError, match="minimum of 2"):
+        edgemoe.load(path, cache_experts=1)
+
+
+@pytest.mark.parametrize("text,expected", [("1.5GB", 1_500_000_000), ("2GiB", 2 << 30), ("512M", 512 << 20),
+                                           (1234, 1234), ("100kb", 100_000)])
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "12 parsecs", "-1GB", 0, "GB"])
+def test_parse_size_rejects(bad):
+    with pytest.raises(edgemoe.BudgetError):
+        parse_size(bad)

@@ -1,0 +1,97 @@
+"""Converter behaviour and the public Python API."""
+import os
+
+import numpy as np
+import pytest
+
+import edgemoe
+from edgemoe import quant
+from edgemoe.container import PAGE, open_container
+from edgemoe.convert import convert_hf
+from conftest import FIXTURES, reference
+
+
+def test_stacked_and_per_expert_checkpoints_convert_identically(converted):
+    ids = reference("qwen3_moe")["input_ids"].tolist()
+    a = edgemoe.load(converted("qwen3_moe", "8"), threads=1).logits(ids)
+    b = edgemoe.load(converted("qwen3_moe_stacked", "8"), threads=1).logits(ids)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_container_layout(converted):
+    c = open_container(converted("mixtral", "4"))
+    assert c.manifest["quantization"] == {"experts": "q4", "resident": "q8"}
+    for row in c.manifest["experts"]:
+        for blob in row:
+            assert blob["offset"] % PAGE == 0 and blob["type"] == "q4"
+    res = c.manifest["resident"]
+    assert res["layers.0.router"]["type"] == "f32" and res["norm"]["type"] == "f32"
+    assert res["layers.0.wq"]["type"] == "q8"
+    assert c.file_size % PAGE == 0
+
+
+def test_f32_bits_give_all_f32_container(converted):
+    c = open_container(converted("olmoe", "f32"))
+    types = {t["type"] for t in c.manifest["resident"].values()} | {b["type"] for r in c.manifest["experts"] for b in r}
+    assert types == {"f32"}
+
+
+def test_resident_bits_flag(converted):
+    c = open_container(converted("olmoe", "4", "f16"))
+    assert c.manifest["resident"]["layers.0.wq"]["type"] == "f16"
+    assert c.manifest["experts"][0][0]["type"] == "q4"
+
+
+def test_interrupted_conversion_leaves_no_file(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = quant.quantize
+
+    def flaky(w, qtype):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(w, qtype)
+
+    monkeypatch.setattr(quant, "quantize", flaky)
+    out = tmp_path / "m.emoe"
+    with pytest.raises(KeyboardInterrupt):
+        convert_hf(str(FIXTURES / "mixtral"), str(out), bits="8", progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_info_fields(converted):
+    model = edgemoe.load(converted("qwen2_moe", "4"), threads=1)
+    info = model.info()
+    assert info["architecture"] == "qwen2_moe"
+    assert len(info["expert_bits"]) == info["n_layers"]
+    assert all(len(row) == info["n_experts"] and set(row) == {4} for row in info["expert_bits"])
+    assert info["expert_bytes"] > 0 and info["resident_bytes"] > 0
+    assert info["min_memory_budget"] > info["resident_bytes"]
+
+
+def test_tokenize_roundtrip_and_streaming(converted):
+    model = edgemoe.load(converted("olmoe", "8"), threads=1)
+    text = "It was the best of times."
+    ids = model.tokenize(text)
+    assert model.detokenize(ids) == text
+    whole = model.generate(text, max_tokens=12)
+    pieces = list(model.generate(text, max_tokens=12, stream=True))
+    assert "".join(pieces) == whole
+
+
+def test_sampling_is_seeded(converted):
+    model = edgemoe.load(converted("olmoe", "8"), threads=1)
+    ids = reference("olmoe")["greedy_prompt"].tolist()
+    kw = dict(max_tokens=10, temperature=1.0, top_p=0.9, top_k=50, stop_at_eos=False)
+    a = model.generate(ids, seed=7, **kw)
+    b = model.generate(ids, seed=7, **kw)
+    assert a == b and len(a) == 10
+
+
+def test_stats_keys(converted):
+    model = edgemoe.load(converted("olmoe", "8"), threads=1)
+    model.logits([1, 2, 3])
+    s = model.stats()
+    for key in ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens"):
+        assert key in s
+    assert s["tokens"] == 3

@@ -1,0 +1,179 @@
+"""Every bad input gets the package's own exception with a message that says what is wrong."""
+import json
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+import edgemoe
+from edgemoe.container import open_container
+from edgemoe.convert import convert_hf
+from conftest import FIXTURES, reference
+
+
+def copy_of(path, tmp_path, name="copy.emoe"):
+    dst = tmp_path / name
+    shutil.copyfile(path, dst)
+    return dst
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(edgemoe.FormatError, match="no such model file"):
+        edgemoe.load(tmp_path / "nope.emoe")
+
+
+def test_directory_instead_of_container(tmp_path):
+    with pytest.raises(edgemoe.FormatError, match="is a directory; convert it first"):
+        edgemoe.load(tmp_path)
+
+
+def test_wrong_magic(tmp_path):
+    p = tmp_path / "x.emoe"
+    p.write_bytes(b"GGUF" + b"\0" * 8192)
+    with pytest.raises(edgemoe.FormatError, match="not an EdgeMoE container"):
+        edgemoe.load(p)
+
+
+def test_unknown_format_version(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    with open(p, "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 99))
+    with pytest.raises(edgemoe.FormatError, match="format version 99 is not supported"):
+        edgemoe.load(p)
+
+
+def test_header_corruption_detected(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    with open(p, "r+b") as f:
+        f.seek(20)
+        f.write(b"\x01")
+    with pytest.raises(edgemoe.FormatError, match="header checksum mismatch"):
+        edgemoe.load(p)
+
+
+@pytest.mark.parametrize("keep_fraction", [0.0, 0.3, 0.7, 0.999])
+def test_truncated_file(converted, tmp_path, keep_fraction):
+    src = converted("qwen3_moe", "8")
+    size = os.path.getsize(src)
+    p = tmp_path / "t.emoe"
+    with open(src, "rb") as f:
+        p.write_bytes(f.read(int(size * keep_fraction)))
+    with pytest.raises(edgemoe.FormatError):
+        edgemoe.load(p)
+
+
+def test_resident_checksum_mismatch(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    c = open_container(p)
+    with open(p, "r+b") as f:
+        f.seek(c.header.resident_offset + 100)
+        b = f.read(1)
+        f.seek(c.header.resident_offset + 100)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(edgemoe.FormatError, match="resident section checksum mismatch"):
+        edgemoe.load(p)
+
+
+def test_expert_checksum_mismatch_is_a_storage_error(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    c = open_container(p)
+    ids = reference("qwen3_moe")["input_ids"].tolist()
+    # corrupt every expert of layer 0 so whatever the router picks is bad
+    with open(p, "r+b") as f:
+        for blob in c.manifest["experts"][0]:
+            f.seek(blob["offset"] + 10)
+            b = f.read(1)
+            f.seek(blob["offset"] + 10)
+            f.write(bytes([b[0] ^ 0xFF]))
+    model = edgemoe.load(p, threads=1)
+    with pytest.raises(edgemoe.StorageError, match="checksum mismatch"):
+        model.logits(ids)
+    # the model stays usable for a clean error again, not a crash
+    with pytest.raises(edgemoe.StorageError):
+        model.logits(ids)
+
+
+def test_manifest_corruption(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    c = open_container(p)
+    with open(p, "r+b") as f:
+        f.seek(c.header.manifest_offset + 5)
+        f.write(b"#")
+    with pytest.raises(edgemoe.FormatError, match="manifest checksum mismatch"):
+        edgemoe.load(p)
+
+
+def make_folder_copy(tmp_path, name="qwen3_moe"):
+    dst = tmp_path / name
+    shutil.copytree(FIXTURES / name, dst)
+    return dst
+
+
+def test_unsupported_architecture(tmp_path):
+    src = make_folder_copy(tmp_path)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["architectures"] = ["LlamaForCausalLM"]
+    cfg["model_type"] = "llama"
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(edgemoe.UnsupportedModelError, match="architecture LlamaForCausalLM is not supported"):
+        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
+    assert not (tmp_path / "out.emoe").exists()
+
+
+def test_unsupported_config_feature(tmp_path):
+    src = make_folder_copy(tmp_path)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["mlp_only_layers"] = [0]
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(edgemoe.UnsupportedModelError, match="mlp_only_layers"):
+        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
+
+
+def test_missing_tensor_fails_before_writing(tmp_path):
+    src = make_folder_copy(tmp_path)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["num_hidden_layers"] += 1
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out.emoe"
+    with pytest.raises(edgemoe.FormatError, match="lacks tensor model.layers"):
+        convert_hf(str(src), str(out), progress=False)
+    assert not out.exists() and not (tmp_path / "out.emoe.partial").exists()
+
+
+def test_corrupt_safetensors_header(tmp_path):
+    src = make_folder_copy(tmp_path)
+    st = src / "model.safetensors"
+    data = bytearray(st.read_bytes())
+    data[0:8] = struct.pack("<Q", len(data) * 2)
+    st.write_bytes(bytes(data))
+    with pytest.raises(edgemoe.FormatError, match="header length"):
+        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
+
+
+def test_truncated_safetensors(tmp_path):
+    src = make_folder_copy(tmp_path)
+    st = src / "model.safetensors"
+    data = st.read_bytes()
+    st.write_bytes(data[: len(data) // 2])
+    with pytest.raises(edgemoe.FormatError, match="truncated"):
+        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
+
+
+def test_bad_bits(tmp_path):
+    with pytest.raises(edgemoe.FormatError, match="unsupported bit width"):
+        convert_hf(str(FIXTURES / "qwen3_moe"), str(tmp_path / "o.emoe"), bits="5", progress=False)
+
+
+def test_token_ids_out_of_range(converted):
+    model = edgemoe.load(converted("qwen3_moe", "8"), threads=1)
+    with pytest.raises(ValueError, match="token ids must be in"):
+        model.logits([0, model.info()["vocab"]])
+
+
+def test_context_overflow(converted):
+    model = edgemoe.load(converted("qwen3_moe", "8"), threads=1, ctx_size=16)
+    with pytest.raises(edgemoe.ContextLengthError, match="exceed the context size of 16"):
+        model.logits(list(range(17)))

@@ -1,0 +1,78 @@
+"""The engine against transformers' own forward pass (references recorded by tools/make_fixtures.py)."""
+import numpy as np
+import pytest
+
+import edgemoe
+from conftest import ARCH_FIXTURES, reference
+
+# Relative error of a position's logits: max |ours - ref| / max |ref|. f32
+# containers compute in f32 like the reference; only summation order differs.
+F32_REL_TOL = 1e-3
+Q8_ARGMAX_AGREEMENT = 0.98
+
+
+def rel_error(ours, ref):
+    return np.max(np.abs(ours - ref), axis=-1) / np.max(np.abs(ref), axis=-1)
+
+
+@pytest.mark.parametrize("name", ARCH_FIXTURES)
+def test_f32_logits_match_transformers(converted, name):
+    ref = reference(name)
+    model = edgemoe.load(converted(name, "f32"), threads=2)
+    logits = model.logits(ref["input_ids"].tolist())
+    assert logits.shape == ref["logits"].shape
+    err = rel_error(logits, ref["logits"])
+    assert err.max() < F32_REL_TOL, f"worst position {err.argmax()}: relative error {err.max():.2e}"
+
+
+@pytest.mark.parametrize("name", ARCH_FIXTURES)
+def test_f32_greedy_matches_transformers(converted, name):
+    ref = reference(name)
+    model = edgemoe.load(converted(name, "f32"), threads=2)
+    out = model.generate(ref["greedy_prompt"].tolist(), max_tokens=len(ref["greedy_ids"]), stop_at_eos=False)
+    assert out == ref["greedy_ids"].tolist()
+
+
+def test_q8_argmax_agrees_on_realistic_model(converted):
+    # The spec's figure, on the fixture whose weight scales resemble a trained
+    # network (mixtral_smooth), over 256 positions of real text.
+    ref = reference("mixtral_smooth")
+    model = edgemoe.load(converted("mixtral_smooth", "8"), threads=2)
+    logits = model.logits(ref["long_ids"].tolist())
+    agree = np.mean(logits.argmax(-1) == ref["long_logits"].argmax(-1))
+    assert agree >= Q8_ARGMAX_AGREEMENT, f"argmax agreement {agree:.1%}"
+
+
+# The other fixtures are chaotic by design (large random weights: tiny
+# perturbations flip routing), so even ideal 8-bit rounding of the weights
+# flips several argmaxes there (bench/RESULTS.md). On them we bound the
+# typical (median-position) relative logit error instead: measured 0.028-0.051
+# for 8-bit and 0.11-0.15 for 4-bit experts; a broken quantized path gives ~1.
+QUANT_MEDIAN_REL_TOL = {"8": 0.1, "4": 0.3}
+
+
+@pytest.mark.parametrize("bits", ["8", "4"])
+@pytest.mark.parametrize("name", ARCH_FIXTURES)
+def test_quantized_logits_stay_close(converted, name, bits):
+    ref = reference(name)
+    model = edgemoe.load(converted(name, bits), threads=2)
+    logits = model.logits(ref["input_ids"].tolist())
+    median = np.median(rel_error(logits, ref["logits"]))
+    assert median < QUANT_MEDIAN_REL_TOL[bits], f"median relative error {median:.3f}"
+
+
+def test_prefill_matches_token_by_token_decode(converted):
+    ref = reference("qwen2_moe")
+    ids = ref["input_ids"].tolist()
+    model = edgemoe.load(converted("qwen2_moe", "f32"), threads=2)
+    full = model.logits(ids)
+    model.reset()
+    steps = np.stack([model.eval([t]) for t in ids])
+    np.testing.assert_allclose(steps, full, rtol=0, atol=1e-4 * np.abs(full).max())
+
+
+def test_thread_count_does_not_change_results(converted):
+    ids = reference("mixtral")["input_ids"].tolist()
+    one = edgemoe.load(converted("mixtral", "8"), threads=1).logits(ids)
+    two = edgemoe.load(converted("mixtral", "8"), threads=2).logits(ids)
+    np.testing.assert_array_equal(one, two)
