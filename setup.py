@@ -26,12 +26,6 @@ def compile_flags():
 
 
 sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
-# Development aid: build without some subsystems while they are being written.
-_skip = [d for d in os.environ.get("EDGEMOE_SKIP_DIRS", "").split(",") if d]
-if "model" in _skip or "store" in _skip:
-    _skip.append("runtime")
-sources = [s for s in sources if not any(s.startswith(f"csrc/{d}/") for d in _skip)]
-_defines = [("EDGEMOE_NO_ENGINE", "1")] if "runtime" in _skip else []
 extra_flags = os.environ.get("EDGEMOE_EXTRA_CFLAGS", "").split()
 
 ext = Pybind11Extension(
@@ -39,7 +33,6 @@ ext = Pybind11Extension(
     sources,
     include_dirs=["csrc"],
     cxx_std=17,
-    define_macros=_defines,
     extra_compile_args=compile_flags() + extra_flags,
     extra_link_args=["-pthread"] + extra_flags,
 )

@@ -12,9 +12,7 @@
 #include "common/errors.h"
 #include "common/qtypes.h"
 #include "kernels/kernels.h"
-#ifndef EDGEMOE_NO_ENGINE
 #include "runtime/engine.h"
-#endif
 
 namespace py = pybind11;
 using namespace edgemoe;
@@ -67,7 +65,6 @@ py::array_t<float> py_dequantize_row(int type_code, py::array_t<uint8_t, py::arr
   return out;
 }
 
-#ifndef EDGEMOE_NO_ENGINE
 // --- engine ---
 
 template <typename T>
@@ -181,7 +178,6 @@ py::dict engine_stats(const Engine& e) {
   d["tokens"] = s.tokens;
   return d;
 }
-#endif  // EDGEMOE_NO_ENGINE
 
 }  // namespace
 
@@ -220,7 +216,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
-#ifndef EDGEMOE_NO_ENGINE
   m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx) { return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx); });
   m.def("scratch_bytes", [](const py::dict& cfg, int ctx, int max_batch, int threads) {
     return Transformer::scratch_bytes(config_from_dict(cfg), ctx, max_batch, threads);
@@ -243,7 +238,6 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("direct_io", &Engine::direct_io)
       .def("stats", &engine_stats)
       .def("reset_stats", &Engine::reset_stats, py::call_guard<py::gil_scoped_release>());
-#endif
 
   m.def("row_bytes", [](int type_code, int64_t k) { return qtype_row_bytes(qtype_arg(type_code), k); });
 }

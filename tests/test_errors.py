@@ -19,6 +19,14 @@ def copy_of(path, tmp_path, name="copy.emoe"):
     return dst
 
 
+def flip_byte(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(edgemoe.FormatError, match="no such model file"):
         edgemoe.load(tmp_path / "nope.emoe")
@@ -67,12 +75,7 @@ def test_truncated_file(converted, tmp_path, keep_fraction):
 
 def test_resident_checksum_mismatch(converted, tmp_path):
     p = copy_of(converted("qwen3_moe", "8"), tmp_path)
-    c = open_container(p)
-    with open(p, "r+b") as f:
-        f.seek(c.header.resident_offset + 100)
-        b = f.read(1)
-        f.seek(c.header.resident_offset + 100)
-        f.write(bytes([b[0] ^ 0xFF]))
+    flip_byte(p, open_container(p).header.resident_offset + 100)
     with pytest.raises(edgemoe.FormatError, match="resident section checksum mismatch"):
         edgemoe.load(p)
 
@@ -82,12 +85,8 @@ def test_expert_checksum_mismatch_is_a_storage_error(converted, tmp_path):
     c = open_container(p)
     ids = reference("qwen3_moe")["input_ids"].tolist()
     # corrupt every expert of layer 0 so whatever the router picks is bad
-    with open(p, "r+b") as f:
-        for blob in c.manifest["experts"][0]:
-            f.seek(blob["offset"] + 10)
-            b = f.read(1)
-            f.seek(blob["offset"] + 10)
-            f.write(bytes([b[0] ^ 0xFF]))
+    for blob in c.manifest["experts"][0]:
+        flip_byte(p, blob["offset"] + 10)
     model = edgemoe.load(p, threads=1)
     with pytest.raises(edgemoe.StorageError, match="checksum mismatch"):
         model.logits(ids)

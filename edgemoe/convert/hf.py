@@ -178,8 +178,8 @@ class ExpertReader:
         base = f"{_layer(l)}.{self.moe}.experts"
         if self.stacked[l]:
             I = self.cfg["expert_intermediate"]
-            gate_up = self.ckpt.get(f"{base}.gate_up_proj")[e]
-            return {"gate": gate_up[:I], "up": gate_up[I:], "down": self.ckpt.get(f"{base}.down_proj")[e]}
+            gate_up = self.ckpt.get(f"{base}.gate_up_proj", e)
+            return {"gate": gate_up[:I], "up": gate_up[I:], "down": self.ckpt.get(f"{base}.down_proj", e)}
         return {part: self.ckpt.get(f"{base}.{e}.{name}.weight") for part, name in self.arch.expert_names.items()}
 
 

@@ -5,14 +5,16 @@ because hub checkpoints are bfloat16, which numpy cannot represent: the
 package's numpy path refuses them, and its torch path would make torch a
 runtime dependency. The format is a little-endian u64 header length, a JSON
 header, then raw tensor bytes; we memory-map the file so that converting a
-model never holds more than the tensor being converted.
+model never holds more than the tensor being converted. Tensors are read with
+explicit reads rather than a memory map, because mapped pages of a
+multi-GB checkpoint would count against the converter's resident memory.
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -68,12 +70,26 @@ class SafetensorsFile:
                 raise FormatError(f"{path}: tensor {name} offsets [{begin}, {end}) do not match its shape {shape} "
                                   f"or lie outside the file (truncated?)")
             self.tensors[name] = (dtype, shape, begin, end)
-        self._map = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
 
-    def get(self, name: str) -> np.ndarray:
-        """The tensor as a float32 array (a view of the map where no conversion is needed)."""
+    def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        """The tensor (or, with `index`, its slice along the first axis) as float32.
+
+        Only the requested bytes are read, so one expert of a stacked [E, ...]
+        tensor costs that expert's bytes, not the whole stack's.
+        """
         dtype, shape, begin, end = self.tensors[name]
-        raw = self._map[self._data_start + begin: self._data_start + end].view(_DTYPES[dtype]).reshape(shape)
+        np_dtype = _DTYPES[dtype]
+        if index is not None:
+            if not shape or not 0 <= index < shape[0]:
+                raise FormatError(f"{self.path}: index {index} out of range for tensor {name} of shape {shape}")
+            stride = (end - begin) // shape[0]
+            begin, end, shape = begin + index * stride, begin + (index + 1) * stride, shape[1:]
+        raw = np.empty((end - begin) // np_dtype.itemsize, dtype=np_dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + begin)
+            if f.readinto(memoryview(raw).cast("B")) != end - begin:
+                raise FormatError(f"{self.path}: file ends inside tensor {name} (truncated)")
+        raw = raw.reshape(shape)
         if dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)
         return raw.astype(np.float32, copy=False)
@@ -121,10 +137,10 @@ class Checkpoint:
     def names(self) -> List[str]:
         return list(self._where)
 
-    def get(self, name: str) -> np.ndarray:
+    def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
         if name not in self._where:
             raise FormatError(f"checkpoint has no tensor {name}")
-        return self._where[name].get(name)
+        return self._where[name].get(name, index)
 
     def shape(self, name: str) -> Tuple[int, ...]:
         if name not in self._where:
