@@ -52,14 +52,14 @@ def run_once(args) -> dict:
 
     model.reset_stats()
     t0 = time.perf_counter()
-    logits = model.eval(prompt)
+    model.eval(prompt)
     prefill_s = time.perf_counter() - t0
     prefill_stats = model.stats()
 
     model.reset_stats()
     t0 = time.perf_counter()
     for token in decode_ids:
-        logits = model.eval([token])
+        model.eval([token])
     decode_s = time.perf_counter() - t0
     decode_stats = model.stats()
     stop.set()

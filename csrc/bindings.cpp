@@ -232,6 +232,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         e.reset();
       })
+      .def("truncate", &Engine::truncate, py::arg("n"), py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("n_past", &Engine::n_past)
       .def_property_readonly("slot_bytes", &Engine::slot_bytes)
       .def_property_readonly("n_slots", &Engine::n_slots)

@@ -123,6 +123,12 @@ class Model:
         """Forget the context (the KV cache)."""
         self._engine.reset()
 
+    def truncate(self, n: int) -> None:
+        """Keep only the first n positions of the context (to reuse a shared prefix)."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._engine.truncate(int(n))
+
     @property
     def n_past(self) -> int:
         return self._engine.n_past
@@ -201,8 +207,13 @@ class Model:
     def info(self) -> Dict[str, Any]:
         cfg, m = self.config, self.container.manifest
         experts = m["experts"]
+        per_expert = [sum(_elements(p["shape"]) for p in b["parts"].values()) for row in experts for b in row]
+        resident_params = sum(_elements(t["shape"]) for t in m["resident"].values())
         return {
             "architecture": cfg["architecture"],
+            "params_total": resident_params + sum(per_expert),
+            # every resident weight (embeddings included) plus top_k routed experts per layer
+            "params_active": resident_params + cfg["n_layers"] * cfg["top_k"] * max(per_expert),
             "n_layers": cfg["n_layers"],
             "n_experts": cfg["n_experts"],
             "top_k": cfg["top_k"],
@@ -226,6 +237,24 @@ class Model:
             "direct_io": self._engine.direct_io,
             "file_bytes": self.container.file_size,
         }
+
+
+def _elements(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+DEMO_MODEL = os.path.join(os.path.dirname(__file__), "models", "demo.emoe")
+
+
+def default_model_path() -> str:
+    """The small demo model that ships inside the package (what `edgemoe chat` runs by default)."""
+    if not os.path.exists(DEMO_MODEL):
+        raise EdgeMoEError(f"the embedded demo model is missing from this installation ({DEMO_MODEL}); "
+                           f"pass a converted .emoe file instead")
+    return DEMO_MODEL
 
 
 def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optional[int] = None,

@@ -1,7 +1,8 @@
-"""The `edgemoe` command: convert, info, generate (chat, profile and perplexity come with their issues)."""
+"""The `edgemoe` command: convert, info, generate, chat. It mirrors the Python API flag for flag."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -10,18 +11,53 @@ from typing import List, Optional
 from .errors import EdgeMoEError
 
 
+def _bounded(kind, lo=None, hi=None, lo_open=False):
+    """An argparse type that refuses values outside [lo, hi] with a message naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise argparse.ArgumentTypeError(f"{value} must be {'>' if lo_open else '>='} {lo}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"{value} must be <= {hi}")
+        return value
+
+    return parse
+
+
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", default=None, help="bytes or a size like 1.5GB for weights + caches")
-    p.add_argument("--cache-experts", type=int, default=None, help="number of expert cache slots (overrides the budget)")
-    p.add_argument("--threads", "-t", type=int, default=None)
-    p.add_argument("--ctx-size", "-c", type=int, default=None)
+    p.add_argument("--cache-experts", type=_bounded(int, 1), default=None,
+                   help="number of expert cache slots (overrides the budget)")
+    p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
+    p.add_argument("--ctx-size", "-c", type=_bounded(int, 1), default=None)
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--max-tokens", type=_bounded(int, 0), default=256)
+    p.add_argument("--temp", type=_bounded(float, 0.0), default=0.8, help="0 means greedy")
+    p.add_argument("--top-p", type=_bounded(float, 0.0, 1.0, lo_open=True), default=0.95)
+    p.add_argument("--top-k", type=_bounded(int, 0), default=40, help="0 means no limit")
+    p.add_argument("--min-p", type=_bounded(float, 0.0, 1.0), default=0.05)
+    p.add_argument("--repeat-penalty", type=_bounded(float, 0.0, lo_open=True), default=1.1)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _sampling(args):
+    from .sampling import SamplingParams
+
+    return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repeat_penalty=args.repeat_penalty)
 
 
 def _load(args):
-    from .api import load
+    from .api import default_model_path, load
 
-    return load(args.model, memory_budget=args.memory_budget, cache_experts=args.cache_experts,
-                threads=args.threads, ctx_size=args.ctx_size)
+    return load(args.model or default_model_path(), memory_budget=args.memory_budget,
+                cache_experts=args.cache_experts, threads=args.threads, ctx_size=args.ctx_size)
 
 
 def cmd_convert(args) -> int:
@@ -45,6 +81,7 @@ def cmd_info(args) -> int:
     bits = sorted({b for row in info["expert_bits"] for b in row})
     print(f"architecture      {info['architecture']}")
     print(f"layers            {info['n_layers']}   experts/layer {info['n_experts']}   top-k {info['top_k']}")
+    print(f"parameters        {info['params_total'] / 1e6:.1f} M total, {info['params_active'] / 1e6:.1f} M active per token")
     print(f"file              {format_size(info['file_bytes'])}")
     print(f"resident weights  {format_size(info['resident_bytes'])} ({info['quantization'].get('resident')})")
     print(f"routed experts    {format_size(info['expert_bytes'])} (bits: {', '.join(map(str, bits))})")
@@ -57,21 +94,31 @@ def cmd_info(args) -> int:
 
 def cmd_generate(args) -> int:
     model = _load(args)
-    t0 = time.perf_counter()
-    n = 0
-    for piece in model.generate(args.prompt, max_tokens=args.max_tokens, temperature=args.temp, top_p=args.top_p,
-                                top_k=args.top_k, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                                seed=args.seed, stream=True):
-        n += 1
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    params = _sampling(args)
+    for piece in model.generate(prompt, max_tokens=args.max_tokens, temperature=params.temperature,
+                                top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
+                                repeat_penalty=params.repeat_penalty, seed=args.seed, stream=True):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if args.verbose:
-        s = model.stats()
-        dt = time.perf_counter() - t0
-        print(f"[{s['tokens']} tokens evaluated in {dt:.2f} s; cache hit rate {s['cache_hit_rate']:.1%}; "
-              f"{s['bytes_read'] / 1e6:.1f} MB read]", file=sys.stderr)
+    if args.stats:
+        print(json.dumps(model.stats()), file=sys.stderr)
     return 0
+
+
+def cmd_chat(args) -> int:
+    from .chat_cli import ChatREPL
+    from .session import ChatSession
+
+    model = _load(args)
+    session = ChatSession(model, _sampling(args), seed=args.seed, system=args.system, max_tokens=args.max_tokens)
+    if sys.stdin.isatty():
+        try:  # importing readline gives input() line editing and history
+            importlib.import_module("readline")
+        except ImportError:
+            pass
+    return ChatREPL(session).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,24 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="describe a converted model and its memory plan")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
     p.add_argument("--json", action="store_true")
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("generate", help="continue a prompt")
-    p.add_argument("model")
-    p.add_argument("prompt")
-    p.add_argument("-n", "--max-tokens", type=int, default=128)
-    p.add_argument("--temp", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p = sub.add_parser("generate", help="one completion of a prompt to stdout")
+    p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
+    p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read stdin)")
+    p.add_argument("--stats", action="store_true", help="print the engine's counters to stderr as JSON")
+    _add_sampling_flags(p)
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("chat", help="chat in the terminal (one turn per line when stdin is a pipe)")
+    p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
+    p.add_argument("--system", default=None, help="system prompt")
+    _add_sampling_flags(p)
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_chat)
     return parser
 
 

@@ -1,7 +1,6 @@
 """Shared test fixtures: the committed tiny checkpoints, converted once per session."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

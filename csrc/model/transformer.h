@@ -28,6 +28,8 @@ class Transformer {
   // The caller guarantees n_past + n <= ctx_size.
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
   void reset() { n_past_ = 0; }
+  // Forget every position from n on (n <= n_past): the next forward() overwrites them.
+  void truncate(int64_t n) { n_past_ = n < n_past_ ? (n > 0 ? n : 0) : n_past_; }
   int64_t n_past() const { return n_past_; }
   int ctx_size() const { return ctx_size_; }
 

@@ -156,6 +156,11 @@ void Engine::reset() {
   transformer_->reset();
 }
 
+void Engine::truncate(int64_t n) {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  transformer_->truncate(n);
+}
+
 EngineStats Engine::stats() const { return EngineStats{store_->stats(), compute_s_, tokens_}; }
 
 void Engine::reset_stats() {

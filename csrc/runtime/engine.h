@@ -63,6 +63,8 @@ class Engine final : public ExpertSource {
   // Appends tokens to the context; writes the last position's logits [vocab].
   void eval(const int32_t* tokens, int64_t n, float* last_logits);
   void reset();
+  // Keep only the first n positions of the context (a shared prompt prefix).
+  void truncate(int64_t n);
   int64_t n_past() const { return transformer_->n_past(); }
 
   EngineStats stats() const;

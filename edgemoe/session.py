@@ -1,0 +1,153 @@
+"""A multi-turn conversation with a model that keeps its KV cache across turns.
+
+Each turn renders the whole conversation with the model's chat template (or,
+without one, continues the plain transcript), tokenizes it, and evaluates
+only the tokens after the longest prefix already in the KV cache. When the
+conversation outgrows the context, the oldest turns are dropped (the system
+prompt is kept) and the shortened conversation is evaluated again: a sliding
+window over whole turns.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional
+
+from .api import ContextLengthError, Model
+from .chat_template import load_chat_template
+from .sampling import Sampler, SamplingParams
+from .tokenizer import StreamDecoder
+
+
+@dataclass
+class ReplyStats:
+    prompt_tokens: int = 0      # tokens of the rendered conversation
+    evaluated_tokens: int = 0   # of which not already in the KV cache
+    prefill_s: float = 0.0
+    generated_tokens: int = 0
+    decode_s: float = 0.0
+    stop_reason: str = ""       # "stop", "length", "context", "interrupted"
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.evaluated_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return self.generated_tokens / self.decode_s if self.decode_s else 0.0
+
+
+def _common_prefix(a: List[int], b: List[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class ChatSession:
+    def __init__(self, model: Model, params: Optional[SamplingParams] = None, seed: Optional[int] = None,
+                 system: Optional[str] = None, max_tokens: int = 512):
+        self.model = model
+        self.sampler = Sampler(params or SamplingParams(), seed)
+        self.max_tokens = max_tokens
+        self.system = system
+        self.template = load_chat_template(model.tokenizer.config)
+        self.stop_ids = set(model.eos_token_ids)
+        eos_text = model.tokenizer.config.get("eos_token")
+        if isinstance(eos_text, dict):
+            eos_text = eos_text.get("content")
+        if isinstance(eos_text, str) and model.tokenizer.token_to_id(eos_text) is not None:
+            self.stop_ids.add(model.tokenizer.token_to_id(eos_text))
+        self.messages: List[Dict[str, str]] = []
+        self.cached: List[int] = []  # the token ids currently in the model's KV cache
+        self.last = ReplyStats()
+        self.dropped_turns = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self.cached = []
+        self.model.reset()
+
+    # ------------------------------------------------------------ prompt
+
+    def _render(self, messages: List[Dict[str, str]]) -> List[int]:
+        if self.template is not None:
+            text = self.template.render(messages, add_generation_prompt=True)
+            return self.model.tokenize(text, add_special_tokens=False)
+        text = "\n".join(m["content"] for m in messages)
+        return self.model.tokenize(text)
+
+    def _fit(self) -> List[int]:
+        """Render the conversation, dropping the oldest turns until it and a reply fit the context."""
+        ctx = self.model.ctx_size
+        room_for_reply = min(self.max_tokens, ctx // 4)
+        while True:
+            ids = self._render(self.messages)
+            if len(ids) + room_for_reply <= ctx:
+                return ids
+            first = 1 if self.messages and self.messages[0]["role"] == "system" else 0
+            if len(self.messages) - first <= 1:
+                raise ContextLengthError(
+                    f"this message needs {len(ids)} tokens (plus up to {room_for_reply} for the reply) "
+                    f"but the context holds {ctx}; shorten it or restart with a larger --ctx-size")
+            del self.messages[first]
+            self.dropped_turns += 1
+
+    # ------------------------------------------------------------ turns
+
+    def send(self, user_text: str) -> Iterator[str]:
+        """Add a user turn and stream the reply's text pieces.
+
+        Stopping the iteration early (or Ctrl-C while iterating) keeps the
+        partial reply in the conversation and the KV cache consistent.
+        """
+        self.messages.append({"role": "user", "content": user_text})
+        try:
+            ids = self._fit()
+        except ContextLengthError:
+            self.messages.pop()
+            raise
+        return self._reply(ids)
+
+    def _reply(self, ids: List[int]) -> Iterator[str]:
+        model, stats = self.model, ReplyStats(prompt_tokens=len(ids))
+        self.last = stats
+        keep = _common_prefix(self.cached, ids)
+        keep = min(keep, len(ids) - 1)  # evaluate at least one token to get logits
+        model.truncate(keep)
+        self.cached = self.cached[:keep]
+        generated: List[int] = []
+        decoder = StreamDecoder(model.tokenizer)
+        try:
+            t0 = time.perf_counter()
+            logits = model.eval(ids[keep:])
+            self.cached = list(ids)
+            stats.evaluated_tokens = len(ids) - keep
+            stats.prefill_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats.stop_reason = "length"
+            for _ in range(self.max_tokens):
+                token = self.sampler(logits, self.cached)
+                if token in self.stop_ids:
+                    stats.stop_reason = "stop"
+                    break
+                generated.append(token)
+                piece = decoder.push(token)
+                if piece:
+                    yield piece
+                if model.n_past >= model.ctx_size:
+                    stats.stop_reason = "context"
+                    break
+                logits = model.eval([token])
+                self.cached.append(token)
+            stats.decode_s = time.perf_counter() - t0
+        except (KeyboardInterrupt, GeneratorExit):
+            stats.stop_reason = "interrupted"
+            raise
+        finally:
+            stats.generated_tokens = len(generated)
+            # Whatever happened, the cache holds exactly model.n_past tokens of self.cached.
+            self.cached = self.cached[: model.n_past]
+            self.messages.append({"role": "assistant", "content": model.detokenize(generated)})
