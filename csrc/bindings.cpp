@@ -167,6 +167,18 @@ py::array_t<float> engine_eval(Engine& e, const py::array_t<int32_t, py::array::
   return out;
 }
 
+py::tuple engine_take_trace(Engine& e, int n_layers, int top_k) {
+  RoutingTrace t = e.take_trace();
+  const int64_t n = (int64_t)t.positions.size();
+  py::array_t<int64_t> pos(n);
+  py::array_t<int32_t> experts({n, (int64_t)n_layers, (int64_t)top_k});
+  py::array_t<float> weights({n, (int64_t)n_layers, (int64_t)top_k});
+  std::copy(t.positions.begin(), t.positions.end(), pos.mutable_data());
+  std::copy(t.experts.begin(), t.experts.end(), experts.mutable_data());
+  std::copy(t.weights.begin(), t.weights.end(), weights.mutable_data());
+  return py::make_tuple(pos, experts, weights);
+}
+
 py::dict engine_stats(const Engine& e) {
   EngineStats s = e.stats();
   py::dict d;
@@ -232,6 +244,8 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         e.reset();
       })
+      .def("set_tracing", &Engine::set_tracing, py::arg("on"))
+      .def("take_trace", &engine_take_trace, py::arg("n_layers"), py::arg("top_k"))
       .def("truncate", &Engine::truncate, py::arg("n"), py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("n_past", &Engine::n_past)
       .def_property_readonly("slot_bytes", &Engine::slot_bytes)

@@ -143,19 +143,49 @@ class Model:
 
     def generate(self, prompt_or_ids: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
-                 seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True):
+                 seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True,
+                 trace: Optional[str] = None):
         """Generate from a fresh context. Returns the text (or, for an id prompt, the new ids);
-        with stream=True yields text pieces as they are decoded."""
+        with stream=True yields text pieces as they are decoded. `trace` names a file that
+        receives every evaluated token's routing (docs/TRACE.md)."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty)
         sampler = Sampler(params, seed)
         text_prompt = isinstance(prompt_or_ids, str)
         ids = self.tokenize(prompt_or_ids) if text_prompt else list(self._ids(prompt_or_ids))
-        tokens = self._generate_ids(ids, max_tokens, sampler, stop_at_eos)
+        if trace is not None:
+            cfg = self.config
+            self._engine.take_trace(cfg["n_layers"], cfg["top_k"])  # drop anything stale
+            self._engine.set_tracing(True)
+        try:
+            tokens = self._generate_ids(ids, max_tokens, sampler, stop_at_eos)
+        except BaseException:
+            self._engine.set_tracing(False)
+            raise
+        if trace is not None:
+            tokens = self._traced(tokens, ids, trace)
         if stream:
             return self._stream_text(tokens)
         new_ids = list(tokens)
         return self.detokenize(new_ids) if text_prompt else new_ids
+
+    def _traced(self, tokens: Iterator[int], prompt: List[int], path: str) -> Iterator[int]:
+        """Pass tokens through, then write the routing of every evaluated token to `path`."""
+        evaluated = list(prompt)
+        try:
+            for token in tokens:
+                yield token
+                evaluated.append(token)
+        finally:
+            from .trace import write_trace
+
+            cfg = self.config
+            positions, experts, weights = self._engine.take_trace(cfg["n_layers"], cfg["top_k"])
+            self._engine.set_tracing(False)
+            header = {"model": os.path.basename(self.container.path), "n_layers": cfg["n_layers"],
+                      "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "prompt_tokens": len(prompt)}
+            n = len(positions)
+            write_trace(path, header, evaluated[:n], positions, experts, weights)
 
     def _generate_ids(self, prompt: List[int], max_tokens: int, sampler: Sampler, stop_at_eos: bool) -> Iterator[int]:
         if max_tokens < 0:

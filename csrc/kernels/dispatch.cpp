@@ -21,7 +21,7 @@ const KernelTable* table_for(Isa isa) {
     case Isa::Avx512:
       return avx512_kernels();
     case Isa::Neon:
-      return nullptr;  // not written yet
+      return neon_kernels();
   }
   return nullptr;
 }

@@ -24,6 +24,13 @@ struct KernelTable {
 const KernelTable* scalar_kernels();  // never null
 const KernelTable* avx2_kernels();
 const KernelTable* avx512_kernels();
+// AArch64: the NEON table, with the SDOT dot-product path when the build or
+// the CPU (HWCAP_ASIMDDP) has it, else the plain-NEON one. isa_name() says
+// "neon" either way; neon_dot_path() tells which: "sdot" or "smull" ("" off AArch64).
+const KernelTable* neon_kernels();
+const char* neon_dot_path();
+// The plain-NEON table even where SDOT is used, so tests can check both paths.
+const KernelTable* neon_fallback_kernels();
 
 // Decoding a row is not hot (embedding lookups, tests): one scalar version.
 void scalar_dequantize_row(QType type, const void* row, int64_t k, float* out);

@@ -51,6 +51,8 @@ void Transformer::moe(int layer, int64_t n) {
     }
   }
 
+  if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data());
+
   // Group (token, rank) pairs by expert.
   std::vector<std::vector<int64_t>> users(E);  // entries t * K + r
   for (int64_t i = 0; i < n * K; ++i) users[topk_idx_[i]].push_back(i);

@@ -8,6 +8,7 @@
 
 #include "../common/thread_pool.h"
 #include "config.h"
+#include "observer.h"
 #include "weights.h"
 
 namespace edgemoe {
@@ -27,6 +28,7 @@ class Transformer {
   // logits [n, vocab] when all_logits, else only the last position's [vocab].
   // The caller guarantees n_past + n <= ctx_size.
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  void set_observer(ForwardObserver* observer) { observer_ = observer; }
   void reset() { n_past_ = 0; }
   // Forget every position from n on (n <= n_past): the next forward() overwrites them.
   void truncate(int64_t n) { n_past_ = n < n_past_ ? (n > 0 ? n : 0) : n_past_; }
@@ -51,6 +53,7 @@ class Transformer {
   int ctx_size_;
   int max_batch_;
   int64_t n_past_ = 0;
+  ForwardObserver* observer_ = nullptr;
 
   std::vector<float> k_cache_, v_cache_;  // [layer][pos][kv_dim]
   std::vector<float> rope_cos_, rope_sin_;  // [pos][head_dim / 2]

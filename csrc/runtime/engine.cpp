@@ -46,6 +46,7 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
   store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots, opt.verify_checksums);
   pool_ = std::make_unique<ThreadPool>(opt.threads);
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch);
+  transformer_->set_observer(this);
 }
 
 void Engine::bind_weights(const ContainerLayout& layout) {
@@ -131,6 +132,14 @@ void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) con
 
 void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) {
   const auto t0 = std::chrono::steady_clock::now();
+  if (tracing_) {
+    trace_base_ = trace_.positions.size();
+    const int64_t pos0 = transformer_->n_past();
+    const size_t per_token = (size_t)cfg_.n_layers * cfg_.top_k;
+    for (int64_t i = 0; i < n; ++i) trace_.positions.push_back(pos0 + i);
+    trace_.experts.resize(trace_.positions.size() * per_token, -1);
+    trace_.weights.resize(trace_.positions.size() * per_token, 0.f);
+  }
   const double io0 = store_->stats().io_wait_s;
   transformer_->forward(tokens, n, out, all_logits);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -154,6 +163,33 @@ void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits) {
 void Engine::reset() {
   std::lock_guard<std::mutex> lock(run_mu_);
   transformer_->reset();
+}
+
+void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights) {
+  if (!tracing_) return;
+  // pos0 is relative to the whole context; the trace rows of this forward call start at trace_base_.
+  const int64_t first_pos = trace_.positions[trace_base_];
+  const int K = cfg_.top_k;
+  for (int64_t t = 0; t < n; ++t) {
+    const size_t row = trace_base_ + (size_t)(pos0 - first_pos + t);
+    const size_t at = (row * cfg_.n_layers + layer) * K;
+    for (int r = 0; r < K; ++r) {
+      trace_.experts[at + r] = ids[t * K + r];
+      trace_.weights[at + r] = weights[t * K + r];
+    }
+  }
+}
+
+void Engine::set_tracing(bool on) {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  tracing_ = on;
+}
+
+RoutingTrace Engine::take_trace() {
+  std::lock_guard<std::mutex> lock(run_mu_);
+  RoutingTrace out = std::move(trace_);
+  trace_ = RoutingTrace{};
+  return out;
 }
 
 void Engine::truncate(int64_t n) {

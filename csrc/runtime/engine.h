@@ -54,7 +54,14 @@ struct EngineStats {
   uint64_t tokens = 0;
 };
 
-class Engine final : public ExpertSource {
+// Routing decisions recorded while tracing is on: [token][layer][rank].
+struct RoutingTrace {
+  std::vector<int64_t> positions;  // one per traced token
+  std::vector<int32_t> experts;    // positions.size() * n_layers * top_k
+  std::vector<float> weights;
+};
+
+class Engine final : public ExpertSource, public ForwardObserver {
  public:
   Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt);
 
@@ -67,6 +74,11 @@ class Engine final : public ExpertSource {
   void truncate(int64_t n);
   int64_t n_past() const { return transformer_->n_past(); }
 
+  // Record every token's routing from now on (or stop); take_trace() hands
+  // over what was recorded and starts a new record.
+  void set_tracing(bool on);
+  RoutingTrace take_trace();
+
   EngineStats stats() const;
   void reset_stats();
   size_t slot_bytes() const { return store_->slot_bytes(); }
@@ -77,6 +89,8 @@ class Engine final : public ExpertSource {
   ExpertView acquire(int layer, int expert) override;
   void release(int layer, int expert) override;
   bool is_cached(int layer, int expert) const override;
+  // ForwardObserver
+  void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights) override;
 
  private:
   void bind_weights(const ContainerLayout& layout);
@@ -92,6 +106,9 @@ class Engine final : public ExpertSource {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Transformer> transformer_;
   std::mutex run_mu_;  // one forward pass at a time per engine
+  bool tracing_ = false;
+  RoutingTrace trace_;
+  size_t trace_base_ = 0;  // index in trace_.positions of the current forward call's first token
   double compute_s_ = 0.0;
   uint64_t tokens_ = 0;
 };

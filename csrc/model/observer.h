@@ -1,0 +1,16 @@
+// Hooks into the forward pass for code that must watch it without the model
+// knowing why: routing traces today, expert predictors and prefetch later.
+#pragma once
+#include <cstdint>
+
+namespace edgemoe {
+
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  // Layer `layer` has routed the n tokens at positions [pos0, pos0 + n):
+  // ids and weights are [n, top_k], in rank order (highest weight first).
+  virtual void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights) = 0;
+};
+
+}  // namespace edgemoe

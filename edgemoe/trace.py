@@ -1,0 +1,52 @@
+"""Routing traces: which experts every token chose in every layer (docs/TRACE.md).
+
+A trace is JSON Lines: a header object, then one object per evaluated token.
+Traces feed tools/simulate_cache.py and the predictor measurements.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from .errors import FormatError
+
+TRACE_FORMAT = "edgemoe-trace"
+TRACE_VERSION = 1
+
+
+def write_trace(path: str, header: Dict[str, Any], token_ids: Sequence[int], positions: np.ndarray,
+                experts: np.ndarray, weights: np.ndarray) -> None:
+    """Write a trace atomically (temporary file, then rename)."""
+    if not (len(token_ids) == len(positions) == len(experts) == len(weights)):
+        raise ValueError("trace arrays disagree in length")
+    tmp = f"{path}.partial"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(dict(header, format=TRACE_FORMAT, version=TRACE_VERSION)) + "\n")
+        for tok, pos, ex, w in zip(token_ids, positions, experts, weights):
+            f.write(json.dumps({"pos": int(pos), "token": int(tok), "experts": ex.tolist(),
+                                "weights": np.round(w, 6).tolist()}) + "\n")
+    os.replace(tmp, path)
+
+
+def read_trace(path: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """The header and the per-token records; FormatError if it is not a trace."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{path}: not a readable trace: {e}") from None
+    if not lines or lines[0].get("format") != TRACE_FORMAT:
+        raise FormatError(f"{path}: not an edgemoe trace")
+    if lines[0].get("version") != TRACE_VERSION:
+        raise FormatError(f"{path}: trace version {lines[0].get('version')} is not supported")
+    return lines[0], lines[1:]
+
+
+def expert_sequence(records: List[Dict[str, Any]]) -> Iterator[Tuple[int, List[int]]]:
+    """(layer, experts) in the order the engine needs them during token-by-token decoding."""
+    for rec in records:
+        for layer, chosen in enumerate(rec["experts"]):
+            yield layer, chosen

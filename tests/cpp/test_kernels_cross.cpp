@@ -1,0 +1,366 @@
+// Standalone check of the kernel variants against the scalar reference: no
+// Python, no pybind11, so it can be cross-compiled and run under an emulator
+// (tests/test_kernels_aarch64.py builds it natively and for AArch64 + qemu).
+//
+// Checked for every SIMD variant this build and CPU offer (avx2/avx512 on
+// x86; neon on AArch64, plus its plain-NEON fallback when the dispatch chose
+// SDOT):
+//  * matmul_rows for f32/f16 (k = 1, 7, 33, 100) and q8/q4 (k = 32, 96, 256)
+//    with rows and tokens in {1, 3, 17, 65}: |variant - scalar| <= 1e-5 of
+//    sum_i |w_i x_i| (only the order of float additions may differ), output
+//    entries outside the requested rows and tokens untouched;
+//  * row sub-ranges (what the thread pool hands out) and long rows that make
+//    prefill split the tokens into blocks;
+//  * quantize_activations byte-identical to the scalar one, including ties,
+//    zero, underflowing, huge and infinite groups;
+//  * set_isa() routes the public entry points to the variant's table.
+// Prints failures and, last, "N passed, N failed"; exits 1 on any failure.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kernels/variants.h"
+
+using namespace edgemoe;
+
+namespace {
+
+int g_passed = 0, g_failed = 0;
+
+bool check(bool ok, const std::string& what) {
+  if (ok)
+    ++g_passed;
+  else if (++g_failed <= 50)  // enough to diagnose, not a flood
+    std::printf("FAIL %s\n", what.c_str());
+  return ok;
+}
+
+struct Variant {
+  std::string name;
+  const KernelTable* table;
+};
+
+const KernelTable* table_of(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return scalar_kernels();
+    case Isa::Avx2:
+      return avx2_kernels();
+    case Isa::Avx512:
+      return avx512_kernels();
+    case Isa::Neon:
+      return neon_kernels();
+  }
+  return nullptr;
+}
+
+std::vector<Variant> simd_variants() {
+  std::vector<Variant> out;
+  for (Isa isa : available_isas())
+    if (isa != Isa::Scalar) out.push_back({isa_name(isa), table_of(isa)});
+  const KernelTable* fallback = neon_fallback_kernels();
+  if (fallback && fallback != neon_kernels()) out.push_back({"neon/smull", fallback});
+  return out;
+}
+
+// ---- test data ----
+
+struct Weights {
+  std::vector<uint8_t> bytes;  // rows stored back to back, as the kernels read them
+  std::vector<float> values;   // the same weights decoded (for the tolerance)
+};
+
+// Random rows of type t. Quantized blocks get random codes over the whole
+// range (q8 includes -128, which the quantizer never writes but a file may
+// hold) and random fp16 scales, rather than going through a quantizer.
+Weights make_weights(QType type, int64_t rows, int64_t k, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.5e-3f, 4e-3f), offset(-0.06f, 0.0f);
+  const size_t rb = qtype_row_bytes(type, k);
+  Weights w;
+  w.bytes.resize(rb * rows);
+  w.values.resize(rows * k);
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* row = w.bytes.data() + rb * r;
+    switch (type) {
+      case QType::F32:
+        for (int64_t e = 0; e < k; ++e) {
+          const float v = normal(rng);
+          std::memcpy(row + 4 * e, &v, 4);
+        }
+        break;
+      case QType::F16:
+        for (int64_t e = 0; e < k; ++e) {
+          const uint16_t h = f32_to_f16(normal(rng));
+          std::memcpy(row + 2 * e, &h, 2);
+        }
+        break;
+      case QType::Q8:
+        for (int64_t g = 0; g < k / kGroup; ++g) {
+          BlockQ8 b;
+          b.d = f32_to_f16(scale(rng));
+          for (int i = 0; i < kGroup; ++i) b.qs[i] = (int8_t)(byte(rng) - 128);
+          std::memcpy(row + g * sizeof b, &b, sizeof b);
+        }
+        break;
+      case QType::Q4:
+        for (int64_t g = 0; g < k / kGroup; ++g) {
+          BlockQ4 b;
+          b.d = f32_to_f16(scale(rng));
+          b.m = f32_to_f16(offset(rng));
+          for (int i = 0; i < kGroup / 2; ++i) b.qs[i] = (uint8_t)byte(rng);
+          std::memcpy(row + g * sizeof b, &b, sizeof b);
+        }
+        break;
+    }
+    dequantize_row(type, row, k, w.values.data() + r * k);
+  }
+  return w;
+}
+
+// n x k activations, standard normal with a few large outliers per row (as
+// real activations have; they set the quantization scale of their group).
+std::vector<float> make_activations(int64_t n, int64_t k, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n * k);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t e = 0; e < k; ++e) x[t * k + e] = normal(rng) * (e < 5 ? 20.0f : 1.0f);
+  return x;
+}
+
+const char* type_name(QType t) { return qtype_name(t); }
+
+bool quantized(QType t) { return t == QType::Q8 || t == QType::Q4; }
+
+// y = W[r0:r1] x^T through one table, into an ldy-strided buffer prefilled
+// with a sentinel; activations quantized by the same table, as the runtime does.
+std::vector<float> run_matmul(const KernelTable* table, QType type, const Weights& w, int64_t k, int64_t r0,
+                              int64_t r1, const std::vector<float>& x, int64_t n, int64_t ldy, float sentinel) {
+  std::vector<BlockQ8A> xq;
+  if (quantized(type)) {
+    xq.resize(n * (k / kGroup));
+    table->quantize_activations(x.data(), n, k, xq.data());
+  }
+  std::vector<float> y(n * ldy, sentinel);
+  table->matmul_rows(type, w.bytes.data(), k, r0, r1, x.data(), xq.empty() ? nullptr : xq.data(), n, y.data(),
+                     ldy);
+  return y;
+}
+
+// Compares variant output with the reference over rows [r0, r1) and checks
+// that nothing else in y was written.
+void compare_matmul(const Variant& v, QType type, int64_t rows, int64_t k, int64_t n, int64_t r0, int64_t r1,
+                    uint32_t seed) {
+  std::mt19937 rng(seed);
+  const Weights w = make_weights(type, rows, k, rng);
+  const std::vector<float> x = make_activations(n, k, rng);
+  const int64_t ldy = rows + 3;  // padding columns must stay untouched
+  const float sentinel = -12345.0f;
+  const std::vector<float> ref = run_matmul(scalar_kernels(), type, w, k, r0, r1, x, n, ldy, sentinel);
+  const std::vector<float> got = run_matmul(v.table, type, w, k, r0, r1, x, n, ldy, sentinel);
+
+  char where[160];
+  std::snprintf(where, sizeof where, "%s %s rows=%lld [%lld, %lld) k=%lld n=%lld", v.name.c_str(), type_name(type),
+                (long long)rows, (long long)r0, (long long)r1, (long long)k, (long long)n);
+  double worst = 0.0;  // error / tolerance
+  bool outside_ok = true;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < ldy; ++c) {
+      const float g = got[t * ldy + c];
+      if (c < r0 || c >= r1) {
+        outside_ok &= std::memcmp(&g, &sentinel, sizeof g) == 0;
+        continue;
+      }
+      // Same integer group sums, so only the float summation order differs:
+      // allow 1e-5 of sum|terms| (tests/test_kernels.py uses the same bound).
+      double terms = 0.0;
+      for (int64_t e = 0; e < k; ++e) terms += std::fabs((double)w.values[c * k + e] * x[t * k + e]);
+      const double err = std::fabs((double)g - (double)ref[t * ldy + c]);
+      const double tol = 1e-5 * terms + 1e-30;
+      worst = std::max(worst, std::isfinite(g) ? err / tol : std::numeric_limits<double>::infinity());
+    }
+  char msg[64];
+  std::snprintf(msg, sizeof msg, ": error %.3g x tolerance", worst);
+  check(worst <= 1.0, std::string(where) + msg);
+  check(outside_ok, std::string(where) + ": wrote outside its rows");
+}
+
+// The rows x tokens grid of tests/test_kernels.py: single-token decode, every
+// tile shape and their remainders.
+void test_matmul_grid(const Variant& v) {
+  const int64_t counts[] = {1, 3, 17, 65};
+  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4}) {
+    const std::vector<int64_t> ks = quantized(type) ? std::vector<int64_t>{32, 96, 256}
+                                                    : std::vector<int64_t>{1, 7, 8, 33, 100};
+    for (int64_t k : ks)
+      for (int64_t rows : counts)
+        for (int64_t n : counts)
+          compare_matmul(v, type, rows, k, n, 0, rows, (uint32_t)(k * 1000 + rows * 10 + n));
+  }
+}
+
+// Row sub-ranges at odd offsets (a thread's share), and rows long enough
+// that prefill splits the tokens into several blocks.
+void test_matmul_ranges(const Variant& v) {
+  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4}) {
+    for (int64_t n : {1, 2, 5})
+      for (auto range : {std::pair<int64_t, int64_t>{1, 2}, {1, 64}, {5, 14}, {9, 65}, {62, 65}})
+        compare_matmul(v, type, 65, 64, n, range.first, range.second, (uint32_t)(range.first * 7 + n));
+    compare_matmul(v, type, 5, 4096, 70, 0, 5, 7);
+    compare_matmul(v, type, 13, 4096, 1, 0, 13, 8);
+  }
+}
+
+// Every product at 127 * 127 plus a stray -128 weight code per group: the
+// 16-bit pair sums of the integer paths must not saturate.
+void test_extreme_q8_codes(const Variant& v) {
+  const int64_t rows = 9, k = 64, n = 2;
+  Weights w;
+  w.bytes.resize(qtype_row_bytes(QType::Q8, k) * rows);
+  w.values.resize(rows * k);
+  for (int64_t b = 0; b < rows * k / kGroup; ++b) {
+    BlockQ8 blk;
+    blk.d = f32_to_f16(1.0f);
+    for (int i = 0; i < kGroup; ++i) blk.qs[i] = (int8_t)(b % 2 ? 127 : -127);
+    blk.qs[b % kGroup] = -128;
+    std::memcpy(w.bytes.data() + b * sizeof blk, &blk, sizeof blk);
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    dequantize_row(QType::Q8, w.bytes.data() + r * qtype_row_bytes(QType::Q8, k), k, w.values.data() + r * k);
+  std::vector<float> x(n * k, -1.0f);  // quantizes to -127 (d = 1/127)
+  std::fill(x.begin() + k, x.end(), 1.0f);
+  const std::vector<float> ref = run_matmul(scalar_kernels(), QType::Q8, w, k, 0, rows, x, n, rows, 0.0f);
+  const std::vector<float> got = run_matmul(v.table, QType::Q8, w, k, 0, rows, x, n, rows, 0.0f);
+  double worst = 0.0;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double terms = 0.0;
+      for (int64_t e = 0; e < k; ++e) terms += std::fabs((double)w.values[r * k + e] * x[t * k + e]);
+      worst = std::max(worst, std::fabs((double)got[t * rows + r] - ref[t * rows + r]) / (1e-5 * terms));
+    }
+  check(worst <= 1.0, v.name + " q8 extreme codes do not saturate: error " + std::to_string(worst) + " x tolerance");
+}
+
+// Activations that exercise every branch of the quantizer. Each 32-element
+// group gets one treatment (by its index), on top of random normal values.
+std::vector<float> special_activations(int64_t n, int64_t k, std::mt19937& rng, bool with_nan) {
+  std::vector<float> x = make_activations(n, k, rng);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  const int64_t nb = k / kGroup;
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t g = 0; g < nb; ++g) {
+      float* v = x.data() + t * k + g * kGroup;
+      switch ((t * nb + g) % 9) {
+        case 0:  // amax 127 makes d = 1 exactly: halves are ties (round half to even)
+          for (int i = 0; i < kGroup; ++i) v[i] = (float)(i - 16) + 0.5f;
+          v[31] = 127.0f;
+          break;
+        case 1:  // all zero
+          for (int i = 0; i < kGroup; ++i) v[i] = 0.0f;
+          break;
+        case 2:  // subnormal: d < FLT_MIN, stored as all-zero codes
+          for (int i = 0; i < kGroup; ++i) v[i] = unit(rng) * 1e-39f;
+          break;
+        case 3:  // tiny but normal scale
+          for (int i = 0; i < kGroup; ++i) v[i] = unit(rng) * 1e-30f;
+          break;
+        case 4:  // huge
+          for (int i = 0; i < kGroup; ++i) v[i] = unit(rng) * 3e38f;
+          break;
+        case 5:  // an infinity: d = inf, 1/d = 0, inf * 0 = NaN -> -127
+          v[7] = std::numeric_limits<float>::infinity();
+          break;
+        case 6:  // a negative zero and a lone value
+          for (int i = 0; i < kGroup; ++i) v[i] = -0.0f;
+          v[3] = -2.0f;
+          break;
+        case 7:  // NaNs: ignored by the amax (std::fmax), quantized to -127
+          if (with_nan) v[0] = v[9] = v[31] = std::numeric_limits<float>::quiet_NaN();
+          if (with_nan && t == 0) std::fill(v, v + kGroup, std::numeric_limits<float>::quiet_NaN());
+          break;
+        default:  // random normal as generated
+          break;
+      }
+    }
+  return x;
+}
+
+void test_quantize(const Variant& v) {
+  std::mt19937 rng(99);
+  for (int64_t k : {32, 96, 256, 4096}) {
+    const int64_t n = 7;
+    // NaN groups only for NEON: the x86 variants take amax with MAXPS, which
+    // (unlike std::fmax) can return the NaN, so they differ there.
+    const bool with_nan = v.name.compare(0, 4, "neon") == 0;
+    const std::vector<float> x = special_activations(n, k, rng, with_nan);
+    std::vector<BlockQ8A> ref(n * (k / kGroup)), got(ref.size());
+    scalar_kernels()->quantize_activations(x.data(), n, k, ref.data());
+    v.table->quantize_activations(x.data(), n, k, got.data());
+    size_t first = ref.size();
+    for (size_t b = 0; b < ref.size() && first == ref.size(); ++b)
+      if (std::memcmp(&ref[b], &got[b], sizeof(BlockQ8A)) != 0) first = b;
+    check(first == ref.size(), v.name + " quantize_activations k=" + std::to_string(k) +
+                                   " byte-identical (first differing block " + std::to_string(first) + ")");
+  }
+}
+
+// set_isa() installs the table we test directly: the public entry points
+// must then give bit-identical results.
+void test_dispatch() {
+  const std::vector<Isa> isas = available_isas();
+  check(!isas.empty() && isas.front() == Isa::Scalar, "available_isas starts with scalar");
+  check(current_isa() == isas.back(), "the best variant is the default");
+#if defined(__aarch64__)
+  check(isas.back() == Isa::Neon, "neon is available on AArch64");
+#endif
+  std::mt19937 rng(5);
+  const int64_t rows = 19, k = 96, n = 3;
+  for (Isa isa : isas) {
+    const std::string name = isa_name(isa);
+    check(set_isa(isa) && current_isa() == isa, "set_isa(" + name + ")");
+    for (QType type : {QType::F16, QType::Q4}) {
+      const Weights w = make_weights(type, rows, k, rng);
+      const std::vector<float> x = make_activations(n, k, rng);
+      const std::vector<float> direct = run_matmul(table_of(isa), type, w, k, 0, rows, x, n, rows, 0.0f);
+      std::vector<BlockQ8A> xq(n * (k / kGroup));
+      quantize_activations(x.data(), n, k, xq.data());
+      std::vector<float> y(n * rows, 0.0f);
+      matmul_rows(type, w.bytes.data(), k, 0, rows, x.data(), xq.data(), n, y.data(), rows);
+      check(std::memcmp(y.data(), direct.data(), y.size() * sizeof(float)) == 0,
+            "public matmul_rows goes to " + name + " after set_isa (" + type_name(type) + ")");
+    }
+  }
+  set_isa(isas.back());
+}
+
+}  // namespace
+
+int main() {
+  const std::vector<Variant> variants = simd_variants();
+  std::printf("isas:");
+  for (Isa isa : available_isas()) std::printf(" %s", isa_name(isa));
+  std::printf("\n");
+  if (neon_kernels()) std::printf("neon dot path: %s\n", neon_dot_path());
+  if (variants.empty()) std::printf("no SIMD variant on this build/CPU: only the dispatch checks run\n");
+
+  test_dispatch();
+  for (const Variant& v : variants) {
+    const int before = g_passed + g_failed, failed_before = g_failed;
+    test_quantize(v);
+    test_extreme_q8_codes(v);
+    test_matmul_grid(v);
+    test_matmul_ranges(v);
+    std::printf("%s: %d checks, %d failed\n", v.name.c_str(), g_passed + g_failed - before, g_failed - failed_before);
+  }
+  std::printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed == 0 ? 0 : 1;
+}
