@@ -1,0 +1,73 @@
+"""The cache simulator: textbook cases, and agreement with the engine's own LRU."""
+import os
+import sys
+
+import pytest
+
+import edgemoe
+from edgemoe.trace import read_trace, write_trace
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+import simulate_cache as sim  # noqa: E402
+
+POLICIES = ["lru", "lfu", "edgemoe", "belady"]
+
+
+def steps_of(seq):
+    return [[(0, e)] for e in seq]
+
+
+def run(seq, slots, name, n_layers=1):
+    steps = steps_of(seq)
+    return sim.simulate(steps, n_layers, slots, sim.POLICIES[name](n_layers, steps))
+
+
+def test_cyclic_pattern_defeats_lru_not_belady():
+    seq = [0, 1, 2, 3] * 10  # cycle one longer than the cache
+    assert run(seq, 3, "lru")["hits"] == 0
+    assert run(seq, 3, "belady")["hit_rate"] > 0.5
+
+
+def test_lfu_keeps_the_frequent_expert():
+    seq = [0, 1, 0, 2, 0, 3, 0, 4, 0, 5]
+    assert run(seq, 2, "lfu")["hits"] == 4  # expert 0 stays
+    assert run(seq, 2, "lfu")["hits"] >= run(seq, 2, "lru")["hits"]
+
+
+def test_edgemoe_prefers_experts_of_nearer_layers():
+    # two layers; equally frequent experts: the one whose layer comes next is kept
+    policy = sim.EdgeMoE(n_layers=4)
+    for key in [(1, 0), (3, 0)]:
+        policy.on_access(key, 0)
+    # computing layer 0: layer 1 is 1 layer away, layer 3 is 3 away
+    assert policy.victim([(1, 0), (3, 0)], current_layer=0, step=0) == (3, 0)
+
+
+@pytest.mark.parametrize("slots", [2, 3, 5, 8])
+def test_belady_is_an_upper_bound(slots):
+    import random
+
+    rng = random.Random(slots)
+    seq = [min(int(rng.expovariate(0.3)), 9) for _ in range(400)]
+    best = run(seq, slots, "belady")["hits"]
+    for name in POLICIES:
+        assert run(seq, slots, name)["hits"] <= best
+
+
+@pytest.mark.parametrize("slots", [2, 4, 7])
+def test_simulated_lru_matches_the_engine(converted, tmp_path, slots):
+    # The engine decoding token by token with an LRU cache of `slots` experts
+    # must see exactly the hits and misses the simulator predicts from its trace.
+    path = tmp_path / "t.jsonl"
+    prompt = [11, 42, 7, 99, 5, 8, 200, 31]
+    model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots)
+    model._engine.set_tracing(True)
+    for t in prompt:
+        model.eval([t])
+    pos, experts, weights = model._engine.take_trace(3, 2)
+    write_trace(str(path), {"n_layers": 3, "n_experts": 8, "top_k": 2}, prompt, pos, experts, weights)
+    header, records = read_trace(str(path))
+    steps = sim.access_sequence(records)
+    predicted = sim.simulate(steps, 3, slots, sim.POLICIES["lru"](3, steps))
+    stats = model.stats()
+    assert (stats["cache_hits"], stats["cache_misses"]) == (predicted["hits"], predicted["misses"])

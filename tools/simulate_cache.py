@@ -1,0 +1,174 @@
+"""Replay routing traces against expert-cache policies and report hit rates.
+
+    python tools/simulate_cache.py TRACE.jsonl [TRACE2.jsonl ...] --slots 16 32 64
+        [--policies lru lfu edgemoe belady] [--decode-only]
+
+Tokens are replayed one at a time, layer by layer, the way the engine decodes:
+within a layer it computes the experts already cached first (in index order),
+then the misses, each acquired and released in turn. Belady's policy (evict
+the expert whose next use is farthest away) needs the future and is the upper
+bound any real policy can reach.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from typing import Callable, Dict, List, Sequence, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from edgemoe.trace import read_trace  # noqa: E402
+
+Key = Tuple[int, int]  # (layer, expert)
+
+
+def access_sequence(records: Sequence[dict]) -> List[List[Key]]:
+    """Per (token, layer) step, the experts chosen, as one list per step."""
+    return [[(layer, e) for e in chosen] for rec in records for layer, chosen in enumerate(rec["experts"])]
+
+
+class Policy:
+    """Chooses a victim among the cached experts. Subclasses keep what they need."""
+
+    name = ""
+
+    def __init__(self, n_layers: int):
+        self.n_layers = n_layers
+        self.clock = 0
+
+    def on_access(self, key: Key, step: int) -> None:
+        self.clock += 1
+
+    def victim(self, cached: Sequence[Key], current_layer: int, step: int) -> Key:
+        raise NotImplementedError
+
+
+class LRU(Policy):
+    name = "lru"
+
+    def __init__(self, n_layers: int):
+        super().__init__(n_layers)
+        self.last: Dict[Key, int] = {}
+
+    def on_access(self, key, step):
+        super().on_access(key, step)
+        self.last[key] = self.clock
+
+    def victim(self, cached, current_layer, step):
+        return min(cached, key=lambda k: self.last[k])
+
+
+class LFU(Policy):
+    """Least frequently used over the whole history; ties go to the least recent."""
+
+    name = "lfu"
+
+    def __init__(self, n_layers: int):
+        super().__init__(n_layers)
+        self.count: Dict[Key, int] = defaultdict(int)
+        self.last: Dict[Key, int] = {}
+
+    def on_access(self, key, step):
+        super().on_access(key, step)
+        self.count[key] += 1
+        self.last[key] = self.clock
+
+    def victim(self, cached, current_layer, step):
+        return min(cached, key=lambda k: (self.count[k], self.last[k]))
+
+
+class EdgeMoE(LFU):
+    """EdgeMoE's policy: an expert's activation frequency weighed against how soon its layer comes again.
+
+    In token-by-token decoding, layer l is next needed after (l - current - 1) mod L + 1
+    layers; an expert of a far layer is worth less now than an equally frequent
+    one of the next layer. Priority = frequency / distance; the lowest is evicted.
+    """
+
+    name = "edgemoe"
+
+    def distance(self, layer: int, current_layer: int) -> int:
+        return (layer - current_layer - 1) % self.n_layers + 1
+
+    def victim(self, cached, current_layer, step):
+        return min(cached, key=lambda k: (self.count[k] / self.distance(k[0], current_layer), self.last[k]))
+
+
+class Belady(Policy):
+    name = "belady"
+
+    def __init__(self, n_layers: int, steps: List[List[Key]]):
+        super().__init__(n_layers)
+        # next_use[step][key]: the first step after `step` that uses key
+        self.uses: Dict[Key, List[int]] = defaultdict(list)
+        for i, step_keys in enumerate(steps):
+            for k in step_keys:
+                self.uses[k].append(i)
+        self.cursor: Dict[Key, int] = defaultdict(int)
+
+    def next_use(self, key: Key, step: int) -> float:
+        uses, i = self.uses[key], self.cursor[key]
+        while i < len(uses) and uses[i] <= step:
+            i += 1
+        self.cursor[key] = i
+        return uses[i] if i < len(uses) else float("inf")
+
+    def victim(self, cached, current_layer, step):
+        return max(cached, key=lambda k: self.next_use(k, step))
+
+
+def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Callable[[], Policy]) -> Dict[str, float]:
+    policy = make_policy()
+    cached: set = set()
+    hits = misses = 0
+    for i, keys in enumerate(steps):
+        layer = keys[0][0]
+        chosen = sorted(set(keys), key=lambda k: k[1])
+        order = [k for k in chosen if k in cached] + [k for k in chosen if k not in cached]
+        for key in order:
+            if key in cached:
+                hits += 1
+            else:
+                misses += 1
+                if len(cached) >= slots:
+                    cached.remove(policy.victim(list(cached), layer, i))
+                cached.add(key)
+            policy.on_access(key, i)
+    total = hits + misses
+    return {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}
+
+
+POLICIES = {
+    "lru": lambda L, steps: lambda: LRU(L),
+    "lfu": lambda L, steps: lambda: LFU(L),
+    "edgemoe": lambda L, steps: lambda: EdgeMoE(L),
+    "belady": lambda L, steps: lambda: Belady(L, steps),
+}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("traces", nargs="+")
+    p.add_argument("--slots", type=int, nargs="+", required=True)
+    p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    p.add_argument("--decode-only", action="store_true", help="skip each trace's prompt tokens")
+    a = p.parse_args(argv)
+    steps: List[List[Key]] = []
+    n_layers = None
+    for path in a.traces:
+        header, records = read_trace(path)
+        n_layers = header["n_layers"]
+        if a.decode_only:
+            records = records[header.get("prompt_tokens", 0):]
+        steps += access_sequence(records)
+    print(f"{len(steps)} layer steps from {len(a.traces)} trace(s)")
+    print("| slots | " + " | ".join(a.policies) + " |")
+    print("|---|" + "---|" * len(a.policies))
+    for slots in a.slots:
+        rates = [simulate(steps, n_layers, slots, POLICIES[name](n_layers, steps))["hit_rate"] for name in a.policies]
+        print(f"| {slots} | " + " | ".join(f"{r:.1%}" for r in rates) + " |")
+
+
+if __name__ == "__main__":
+    main()
