@@ -320,11 +320,24 @@ class Batcher:
         self.gen.set_state(s)
 
 
-def train_step(model, batch: torch.Tensor, coef: float) -> Tuple[torch.Tensor, float, float]:
+def load_entropies(router_logits, k: int) -> List[float]:
+    """Normalized entropy of each layer's top-k expert load over the batch (1 = perfectly even, 0 = one expert)."""
+    ents = []
+    for rl in router_logits:
+        rl = rl.detach().reshape(-1, rl.size(-1))
+        E = rl.size(-1)
+        load = torch.bincount(rl.topk(k, dim=-1).indices.reshape(-1), minlength=E).double()
+        p = load / load.sum()
+        ents.append(float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(E)))
+    return ents
+
+
+def train_step(model, batch: torch.Tensor, coef: float):
     out = model(input_ids=batch, labels=batch, output_router_logits=True, use_cache=False)
     aux = float(out.aux_loss.detach()) if out.aux_loss is not None else 0.0
     lm = float(out.loss.detach()) - coef * aux
-    return out.loss, lm, aux
+    ents = load_entropies(out.router_logits, model.config.num_experts_per_tok)
+    return out.loss, lm, aux, ents
 
 
 @torch.no_grad()
@@ -395,7 +408,7 @@ def bench(args, argv) -> Dict[str, float]:
             for step in range(args.bench + warm):
                 if step == warm:
                     t0 = time.perf_counter()
-                loss, lm, aux = train_step(model, batcher.next(), args.aux_coef)
+                loss, lm, aux, _ = train_step(model, batcher.next(), args.aux_coef)
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
@@ -542,7 +555,8 @@ def train(args) -> str:
             start_step = step0
             elapsed0 = float(state.get("elapsed_s", 0.0))
             print(f"resumed from {path} at step {start_step}", flush=True)
-    header = ["step", "elapsed_s", "lr", "loss", "lm_loss", "aux_loss", "heldout_loss", "tokens_per_s"]
+    header = ["step", "elapsed_s", "lr", "loss", "lm_loss", "aux_loss", "heldout_loss", "tokens_per_s",
+              "load_entropy_mean", "load_entropy_min"]
     kept = []
     if start_step and os.path.exists(log_path):  # drop rows logged after the checkpoint
         with open(log_path, newline="") as f:
@@ -554,13 +568,14 @@ def train(args) -> str:
 
     t0 = time.time() - elapsed0
     window_t, window_steps = time.time(), 0
-    acc_lm, acc_aux, acc_n = 0.0, 0.0, 0
+    acc_lm, acc_aux, acc_n, acc_ent = 0.0, 0.0, 0, []
     last_heldout = None
     for step in range(start_step, args.steps):
         lr = lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss, lm, aux = train_step(model, batcher.next(), args.aux_coef)
+        loss, lm, aux, ents = train_step(model, batcher.next(), args.aux_coef)
+        acc_ent = [a + e for a, e in zip(acc_ent, ents)] if acc_n else ents
         if not math.isfinite(lm):
             raise RuntimeError(f"non-finite loss at step {step}")
         loss.backward()
@@ -577,13 +592,14 @@ def train(args) -> str:
         if done % args.log_every == 0 or held is not None or done == args.steps:
             tps = window_steps * tokens_per_step / max(1e-9, time.time() - window_t)
             row = [done, round(time.time() - t0, 1), f"{lr:.3e}", round(acc_lm / acc_n + args.aux_coef * acc_aux / acc_n, 4),
-                   round(acc_lm / acc_n, 4), round(acc_aux / acc_n, 4), "" if held is None else round(held, 4), round(tps)]
+                   round(acc_lm / acc_n, 4), round(acc_aux / acc_n, 4), "" if held is None else round(held, 4), round(tps),
+                   round(sum(acc_ent) / len(acc_ent) / acc_n, 4), round(min(acc_ent) / acc_n, 4)]
             log.writerow(row)
             log_f.flush()
             eta = (args.steps - done) * (time.time() - t0 - elapsed0) / max(1, done - start_step)
             print(f"step {done}/{args.steps} lr {lr:.2e} lm {acc_lm / acc_n:.4f} aux {acc_aux / acc_n:.4f}"
                   + ("" if held is None else f" heldout {held:.4f} (ppl {math.exp(held):.1f})")
-                  + f" {tps:.0f} tok/s eta {eta / 60:.1f} min", flush=True)
+                  + f" load-H {row[8]:.3f} (min {row[9]:.3f}) {tps:.0f} tok/s eta {eta / 60:.1f} min", flush=True)
             acc_lm, acc_aux, acc_n = 0.0, 0.0, 0
             window_t, window_steps = time.time(), 0
         if done % args.save_every == 0 and done != args.steps:

@@ -20,13 +20,12 @@
 //    instructions per group. Runs on every AArch64 CPU.
 // How SDOT gets in:
 //  * the build targets it (__ARM_FEATURE_DOTPROD, e.g. `pip install .` with
-//    -mcpu=native on a Cortex-A55/A76 board, or any Apple build): plain
-//    intrinsics, always used;
+//    -mcpu=native on a Cortex-A55/A76 board): plain intrinsics, always used;
 //  * otherwise, with GCC: the SDOT entry point carries a target attribute and
 //    `flatten` (so every template it calls is inlined into it and compiled
-//    with the extension), and neon_kernels() picks it only if the kernel
-//    reports HWCAP_ASIMDDP;
-//  * otherwise (clang without the flag): plain NEON only.
+//    with the extension), and neon_kernels() picks it only if Linux reports
+//    HWCAP_ASIMDDP;
+//  * otherwise (clang, or no Linux): plain NEON only.
 // The plain-NEON table stays reachable (neon_fallback_kernels) so the tests
 // can check both paths on a CPU that has SDOT.
 #include "variants.h"
@@ -331,7 +330,7 @@ void run_tiles(const Job& j, int64_t r0, int64_t r1, int64_t n, size_t token_byt
   auto rows_left = [&](int64_t r, int64_t most) { return (int)std::min<int64_t>(most, r1 - r); };
   if (n == 1) {
     // Decode: a matvec bound by streaming the weights. Eight rows (two
-    // quads) keep eight weight streams and accumulation chains in flight.
+    // quads) keep eight weight streams in flight, as on x86.
     int64_t r = r0;
     for (; r + 8 <= r1; r += 8) Tile::template run<2, 1>(j, r, 8, 0);
     for (; r < r1; r += 4) Tile::template run<1, 1>(j, r, rows_left(r, 4), 0);
@@ -378,15 +377,13 @@ const KernelTable kNeon = {Isa::Neon, quantize_activations_neon, matmul_rows_neo
 #if EDGEMOE_HAVE_SDOT
 // flatten: inline the whole tile tree here, so it is compiled with the
 // target attribute and DotSdot::dot32 inlines into it (see the top).
-EDGEMOE_SDOT_TARGET __attribute__((flatten)) void matmul_rows_neon_sdot(QType type, const void* W, int64_t k,
-                                                                         int64_t r0, int64_t r1, const float* x,
-                                                                         const BlockQ8A* xq, int64_t n, float* y,
-                                                                         int64_t ldy) {
+EDGEMOE_SDOT_TARGET __attribute__((flatten))
+void matmul_rows_neon_sdot(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
+                           const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
   matmul_rows_with<DotSdot>(type, W, k, r0, r1, x, xq, n, y, ldy);
 }
 
 const KernelTable kNeonSdot = {Isa::Neon, quantize_activations_neon, matmul_rows_neon_sdot};
-#endif
 
 bool cpu_has_dotprod() {
 #if defined(__ARM_FEATURE_DOTPROD)
@@ -397,6 +394,7 @@ bool cpu_has_dotprod() {
   return false;
 #endif
 }
+#endif
 
 }  // namespace
 
