@@ -108,7 +108,9 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
                                     uint64_t resident_size, uint32_t resident_crc,
                                     const std::vector<TensorTuple>& tensors,
                                     const std::vector<std::vector<ExpertTuple>>& experts, int64_t n_slots,
-                                    int threads, int ctx_size, int max_batch, bool verify_checksums) {
+                                    int threads, int ctx_size, int max_batch, bool verify_checksums,
+                                    const std::string& cache_policy, const std::string& predictor,
+                                    int prefetch_depth, int prefetch_width) {
   ModelConfig cfg = config_from_dict(config);
   ContainerLayout layout;
   layout.path = path;
@@ -134,6 +136,13 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
   opt.ctx_size = ctx_size;
   opt.max_batch = max_batch;
   opt.verify_checksums = verify_checksums;
+  if (cache_policy == "lru") opt.policy = CachePolicy::Lru;
+  else if (cache_policy == "lfu") opt.policy = CachePolicy::Lfu;
+  else if (cache_policy == "edgemoe") opt.policy = CachePolicy::EdgeMoE;
+  else throw std::invalid_argument("unknown cache_policy '" + cache_policy + "' (available: lru, lfu, edgemoe)");
+  opt.predictor.kind = predictor;
+  opt.predictor.depth = prefetch_depth;
+  opt.predictor.width = prefetch_width;
   py::gil_scoped_release nogil;
   return std::make_unique<Engine>(cfg, layout, opt);
 }
@@ -188,6 +197,11 @@ py::dict engine_stats(const Engine& e) {
   d["io_wait_s"] = s.store.io_wait_s;
   d["compute_s"] = s.compute_s;
   d["tokens"] = s.tokens;
+  d["prefetch_issued"] = s.store.prefetch_issued;
+  d["prefetch_loaded"] = s.store.prefetch_loaded;
+  d["prefetch_hits"] = s.store.prefetch_hits;
+  d["prefetch_wasted"] = s.store.prefetch_wasted;
+  d["prefetch_cancelled"] = s.store.prefetch_cancelled;
   return d;
 }
 
@@ -237,7 +251,8 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init(&make_engine), py::arg("config"), py::arg("path"), py::arg("resident_offset"),
            py::arg("resident_size"), py::arg("resident_crc"), py::arg("tensors"), py::arg("experts"),
            py::arg("n_slots"), py::arg("threads"), py::arg("ctx_size"), py::arg("max_batch"),
-           py::arg("verify_checksums"))
+           py::arg("verify_checksums"), py::arg("cache_policy") = "lru", py::arg("predictor") = "none",
+           py::arg("prefetch_depth") = 1, py::arg("prefetch_width") = 0)
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"))
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"))
       .def("reset", [](Engine& e) {

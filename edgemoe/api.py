@@ -14,6 +14,8 @@ from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer
 
 DEFAULT_CTX = 4096
+PREDICTORS = ("auto", "none", "gate")
+CACHE_POLICIES = ("lru", "lfu", "edgemoe")
 DEFAULT_MAX_BATCH = 256
 
 
@@ -41,7 +43,9 @@ class Model:
     """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
 
     def __init__(self, container: Container, memory_budget=None, cache_experts: Optional[int] = None,
-                 threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True):
+                 threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
+                 predictor: str = "auto", cache_policy: str = "lru", prefetch_depth: int = 1,
+                 prefetch_width: int = 0):
         core = _core()
         self.container = container
         self.config: Dict[str, Any] = container.config
@@ -75,10 +79,18 @@ class Model:
               b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"]) for b in row]
             for row in container.manifest["experts"]
         ]
+        if predictor not in PREDICTORS:
+            raise ValueError(f"unknown predictor {predictor!r} (available: {', '.join(PREDICTORS)})")
+        if cache_policy not in CACHE_POLICIES:
+            raise ValueError(f"unknown cache_policy {cache_policy!r} (available: {', '.join(CACHE_POLICIES)})")
+        if prefetch_depth < 1 or prefetch_width < 0:
+            raise ValueError("prefetch_depth must be >= 1 and prefetch_width >= 0")
+        self.predictor, self.cache_policy = predictor, cache_policy
         h = container.header
         self._engine = core.Engine(cfg, container.path, h.resident_offset, h.resident_size, h.resident_crc,
                                    tensors, experts, self.plan.n_slots, self.threads, self.ctx_size,
-                                   self.max_batch, verify_checksums)
+                                   self.max_batch, verify_checksums, cache_policy, predictor,
+                                   prefetch_depth, prefetch_width)
         self._tokenizer: Optional[Tokenizer] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
@@ -288,8 +300,13 @@ def default_model_path() -> str:
 
 
 def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optional[int] = None,
-         threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True) -> Model:
+         threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
+         predictor: str = "auto", cache_policy: str = "lru", prefetch_depth: int = 1,
+         prefetch_width: int = 0) -> Model:
     """Open an .emoe container. `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
-    scratch + expert cache; `cache_experts` sets the expert slot count directly."""
+    scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor` chooses how
+    experts of the next layers are prefetched during decoding (none, gate, auto) and `cache_policy`
+    which cached expert is evicted (lru, lfu, edgemoe)."""
     return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
-                 ctx_size=ctx_size, verify_checksums=verify_checksums)
+                 ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor,
+                 cache_policy=cache_policy, prefetch_depth=prefetch_depth, prefetch_width=prefetch_width)

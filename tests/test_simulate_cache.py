@@ -60,7 +60,7 @@ def test_simulated_lru_matches_the_engine(converted, tmp_path, slots):
     # must see exactly the hits and misses the simulator predicts from its trace.
     path = tmp_path / "t.jsonl"
     prompt = [11, 42, 7, 99, 5, 8, 200, 31]
-    model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots)
+    model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots, predictor="none")
     model._engine.set_tracing(True)
     for t in prompt:
         model.eval([t])

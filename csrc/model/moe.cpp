@@ -51,7 +51,7 @@ void Transformer::moe(int layer, int64_t n) {
     }
   }
 
-  if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data());
+  if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data(), x_.data());
 
   // Group (token, rank) pairs by expert.
   std::vector<std::vector<int64_t>> users(E);  // entries t * K + r

@@ -9,8 +9,11 @@ class ForwardObserver {
  public:
   virtual ~ForwardObserver() = default;
   // Layer `layer` has routed the n tokens at positions [pos0, pos0 + n):
-  // ids and weights are [n, top_k], in rank order (highest weight first).
-  virtual void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights) = 0;
+  // ids and weights are [n, top_k], in rank order (highest weight first);
+  // hidden [n, hidden_size] is the residual stream entering the layer's MoE
+  // block. Called before any of the layer's experts is acquired.
+  virtual void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights,
+                          const float* hidden) = 0;
 };
 
 }  // namespace edgemoe

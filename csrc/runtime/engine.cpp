@@ -43,7 +43,9 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
   resident_ = std::make_unique<ResidentSection>(layout.path, layout.resident_offset, layout.resident_size,
                                                 layout.resident_crc, opt.verify_checksums);
   bind_weights(layout);
-  store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots, opt.verify_checksums);
+  store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots,
+                                         StoreOptions{opt.policy, opt.verify_checksums});
+  predictor_ = make_predictor(opt.predictor, cfg_, weights_);
   pool_ = std::make_unique<ThreadPool>(opt.threads);
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch);
   transformer_->set_observer(this);
@@ -165,7 +167,18 @@ void Engine::reset() {
   transformer_->reset();
 }
 
-void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights) {
+void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights,
+                        const float* hidden) {
+  if (layer == 0) ++step_;
+  const int64_t base = step_ * cfg_.n_layers;
+  store_->set_cursor(base + layer, layer);
+  // Prefetch while this layer's experts compute. Decode only: a prefill batch
+  // reads each expert it needs once anyway, grouped by expert.
+  if (predictor_ && n == 1) {
+    guesses_.clear();
+    predictor_->predict(layer, hidden, ids, &guesses_);
+    for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
+  }
   if (!tracing_) return;
   // pos0 is relative to the whole context; the trace rows of this forward call start at trace_base_.
   const int64_t first_pos = trace_.positions[trace_base_];

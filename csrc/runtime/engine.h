@@ -11,6 +11,7 @@
 #include "../model/config.h"
 #include "../model/transformer.h"
 #include "../model/weights.h"
+#include "../pipeline/predictor.h"
 #include "../store/expert_store.h"
 #include "../store/resident_section.h"
 
@@ -46,6 +47,8 @@ struct EngineOptions {
   int ctx_size = 2048;
   int max_batch = 256;  // prefill is processed in batches of at most this many tokens
   bool verify_checksums = true;
+  CachePolicy policy = CachePolicy::Lru;
+  PredictorOptions predictor;  // kind "none" disables prefetch
 };
 
 struct EngineStats {
@@ -90,7 +93,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   void release(int layer, int expert) override;
   bool is_cached(int layer, int expert) const override;
   // ForwardObserver
-  void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights) override;
+  void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights,
+                  const float* hidden) override;
 
  private:
   void bind_weights(const ContainerLayout& layout);
@@ -105,6 +109,9 @@ class Engine final : public ExpertSource, public ForwardObserver {
   ModelWeights weights_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Transformer> transformer_;
+  std::unique_ptr<Predictor> predictor_;
+  int64_t step_ = 0;  // counts passes through layer 0: with the layer, orders prefetch deadlines
+  std::vector<std::pair<int, int>> guesses_;
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;
   RoutingTrace trace_;

@@ -1,42 +1,55 @@
-// The expert store: a fixed pool of slots, a (layer, expert) -> slot map, LRU
-// eviction of unpinned slots, and one direct read per miss.
+// The expert store: a fixed pool of slots, a (layer, expert) -> slot map, a
+// cache policy that picks victims among unpinned slots, one direct read per
+// miss, and an I/O worker thread that fills slots ahead of need.
 //
 // All memory is taken at construction (one aligned block for every slot, the
-// map, the LRU links), so acquire never allocates on the hot path and the
+// map, the queue), so acquire never allocates on the hot path and the
 // store's footprint is exactly what the memory budget granted.
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <queue>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "common/errors.h"
 #include "store/direct_file.h"
 #include "store/expert_store.h"
-#include "store/lru_list.h"
 
 namespace edgemoe {
 namespace {
 
 // Empty: holds nothing. Loading: claimed for an expert whose bytes are being
-// read. Ready: holds a verified expert. Today the read happens with the store
-// lock held, so other threads only ever see Empty or Ready; an I/O worker that
-// fills slots without the lock will make Loading visible (and acquirers of a
-// Loading expert will wait for it instead of reading it twice).
+// read without the lock (by a demand reader or the I/O worker): never evicted,
+// never handed out; acquirers wait for it. Ready: holds a verified expert.
 enum class SlotState : uint8_t { kEmpty, kLoading, kReady };
 
 struct Slot {
   uint8_t* data = nullptr;  // slot_bytes of the pool, fixed for the store's life
   SlotState state = SlotState::kEmpty;
-  uint32_t pins = 0;   // acquires not yet released; > 0 means never evict
-  int64_t owner = -1;  // flat index of the expert held, -1 if none
+  uint32_t pins = 0;        // acquires not yet released; > 0 means never evict
+  int64_t owner = -1;       // flat index of the expert held, -1 if none
+  uint64_t last_use = 0;    // store clock at the last acquire (or prefetch)
+  bool prefetched = false;  // filled by a prefetch and not used since
+};
+
+// A queued prefetch: the earliest needed (smallest stamp) is read first.
+struct Request {
+  int64_t stamp;
+  uint64_t order;
+  size_t flat;
+  bool operator<(const Request& o) const {  // priority_queue pops the "largest"
+    return stamp != o.stamp ? stamp > o.stamp : order > o.order;
+  }
 };
 
 constexpr int32_t kNoSlot = -1;
@@ -76,13 +89,20 @@ struct IoCost {
 
 struct ExpertStore::Impl {
   Impl(const std::string& path, std::vector<std::vector<BlobRef>> table, size_t n_slots,
-       bool verify);
+       const StoreOptions& options);
+  ~Impl();
 
   size_t flat_index(int layer, int expert) const;
   size_t claim_slot(int layer, int expert);
+  int64_t pick_victim(bool for_prefetch) const;
+  bool less_valuable(const Slot& a, const Slot& b) const;
+  double priority(size_t flat) const;
+  void evict(size_t s);
   void read_blob(const BlobRef& blob, uint8_t* dst, int layer, int expert, IoCost* cost);
+  void worker_loop();
 
   DirectFile file;
+  StoreOptions options;
   bool verify;
   std::vector<BlobRef> blobs;       // every expert, layer by layer
   std::vector<size_t> layer_start;  // flat index of each layer's expert 0; one extra at the end
@@ -91,14 +111,29 @@ struct ExpertStore::Impl {
   std::unique_ptr<uint8_t, FreeDeleter> pool;
   std::vector<Slot> slots;
   std::vector<int32_t> free_slots;  // Empty slots: used before evicting anything
-  LruList lru;                      // Ready, unpinned slots; oldest is evicted first
+  std::vector<int32_t> layer_of;    // flat index -> layer
+  std::vector<double> freq;         // flat index -> activations counted (plus any seeded profile)
+  uint64_t clock = 0;
+  int current_layer = 0;
+  int64_t cursor = std::numeric_limits<int64_t>::min();
   StoreStats stats;
+
+  // Prefetch queue and its worker. queued[f] marks a live request; a request
+  // whose flag was cleared (demanded meanwhile, or superseded) is skipped.
+  std::priority_queue<Request> requests;
+  std::vector<uint8_t> queued;
+  uint64_t request_order = 0;
+  bool stopping = false;
+  std::condition_variable work_cv;   // the worker waits for requests
+  std::condition_variable ready_cv;  // acquirers wait for Loading slots
+  std::thread worker;
   mutable std::mutex mu;
 };
 
 ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef>> table,
-                        size_t n_slots, bool verify_checksums)
-    : file(path), verify(verify_checksums), lru(checked_slot_count(n_slots)) {
+                        size_t n_slots, const StoreOptions& opts)
+    : file(path), options(opts), verify(opts.verify_checksums) {
+  checked_slot_count(n_slots);
   if (table.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
     throw FormatError("expert table of '" + path + "' has too many layers");
   }
@@ -129,10 +164,13 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
       }
       max_size = std::max(max_size, b.size);
       blobs.push_back(b);
+      layer_of.push_back(int32_t(l));
     }
   }
   layer_start.push_back(blobs.size());
   slot_of.assign(blobs.size(), kNoSlot);
+  freq.assign(blobs.size(), 0.0);
+  queued.assign(blobs.size(), 0);
 
   // A slot must take a whole rounded direct read of the largest blob. At least
   // one alignment unit, so every slot has a distinct, non-null address.
@@ -155,6 +193,16 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
     // Reversed so slot 0 is handed out first: makes behaviour easy to follow.
     free_slots.push_back(static_cast<int32_t>(n_slots - 1 - s));
   }
+  worker = std::thread([this] { worker_loop(); });
+}
+
+ExpertStore::Impl::~Impl() {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stopping = true;
+  }
+  work_cv.notify_all();
+  worker.join();
 }
 
 size_t ExpertStore::Impl::flat_index(int layer, int expert) const {
@@ -172,25 +220,64 @@ size_t ExpertStore::Impl::flat_index(int layer, int expert) const {
   return first + size_t(expert);
 }
 
-// An Empty slot if there is one, else the least recently used unpinned one
-// (forgetting the expert it held). The slot returned is Empty.
+// How much an expert is worth keeping, for the frequency-based policies.
+double ExpertStore::Impl::priority(size_t f) const {
+  if (options.policy != CachePolicy::EdgeMoE) return freq[f];
+  // In token-by-token decoding, layer l is needed again after this many layers.
+  const int n_layers = int(layer_start.size()) - 1;
+  const int distance = ((layer_of[f] - current_layer - 1) % n_layers + n_layers) % n_layers + 1;
+  return freq[f] / distance;
+}
+
+// True if slot a should be evicted before slot b under the store's policy.
+bool ExpertStore::Impl::less_valuable(const Slot& a, const Slot& b) const {
+  if (options.policy != CachePolicy::Lru) {
+    const double pa = priority(size_t(a.owner)), pb = priority(size_t(b.owner));
+    if (pa != pb) return pa < pb;
+  }
+  return a.last_use < b.last_use;
+}
+
+// The Ready, unpinned slot to evict, or -1. A prefetch may not evict experts
+// of the layer being computed (its remaining experts are about to be
+// acquired) nor prefetched experts not yet used (prefetches would thrash).
+int64_t ExpertStore::Impl::pick_victim(bool for_prefetch) const {
+  int64_t best = -1;
+  for (size_t s = 0; s < slots.size(); ++s) {
+    const Slot& slot = slots[s];
+    if (slot.state != SlotState::kReady || slot.pins) continue;
+    if (for_prefetch && (slot.prefetched || layer_of[size_t(slot.owner)] == current_layer)) continue;
+    if (best < 0 || less_valuable(slot, slots[size_t(best)])) best = int64_t(s);
+  }
+  return best;
+}
+
+void ExpertStore::Impl::evict(size_t s) {
+  Slot& slot = slots[s];
+  if (slot.prefetched) ++stats.prefetch_wasted;
+  slot_of[size_t(slot.owner)] = kNoSlot;
+  slot.owner = -1;
+  slot.prefetched = false;
+  slot.state = SlotState::kEmpty;
+}
+
+// An Empty slot if there is one, else the policy's victim (forgetting the
+// expert it held). The slot returned is Empty.
 size_t ExpertStore::Impl::claim_slot(int layer, int expert) {
   if (!free_slots.empty()) {
     const size_t s = size_t(free_slots.back());
     free_slots.pop_back();
     return s;
   }
-  if (lru.empty()) {
+  const int64_t victim = pick_victim(false);
+  if (victim < 0) {
     throw BudgetError("cannot load expert " + expert_name(layer, expert) + ": all " +
                       std::to_string(slots.size()) +
                       " expert slots are pinned (acquired and not released); the memory budget "
                       "is too small for the experts used at once");
   }
-  const size_t s = lru.pop_oldest();
-  slot_of[size_t(slots[s].owner)] = kNoSlot;
-  slots[s].owner = -1;
-  slots[s].state = SlotState::kEmpty;
-  return s;
+  evict(size_t(victim));
+  return size_t(victim);
 }
 
 // Reads one blob into dst and checks it. Uses only state fixed at
@@ -220,27 +307,101 @@ void ExpertStore::Impl::read_blob(const BlobRef& blob, uint8_t* dst, int layer, 
   }
 }
 
+void ExpertStore::Impl::worker_loop() {
+  std::unique_lock<std::mutex> lock(mu);
+  for (;;) {
+    work_cv.wait(lock, [&] { return stopping || !requests.empty(); });
+    if (stopping) return;
+    const Request r = requests.top();
+    requests.pop();
+    if (!queued[r.flat]) continue;  // demanded or superseded meanwhile
+    queued[r.flat] = 0;
+    if (r.stamp < cursor || slot_of[r.flat] != kNoSlot) {
+      if (r.stamp < cursor) ++stats.prefetch_cancelled;  // its layer has been computed
+      continue;
+    }
+    int64_t s = -1;
+    if (!free_slots.empty()) {
+      s = free_slots.back();
+      free_slots.pop_back();
+    } else {
+      s = pick_victim(true);
+      if (s < 0) {
+        ++stats.prefetch_cancelled;
+        continue;
+      }
+      evict(size_t(s));
+    }
+    Slot& slot = slots[size_t(s)];
+    slot.state = SlotState::kLoading;
+    slot.owner = int64_t(r.flat);
+    slot_of[r.flat] = int32_t(s);
+    const int layer = layer_of[r.flat];
+    const int expert = int(r.flat - layer_start[size_t(layer)]);
+
+    IoCost cost;
+    bool ok = true;
+    lock.unlock();
+    try {
+      read_blob(blobs[r.flat], slot.data, layer, expert, &cost);
+    } catch (const EdgeMoEError&) {
+      ok = false;  // the demand read of this expert will report the error
+    }
+    lock.lock();
+    stats.bytes_read += cost.bytes;
+    if (ok) {
+      slot.state = SlotState::kReady;
+      slot.prefetched = true;
+      slot.last_use = ++clock;
+      ++stats.prefetch_loaded;
+    } else {
+      slot_of[r.flat] = kNoSlot;
+      slot.owner = -1;
+      slot.state = SlotState::kEmpty;
+      free_slots.push_back(int32_t(s));
+    }
+    ready_cv.notify_all();
+  }
+}
+
 ExpertStore::ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table,
                          size_t n_slots, bool verify_checksums)
-    : impl_(std::make_unique<Impl>(path, std::move(table), n_slots, verify_checksums)) {}
+    : ExpertStore(path, std::move(table), n_slots, StoreOptions{CachePolicy::Lru, verify_checksums}) {}
+
+ExpertStore::ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table,
+                         size_t n_slots, const StoreOptions& options)
+    : impl_(std::make_unique<Impl>(path, std::move(table), n_slots, options)) {}
 
 ExpertStore::~ExpertStore() = default;
 
 const uint8_t* ExpertStore::acquire(int layer, int expert) {
   Impl& m = *impl_;
-  std::lock_guard<std::mutex> lock(m.mu);
+  std::unique_lock<std::mutex> lock(m.mu);
   const size_t f = m.flat_index(layer, expert);
 
-  if (m.slot_of[f] != kNoSlot) {
-    // Mapped slots are Ready here (loads finish under the lock).
+  while (m.slot_of[f] != kNoSlot) {
     const auto s = size_t(m.slot_of[f]);
     Slot& slot = m.slots[s];
-    if (slot.pins++ == 0) m.lru.remove(s);
+    if (slot.state == SlotState::kLoading) {
+      // A read of this expert is in flight: wait for it rather than read twice.
+      const auto t0 = std::chrono::steady_clock::now();
+      m.ready_cv.wait(lock, [&] { return m.slot_of[f] != int32_t(s) || slot.state != SlotState::kLoading; });
+      m.stats.io_wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      continue;  // Ready now, or the read failed and the expert is uncached again
+    }
+    ++slot.pins;
     ++m.stats.hits;
+    if (slot.prefetched) {
+      ++m.stats.prefetch_hits;
+      slot.prefetched = false;
+    }
+    slot.last_use = ++m.clock;
+    m.freq[f] += 1.0;
     return slot.data;
   }
 
   ++m.stats.misses;
+  m.queued[f] = 0;  // a queued prefetch of it is superseded by this demand read
   const size_t s = m.claim_slot(layer, expert);
   Slot& slot = m.slots[s];
   slot.state = SlotState::kLoading;
@@ -249,11 +410,13 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
   m.slot_of[f] = int32_t(s);
 
   IoCost cost;
+  lock.unlock();
   try {
     m.read_blob(m.blobs[f], slot.data, layer, expert, &cost);
   } catch (...) {
     // Whatever arrived is not trusted: the slot goes back empty, the expert
     // stays uncached, and the next acquire of it reads it again.
+    lock.lock();
     m.stats.bytes_read += cost.bytes;
     m.stats.io_wait_s += cost.seconds;
     m.slot_of[f] = kNoSlot;
@@ -261,11 +424,16 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
     slot.pins = 0;
     slot.state = SlotState::kEmpty;
     m.free_slots.push_back(int32_t(s));
+    m.ready_cv.notify_all();
     throw;
   }
+  lock.lock();
   m.stats.bytes_read += cost.bytes;
   m.stats.io_wait_s += cost.seconds;
   slot.state = SlotState::kReady;
+  slot.last_use = ++m.clock;
+  m.freq[f] += 1.0;
+  m.ready_cv.notify_all();
   return slot.data;
 }
 
@@ -279,9 +447,39 @@ void ExpertStore::release(int layer, int expert) {
     throw std::logic_error("release of expert " + expert_name(layer, expert) +
                            " which is not acquired");
   }
-  // Unpinned now: evictable, and the most recently used.
-  if (--m.slots[size_t(s)].pins == 0) m.lru.push_newest(size_t(s));
+  // Unpinned now: evictable. Recency was stamped at acquire.
+  --m.slots[size_t(s)].pins;
 }
+
+void ExpertStore::set_cursor(int64_t stamp, int layer) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->cursor = stamp;
+  impl_->current_layer = layer;
+}
+
+bool ExpertStore::prefetch(int layer, int expert, int64_t stamp) {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    const size_t f = m.flat_index(layer, expert);
+    if (m.slot_of[f] != kNoSlot || m.queued[f] || stamp < m.cursor) return false;
+    m.queued[f] = 1;
+    m.requests.push(Request{stamp, m.request_order++, f});
+    ++m.stats.prefetch_issued;
+  }
+  m.work_cv.notify_one();
+  return true;
+}
+
+void ExpertStore::seed_frequencies(const std::vector<std::vector<double>>& freq) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  for (size_t l = 0; l < freq.size() && l + 1 < m.layer_start.size(); ++l)
+    for (size_t e = 0; e < freq[l].size() && m.layer_start[l] + e < m.layer_start[l + 1]; ++e)
+      m.freq[m.layer_start[l] + e] += freq[l][e];
+}
+
+CachePolicy ExpertStore::policy() const { return impl_->options.policy; }
 
 bool ExpertStore::is_cached(int layer, int expert) const {
   const Impl& m = *impl_;

@@ -2,8 +2,9 @@
 // of slots, with direct I/O, and keeps the most useful ones cached.
 //
 // It knows nothing of the model's architecture: an expert is (layer, index) ->
-// a blob of bytes at an offset of the file. Policies and prefetch come later
-// behind the same acquire/release interface.
+// a blob of bytes at an offset of the file. A background I/O worker fills
+// slots ahead of need (prefetch); a demand miss is read at once by the
+// thread that needs it, ahead of any queued prefetch.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -25,8 +26,25 @@ constexpr uint64_t kBlobAlign = 4096;
 struct StoreStats {
   uint64_t hits = 0;
   uint64_t misses = 0;
-  uint64_t bytes_read = 0;   // bytes transferred from storage (padded reads count in full)
-  double io_wait_s = 0.0;    // wall time spent waiting for reads
+  uint64_t bytes_read = 0;   // bytes transferred from storage (padded reads count in full), prefetches included
+  double io_wait_s = 0.0;    // wall time acquire() spent waiting for reads (demand reads and in-flight prefetches)
+  uint64_t prefetch_issued = 0;     // requests queued
+  uint64_t prefetch_loaded = 0;     // of which read into a slot
+  uint64_t prefetch_hits = 0;       // prefetched experts that were then used
+  uint64_t prefetch_wasted = 0;     // prefetched experts evicted before any use
+  uint64_t prefetch_cancelled = 0;  // dropped from the queue: stale, or no slot could be freed
+};
+
+// Which unpinned expert to evict when a slot is needed.
+enum class CachePolicy {
+  Lru,      // least recently used
+  Lfu,      // least frequently used (ties: least recent)
+  EdgeMoE,  // lowest frequency / distance to its layer (EdgeMoE's policy)
+};
+
+struct StoreOptions {
+  CachePolicy policy = CachePolicy::Lru;
+  bool verify_checksums = true;
 };
 
 class ExpertStore {
@@ -36,6 +54,8 @@ class ExpertStore {
   // opened, FormatError if a blob lies outside the file or is misaligned.
   ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table, size_t n_slots,
               bool verify_checksums = true);
+  ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table, size_t n_slots,
+              const StoreOptions& options);
   ~ExpertStore();
   ExpertStore(const ExpertStore&) = delete;
   ExpertStore& operator=(const ExpertStore&) = delete;
@@ -45,8 +65,22 @@ class ExpertStore {
   // not yet released) slots are never evicted; if every slot is pinned this
   // throws BudgetError. Throws StorageError on I/O failure, short read or
   // checksum mismatch (the slot is then left empty, the store stays usable).
+  // If the expert is being prefetched, waits for that read instead of reading twice.
   const uint8_t* acquire(int layer, int expert);
   void release(int layer, int expert);
+
+  // --- the compute/I-O pipeline ---
+  // Computation has reached `stamp` (a monotonic (token, layer) counter) in
+  // layer `layer`: queued prefetches for earlier stamps are dropped, and the
+  // EdgeMoE policy measures layer distances from `layer`.
+  void set_cursor(int64_t stamp, int layer);
+  // Ask the I/O worker to read an expert that will be needed at `stamp`.
+  // Returns false (and queues nothing) if it is cached, loading or queued.
+  // A prefetch never evicts a pinned expert, an expert of the current layer
+  // or a prefetched expert not yet used; without such a victim it is dropped.
+  bool prefetch(int layer, int expert, int64_t stamp);
+  // Start frequency counts from an offline profile ([layer][expert] activations per token).
+  void seed_frequencies(const std::vector<std::vector<double>>& freq);
 
   bool is_cached(int layer, int expert) const;
   size_t n_slots() const;
@@ -54,6 +88,7 @@ class ExpertStore {
   bool direct_io() const;              // true if O_DIRECT (or equivalent) is in use
   StoreStats stats() const;
   void reset_stats();
+  CachePolicy policy() const;
 
   struct Impl;
  private:
