@@ -32,6 +32,8 @@ def format_stats(session: ChatSession) -> str:
         "cache_misses": s["cache_misses"],
         "mb_read": round(s["bytes_read"] / 1e6, 2),
         "io_wait_s": round(s["io_wait_s"], 3),
+        "prefetch_hits": s["prefetch_hits"],
+        "prefetch_wasted": s["prefetch_wasted"],
         "rss_mb": round(rss / 1e6, 1),
         "peak_rss_mb": round(peak / 1e6, 1),
         "memory_plan_mb": round(session.model.plan.total_bytes / 1e6, 1),

@@ -34,6 +34,13 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="number of expert cache slots (overrides the budget)")
     p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
     p.add_argument("--ctx-size", "-c", type=_bounded(int, 1), default=None)
+    p.add_argument("--predictor", default="auto", choices=["auto", "none", "gate"],
+                   help="how experts of the next layers are prefetched while decoding")
+    p.add_argument("--cache-policy", default="lru", choices=["lru", "lfu", "edgemoe"],
+                   help="which cached expert is evicted when a slot is needed")
+    p.add_argument("--prefetch-depth", type=_bounded(int, 1), default=1, help="layers ahead to prefetch")
+    p.add_argument("--prefetch-width", type=_bounded(int, 0), default=0,
+                   help="experts prefetched per layer (0: the model's top-k)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -57,7 +64,9 @@ def _load(args):
     from .api import default_model_path, load
 
     return load(args.model or default_model_path(), memory_budget=args.memory_budget,
-                cache_experts=args.cache_experts, threads=args.threads, ctx_size=args.ctx_size)
+                cache_experts=args.cache_experts, threads=args.threads, ctx_size=args.ctx_size,
+                predictor=args.predictor, cache_policy=args.cache_policy, prefetch_depth=args.prefetch_depth,
+                prefetch_width=args.prefetch_width)
 
 
 def cmd_convert(args) -> int:
