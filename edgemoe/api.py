@@ -14,7 +14,7 @@ from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder, Tokenizer
 
 DEFAULT_CTX = 4096
-PREDICTORS = ("auto", "none", "gate")
+PREDICTORS = ("auto", "none", "gate", "stats", "token")
 CACHE_POLICIES = ("lru", "lfu", "edgemoe")
 DEFAULT_MAX_BATCH = 256
 
@@ -86,11 +86,17 @@ class Model:
         if prefetch_depth < 1 or prefetch_width < 0:
             raise ValueError("prefetch_depth must be >= 1 and prefetch_width >= 0")
         self.predictor, self.cache_policy = predictor, cache_policy
+        from .profile import profile_arrays
+
+        profile = profile_arrays(container.manifest)
+        if predictor in ("stats", "token") and profile is None:
+            raise ValueError(f"predictor {predictor!r} needs routing statistics: run "
+                             f"`edgemoe profile {container.path} --calib TEXTFILE` first")
         h = container.header
         self._engine = core.Engine(cfg, container.path, h.resident_offset, h.resident_size, h.resident_crc,
                                    tensors, experts, self.plan.n_slots, self.threads, self.ctx_size,
                                    self.max_batch, verify_checksums, cache_policy, predictor,
-                                   prefetch_depth, prefetch_width)
+                                   prefetch_depth, prefetch_width, profile)
         self._tokenizer: Optional[Tokenizer] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
@@ -274,6 +280,9 @@ class Model:
                 "expert_slots": self.plan.n_slots,
                 "total_bytes": self.plan.total_bytes,
             },
+            "profile": ({k: m["profile"][k] for k in ("source", "tokens")} if "profile" in m else None),
+            "predictor": self.predictor,
+            "cache_policy": self.cache_policy,
             "ctx_size": self.ctx_size,
             "threads": self.threads,
             "direct_io": self._engine.direct_io,

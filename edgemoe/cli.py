@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import json
 import sys
 import time
@@ -34,7 +35,7 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="number of expert cache slots (overrides the budget)")
     p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
     p.add_argument("--ctx-size", "-c", type=_bounded(int, 1), default=None)
-    p.add_argument("--predictor", default="auto", choices=["auto", "none", "gate"],
+    p.add_argument("--predictor", default="auto", choices=["auto", "none", "gate", "stats", "token"],
                    help="how experts of the next layers are prefetched while decoding")
     p.add_argument("--cache-policy", default="lru", choices=["lru", "lfu", "edgemoe"],
                    help="which cached expert is evicted when a slot is needed")
@@ -117,6 +118,21 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_profile(args) -> int:
+    from .profile import profile_container
+
+    try:
+        with open(args.calib, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise EdgeMoEError(f"cannot read calibration text {args.calib}: {e.strerror}") from None
+    summary = profile_container(args.model, text, window=args.window, max_tokens=args.max_tokens,
+                                source=os.path.basename(args.calib))
+    print(f"profiled {summary['tokens']} tokens ({summary['distinct_tokens']} distinct) in "
+          f"{summary['seconds']:.1f} s; statistics stored in {args.model}", file=sys.stderr)
+    return 0
+
+
 def cmd_chat(args) -> int:
     from .chat_cli import ChatREPL
     from .session import ChatSession
@@ -159,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_flags(p)
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("profile", help="gather routing statistics from calibration text into the container")
+    p.add_argument("model")
+    p.add_argument("--calib", required=True, metavar="TEXTFILE", help="calibration text (UTF-8)")
+    p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
+    p.add_argument("--max-tokens", type=_bounded(int, 2), default=None)
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("chat", help="chat in the terminal (one turn per line when stdin is a pipe)")
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")

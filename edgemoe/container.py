@@ -316,3 +316,32 @@ def open_container(path: str) -> Container:
         raise FormatError(f"{path}: manifest is not valid JSON: {e}") from None
     _validate_manifest(path, manifest, h)
     return Container(path, h, manifest, file_size)
+
+
+def update_manifest(path: str, changes: Dict[str, Any]) -> None:
+    """Merge `changes` into a container's manifest in place (e.g. a routing profile).
+
+    The new manifest is appended after the old one and made durable before the
+    header is rewritten to point at it, so a crash at any moment leaves either
+    the old container or the new one, never a mix. The old manifest's bytes
+    stay behind as dead space (manifests are small).
+    """
+    c = open_container(path)
+    manifest = dict(c.manifest)
+    manifest.update(changes)
+    blob = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+    h = c.header
+    offset = _align(h.manifest_offset + h.manifest_size, PAGE)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(blob + b"\0" * (_align(len(blob), PAGE) - len(blob)))
+        f.flush()
+        os.fsync(f.fileno())
+        header = _HEADER.pack(
+            MAGIC, FORMAT_VERSION, 0, offset, len(blob), zlib.crc32(blob), h.resident_crc,
+            h.resident_offset, h.resident_size, h.experts_offset, h.experts_size,
+        )
+        f.seek(0)
+        f.write(header + _HEADER_CRC.pack(zlib.crc32(header)))
+        f.flush()
+        os.fsync(f.fileno())

@@ -46,15 +46,107 @@ class GatePredictor final : public Predictor {
   std::vector<int> order_;
 };
 
+// The top `width` entries of scores (ties to the lower index), appended as (layer, expert).
+void append_top(const std::vector<float>& scores, int layer, int width, std::vector<int>& order,
+                std::vector<std::pair<int, int>>* out) {
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + width, order.end(),
+                    [&](int a, int b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); });
+  for (int r = 0; r < width; ++r)
+    if (scores[order[r]] > 0.f) out->emplace_back(layer, order[r]);
+}
+
+// EdgeMoE's statistical predictor: P(experts of layer l+1 | experts chosen in
+// layer l), measured offline; deeper layers chain the conditional tables.
+class StatsPredictor final : public Predictor {
+ public:
+  StatsPredictor(const RoutingProfile& p, int depth, int width)
+      : p_(p), depth_(depth), width_(width), dist_(p.n_experts), next_(p.n_experts), order_(p.n_experts) {}
+
+  void predict(int layer, const float*, const int* chosen, std::vector<std::pair<int, int>>* out) override {
+    const int E = p_.n_experts;
+    std::fill(dist_.begin(), dist_.end(), 0.f);
+    for (int r = 0; r < p_.width; ++r) dist_[chosen[r]] = 1.f;  // this layer's choice is known
+    for (int d = 1; d <= depth_ && layer + d < p_.n_layers; ++d) {
+      const float* table = &p_.next_layer[(size_t)(layer + d - 1) * E * E];
+      std::fill(next_.begin(), next_.end(), 0.f);
+      for (int a = 0; a < E; ++a)
+        if (dist_[a] > 0.f)
+          for (int b = 0; b < E; ++b) next_[b] += dist_[a] * table[(size_t)a * E + b];
+      append_top(next_, layer + d, width_, order_, out);
+      dist_.swap(next_);
+    }
+  }
+
+ private:
+  const RoutingProfile& p_;
+  int depth_, width_;
+  std::vector<float> dist_, next_;
+  std::vector<int> order_;
+};
+
+// Routing is largely decided by the token id (the OpenMoE study): as soon as
+// a token is sampled, request the experts it usually picks in every layer.
+class TokenPredictor final : public Predictor {
+ public:
+  TokenPredictor(const RoutingProfile& p, int width) : p_(p), width_(std::min(width, p.width)) {}
+
+  void predict(int, const float*, const int*, std::vector<std::pair<int, int>>*) override {}
+  void on_token(int32_t token, std::vector<std::pair<int, int>>* out) override {
+    if (token < 0 || token >= p_.vocab) return;
+    for (int l = 0; l < p_.n_layers; ++l)
+      for (int r = 0; r < width_; ++r) {
+        const int32_t e = p_.token_experts[((size_t)token * p_.n_layers + l) * p_.width + r];
+        if (e >= 0) out->emplace_back(l, e);
+      }
+  }
+
+ private:
+  const RoutingProfile& p_;
+  int width_;
+};
+
+// auto: the gate guess for the next layer (the most accurate one-layer-ahead
+// signal), and, with a profile, the statistical guess for the layer after it.
+class AutoPredictor final : public Predictor {
+ public:
+  AutoPredictor(std::unique_ptr<Predictor> gate, std::unique_ptr<Predictor> stats)
+      : gate_(std::move(gate)), stats_(std::move(stats)) {}
+
+  void predict(int layer, const float* hidden, const int* chosen, std::vector<std::pair<int, int>>* out) override {
+    gate_->predict(layer, hidden, chosen, out);
+    if (stats_) {
+      tmp_.clear();
+      stats_->predict(layer, hidden, chosen, &tmp_);
+      for (const auto& g : tmp_)
+        if (g.first > layer + 1) out->push_back(g);
+    }
+  }
+
+ private:
+  std::unique_ptr<Predictor> gate_, stats_;
+  std::vector<std::pair<int, int>> tmp_;
+};
+
 }  // namespace
 
 std::unique_ptr<Predictor> make_predictor(const PredictorOptions& opt, const ModelConfig& cfg,
-                                          const ModelWeights& weights) {
+                                          const ModelWeights& weights, const RoutingProfile& profile) {
   const int width = std::min(cfg.n_experts, opt.width > 0 ? opt.width : cfg.top_k);
   const int depth = std::max(1, opt.depth);
+  const bool have_profile = !profile.empty();
   if (opt.kind == "none") return nullptr;
-  if (opt.kind == "gate" || opt.kind == "auto") return std::make_unique<GatePredictor>(cfg, weights, depth, width);
-  throw std::invalid_argument("unknown predictor '" + opt.kind + "' (available: none, gate, auto)");
+  if (opt.kind == "gate") return std::make_unique<GatePredictor>(cfg, weights, depth, width);
+  if ((opt.kind == "stats" || opt.kind == "token") && !have_profile)
+    throw std::invalid_argument("predictor '" + opt.kind + "' needs routing statistics: run `edgemoe profile MODEL "
+                                "--calib TEXTFILE` first");
+  if (opt.kind == "stats") return std::make_unique<StatsPredictor>(profile, depth, width);
+  if (opt.kind == "token") return std::make_unique<TokenPredictor>(profile, width);
+  if (opt.kind == "auto")
+    return std::make_unique<AutoPredictor>(
+        std::make_unique<GatePredictor>(cfg, weights, 1, width),
+        have_profile && depth > 1 ? std::make_unique<StatsPredictor>(profile, depth, width) : nullptr);
+  throw std::invalid_argument("unknown predictor '" + opt.kind + "' (available: none, gate, stats, token, auto)");
 }
 
 }  // namespace edgemoe

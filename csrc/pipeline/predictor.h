@@ -8,11 +8,12 @@
 
 #include "../model/config.h"
 #include "../model/weights.h"
+#include "profile.h"
 
 namespace edgemoe {
 
 struct PredictorOptions {
-  std::string kind = "gate";  // "none" or "gate" ("stats", "token", "auto" with the profile)
+  std::string kind = "gate";  // none, gate, stats, token, auto (stats and token need a profile)
   int depth = 1;              // how many layers ahead to predict
   int width = 0;              // experts per predicted layer; 0 means the model's top_k
 };
@@ -25,10 +26,13 @@ class Predictor {
   // Appends (layer, expert) guesses for later layers to `out`, most likely first.
   virtual void predict(int layer, const float* hidden, const int* chosen,
                        std::vector<std::pair<int, int>>* out) = 0;
+  // A decode token is about to enter layer 0: guesses for any layer may go to `out`.
+  virtual void on_token(int32_t token, std::vector<std::pair<int, int>>* out) {}
 };
 
-// nullptr for kind "none". Throws std::invalid_argument for an unknown kind.
+// nullptr for kind "none". Throws std::invalid_argument for an unknown kind,
+// or for "stats"/"token" without a profile.
 std::unique_ptr<Predictor> make_predictor(const PredictorOptions& opt, const ModelConfig& cfg,
-                                          const ModelWeights& weights);
+                                          const ModelWeights& weights, const RoutingProfile& profile);
 
 }  // namespace edgemoe

@@ -45,7 +45,23 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
   bind_weights(layout);
   store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots,
                                          StoreOptions{opt.policy, opt.verify_checksums});
-  predictor_ = make_predictor(opt.predictor, cfg_, weights_);
+  if (!opt_.profile.empty()) {
+    const RoutingProfile& p = opt_.profile;
+    if (p.n_layers != cfg.n_layers || p.n_experts != cfg.n_experts || p.vocab != cfg.vocab ||
+        p.freq.size() != (size_t)p.n_layers * p.n_experts ||
+        p.next_layer.size() != (size_t)(p.n_layers - 1) * p.n_experts * p.n_experts ||
+        p.token_experts.size() != (size_t)p.vocab * p.n_layers * p.width)
+      throw FormatError("the routing profile does not match the model; run `edgemoe profile` again");
+    for (int32_t e : p.token_experts)
+      if (e < -1 || e >= cfg.n_experts) throw FormatError("the routing profile names an expert that does not exist");
+    // The profile's activation shares count as if this many tokens had been seen already.
+    constexpr double kProfilePriorTokens = 100.0;
+    std::vector<std::vector<double>> seed(cfg.n_layers, std::vector<double>(cfg.n_experts));
+    for (int l = 0; l < cfg.n_layers; ++l)
+      for (int e = 0; e < cfg.n_experts; ++e) seed[l][e] = kProfilePriorTokens * p.freq[(size_t)l * cfg.n_experts + e];
+    store_->seed_frequencies(seed);
+  }
+  predictor_ = make_predictor(opt_.predictor, cfg_, weights_, opt_.profile);
   pool_ = std::make_unique<ThreadPool>(opt.threads);
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch);
   transformer_->set_observer(this);
@@ -159,6 +175,12 @@ void Engine::logits(const int32_t* tokens, int64_t n, float* out) {
 void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
+  if (predictor_ && n == 1) {  // a decode step: the token alone may already predict its experts
+    guesses_.clear();
+    predictor_->on_token(tokens[0], &guesses_);
+    const int64_t base = (step_ + 1) * cfg_.n_layers;  // the coming pass through the layers
+    for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
+  }
   run(tokens, n, last_logits, false);
 }
 

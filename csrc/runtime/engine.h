@@ -49,6 +49,7 @@ struct EngineOptions {
   bool verify_checksums = true;
   CachePolicy policy = CachePolicy::Lru;
   PredictorOptions predictor;  // kind "none" disables prefetch
+  RoutingProfile profile;      // from `edgemoe profile`; may be empty
 };
 
 struct EngineStats {

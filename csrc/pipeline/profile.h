@@ -1,0 +1,23 @@
+// Routing statistics gathered offline by `edgemoe profile` and stored in the
+// container: what the statistical predictors and frequency-based cache
+// policies start from.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace edgemoe {
+
+struct RoutingProfile {
+  int n_layers = 0, n_experts = 0, width = 0, vocab = 0;
+  // freq[l * E + e]: share of tokens whose top-k in layer l includes e.
+  std::vector<float> freq;
+  // next_layer[(l * E + a) * E + b]: P(b in layer l+1's top-k | a in layer l's top-k), l < n_layers - 1.
+  std::vector<float> next_layer;
+  // token_experts[(t * n_layers + l) * width + r]: the experts token t most often chose in
+  // layer l, most frequent first; -1 where the token was never seen.
+  std::vector<int32_t> token_experts;
+
+  bool empty() const { return freq.empty(); }
+};
+
+}  // namespace edgemoe

@@ -1,0 +1,72 @@
+"""edgemoe profile: routing statistics stored in the container, and the predictors that use them."""
+import shutil
+
+import numpy as np
+import pytest
+
+import edgemoe
+from edgemoe.container import open_container
+from edgemoe.profile import profile_arrays, profile_container
+from conftest import reference
+
+CALIB = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+         "must be in want of a wife. However little known the feelings or views of such a man may be "
+         "on his first entering a neighbourhood, this truth is so well fixed in the minds of the "
+         "surrounding families, that he is considered the rightful property of some one or other of "
+         "their daughters. ") * 3
+
+
+@pytest.fixture()
+def profiled(converted, tmp_path):
+    path = tmp_path / "p.emoe"
+    shutil.copyfile(converted("mixtral_smooth", "8"), path)
+    summary = profile_container(str(path), CALIB, window=64, source="calib.txt")
+    return str(path), summary
+
+
+def test_profile_is_stored_and_consistent(profiled):
+    path, summary = profiled
+    c = open_container(path)  # still a valid container after the in-place manifest update
+    p = c.manifest["profile"]
+    assert p["tokens"] == summary["tokens"] > 100 and p["source"] == "calib.txt"
+    freq, next_layer, tokens = profile_arrays(c.manifest)
+    top_k = c.config["top_k"]
+    np.testing.assert_allclose(freq.sum(axis=1), top_k, atol=1e-4)  # each token picks top_k per layer
+    seen = next_layer.sum(axis=2) > 0
+    np.testing.assert_allclose(next_layer.sum(axis=2)[seen], top_k, atol=1e-3)
+    model = edgemoe.load(path)
+    ids = model.tokenize(CALIB, add_special_tokens=False)
+    assert (tokens[ids[0]] >= 0).all()
+    unseen = sorted(set(range(c.config["vocab"])) - set(ids))[0]
+    assert (tokens[unseen] == -1).all()
+    assert model.info()["profile"] == {"source": "calib.txt", "tokens": summary["tokens"]}
+
+
+def test_profiled_predictors_prefetch_and_keep_results(profiled):
+    path, _ = profiled
+    ids = reference("mixtral_smooth")["input_ids"].tolist()
+    base = edgemoe.load(path, predictor="none", cache_experts=4)
+    expected = np.stack([base.eval([t]) for t in ids])
+    for predictor in ("stats", "token", "auto"):
+        for policy in ("lru", "edgemoe"):
+            model = edgemoe.load(path, predictor=predictor, cache_policy=policy, cache_experts=4,
+                                 prefetch_depth=2)
+            np.testing.assert_array_equal(np.stack([model.eval([t]) for t in ids]), expected)
+            assert model.stats()["prefetch_issued"] > 0, predictor
+
+
+def test_stats_predictor_needs_a_profile(converted):
+    with pytest.raises(ValueError, match="edgemoe profile"):
+        edgemoe.load(converted("mixtral_smooth", "8"), predictor="stats")
+
+
+def test_profile_command(converted, tmp_path):
+    from edgemoe.cli import main
+
+    path = tmp_path / "c.emoe"
+    shutil.copyfile(converted("qwen3_moe", "8"), path)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CALIB)
+    assert main(["profile", str(path), "--calib", str(calib)]) == 0
+    assert open_container(path).manifest["profile"]["source"] == "calib.txt"
+    assert main(["profile", str(path), "--calib", str(tmp_path / "missing.txt")]) == 1
