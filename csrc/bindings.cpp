@@ -201,7 +201,9 @@ py::tuple engine_take_trace(Engine& e, int n_layers, int top_k) {
   std::copy(t.positions.begin(), t.positions.end(), pos.mutable_data());
   std::copy(t.experts.begin(), t.experts.end(), experts.mutable_data());
   std::copy(t.weights.begin(), t.weights.end(), weights.mutable_data());
-  return py::make_tuple(pos, experts, weights);
+  py::array_t<int32_t> predicted({(int64_t)t.predicted.size() / 3, (int64_t)3});
+  std::copy(t.predicted.begin(), t.predicted.end(), predicted.mutable_data());
+  return py::make_tuple(pos, experts, weights, predicted);
 }
 
 py::dict engine_stats(const Engine& e) {

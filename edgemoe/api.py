@@ -198,12 +198,12 @@ class Model:
             from .trace import write_trace
 
             cfg = self.config
-            positions, experts, weights = self._engine.take_trace(cfg["n_layers"], cfg["top_k"])
+            positions, experts, weights, predicted = self._engine.take_trace(cfg["n_layers"], cfg["top_k"])
             self._engine.set_tracing(False)
             header = {"model": os.path.basename(self.container.path), "n_layers": cfg["n_layers"],
                       "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "prompt_tokens": len(prompt)}
             n = len(positions)
-            write_trace(path, header, evaluated[:n], positions, experts, weights)
+            write_trace(path, header, evaluated[:n], positions, experts, weights, predicted)
 
     def _generate_ids(self, prompt: List[int], max_tokens: int, sampler: Sampler, stop_at_eos: bool) -> Iterator[int]:
         if max_tokens < 0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,16 +18,28 @@ TRACE_VERSION = 1
 
 
 def write_trace(path: str, header: Dict[str, Any], token_ids: Sequence[int], positions: np.ndarray,
-                experts: np.ndarray, weights: np.ndarray) -> None:
-    """Write a trace atomically (temporary file, then rename)."""
+                experts: np.ndarray, weights: np.ndarray, predicted: Optional[np.ndarray] = None) -> None:
+    """Write a trace atomically (temporary file, then rename).
+
+    `predicted` holds (row, layer, expert) triples of what the predictor asked
+    to prefetch; rows with any become a `predicted` field (one list per layer).
+    """
     if not (len(token_ids) == len(positions) == len(experts) == len(weights)):
         raise ValueError("trace arrays disagree in length")
+    n_layers = experts.shape[1] if len(experts) else 0
+    guesses: Dict[int, List[List[int]]] = {}
+    for row, layer, expert in (predicted if predicted is not None else []):
+        lists = guesses.setdefault(int(row), [[] for _ in range(n_layers)])
+        if expert not in lists[layer]:
+            lists[layer].append(int(expert))
     tmp = f"{path}.partial"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(dict(header, format=TRACE_FORMAT, version=TRACE_VERSION)) + "\n")
-        for tok, pos, ex, w in zip(token_ids, positions, experts, weights):
-            f.write(json.dumps({"pos": int(pos), "token": int(tok), "experts": ex.tolist(),
-                                "weights": np.round(w, 6).tolist()}) + "\n")
+        for row, (tok, pos, ex, w) in enumerate(zip(token_ids, positions, experts, weights)):
+            record = {"pos": int(pos), "token": int(tok), "experts": ex.tolist(), "weights": np.round(w, 6).tolist()}
+            if row in guesses:
+                record["predicted"] = guesses[row]
+            f.write(json.dumps(record) + "\n")
     os.replace(tmp, path)
 
 

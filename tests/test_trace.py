@@ -42,3 +42,14 @@ def test_not_a_trace_is_a_format_error(tmp_path):
     p.write_text(json.dumps({"format": "other"}) + "\n")
     with pytest.raises(edgemoe.FormatError, match="not an edgemoe trace"):
         read_trace(str(p))
+
+
+def test_trace_records_predictions_of_decode_tokens(converted, tmp_path):
+    model = edgemoe.load(converted("mixtral_smooth", "8"), threads=1, predictor="gate", prefetch_depth=1)
+    path = tmp_path / "p.jsonl"
+    model.generate([5, 6, 7], max_tokens=4, stop_at_eos=False, trace=str(path))
+    _, records = read_trace(str(path))
+    assert all("predicted" not in r for r in records[:3])  # the prompt is one prefill batch
+    for r in records[3:]:
+        # gate, depth 1: layer 0 is never predicted, each later layer gets top_k guesses
+        assert r["predicted"][0] == [] and all(len(p) == 2 for p in r["predicted"][1:])

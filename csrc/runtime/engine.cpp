@@ -157,7 +157,9 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) 
     for (int64_t i = 0; i < n; ++i) trace_.positions.push_back(pos0 + i);
     trace_.experts.resize(trace_.positions.size() * per_token, -1);
     trace_.weights.resize(trace_.positions.size() * per_token, 0.f);
+    for (const auto& g : token_guesses_) trace_.predicted.insert(trace_.predicted.end(), {(int32_t)trace_base_, g.first, g.second});
   }
+  token_guesses_.clear();
   const double io0 = store_->stats().io_wait_s;
   transformer_->forward(tokens, n, out, all_logits);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -176,10 +178,10 @@ void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
   if (predictor_ && n == 1) {  // a decode step: the token alone may already predict its experts
-    guesses_.clear();
-    predictor_->on_token(tokens[0], &guesses_);
+    token_guesses_.clear();
+    predictor_->on_token(tokens[0], &token_guesses_);
     const int64_t base = (step_ + 1) * cfg_.n_layers;  // the coming pass through the layers
-    for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
+    for (const auto& g : token_guesses_) store_->prefetch(g.first, g.second, base + g.first);
   }
   run(tokens, n, last_logits, false);
 }
@@ -200,6 +202,8 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
     guesses_.clear();
     predictor_->predict(layer, hidden, ids, &guesses_);
     for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
+    if (tracing_)
+      for (const auto& g : guesses_) trace_.predicted.insert(trace_.predicted.end(), {(int32_t)trace_base_, g.first, g.second});
   }
   if (!tracing_) return;
   // pos0 is relative to the whole context; the trace rows of this forward call start at trace_base_.

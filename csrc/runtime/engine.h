@@ -63,6 +63,9 @@ struct RoutingTrace {
   std::vector<int64_t> positions;  // one per traced token
   std::vector<int32_t> experts;    // positions.size() * n_layers * top_k
   std::vector<float> weights;
+  // What the predictor asked to prefetch for a traced decode token:
+  // (row, layer, expert) triples, row indexing `positions`.
+  std::vector<int32_t> predicted;
 };
 
 class Engine final : public ExpertSource, public ForwardObserver {
@@ -113,6 +116,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   std::unique_ptr<Predictor> predictor_;
   int64_t step_ = 0;  // counts passes through layer 0: with the layer, orders prefetch deadlines
   std::vector<std::pair<int, int>> guesses_;
+  std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;
   RoutingTrace trace_;
