@@ -159,7 +159,7 @@ def main() -> None:
         "",
         "Routing is far from uniform, which is what makes expert caching and prediction pay off:",
         "",
-        f"- Expert-usage entropy, normalised to 1 for uniform use, per layer: "
+        "- Expert-usage entropy, normalised to 1 for uniform use, per layer: "
         + ", ".join(f"{l['load_entropy_normalized']:.2f}" for l in routing["per_layer"])
         + f" (mean {routing['mean_load_entropy_normalized']:.2f}).",
         f"- Layer l+1's top-1 expert predicted from layer l's top-1 expert by a co-occurrence table: "
