@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from bench_util import drop_page_cache
+
 
 def run_once(args) -> dict:
     import numpy as np
@@ -82,16 +84,6 @@ def run_once(args) -> dict:
         "peak_rss_mb": peak["rss"] / 1e6,
         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
     }
-
-
-def drop_page_cache() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1\n")
-        return True
-    except OSError:
-        return False
 
 
 def main() -> None:

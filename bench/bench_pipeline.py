@@ -27,6 +27,8 @@ import tempfile
 
 import numpy as np
 
+from bench_util import drop_page_cache
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
@@ -85,16 +87,6 @@ def predictor_accuracy(model_path: str, ids, predictor: str, threads: int):
     precision = np.divide(hit, guessed, out=np.full(L, np.nan), where=guessed > 0)
     recall = np.divide(hit, actual, out=np.zeros(L), where=actual > 0)
     return precision, recall, records
-
-
-def drop_page_cache() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1\n")
-        return True
-    except OSError:
-        return False
 
 
 def decode_run(model_path: str, ids, predictor: str, policy: str, slots: int, threads: int) -> dict:

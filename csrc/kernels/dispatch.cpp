@@ -10,9 +10,7 @@
 
 namespace edgemoe {
 
-namespace {
-
-const KernelTable* table_for(Isa isa) {
+const KernelTable* kernel_table(Isa isa) {
   switch (isa) {
     case Isa::Scalar:
       return scalar_kernels();
@@ -26,8 +24,10 @@ const KernelTable* table_for(Isa isa) {
   return nullptr;
 }
 
+namespace {
+
 std::atomic<const KernelTable*>& active() {
-  static std::atomic<const KernelTable*> table{table_for(available_isas().back())};
+  static std::atomic<const KernelTable*> table{kernel_table(available_isas().back())};
   return table;
 }
 
@@ -50,12 +50,12 @@ const char* isa_name(Isa isa) {
 std::vector<Isa> available_isas() {
   std::vector<Isa> out;
   for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon})
-    if (table_for(isa)) out.push_back(isa);
+    if (kernel_table(isa)) out.push_back(isa);
   return out;
 }
 
 bool set_isa(Isa isa) {
-  const KernelTable* t = table_for(isa);
+  const KernelTable* t = kernel_table(isa);
   if (!t) return false;
   active().store(t, std::memory_order_relaxed);
   return true;

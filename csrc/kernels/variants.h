@@ -32,6 +32,9 @@ const char* neon_dot_path();
 // The plain-NEON table even where SDOT is used, so tests can check both paths.
 const KernelTable* neon_fallback_kernels();
 
+// The table of an ISA (nullptr if not compiled or unsupported here).
+const KernelTable* kernel_table(Isa isa);
+
 // Decoding a row is not hot (embedding lookups, tests): one scalar version.
 void scalar_dequantize_row(QType type, const void* row, int64_t k, float* out);
 

@@ -48,24 +48,10 @@ struct Variant {
   const KernelTable* table;
 };
 
-const KernelTable* table_of(Isa isa) {
-  switch (isa) {
-    case Isa::Scalar:
-      return scalar_kernels();
-    case Isa::Avx2:
-      return avx2_kernels();
-    case Isa::Avx512:
-      return avx512_kernels();
-    case Isa::Neon:
-      return neon_kernels();
-  }
-  return nullptr;
-}
-
 std::vector<Variant> simd_variants() {
   std::vector<Variant> out;
   for (Isa isa : available_isas())
-    if (isa != Isa::Scalar) out.push_back({isa_name(isa), table_of(isa)});
+    if (isa != Isa::Scalar) out.push_back({isa_name(isa), kernel_table(isa)});
   const KernelTable* fallback = neon_fallback_kernels();
   if (fallback && fallback != neon_kernels()) out.push_back({"neon/smull", fallback});
   return out;
@@ -330,7 +316,7 @@ void test_dispatch() {
     for (QType type : {QType::F16, QType::Q4}) {
       const Weights w = make_weights(type, rows, k, rng);
       const std::vector<float> x = make_activations(n, k, rng);
-      const std::vector<float> direct = run_matmul(table_of(isa), type, w, k, 0, rows, x, n, rows, 0.0f);
+      const std::vector<float> direct = run_matmul(kernel_table(isa), type, w, k, 0, rows, x, n, rows, 0.0f);
       std::vector<BlockQ8A> xq(n * (k / kGroup));
       quantize_activations(x.data(), n, k, xq.data());
       std::vector<float> y(n * rows, 0.0f);
