@@ -31,18 +31,24 @@ class Tokenizer:
 
 
 class StreamDecoder:
-    """Turns a growing list of ids into text pieces without splitting multi-byte characters."""
+    """Turns a growing list of ids into text pieces without splitting multi-byte characters.
+
+    Decodes only a short window (the ids since the last emitted piece, plus the
+    ones before it for context), so a long generation costs O(n), not O(n^2).
+    """
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
         self.ids: List[int] = []
-        self.emitted = ""
+        self.prefix_offset = 0  # start of the context window
+        self.read_offset = 0    # ids before this have been emitted
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            return ""
-        piece = text[len(self.emitted):] if text.startswith(self.emitted) else text
-        self.emitted = text
+        prefix = self.tokenizer.decode(self.ids[self.prefix_offset:self.read_offset])
+        text = self.tokenizer.decode(self.ids[self.prefix_offset:])
+        if text.endswith("\ufffd") or len(text) <= len(prefix):
+            return ""  # an incomplete UTF-8 sequence (or nothing visible yet): wait for more ids
+        piece = text[len(prefix):]
+        self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
         return piece

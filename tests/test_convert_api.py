@@ -95,3 +95,15 @@ def test_stats_keys(converted):
     for key in ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens"):
         assert key in s
     assert s["tokens"] == 3
+
+
+def test_stream_decoder_never_splits_characters(converted):
+    from edgemoe.tokenizer import StreamDecoder
+
+    model = edgemoe.load(converted("olmoe", "8"), threads=1)
+    text = "naïve café — 東京! 😀 and the rest, twice: naïve café — 東京! 😀"
+    ids = model.tokenize(text)
+    decoder = StreamDecoder(model.tokenizer)
+    pieces = [decoder.push(t) for t in ids]
+    assert "".join(pieces) == model.detokenize(ids) == text
+    assert all("\ufffd" not in p for p in pieces)
