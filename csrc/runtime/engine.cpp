@@ -1,5 +1,6 @@
 #include "engine.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <stdexcept>
@@ -199,6 +200,15 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
   // Prefetch while this layer's experts compute. Decode only: a prefill batch
   // reads each expert it needs once anyway, grouped by expert.
   if (predictor_ && n == 1) {
+    // This layer's own misses beyond the first: the MoE block reads the first
+    // itself right away; the worker reads the others meanwhile, last-needed
+    // first, so two reads are in flight instead of one after the other.
+    misses_.clear();
+    for (int r = 0; r < cfg_.top_k; ++r)
+      if (!store_->is_cached(layer, ids[r])) misses_.push_back(ids[r]);
+    std::sort(misses_.begin(), misses_.end());  // the MoE block's order for misses
+    for (size_t i = misses_.size(); i-- > 1;) store_->prefetch(layer, misses_[i], base + layer);
+
     guesses_.clear();
     predictor_->predict(layer, hidden, ids, &guesses_);
     for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);

@@ -116,6 +116,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   std::unique_ptr<Predictor> predictor_;
   int64_t step_ = 0;  // counts passes through layer 0: with the layer, orders prefetch deadlines
   std::vector<std::pair<int, int>> guesses_;
+  std::vector<int> misses_;
   std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;
