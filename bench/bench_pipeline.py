@@ -56,13 +56,13 @@ def predictor_accuracy(model_path: str, ids, predictor: str, threads: int):
     model = edgemoe.load(model_path, predictor=predictor, threads=threads, prefetch_depth=2)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "t.jsonl")
-        # one prompt token, then every held-out token fed back as if generated
-        model.generate(ids[:1], max_tokens=0, trace=None)
+        # every held-out token fed back one at a time, as if generated
         cfg = model.config
         model._engine.take_trace(cfg["n_layers"], cfg["top_k"])
         model._engine.set_tracing(True)
-        model.reset()
-        for t in ids:
+        for i, t in enumerate(ids):
+            if i % model.ctx_size == 0:  # a fresh context whenever the window is full
+                model.reset()
             model.eval([t])
         pos, experts, weights, predicted = model._engine.take_trace(cfg["n_layers"], cfg["top_k"])
         model._engine.set_tracing(False)

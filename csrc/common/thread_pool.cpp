@@ -18,8 +18,7 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::run_chunk(int index) {
-  const int64_t chunk = (job_n_ + n_threads_ - 1) / n_threads_;
-  const int64_t begin = std::min(job_n_, chunk * index), end = std::min(job_n_, begin + chunk);
+  const int64_t begin = std::min(job_n_, job_chunk_ * index), end = std::min(job_n_, begin + job_chunk_);
   if (begin >= end) return;
   try {
     (*job_)(begin, end);
@@ -46,9 +45,10 @@ void ThreadPool::worker(int index) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
-  if (n_threads_ == 1 || n == 1) {
+  const int64_t chunk = chunk_size(n, grain);
+  if (n_threads_ == 1 || chunk >= n) {
     fn(0, n);
     return;
   }
@@ -56,6 +56,7 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     std::lock_guard<std::mutex> lock(mu_);
     job_ = &fn;
     job_n_ = n;
+    job_chunk_ = chunk;
     error_ = nullptr;
     pending_ = n_threads_ - 1;
     ++generation_;

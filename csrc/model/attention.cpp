@@ -67,8 +67,9 @@ void Transformer::attention(int layer, int64_t n) {
   const float* kc = &k_cache_[(size_t)layer * ctx_size_ * kvd];
   const float* vc = &v_cache_[(size_t)layer * ctx_size_ * kvd];
   const int64_t items = n * cfg_.n_heads;
+  const int64_t grain = grain_for(2 * (n_past_ + n) * hd);
   pool_.parallel_for(items, [&](int64_t b, int64_t e) {
-    float* scores = &scores_[(size_t)pool_.chunk_index(items, b) * ctx_size_];
+    float* scores = &scores_[(size_t)pool_.chunk_index(items, b, grain) * ctx_size_];
     for (int64_t item = b; item < e; ++item) {
       const int64_t t = item / cfg_.n_heads;
       const int h = (int)(item % cfg_.n_heads);
@@ -90,7 +91,7 @@ void Transformer::attention(int layer, int64_t n) {
         for (int i = 0; i < hd; ++i) out[i] += p * v[i];
       }
     }
-  });
+  }, grain);
 
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection

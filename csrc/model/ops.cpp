@@ -7,23 +7,29 @@ namespace edgemoe {
 
 bool needs_quantized(QType t) { return t == QType::Q8 || t == QType::Q4; }
 
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work_per_item));
+}
+
 Activations prepare(ThreadPool& pool, QType t, const float* x, int64_t n, int64_t k, BlockQ8A* xq_buf) {
   if (!needs_quantized(t)) return {x, nullptr, n, k};
   const int64_t blocks_per_row = k / kGroup;
   pool.parallel_for(n, [&](int64_t b, int64_t e) {
     quantize_activations(x + b * k, e - b, k, xq_buf + b * blocks_per_row);
-  });
+  }, grain_for(4 * k));
   return {x, xq_buf, n, k};
 }
 
 void matmul(ThreadPool& pool, QType t, const uint8_t* W, int64_t rows, const Activations& a, float* y) {
   // Split by rows in multiples of 8 so threads do not share output cache lines
-  // in the single-token case.
+  // in the single-token case, and only when each thread gets enough work to
+  // pay for waking it.
   const int64_t row_groups = (rows + 7) / 8;
+  const int64_t work_per_group = 8 * a.k * a.n;
   pool.parallel_for(row_groups, [&](int64_t b, int64_t e) {
     const int64_t r0 = b * 8, r1 = std::min(rows, e * 8);
     matmul_rows(t, W, a.k, r0, r1, a.x, a.xq, a.n, y, rows);
-  });
+  }, grain_for(work_per_group));
 }
 
 void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out) {
