@@ -16,6 +16,11 @@ from .tokenizer import StreamDecoder, Tokenizer
 DEFAULT_CTX = 4096
 PREDICTORS = ("auto", "none", "gate", "stats", "token")
 CACHE_POLICIES = ("lru", "lfu", "edgemoe")
+# Defaults from bench/RESULTS.md ("Expert prediction and prefetch", demo model): the EdgeMoE
+# policy beats LRU at every budget; prefetching (any predictor) still costs more in wasted
+# reads than it hides on this 2-core machine's fast storage, so it is opt-in for now.
+DEFAULT_PREDICTOR = "none"
+DEFAULT_CACHE_POLICY = "edgemoe"
 DEFAULT_MAX_BATCH = 256
 
 
@@ -44,8 +49,8 @@ class Model:
 
     def __init__(self, container: Container, memory_budget=None, cache_experts: Optional[int] = None,
                  threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
-                 predictor: str = "auto", cache_policy: str = "lru", prefetch_depth: int = 1,
-                 prefetch_width: int = 0):
+                 predictor: str = DEFAULT_PREDICTOR, cache_policy: str = DEFAULT_CACHE_POLICY,
+                 prefetch_depth: int = 1, prefetch_width: int = 0):
         core = _core()
         self.container = container
         self.config: Dict[str, Any] = container.config
@@ -310,12 +315,13 @@ def default_model_path() -> str:
 
 def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optional[int] = None,
          threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
-         predictor: str = "auto", cache_policy: str = "lru", prefetch_depth: int = 1,
+         predictor: Optional[str] = None, cache_policy: Optional[str] = None, prefetch_depth: int = 1,
          prefetch_width: int = 0) -> Model:
     """Open an .emoe container. `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
     scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor` chooses how
     experts of the next layers are prefetched during decoding (none, gate, auto) and `cache_policy`
     which cached expert is evicted (lru, lfu, edgemoe)."""
     return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
-                 ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor,
-                 cache_policy=cache_policy, prefetch_depth=prefetch_depth, prefetch_width=prefetch_width)
+                 ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor or DEFAULT_PREDICTOR,
+                 cache_policy=cache_policy or DEFAULT_CACHE_POLICY, prefetch_depth=prefetch_depth,
+                 prefetch_width=prefetch_width)

@@ -35,10 +35,10 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="number of expert cache slots (overrides the budget)")
     p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
     p.add_argument("--ctx-size", "-c", type=_bounded(int, 1), default=None)
-    p.add_argument("--predictor", default="auto", choices=["auto", "none", "gate", "stats", "token"],
-                   help="how experts of the next layers are prefetched while decoding")
-    p.add_argument("--cache-policy", default="lru", choices=["lru", "lfu", "edgemoe"],
-                   help="which cached expert is evicted when a slot is needed")
+    p.add_argument("--predictor", default=None, choices=["auto", "none", "gate", "stats", "token"],
+                   help="how experts of the next layers are prefetched while decoding (default: none)")
+    p.add_argument("--cache-policy", default=None, choices=["lru", "lfu", "edgemoe"],
+                   help="which cached expert is evicted when a slot is needed (default: edgemoe)")
     p.add_argument("--prefetch-depth", type=_bounded(int, 1), default=1, help="layers ahead to prefetch")
     p.add_argument("--prefetch-width", type=_bounded(int, 0), default=0,
                    help="experts prefetched per layer (0: the model's top-k)")

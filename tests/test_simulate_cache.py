@@ -54,13 +54,15 @@ def test_belady_is_an_upper_bound(slots):
         assert run(seq, slots, name)["hits"] <= best
 
 
+@pytest.mark.parametrize("policy", ["lru", "lfu", "edgemoe"])
 @pytest.mark.parametrize("slots", [2, 4, 7])
-def test_simulated_lru_matches_the_engine(converted, tmp_path, slots):
-    # The engine decoding token by token with an LRU cache of `slots` experts
-    # must see exactly the hits and misses the simulator predicts from its trace.
+def test_simulated_policy_matches_the_engine(converted, tmp_path, slots, policy):
+    # The engine decoding token by token with a cache of `slots` experts must
+    # see exactly the hits and misses the simulator predicts from its trace.
     path = tmp_path / "t.jsonl"
     prompt = [11, 42, 7, 99, 5, 8, 200, 31]
-    model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots, predictor="none")
+    model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots, predictor="none",
+                         cache_policy=policy)
     model._engine.set_tracing(True)
     for t in prompt:
         model.eval([t])
@@ -68,6 +70,6 @@ def test_simulated_lru_matches_the_engine(converted, tmp_path, slots):
     write_trace(str(path), {"n_layers": 3, "n_experts": 8, "top_k": 2}, prompt, pos, experts, weights)
     header, records = read_trace(str(path))
     steps = sim.access_sequence(records)
-    predicted = sim.simulate(steps, 3, slots, sim.POLICIES["lru"](3, steps))
+    predicted = sim.simulate(steps, 3, slots, sim.POLICIES[policy](3, steps))
     stats = model.stats()
     assert (stats["cache_hits"], stats["cache_misses"]) == (predicted["hits"], predicted["misses"])
