@@ -22,6 +22,8 @@ import time
 
 from bench_util import drop_page_cache
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
 
 def run_once(args) -> dict:
     import numpy as np
