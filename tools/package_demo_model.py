@@ -43,6 +43,20 @@ def heldout_perplexity(model, path: str, window: int = 256):
     return float(np.exp(nll / count)), count
 
 
+def write_parity_reference(final: str, model, heldout: str, out_npz: str, windows: int = 4, window: int = 256):
+    """transformers' argmax on held-out windows, for the 8-bit parity test (tests/test_parity.py)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with open(heldout, encoding="utf-8") as f:
+        text = "\n\n".join(json.loads(line)["text"] for line in f if line.strip())
+    ids = np.array(model.tokenize(text, add_special_tokens=False)[: windows * window]).reshape(windows, window)
+    hf = AutoModelForCausalLM.from_pretrained(final, dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        argmax = np.array([hf(torch.tensor(w)[None]).logits[0].numpy().argmax(-1) for w in ids], dtype=np.int32)
+    np.savez_compressed(out_npz, windows=ids.astype(np.int32), argmax=argmax)
+
+
 def plot_loss(log_csv: str, out_png: str) -> None:
     import matplotlib
 
@@ -104,6 +118,8 @@ def main() -> None:
     plot_load(report, os.path.join(a.out, "expert_load.png"))
 
     model = edgemoe.load(emoe, threads=2)
+    write_parity_reference(final, model, os.path.join(a.train_dir, "corpus", "heldout.jsonl"),
+                           os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "demo_reference.npz"))
     t0 = time.perf_counter()
     ppl, scored = heldout_perplexity(model, os.path.join(a.train_dir, "corpus", "heldout.jsonl"))
     ppl_s = time.perf_counter() - t0
