@@ -319,8 +319,9 @@ def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optio
          prefetch_width: int = 0) -> Model:
     """Open an .emoe container. `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
     scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor` chooses how
-    experts of the next layers are prefetched during decoding (none, gate, auto) and `cache_policy`
-    which cached expert is evicted (lru, lfu, edgemoe)."""
+    experts of the next layers are prefetched during decoding (none [default], gate, stats, token, auto;
+    stats and token need `edgemoe profile`) and `cache_policy` which cached expert is evicted
+    (edgemoe [default], lru, lfu). Neither changes results, only what is read and when."""
     return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
                  ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor or DEFAULT_PREDICTOR,
                  cache_policy=cache_policy or DEFAULT_CACHE_POLICY, prefetch_depth=prefetch_depth,
