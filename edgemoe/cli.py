@@ -127,7 +127,7 @@ def cmd_profile(args) -> int:
     except OSError as e:
         raise EdgeMoEError(f"cannot read calibration text {args.calib}: {e.strerror}") from None
     summary = profile_container(args.model, text, window=args.window, max_tokens=args.max_tokens,
-                                source=os.path.basename(args.calib))
+                                source=os.path.basename(args.calib), min_confidence=args.min_confidence)
     print(f"profiled {summary['tokens']} tokens ({summary['distinct_tokens']} distinct) in "
           f"{summary['seconds']:.1f} s; statistics stored in {args.model}", file=sys.stderr)
     return 0
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, metavar="TEXTFILE", help="calibration text (UTF-8)")
     p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None)
+    p.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=0.0,
+                   help="the token predictor keeps a token's expert only if the token chose it this often")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("chat", help="chat in the terminal (one turn per line when stdin is a pipe)")

@@ -5,7 +5,8 @@ cache policies:
 - freq[l][e]: share of tokens whose top-k in layer l includes expert e;
 - next_layer[l][a][b]: P(b in layer l+1's top-k | a in layer l's top-k);
 - token_experts[t][l]: the experts token t most often chose in layer l
-  (-1 where the calibration text never contained t).
+  (-1 where the calibration text never contained t, or where t chose the
+  expert less often than `min_confidence`: fewer, surer prefetches).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def gather_routing(model, ids, window: int) -> np.ndarray:
     return experts
 
 
-def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, vocab: int) -> Dict[str, Any]:
+def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, vocab: int,
+                       min_confidence: float = 0.0) -> Dict[str, Any]:
     T, L, K = experts.shape
     onehot = np.zeros((T, L, n_experts), dtype=np.float32)
     np.put_along_axis(onehot, experts.astype(np.int64), 1.0, axis=2)
@@ -48,12 +50,16 @@ def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, voc
     counts = np.zeros((vocab, L, n_experts), dtype=np.float32)
     np.add.at(counts, ids, onehot)
     order = np.argsort(-counts, axis=2, kind="stable")[:, :, :K]        # most frequent first
-    token_experts = np.where(np.take_along_axis(counts, order, axis=2) > 0, order, -1).astype(np.int32)
+    occurrences = np.bincount(ids, minlength=vocab).astype(np.float32)[:, None, None]
+    share = np.take_along_axis(counts, order, axis=2) / np.maximum(occurrences, 1)
+    # Keep a token's expert only if the token chose it at least min_confidence of the time.
+    keep = (share > 0) & (share >= min_confidence)
+    token_experts = np.where(keep, order, -1).astype(np.int32)
     return {"freq": freq, "next_layer": next_layer, "token_experts": token_experts}
 
 
 def profile_container(path: str, text: str, window: int = 256, max_tokens: Optional[int] = None,
-                      source: str = "") -> Dict[str, Any]:
+                      source: str = "", min_confidence: float = 0.0) -> Dict[str, Any]:
     """Profile the container at `path` on `text` and store the statistics in it; returns a summary."""
     from .api import load
 
@@ -67,12 +73,13 @@ def profile_container(path: str, text: str, window: int = 256, max_tokens: Optio
     window = min(window, model.ctx_size)
     t0 = time.perf_counter()
     experts = gather_routing(model, ids, window)
-    stats = routing_statistics(np.asarray(ids), experts, cfg["n_experts"], cfg["vocab"])
+    stats = routing_statistics(np.asarray(ids), experts, cfg["n_experts"], cfg["vocab"], min_confidence)
     profile = {
         "version": PROFILE_VERSION,
         "source": source,
         "tokens": len(ids),
         "window": window,
+        "min_confidence": min_confidence,
         "freq": np.round(stats["freq"], 6).tolist(),
         "next_layer": np.round(stats["next_layer"], 5).tolist(),
         # sparse: only tokens that occurred, {id: [[experts of layer 0], ...]}

@@ -70,3 +70,14 @@ def test_profile_command(converted, tmp_path):
     assert main(["profile", str(path), "--calib", str(calib)]) == 0
     assert open_container(path).manifest["profile"]["source"] == "calib.txt"
     assert main(["profile", str(path), "--calib", str(tmp_path / "missing.txt")]) == 1
+
+
+def test_min_confidence_keeps_only_consistent_token_experts(converted, tmp_path):
+    kept = {}
+    for conf in (0.0, 0.9):
+        path = tmp_path / f"c{conf}.emoe"
+        shutil.copyfile(converted("mixtral_smooth", "8"), path)
+        profile_container(str(path), CALIB, window=64, min_confidence=conf)
+        _, _, tokens = profile_arrays(open_container(path).manifest)
+        kept[conf] = int((tokens >= 0).sum())
+    assert 0 < kept[0.9] < kept[0.0]
