@@ -100,6 +100,7 @@ struct ExpertStore::Impl {
   void evict(size_t s);
   void read_blob(const BlobRef& blob, uint8_t* dst, int layer, int expert, IoCost* cost);
   void worker_loop();
+  void service(std::unique_lock<std::mutex>& lock, const Request& r);
 
   DirectFile file;
   StoreOptions options;
@@ -193,7 +194,7 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
     // Reversed so slot 0 is handed out first: makes behaviour easy to follow.
     free_slots.push_back(static_cast<int32_t>(n_slots - 1 - s));
   }
-  worker = std::thread([this] { worker_loop(); });
+  if (options.async_io) worker = std::thread([this] { worker_loop(); });
 }
 
 ExpertStore::Impl::~Impl() {
@@ -202,7 +203,7 @@ ExpertStore::Impl::~Impl() {
     stopping = true;
   }
   work_cv.notify_all();
-  worker.join();
+  if (worker.joinable()) worker.join();
 }
 
 size_t ExpertStore::Impl::flat_index(int layer, int expert) const {
@@ -316,9 +317,17 @@ void ExpertStore::Impl::worker_loop() {
     requests.pop();
     if (!queued[r.flat]) continue;  // demanded or superseded meanwhile
     queued[r.flat] = 0;
+    service(lock, r);
+  }
+}
+
+// Read one prefetch request into a slot. Called with the lock held; drops it
+// around the read itself.
+void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Request& r) {
+  {
     if (r.stamp < cursor || slot_of[r.flat] != kNoSlot) {
       if (r.stamp < cursor) ++stats.prefetch_cancelled;  // its layer has been computed
-      continue;
+      return;
     }
     int64_t s = -1;
     if (!free_slots.empty()) {
@@ -328,7 +337,7 @@ void ExpertStore::Impl::worker_loop() {
       s = pick_victim(true);
       if (s < 0) {
         ++stats.prefetch_cancelled;
-        continue;
+        return;
       }
       evict(size_t(s));
     }
@@ -460,12 +469,16 @@ void ExpertStore::set_cursor(int64_t stamp, int layer) {
 bool ExpertStore::prefetch(int layer, int expert, int64_t stamp) {
   Impl& m = *impl_;
   {
-    std::lock_guard<std::mutex> lock(m.mu);
+    std::unique_lock<std::mutex> lock(m.mu);
     const size_t f = m.flat_index(layer, expert);
     if (m.slot_of[f] != kNoSlot || m.queued[f] || stamp < m.cursor) return false;
+    ++m.stats.prefetch_issued;
+    if (!m.options.async_io) {  // read it now, in the caller's thread
+      m.service(lock, Request{stamp, m.request_order++, f});
+      return true;
+    }
     m.queued[f] = 1;
     m.requests.push(Request{stamp, m.request_order++, f});
-    ++m.stats.prefetch_issued;
   }
   m.work_cv.notify_one();
   return true;
