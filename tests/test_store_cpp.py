@@ -55,3 +55,15 @@ def test_crc32_matches_zlib(test_binary, tmp_path):
         args += ["--crc", str(path), str(zlib.crc32(data))]
     out = run(test_binary, *args)
     assert "store tests" not in out  # with --crc alone, only the CRC checks run
+
+
+def test_async_prefetch_never_changes_a_pinned_expert(tmp_path):
+    if CXX is None:
+        pytest.skip("no C++ compiler (g++) on PATH")
+    out = tmp_path / "store_prefetch_stress"
+    sources = ["tests/cpp/store_prefetch_stress.cpp"]
+    sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "store").glob("*.cpp"))
+    build = subprocess.run([CXX, "-std=c++17", "-O1", "-g", "-Icsrc", "-pthread", *sources, "-o", str(out)],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run(out, str(tmp_path))
