@@ -25,7 +25,7 @@ def _tojson(value: Any, indent: Optional[int] = None, **_: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
-def _token_text(value: Any) -> str:
+def token_text(value: Any) -> str:
     """tokenizer_config stores special tokens as strings or as {"content": ...} objects."""
     if isinstance(value, dict):
         return str(value.get("content", ""))
@@ -46,7 +46,7 @@ class ChatTemplate:
             self._template = env.from_string(source)
         except jinja2.TemplateError as e:
             raise TemplateError(f"the model's chat template does not parse: {e}") from None
-        self._specials = {key: _token_text(tokenizer_config.get(key))
+        self._specials = {key: token_text(tokenizer_config.get(key))
                           for key in ("bos_token", "eos_token", "pad_token", "unk_token")}
 
     def render(self, messages: List[Dict[str, str]], add_generation_prompt: bool = True) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
 from .api import ContextLengthError, Model
-from .chat_template import load_chat_template
+from .chat_template import load_chat_template, token_text
 from .sampling import Sampler, SamplingParams
 from .tokenizer import StreamDecoder
 
@@ -54,11 +54,9 @@ class ChatSession:
         self.system = system
         self.template = load_chat_template(model.tokenizer.config)
         self.stop_ids = set(model.eos_token_ids)
-        eos_text = model.tokenizer.config.get("eos_token")
-        if isinstance(eos_text, dict):
-            eos_text = eos_text.get("content")
-        if isinstance(eos_text, str) and model.tokenizer.token_to_id(eos_text) is not None:
-            self.stop_ids.add(model.tokenizer.token_to_id(eos_text))
+        eos_id = model.tokenizer.token_to_id(token_text(model.tokenizer.config.get("eos_token")))
+        if eos_id is not None:
+            self.stop_ids.add(eos_id)
         self.messages: List[Dict[str, str]] = []
         self.cached: List[int] = []  # the token ids currently in the model's KV cache
         self.last = ReplyStats()

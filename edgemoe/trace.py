@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -56,9 +56,3 @@ def read_trace(path: str) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
         raise FormatError(f"{path}: trace version {lines[0].get('version')} is not supported")
     return lines[0], lines[1:]
 
-
-def expert_sequence(records: List[Dict[str, Any]]) -> Iterator[Tuple[int, List[int]]]:
-    """(layer, experts) in the order the engine needs them during token-by-token decoding."""
-    for rec in records:
-        for layer, chosen in enumerate(rec["experts"]):
-            yield layer, chosen

@@ -13,11 +13,6 @@
 
 namespace edgemoe {
 
-struct ForwardCounters {
-  uint64_t tokens = 0;
-  double compute_s = 0.0;  // wall time in forward(), I/O waits included (the engine subtracts them)
-};
-
 class Transformer {
  public:
   Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,

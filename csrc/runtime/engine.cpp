@@ -158,7 +158,7 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) 
     for (int64_t i = 0; i < n; ++i) trace_.positions.push_back(pos0 + i);
     trace_.experts.resize(trace_.positions.size() * per_token, -1);
     trace_.weights.resize(trace_.positions.size() * per_token, 0.f);
-    for (const auto& g : token_guesses_) trace_.predicted.insert(trace_.predicted.end(), {(int32_t)trace_base_, g.first, g.second});
+    record_predictions(token_guesses_);
   }
   token_guesses_.clear();
   const double io0 = store_->stats().io_wait_s;
@@ -213,7 +213,7 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
     predictor_->predict(layer, hidden, ids, &guesses_);
     for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
     if (tracing_)
-      for (const auto& g : guesses_) trace_.predicted.insert(trace_.predicted.end(), {(int32_t)trace_base_, g.first, g.second});
+      record_predictions(guesses_);
   }
   if (!tracing_) return;
   // pos0 is relative to the whole context; the trace rows of this forward call start at trace_base_.
@@ -227,6 +227,10 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
       trace_.weights[at + r] = weights[t * K + r];
     }
   }
+}
+
+void Engine::record_predictions(const std::vector<std::pair<int, int>>& guesses) {
+  for (const auto& g : guesses) trace_.predicted.insert(trace_.predicted.end(), {(int32_t)trace_base_, g.first, g.second});
 }
 
 void Engine::set_tracing(bool on) {

@@ -104,6 +104,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   void bind_weights(const ContainerLayout& layout);
   void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
   void run(const int32_t* tokens, int64_t n, float* out, bool all_logits);
+  // Trace what the predictor asked for, against the current forward call's token.
+  void record_predictions(const std::vector<std::pair<int, int>>& guesses);
 
   ModelConfig cfg_;
   EngineOptions opt_;
