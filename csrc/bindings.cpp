@@ -110,7 +110,8 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
                                     const std::vector<std::vector<ExpertTuple>>& experts, int64_t n_slots,
                                     int threads, int ctx_size, int max_batch, bool verify_checksums,
                                     const std::string& cache_policy, const std::string& predictor,
-                                    int prefetch_depth, int prefetch_width, const py::object& profile) {
+                                    int prefetch_depth, int prefetch_width, float prefetch_min_confidence,
+                                    const py::object& profile) {
   ModelConfig cfg = config_from_dict(config);
   ContainerLayout layout;
   layout.path = path;
@@ -143,13 +144,17 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
   opt.predictor.kind = predictor;
   opt.predictor.depth = prefetch_depth;
   opt.predictor.width = prefetch_width;
+  opt.predictor.min_confidence = prefetch_min_confidence;
   if (!profile.is_none()) {
-    // (freq [L, E], next_layer [L-1, E, E], token_experts [V, L, W]) from edgemoe.profile
+    // (freq [L, E], next_layer [L-1, E, E], token_experts [V, L, W], token_shares [V, L, W]) from edgemoe.profile
     auto t = profile.cast<py::tuple>();
+    if (t.size() != 4) throw FormatError("malformed routing profile");
     auto freq = t[0].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
     auto next = t[1].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
     auto tok = t[2].cast<py::array_t<int32_t, py::array::c_style | py::array::forcecast>>();
-    if (freq.ndim() != 2 || next.ndim() != 3 || tok.ndim() != 3) throw FormatError("malformed routing profile");
+    auto shares = t[3].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+    if (freq.ndim() != 2 || next.ndim() != 3 || tok.ndim() != 3 || shares.size() != tok.size())
+      throw FormatError("malformed routing profile");
     RoutingProfile& p = opt.profile;
     p.n_layers = (int)freq.shape(0);
     p.n_experts = (int)freq.shape(1);
@@ -158,6 +163,7 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
     p.freq.assign(freq.data(), freq.data() + freq.size());
     p.next_layer.assign(next.data(), next.data() + next.size());
     p.token_experts.assign(tok.data(), tok.data() + tok.size());
+    p.token_shares.assign(shares.data(), shares.data() + shares.size());
   }
   py::gil_scoped_release nogil;
   return std::make_unique<Engine>(cfg, layout, opt);
@@ -270,7 +276,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("resident_size"), py::arg("resident_crc"), py::arg("tensors"), py::arg("experts"),
            py::arg("n_slots"), py::arg("threads"), py::arg("ctx_size"), py::arg("max_batch"),
            py::arg("verify_checksums"), py::arg("cache_policy") = "lru", py::arg("predictor") = "none",
-           py::arg("prefetch_depth") = 1, py::arg("prefetch_width") = 0, py::arg("profile") = py::none())
+           py::arg("prefetch_depth") = 1, py::arg("prefetch_width") = 0,
+           py::arg("prefetch_min_confidence") = 0.f, py::arg("profile") = py::none())
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"))
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"))
       .def("reset", [](Engine& e) {

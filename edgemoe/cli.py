@@ -42,6 +42,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefetch-depth", type=_bounded(int, 1), default=1, help="layers ahead to prefetch")
     p.add_argument("--prefetch-width", type=_bounded(int, 0), default=0,
                    help="experts prefetched per layer (0: the model's top-k)")
+    p.add_argument("--prefetch-min-confidence", type=_bounded(float, 0.0, 1.0), default=None,
+                   help="prefetch only guesses at least this likely (router probability, or how often the "
+                        "profile saw it); fewer, surer reads")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -67,7 +70,7 @@ def _load(args):
     return load(args.model or default_model_path(), memory_budget=args.memory_budget,
                 cache_experts=args.cache_experts, threads=args.threads, ctx_size=args.ctx_size,
                 predictor=args.predictor, cache_policy=args.cache_policy, prefetch_depth=args.prefetch_depth,
-                prefetch_width=args.prefetch_width)
+                prefetch_width=args.prefetch_width, prefetch_min_confidence=args.prefetch_min_confidence)
 
 
 def cmd_convert(args) -> int:
@@ -127,7 +130,7 @@ def cmd_profile(args) -> int:
     except OSError as e:
         raise EdgeMoEError(f"cannot read calibration text {args.calib}: {e.strerror}") from None
     summary = profile_container(args.model, text, window=args.window, max_tokens=args.max_tokens,
-                                source=os.path.basename(args.calib), min_confidence=args.min_confidence)
+                                source=os.path.basename(args.calib))
     print(f"profiled {summary['tokens']} tokens ({summary['distinct_tokens']} distinct) in "
           f"{summary['seconds']:.1f} s; statistics stored in {args.model}", file=sys.stderr)
     return 0
@@ -181,8 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, metavar="TEXTFILE", help="calibration text (UTF-8)")
     p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None)
-    p.add_argument("--min-confidence", type=_bounded(float, 0.0, 1.0), default=0.0,
-                   help="the token predictor keeps a token's expert only if the token chose it this often")
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("chat", help="chat in the terminal (one turn per line when stdin is a pipe)")

@@ -5,8 +5,9 @@ cache policies:
 - freq[l][e]: share of tokens whose top-k in layer l includes expert e;
 - next_layer[l][a][b]: P(b in layer l+1's top-k | a in layer l's top-k);
 - token_experts[t][l]: the experts token t most often chose in layer l
-  (-1 where the calibration text never contained t, or where t chose the
-  expert less often than `min_confidence`: fewer, surer prefetches).
+  (-1 where the calibration text never contained t);
+- token_shares[t][l]: how often t chose each of those experts (the token
+  predictor's confidence, which `prefetch_min_confidence` gates at load time).
 """
 from __future__ import annotations
 
@@ -38,8 +39,7 @@ def gather_routing(model, ids, window: int) -> np.ndarray:
     return experts
 
 
-def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, vocab: int,
-                       min_confidence: float = 0.0) -> Dict[str, Any]:
+def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, vocab: int) -> Dict[str, Any]:
     T, L, K = experts.shape
     onehot = np.zeros((T, L, n_experts), dtype=np.float32)
     np.put_along_axis(onehot, experts.astype(np.int64), 1.0, axis=2)
@@ -52,14 +52,13 @@ def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, voc
     order = np.argsort(-counts, axis=2, kind="stable")[:, :, :K]        # most frequent first
     occurrences = np.bincount(ids, minlength=vocab).astype(np.float32)[:, None, None]
     share = np.take_along_axis(counts, order, axis=2) / np.maximum(occurrences, 1)
-    # Keep a token's expert only if the token chose it at least min_confidence of the time.
-    keep = (share > 0) & (share >= min_confidence)
-    token_experts = np.where(keep, order, -1).astype(np.int32)
-    return {"freq": freq, "next_layer": next_layer, "token_experts": token_experts}
+    token_experts = np.where(share > 0, order, -1).astype(np.int32)
+    return {"freq": freq, "next_layer": next_layer, "token_experts": token_experts,
+            "token_shares": np.where(share > 0, share, 0.0).astype(np.float32)}
 
 
 def profile_container(path: str, text: str, window: int = 256, max_tokens: Optional[int] = None,
-                      source: str = "", min_confidence: float = 0.0) -> Dict[str, Any]:
+                      source: str = "") -> Dict[str, Any]:
     """Profile the container at `path` on `text` and store the statistics in it; returns a summary."""
     from .api import load
 
@@ -73,18 +72,18 @@ def profile_container(path: str, text: str, window: int = 256, max_tokens: Optio
     window = min(window, model.ctx_size)
     t0 = time.perf_counter()
     experts = gather_routing(model, ids, window)
-    stats = routing_statistics(np.asarray(ids), experts, cfg["n_experts"], cfg["vocab"], min_confidence)
+    stats = routing_statistics(np.asarray(ids), experts, cfg["n_experts"], cfg["vocab"])
+    seen = np.unique(np.asarray(ids))
     profile = {
         "version": PROFILE_VERSION,
         "source": source,
         "tokens": len(ids),
         "window": window,
-        "min_confidence": min_confidence,
         "freq": np.round(stats["freq"], 6).tolist(),
         "next_layer": np.round(stats["next_layer"], 5).tolist(),
         # sparse: only tokens that occurred, {id: [[experts of layer 0], ...]}
-        "token_experts": {str(t): stats["token_experts"][t].tolist()
-                          for t in np.unique(np.asarray(ids))},
+        "token_experts": {str(t): stats["token_experts"][t].tolist() for t in seen},
+        "token_shares": {str(t): np.round(stats["token_shares"][t], 3).tolist() for t in seen},
     }
     del model
     update_manifest(path, {"profile": profile})
@@ -92,8 +91,10 @@ def profile_container(path: str, text: str, window: int = 256, max_tokens: Optio
             "distinct_tokens": len(profile["token_experts"])}
 
 
-def profile_arrays(manifest: Dict[str, Any]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The stored profile as the engine's arrays, or None; FormatError if it is malformed."""
+def profile_arrays(manifest: Dict[str, Any]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The stored profile as the engine's arrays (freq, next_layer, token_experts,
+    token_shares), or None; FormatError if it is malformed. A profile written
+    before token shares were stored counts every token expert as certain."""
     p = manifest.get("profile")
     if p is None:
         return None
@@ -107,8 +108,12 @@ def profile_arrays(manifest: Dict[str, Any]) -> Optional[Tuple[np.ndarray, np.nd
         tokens = np.full((V, L, K), -1, dtype=np.int32)
         for t, rows in p["token_experts"].items():
             tokens[int(t)] = np.asarray(rows, dtype=np.int32).reshape(L, K)
-    except (KeyError, ValueError, TypeError, IndexError) as e:
+        shares = (tokens >= 0).astype(np.float32)
+        for t, rows in p.get("token_shares", {}).items():
+            shares[int(t)] = np.asarray(rows, dtype=np.float32).reshape(L, K)
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
         raise FormatError(f"the container's routing profile is malformed ({e}); run `edgemoe profile` again") from None
-    if tokens.min() < -1 or tokens.max() >= E or not np.isfinite(freq).all() or not np.isfinite(next_layer).all():
+    if (tokens.min() < -1 or tokens.max() >= E or not np.isfinite(freq).all() or not np.isfinite(next_layer).all()
+            or not np.isfinite(shares).all()):
         raise FormatError("the container's routing profile is malformed; run `edgemoe profile` again")
-    return freq, next_layer, tokens
+    return freq, next_layer, tokens, shares

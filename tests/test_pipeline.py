@@ -28,7 +28,7 @@ def baseline(converted):
 def test_results_are_bit_identical_for_every_predictor_and_policy(baseline, predictor, policy, slots):
     path, ids, full, steps = baseline
     model = edgemoe.load(path, threads=2, predictor=predictor, cache_policy=policy, cache_experts=slots,
-                         prefetch_depth=2)
+                         prefetch_depth=2, prefetch_min_confidence=0.0)
     np.testing.assert_array_equal(model.logits(ids), full)
     np.testing.assert_array_equal(decode(model, ids), steps)
     # and the greedy text

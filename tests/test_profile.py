@@ -29,7 +29,7 @@ def test_profile_is_stored_and_consistent(profiled):
     c = open_container(path)  # still a valid container after the in-place manifest update
     p = c.manifest["profile"]
     assert p["tokens"] == summary["tokens"] > 100 and p["source"] == "calib.txt"
-    freq, next_layer, tokens = profile_arrays(c.manifest)
+    freq, next_layer, tokens, _ = profile_arrays(c.manifest)
     top_k = c.config["top_k"]
     np.testing.assert_allclose(freq.sum(axis=1), top_k, atol=1e-4)  # each token picks top_k per layer
     seen = next_layer.sum(axis=2) > 0
@@ -50,7 +50,7 @@ def test_profiled_predictors_prefetch_and_keep_results(profiled):
     for predictor in ("stats", "token", "auto"):
         for policy in ("lru", "edgemoe"):
             model = edgemoe.load(path, predictor=predictor, cache_policy=policy, cache_experts=4,
-                                 prefetch_depth=2)
+                                 prefetch_depth=2, prefetch_min_confidence=0.0)
             np.testing.assert_array_equal(np.stack([model.eval([t]) for t in ids]), expected)
             assert model.stats()["prefetch_issued"] > 0, predictor
 
@@ -72,12 +72,29 @@ def test_profile_command(converted, tmp_path):
     assert main(["profile", str(path), "--calib", str(tmp_path / "missing.txt")]) == 1
 
 
-def test_min_confidence_keeps_only_consistent_token_experts(converted, tmp_path):
-    kept = {}
-    for conf in (0.0, 0.9):
-        path = tmp_path / f"c{conf}.emoe"
-        shutil.copyfile(converted("mixtral_smooth", "8"), path)
-        profile_container(str(path), CALIB, window=64, min_confidence=conf)
-        _, _, tokens = profile_arrays(open_container(path).manifest)
-        kept[conf] = int((tokens >= 0).sum())
-    assert 0 < kept[0.9] < kept[0.0]
+def test_min_confidence_gates_prefetch_without_changing_results(profiled):
+    path, _ = profiled
+    _, _, tokens, shares = profile_arrays(open_container(path).manifest)
+    assert ((shares > 0) == (tokens >= 0)).all() and shares.max() <= 1.0
+    ids = reference("mixtral_smooth")["input_ids"].tolist()
+    issued, outputs = {}, {}
+    for predictor in ("gate", "stats", "token", "auto"):
+        for conf in (0.0, 0.6, 1.0):
+            model = edgemoe.load(path, predictor=predictor, cache_experts=4, prefetch_depth=2,
+                                 prefetch_min_confidence=conf)
+            outputs[predictor, conf] = np.stack([model.eval([t]) for t in ids])
+            issued[predictor, conf] = model.stats()["prefetch_issued"]
+        # a stricter gate asks for fewer experts, and never changes a logit
+        assert issued[predictor, 0.0] > issued[predictor, 0.6] >= issued[predictor, 1.0], (predictor, issued)
+        for conf in (0.6, 1.0):
+            np.testing.assert_array_equal(outputs[predictor, conf], outputs[predictor, 0.0])
+    with pytest.raises(ValueError, match="prefetch_min_confidence"):
+        edgemoe.load(path, prefetch_min_confidence=1.5)
+
+
+def test_profile_without_token_shares_still_loads(profiled, tmp_path):
+    # containers profiled before token shares were stored: every token expert counts as certain
+    c = open_container(profiled[0])
+    manifest = dict(c.manifest, profile={k: v for k, v in c.manifest["profile"].items() if k != "token_shares"})
+    _, _, tokens, shares = profile_arrays(manifest)
+    assert ((shares == 1.0) == (tokens >= 0)).all()

@@ -45,7 +45,7 @@ def test_not_a_trace_is_a_format_error(tmp_path):
 
 
 def test_trace_records_predictions_of_decode_tokens(converted, tmp_path):
-    model = edgemoe.load(converted("mixtral_smooth", "8"), threads=1, predictor="gate", prefetch_depth=1)
+    model = edgemoe.load(converted("mixtral_smooth", "8"), threads=1, predictor="gate", prefetch_depth=1, prefetch_min_confidence=0.0)
     path = tmp_path / "p.jsonl"
     model.generate([5, 6, 7], max_tokens=4, stop_at_eos=False, trace=str(path))
     _, records = read_trace(str(path))

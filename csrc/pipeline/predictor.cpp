@@ -10,15 +10,26 @@ namespace edgemoe {
 
 namespace {
 
+// The top `width` entries of probs (ties to the lower index) that are positive
+// and at least min_confidence, appended as (layer, expert).
+void append_top(const std::vector<float>& probs, int layer, int width, float min_confidence, std::vector<int>& order,
+                std::vector<std::pair<int, int>>* out) {
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + width, order.end(),
+                    [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  for (int r = 0; r < width; ++r)
+    if (probs[order[r]] > 0.f && probs[order[r]] >= min_confidence) out->emplace_back(layer, order[r]);
+}
+
 // The mixtral-offloading guess: apply the next layers' (resident, cheap)
 // post-attention norm and router to the hidden state we have now. The
 // residual stream changes slowly from layer to layer, so the next router
 // mostly agrees with what it will see.
 class GatePredictor final : public Predictor {
  public:
-  GatePredictor(const ModelConfig& cfg, const ModelWeights& w, int depth, int width)
-      : cfg_(cfg), w_(w), depth_(depth), width_(width), xn_(cfg.hidden), logits_(cfg.n_experts),
-        order_(cfg.n_experts) {}
+  GatePredictor(const ModelConfig& cfg, const ModelWeights& w, int depth, int width, float min_confidence)
+      : cfg_(cfg), w_(w), depth_(depth), width_(width), min_confidence_(min_confidence), xn_(cfg.hidden),
+        probs_(cfg.n_experts), order_(cfg.n_experts) {}
 
   void predict(int layer, const float* hidden, const int*, std::vector<std::pair<int, int>>* out) override {
     const int H = cfg_.hidden, E = cfg_.n_experts;
@@ -29,12 +40,10 @@ class GatePredictor final : public Predictor {
       for (int e = 0; e < E; ++e) {
         float z = 0.f;
         for (int i = 0; i < H; ++i) z += router[(size_t)e * H + i] * xn_[i];
-        logits_[e] = z;
+        probs_[e] = z;
       }
-      std::iota(order_.begin(), order_.end(), 0);
-      std::partial_sort(order_.begin(), order_.begin() + width_, order_.end(),
-                        [&](int a, int b) { return logits_[a] > logits_[b] || (logits_[a] == logits_[b] && a < b); });
-      for (int r = 0; r < width_; ++r) out->emplace_back(layer + d, order_[r]);
+      softmax(probs_.data(), E);  // the router's own probabilities: the guess's confidence
+      append_top(probs_, layer + d, width_, min_confidence_, order_, out);
     }
   }
 
@@ -42,26 +51,18 @@ class GatePredictor final : public Predictor {
   const ModelConfig& cfg_;
   const ModelWeights& w_;
   int depth_, width_;
-  std::vector<float> xn_, logits_;
+  float min_confidence_;
+  std::vector<float> xn_, probs_;
   std::vector<int> order_;
 };
-
-// The top `width` entries of scores (ties to the lower index), appended as (layer, expert).
-void append_top(const std::vector<float>& scores, int layer, int width, std::vector<int>& order,
-                std::vector<std::pair<int, int>>* out) {
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + width, order.end(),
-                    [&](int a, int b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); });
-  for (int r = 0; r < width; ++r)
-    if (scores[order[r]] > 0.f) out->emplace_back(layer, order[r]);
-}
 
 // EdgeMoE's statistical predictor: P(experts of layer l+1 | experts chosen in
 // layer l), measured offline; deeper layers chain the conditional tables.
 class StatsPredictor final : public Predictor {
  public:
-  StatsPredictor(const RoutingProfile& p, int depth, int width)
-      : p_(p), depth_(depth), width_(width), dist_(p.n_experts), next_(p.n_experts), order_(p.n_experts) {}
+  StatsPredictor(const RoutingProfile& p, int depth, int width, float min_confidence)
+      : p_(p), depth_(depth), width_(width), min_confidence_(min_confidence), dist_(p.n_experts),
+        next_(p.n_experts), order_(p.n_experts) {}
 
   void predict(int layer, const float*, const int* chosen, std::vector<std::pair<int, int>>* out) override {
     const int E = p_.n_experts;
@@ -73,7 +74,12 @@ class StatsPredictor final : public Predictor {
       for (int a = 0; a < E; ++a)
         if (dist_[a] > 0.f)
           for (int b = 0; b < E; ++b) next_[b] += dist_[a] * table[(size_t)a * E + b];
-      append_top(next_, layer + d, width_, order_, out);
+      // dist_ sums to top_k (one per chosen expert, or as rescaled below), so
+      // next_[b] / top_k is the mean of P(b | a) over the experts a: the
+      // probability that b is among the next layer's choices.
+      for (float& v : next_) v /= (float)p_.width;
+      append_top(next_, layer + d, width_, min_confidence_, order_, out);
+      for (float& v : next_) v *= (float)p_.width;  // back to a distribution summing to top_k
       dist_.swap(next_);
     }
   }
@@ -81,6 +87,7 @@ class StatsPredictor final : public Predictor {
  private:
   const RoutingProfile& p_;
   int depth_, width_;
+  float min_confidence_;
   std::vector<float> dist_, next_;
   std::vector<int> order_;
 };
@@ -89,43 +96,42 @@ class StatsPredictor final : public Predictor {
 // a token is sampled, request the experts it usually picks in every layer.
 class TokenPredictor final : public Predictor {
  public:
-  TokenPredictor(const RoutingProfile& p, int width) : p_(p), width_(std::min(width, p.width)) {}
+  TokenPredictor(const RoutingProfile& p, int width, float min_confidence)
+      : p_(p), width_(std::min(width, p.width)), min_confidence_(min_confidence) {}
 
   void predict(int, const float*, const int*, std::vector<std::pair<int, int>>*) override {}
   void on_token(int32_t token, std::vector<std::pair<int, int>>* out) override {
     if (token < 0 || token >= p_.vocab) return;
     for (int l = 0; l < p_.n_layers; ++l)
       for (int r = 0; r < width_; ++r) {
-        const int32_t e = p_.token_experts[((size_t)token * p_.n_layers + l) * p_.width + r];
-        if (e >= 0) out->emplace_back(l, e);
+        const size_t at = ((size_t)token * p_.n_layers + l) * p_.width + r;
+        if (p_.token_experts[at] >= 0 && p_.token_shares[at] >= min_confidence_) out->emplace_back(l, p_.token_experts[at]);
       }
   }
 
  private:
   const RoutingProfile& p_;
   int width_;
+  float min_confidence_;
 };
 
 // auto: the gate guess for the next layer (the most accurate one-layer-ahead
-// signal), and, with a profile, the statistical guess for the layer after it.
+// signal) and, with a profile, the token's usual experts for every layer as
+// soon as the token is known (the longest lead time); both gated by confidence.
 class AutoPredictor final : public Predictor {
  public:
-  AutoPredictor(std::unique_ptr<Predictor> gate, std::unique_ptr<Predictor> stats)
-      : gate_(std::move(gate)), stats_(std::move(stats)) {}
+  AutoPredictor(std::unique_ptr<Predictor> gate, std::unique_ptr<Predictor> token)
+      : gate_(std::move(gate)), token_(std::move(token)) {}
 
+  void on_token(int32_t token, std::vector<std::pair<int, int>>* out) override {
+    if (token_) token_->on_token(token, out);
+  }
   void predict(int layer, const float* hidden, const int* chosen, std::vector<std::pair<int, int>>* out) override {
     gate_->predict(layer, hidden, chosen, out);
-    if (stats_) {
-      tmp_.clear();
-      stats_->predict(layer, hidden, chosen, &tmp_);
-      for (const auto& g : tmp_)
-        if (g.first > layer + 1) out->push_back(g);
-    }
   }
 
  private:
-  std::unique_ptr<Predictor> gate_, stats_;
-  std::vector<std::pair<int, int>> tmp_;
+  std::unique_ptr<Predictor> gate_, token_;
 };
 
 }  // namespace
@@ -136,16 +142,17 @@ std::unique_ptr<Predictor> make_predictor(const PredictorOptions& opt, const Mod
   const int depth = std::max(1, opt.depth);
   const bool have_profile = !profile.empty();
   if (opt.kind == "none") return nullptr;
-  if (opt.kind == "gate") return std::make_unique<GatePredictor>(cfg, weights, depth, width);
+  const float conf = opt.min_confidence;
+  if (opt.kind == "gate") return std::make_unique<GatePredictor>(cfg, weights, depth, width, conf);
   if ((opt.kind == "stats" || opt.kind == "token") && !have_profile)
     throw std::invalid_argument("predictor '" + opt.kind + "' needs routing statistics: run `edgemoe profile MODEL "
                                 "--calib TEXTFILE` first");
-  if (opt.kind == "stats") return std::make_unique<StatsPredictor>(profile, depth, width);
-  if (opt.kind == "token") return std::make_unique<TokenPredictor>(profile, width);
+  if (opt.kind == "stats") return std::make_unique<StatsPredictor>(profile, depth, width, conf);
+  if (opt.kind == "token") return std::make_unique<TokenPredictor>(profile, width, conf);
   if (opt.kind == "auto")
-    return std::make_unique<AutoPredictor>(
-        std::make_unique<GatePredictor>(cfg, weights, 1, width),
-        have_profile && depth > 1 ? std::make_unique<StatsPredictor>(profile, depth, width) : nullptr);
+    return std::make_unique<AutoPredictor>(std::make_unique<GatePredictor>(cfg, weights, 1, width, conf),
+                                           have_profile ? std::make_unique<TokenPredictor>(profile, width, conf)
+                                                        : nullptr);
   throw std::invalid_argument("unknown predictor '" + opt.kind + "' (available: none, gate, stats, token, auto)");
 }
 

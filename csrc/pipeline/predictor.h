@@ -16,6 +16,10 @@ struct PredictorOptions {
   std::string kind = "gate";  // none, gate, stats, token, auto (stats and token need a profile)
   int depth = 1;              // how many layers ahead to predict
   int width = 0;              // experts per predicted layer; 0 means the model's top_k
+  // Guesses less likely than this are not prefetched: the gate's router
+  // probability, the statistical P(expert | previous layer's experts), or the
+  // share of the token's profiled occurrences that chose the expert.
+  float min_confidence = 0.f;
 };
 
 class Predictor {

@@ -16,6 +16,8 @@ struct RoutingProfile {
   // token_experts[(t * n_layers + l) * width + r]: the experts token t most often chose in
   // layer l, most frequent first; -1 where the token was never seen.
   std::vector<int32_t> token_experts;
+  // token_shares[same index]: how often token t chose that expert (the token predictor's confidence).
+  std::vector<float> token_shares;
 
   bool empty() const { return freq.empty(); }
 };

@@ -51,7 +51,8 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
     if (p.n_layers != cfg.n_layers || p.n_experts != cfg.n_experts || p.vocab != cfg.vocab ||
         p.freq.size() != (size_t)p.n_layers * p.n_experts ||
         p.next_layer.size() != (size_t)(p.n_layers - 1) * p.n_experts * p.n_experts ||
-        p.token_experts.size() != (size_t)p.vocab * p.n_layers * p.width)
+        p.token_experts.size() != (size_t)p.vocab * p.n_layers * p.width ||
+        p.token_shares.size() != p.token_experts.size())
       throw FormatError("the routing profile does not match the model; run `edgemoe profile` again");
     for (int32_t e : p.token_experts)
       if (e < -1 || e >= cfg.n_experts) throw FormatError("the routing profile names an expert that does not exist");

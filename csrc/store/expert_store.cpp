@@ -94,7 +94,8 @@ struct ExpertStore::Impl {
 
   size_t flat_index(int layer, int expert) const;
   size_t claim_slot(int layer, int expert);
-  int64_t pick_victim(bool for_prefetch) const;
+  int64_t pick_victim(int prefetch_layer) const;
+  int distance(int layer) const;
   bool less_valuable(const Slot& a, const Slot& b) const;
   double priority(size_t flat) const;
   void evict(size_t s);
@@ -127,7 +128,7 @@ struct ExpertStore::Impl {
   bool stopping = false;
   std::condition_variable work_cv;   // the worker waits for requests
   std::condition_variable ready_cv;  // acquirers wait for Loading slots
-  std::thread worker;
+  std::vector<std::thread> workers;
   mutable std::mutex mu;
 };
 
@@ -194,7 +195,8 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
     // Reversed so slot 0 is handed out first: makes behaviour easy to follow.
     free_slots.push_back(static_cast<int32_t>(n_slots - 1 - s));
   }
-  if (options.async_io) worker = std::thread([this] { worker_loop(); });
+  if (options.async_io)
+    for (int i = 0; i < options.io_threads; ++i) workers.emplace_back([this] { worker_loop(); });
 }
 
 ExpertStore::Impl::~Impl() {
@@ -203,7 +205,7 @@ ExpertStore::Impl::~Impl() {
     stopping = true;
   }
   work_cv.notify_all();
-  if (worker.joinable()) worker.join();
+  for (std::thread& w : workers) w.join();
 }
 
 size_t ExpertStore::Impl::flat_index(int layer, int expert) const {
@@ -224,10 +226,14 @@ size_t ExpertStore::Impl::flat_index(int layer, int expert) const {
 // How much an expert is worth keeping, for the frequency-based policies.
 double ExpertStore::Impl::priority(size_t f) const {
   if (options.policy != CachePolicy::EdgeMoE) return freq[f];
-  // In token-by-token decoding, layer l is needed again after this many layers.
+  return freq[f] / distance(layer_of[f]);
+}
+
+// In token-by-token decoding, how many layers from now `layer` is computed
+// next: 1 for the next layer, n_layers for the current one.
+int ExpertStore::Impl::distance(int layer) const {
   const int n_layers = int(layer_start.size()) - 1;
-  const int distance = ((layer_of[f] - current_layer - 1) % n_layers + n_layers) % n_layers + 1;
-  return freq[f] / distance;
+  return ((layer - current_layer - 1) % n_layers + n_layers) % n_layers + 1;
 }
 
 // True if slot a should be evicted before slot b under the store's policy.
@@ -239,15 +245,19 @@ bool ExpertStore::Impl::less_valuable(const Slot& a, const Slot& b) const {
   return a.last_use < b.last_use;
 }
 
-// The Ready, unpinned slot to evict, or -1. A prefetch may not evict experts
-// of the layer being computed (its remaining experts are about to be
-// acquired) nor prefetched experts not yet used (prefetches would thrash).
-int64_t ExpertStore::Impl::pick_victim(bool for_prefetch) const {
+// The Ready, unpinned slot to evict, or -1. For a demand read prefetch_layer
+// is -1. A prefetch for a layer may only evict experts of layers computed
+// after it (an expert of an earlier layer may be needed before the
+// prefetched one: evicting it would trade a likely hit for a guess), never
+// experts of the layer being computed (about to be acquired) nor prefetched
+// experts not yet used (prefetches would thrash).
+int64_t ExpertStore::Impl::pick_victim(int prefetch_layer) const {
+  const int min_distance = prefetch_layer < 0 ? 0 : distance(prefetch_layer);
   int64_t best = -1;
   for (size_t s = 0; s < slots.size(); ++s) {
     const Slot& slot = slots[s];
     if (slot.state != SlotState::kReady || slot.pins) continue;
-    if (for_prefetch && (slot.prefetched || layer_of[size_t(slot.owner)] == current_layer)) continue;
+    if (prefetch_layer >= 0 && (slot.prefetched || distance(layer_of[size_t(slot.owner)]) <= min_distance)) continue;
     if (best < 0 || less_valuable(slot, slots[size_t(best)])) best = int64_t(s);
   }
   return best;
@@ -270,7 +280,7 @@ size_t ExpertStore::Impl::claim_slot(int layer, int expert) {
     free_slots.pop_back();
     return s;
   }
-  const int64_t victim = pick_victim(false);
+  const int64_t victim = pick_victim(-1);
   if (victim < 0) {
     throw BudgetError("cannot load expert " + expert_name(layer, expert) + ": all " +
                       std::to_string(slots.size()) +
@@ -334,7 +344,7 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
       s = free_slots.back();
       free_slots.pop_back();
     } else {
-      s = pick_victim(true);
+      s = pick_victim(layer_of[r.flat]);
       if (s < 0) {
         ++stats.prefetch_cancelled;
         return;

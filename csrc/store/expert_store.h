@@ -48,6 +48,9 @@ struct StoreOptions {
   // Read prefetches on the I/O worker thread, overlapping computation. Off:
   // prefetch() reads in the caller's thread (for tests and comparisons).
   bool async_io = true;
+  // I/O worker threads: more keep more reads in flight (fast NVMe storage
+  // serves two concurrent reads faster than one after the other).
+  int io_threads = 1;
 };
 
 class ExpertStore {
