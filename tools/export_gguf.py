@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Write a Hugging Face MoE folder as a GGUF file that llama.cpp loads: the same
+weights this project converts, for side-by-side benchmarks and parity checks.
+
+    python tools/export_gguf.py SRC_FOLDER -o model-f32.gguf [--type f32|f16]
+        [--quantize q8_0 --quantize q4_0 ...]
+
+Reads the checkpoint through edgemoe's converter (same architecture mappings,
+both expert layouts), renames tensors to llama.cpp's names, stacks the routed
+experts into `ffn_{gate,up,down}_exps` and writes the tokenizer (byte-level
+BPE) as GGUF vocab + merges. `--quantize` then asks llama.cpp itself (through
+llama-cpp-python's llama_model_quantize) for Q8_0 / Q4_0 / Q4_1 copies named
+after the output (model-q8_0.gguf, ...). Needs the `gguf` package, and
+llama-cpp-python for --quantize (`pip install -e ".[bench]"`).
+
+Architectures: OLMoE (`olmoe`), Qwen3-MoE (`qwen3moe`), Qwen2-MoE (`qwen2moe`)
+and Mixtral (`llama` with experts; q/k rows permuted to llama.cpp's rotary
+layout, as its own converter does).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from edgemoe.convert.hf import (ExpertReader, _eos_ids, _read_json, _tokenizer_section, moe_prefix,  # noqa: E402
+                                pick_arch, resident_plan)
+from edgemoe.convert.safetensors_reader import Checkpoint  # noqa: E402
+from edgemoe.errors import UnsupportedModelError  # noqa: E402
+
+GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama"}
+# our resident name (after "layers.{l}.") -> llama.cpp's
+LAYER_NAMES = {
+    "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight", "wv": "attn_v.weight",
+    "wo": "attn_output.weight", "ffn_norm": "ffn_norm.weight", "router": "ffn_gate_inp.weight",
+    "q_norm": "attn_q_norm.weight", "k_norm": "attn_k_norm.weight",
+    "bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias",
+    "shared_gate_proj": "ffn_gate_shexp.weight", "shared_up_proj": "ffn_up_shexp.weight",
+    "shared_down_proj": "ffn_down_shexp.weight", "shared_expert_gate": "ffn_gate_inp_shexp.weight",
+}
+TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
+QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
+
+
+def gguf_name(ours: str) -> str:
+    if ours in TOP_NAMES:
+        return TOP_NAMES[ours]
+    _, layer, short = ours.split(".", 2)
+    return f"blk.{layer}.{LAYER_NAMES[short]}"
+
+
+def permute_for_llama_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """transformers rotates halves of each head; llama.cpp's `llama` rotates adjacent pairs."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[int]) -> None:
+    import gguf
+
+    model = tokenizer_json["model"]
+    if model.get("type") != "BPE":
+        raise UnsupportedModelError(f"tokenizer type {model.get('type')!r}: only byte-level BPE is exported")
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [gguf.TokenType.UNUSED] * vocab_size
+    for text, i in model["vocab"].items():
+        if i < vocab_size:
+            tokens[i], types[i] = text, gguf.TokenType.NORMAL
+    for added in tokenizer_json.get("added_tokens", []):
+        if added["id"] < vocab_size:
+            tokens[added["id"]] = added["content"]
+            types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    if eos_ids:
+        writer.add_eos_token_id(eos_ids[0])
+    writer.add_add_bos_token(False)
+
+
+def export(src: str, out: str, out_type: str = "f32") -> Dict:
+    import gguf
+
+    hf = _read_json(os.path.join(src, "config.json"), required=True)
+    arch = pick_arch(hf)
+    cfg = arch.config(hf)
+    if arch.name not in GGUF_ARCH:
+        raise UnsupportedModelError(f"{arch.name}: no GGUF export mapping")
+    if arch.name == "olmoe" and cfg["n_kv_heads"] != cfg["n_heads"]:
+        # llama.cpp's olmoe graph normalises k over n_embd: it has no grouped-query attention
+        raise UnsupportedModelError(f"{src}: llama.cpp's OLMoE needs as many key/value heads as query heads "
+                                    f"({cfg['n_kv_heads']} vs {cfg['n_heads']})")
+    tok = _tokenizer_section(src, hf)
+    ckpt = Checkpoint(src)
+    moe = moe_prefix(ckpt, arch)
+    dtype = np.float32 if out_type == "f32" else np.float16
+    name = GGUF_ARCH[arch.name]
+
+    w = gguf.GGUFWriter(out + ".partial", name)
+    w.add_name(os.path.basename(os.path.normpath(src)))
+    w.add_file_type(gguf.LlamaFileType.ALL_F32 if out_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_context_length(int(hf.get("max_position_embeddings", 4096)))
+    w.add_embedding_length(cfg["hidden"])
+    w.add_block_count(cfg["n_layers"])
+    w.add_head_count(cfg["n_heads"])
+    w.add_head_count_kv(cfg["n_kv_heads"])
+    w.add_key_length(cfg["head_dim"])
+    w.add_value_length(cfg["head_dim"])
+    w.add_rope_dimension_count(cfg["head_dim"])
+    w.add_rope_freq_base(cfg["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_expert_count(cfg["n_experts"])
+    w.add_expert_used_count(cfg["top_k"])
+    w.add_feed_forward_length(cfg["expert_intermediate"])
+    w.add_expert_feed_forward_length(cfg["expert_intermediate"])
+    if cfg["shared_intermediate"]:
+        w.add_expert_shared_feed_forward_length(cfg["shared_intermediate"])
+    if name in ("qwen3moe", "qwen2moe", "llama"):
+        w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
+    w.add_vocab_size(cfg["vocab"])
+    if "tokenizer_json" not in tok:
+        raise UnsupportedModelError(f"{src}: no tokenizer.json to export")
+    add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
+                  _eos_ids(hf, tok["generation_config"], cfg["vocab"]))
+
+    for ours, hf_name, shape, _ in resident_plan(cfg, arch, moe):
+        t = np.asarray(ckpt.get(hf_name), dtype=np.float32).reshape(shape)
+        if name == "llama" and ours.endswith((".wq", ".bq")):
+            t = permute_for_llama_rope(t, cfg["n_heads"])
+        elif name == "llama" and ours.endswith((".wk", ".bk")):
+            t = permute_for_llama_rope(t, cfg["n_kv_heads"])
+        # norms, biases and routers stay f32, as llama.cpp's own converter keeps 1-D tensors
+        keep_f32 = t.ndim == 1 or ours.endswith(".router")
+        w.add_tensor(gguf_name(ours), t if keep_f32 else t.astype(dtype))
+    experts = ExpertReader(ckpt, cfg, arch, moe)
+    for l in range(cfg["n_layers"]):
+        parts = [experts.read(l, e) for e in range(cfg["n_experts"])]
+        for part in ("gate", "up", "down"):
+            stacked = np.stack([np.asarray(p[part], dtype=np.float32) for p in parts]).astype(dtype)
+            w.add_tensor(f"blk.{l}.ffn_{part}_exps.weight", stacked)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(out + ".partial", out)
+    return cfg
+
+
+def quantize(src_gguf: str, out: str, kind: str, threads: int = 0) -> None:
+    """Quantize with llama.cpp's own quantizer (llama-cpp-python)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_FTYPES[kind]
+    params.nthread = threads
+    rc = llama_cpp.llama_model_quantize(src_gguf.encode(), (out + ".partial").encode(), params)
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize({kind}) failed with code {rc}")
+    os.replace(out + ".partial", out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="Hugging Face model folder")
+    p.add_argument("-o", "--out", required=True, help="output .gguf")
+    p.add_argument("--type", choices=["f32", "f16"], default="f32")
+    p.add_argument("--quantize", action="append", choices=sorted(QUANT_FTYPES), default=[],
+                   help="also write a copy quantized by llama.cpp (repeatable)")
+    a = p.parse_args()
+    export(a.src, a.out, a.type)
+    print(f"wrote {a.out}")
+    stem = a.out[:-5] if a.out.endswith(".gguf") else a.out
+    stem = stem.rsplit("-", 1)[0] if stem.endswith(("-f32", "-f16")) else stem
+    for kind in a.quantize:
+        q = f"{stem}-{kind}.gguf"
+        quantize(a.out, q, kind)
+        print(f"wrote {q}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
