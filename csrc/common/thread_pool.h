@@ -2,6 +2,7 @@
 // takes part in every loop, so ThreadPool(1) runs everything inline.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -47,9 +48,9 @@ class ThreadPool {
   const std::function<void(int64_t, int64_t)>* job_ = nullptr;
   int64_t job_n_ = 0;
   int64_t job_chunk_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};  // bumped once per job; workers run a job when it changes
+  std::atomic<int> pending_{0};           // workers still running the current job
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 };
 

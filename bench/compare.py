@@ -1,0 +1,330 @@
+"""This engine against llama.cpp (llama-cpp-python) on the same weights, and both against the
+machine's limits.
+
+    python bench/compare.py STEM [--bits 8 --bits 4] [--threads 2] [--prompt 128] [--decode 128]
+        [--fractions 0.5 0.25 0.125] [--write bench/RESULTS.md] [--plot bench/compare.png]
+
+STEM names a model prepared in every form, e.g. /work/bench_models/synth-olmoe-2g:
+STEM-q8.emoe / STEM-q4.emoe (`edgemoe convert STEM --bits 8|4`) and STEM-q8_0.gguf /
+STEM-q4_0.gguf (`tools/export_gguf.py STEM -o STEM-f16.gguf --type f16 --quantize q8_0
+--quantize q4_0`).
+
+1. Everything in RAM: prefill of a `--prompt`-token prompt and greedy decode of `--decode`
+   tokens, same threads, same bits, after one warm-up pass (so neither engine reads storage).
+2. Memory-limited: each engine runs inside a cgroup-v1 memory limit of 50 / 25 / 12.5 % of
+   its model file, storage cold (page cache dropped first). llama.cpp maps the file and the
+   kernel pages experts in and out under the limit; this engine gets `memory_budget` = the
+   limit minus the Python process's own footprint before loading. Reports tokens/s, bytes
+   read from storage (/proc/PID/io read_bytes) and peak RSS.
+3. Limits: memory copy bandwidth and direct-read storage bandwidth, measured here; the
+   least possible time per decoded token (bytes that must be touched / bandwidth) and each
+   engine's ratio to it.
+
+Needs root for the cgroup and the page-cache drop (scenario 2); every run is its own process.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bench_util import drop_page_cache
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CGROUP = "/sys/fs/cgroup/memory/edgemoe_compare"
+MiB = 1 << 20
+
+# Both children print one JSON line: the same measurement, two engines.
+CHILD_COMMON = r"""
+import json, os, resource, sys, time
+import numpy as np
+a = json.loads(sys.argv[1])
+if a.get("cgroup"):
+    with open(os.path.join(a["cgroup"], "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+def read_bytes():
+    with open("/proc/self/io") as f:
+        return int(next(l for l in f if l.startswith("read_bytes")).split()[1])
+def rss_now():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+base_rss = rss_now()
+prompt = a["prompt"]
+"""
+
+CHILD_OURS = CHILD_COMMON + r"""
+import edgemoe
+budget = None if a["limit"] is None else a["limit"] - base_rss - a["headroom"]
+m = edgemoe.load(a["path"], memory_budget=budget, threads=a["threads"], ctx_size=a["ctx"])
+def prefill():
+    m.reset(); return m.eval(prompt)
+def step(tok):
+    return m.eval([tok])
+"""
+
+CHILD_LLAMA = CHILD_COMMON + r"""
+import llama_cpp
+llm = llama_cpp.Llama(model_path=a["path"], n_ctx=a["ctx"], n_batch=len(prompt), n_threads=a["threads"],
+                      n_threads_batch=a["threads"], verbose=False)
+n_vocab = llm.n_vocab()
+def logits():
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).copy()
+def prefill():
+    llm.reset(); llm.eval(prompt); return logits()
+def step(tok):
+    llm.eval([tok]); return logits()
+"""
+
+CHILD_RUN = r"""
+def peak_rss_mb():
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmHWM")).split()[1]) / 1024
+def run():
+    t0 = time.perf_counter()
+    prefill()
+    t1 = time.perf_counter()
+    for tok in a["decode_ids"]:
+        step(tok)
+    return t1 - t0, time.perf_counter() - t1
+if a["warm"]:
+    run()  # the same prompt and tokens once: every expert they use is then in memory
+r0 = read_bytes()
+t_prefill, t_decode = run()
+r1 = read_bytes()
+n = len(a["decode_ids"])
+print(json.dumps({"prefill_tok_s": len(prompt) / t_prefill, "decode_tok_s": n / t_decode,
+                  "read_mb_per_tok": (r1 - r0) / 1e6 / (len(prompt) + n), "peak_rss_mb": peak_rss_mb(),
+                  "base_rss_mb": base_rss / 2**20}))
+"""
+
+
+def run_child(engine: str, path: str, args: dict) -> dict:
+    code = (CHILD_OURS if engine == "edgemoe" else CHILD_LLAMA) + CHILD_RUN
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(dict(args, path=path))], capture_output=True,
+                       text=True, env=env, timeout=3600)
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+        killed = p.returncode in (-9, 137)
+        return {"error": ("killed (out of memory under the limit)" if killed else f"exit {p.returncode}: "
+                          + " | ".join(tail))}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def set_cgroup_limit(limit: int) -> str:
+    os.makedirs(CGROUP, exist_ok=True)
+    with open(os.path.join(CGROUP, "memory.limit_in_bytes"), "w") as f:
+        f.write(str(limit))
+    return CGROUP
+
+
+# ---------------------------------------------------------------- limits
+
+def memory_read_gbs() -> float:
+    """Read bandwidth: two threads summing halves of a 1 GiB array (numpy drops the GIL); best of 5."""
+    import threading
+
+    a = np.ones(256 * MiB, dtype=np.float32)
+    halves = np.array_split(a, 2)
+    best = 0.0
+    for _ in range(5):
+        threads = [threading.Thread(target=np.sum, args=(h,)) for h in halves]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        best = max(best, a.nbytes / (time.perf_counter() - t0))
+    return best / 1e9
+
+
+def direct_read_gbs(path: str, block: int, seconds: float = 3.0) -> float:
+    """O_DIRECT reads of `block` bytes at random aligned offsets of `path`, two in flight (two threads)."""
+    import mmap
+    import threading
+
+    size = os.path.getsize(path)
+    done = [0, 0]
+
+    def worker(k: int, stop: float) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, block)
+        rng = np.random.default_rng(k)
+        while time.perf_counter() < stop:
+            off = int(rng.integers(0, (size - block) // 4096)) * 4096
+            done[k] += os.preadv(fd, [buf], off)
+        os.close(fd)
+
+    stop = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k, stop)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - t0) / 1e9
+
+
+def model_bytes(emoe: str) -> dict:
+    """Resident bytes, one expert's bytes, experts per token and in total, from the container."""
+    sys.path.insert(0, ROOT)
+    from edgemoe.container import open_container
+
+    c = open_container(emoe)
+    cfg = c.config
+    experts = [b for row in c.manifest["experts"] for b in row]
+    return {"resident": c.header.resident_size, "expert": int(np.mean([b["size"] for b in experts])),
+            "active": cfg["n_layers"] * cfg["top_k"], "total": len(experts)}
+
+
+def min_ms_per_token(mb: dict, memory: int | None, mem_gbs: float, disk_gbs: float) -> float:
+    """Bytes every decoded token must touch over bandwidth. With a memory limit, experts that do
+    not fit must come from storage; with routing close to uniform (the synthetic model), at best
+    the cached share of experts is the share of the expert bytes that fit."""
+    touched = mb["resident"] + mb["active"] * mb["expert"]
+    t = touched / (mem_gbs * 1e9)
+    if memory is not None:
+        fit = max(0.0, min(1.0, (memory - mb["resident"]) / (mb["total"] * mb["expert"])))
+        t = max(t, mb["active"] * mb["expert"] * (1 - fit) / (disk_gbs * 1e9))
+    return 1e3 * t
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stem")
+    p.add_argument("--bits", action="append", type=int, choices=[8, 4], default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt", type=int, default=128)
+    p.add_argument("--decode", type=int, default=128)
+    p.add_argument("--limited-decode", type=int, default=32, help="decode tokens in the memory-limited runs")
+    p.add_argument("--fractions", type=float, nargs="*", default=[0.5, 0.25, 0.125])
+    p.add_argument("--headroom-mb", type=int, default=16, help="kept free under the limit for this engine")
+    p.add_argument("--write", default=None)
+    p.add_argument("--plot", default=None)
+    a = p.parse_args()
+    bits = a.bits or [8, 4]
+    files = {b: {"edgemoe": f"{a.stem}-q{b}.emoe", "llama.cpp": f"{a.stem}-q{b}_0.gguf"} for b in bits}
+    for b in bits:
+        for f in files[b].values():
+            if not os.path.exists(f):
+                sys.exit(f"missing {f}: see this script's docstring for how to prepare it")
+    vocab = json.load(open(os.path.join(a.stem, "config.json")))["vocab_size"]
+    # Random token ids, fed one by one after the prompt (teacher forced, the same for both engines):
+    # greedy decoding of a random-weight model soon repeats one token, and its experts stay cached.
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, vocab, a.prompt).tolist()
+    decode_ids = rng.integers(0, vocab, max(a.decode, a.limited_decode)).tolist()
+    ctx = a.prompt + max(a.decode, a.limited_decode) + 8
+    common = {"threads": a.threads, "prompt": prompt, "ctx": ctx, "headroom": a.headroom_mb * MiB}
+    lines = []
+    date = datetime.date.today()
+    cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
+    lines.append(f"\n### edgemoe vs llama.cpp ({date})\n\nCommand: `{cmd}`  \n"
+                 f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
+                 f"llama-cpp-python {__import__('llama_cpp').__version__}\n")
+
+    # 3 first: the limits frame the rest
+    mem_gbs = memory_read_gbs()
+    mb8 = model_bytes(files[bits[0]]["edgemoe"])
+    disk_gbs = direct_read_gbs(files[bits[0]]["edgemoe"], mb8["expert"])
+    lines.append(f"Limits measured here: memory read bandwidth {mem_gbs:.1f} GB/s (2 threads), direct reads "
+                 f"of one expert ({mb8['expert'] / MiB:.2f} MiB, two in flight) {disk_gbs:.2f} GB/s.\n")
+
+    # 1. in RAM
+    lines.append(f"#### 1. Everything in RAM ({a.prompt}-token prompt, then {a.decode} tokens one by one, "
+                 f"{a.threads} threads; the same run done once before, so nothing is read from storage)\n")
+    lines.append("| bits | engine | file MiB | prefill tok/s | decode tok/s | decode vs llama.cpp | "
+                 "least ms/token | ratio to it | peak RSS MiB |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    ram = {}
+    for b in bits:
+        mb = model_bytes(files[b]["edgemoe"])
+        floor = min_ms_per_token(mb, None, mem_gbs, disk_gbs)
+        for eng in ("llama.cpp", "edgemoe"):
+            drop_page_cache()
+            ram[(b, eng)] = r = run_child(eng, files[b][eng], dict(common, limit=None, decode_ids=decode_ids[:a.decode],
+                                                                   warm=True))
+            if "error" in r:
+                lines.append(f"| {b} | {eng} | | {r['error']} | | | | | |")
+                continue
+        for eng in ("llama.cpp", "edgemoe"):
+            r = ram[(b, eng)]
+            if "error" in r:
+                continue
+            rel = r["decode_tok_s"] / ram[(b, "llama.cpp")].get("decode_tok_s", float("nan"))
+            lines.append(f"| {b} | {eng} | {os.path.getsize(files[b][eng]) / MiB:.0f} | {r['prefill_tok_s']:.1f} | "
+                         f"{r['decode_tok_s']:.2f} | {rel:.2f}x | {floor:.2f} | "
+                         f"{1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
+    lines.append("")
+
+    # 2. memory-limited
+    lines.append(f"#### 2. Memory-limited (cgroup-v1 limit on the whole process; {a.limited_decode} tokens "
+                 f"one by one after the {a.prompt}-token prompt; page cache dropped before each run, cold)\n")
+    lines.append("| bits | limit | engine | prefill tok/s | decode tok/s | vs llama.cpp | MB read/token (all) | "
+                 "least ms/token | ratio to it | peak RSS MiB |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    limited = {}
+    for b in bits:
+        mb = model_bytes(files[b]["edgemoe"])
+        for frac in a.fractions:
+            limit = int(frac * os.path.getsize(files[b]["edgemoe"]))
+            floor = min_ms_per_token(mb, limit, mem_gbs, disk_gbs)
+            for eng in ("llama.cpp", "edgemoe"):
+                drop_page_cache()
+                cg = set_cgroup_limit(limit)
+                limited[(b, frac, eng)] = run_child(eng, files[b][eng], dict(common, limit=limit, cgroup=cg,
+                                                                             decode_ids=decode_ids[:a.limited_decode],
+                                                                             warm=False))
+            for eng in ("llama.cpp", "edgemoe"):
+                r = limited[(b, frac, eng)]
+                if "error" in r:
+                    lines.append(f"| {b} | {frac:.1%} ({limit / MiB:.0f} MiB) | {eng} | {r['error']} | | | | | | |")
+                    continue
+                other = limited[(b, frac, "llama.cpp")]
+                rel = r["decode_tok_s"] / other["decode_tok_s"] if "decode_tok_s" in other else float("nan")
+                lines.append(f"| {b} | {frac:.1%} ({limit / MiB:.0f} MiB) | {eng} | {r['prefill_tok_s']:.2f} | "
+                             f"{r['decode_tok_s']:.2f} | {rel:.2f}x | {r['read_mb_per_tok']:.1f} | "
+                             f"{floor:.1f} | {1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
+    lines.append("")
+    if a.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for b in bits:
+            for eng, style in (("edgemoe", "-o"), ("llama.cpp", "--s")):
+                xs, ys = [1.0], [ram[(b, eng)].get("decode_tok_s", np.nan)]
+                for frac in a.fractions:
+                    xs.append(frac)
+                    ys.append(limited[(b, frac, eng)].get("decode_tok_s", np.nan))
+                ax.plot([100 * x for x in xs], ys, style, label=f"{eng} {b}-bit")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("memory, % of the model file (100 % = no limit)")
+        ax.set_ylabel("decode tokens/s")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(a.plot, dpi=110)
+        lines.append(f"![decode tokens/s against memory]({os.path.basename(a.plot)})\n")
+    text = "\n".join(lines)
+    print(text)
+    if a.write:
+        with open(a.write, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
