@@ -32,16 +32,11 @@ from bench_util import drop_page_cache
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
+from edgemoe.perplexity import read_text  # noqa: E402
+
 PREDICTORS = ["none", "gate", "stats", "token", "auto"]
 POLICIES = ["lru", "edgemoe"]
 FRACTIONS = [1.0, 0.5, 0.25, 0.125]
-
-
-def read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".jsonl"):
-            return "\n\n".join(json.loads(line)["text"] for line in f if line.strip())
-        return f.read()
 
 
 def heldout_ids(model, path: str, n: int):

@@ -121,6 +121,29 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_perplexity(args) -> int:
+    from .perplexity import perplexity, read_text
+
+    text = read_text(args.file)
+    model = _load(args)
+    ids = model.tokenize(text, add_special_tokens=False)
+    if args.max_tokens:
+        ids = ids[:args.max_tokens]
+    window = min(args.window or 512, model.ctx_size)
+    stride = args.stride or max(1, window // 2)
+    from tqdm import tqdm
+
+    with tqdm(total=len(ids), unit="tok", desc="perplexity", disable=not sys.stderr.isatty()) as bar:
+        r = perplexity(model, ids, window, stride, progress=lambda done, total: bar.update(done - bar.n))
+    r.update(window=window, stride=stride, file=args.file)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"perplexity {r['perplexity']:.3f} over {r['tokens']} tokens of {args.file} "
+              f"(window {window}, stride {stride}; {r['seconds']:.1f} s)")
+    return 0
+
+
 def cmd_profile(args) -> int:
     from .profile import profile_container
 
@@ -185,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None)
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("perplexity", help="perplexity of a text file under the model (sliding window)")
+    p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
+    p.add_argument("file", help="UTF-8 text, or JSON Lines with a \"text\" field")
+    p.add_argument("--window", type=_bounded(int, 2), default=None,
+                   help="tokens per window (default: 512, at most the context size)")
+    p.add_argument("--stride", type=_bounded(int, 1), default=None,
+                   help="tokens newly scored per window after the first, at most window - 1; each token "
+                        "is scored once, with at least window - stride tokens of context (default: half the window)")
+    p.add_argument("--max-tokens", type=_bounded(int, 2), default=None, help="score only the first N tokens")
+    p.add_argument("--json", action="store_true")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_perplexity)
 
     p = sub.add_parser("chat", help="chat in the terminal (one turn per line when stdin is a pipe)")
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")

@@ -23,24 +23,15 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import edgemoe  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
+from edgemoe.perplexity import perplexity, read_text  # noqa: E402
 
 PROMPTS = ["It was a fine morning, and Elizabeth", "And the LORD said unto Moses,", "MARRIAGE, n."]
 
 
 def heldout_perplexity(model, path: str, window: int = 256):
-    """Mean NLL over non-overlapping windows of the held-out split (each window from an empty context)."""
-    with open(path, encoding="utf-8") as f:
-        text = "\n\n".join(json.loads(line)["text"] for line in f if line.strip())
-    ids = model.tokenize(text, add_special_tokens=False)
-    nll, count = 0.0, 0
-    for start in range(0, len(ids) - window + 1, window):
-        chunk = ids[start:start + window]
-        logits = model.logits(chunk).astype(np.float64)
-        logp = logits - logits.max(-1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-        nll -= logp[np.arange(window - 1), chunk[1:]].sum()
-        count += window - 1
-    return float(np.exp(nll / count)), count
+    """Perplexity of the held-out split in back-to-back windows (edgemoe perplexity, stride window - 1)."""
+    r = perplexity(model, model.tokenize(read_text(path), add_special_tokens=False), window, window - 1)
+    return r["perplexity"], r["tokens"]
 
 
 def write_parity_reference(final: str, model, heldout: str, out_npz: str, windows: int = 4, window: int = 256):
