@@ -74,6 +74,16 @@ def step(tok):
 
 CHILD_LLAMA = CHILD_COMMON + r"""
 import llama_cpp
+if a["limit"] is not None:
+    # Under a memory limit the weights must stay file-backed (mmap) so the kernel can page
+    # them: llama.cpp's default repacking of quantized weights for SIMD copies them into
+    # anonymous memory, which cannot be paged out without swap.
+    _defaults = llama_cpp.llama_cpp.llama_model_default_params
+    def _no_repack():
+        p = _defaults()
+        p.use_extra_bufts = False
+        return p
+    llama_cpp.llama_cpp.llama_model_default_params = _no_repack
 llm = llama_cpp.Llama(model_path=a["path"], n_ctx=a["ctx"], n_batch=len(prompt), n_threads=a["threads"],
                       n_threads_batch=a["threads"], verbose=False)
 n_vocab = llm.n_vocab()
@@ -90,36 +100,51 @@ def peak_rss_mb():
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
     with open("/proc/self/status") as f:
         return int(next(l for l in f if l.startswith("VmHWM")).split()[1]) / 1024
-def run():
-    t0 = time.perf_counter()
+def emit(**kw):  # one line per step, so a run stopped at the time limit still reports what it did
+    print(json.dumps(dict(kw, read_mb=(read_bytes() - r0) / 1e6, peak_rss_mb=peak_rss_mb())), flush=True)
+if a["warm"]:  # the same prompt and tokens once: every expert they use is then in memory
     prefill()
-    t1 = time.perf_counter()
     for tok in a["decode_ids"]:
         step(tok)
-    return t1 - t0, time.perf_counter() - t1
-if a["warm"]:
-    run()  # the same prompt and tokens once: every expert they use is then in memory
 r0 = read_bytes()
-t_prefill, t_decode = run()
-r1 = read_bytes()
-n = len(a["decode_ids"])
-print(json.dumps({"prefill_tok_s": len(prompt) / t_prefill, "decode_tok_s": n / t_decode,
-                  "read_mb_per_tok": (r1 - r0) / 1e6 / (len(prompt) + n), "peak_rss_mb": peak_rss_mb(),
-                  "base_rss_mb": base_rss / 2**20}))
+t0 = time.perf_counter()
+prefill()
+t1 = time.perf_counter()
+emit(phase="prefill", prefill_tok_s=len(prompt) / (t1 - t0))
+for i, tok in enumerate(a["decode_ids"]):
+    step(tok)
+    emit(phase="decode", done=i + 1, decode_s=time.perf_counter() - t1)
 """
 
 
-def run_child(engine: str, path: str, args: dict) -> dict:
+def run_child(engine: str, path: str, args: dict, time_limit: float) -> dict:
+    """One run in a fresh process; stopped after time_limit seconds, reporting the tokens done."""
     code = (CHILD_OURS if engine == "edgemoe" else CHILD_LLAMA) + CHILD_RUN
     env = dict(os.environ, PYTHONPATH=ROOT)
-    p = subprocess.run([sys.executable, "-c", code, json.dumps(dict(args, path=path))], capture_output=True,
-                       text=True, env=env, timeout=3600)
-    if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        killed = p.returncode in (-9, 137)
-        return {"error": ("killed (out of memory under the limit)" if killed else f"exit {p.returncode}: "
-                          + " | ".join(tail))}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(dict(args, path=path))], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    stopped = False
+    try:
+        out, err = proc.communicate(timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        stopped = True
+    steps = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    prefill = next((x for x in steps if x["phase"] == "prefill"), None)
+    decode = [x for x in steps if x["phase"] == "decode"]
+    if prefill is None or not decode:
+        if stopped:
+            return {"error": f"{'prefill' if prefill is None else 'first token'} not done in {time_limit:.0f} s"}
+        killed = proc.returncode in (-9, 137)
+        tail = " | ".join(err.strip().splitlines()[-2:])
+        return {"error": "killed (out of memory under the limit)" if killed else f"exit {proc.returncode}: {tail}"}
+    last = decode[-1]
+    n_prompt = len(args["prompt"])
+    return {"prefill_tok_s": prefill["prefill_tok_s"], "decode_tok_s": last["done"] / last["decode_s"],
+            "decoded": last["done"], "stopped": stopped,
+            "read_mb_per_tok": (last["read_mb"] - prefill["read_mb"]) / last["done"],
+            "prefill_read_mb": prefill["read_mb"] / n_prompt, "peak_rss_mb": last["peak_rss_mb"]}
 
 
 def set_cgroup_limit(limit: int) -> str:
@@ -242,6 +267,8 @@ def main() -> None:
     p.add_argument("--limited-decode", type=int, default=32, help="decode tokens in the memory-limited runs")
     p.add_argument("--fractions", type=float, nargs="*", default=[0.5, 0.25, 0.125])
     p.add_argument("--headroom-mb", type=int, default=16, help="kept free under the limit for this engine")
+    p.add_argument("--time-limit", type=float, default=300, help="seconds per run; a slower run reports the "
+                   "tokens it decoded by then")
     p.add_argument("--write", default=None)
     p.add_argument("--plot", default=None)
     a = p.parse_args()
@@ -260,9 +287,14 @@ def main() -> None:
     ctx = a.prompt + max(a.decode, a.limited_decode) + 8
     common = {"threads": a.threads, "prompt": prompt, "ctx": ctx, "headroom": a.headroom_mb * MiB}
     lines = []
+
+    def out(line: str) -> None:  # printed as measured: a long run shows its rows as they come
+        lines.append(line)
+        print(line, flush=True)
+
     date = datetime.date.today()
     cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
-    lines.append(f"\n### edgemoe vs llama.cpp ({date})\n\nCommand: `{cmd}`  \n"
+    out(f"\n### edgemoe vs llama.cpp ({date})\n\nCommand: `{cmd}`  \n"
                  f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
                  f"llama-cpp-python {__import__('llama_cpp').__version__}\n")
 
@@ -270,15 +302,15 @@ def main() -> None:
     mem_gbs = memory_read_gbs()
     mb8 = model_bytes(files[bits[0]]["edgemoe"])
     disk_gbs = direct_read_gbs(files[bits[0]]["edgemoe"], mb8["expert"])
-    lines.append(f"Limits measured here: memory read bandwidth {mem_gbs:.1f} GB/s (2 threads), direct reads "
+    out(f"Limits measured here: memory read bandwidth {mem_gbs:.1f} GB/s (2 threads), direct reads "
                  f"of one expert ({mb8['expert'] / MiB:.2f} MiB, two in flight) {disk_gbs:.2f} GB/s.\n")
 
     # 1. in RAM
-    lines.append(f"#### 1. Everything in RAM ({a.prompt}-token prompt, then {a.decode} tokens one by one, "
+    out(f"#### 1. Everything in RAM ({a.prompt}-token prompt, then {a.decode} tokens one by one, "
                  f"{a.threads} threads; the same run done once before, so nothing is read from storage)\n")
-    lines.append("| bits | engine | file MiB | prefill tok/s | decode tok/s | decode vs llama.cpp | "
+    out("| bits | engine | file MiB | prefill tok/s | decode tok/s | decode vs llama.cpp | "
                  "least ms/token | ratio to it | peak RSS MiB |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|---|")
     ram = {}
     for b in bits:
         mb = model_bytes(files[b]["edgemoe"])
@@ -286,26 +318,26 @@ def main() -> None:
         for eng in ("llama.cpp", "edgemoe"):
             drop_page_cache()
             ram[(b, eng)] = r = run_child(eng, files[b][eng], dict(common, limit=None, decode_ids=decode_ids[:a.decode],
-                                                                   warm=True))
+                                                                   warm=True), a.time_limit)
             if "error" in r:
-                lines.append(f"| {b} | {eng} | | {r['error']} | | | | | |")
+                out(f"| {b} | {eng} | | {r['error']} | | | | | |")
                 continue
         for eng in ("llama.cpp", "edgemoe"):
             r = ram[(b, eng)]
             if "error" in r:
                 continue
             rel = r["decode_tok_s"] / ram[(b, "llama.cpp")].get("decode_tok_s", float("nan"))
-            lines.append(f"| {b} | {eng} | {os.path.getsize(files[b][eng]) / MiB:.0f} | {r['prefill_tok_s']:.1f} | "
+            out(f"| {b} | {eng} | {os.path.getsize(files[b][eng]) / MiB:.0f} | {r['prefill_tok_s']:.1f} | "
                          f"{r['decode_tok_s']:.2f} | {rel:.2f}x | {floor:.2f} | "
                          f"{1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
-    lines.append("")
+    out("")
 
     # 2. memory-limited
-    lines.append(f"#### 2. Memory-limited (cgroup-v1 limit on the whole process; {a.limited_decode} tokens "
+    out(f"#### 2. Memory-limited (cgroup-v1 limit on the whole process; {a.limited_decode} tokens "
                  f"one by one after the {a.prompt}-token prompt; page cache dropped before each run, cold)\n")
-    lines.append("| bits | limit | engine | prefill tok/s | decode tok/s | vs llama.cpp | MB read/token (all) | "
+    out("| bits | limit | engine | prefill tok/s | decode tok/s | vs llama.cpp | MB read/decoded token | "
                  "least ms/token | ratio to it | peak RSS MiB |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    out("|---|---|---|---|---|---|---|---|---|---|")
     limited = {}
     prompt_steps, decode_steps = routing_steps(files[bits[0]]["edgemoe"], prompt, decode_ids[:a.limited_decode])
     n_layers = len(prompt_steps)
@@ -322,18 +354,18 @@ def main() -> None:
                 cg = set_cgroup_limit(limit)
                 limited[(b, frac, eng)] = run_child(eng, files[b][eng], dict(common, limit=limit, cgroup=cg,
                                                                              decode_ids=decode_ids[:a.limited_decode],
-                                                                             warm=False))
+                                                                             warm=False), a.time_limit)
             for eng in ("llama.cpp", "edgemoe"):
                 r = limited[(b, frac, eng)]
                 if "error" in r:
-                    lines.append(f"| {b} | {frac:.1%} ({limit / MiB:.0f} MiB) | {eng} | {r['error']} | | | | | | |")
+                    out(f"| {b} | {frac:.1%} ({limit / MiB:.0f} MiB) | {eng} | {r['error']} | | | | | | |")
                     continue
                 other = limited[(b, frac, "llama.cpp")]
                 rel = r["decode_tok_s"] / other["decode_tok_s"] if "decode_tok_s" in other else float("nan")
-                lines.append(f"| {b} | {frac:.1%} ({limit / MiB:.0f} MiB) | {eng} | {r['prefill_tok_s']:.2f} | "
+                out(f"| {b} | {frac:.1%} ({limit / MiB:.0f} MiB) | {eng} | {r['prefill_tok_s']:.2f} | "
                              f"{r['decode_tok_s']:.2f} | {rel:.2f}x | {r['read_mb_per_tok']:.1f} | "
                              f"{floor:.1f} | {1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
-    lines.append("")
+    out("")
     if a.plot:
         import matplotlib
 
@@ -356,9 +388,8 @@ def main() -> None:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(a.plot, dpi=110)
-        lines.append(f"![decode tokens/s against memory]({os.path.basename(a.plot)})\n")
+        out(f"![decode tokens/s against memory]({os.path.basename(a.plot)})\n")
     text = "\n".join(lines)
-    print(text)
     if a.write:
         with open(a.write, "a", encoding="utf-8") as f:
             f.write(text + "\n")

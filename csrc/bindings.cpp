@@ -47,7 +47,7 @@ py::array_t<float> py_matmul(int type_code, py::array_t<uint8_t, py::array::c_st
   {
     py::gil_scoped_release nogil;
     std::vector<BlockQ8A> xq;
-    if (t == QType::Q8 || t == QType::Q4) {
+    if (qtype_is_quantized(t)) {
       xq.resize((size_t)(n * k / kGroup));
       quantize_activations(xp, n, k, xq.data());
     }

@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a Hugging Face model folder into an .emoe container")
     p.add_argument("src")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4"], help="routed experts' encoding")
-    p.add_argument("--resident-bits", default=None, choices=["f32", "f16", "8", "4"],
+    p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4", "3", "2"],
+                   help="routed experts' encoding (3 and 2 bits: 4.0 and 3.0 bits per weight with their scales)")
+    p.add_argument("--resident-bits", default=None, choices=["f32", "f16", "8", "4", "3", "2"],
                    help="resident weights' encoding (default: 8-bit, or the experts' if wider)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_convert)

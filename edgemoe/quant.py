@@ -7,6 +7,12 @@ one per group of ``GROUP`` = 32 consecutive elements:
 * ``q4`` (20 bytes/block): fp16 scale ``d``, fp16 offset ``m``, then 16 bytes
   where byte ``j`` holds element ``j`` (low nibble) and ``j + 16`` (high
   nibble); ``w = d * q + m`` with ``q`` in ``[0, 15]``.
+* ``q3`` (16 bytes/block, 4 bits per weight with its scales): ``d``, ``m``,
+  then 8 bytes of low bit pairs (byte ``j`` holds elements ``j``, ``j + 8``,
+  ``j + 16``, ``j + 24`` in bits 0-1, 2-3, 4-5, 6-7), then 4 bytes whose bit
+  ``i`` (little-endian) is element ``i``'s third bit; ``q`` in ``[0, 7]``.
+* ``q2`` (12 bytes/block, 3 bits per weight): ``d``, ``m``, then the 8 bytes
+  of bit pairs as in ``q3``; ``q`` in ``[0, 3]``.
 
 Why q8 is symmetric and q4 asymmetric: with 255 levels, spending one level
 on a zero point buys almost nothing, and a symmetric code keeps the kernel's
@@ -25,22 +31,27 @@ import numpy as np
 
 from .errors import FormatError
 
-F32, F16, Q8, Q4 = 0, 1, 2, 3
+F32, F16, Q8, Q4, Q3, Q2 = 0, 1, 2, 3, 4, 5
 GROUP = 32
-NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4"}
+NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4", Q3: "q3", Q2: "q2"}
 CODES = {name: code for code, name in NAMES.items()}
-BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4}
+BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4, Q3: 3, Q2: 2}
+QUANTIZED = (Q8, Q4, Q3, Q2)
+LOW_BIT = (Q4, Q3, Q2)  # asymmetric: w = d * q + m
 
 
 def supports(qtype: int, k: int) -> bool:
     """True if rows of ``k`` elements can be stored as ``qtype`` (quantized types need whole groups)."""
-    return qtype in NAMES and k > 0 and (qtype in (F32, F16) or k % GROUP == 0)
+    return qtype in NAMES and k > 0 and (qtype not in QUANTIZED or k % GROUP == 0)
 
 # Block layouts of qtypes.h as packed numpy records (numpy does not pad
 # unaligned structured dtypes, so itemsize matches sizeof()).
 _BLOCK_Q8 = np.dtype([("d", "<f2"), ("qs", "i1", (GROUP,))])
 _BLOCK_Q4 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 2,))])
-assert _BLOCK_Q8.itemsize == 34 and _BLOCK_Q4.itemsize == 20
+_BLOCK_Q3 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 4,)), ("qh", "u1", (GROUP // 8,))])
+_BLOCK_Q2 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 4,))])
+assert (_BLOCK_Q8.itemsize, _BLOCK_Q4.itemsize, _BLOCK_Q3.itemsize, _BLOCK_Q2.itemsize) == (34, 20, 16, 12)
+_BLOCKS = {Q8: _BLOCK_Q8, Q4: _BLOCK_Q4, Q3: _BLOCK_Q3, Q2: _BLOCK_Q2}
 
 # Rows per chunk are chosen so each temporary holds about this many elements
 # (~16 MB as float32), bounding peak memory on very large matrices.
@@ -56,7 +67,7 @@ def _check_k(qtype: int, k: int) -> None:
     _check_qtype(qtype)
     if k <= 0:
         raise FormatError(f"row length must be positive, got {k}")
-    if qtype in (Q8, Q4) and k % GROUP:
+    if qtype in QUANTIZED and k % GROUP:
         raise FormatError(
             f"row length {k} cannot be stored as {NAMES[qtype]}: quantized types need a multiple of {GROUP}"
         )
@@ -69,8 +80,7 @@ def row_bytes(qtype: int, k: int) -> int:
         return 4 * k
     if qtype == F16:
         return 2 * k
-    block = _BLOCK_Q8 if qtype == Q8 else _BLOCK_Q4
-    return k // GROUP * block.itemsize
+    return k // GROUP * _BLOCKS[qtype].itemsize
 
 
 def _row_chunks(m: int, k: int):
@@ -114,27 +124,62 @@ def _quantize_q8(w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _quantize_q4(w: np.ndarray) -> np.ndarray:
+def _quantize_asymmetric(w: np.ndarray, bits: int):
+    """Codes q in [0, 2**bits - 1] with fp16 d and m such that w ~= d * q + m, per group."""
     m, k = w.shape
+    top = (1 << bits) - 1
     g = w.reshape(m, k // GROUP, GROUP)
     lo = g.min(axis=-1)
     hi = g.max(axis=-1)
     flat = hi == lo
+    what = f"q{bits} group"
     # Offset rounded *down* and scale rounded *up* to fp16, so [min, max] sits
-    # inside [m, m + 15 d] and no code is clipped: every element is within d/2
-    # of its decoded value. A constant group (max == min) gets d = 0, q = 0 and
-    # the nearest fp16 offset.
-    mh = np.where(flat, _to_f16(lo, "q4 group minimum"), _f16_toward(lo, -np.inf, "q4 group minimum"))
+    # inside [m, m + top * d] and no code is clipped: every element is within
+    # d/2 of its decoded value. A constant group (max == min) gets d = 0, q = 0
+    # and the nearest fp16 offset.
+    mh = np.where(flat, _to_f16(lo, what + " minimum"), _f16_toward(lo, -np.inf, what + " minimum"))
     m32 = mh.astype(np.float32)
-    d = np.where(flat, np.float16(0), _f16_toward((hi - m32) / 15.0, np.inf, "q4 group scale"))
+    d = np.where(flat, np.float16(0), _f16_toward((hi - m32) / top, np.inf, what + " scale"))
     d32 = d.astype(np.float32)
     inv = np.divide(1.0, d32, out=np.zeros_like(d32), where=d32 > 0)
-    q = np.clip(np.rint((g - m32[..., None]) * inv[..., None]), 0, 15).astype(np.uint8)
-    out = np.empty((m, k // GROUP), dtype=_BLOCK_Q4)
+    q = np.clip(np.rint((g - m32[..., None]) * inv[..., None]), 0, top).astype(np.uint8)
+    return d, mh, q
+
+
+def _pack_2bit(q: np.ndarray) -> np.ndarray:
+    """[..., 32] codes < 4 -> [..., 8] bytes: byte j holds elements j, j+8, j+16, j+24."""
+    q = q & 3
+    return q[..., 0:8] | (q[..., 8:16] << 2) | (q[..., 16:24] << 4) | (q[..., 24:32] << 6)
+
+
+def _unpack_2bit(b: np.ndarray) -> np.ndarray:
+    return np.concatenate([(b >> s) & 3 for s in (0, 2, 4, 6)], axis=-1)
+
+
+def _quantize_low_bit(w: np.ndarray, qtype: int) -> np.ndarray:
+    d, mh, q = _quantize_asymmetric(w, BITS[qtype])
+    out = np.empty(d.shape, dtype=_BLOCKS[qtype])
     out["d"] = d
     out["m"] = mh
-    out["qs"] = q[..., : GROUP // 2] | (q[..., GROUP // 2 :] << 4)
+    if qtype == Q4:
+        out["qs"] = q[..., : GROUP // 2] | (q[..., GROUP // 2 :] << 4)
+    else:
+        out["qs"] = _pack_2bit(q)
+        if qtype == Q3:
+            third = ((q >> 2) & 1).reshape(*q.shape[:-1], GROUP // 8, 8)
+            out["qh"] = (third << np.arange(8, dtype=np.uint8)).sum(axis=-1).astype(np.uint8)
     return out
+
+
+def _codes(b: np.ndarray, qtype: int) -> np.ndarray:
+    """The [..., 32] codes of low-bit blocks b."""
+    if qtype == Q4:
+        return np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=-1)
+    q = _unpack_2bit(b["qs"])
+    if qtype == Q3:
+        third = (b["qh"][..., :, None] >> np.arange(8, dtype=np.uint8)) & 1  # [..., 4, 8]: element 8i + j
+        q = q | (third.reshape(*q.shape) << 2)
+    return q
 
 
 def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
@@ -157,7 +202,7 @@ def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
         elif qtype == Q8:
             enc = _quantize_q8(chunk)
         else:
-            enc = _quantize_q4(chunk)
+            enc = _quantize_low_bit(chunk, qtype)
         rows[r0:r1] = np.ascontiguousarray(enc).view(np.uint8).reshape(r1 - r0, rb)
     return out
 
@@ -184,10 +229,8 @@ def dequantize(buf, qtype: int, shape) -> np.ndarray:
             d = b["d"].astype(np.float32)[..., None]
             out[r0:r1] = (d * b["qs"].astype(np.float32)).reshape(r1 - r0, k)
         else:
-            b = part.view(_BLOCK_Q4)
+            b = part.view(_BLOCKS[qtype])
             d = b["d"].astype(np.float32)[..., None]
             mm = b["m"].astype(np.float32)[..., None]
-            qs = b["qs"]
-            q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32)
-            out[r0:r1] = (d * q + mm).reshape(r1 - r0, k)
+            out[r0:r1] = (d * _codes(b, qtype).astype(np.float32) + mm).reshape(r1 - r0, k)
     return out

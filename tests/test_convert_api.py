@@ -30,6 +30,22 @@ def test_container_layout(converted):
     assert c.file_size % PAGE == 0
 
 
+def test_low_bit_experts_convert_and_degrade_in_order(converted):
+    # 3- and 2-bit experts (the kernels themselves are checked exactly in test_kernels.py):
+    # the container records them, the model runs, and logits move further from f32 as bits drop.
+    ids = reference("mixtral_smooth")["input_ids"].tolist()
+    full = edgemoe.load(converted("mixtral_smooth", "f32"), threads=1).logits(ids)
+    errors = []
+    for bits in ("8", "4", "3", "2"):
+        path = converted("mixtral_smooth", bits, "8")
+        c = open_container(path)
+        assert {b["type"] for row in c.manifest["experts"] for b in row} == {"q" + bits}
+        logits = edgemoe.load(path, threads=1).logits(ids)
+        assert np.isfinite(logits).all()
+        errors.append(float(np.median(np.abs(logits - full)) / np.median(np.abs(full))))
+    assert errors == sorted(errors) and errors[0] < errors[-1], errors
+
+
 def test_f32_bits_give_all_f32_container(converted):
     c = open_container(converted("olmoe", "f32"))
     types = {t["type"] for t in c.manifest["resident"].values()} | {b["type"] for r in c.manifest["experts"] for b in r}

@@ -5,7 +5,7 @@ import pytest
 from edgemoe import _core
 from edgemoe import quant as Q
 
-ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4)
+ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2)
 SIMD = [isa for isa in _core.available_isas() if isa != "scalar"]
 # Rows/tokens counts that hit single-token decode, every tile shape (up to
 # 8 rows for decode, 4 rows x 4 tokens for prefill) and their remainders.
@@ -64,7 +64,7 @@ def test_scalar_float_weights_match_numpy(qtype):
         assert np.all(np.abs(y - x @ w.T) <= bound + 1e-30)
 
 
-@pytest.mark.parametrize("qtype", [Q.Q8, Q.Q4])
+@pytest.mark.parametrize("qtype", Q.QUANTIZED)
 def test_scalar_quantized_weights_match_numpy(qtype):
     k, rows, n = 256, 9, 4
     buf, w, x = case(qtype, rows, k, n)
@@ -88,7 +88,7 @@ def test_scalar_quantized_weights_match_numpy(qtype):
 @pytest.mark.parametrize("isa", SIMD)
 @pytest.mark.parametrize("qtype", ALL)
 def test_simd_matches_scalar(isa, qtype):
-    ks = (32, 96, 256) if qtype in (Q.Q8, Q.Q4) else (1, 7, 8, 33, 100)
+    ks = (32, 96, 256) if qtype in Q.QUANTIZED else (1, 7, 8, 33, 100)
     for k in ks:
         for rows in COUNTS:
             for n in COUNTS:

@@ -77,15 +77,18 @@ def test_min_confidence_gates_prefetch_without_changing_results(profiled):
     _, _, tokens, shares = profile_arrays(open_container(path).manifest)
     assert ((shares > 0) == (tokens >= 0)).all() and shares.max() <= 1.0
     ids = reference("mixtral_smooth")["input_ids"].tolist()
-    issued, outputs = {}, {}
+    guesses, outputs = {}, {}
     for predictor in ("gate", "stats", "token", "auto"):
         for conf in (0.0, 0.6, 1.0):
             model = edgemoe.load(path, predictor=predictor, cache_experts=4, prefetch_depth=2,
                                  prefetch_min_confidence=conf)
+            cfg = model.config
+            model._engine.set_tracing(True)  # the trace lists every guess, whatever the cache held
             outputs[predictor, conf] = np.stack([model.eval([t]) for t in ids])
-            issued[predictor, conf] = model.stats()["prefetch_issued"]
-        # a stricter gate asks for fewer experts, and never changes a logit
-        assert issued[predictor, 0.0] > issued[predictor, 0.6] >= issued[predictor, 1.0], (predictor, issued)
+            predicted = model._engine.take_trace(cfg["n_layers"], cfg["top_k"])[3]
+            guesses[predictor, conf] = len(predicted) // 3
+        # a stricter gate guesses less, and never changes a logit
+        assert guesses[predictor, 0.0] > guesses[predictor, 0.6] >= guesses[predictor, 1.0], (predictor, guesses)
         for conf in (0.6, 1.0):
             np.testing.assert_array_equal(outputs[predictor, conf], outputs[predictor, 0.0])
     with pytest.raises(ValueError, match="prefetch_min_confidence"):

@@ -6,7 +6,7 @@ from edgemoe import _core
 from edgemoe import quant as Q
 from edgemoe.errors import FormatError
 
-ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4)
+ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2)
 EPS32 = np.finfo(np.float32).eps
 
 
@@ -30,10 +30,10 @@ def test_row_bytes_match_runtime():
             assert Q.row_bytes(t, k) == _core.row_bytes(t, k)
     assert Q.row_bytes(Q.F32, 7) == 28 and Q.row_bytes(Q.F16, 7) == 14
     assert Q.row_bytes(Q.Q8, 64) == 68 and Q.row_bytes(Q.Q4, 64) == 40
-    assert Q.NAMES == {0: "f32", 1: "f16", 2: "q8", 3: "q4"}
+    assert Q.NAMES == {0: "f32", 1: "f16", 2: "q8", 3: "q4", 4: "q3", 5: "q2"}
 
 
-@pytest.mark.parametrize("qtype", [Q.Q8, Q.Q4])
+@pytest.mark.parametrize("qtype", Q.QUANTIZED)
 def test_quantized_types_need_whole_groups(qtype):
     with pytest.raises(FormatError, match="multiple of 32"):
         Q.quantize(np.zeros((2, 33), np.float32), qtype)
@@ -64,27 +64,30 @@ def test_q8_round_trip_error_is_at_most_half_a_step():
     assert np.all(d >= amax / 127) and np.all(d <= amax / 127 * (1 + 2.0**-10))
 
 
-def test_q4_round_trip_error_is_at_most_half_a_step():
+@pytest.mark.parametrize("qtype", Q.LOW_BIT)
+def test_low_bit_round_trip_error_is_at_most_half_a_step(qtype):
     m, k = 64, 256
+    top = 2 ** Q.BITS[qtype] - 1
     w = weights(m, k)
     w[2] += 3.0  # groups far from zero stress the fp16 offset
-    buf = Q.quantize(w, Q.Q4)
-    assert buf.shape == (m * Q.row_bytes(Q.Q4, k),)
-    err = np.abs(Q.dequantize(buf, Q.Q4, w.shape) - w).reshape(m, -1, 32).max(axis=-1)
-    d = block_scales(buf, m, 20)
-    # Offset rounded down and scale up to fp16: [min, max] fits in [m, m + 15d].
+    buf = Q.quantize(w, qtype)
+    block = Q.row_bytes(qtype, 32)
+    assert buf.shape == (m * Q.row_bytes(qtype, k),) and block == {Q.Q4: 20, Q.Q3: 16, Q.Q2: 12}[qtype]
+    err = np.abs(Q.dequantize(buf, qtype, w.shape) - w).reshape(m, -1, 32).max(axis=-1)
+    d = block_scales(buf, m, block)
+    # Offset rounded down and scale up to fp16: [min, max] fits in [m, m + top * d].
     assert np.all(err <= d / 2 + 4 * EPS32 * np.abs(w).max())
-    # ...and the step is no coarser than the ideal (max - min) / 15 beyond one
+    # ...and the step is no coarser than the ideal (max - min) / top beyond one
     # fp16 step of the offset (lost by rounding it down) and of d itself.
     g = w.reshape(m, -1, 32)
     m_ulp = np.abs(np.spacing(g.min(-1).astype(np.float16))).astype(np.float32)
-    assert np.all(d <= (g.max(-1) - g.min(-1) + m_ulp) / 15 * (1 + 2.0**-10) + 2.0**-24)
+    assert np.all(d <= (g.max(-1) - g.min(-1) + m_ulp) / top * (1 + 2.0**-10) + 2.0**-24)
 
 
 def test_degenerate_groups():
     w = np.zeros((2, 64), np.float32)
     w[1, 32:] = 0.3  # constant but nonzero
-    for qtype in (Q.Q8, Q.Q4):
+    for qtype in Q.QUANTIZED:
         back = Q.dequantize(Q.quantize(w, qtype), qtype, w.shape)
         assert np.all(back[0] == 0) and np.all(back[1, :32] == 0)
         assert np.allclose(back[1, 32:], 0.3, rtol=2.0**-11)
@@ -113,6 +116,28 @@ def test_q4_hand_built_block_decodes():
     expect = np.concatenate([0.5 * j - 1.0, 0.5 * (15 - j) - 1.0]).astype(np.float32)
     assert np.array_equal(Q.dequantize(block, Q.Q4, (1, 32))[0], expect)
     assert np.array_equal(_core.dequantize_row(Q.Q4, block, 32), expect)
+
+
+def low_bit_block(qtype, d, m, q):
+    """A block built by hand from the layout in qtypes.h, not by the encoder."""
+    head = np.concatenate([np.array([d], "<f2").view(np.uint8), np.array([m], "<f2").view(np.uint8)])
+    pairs = np.zeros(8, np.uint8)
+    for i, v in enumerate(q):
+        pairs[i % 8] |= (int(v) & 3) << (2 * (i // 8))
+    if qtype == Q.Q2:
+        return np.concatenate([head, pairs])
+    third = sum(((int(v) >> 2) & 1) << i for i, v in enumerate(q))
+    return np.concatenate([head, pairs, np.frombuffer(third.to_bytes(4, "little"), np.uint8)])
+
+
+@pytest.mark.parametrize("qtype", [Q.Q3, Q.Q2])
+def test_q3_q2_hand_built_blocks_decode(qtype):
+    q = (np.arange(32) * 5 + 3) % (2 ** Q.BITS[qtype])
+    block = low_bit_block(qtype, 0.5, -1.0, q)
+    assert block.size == Q.row_bytes(qtype, 32)
+    expect = (0.5 * q - 1.0).astype(np.float32)
+    assert np.array_equal(Q.dequantize(block, qtype, (1, 32))[0], expect)
+    assert np.array_equal(_core.dequantize_row(qtype, block, 32), expect)
 
 
 def test_f16_layout_is_little_endian_halves():

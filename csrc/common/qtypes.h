@@ -13,6 +13,8 @@ enum class QType : uint8_t {
   F16 = 1,
   Q8 = 2,  // group of 32, symmetric: w = d * q, q in [-127, 127]
   Q4 = 3,  // group of 32, asymmetric: w = d * q + m, q in [0, 15]
+  Q3 = 4,  // group of 32, asymmetric: w = d * q + m, q in [0, 7]
+  Q2 = 5,  // group of 32, asymmetric: w = d * q + m, q in [0, 3]
 };
 
 constexpr int kGroup = 32;
@@ -29,9 +31,27 @@ struct BlockQ4 {
   // nibble, so one 16-byte load unpacks into two contiguous halves.
   uint8_t qs[kGroup / 2];
 };
+// 2-bit codes: byte j holds elements j, j + 8, j + 16, j + 24 in bits 0-1,
+// 2-3, 4-5, 6-7, so shifting the 8 bytes by 0, 2, 4, 6 gives the elements in
+// order, 8 at a time.
+struct BlockQ2 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[kGroup / 4];
+};
+// 3-bit codes: the low two bits as in BlockQ2, the third bit of element i in
+// bit i of the little-endian 32-bit word qh.
+struct BlockQ3 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t ql[kGroup / 4];
+  uint8_t qh[kGroup / 8];
+};
 #pragma pack(pop)
 static_assert(sizeof(BlockQ8) == 34, "BlockQ8 layout");
 static_assert(sizeof(BlockQ4) == 20, "BlockQ4 layout");
+static_assert(sizeof(BlockQ3) == 16, "BlockQ3 layout");
+static_assert(sizeof(BlockQ2) == 12, "BlockQ2 layout");
 
 // Activations quantized on the fly for the integer dot products.
 struct BlockQ8A {
@@ -39,6 +59,11 @@ struct BlockQ8A {
   int32_t sum;  // sum of qs, needed by asymmetric weight types
   int8_t qs[kGroup];
 };
+
+// True for the group-quantized types, whose matmuls take Q8A activations.
+inline bool qtype_is_quantized(QType t) { return t != QType::F32 && t != QType::F16; }
+// The 32 codes of a low-bit asymmetric block (Q4, Q3, Q2), in element order.
+void unpack_codes(QType t, const void* block, uint8_t codes[kGroup]);
 
 // True if rows of length k can be stored in type t (quantized types need
 // whole groups).

@@ -73,7 +73,7 @@ void matmul_rows(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, c
   // Cheap guards against caller bugs that would otherwise read out of bounds.
   if (!qtype_supports(type, k)) throw std::invalid_argument("matmul_rows: row length not supported by the weight type");
   if (r0 >= r1 || n <= 0) return;  // nothing to read (activations may legitimately be null)
-  if ((type == QType::Q8 || type == QType::Q4) ? xq == nullptr : x == nullptr)
+  if (qtype_is_quantized(type) ? xq == nullptr : x == nullptr)
     throw std::invalid_argument("matmul_rows: missing activations for this weight type");
   active().load(std::memory_order_relaxed)->matmul_rows(type, W, k, r0, r1, x, xq, n, y, ldy);
 }

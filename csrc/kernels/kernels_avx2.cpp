@@ -161,23 +161,61 @@ struct TileQ8 {
   }
 };
 
-// Q4 x Q8A. The weight nibbles are already unsigned, so maddubs takes them
-// directly (no sign juggling). Scales are handled two at a time in one
-// 128-bit register: [d, m] x [dx, dx * sum(qx)] gives the group's product
-// scale in lane 0 and its offset term m * dx * sum(qx) in lane 1, which is
-// accumulated as is.
-struct TileQ4 {
+// The 32 unsigned codes of a low-bit block, one per byte in element order.
+struct CodesQ4 {
+  using Block = BlockQ4;
+  EDGEMOE_AVX2 static __m256i unpack(const BlockQ4& b) {
+    // Low nibbles are elements 0..15, high nibbles 16..31: the same 16 bytes
+    // in both lanes, the upper lane shifted by 4, give all 32 in order.
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b.qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+  }
+};
+
+// Two-bit fields: the 8 bytes in every 64-bit lane, lane i shifted by 2i,
+// give elements 8i .. 8i+7 in order.
+EDGEMOE_AVX2 inline __m256i unpack_2bit(const uint8_t* qs) {
+  int64_t bits;
+  std::memcpy(&bits, qs, sizeof bits);
+  const __m256i all = _mm256_set1_epi64x(bits);
+  return _mm256_and_si256(_mm256_srlv_epi64(all, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
+}
+
+struct CodesQ2 {
+  using Block = BlockQ2;
+  EDGEMOE_AVX2 static __m256i unpack(const BlockQ2& b) { return unpack_2bit(b.qs); }
+};
+
+struct CodesQ3 {
+  using Block = BlockQ3;
+  EDGEMOE_AVX2 static __m256i unpack(const BlockQ3& b) {
+    // Third bits: byte i takes qh byte i/8 and keeps bit i%8, then becomes 4 or 0.
+    int32_t bits;
+    std::memcpy(&bits, b.qh, sizeof bits);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits), _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101,
+                                                    0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+    const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(4));
+    return _mm256_or_si256(unpack_2bit(b.ql), high);
+  }
+};
+
+// Low-bit asymmetric blocks (Q4, Q3, Q2) x Q8A. The codes are unsigned, so
+// maddubs takes them directly (no sign juggling). Scales are handled two at a
+// time in one 128-bit register: [d, m] x [dx, dx * sum(qx)] gives the group's
+// product scale in lane 0 and its offset term m * dx * sum(qx) in lane 1,
+// which is accumulated as is.
+template <class Codes>
+struct TileLowBit {
+  using Block = typename Codes::Block;
   template <int R, int T>
   EDGEMOE_AVX2 static void run(const Job& j, int64_t r, int64_t t) {
-    const BlockQ4* w[R];
-    for (int i = 0; i < R; ++i) w[i] = (const BlockQ4*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const Block* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const Block*)(j.W + (size_t)(r + i) * j.row_bytes);
     const BlockQ8A* x[T];
     for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    // Low nibbles are elements 0..15, high nibbles 16..31: the same 16 bytes
-    // in both lanes, the upper lane shifted by 4, give all 32 in order.
-    const __m256i nibble_shift = _mm256_setr_epi64x(0, 0, 4, 4);
     const __m128 one = _mm_set1_ps(1.0f);
     __m256 acc[R][T];
     __m128 offset[R][T];
@@ -189,8 +227,7 @@ struct TileQ4 {
       __m128 dm[R];
       for (int i = 0; i < R; ++i) {
         prefetch(w[i] + g);
-        const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)w[i][g].qs));
-        qw[i] = _mm256_and_si256(_mm256_srlv_epi64(both, nibble_shift), low4);
+        qw[i] = Codes::unpack(w[i][g]);
         dm[i] = block_head(w[i] + g);  // [d, m, 0, 0]
       }
       for (int u = 0; u < T; ++u) {
@@ -302,7 +339,11 @@ EDGEMOE_AVX2 void matmul_rows_avx2(QType type, const void* W, int64_t k, int64_t
     case QType::Q8:
       return run_tiles<TileQ8>(j, r0, r1, n, qx_bytes);
     case QType::Q4:
-      return run_tiles<TileQ4>(j, r0, r1, n, qx_bytes);
+      return run_tiles<TileLowBit<CodesQ4>>(j, r0, r1, n, qx_bytes);
+    case QType::Q3:
+      return run_tiles<TileLowBit<CodesQ3>>(j, r0, r1, n, qx_bytes);
+    case QType::Q2:
+      return run_tiles<TileLowBit<CodesQ2>>(j, r0, r1, n, qx_bytes);
   }
 }
 

@@ -189,16 +189,34 @@ inline void row_pointers(const Job& j, int64_t r, int nrows, const uint8_t* (&w)
     w[i] = j.W + (size_t)(r + std::min(i, nrows - 1)) * j.row_bytes;
 }
 
-// Q8 and Q4 weights against Q8A activations: per (row, token, group) one
-// dot32; per (quad, token, group) one fold, one int->float conversion and one
-// FMA with the four rows' scales d * dx. Q4 adds its offset term
-// m * dx * sum(qx) for the four rows with one more FMA.
-template <class Dot, bool Q4>
+// Two-bit fields: byte j holds elements j, j+8, j+16, j+24 (BlockQ2 / BlockQ3 low bits).
+inline void unpack_2bit(const uint8_t* qs, uint8x16_t& lo, uint8x16_t& hi) {
+  const uint8x8_t b = vld1_u8(qs), three = vdup_n_u8(3);
+  lo = vcombine_u8(vand_u8(b, three), vand_u8(vshr_n_u8(b, 2), three));
+  hi = vcombine_u8(vand_u8(vshr_n_u8(b, 4), three), vshr_n_u8(b, 6));
+}
+
+// The third bits of BlockQ3: element i's is bit i%8 of qh[i/8]; 4 where set.
+inline void unpack_3rd_bit(const uint8_t* qh, uint8x16_t& lo, uint8x16_t& hi) {
+  static const uint8_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bits = vld1q_u8(kBits), four = vdupq_n_u8(4);
+  lo = vandq_u8(vtstq_u8(vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1])), bits), four);
+  hi = vandq_u8(vtstq_u8(vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3])), bits), four);
+}
+
+// Q8 and the low-bit asymmetric types (Q4, Q3, Q2) against Q8A activations:
+// per (row, token, group) one dot32; per (quad, token, group) one fold, one
+// int->float conversion and one FMA with the four rows' scales d * dx. The
+// asymmetric types add their offset term m * dx * sum(qx) for the four rows
+// with one more FMA.
+template <class Dot, QType K>
 struct TileInt {
+  static constexpr bool kAsym = K != QType::Q8;
   template <int Q, int T>
   static void run(const Job& j, int64_t r, int nrows, int64_t t) {
     constexpr int R = 4 * Q;
-    constexpr size_t kBlock = Q4 ? sizeof(BlockQ4) : sizeof(BlockQ8);
+    constexpr size_t kBlock = K == QType::Q8 ? sizeof(BlockQ8) : K == QType::Q4 ? sizeof(BlockQ4)
+                              : K == QType::Q3 ? sizeof(BlockQ3) : sizeof(BlockQ2);
     const uint8_t* w[R];
     row_pointers<R>(j, r, nrows, w);
     const BlockQ8A* x[T];
@@ -214,11 +232,22 @@ struct TileInt {
       EDGEMOE_UNROLL for (int i = 0; i < R; ++i) {
         const uint8_t* b = w[i] + off;
         prefetch(b);
-        if constexpr (Q4) {
+        if constexpr (K == QType::Q4) {
           // Byte j: element j in the low nibble, element j + 16 in the high one.
           const uint8x16_t packed = vld1q_u8(b + offsetof(BlockQ4, qs));
           w0[i] = vreinterpretq_s8_u8(vandq_u8(packed, low4));
           w1[i] = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
+        } else if constexpr (K == QType::Q2) {
+          uint8x16_t lo, hi;
+          unpack_2bit(b + offsetof(BlockQ2, qs), lo, hi);
+          w0[i] = vreinterpretq_s8_u8(lo);
+          w1[i] = vreinterpretq_s8_u8(hi);
+        } else if constexpr (K == QType::Q3) {
+          uint8x16_t lo, hi, lo3, hi3;
+          unpack_2bit(b + offsetof(BlockQ3, ql), lo, hi);
+          unpack_3rd_bit(b + offsetof(BlockQ3, qh), lo3, hi3);
+          w0[i] = vreinterpretq_s8_u8(vorrq_u8(lo, lo3));
+          w1[i] = vreinterpretq_s8_u8(vorrq_u8(hi, hi3));
         } else {
           w0[i] = vld1q_s8((const int8_t*)(b + offsetof(BlockQ8, qs)));
           w1[i] = vld1q_s8((const int8_t*)(b + offsetof(BlockQ8, qs) + 16));
@@ -227,7 +256,7 @@ struct TileInt {
       float32x4_t dw[Q], mw[Q];  // per quad: lane i = row i's d (and m)
       EDGEMOE_UNROLL for (int q = 0; q < Q; ++q) {
         dw[q] = halves_at(w + 4 * q, off);  // d is the first field of both block types
-        if constexpr (Q4) mw[q] = halves_at(w + 4 * q, off + offsetof(BlockQ4, m));
+        if constexpr (kAsym) mw[q] = halves_at(w + 4 * q, off + offsetof(BlockQ4, m));  // same offset in Q3/Q2
       }
       EDGEMOE_UNROLL for (int u = 0; u < T; ++u) {
         const BlockQ8A& a = x[u][g];
@@ -238,7 +267,7 @@ struct TileInt {
           const int32x4_t s = fold4(Dot::dot32(a0[0], a1[0], x0, x1), Dot::dot32(a0[1], a1[1], x0, x1),
                                     Dot::dot32(a0[2], a1[2], x0, x1), Dot::dot32(a0[3], a1[3], x0, x1));
           acc[q][u] = vfmaq_f32(acc[q][u], vcvtq_f32_s32(s), vmulq_n_f32(dw[q], a.d));
-          if constexpr (Q4) acc[q][u] = vfmaq_n_f32(acc[q][u], mw[q], a.d * (float)a.sum);
+          if constexpr (kAsym) acc[q][u] = vfmaq_n_f32(acc[q][u], mw[q], a.d * (float)a.sum);
         }
       }
     }
@@ -361,9 +390,13 @@ inline void matmul_rows_with(QType type, const void* W, int64_t k, int64_t r0, i
     case QType::F16:
       return run_tiles<TileFloat<true>>(j, r0, r1, n, fx_bytes);
     case QType::Q8:
-      return run_tiles<TileInt<Dot, false>>(j, r0, r1, n, qx_bytes);
+      return run_tiles<TileInt<Dot, QType::Q8>>(j, r0, r1, n, qx_bytes);
     case QType::Q4:
-      return run_tiles<TileInt<Dot, true>>(j, r0, r1, n, qx_bytes);
+      return run_tiles<TileInt<Dot, QType::Q4>>(j, r0, r1, n, qx_bytes);
+    case QType::Q3:
+      return run_tiles<TileInt<Dot, QType::Q3>>(j, r0, r1, n, qx_bytes);
+    case QType::Q2:
+      return run_tiles<TileInt<Dot, QType::Q2>>(j, r0, r1, n, qx_bytes);
   }
 }
 

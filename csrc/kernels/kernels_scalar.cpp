@@ -3,6 +3,7 @@
 // speed: one row, one token, one element at a time.
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "variants.h"
 
@@ -75,6 +76,23 @@ float dot_q4(const BlockQ4* w, const BlockQ8A* x, int64_t nb) {
   return s;
 }
 
+// Q3 and Q2: the same asymmetric arithmetic as Q4, over their own codes.
+float dot_low_bit(QType type, const uint8_t* w, size_t block_bytes, const BlockQ8A* x, int64_t nb) {
+  float s = 0.0f;
+  uint8_t q[kGroup];
+  for (int64_t g = 0; g < nb; ++g) {
+    const uint8_t* b = w + g * block_bytes;
+    unpack_codes(type, b, q);
+    int32_t isum = 0;
+    for (int i = 0; i < kGroup; ++i) isum += (int32_t)q[i] * x[g].qs[i];
+    uint16_t d, m;
+    std::memcpy(&d, b, 2);
+    std::memcpy(&m, b + 2, 2);
+    s += f16_to_f32(d) * x[g].d * (float)isum + f16_to_f32(m) * x[g].d * (float)x[g].sum;
+  }
+  return s;
+}
+
 void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
                         const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
   const size_t rb = qtype_row_bytes(type, k);
@@ -95,6 +113,10 @@ void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_
           break;
         case QType::Q4:
           v = dot_q4((const BlockQ4*)row, xq + t * nb, nb);
+          break;
+        case QType::Q3:
+        case QType::Q2:
+          v = dot_low_bit(type, (const uint8_t*)row, rb / (size_t)nb, xq + t * nb, nb);
           break;
       }
       y[t * ldy + r] = v;
@@ -125,6 +147,20 @@ void scalar_dequantize_row(QType type, const void* row, int64_t k, float* out) {
       for (int64_t g = 0; g < k / kGroup; ++g) {
         const float d = f16_to_f32(b[g].d);
         for (int i = 0; i < kGroup; ++i) out[g * kGroup + i] = d * (float)b[g].qs[i];
+      }
+      return;
+    }
+    case QType::Q3:
+    case QType::Q2: {
+      const size_t block = qtype_row_bytes(type, kGroup);
+      uint8_t q[kGroup];
+      for (int64_t g = 0; g < k / kGroup; ++g) {
+        const uint8_t* b = (const uint8_t*)row + g * block;
+        uint16_t d, m;
+        std::memcpy(&d, b, 2);
+        std::memcpy(&m, b + 2, 2);
+        unpack_codes(type, b, q);
+        for (int i = 0; i < kGroup; ++i) out[g * kGroup + i] = f16_to_f32(d) * (float)q[i] + f16_to_f32(m);
       }
       return;
     }

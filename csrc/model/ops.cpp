@@ -5,7 +5,7 @@
 
 namespace edgemoe {
 
-bool needs_quantized(QType t) { return t == QType::Q8 || t == QType::Q4; }
+bool needs_quantized(QType t) { return qtype_is_quantized(t); }
 
 int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, work_per_item));

@@ -196,10 +196,10 @@ def _encode(w: np.ndarray, qtype: int) -> Tuple[np.ndarray, int]:
 
 def parse_bits(bits: str) -> int:
     table = {"f32": quant.F32, "32": quant.F32, "f16": quant.F16, "16": quant.F16, "8": quant.Q8, "q8": quant.Q8,
-             "4": quant.Q4, "q4": quant.Q4}
+             "4": quant.Q4, "q4": quant.Q4, "3": quant.Q3, "q3": quant.Q3, "2": quant.Q2, "q2": quant.Q2}
     key = str(bits).lower()
     if key not in table:
-        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4")
+        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4, 3, 2")
     return table[key]
 
 

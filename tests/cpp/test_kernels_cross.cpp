@@ -5,7 +5,7 @@
 // Checked for every SIMD variant this build and CPU offer (avx2/avx512 on
 // x86; neon on AArch64, plus its plain-NEON fallback when the dispatch chose
 // SDOT):
-//  * matmul_rows for f32/f16 (k = 1, 7, 33, 100) and q8/q4 (k = 32, 96, 256)
+//  * matmul_rows for f32/f16 (k = 1, 7, 33, 100) and q8/q4/q3/q2 (k = 32, 96, 256)
 //    with rows and tokens in {1, 3, 17, 65}: |variant - scalar| <= 1e-5 of
 //    sum_i |w_i x_i| (only the order of float additions may differ), output
 //    entries outside the requested rows and tokens untouched;
@@ -107,6 +107,25 @@ Weights make_weights(QType type, int64_t rows, int64_t k, std::mt19937& rng) {
           std::memcpy(row + g * sizeof b, &b, sizeof b);
         }
         break;
+      case QType::Q3:
+        for (int64_t g = 0; g < k / kGroup; ++g) {
+          BlockQ3 b;
+          b.d = f32_to_f16(scale(rng));
+          b.m = f32_to_f16(offset(rng));
+          for (auto& v : b.ql) v = (uint8_t)byte(rng);
+          for (auto& v : b.qh) v = (uint8_t)byte(rng);
+          std::memcpy(row + g * sizeof b, &b, sizeof b);
+        }
+        break;
+      case QType::Q2:
+        for (int64_t g = 0; g < k / kGroup; ++g) {
+          BlockQ2 b;
+          b.d = f32_to_f16(scale(rng));
+          b.m = f32_to_f16(offset(rng));
+          for (auto& v : b.qs) v = (uint8_t)byte(rng);
+          std::memcpy(row + g * sizeof b, &b, sizeof b);
+        }
+        break;
     }
     dequantize_row(type, row, k, w.values.data() + r * k);
   }
@@ -125,7 +144,7 @@ std::vector<float> make_activations(int64_t n, int64_t k, std::mt19937& rng) {
 
 const char* type_name(QType t) { return qtype_name(t); }
 
-bool quantized(QType t) { return t == QType::Q8 || t == QType::Q4; }
+bool quantized(QType t) { return qtype_is_quantized(t); }
 
 // y = W[r0:r1] x^T through one table, into an ldy-strided buffer prefilled
 // with a sentinel; activations quantized by the same table, as the runtime does.
@@ -184,7 +203,7 @@ void compare_matmul(const Variant& v, QType type, int64_t rows, int64_t k, int64
 // tile shape and their remainders.
 void test_matmul_grid(const Variant& v) {
   const int64_t counts[] = {1, 3, 17, 65};
-  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4}) {
+  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4, QType::Q3, QType::Q2}) {
     const std::vector<int64_t> ks = quantized(type) ? std::vector<int64_t>{32, 96, 256}
                                                     : std::vector<int64_t>{1, 7, 8, 33, 100};
     for (int64_t k : ks)
@@ -197,7 +216,7 @@ void test_matmul_grid(const Variant& v) {
 // Row sub-ranges at odd offsets (a thread's share), and rows long enough
 // that prefill splits the tokens into several blocks.
 void test_matmul_ranges(const Variant& v) {
-  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4}) {
+  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4, QType::Q3, QType::Q2}) {
     for (int64_t n : {1, 2, 5})
       for (auto range : {std::pair<int64_t, int64_t>{1, 2}, {1, 64}, {5, 14}, {9, 65}, {62, 65}})
         compare_matmul(v, type, 65, 64, n, range.first, range.second, (uint32_t)(range.first * 7 + n));
