@@ -29,11 +29,17 @@ void Transformer::attention(int layer, int64_t n) {
   const float eps = cfg_.rms_norm_eps;
 
   Activations a = prepare(pool_, L.wq.type, xn_.data(), n, H, xq_.data());
-  matmul(pool_, L.wq, a, q_.data());
-  if (L.wk.type != L.wq.type) a = prepare(pool_, L.wk.type, xn_.data(), n, H, xq_.data());
-  matmul(pool_, L.wk, a, k_.data());
-  if (L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
-  matmul(pool_, L.wv, a, v_.data());
+  if (L.wk.type == L.wq.type && L.wv.type == L.wq.type) {
+    const MatmulPart qkv[3] = {{L.wq.data, L.wq.rows, q_.data()}, {L.wk.data, L.wk.rows, k_.data()},
+                               {L.wv.data, L.wv.rows, v_.data()}};
+    matmul_many(pool_, L.wq.type, qkv, 3, a);
+  } else {  // mixed types need their own activations
+    matmul(pool_, L.wq, a, q_.data());
+    if (L.wk.type != L.wq.type) a = prepare(pool_, L.wk.type, xn_.data(), n, H, xq_.data());
+    matmul(pool_, L.wk, a, k_.data());
+    if (L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
+    matmul(pool_, L.wv, a, v_.data());
+  }
   if (cfg_.qkv_bias) {
     add_bias(q_.data(), L.bq.f32(), n, qd);
     add_bias(k_.data(), L.bk.f32(), n, kvd);
@@ -77,10 +83,7 @@ void Transformer::attention(int layer, int64_t n) {
       const float* q = &q_[t * qd + h * hd];
       const int kvh = h / group;
       for (int64_t j = 0; j < n_keys; ++j) {
-        const float* k = kc + j * kvd + kvh * hd;
-        float s = 0.f;
-        for (int i = 0; i < hd; ++i) s += q[i] * k[i];
-        scores[j] = s * scale;
+        scores[j] = dot(q, kc + j * kvd + kvh * hd, hd) * scale;
       }
       softmax(scores, n_keys);
       float* out = &attn_out_[t * qd + h * hd];

@@ -20,8 +20,8 @@ namespace {
 void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up, const uint8_t* down, int64_t I,
                int64_t H, const float* x, int64_t m, float* g, float* u, BlockQ8A* xq, float* y) {
   Activations a = prepare(pool, t, x, m, H, xq);
-  matmul(pool, t, gate, I, a, g);
-  matmul(pool, t, up, I, a, u);
+  const MatmulPart gate_up[2] = {{gate, I, g}, {up, I, u}};
+  matmul_many(pool, t, gate_up, 2, a);
   for (int64_t i = 0; i < m * I; ++i) g[i] = silu(g[i]) * u[i];
   Activations h = prepare(pool, t, g, m, I, xq);
   matmul(pool, t, down, H, h, y);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 namespace edgemoe {
 
@@ -32,6 +33,21 @@ void matmul(ThreadPool& pool, QType t, const uint8_t* W, int64_t rows, const Act
   }, grain_for(work_per_group));
 }
 
+void matmul_many(ThreadPool& pool, QType t, const MatmulPart* parts, int count, const Activations& a) {
+  // The parts' row groups (of 8, as in matmul) laid end to end; a chunk may span parts.
+  int64_t first[9] = {0};
+  if (count < 1 || count > 8) throw std::invalid_argument("matmul_many takes 1 to 8 parts");
+  for (int p = 0; p < count; ++p) first[p + 1] = first[p] + (parts[p].rows + 7) / 8;
+  pool.parallel_for(first[count], [&](int64_t b, int64_t e) {
+    for (int p = 0; p < count; ++p) {
+      const int64_t gb = std::max(b, first[p]), ge = std::min(e, first[p + 1]);
+      if (gb >= ge) continue;
+      const int64_t r0 = (gb - first[p]) * 8, r1 = std::min(parts[p].rows, (ge - first[p]) * 8);
+      matmul_rows(t, parts[p].W, a.k, r0, r1, a.x, a.xq, a.n, parts[p].y, parts[p].rows);
+    }
+  }, grain_for(8 * a.k * a.n));
+}
+
 void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out) {
   double ss = 0.0;
   for (int64_t i = 0; i < k; ++i) ss += (double)x[i] * x[i];
@@ -54,6 +70,15 @@ void softmax(float* x, int64_t n) {
   }
   const float inv = (float)(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) part[j] += a[i + j] * b[i + j];
+  for (int j = 0; i < n; ++i, ++j) part[j] += a[i] * b[i];
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
 }  // namespace edgemoe

@@ -33,9 +33,26 @@ inline void matmul(ThreadPool& pool, const Tensor& W, const Activations& a, floa
   matmul(pool, W.type, W.data, W.rows, a, y);
 }
 
+// One weight matrix of a matmul_many: y [n, rows] = x W^T.
+struct MatmulPart {
+  const uint8_t* W;
+  int64_t rows;
+  float* y;
+};
+// Several matmuls of the same type over the same activations (q/k/v, an
+// expert's gate/up) in one parallel loop: one thread hand-off instead of one
+// per matrix, which matters in decode, where each matrix takes microseconds.
+void matmul_many(ThreadPool& pool, QType t, const MatmulPart* parts, int count, const Activations& a);
+
 void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out);
 void add_bias(float* y, const float* b, int64_t n, int64_t k);
 inline float silu(float x) { return x / (1.f + __builtin_expf(-x)); }
 void softmax(float* x, int64_t n);
+// dot(a, b) over n floats, summed in 8 interleaved partial sums (element i
+// into sum i % 8, then the sums in order): independent chains the compiler
+// turns into one SIMD register, where a single running sum must stay scalar
+// to keep its order. Same order on every machine, so results do not depend
+// on the instruction set.
+float dot(const float* a, const float* b, int64_t n);
 
 }  // namespace edgemoe
