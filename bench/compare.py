@@ -255,6 +255,33 @@ def min_ms_per_token(mb: dict, mem_gbs: float, disk_gbs: float, reads_per_token:
     return 1e3 * max(touched / (mem_gbs * 1e9), reads_per_token * mb["expert"] / (disk_gbs * 1e9))
 
 
+def plot(path: str, bits, fractions, ram: dict, limited: dict) -> None:
+    """Decode tokens/s against memory (% of the model file), both engines, per bit width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    xs = [100.0] + [100 * f for f in fractions]
+    for b in bits:
+        for eng, style in (("edgemoe", "-o"), ("llama.cpp", "--s")):
+            ys = [ram[(b, eng)].get("decode_tok_s", np.nan)]
+            ys += [limited[(b, f, eng)].get("decode_tok_s", np.nan) for f in fractions]
+            ax.plot(xs, ys, style, label=f"{eng} {b}-bit")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(xs))
+    ax.set_xticklabels([f"{x:g} %" if x < 100 else "no limit" for x in sorted(xs)])
+    ax.minorticks_off()
+    ax.set_xlabel("memory limit, % of the model file")
+    ax.set_ylabel("decode tokens/s (log)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 # ---------------------------------------------------------------- main
 
 def main() -> None:
@@ -265,6 +292,7 @@ def main() -> None:
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--decode", type=int, default=128)
     p.add_argument("--limited-decode", type=int, default=32, help="decode tokens in the memory-limited runs")
+    p.add_argument("--repeats", type=int, default=3, help="in-RAM runs per engine, interleaved (median reported)")
     p.add_argument("--fractions", type=float, nargs="*", default=[0.5, 0.25, 0.125])
     p.add_argument("--headroom-mb", type=int, default=16, help="kept free under the limit for this engine")
     p.add_argument("--time-limit", type=float, default=300, help="seconds per run; a slower run reports the "
@@ -307,7 +335,8 @@ def main() -> None:
 
     # 1. in RAM
     out(f"#### 1. Everything in RAM ({a.prompt}-token prompt, then {a.decode} tokens one by one, "
-                 f"{a.threads} threads; the same run done once before, so nothing is read from storage)\n")
+                 f"{a.threads} threads; the same run done once before, so nothing is read from storage; "
+                 f"median of {a.repeats} interleaved runs)\n")
     out("| bits | engine | file MiB | prefill tok/s | decode tok/s | decode vs llama.cpp | "
                  "least ms/token | ratio to it | peak RSS MiB |")
     out("|---|---|---|---|---|---|---|---|---|")
@@ -315,13 +344,19 @@ def main() -> None:
     for b in bits:
         mb = model_bytes(files[b]["edgemoe"])
         floor = min_ms_per_token(mb, mem_gbs, disk_gbs)
-        for eng in ("llama.cpp", "edgemoe"):
-            drop_page_cache()
-            ram[(b, eng)] = r = run_child(eng, files[b][eng], dict(common, limit=None, decode_ids=decode_ids[:a.decode],
-                                                                   warm=True), a.time_limit)
-            if "error" in r:
-                out(f"| {b} | {eng} | | {r['error']} | | | | | |")
-                continue
+        runs = {"llama.cpp": [], "edgemoe": []}
+        for _ in range(a.repeats):  # interleaved: drifting machine load spreads over both engines
+            for eng in runs:
+                drop_page_cache()
+                runs[eng].append(run_child(eng, files[b][eng], dict(common, limit=None,
+                                                                    decode_ids=decode_ids[:a.decode], warm=True),
+                                           a.time_limit))
+        for eng, rs in runs.items():
+            ok = [r for r in rs if "error" not in r]
+            # the run with the median decode speed, whole
+            ram[(b, eng)] = sorted(ok, key=lambda r: r["decode_tok_s"])[len(ok) // 2] if ok else rs[0]
+            if "error" in ram[(b, eng)]:
+                out(f"| {b} | {eng} | | {ram[(b, eng)]['error']} | | | | | |")
         for eng in ("llama.cpp", "edgemoe"):
             r = ram[(b, eng)]
             if "error" in r:
@@ -332,14 +367,17 @@ def main() -> None:
                          f"{1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
     out("")
 
-    # 2. memory-limited
+    # 2. memory-limited (skipped with an empty --fractions)
+    if not a.fractions:
+        a.plot = None
     out(f"#### 2. Memory-limited (cgroup-v1 limit on the whole process; {a.limited_decode} tokens "
                  f"one by one after the {a.prompt}-token prompt; page cache dropped before each run, cold)\n")
     out("| bits | limit | engine | prefill tok/s | decode tok/s | vs llama.cpp | MB read/decoded token | "
                  "least ms/token | ratio to it | peak RSS MiB |")
     out("|---|---|---|---|---|---|---|---|---|---|")
     limited = {}
-    prompt_steps, decode_steps = routing_steps(files[bits[0]]["edgemoe"], prompt, decode_ids[:a.limited_decode])
+    prompt_steps, decode_steps = (routing_steps(files[bits[0]]["edgemoe"], prompt, decode_ids[:a.limited_decode])
+                                  if a.fractions else ([], []))
     n_layers = len(prompt_steps)
     for b in bits:
         mb = model_bytes(files[b]["edgemoe"])
@@ -367,27 +405,7 @@ def main() -> None:
                              f"{floor:.1f} | {1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
     out("")
     if a.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for b in bits:
-            for eng, style in (("edgemoe", "-o"), ("llama.cpp", "--s")):
-                xs, ys = [1.0], [ram[(b, eng)].get("decode_tok_s", np.nan)]
-                for frac in a.fractions:
-                    xs.append(frac)
-                    ys.append(limited[(b, frac, eng)].get("decode_tok_s", np.nan))
-                ax.plot([100 * x for x in xs], ys, style, label=f"{eng} {b}-bit")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("memory, % of the model file (100 % = no limit)")
-        ax.set_ylabel("decode tokens/s")
-        ax.set_yscale("log")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(a.plot, dpi=110)
+        plot(a.plot, bits, a.fractions, ram, limited)
         out(f"![decode tokens/s against memory]({os.path.basename(a.plot)})\n")
     text = "\n".join(lines)
     if a.write:
