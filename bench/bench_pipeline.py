@@ -61,7 +61,7 @@ def predictor_accuracy(model_path: str, ids, predictor: str, threads: int):
             if i % model.ctx_size == 0:  # a fresh context whenever the window is full
                 model.reset()
             model.eval([t])
-        pos, experts, weights, predicted = model._engine.take_trace(cfg["n_layers"], cfg["top_k"])
+        pos, experts, weights, predicted, _ = model._engine.take_trace(cfg["n_layers"], cfg["top_k"])
         model._engine.set_tracing(False)
         from edgemoe.trace import write_trace
 

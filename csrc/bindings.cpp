@@ -209,7 +209,10 @@ py::tuple engine_take_trace(Engine& e, int n_layers, int top_k) {
   std::copy(t.weights.begin(), t.weights.end(), weights.mutable_data());
   py::array_t<int32_t> predicted({(int64_t)t.predicted.size() / 3, (int64_t)3});
   std::copy(t.predicted.begin(), t.predicted.end(), predicted.mutable_data());
-  return py::make_tuple(pos, experts, weights, predicted);
+  const int64_t width = n && !t.hidden.empty() ? (int64_t)t.hidden.size() / (n * n_layers) : 0;
+  py::array_t<float> hidden({width ? n : 0, (int64_t)n_layers, width});
+  std::copy(t.hidden.begin(), t.hidden.end(), hidden.mutable_data());
+  return py::make_tuple(pos, experts, weights, predicted, hidden);
 }
 
 py::dict engine_stats(const Engine& e) {
@@ -284,7 +287,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release nogil;
         e.reset();
       })
-      .def("set_tracing", &Engine::set_tracing, py::arg("on"))
+      .def("set_tracing", &Engine::set_tracing, py::arg("on"), py::arg("with_hidden") = false)
       .def("take_trace", &engine_take_trace, py::arg("n_layers"), py::arg("top_k"))
       .def("truncate", &Engine::truncate, py::arg("n"), py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("n_past", &Engine::n_past)

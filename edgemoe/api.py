@@ -211,7 +211,7 @@ class Model:
             from .trace import write_trace
 
             cfg = self.config
-            positions, experts, weights, predicted = self._engine.take_trace(cfg["n_layers"], cfg["top_k"])
+            positions, experts, weights, predicted, _ = self._engine.take_trace(cfg["n_layers"], cfg["top_k"])
             self._engine.set_tracing(False)
             header = {"model": os.path.basename(self.container.path), "n_layers": cfg["n_layers"],
                       "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "prompt_tokens": len(prompt)}
@@ -294,6 +294,8 @@ class Model:
                 "total_bytes": self.plan.total_bytes,
             },
             "profile": ({k: m["profile"][k] for k in ("source", "tokens")} if "profile" in m else None),
+            "bit_allocation": ({k: v for k, v in m["bit_allocation"].items() if k != "sensitivity"}
+                               if isinstance(m.get("bit_allocation"), dict) else None),
             "predictor": self.predictor,
             "cache_policy": self.cache_policy,
             "ctx_size": self.ctx_size,

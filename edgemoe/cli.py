@@ -29,6 +29,15 @@ def _bounded(kind, lo=None, hi=None, lo_open=False):
     return parse
 
 
+def parse_size_arg(text: str) -> int:
+    from .budget import parse_size
+
+    try:
+        return parse_size(text)
+    except Exception as e:  # argparse reports ValueError/TypeError as a usage error
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", default=None, help="bytes or a size like 1.5GB for weights + caches")
     p.add_argument("--cache-experts", type=_bounded(int, 1), default=None,
@@ -77,7 +86,24 @@ def cmd_convert(args) -> int:
     from .convert import convert_hf
 
     t0 = time.perf_counter()
-    convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits, progress=not args.quiet)
+    if args.bits == "auto":
+        from .convert.auto_bits import plan_expert_types
+        from .perplexity import read_text
+
+        if not args.calib:
+            raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size or --max-loss-increase)")
+        types, report = plan_expert_types(args.src, read_text(args.calib), target_size=args.target_size,
+                                          max_loss_increase=args.max_loss_increase, threads=args.threads,
+                                          progress=not args.quiet)
+        report["calibration_file"] = os.path.basename(args.calib)
+        convert_hf(args.src, args.output, bits="8", resident_bits=args.resident_bits, progress=not args.quiet,
+                   expert_types=types, extra_manifest={"bit_allocation": report})
+        if not args.quiet:
+            print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts, measured calibration loss "
+                  f"+{report['measured_loss_increase']:.4f} nats/token over 8-bit", file=sys.stderr)
+    else:
+        convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
+                   progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {args.output} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -91,13 +117,21 @@ def cmd_info(args) -> int:
         return 0
     from .budget import format_size
 
-    bits = sorted({b for row in info["expert_bits"] for b in row})
+    from collections import Counter
+
+    bits = Counter(b for row in info["expert_bits"] for b in row)
     print(f"architecture      {info['architecture']}")
     print(f"layers            {info['n_layers']}   experts/layer {info['n_experts']}   top-k {info['top_k']}")
     print(f"parameters        {info['params_total'] / 1e6:.1f} M total, {info['params_active'] / 1e6:.1f} M active per token")
     print(f"file              {format_size(info['file_bytes'])}")
     print(f"resident weights  {format_size(info['resident_bytes'])} ({info['quantization'].get('resident')})")
-    print(f"routed experts    {format_size(info['expert_bytes'])} (bits: {', '.join(map(str, bits))})")
+    widths = ", ".join(f"{b}-bit x {n}" for b, n in sorted(bits.items(), reverse=True)) if len(bits) > 1 else \
+        f"bits: {next(iter(bits))}"
+    print(f"routed experts    {format_size(info['expert_bytes'])} ({widths})")
+    if info.get("bit_allocation"):
+        a = info["bit_allocation"]
+        print(f"bit allocation    by sensitivity on {a['calibration_tokens']} tokens of {a.get('calibration_file', '?')}; "
+              f"measured loss +{a['measured_loss_increase']:.4f} nats/token over 8-bit")
     plan = info["memory_plan"]
     print(f"expert slots      {plan['expert_slots']} x {format_size(plan['slot_bytes'])}")
     print(f"memory plan       {format_size(plan['total_bytes'])} (minimum budget {format_size(info['min_memory_budget'])})")
@@ -180,8 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a Hugging Face model folder into an .emoe container")
     p.add_argument("src")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4", "3", "2"],
-                   help="routed experts' encoding (3 and 2 bits: 4.0 and 3.0 bits per weight with their scales)")
+    p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4", "3", "2", "auto"],
+                   help="routed experts' encoding (3 and 2 bits: 4.0 and 3.0 bits per weight with their scales); "
+                        "auto: a width per expert from its measured sensitivity on --calib text")
+    p.add_argument("--calib", default=None, metavar="TEXTFILE", help="calibration text for --bits auto")
+    p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",
+                   help="--bits auto: routed experts in at most this many bytes (e.g. 12MB), least sensitivity")
+    p.add_argument("--max-loss-increase", type=_bounded(float, 0.0), default=None, metavar="NATS",
+                   help="--bits auto: smallest experts whose measured calibration loss stays within this many "
+                        "nats/token of all-8-bit experts")
+    p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
     p.add_argument("--resident-bits", default=None, choices=["f32", "f16", "8", "4", "3", "2"],
                    help="resident weights' encoding (default: 8-bit, or the experts' if wider)")
     p.add_argument("-q", "--quiet", action="store_true")

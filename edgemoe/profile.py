@@ -33,7 +33,7 @@ def gather_routing(model, ids, window: int) -> np.ndarray:
             chunk = ids[start:start + window]
             if chunk:
                 model.logits(chunk)
-        _, experts, _, _ = engine.take_trace(cfg["n_layers"], cfg["top_k"])
+        _, experts, _, _, _ = engine.take_trace(cfg["n_layers"], cfg["top_k"])
     finally:
         engine.set_tracing(False)
     return experts

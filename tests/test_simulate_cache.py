@@ -66,7 +66,7 @@ def test_simulated_policy_matches_the_engine(converted, tmp_path, slots, policy)
     model._engine.set_tracing(True)
     for t in prompt:
         model.eval([t])
-    pos, experts, weights, _ = model._engine.take_trace(3, 2)
+    pos, experts, weights, _, _ = model._engine.take_trace(3, 2)
     write_trace(str(path), {"n_layers": 3, "n_experts": 8, "top_k": 2}, prompt, pos, experts, weights)
     header, records = read_trace(str(path))
     steps = sim.access_sequence(records)

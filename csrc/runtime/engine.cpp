@@ -159,6 +159,7 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) 
     for (int64_t i = 0; i < n; ++i) trace_.positions.push_back(pos0 + i);
     trace_.experts.resize(trace_.positions.size() * per_token, -1);
     trace_.weights.resize(trace_.positions.size() * per_token, 0.f);
+    if (trace_hidden_) trace_.hidden.resize(trace_.positions.size() * cfg_.n_layers * cfg_.hidden, 0.f);
     record_predictions(token_guesses_);
   }
   token_guesses_.clear();
@@ -227,6 +228,9 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
       trace_.experts[at + r] = ids[t * K + r];
       trace_.weights[at + r] = weights[t * K + r];
     }
+    if (trace_hidden_)
+      std::copy(hidden + t * cfg_.hidden, hidden + (t + 1) * cfg_.hidden,
+                trace_.hidden.begin() + (row * cfg_.n_layers + layer) * cfg_.hidden);
   }
 }
 
@@ -234,9 +238,10 @@ void Engine::record_predictions(const std::vector<std::pair<int, int>>& guesses)
   for (const auto& g : guesses) trace_.predicted.insert(trace_.predicted.end(), {(int32_t)trace_base_, g.first, g.second});
 }
 
-void Engine::set_tracing(bool on) {
+void Engine::set_tracing(bool on, bool with_hidden) {
   std::lock_guard<std::mutex> lock(run_mu_);
   tracing_ = on;
+  trace_hidden_ = on && with_hidden;
 }
 
 RoutingTrace Engine::take_trace() {

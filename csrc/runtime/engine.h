@@ -66,6 +66,9 @@ struct RoutingTrace {
   // What the predictor asked to prefetch for a traced decode token:
   // (row, layer, expert) triples, row indexing `positions`.
   std::vector<int32_t> predicted;
+  // With set_tracing(true, true): the residual stream entering each layer's
+  // MoE block, [token][layer][hidden] (what offline tools need to replay an expert).
+  std::vector<float> hidden;
 };
 
 class Engine final : public ExpertSource, public ForwardObserver {
@@ -83,7 +86,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
 
   // Record every token's routing from now on (or stop); take_trace() hands
   // over what was recorded and starts a new record.
-  void set_tracing(bool on);
+  void set_tracing(bool on, bool with_hidden = false);
   RoutingTrace take_trace();
 
   EngineStats stats() const;
@@ -122,6 +125,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;
+  bool trace_hidden_ = false;
   RoutingTrace trace_;
   size_t trace_base_ = 0;  // index in trace_.positions of the current forward call's first token
   double compute_s_ = 0.0;

@@ -208,8 +208,12 @@ def default_resident_type(expert_type: int) -> int:
     return expert_type if expert_type in (quant.F32, quant.F16) else quant.Q8
 
 
-def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
-    """Convert the model folder `src` into the container `out`; returns its manifest config."""
+def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
+               expert_types: Optional[List[List[int]]] = None,
+               extra_manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Convert the model folder `src` into the container `out`; returns its manifest config.
+    expert_types[l][e], if given, sets each routed expert's type (`bits` then only picks the
+    default resident type); extra_manifest adds top-level manifest entries."""
     if not os.path.isdir(src):
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -230,6 +234,9 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
         if tuple(ckpt.shape(name)) != shape:
             raise FormatError(f"tensor {name} has shape {tuple(ckpt.shape(name))}, expected {shape}")
     experts = ExpertReader(ckpt, cfg, arch, moe)
+    if expert_types is not None and (len(expert_types) != cfg["n_layers"] or
+                                     any(len(row) != cfg["n_experts"] for row in expert_types)):
+        raise FormatError(f"expert_types must be {cfg['n_layers']} rows of {cfg['n_experts']} types")
 
     n_steps = len(plan) + cfg["n_layers"] * cfg["n_experts"]
     bar = _progress(n_steps, os.path.basename(out), progress)
@@ -245,15 +252,18 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
         for l in range(cfg["n_layers"]):
             for e in range(cfg["n_experts"]):
                 weights = experts.read(l, e)
+                wanted = expert_type if expert_types is None else expert_types[l][e]
                 # One type per blob: if any projection cannot take the type, the expert falls back whole.
-                qtype = expert_type if all(quant.supports(expert_type, w.shape[1]) for w in weights.values()) else quant.F16
+                qtype = wanted if all(quant.supports(wanted, w.shape[1]) for w in weights.values()) else quant.F16
                 parts = {p: (_encode(w, qtype)[0], w.shape) for p, w in weights.items()}
                 writer.add_expert(l, e, qtype, parts)
                 bar.update(1)
         writer.finish({
+            **(extra_manifest or {}),
             "config": cfg,
             "tokenizer": tokenizer,
-            "quantization": {"experts": quant.NAMES[expert_type], "resident": quant.NAMES[resident_type]},
+            "quantization": {"experts": quant.NAMES[expert_type] if expert_types is None else "mixed",
+                             "resident": quant.NAMES[resident_type]},
             "source": {"format": "huggingface", "architecture": (hf.get("architectures") or [arch.name])[0]},
         })
     bar.close()

@@ -1,0 +1,86 @@
+"""`edgemoe convert SRC --bits auto --calib TEXT (--target-size BYTES | --max-loss-increase X)`:
+choose each routed expert's width from its measured sensitivity (edgemoe/bitwidth.py)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import bitwidth, quant
+from ..errors import EdgeMoEError
+from .hf import ExpertReader, _read_json, convert_hf, moe_prefix, pick_arch
+from .safetensors_reader import Checkpoint
+
+
+def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
+    """Payload bytes of one expert (gate + up + down) at each candidate width."""
+    H, I = cfg["hidden"], cfg["expert_intermediate"]
+    per = [2 * quant.row_bytes(q, H) * I + quant.row_bytes(q, I) * H for q in candidates]
+    return np.broadcast_to(np.array(per, dtype=np.int64), (cfg["n_layers"], cfg["n_experts"], len(per))).copy()
+
+
+def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = None,
+                      max_loss_increase: Optional[float] = None, window: int = 256, max_tokens: int = 8192,
+                      threads: Optional[int] = None, progress: bool = True) -> Tuple[List[List[int]], Dict[str, Any]]:
+    """Per-expert weight types [L][E] and a report (stored in the container's manifest)."""
+    if (target_size is None) == (max_loss_increase is None):
+        raise EdgeMoEError("--bits auto needs exactly one of --target-size and --max-loss-increase")
+    from ..api import load
+    from ..perplexity import perplexity
+
+    hf = _read_json(os.path.join(src, "config.json"), required=True)
+    arch = pick_arch(hf)
+    cfg = arch.config(hf)
+    ckpt = Checkpoint(src)
+    moe = moe_prefix(ckpt, arch)
+    reader = ExpertReader(ckpt, cfg, arch, moe)
+    ffn_norms = [ckpt.get(f"model.layers.{l}.post_attention_layernorm.weight") for l in range(cfg["n_layers"])]
+    candidates = bitwidth.CANDIDATES
+    sizes = _expert_sizes(cfg, candidates)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(src)) or ".") as tmp:
+        base_path = os.path.join(tmp, "q8.emoe")
+        convert_hf(src, base_path, bits="8", progress=False)
+        model = load(base_path, threads=threads)
+        ids = model.tokenize(calib_text, add_special_tokens=False)[:max_tokens]
+        if len(ids) < 2 * window and len(ids) < 64:
+            raise EdgeMoEError(f"the calibration text is too short ({len(ids)} tokens)")
+        window = min(window, model.ctx_size)
+        hidden, experts, weights = bitwidth.capture(model, ids, window)
+        from tqdm import tqdm
+
+        with tqdm(total=cfg["n_layers"] * cfg["n_experts"], desc="expert sensitivity", disable=not progress) as bar:
+            sens = bitwidth.sensitivities(reader.read, ffn_norms, cfg["rms_norm_eps"], hidden, experts, weights,
+                                          cfg["n_experts"], candidates, progress=lambda: bar.update(1))
+        stride = window - 1
+        base_nll = perplexity(model, ids, window, stride)["nll"]
+        del model
+
+        def measure(choice: np.ndarray) -> float:
+            path = os.path.join(tmp, "trial.emoe")
+            convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates))
+            return perplexity(load(path, threads=threads), ids, window, stride)["nll"] - base_nll
+
+        if target_size is not None:
+            choice = bitwidth.choose_for_size(sens, sizes, int(target_size))
+            increase = measure(choice)
+        else:
+            choice, increase = bitwidth.choose_for_loss(sens, sizes, float(max_loss_increase), measure)
+    types = _types(choice, candidates)
+    chosen_bytes = int(np.take_along_axis(sizes, choice[..., None], axis=2).sum())
+    report = {
+        "method": "sensitivity-greedy",
+        "calibration_tokens": len(ids),
+        "target_size": target_size,
+        "max_loss_increase": max_loss_increase,
+        "measured_loss_increase": round(float(increase), 6),  # nats/token over all-8-bit experts, on the calibration text
+        "expert_bytes": chosen_bytes,
+        "candidates": [quant.NAMES[q] for q in candidates],
+        "sensitivity": np.round(sens, 9).tolist(),
+    }
+    return types, report
+
+
+def _types(choice: np.ndarray, candidates) -> List[List[int]]:
+    return [[int(candidates[c]) for c in row] for row in choice]
