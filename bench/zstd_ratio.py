@@ -1,0 +1,61 @@
+"""How much zstd would save on expert blobs, per bit width, and how fast it decompresses.
+
+    python bench/zstd_ratio.py HF_FOLDER [--bits 8 4 3 2] [--level 3] [--write bench/RESULTS.md]
+
+Converts HF_FOLDER at each width and compresses every routed-expert blob with the
+`zstandard` library (the same zstd the runtime would link), one core.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+import time
+
+import zstandard
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from edgemoe.container import open_container  # noqa: E402
+from edgemoe.convert import convert_hf  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src")
+    p.add_argument("--bits", nargs="+", default=["8", "4", "3", "2"])
+    p.add_argument("--level", type=int, default=3)
+    p.add_argument("--write", default=None)
+    a = p.parse_args()
+    lines = [f"\n### zstd on expert blobs ({datetime.date.today()})\n",
+             f"Command: `python bench/zstd_ratio.py {' '.join(sys.argv[1:])}`\n",
+             "| experts | compressed / raw | saved | decompress GB/s (1 core) |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for bits in a.bits:
+            path = os.path.join(tmp, "m.emoe")
+            convert_hf(a.src, path, bits=bits, resident_bits="8", progress=False)
+            blobs = [b for row in open_container(path).manifest["experts"] for b in row]
+            cctx, dctx = zstandard.ZstdCompressor(level=a.level), zstandard.ZstdDecompressor()
+            raw = comp = 0
+            seconds = 0.0
+            with open(path, "rb") as f:
+                for b in blobs:
+                    f.seek(b["offset"])
+                    data = f.read(b["size"])
+                    z = cctx.compress(data)
+                    raw, comp = raw + len(data), comp + len(z)
+                    t0 = time.perf_counter()
+                    dctx.decompress(z)
+                    seconds += time.perf_counter() - t0
+            lines.append(f"| q{bits} | {comp / raw:.3f} | {100 * (1 - comp / raw):.1f} % | {raw / seconds / 1e9:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.write:
+        with open(a.write, "a", encoding="utf-8") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
