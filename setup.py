@@ -25,8 +25,28 @@ def compile_flags():
     return flags
 
 
+def zstd_available() -> bool:
+    """True if a C compiler can build and link against libzstd (Debian: libzstd-dev).
+
+    Without it the runtime still builds; containers with zstd-compressed expert
+    blobs are then refused with a message saying what to install."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if not cc or os.environ.get("EDGEMOE_ZSTD", "1") == "0":
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <zstd.h>\nint main(void) { return (int)ZSTD_versionNumber() < 10400; }\n")
+        return subprocess.run([cc, src, "-lzstd", "-o", os.path.join(tmp, "t")], capture_output=True).returncode == 0
+
+
 sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
 extra_flags = os.environ.get("EDGEMOE_EXTRA_CFLAGS", "").split()
+HAVE_ZSTD = zstd_available()
 
 ext = Pybind11Extension(
     "edgemoe._core",
@@ -35,6 +55,8 @@ ext = Pybind11Extension(
     cxx_std=17,
     extra_compile_args=compile_flags() + extra_flags,
     extra_link_args=["-pthread"] + extra_flags,
+    define_macros=[("EDGEMOE_HAVE_ZSTD", "1")] if HAVE_ZSTD else [],
+    libraries=["zstd"] if HAVE_ZSTD else [],
 )
 
 setup(ext_modules=[ext], cmdclass={"build_ext": build_ext})

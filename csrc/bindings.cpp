@@ -102,7 +102,7 @@ ModelConfig config_from_dict(const py::dict& d) {
 }
 
 using TensorTuple = std::tuple<std::string, int, int64_t, int64_t, uint64_t, uint64_t>;
-using ExpertTuple = std::tuple<uint64_t, uint64_t, uint32_t, int, uint64_t, uint64_t, uint64_t>;
+using ExpertTuple = std::tuple<uint64_t, uint64_t, uint32_t, int, uint64_t, uint64_t, uint64_t, uint64_t>;
 
 std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& path, uint64_t resident_offset,
                                     uint64_t resident_size, uint32_t resident_crc,
@@ -127,7 +127,7 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
     layout.experts.emplace_back();
     for (const auto& x : row) {
       ExpertEntry e;
-      std::tie(e.offset, e.size, e.crc32, e.type, e.gate, e.up, e.down) = x;
+      std::tie(e.offset, e.size, e.crc32, e.type, e.gate, e.up, e.down, e.stored) = x;
       layout.experts.back().push_back(e);
     }
   }
@@ -266,6 +266,7 @@ PYBIND11_MODULE(_core, m) {
     if (!set_isa(isa_from_name(name))) throw std::invalid_argument("ISA '" + name + "' not available here");
   });
   m.def("current_isa", [] { return std::string(isa_name(current_isa())); });
+  m.def("zstd_supported", &zstd_supported, "True if this build reads zstd-compressed expert blobs");
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));

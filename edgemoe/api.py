@@ -25,6 +25,7 @@ DEFAULT_PREDICTOR = "none"
 DEFAULT_CACHE_POLICY = "edgemoe"
 DEFAULT_PREFETCH_MIN_CONFIDENCE = 0.5
 DEFAULT_MAX_BATCH = 256
+STAGING_BUFFERS = 2  # the expert store's buffers for compressed blobs: demand reads + one I/O worker
 
 
 class ContextLengthError(EdgeMoEError, ValueError):
@@ -71,7 +72,10 @@ class Model:
         self.plan: MemoryPlan = plan_memory(
             resident=container.header.resident_size,
             kv=core.kv_cache_bytes(cfg, self.ctx_size),
-            scratch=core.scratch_bytes(cfg, self.ctx_size, self.max_batch, self.threads),
+            # compressed blobs add the expert store's staging buffers (one for demand reads,
+            # one for its I/O worker: csrc/store/expert_store.cpp)
+            scratch=core.scratch_bytes(cfg, self.ctx_size, self.max_batch, self.threads)
+            + STAGING_BUFFERS * max(((b.get("stored") or 0) + PAGE - 1) // PAGE * PAGE for b in blobs),
             slot_bytes=slot_bytes,
             total_experts=len(blobs),
             top_k=cfg["top_k"],
@@ -85,7 +89,8 @@ class Model:
         ]
         experts = [
             [(b["offset"], b["size"], b["crc32"], quant.CODES[b["type"]],
-              b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"]) for b in row]
+              b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"],
+              b.get("stored", 0)) for b in row]
             for row in container.manifest["experts"]
         ]
         if predictor not in PREDICTORS:

@@ -97,13 +97,13 @@ def cmd_convert(args) -> int:
                                           progress=not args.quiet)
         report["calibration_file"] = os.path.basename(args.calib)
         convert_hf(args.src, args.output, bits="8", resident_bits=args.resident_bits, progress=not args.quiet,
-                   expert_types=types, extra_manifest={"bit_allocation": report})
+                   expert_types=types, extra_manifest={"bit_allocation": report}, compress=args.compress)
         if not args.quiet:
             print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts, measured calibration loss "
                   f"+{report['measured_loss_increase']:.4f} nats/token over 8-bit", file=sys.stderr)
     else:
         convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
-                   progress=not args.quiet)
+                   progress=not args.quiet, compress=args.compress)
     if not args.quiet:
         print(f"wrote {args.output} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4", "3", "2", "auto"],
                    help="routed experts' encoding (3 and 2 bits: 4.0 and 3.0 bits per weight with their scales); "
                         "auto: a width per expert from its measured sensitivity on --calib text")
+    p.add_argument("--compress", choices=["none", "zstd"], default="none",
+                   help="store expert blobs zstd-compressed where that makes them smaller (saves 1-6 %% on "
+                        "quantized experts and costs decompression time: bench/RESULTS.md)")
     p.add_argument("--calib", default=None, metavar="TEXTFILE", help="calibration text for --bits auto")
     p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",
                    help="--bits auto: routed experts in at most this many bytes (e.g. 12MB), least sensitivity")

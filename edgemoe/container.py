@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 PAGE = 4096           # expert blobs start on this boundary (direct I/O)
 TENSOR_ALIGN = 64     # resident tensors and expert parts start on this boundary (SIMD loads)
 EXPERT_PARTS = ("gate", "up", "down")
+ZSTD_LEVEL = 3  # higher levels gain well under 1 % more on quantized codes (bench/zstd_ratio.py)
 
 # magic, version, flags, manifest (offset, size, crc), resident crc,
 # resident (offset, size), experts (offset, size)
@@ -118,33 +119,38 @@ class ContainerWriter:
             self._resident_open = False
             self._experts_offset = self._tell()
 
-    def add_expert(self, layer: int, expert: int, qtype: int, parts: Dict[str, Tuple[np.ndarray, Tuple[int, int]]]) -> None:
-        """Append one routed expert as a single page-aligned blob of its gate, up and down projections."""
+    def add_expert(self, layer: int, expert: int, qtype: int, parts: Dict[str, Tuple[np.ndarray, Tuple[int, int]]],
+                   compress: Optional[str] = None) -> None:
+        """Append one routed expert as a single page-aligned blob of its gate, up and down projections.
+        compress="zstd" stores the blob zstd-compressed when that makes it smaller."""
         self._close_resident()
         key = (layer, expert)
         if key in self.experts:
             raise RuntimeError(f"expert {layer}/{expert} written twice")
-        self._pad_to(PAGE)
-        blob_start = self._tell()
-        crc = 0
+        raw = bytearray()
         part_table = {}
         for part in EXPERT_PARTS:
             data, shape = parts[part]
-            pad = _align(self._tell() - blob_start, TENSOR_ALIGN) - (self._tell() - blob_start)
-            if pad:
-                self._f.write(b"\0" * pad)
-                crc = zlib.crc32(b"\0" * pad, crc)
+            raw += b"\0" * (_align(len(raw), TENSOR_ALIGN) - len(raw))
             buf = memoryview(np.ascontiguousarray(data).view(np.uint8)).cast("B")
-            part_table[part] = {"offset": self._tell() - blob_start, "nbytes": len(buf), "shape": [int(s) for s in shape]}
-            self._f.write(buf)
-            crc = zlib.crc32(buf, crc)
-        self.experts[key] = {
-            "offset": blob_start,
-            "size": self._tell() - blob_start,
-            "crc32": crc,
-            "type": quant.NAMES[qtype],
-            "parts": part_table,
-        }
+            part_table[part] = {"offset": len(raw), "nbytes": len(buf), "shape": [int(s) for s in shape]}
+            raw += buf
+        stored = bytes(raw)
+        entry: Dict[str, Any] = {"type": quant.NAMES[qtype], "parts": part_table, "size": len(raw)}
+        if compress == "zstd":
+            import zstandard
+
+            # the frame checksum lets the decoder itself catch corruption when CRC checks are off
+            packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).compress(stored)
+            if len(packed) < len(stored):
+                stored = packed
+                entry.update(compression="zstd", stored=len(packed))
+        elif compress is not None:
+            raise ValueError(f"unknown compression {compress!r} (available: zstd)")
+        self._pad_to(PAGE)
+        entry.update(offset=self._tell(), crc32=zlib.crc32(stored))
+        self._f.write(stored)
+        self.experts[key] = entry
 
     def finish(self, manifest: Dict[str, Any]) -> None:
         """Write the manifest and the header, flush to disk, and rename into place."""
@@ -283,7 +289,12 @@ def _validate_manifest(path: str, m: Any, h: Header) -> None:
             for key in ("offset", "size", "crc32"):
                 _expect(_check_int(blob.get(key)), path, f"{where} has a bad {key}")
             _expect(blob["offset"] % PAGE == 0, path, f"{where} is not page aligned")
-            _expect(h.experts_offset <= blob["offset"] and blob["offset"] + blob["size"] <= h.experts_offset + h.experts_size,
+            on_disk = blob["size"]
+            if "compression" in blob or "stored" in blob:
+                _expect(blob.get("compression") == "zstd", path, f"{where} has unknown compression {blob.get('compression')!r}")
+                _expect(_check_int(blob.get("stored")) and blob["stored"] > 0, path, f"{where} has a bad stored size")
+                on_disk = blob["stored"]
+            _expect(h.experts_offset <= blob["offset"] and blob["offset"] + on_disk <= h.experts_offset + h.experts_size,
                     path, f"{where} lies outside the expert section")
             parts = blob.get("parts")
             _expect(isinstance(parts, dict) and set(parts) == set(EXPERT_PARTS), path, f"{where} needs parts {EXPERT_PARTS}")

@@ -20,7 +20,7 @@ def test_stacked_and_per_expert_checkpoints_convert_identically(converted):
 
 def test_container_layout(converted):
     c = open_container(converted("mixtral", "4"))
-    assert c.manifest["quantization"] == {"experts": "q4", "resident": "q8"}
+    assert c.manifest["quantization"] == {"experts": "q4", "resident": "q8", "compression": "none"}
     for row in c.manifest["experts"]:
         for blob in row:
             assert blob["offset"] % PAGE == 0 and blob["type"] == "q4"

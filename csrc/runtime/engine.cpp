@@ -38,7 +38,7 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
       const uint64_t in_bytes = I * qtype_row_bytes(t, H), out_bytes = H * qtype_row_bytes(t, I);
       if (x.gate + in_bytes > x.size || x.up + in_bytes > x.size || x.down + out_bytes > x.size)
         throw FormatError(what + ": a projection lies outside its blob");
-      blobs[l].push_back({x.offset, x.size, x.crc32});
+      blobs[l].push_back({x.offset, x.size, x.crc32, x.stored});
     }
   }
   resident_ = std::make_unique<ResidentSection>(layout.path, layout.resident_offset, layout.resident_size,

@@ -29,6 +29,7 @@ struct TensorEntry {
 struct ExpertEntry {
   uint64_t offset = 0, size = 0;  // file offset (page aligned) and payload bytes
   uint32_t crc32 = 0;
+  uint64_t stored = 0;  // zstd-compressed bytes in the file; 0: stored raw
   int type = 0;
   uint64_t gate = 0, up = 0, down = 0;  // part offsets within the blob
 };

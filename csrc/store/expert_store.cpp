@@ -21,6 +21,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(EDGEMOE_HAVE_ZSTD)
+#include <zstd.h>
+#endif
+
 #include "common/errors.h"
 #include "store/direct_file.h"
 #include "store/expert_store.h"
@@ -99,9 +103,9 @@ struct ExpertStore::Impl {
   bool less_valuable(const Slot& a, const Slot& b) const;
   double priority(size_t flat) const;
   void evict(size_t s);
-  void read_blob(const BlobRef& blob, uint8_t* dst, int layer, int expert, IoCost* cost);
-  void worker_loop();
-  void service(std::unique_lock<std::mutex>& lock, const Request& r);
+  void read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* staging, int layer, int expert, IoCost* cost);
+  void worker_loop(int index);
+  void service(std::unique_lock<std::mutex>& lock, const Request& r, uint8_t* staging_buf);
 
   DirectFile file;
   StoreOptions options;
@@ -111,6 +115,12 @@ struct ExpertStore::Impl {
   std::vector<int32_t> slot_of;     // flat index -> slot, or kNoSlot
   size_t slot_bytes = 0;
   std::unique_ptr<uint8_t, FreeDeleter> pool;
+  // Compressed blobs are read into a staging buffer and decompressed into the
+  // slot: one buffer for demand reads (demand_mu serialises them) and one per
+  // I/O worker. Empty when no blob is compressed.
+  size_t staging_bytes = 0;
+  std::vector<std::unique_ptr<uint8_t, FreeDeleter>> staging;
+  std::mutex demand_mu;
   std::vector<Slot> slots;
   std::vector<int32_t> free_slots;  // Empty slots: used before evicting anything
   std::vector<int32_t> layer_of;    // flat index -> layer
@@ -143,7 +153,7 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
   // Validate every blob against the file now, so a truncated or garbled
   // container fails at load time with a clear message, not mid-generation.
   const uint64_t file_size = file.size();
-  uint64_t max_size = 0;
+  uint64_t max_size = 0, max_stored = 0;
   layer_start.reserve(table.size() + 1);
   for (size_t l = 0; l < table.size(); ++l) {
     layer_start.push_back(blobs.size());
@@ -160,11 +170,17 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
         throw FormatError(where + " is not aligned to " + std::to_string(kBlobAlign) +
                           " bytes: the container is malformed");
       }
-      if (b.size > file_size || b.offset > file_size - b.size) {
+      const uint64_t on_disk = b.stored ? b.stored : b.size;
+      if (on_disk > file_size || b.offset > file_size - on_disk) {
         throw FormatError(where + " lies beyond the end of the file (" +
                           std::to_string(file_size) + " bytes): the container is truncated");
       }
+      if (b.stored && !zstd_supported()) {
+        throw FormatError(where + " is zstd-compressed, but this build of edgemoe has no zstd support: "
+                          "install libzstd (Debian: apt-get install libzstd-dev) and reinstall edgemoe");
+      }
       max_size = std::max(max_size, b.size);
+      max_stored = std::max(max_stored, b.stored);
       blobs.push_back(b);
       layer_of.push_back(int32_t(l));
     }
@@ -195,8 +211,17 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
     // Reversed so slot 0 is handed out first: makes behaviour easy to follow.
     free_slots.push_back(static_cast<int32_t>(n_slots - 1 - s));
   }
+  if (max_stored) {
+    staging_bytes = round_up(max_stored, kBlobAlign);
+    const int buffers = 1 + (options.async_io ? std::max(1, options.io_threads) : 0);
+    for (int i = 0; i < buffers; ++i) {
+      staging.emplace_back(static_cast<uint8_t*>(std::aligned_alloc(DirectFile::kIoAlign, staging_bytes)));
+      if (!staging.back()) throw BudgetError("cannot allocate a staging buffer for compressed experts");
+    }
+  }
   if (options.async_io)
-    for (int i = 0; i < options.io_threads; ++i) workers.emplace_back([this] { worker_loop(); });
+    for (int i = 0; i < std::max(1, options.io_threads); ++i)
+      workers.emplace_back([this, i] { worker_loop(i); });
 }
 
 ExpertStore::Impl::~Impl() {
@@ -291,34 +316,50 @@ size_t ExpertStore::Impl::claim_slot(int layer, int expert) {
   return size_t(victim);
 }
 
-// Reads one blob into dst and checks it. Uses only state fixed at
-// construction, so an I/O worker can later call it without the store lock.
-// `cost` is filled in even when this throws (the wait happened regardless).
-void ExpertStore::Impl::read_blob(const BlobRef& blob, uint8_t* dst, int layer, int expert,
+// Reads one blob into dst and checks it: a raw blob straight into dst, a
+// compressed one into `staging` first (checksum over the stored bytes), then
+// decompressed into dst. Uses only state fixed at construction, so an I/O
+// worker can call it without the store lock. `cost` is filled in even when
+// this throws (the wait happened regardless).
+void ExpertStore::Impl::read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* staging, int layer, int expert,
                                   IoCost* cost) {
   const auto t0 = std::chrono::steady_clock::now();
+  uint8_t* const target = blob.stored ? staging : dst;
+  const uint64_t n = blob.stored ? blob.stored : blob.size;
   try {
-    cost->bytes = file.read_exact(blob.offset, dst, blob.size);
+    cost->bytes = file.read_exact(blob.offset, target, n);
   } catch (const StorageError& e) {
     cost->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     throw StorageError("cannot read expert " + expert_name(layer, expert) + " (offset " +
-                       std::to_string(blob.offset) + ", " + std::to_string(blob.size) +
+                       std::to_string(blob.offset) + ", " + std::to_string(n) +
                        " bytes): " + e.what());
   }
   cost->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (verify) {
-    const uint32_t got = crc32(dst, blob.size);
+    const uint32_t got = crc32(target, n);
     if (got != blob.crc32) {
       throw StorageError("checksum mismatch in expert " + expert_name(layer, expert) +
                          " (offset " + std::to_string(blob.offset) + ", " +
-                         std::to_string(blob.size) + " bytes: expected " + hex32(blob.crc32) +
+                         std::to_string(n) + " bytes: expected " + hex32(blob.crc32) +
                          ", read " + hex32(got) +
                          "): the container is corrupt; re-convert the model");
     }
   }
+  if (!blob.stored) return;
+#if defined(EDGEMOE_HAVE_ZSTD)
+  const size_t out = ZSTD_decompress(dst, blob.size, staging, blob.stored);
+  if (ZSTD_isError(out) || out != blob.size) {
+    throw StorageError("expert " + expert_name(layer, expert) + " does not decompress to its " +
+                       std::to_string(blob.size) + " bytes (" +
+                       (ZSTD_isError(out) ? ZSTD_getErrorName(out) : "wrong size") +
+                       "): the container is corrupt; re-convert the model");
+  }
+#else
+  throw FormatError("this build of edgemoe has no zstd support");  // refused at construction already
+#endif
 }
 
-void ExpertStore::Impl::worker_loop() {
+void ExpertStore::Impl::worker_loop(int index) {
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
     work_cv.wait(lock, [&] { return stopping || !requests.empty(); });
@@ -327,13 +368,13 @@ void ExpertStore::Impl::worker_loop() {
     requests.pop();
     if (!queued[r.flat]) continue;  // demanded or superseded meanwhile
     queued[r.flat] = 0;
-    service(lock, r);
+    service(lock, r, staging.empty() ? nullptr : staging[size_t(1 + index)].get());
   }
 }
 
 // Read one prefetch request into a slot. Called with the lock held; drops it
 // around the read itself.
-void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Request& r) {
+void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Request& r, uint8_t* staging_buf) {
   {
     if (r.stamp < cursor || slot_of[r.flat] != kNoSlot) {
       if (r.stamp < cursor) ++stats.prefetch_cancelled;  // its layer has been computed
@@ -362,7 +403,7 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
     bool ok = true;
     lock.unlock();
     try {
-      read_blob(blobs[r.flat], slot.data, layer, expert, &cost);
+      read_blob(blobs[r.flat], slot.data, staging_buf, layer, expert, &cost);
     } catch (...) {
       ok = false;  // the demand read of this expert will report the error
     }
@@ -383,9 +424,18 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
   }
 }
 
+bool zstd_supported() {
+#if defined(EDGEMOE_HAVE_ZSTD)
+  return true;
+#else
+  return false;
+#endif
+}
+
 ExpertStore::ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table,
                          size_t n_slots, bool verify_checksums)
     : ExpertStore(path, std::move(table), n_slots, StoreOptions{CachePolicy::Lru, verify_checksums}) {}
+
 
 ExpertStore::ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table,
                          size_t n_slots, const StoreOptions& options)
@@ -431,7 +481,12 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
   IoCost cost;
   lock.unlock();
   try {
-    m.read_blob(m.blobs[f], slot.data, layer, expert, &cost);
+    if (m.blobs[f].stored) {
+      std::lock_guard<std::mutex> staging_lock(m.demand_mu);  // one demand staging buffer
+      m.read_blob(m.blobs[f], slot.data, m.staging[0].get(), layer, expert, &cost);
+    } else {
+      m.read_blob(m.blobs[f], slot.data, nullptr, layer, expert, &cost);
+    }
   } catch (...) {
     // Whatever arrived is not trusted: the slot goes back empty, the expert
     // stays uncached, and the next acquire of it reads it again.
@@ -484,7 +539,13 @@ bool ExpertStore::prefetch(int layer, int expert, int64_t stamp) {
     if (m.slot_of[f] != kNoSlot || m.queued[f] || stamp < m.cursor) return false;
     ++m.stats.prefetch_issued;
     if (!m.options.async_io) {  // read it now, in the caller's thread
-      m.service(lock, Request{stamp, m.request_order++, f});
+      // The caller's thread reads, like a demand read: the demand staging buffer.
+      if (m.blobs[f].stored) {
+        std::lock_guard<std::mutex> staging_lock(m.demand_mu);
+        m.service(lock, Request{stamp, m.request_order++, f}, m.staging[0].get());
+      } else {
+        m.service(lock, Request{stamp, m.request_order++, f}, nullptr);
+      }
       return true;
     }
     m.queued[f] = 1;

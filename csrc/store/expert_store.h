@@ -18,8 +18,12 @@ namespace edgemoe {
 struct BlobRef {
   uint64_t offset = 0;     // file offset, a multiple of kBlobAlign
   uint64_t size = 0;       // bytes of payload (what the checksum covers)
-  uint32_t crc32 = 0;      // zlib-compatible CRC-32 of the payload
+  uint32_t crc32 = 0;      // zlib-compatible CRC-32 of the bytes stored in the file
+  uint64_t stored = 0;     // zstd-compressed: bytes in the file (decompressing gives `size`); 0: stored raw
 };
+
+// True if this build can read zstd-compressed blobs.
+bool zstd_supported();
 
 constexpr uint64_t kBlobAlign = 4096;
 

@@ -210,10 +210,14 @@ def default_resident_type(expert_type: int) -> int:
 
 def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
                expert_types: Optional[List[List[int]]] = None,
-               extra_manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None) -> Dict[str, Any]:
     """Convert the model folder `src` into the container `out`; returns its manifest config.
     expert_types[l][e], if given, sets each routed expert's type (`bits` then only picks the
-    default resident type); extra_manifest adds top-level manifest entries."""
+    default resident type); extra_manifest adds top-level manifest entries; compress="zstd" stores
+    expert blobs zstd-compressed where that makes them smaller."""
+    if compress not in (None, "none", "zstd"):
+        raise FormatError(f"unknown compression {compress!r} (available: none, zstd)")
+    compress = None if compress == "none" else compress
     if not os.path.isdir(src):
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -256,14 +260,14 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
                 # One type per blob: if any projection cannot take the type, the expert falls back whole.
                 qtype = wanted if all(quant.supports(wanted, w.shape[1]) for w in weights.values()) else quant.F16
                 parts = {p: (_encode(w, qtype)[0], w.shape) for p, w in weights.items()}
-                writer.add_expert(l, e, qtype, parts)
+                writer.add_expert(l, e, qtype, parts, compress=compress)
                 bar.update(1)
         writer.finish({
             **(extra_manifest or {}),
             "config": cfg,
             "tokenizer": tokenizer,
             "quantization": {"experts": quant.NAMES[expert_type] if expert_types is None else "mixed",
-                             "resident": quant.NAMES[resident_type]},
+                             "resident": quant.NAMES[resident_type], "compression": compress or "none"},
             "source": {"format": "huggingface", "architecture": (hf.get("architectures") or [arch.name])[0]},
         })
     bar.close()
