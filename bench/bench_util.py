@@ -13,3 +13,11 @@ def drop_page_cache() -> bool:
         return True
     except OSError:
         return False
+
+
+def report(text: str, write: str | None) -> None:
+    """Print a result section and, if asked, append it to a results file (bench/RESULTS.md)."""
+    print(text)
+    if write:
+        with open(write, "a", encoding="utf-8") as f:
+            f.write(text)

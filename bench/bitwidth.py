@@ -23,6 +23,9 @@ from edgemoe.container import open_container  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 from edgemoe.perplexity import perplexity, read_text  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_util import report  # noqa: E402
+
 
 def expert_bytes(path: str) -> int:
     return sum(b["size"] for row in open_container(path).manifest["experts"] for b in row)
@@ -92,11 +95,7 @@ def main() -> None:
         fig.tight_layout()
         fig.savefig(a.plot, dpi=110)
         lines.append(f"\n![size against perplexity]({os.path.basename(a.plot)})")
-    text_out = "\n".join(lines) + "\n"
-    print(text_out)
-    if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(text_out)
+    report("\n".join(lines) + "\n", a.write)
 
 
 if __name__ == "__main__":

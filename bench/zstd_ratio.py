@@ -29,7 +29,7 @@ from edgemoe.container import open_container  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import drop_page_cache  # noqa: E402
+from bench_util import drop_page_cache, report  # noqa: E402
 
 DECODE = (
     "import json, sys, time, edgemoe\n"
@@ -98,11 +98,7 @@ def main() -> None:
                 speed = f"{r:.0f} | {z:.0f} | {z / r:.2f}x |"
             lines.append(f"| q{bits} | {comp / raw:.3f} | {100 * (1 - comp / raw):.1f} % | {raw / seconds / 1e9:.2f} | "
                          + speed)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(text)
+    report("\n".join(lines) + "\n", a.write)
 
 
 if __name__ == "__main__":
