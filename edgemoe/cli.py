@@ -84,6 +84,7 @@ def _load(args):
 
 def cmd_convert(args) -> int:
     from .convert import convert_hf
+    from .convert.gguf import convert_gguf, is_gguf
 
     t0 = time.perf_counter()
     if args.bits == "auto":
@@ -92,6 +93,8 @@ def cmd_convert(args) -> int:
 
         if not args.calib:
             raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size or --max-loss-increase)")
+        if is_gguf(args.src):
+            raise EdgeMoEError("--bits auto converts Hugging Face folders only (it replays f32 experts)")
         types, report = plan_expert_types(args.src, read_text(args.calib), target_size=args.target_size,
                                           max_loss_increase=args.max_loss_increase, threads=args.threads,
                                           progress=not args.quiet)
@@ -101,6 +104,9 @@ def cmd_convert(args) -> int:
         if not args.quiet:
             print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts, measured calibration loss "
                   f"+{report['measured_loss_increase']:.4f} nats/token over 8-bit", file=sys.stderr)
+    elif is_gguf(args.src):
+        convert_gguf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
+                     progress=not args.quiet, compress=args.compress)
     else:
         convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
                    progress=not args.quiet, compress=args.compress)
@@ -211,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgemoe", description="On-device inference for Mixture-of-Experts LLMs")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("convert", help="convert a Hugging Face model folder into an .emoe container")
-    p.add_argument("src")
+    p = sub.add_parser("convert", help="convert a Hugging Face model folder or a GGUF file into an .emoe container")
+    p.add_argument("src", help="a Hugging Face model folder, or a .gguf file (llama.cpp)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4", "3", "2", "auto"],
                    help="routed experts' encoding (3 and 2 bits: 4.0 and 3.0 bits per weight with their scales); "

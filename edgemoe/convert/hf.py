@@ -174,6 +174,13 @@ class ExpertReader:
         if tuple(self.ckpt.shape(name)) != tuple(shape):
             raise FormatError(f"tensor {name} has shape {tuple(self.ckpt.shape(name))}, expected {tuple(shape)}")
 
+    def names(self, l: int, e: int) -> Optional[Dict[str, str]]:
+        """Checkpoint names of the expert's parts (per-expert layout), or None (stacked)."""
+        if self.stacked[l]:
+            return None
+        base = f"{_layer(l)}.{self.moe}.experts"
+        return {part: f"{base}.{e}.{name}.weight" for part, name in self.arch.expert_names.items()}
+
     def read(self, l: int, e: int) -> Dict[str, np.ndarray]:
         base = f"{_layer(l)}.{self.moe}.experts"
         if self.stacked[l]:
@@ -215,21 +222,34 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
     expert_types[l][e], if given, sets each routed expert's type (`bits` then only picks the
     default resident type); extra_manifest adds top-level manifest entries; compress="zstd" stores
     expert blobs zstd-compressed where that makes them smaller."""
-    if compress not in (None, "none", "zstd"):
-        raise FormatError(f"unknown compression {compress!r} (available: none, zstd)")
-    compress = None if compress == "none" else compress
     if not os.path.isdir(src):
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
+    tokenizer = _tokenizer_section(src, hf)
+    return convert_checkpoint(Checkpoint(src), hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
+                              progress=progress, expert_types=expert_types, extra_manifest=extra_manifest,
+                              compress=compress, source_format="huggingface")
+
+
+def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out: str, where: str,
+                       bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
+                       expert_types: Optional[List[List[int]]] = None,
+                       extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None,
+                       source_format: str = "huggingface") -> Dict[str, Any]:
+    """Write the container `out` from a checkpoint (Hugging Face names, as Checkpoint serves them),
+    its transformers-style config `hf` and tokenizer section. A checkpoint may offer
+    native(name, qtype) -> bytes for tensors it holds exactly in one of our encodings (a GGUF
+    Q8_0 block is our q8 block): those are copied, not re-quantized."""
+    if compress not in (None, "none", "zstd"):
+        raise FormatError(f"unknown compression {compress!r} (available: none, zstd)")
+    compress = None if compress == "none" else compress
     arch = pick_arch(hf)
     cfg = arch.config(hf)
-    tokenizer = _tokenizer_section(src, hf)
     cfg["eos_token_ids"] = _eos_ids(hf, tokenizer["generation_config"], cfg["vocab"])
-    validate_config(cfg, src)
+    validate_config(cfg, where)
     expert_type = parse_bits(bits)
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
 
-    ckpt = Checkpoint(src)
     moe = moe_prefix(ckpt, arch)
     plan = resident_plan(cfg, arch, moe)
     for _, name, shape, _ in plan:  # fail before writing anything
@@ -241,6 +261,13 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
     if expert_types is not None and (len(expert_types) != cfg["n_layers"] or
                                      any(len(row) != cfg["n_experts"] for row in expert_types)):
         raise FormatError(f"expert_types must be {cfg['n_layers']} rows of {cfg['n_experts']} types")
+    native = getattr(ckpt, "native", None)
+
+    def encode(name: str, w: Optional[np.ndarray], qtype: int) -> Tuple[np.ndarray, int]:
+        exact = native(name, qtype) if native else None
+        if exact is not None:
+            return exact, qtype
+        return _encode(ckpt.get(name) if w is None else w, qtype)
 
     n_steps = len(plan) + cfg["n_layers"] * cfg["n_experts"]
     bar = _progress(n_steps, os.path.basename(out), progress)
@@ -250,16 +277,18 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
             shared_type = quant.F16
         kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: shared_type}
         for cname, name, shape, kind in plan:
-            data, qtype = _encode(ckpt.get(name), kind_type[kind])
+            data, qtype = encode(name, None, kind_type[kind])
             writer.add_resident(cname, qtype, data, shape)
             bar.update(1)
         for l in range(cfg["n_layers"]):
             for e in range(cfg["n_experts"]):
                 weights = experts.read(l, e)
+                names = experts.names(l, e)
                 wanted = expert_type if expert_types is None else expert_types[l][e]
                 # One type per blob: if any projection cannot take the type, the expert falls back whole.
                 qtype = wanted if all(quant.supports(wanted, w.shape[1]) for w in weights.values()) else quant.F16
-                parts = {p: (_encode(w, qtype)[0], w.shape) for p, w in weights.items()}
+                parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
+                         for p, w in weights.items()}
                 writer.add_expert(l, e, qtype, parts, compress=compress)
                 bar.update(1)
         writer.finish({
@@ -268,7 +297,7 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
             "tokenizer": tokenizer,
             "quantization": {"experts": quant.NAMES[expert_type] if expert_types is None else "mixed",
                              "resident": quant.NAMES[resident_type], "compression": compress or "none"},
-            "source": {"format": "huggingface", "architecture": (hf.get("architectures") or [arch.name])[0]},
+            "source": {"format": source_format, "architecture": (hf.get("architectures") or [arch.name])[0]},
         })
     bar.close()
     return cfg

@@ -1,0 +1,274 @@
+"""Convert a GGUF file (llama.cpp's format) into an .emoe container.
+
+The GGUF is read with the `gguf` package and presented to the converter as a
+checkpoint under Hugging Face tensor names, with a transformers-style config
+made from its metadata, so the same architecture mappings and writer serve
+both sources. Stacked `ffn_*_exps` tensors are served one expert at a time.
+Quantized source tensors are dequantized (any type the `gguf` package can
+decode) and re-encoded at the requested width, except where a GGUF block is
+exactly one of ours: Q8_0 is our q8 byte for byte, and Q4_0 (w = d * (q - 8))
+is our q4 with m = -8d; those are copied without loss.
+
+Tokenizer: byte-level BPE (`tokenizer.ggml.model` = "gpt2") with GPT-2's
+pre-tokenizer ("default" and its aliases) is rebuilt as a `tokenizers` JSON;
+other tokenizer or pre-tokenizer types are refused by name.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .. import quant
+from ..errors import FormatError, UnsupportedModelError
+from .arch_base import HFArch
+from .hf import ARCHS, convert_checkpoint
+
+# GGUF architecture -> the transformers class its config becomes
+GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
+              "llama": "MixtralForCausalLM"}
+GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
+# llama.cpp's per-layer names -> Hugging Face's (after "model.layers.{l}.")
+LAYER_TENSORS = {
+    "attn_norm.weight": "input_layernorm.weight", "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight", "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight", "ffn_gate_inp.weight": "{moe}.gate.weight",
+    "ffn_gate_shexp.weight": "{moe}.shared_expert.gate_proj.weight",
+    "ffn_up_shexp.weight": "{moe}.shared_expert.up_proj.weight",
+    "ffn_down_shexp.weight": "{moe}.shared_expert.down_proj.weight",
+    "ffn_gate_inp_shexp.weight": "{moe}.shared_expert_gate.weight",
+}
+TOP_TENSORS = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+               "output.weight": "lm_head.weight"}
+EXPERT_PARTS = {"gate": "ffn_gate_exps.weight", "up": "ffn_up_exps.weight", "down": "ffn_down_exps.weight"}
+
+
+def _open(path: str):
+    try:
+        import gguf
+    except ImportError:
+        raise UnsupportedModelError("reading GGUF needs the gguf package: pip install gguf") from None
+    try:
+        return gguf, gguf.GGUFReader(path)
+    except Exception as e:  # truncated or garbled: the reader raises all sorts
+        raise FormatError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+
+
+class GGUFCheckpoint:
+    """A GGUF file served under Hugging Face tensor names (what convert_checkpoint reads)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.gguf, self.reader = _open(path)
+        self.fields = self.reader.fields
+        self.arch_name = self.field("general.architecture")
+        if self.arch_name not in GGUF_ARCHS:
+            raise UnsupportedModelError(f"{path}: GGUF architecture {self.arch_name!r} is not supported "
+                                        f"(supported: {', '.join(sorted(GGUF_ARCHS))})")
+        self.tensors = {t.name: t for t in self.reader.tensors}
+        hf_class = GGUF_ARCHS[self.arch_name]
+        self.arch: HFArch = next(a for a in ARCHS if hf_class in a.hf_classes)
+        self.n_heads = int(self.field(f"{self.arch_name}.attention.head_count"))
+        self.n_kv_heads = int(self.field(f"{self.arch_name}.attention.head_count_kv", self.n_heads))
+        self.map: Dict[str, Tuple[str, Optional[int]]] = {}
+        moe = self.arch.moe_prefixes[0]
+        for gname in self.tensors:
+            if gname in TOP_TENSORS:
+                self.map[TOP_TENSORS[gname]] = (gname, None)
+                continue
+            parts = gname.split(".", 2)
+            if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit():
+                continue
+            layer, short = int(parts[1]), parts[2]
+            base = f"model.layers.{layer}"
+            if short in LAYER_TENSORS:
+                self.map[f"{base}.{LAYER_TENSORS[short].format(moe=moe)}"] = (gname, None)
+            for part, stacked in EXPERT_PARTS.items():
+                if short == stacked:
+                    t = self.tensors[gname]
+                    n_experts = int(t.shape[-1]) if len(t.shape) == 3 else 0
+                    for e in range(n_experts):
+                        self.map[f"{base}.{moe}.experts.{e}.{self.arch.expert_names[part]}.weight"] = (gname, e)
+
+    def field(self, key: str, default: Any = None) -> Any:
+        f = self.fields.get(key)
+        if f is None:
+            if default is None:
+                raise FormatError(f"{self.path}: GGUF metadata lacks {key}")
+            return default
+        try:
+            value = f.contents()
+        except Exception as e:
+            raise FormatError(f"{self.path}: GGUF metadata {key} is malformed ({e})") from None
+        return value
+
+    # --- the Checkpoint interface ---
+    def __contains__(self, name: str) -> bool:
+        return name in self.map
+
+    def names(self) -> List[str]:
+        return list(self.map)
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        gname, e = self.map[name]
+        dims = [int(d) for d in reversed(self.tensors[gname].shape.tolist())]  # GGUF lists the fastest dim first
+        dims = dims[1:] if e is not None else dims
+        if name.endswith("shared_expert_gate.weight") and len(dims) == 1:
+            dims = [1] + dims  # llama.cpp stores this [hidden]; transformers [1, hidden]
+        return tuple(dims)
+
+    def _raw(self, name: str) -> Tuple[Any, np.ndarray]:
+        gname, e = self.map[name]
+        t = self.tensors[gname]
+        data = t.data if e is None else t.data[e]
+        return t, data
+
+    def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        t, data = self._raw(name)
+        try:
+            w = np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
+        except (NotImplementedError, ValueError, KeyError) as e:
+            raise UnsupportedModelError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which "
+                                        f"cannot be decoded ({e})") from None
+        w = w.reshape(self.shape(name))
+        if self.arch_name == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            w = _unpermute(w, self.n_heads if "q_proj" in name else self.n_kv_heads)
+        return w if index is None else w[index]
+
+    def native(self, name: str, qtype: int) -> Optional[np.ndarray]:
+        """The tensor's bytes in our encoding `qtype` when its GGUF blocks are exactly that, else None."""
+        if self.arch_name == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            return None  # rows are permuted on the way in
+        t, data = self._raw(name)
+        Q = self.gguf.GGMLQuantizationType
+        raw = np.ascontiguousarray(np.asarray(data)).view(np.uint8).reshape(-1)
+        if t.tensor_type == Q.Q8_0 and qtype == quant.Q8:
+            return raw.copy()  # fp16 d + 32 int8: our q8 block
+        if t.tensor_type == Q.Q4_0 and qtype == quant.Q4:
+            blocks = raw.reshape(-1, 18)
+            out = np.empty((len(blocks), 20), dtype=np.uint8)
+            d = blocks[:, :2].copy().view("<f2")
+            out[:, :2] = blocks[:, :2]
+            with np.errstate(over="ignore"):
+                m = (d.astype(np.float32) * -8.0).astype("<f2")  # exact: a power-of-two multiple
+            if not np.all(np.isfinite(m)):
+                return None
+            out[:, 2:4] = m.view(np.uint8).reshape(-1, 2)
+            out[:, 4:] = blocks[:, 2:]  # same nibble order: element j low, j + 16 high
+            return out.reshape(-1)
+        return None
+
+
+def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row order for its `llama` rotary layout (pairs -> halves)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
+    """The transformers-style config the architecture mappings read, from GGUF metadata."""
+    a = ck.arch_name
+    n_embd = int(ck.field(f"{a}.embedding_length"))
+    tokens = ck.field("tokenizer.ggml.tokens", [])
+    vocab = int(ck.shape("model.embed_tokens.weight")[0]) if "model.embed_tokens.weight" in ck else len(tokens)
+    n_experts = int(ck.field(f"{a}.expert_count", 0))
+    if not n_experts:
+        raise UnsupportedModelError(f"{ck.path}: {a} model without experts (not a mixture of experts)")
+    ff = int(ck.field(f"{a}.expert_feed_forward_length", 0) or ck.field(f"{a}.feed_forward_length"))
+    cfg = {
+        "architectures": [GGUF_ARCHS[a]],
+        "hidden_size": n_embd,
+        "num_hidden_layers": int(ck.field(f"{a}.block_count")),
+        "num_attention_heads": ck.n_heads,
+        "num_key_value_heads": ck.n_kv_heads,
+        "head_dim": int(ck.field(f"{a}.attention.key_length", n_embd // ck.n_heads)),
+        "vocab_size": vocab,
+        "max_position_embeddings": int(ck.field(f"{a}.context_length", 4096)),
+        "rms_norm_eps": float(ck.field(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)),
+        "rope_theta": float(ck.field(f"{a}.rope.freq_base", 10000.0)),
+        "num_experts": n_experts,
+        "num_local_experts": n_experts,
+        "num_experts_per_tok": int(ck.field(f"{a}.expert_used_count")),
+        "intermediate_size": ff,
+        "moe_intermediate_size": ff,
+        "tie_word_embeddings": "lm_head.weight" not in ck,
+        # llama.cpp renormalises the top-k weights for llama (Mixtral) and qwen3moe, not for the others
+        "norm_topk_prob": bool(ck.field(f"{a}.expert_weights_norm", a in ("llama", "qwen3moe"))),
+    }
+    if a == "qwen2moe":
+        cfg["shared_expert_intermediate_size"] = int(ck.field(f"{a}.expert_shared_feed_forward_length", 0))
+    scaling = ck.fields.get(f"{a}.rope.scaling.type")
+    if scaling is not None and ck.field(f"{a}.rope.scaling.type") not in ("none", ""):
+        raise UnsupportedModelError(f"{ck.path}: rope scaling {ck.field(f'{a}.rope.scaling.type')!r} is not supported")
+    return cfg
+
+
+def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
+    """tokenizer.json (byte-level BPE) and chat metadata rebuilt from the GGUF vocabulary."""
+    model = ck.field("tokenizer.ggml.model", "")
+    if model != "gpt2":
+        raise UnsupportedModelError(f"{ck.path}: tokenizer type {model!r} is not supported (only byte-level "
+                                    f"BPE, tokenizer.ggml.model = 'gpt2')")
+    pre = ck.field("tokenizer.ggml.pre", "default")
+    if pre not in GPT2_PRE_TOKENIZERS:
+        raise UnsupportedModelError(f"{ck.path}: pre-tokenizer {pre!r} is not supported (supported: "
+                                    f"{', '.join(GPT2_PRE_TOKENIZERS)})")
+    tokens = ck.field("tokenizer.ggml.tokens")
+    types = list(ck.field("tokenizer.ggml.token_type", [1] * len(tokens)))
+    merges = ck.field("tokenizer.ggml.merges", [])
+    CONTROL, USER_DEFINED, UNUSED = 3, 4, 5
+    vocab, added = {}, []
+    for i, (text, kind) in enumerate(zip(tokens, types)):
+        if kind == UNUSED:
+            continue
+        vocab.setdefault(text, i)
+        if kind in (CONTROL, USER_DEFINED):
+            added.append({"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": kind == USER_DEFINED, "special": kind == CONTROL})
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    }
+    text = json.dumps(tok, ensure_ascii=False)
+    try:
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_str(text)
+    except Exception as e:
+        raise FormatError(f"{ck.path}: its vocabulary does not make a valid tokenizer ({e})") from None
+    section: Dict[str, Any] = {"tokenizer_json": text, "tokenizer_config": {}, "generation_config": {}}
+    eos = ck.fields.get("tokenizer.ggml.eos_token_id")
+    if eos is not None:
+        section["generation_config"]["eos_token_id"] = int(ck.field("tokenizer.ggml.eos_token_id"))
+    if "tokenizer.chat_template" in ck.fields:
+        section["tokenizer_config"]["chat_template"] = ck.field("tokenizer.chat_template")
+    return section
+
+
+def convert_gguf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
+                 compress: Optional[str] = None) -> Dict[str, Any]:
+    """Convert the GGUF file `src` into the container `out`; returns its manifest config."""
+    ck = GGUFCheckpoint(src)
+    hf = hf_config(ck)
+    tokenizer = tokenizer_section(ck)
+    types = {ck.tensors[g].tensor_type.name for g, _ in ck.map.values()}
+    return convert_checkpoint(ck, hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
+                              progress=progress, compress=compress,
+                              source_format=f"gguf ({ck.arch_name}; {', '.join(sorted(types))})")
+
+
+def is_gguf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
