@@ -45,7 +45,7 @@ LAYER_NAMES = {
     "shared_down_proj": "ffn_down_shexp.weight", "shared_expert_gate": "ffn_gate_inp_shexp.weight",
 }
 TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
-QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
+QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
 
 
 def gguf_name(ours: str) -> str:
