@@ -48,6 +48,23 @@ def _core():
     return _core
 
 
+def engine_tables(container: Container):
+    """The resident-tensor and routed-expert tables the C++ engine takes, from a container's
+    manifest (tests/cpp/forward_pass.cpp reads the same tables written out as text)."""
+    tensors = [
+        (name, quant.CODES[t["type"]], t["shape"][0] if len(t["shape"]) == 2 else 1, t["shape"][-1],
+         t["offset"], t["nbytes"])
+        for name, t in container.manifest["resident"].items()
+    ]
+    experts = [
+        [(b["offset"], b["size"], b["crc32"], quant.CODES[b["type"]],
+          b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"],
+          b.get("stored", 0)) for b in row]
+        for row in container.manifest["experts"]
+    ]
+    return tensors, experts
+
+
 class Model:
     """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
 
@@ -82,17 +99,7 @@ class Model:
             budget=memory_budget,
             cache_experts=cache_experts,
         )
-        tensors = [
-            (name, quant.CODES[t["type"]], t["shape"][0] if len(t["shape"]) == 2 else 1, t["shape"][-1],
-             t["offset"], t["nbytes"])
-            for name, t in container.manifest["resident"].items()
-        ]
-        experts = [
-            [(b["offset"], b["size"], b["crc32"], quant.CODES[b["type"]],
-              b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"],
-              b.get("stored", 0)) for b in row]
-            for row in container.manifest["experts"]
-        ]
+        tensors, experts = engine_tables(container)
         if predictor not in PREDICTORS:
             raise ValueError(f"unknown predictor {predictor!r} (available: {', '.join(PREDICTORS)})")
         if cache_policy not in CACHE_POLICIES:
