@@ -139,3 +139,14 @@ def test_k_quant_gguf_converts(kind, tmp_path):
     # with f32 weights): our logits are much closer to its quantized model's than its own
     # unquantized model's are (measured q6_k: 0.041 vs 0.128).
     assert rel(ours, quantized) < 0.5 * rel(full, quantized), (rel(ours, quantized), rel(full, quantized))
+
+
+def test_fuzz_finding_huge_metadata_array_is_refused_fast(tmp_path):
+    # tools/fuzz_parsers.py found a GGUF whose metadata array count made the gguf package's
+    # reader run for minutes; the converter now walks the header with bounds first.
+    # (the message comes from that walk, so the reader never saw the file)
+    with pytest.raises(FormatError, match="GGUF header claims .* past the end"):
+        convert_gguf(str(FIXTURES / "fuzz" / "gguf-huge-array.gguf"), str(tmp_path / "out.emoe"), progress=False)
+    with pytest.raises(FormatError, match="too short"):
+        (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+        convert_gguf(str(tmp_path / "tiny.gguf"), str(tmp_path / "out.emoe"), progress=False)

@@ -16,6 +16,7 @@ other tokenizer or pre-tokenizer types are refused by name.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -47,11 +48,94 @@ TOP_TENSORS = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.we
 EXPERT_PARTS = {"gate": "ffn_gate_exps.weight", "up": "ffn_up_exps.weight", "down": "ffn_down_exps.weight"}
 
 
+# GGUF value types: fixed sizes; 8 = string, 9 = array
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_STRING, _ARRAY = 8, 9
+SUPPORTED_VERSIONS = (2, 3)
+
+
+def check_header(path: str) -> None:
+    """Walk a GGUF header (metadata and tensor table) and check every count and length against
+    the bytes that remain, before the gguf package reads it: a hostile count (an array of 2**60
+    elements) must be a clear FormatError, not a reader that loops or allocates for minutes
+    (found by tools/fuzz_parsers.py; tests/fixtures/fuzz)."""
+    import mmap
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 24:
+                raise FormatError(f"{path}: too short for a GGUF file ({size} bytes)")
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # pages are read only as the walk reaches them
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read: {e}") from None
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if n < 0 or n > size - pos:
+            raise FormatError(f"{path}: GGUF header claims {n} bytes at offset {pos}, past the end of the "
+                              f"{size}-byte file (truncated or corrupt)")
+        pos += n
+        return data[pos - n:pos]
+
+    def u32() -> int:
+        return struct.unpack("<I", take(4))[0]
+
+    def u64() -> int:
+        return struct.unpack("<Q", take(8))[0]
+
+    def skip_value(vtype: int, depth: int = 0) -> None:
+        if vtype in _SCALAR_SIZES:
+            take(_SCALAR_SIZES[vtype])
+        elif vtype == _STRING:
+            take(u64())
+        elif vtype == _ARRAY and depth == 0:
+            etype, count = u32(), u64()
+            if etype in _SCALAR_SIZES:
+                take(count * _SCALAR_SIZES[etype])
+            elif etype == _STRING:
+                if count > (size - pos) // 8:
+                    raise FormatError(f"{path}: GGUF array of {count} strings cannot fit in the file")
+                for _ in range(count):
+                    take(u64())
+            else:
+                raise FormatError(f"{path}: GGUF array of unsupported element type {etype}")
+        else:
+            raise FormatError(f"{path}: GGUF metadata value of unknown type {vtype}")
+
+    if take(4) != b"GGUF":
+        raise FormatError(f"{path}: not a GGUF file (bad magic)")
+    version = u32()
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(f"{path}: GGUF version {version} is not supported (supported: 2, 3)")
+    n_tensors, n_kv = u64(), u64()
+    if n_kv > size // 13 or n_tensors > size // 24:  # the smallest possible entries
+        raise FormatError(f"{path}: GGUF header claims {n_kv} metadata entries and {n_tensors} tensors, "
+                          f"more than a {size}-byte file can hold")
+    for _ in range(n_kv):
+        take(u64())  # key
+        skip_value(u32())
+    for _ in range(n_tensors):
+        take(u64())  # name
+        n_dims = u32()
+        if n_dims > 8:
+            raise FormatError(f"{path}: GGUF tensor with {n_dims} dimensions")
+        dims = [u64() for _ in range(n_dims)]
+        if any(d > size * 8 for d in dims):
+            raise FormatError(f"{path}: GGUF tensor dimension {max(dims)} is larger than the file allows")
+        u32()  # type
+        u64()  # offset (the gguf package checks it against the data section)
+    data.close()
+
+
 def _open(path: str):
     try:
         import gguf
     except ImportError:
         raise UnsupportedModelError("reading GGUF needs the gguf package: pip install gguf") from None
+    check_header(path)
     try:
         return gguf, gguf.GGUFReader(path)
     except Exception as e:  # truncated or garbled: the reader raises all sorts
