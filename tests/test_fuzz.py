@@ -27,6 +27,7 @@ def test_parsers_survive_fuzzing(converted, tmp_path):
         shutil.copy(g, corpus / g.name)
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz_parsers.py"), str(corpus),
                            f"-max_total_time={SECONDS}", "-rss_limit_mb=4096", "-timeout=20",
+                           f"-artifact_prefix={tmp_path}/",  # a finding is saved there, named in the log
                            "-max_len=1200000", "-print_final_stats=1"],
                           capture_output=True, text=True, timeout=SECONDS + 300, cwd=ROOT)
     log = proc.stdout + proc.stderr
