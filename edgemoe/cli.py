@@ -184,6 +184,33 @@ def cmd_perplexity(args) -> int:
     return 0
 
 
+def make_server(args):
+    """The Server for `edgemoe serve`'s arguments (tests build it the same way)."""
+    from .server import Server
+
+    model = _load(args)
+    model_id = os.path.splitext(os.path.basename(args.model or "demo.emoe"))[0]
+    defaults = {"temperature": args.temp, "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p,
+                "repeat_penalty": args.repeat_penalty, "max_tokens": args.max_tokens}
+    return Server(model, model_id, api_key=args.api_key, defaults=defaults)
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+
+        from .server import create_app
+    except ImportError:
+        raise EdgeMoEError('`edgemoe serve` needs the serve extra: pip install "edgemoe[serve]"') from None
+    server = make_server(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
+              file=sys.stderr)
+    print(f"serving {server.model_id} on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    uvicorn.run(create_app(server), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_profile(args) -> int:
     from .profile import profile_container
 
@@ -273,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_perplexity)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the serve extra)")
+    p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=_bounded(int, 1, 65535), default=8080)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    _add_sampling_flags(p)
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("chat", help="chat in the terminal (one turn per line when stdin is a pipe)")
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")

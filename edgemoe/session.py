@@ -45,6 +45,15 @@ def _common_prefix(a: List[int], b: List[int]) -> int:
     return i
 
 
+def chat_stop_ids(model: Model) -> set:
+    """Token ids that end an assistant reply: the model's eos ids and the template's eos token."""
+    ids = set(model.eos_token_ids)
+    eos_id = model.tokenizer.token_to_id(token_text(model.tokenizer.config.get("eos_token")))
+    if eos_id is not None:
+        ids.add(eos_id)
+    return ids
+
+
 class ChatSession:
     def __init__(self, model: Model, params: Optional[SamplingParams] = None, seed: Optional[int] = None,
                  system: Optional[str] = None, max_tokens: int = 512):
@@ -53,10 +62,7 @@ class ChatSession:
         self.max_tokens = max_tokens
         self.system = system
         self.template = load_chat_template(model.tokenizer.config)
-        self.stop_ids = set(model.eos_token_ids)
-        eos_id = model.tokenizer.token_to_id(token_text(model.tokenizer.config.get("eos_token")))
-        if eos_id is not None:
-            self.stop_ids.add(eos_id)
+        self.stop_ids = chat_stop_ids(model)
         self.messages: List[Dict[str, str]] = []
         self.cached: List[int] = []  # the token ids currently in the model's KV cache
         self.last = ReplyStats()
