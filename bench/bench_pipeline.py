@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-from bench_util import drop_page_cache
+from bench_util import decode_in_fresh_process, drop_page_cache
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
@@ -89,28 +87,11 @@ def predictor_accuracy(model_path: str, ids, predictor: str, threads: int):
 def decode_run(model_path: str, ids, predictor: str, policy: str, slots: int, threads: int,
                min_confidence: float) -> dict:
     """One configuration in a fresh process: decode `ids` token by token, report timing and I/O."""
-    drop_page_cache()
-    code = (
-        "import json, sys, time, edgemoe\n"
-        "a = json.loads(sys.argv[1])\n"
-        "m = edgemoe.load(a['path'], predictor=a['predictor'], cache_policy=a['policy'], "
-        "cache_experts=a['slots'], threads=a['threads'], prefetch_depth=2, "
-        "prefetch_min_confidence=a['conf'])\n"
-        "m.eval(a['ids'][:1]); m.reset_stats()\n"
-        "t0 = time.perf_counter()\n"
-        "for t in a['ids'][1:]: m.eval([t])\n"
-        "dt = time.perf_counter() - t0\n"
-        "s = m.stats(); s['seconds'] = dt; print(json.dumps(s))\n"
-    )
-    arg = json.dumps({"path": model_path, "predictor": predictor, "policy": policy, "slots": slots,
-                      "threads": threads, "conf": min_confidence, "ids": list(map(int, ids))})
-    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
-    out = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True, env=env)
-    s = json.loads(out.stdout.strip().splitlines()[-1])
-    n = len(ids) - 1
-    return {"tok_s": n / s["seconds"], "io_share": s["io_wait_s"] / s["seconds"],
-            "mb_per_tok": s["bytes_read"] / 1e6 / n, "hit_rate": s["cache_hit_rate"],
-            "prefetch_hits": s["prefetch_hits"], "prefetch_wasted": s["prefetch_wasted"], "io_wait_s": s["io_wait_s"]}
+    s = decode_in_fresh_process(model_path, ids, predictor=predictor, cache_policy=policy, cache_experts=slots,
+                                threads=threads, prefetch_depth=2, prefetch_min_confidence=min_confidence)
+    return {"tok_s": s["tok_s"], "io_share": s["io_wait_s"] / s["seconds"], "mb_per_tok": s["mb_per_tok"],
+            "hit_rate": s["cache_hit_rate"], "prefetch_hits": s["prefetch_hits"],
+            "prefetch_wasted": s["prefetch_wasted"], "io_wait_s": s["io_wait_s"]}
 
 
 def main() -> None:

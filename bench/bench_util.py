@@ -1,7 +1,10 @@
 """Helpers shared by the benchmark scripts."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 
 def drop_page_cache() -> bool:
@@ -21,3 +24,29 @@ def report(text: str, write: str | None) -> None:
     if write:
         with open(write, "a", encoding="utf-8") as f:
             f.write(text)
+
+
+_DECODE = (
+    "import json, sys, time, edgemoe\n"
+    "a = json.loads(sys.argv[1])\n"
+    "m = edgemoe.load(a['path'], **a['load'])\n"
+    "m.eval(a['ids'][:1]); m.reset_stats()\n"
+    "t0 = time.perf_counter()\n"
+    "for t in a['ids'][1:]: m.eval([t])\n"
+    "s = m.stats(); s['seconds'] = time.perf_counter() - t0; print(json.dumps(s))\n"
+)
+
+
+def decode_in_fresh_process(path: str, ids, **load_kwargs) -> dict:
+    """Decode `ids` token by token in a fresh process (page cache dropped first), the model
+    loaded with edgemoe.load(path, **load_kwargs). Returns the engine's stats() after the first
+    token, plus "seconds" (decode wall time), "tok_s" and "mb_per_tok"."""
+    drop_page_cache()
+    arg = json.dumps({"path": path, "ids": [int(t) for t in ids], "load": load_kwargs})
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    out = subprocess.run([sys.executable, "-c", _DECODE, arg], capture_output=True, text=True, check=True, env=env)
+    s = json.loads(out.stdout.strip().splitlines()[-1])
+    n = len(ids) - 1
+    s["tok_s"] = n / s["seconds"]
+    s["mb_per_tok"] = s["bytes_read"] / 1e6 / n
+    return s

@@ -6,25 +6,13 @@
 Fresh process per run, page cache dropped, runs alternating on/off; medians reported.
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import drop_page_cache, report  # noqa: E402
-
-RUN = (
-    "import json, sys, time, edgemoe\n"
-    "a = json.loads(sys.argv[1])\n"
-    "m = edgemoe.load(a['path'], cache_experts=a['slots'], threads=2, verify_checksums=a['verify'])\n"
-    "m.eval(a['ids'][:1]); m.reset_stats(); t0 = time.perf_counter()\n"
-    "for t in a['ids'][1:]: m.eval([t])\n"
-    "s = m.stats(); print(json.dumps({'tok_s': (len(a['ids']) - 1) / (time.perf_counter() - t0),"
-    " 'mb': s['bytes_read'] / 1e6 / (len(a['ids']) - 1)}))\n")
-
+from bench_util import decode_in_fresh_process, report  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,17 +31,13 @@ def main() -> None:
     slots = max(m.config["top_k"], int(a.cache * m.config["n_layers"] * m.config["n_experts"]))
     del m
     runs = {True: [], False: []}
-    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     for _ in range(a.repeats):
         for verify in (True, False):
-            drop_page_cache()
-            out = subprocess.run([sys.executable, "-c", RUN, json.dumps({"path": a.model, "ids": ids, "slots": slots,
-                                                                          "verify": verify})],
-                                 capture_output=True, text=True, check=True, env=env)
-            runs[verify].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[verify].append(decode_in_fresh_process(a.model, ids, cache_experts=slots, threads=2,
+                                                        verify_checksums=verify))
     on = statistics.median(r["tok_s"] for r in runs[True])
     off = statistics.median(r["tok_s"] for r in runs[False])
-    mb = runs[True][0]["mb"]
+    mb = runs[True][0]["mb_per_tok"]
     text = (f"\n### Checksum verification cost\n\nCommand: `python bench/checksum_cost.py {' '.join(sys.argv[1:])}`\n\n"
             f"Decode at a {a.cache:.0%} expert cache ({slots} slots, {mb:.2f} MB read per token, cold), median of "
             f"{a.repeats} interleaved runs: checksums on {on:.0f} tok/s, off {off:.0f} tok/s "

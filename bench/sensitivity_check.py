@@ -49,9 +49,9 @@ def main() -> None:
     a = p.parse_args()
     qtype = quant.CODES["q" + a.bits]
     column = list(bitwidth.CANDIDATES).index(qtype)
-    # the proxy for every expert (any target: only the report's sensitivity table is used)
-    _, report = plan_expert_types(a.src, read_text(a.calib), max_loss_increase=1e9, progress=False)
-    sens = np.array(report["sensitivity"])[:, :, column]
+    # the proxy for every expert (any target: only its sensitivity table is used)
+    _, allocation = plan_expert_types(a.src, read_text(a.calib), max_loss_increase=1e9, progress=False)
+    sens = np.array(allocation["sensitivity"])[:, :, column]
     L, E = sens.shape
     flat = np.argsort(sens.ravel())
     picks = flat[np.linspace(0, len(flat) - 1, a.experts).round().astype(int)]

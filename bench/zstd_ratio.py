@@ -17,8 +17,6 @@ import sys
 import tempfile
 import time
 
-import json
-import subprocess
 import statistics
 
 import zstandard
@@ -29,24 +27,7 @@ from edgemoe.container import open_container  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import drop_page_cache, report  # noqa: E402
-
-DECODE = (
-    "import json, sys, time, edgemoe\n"
-    "a = json.loads(sys.argv[1])\n"
-    "m = edgemoe.load(a['path'], cache_experts=a['slots'], threads=2)\n"
-    "m.eval(a['ids'][:1]); m.reset_stats(); t0 = time.perf_counter()\n"
-    "for t in a['ids'][1:]: m.eval([t])\n"
-    "print(json.dumps({'tok_s': (len(a['ids']) - 1) / (time.perf_counter() - t0), 'mb': m.stats()['bytes_read'] / 1e6}))\n")
-
-
-def decode_tok_s(path: str, ids, slots: int) -> float:
-    drop_page_cache()
-    out = subprocess.run([sys.executable, "-c", DECODE, json.dumps({"path": path, "ids": ids, "slots": slots})],
-                         capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..")))
-    return json.loads(out.stdout.strip().splitlines()[-1])["tok_s"]
-
+from bench_util import decode_in_fresh_process, report  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,8 +73,8 @@ def main() -> None:
                 del m
                 runs = {"raw": [], "zstd": []}
                 for _ in range(a.repeats):
-                    runs["raw"].append(decode_tok_s(path, ids, slots))
-                    runs["zstd"].append(decode_tok_s(packed, ids, slots))
+                    runs["raw"].append(decode_in_fresh_process(path, ids, cache_experts=slots, threads=2)["tok_s"])
+                    runs["zstd"].append(decode_in_fresh_process(packed, ids, cache_experts=slots, threads=2)["tok_s"])
                 r, z = statistics.median(runs["raw"]), statistics.median(runs["zstd"])
                 speed = f"{r:.0f} | {z:.0f} | {z / r:.2f}x |"
             lines.append(f"| q{bits} | {comp / raw:.3f} | {100 * (1 - comp / raw):.1f} % | {raw / seconds / 1e9:.2f} | "
