@@ -31,3 +31,15 @@ def converted(tmp_path_factory):
 
 def reference(name: str):
     return np.load(FIXTURES / name / "reference.npz")
+
+
+def llama_logits(path, ids) -> np.ndarray:
+    """llama.cpp's logits (llama-cpp-python) for every position of `ids` on the GGUF at `path`;
+    skips the calling test if llama-cpp-python is not installed."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[test]')")
+    # f32 KV cache: llama.cpp's default f16 cache alone moves logits by ~1e-3
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(64, len(ids)), n_batch=len(ids), n_threads=2,
+                          logits_all=True, verbose=False, type_k=llama_cpp.GGML_TYPE_F32,
+                          type_v=llama_cpp.GGML_TYPE_F32)
+    llm.eval(list(ids))
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)

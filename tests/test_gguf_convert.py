@@ -1,7 +1,5 @@
 """edgemoe convert model.gguf: GGUF sources (tests/fixtures/gguf, written by tools/make_gguf_fixtures.py),
 their logits against llama.cpp's on the same file, exact block copies, and bad input."""
-import shutil
-
 import numpy as np
 import pytest
 
@@ -10,20 +8,12 @@ from edgemoe import quant
 from edgemoe.cli import main
 from edgemoe.container import open_container
 from edgemoe.errors import FormatError, UnsupportedModelError
-from conftest import FIXTURES, reference
+from conftest import FIXTURES, llama_logits, reference
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (pip install -e '.[test]')")
 from edgemoe.convert.gguf import GGUFCheckpoint, convert_gguf  # noqa: E402
 
 GGUF = FIXTURES / "gguf"
-
-
-def llama_logits(path, ids):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_batch=len(ids), n_threads=2, logits_all=True,
-                          verbose=False, type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
-    llm.eval(list(ids))
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
 def test_f32_gguf_matches_llama_cpp_and_transformers(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ARCH_FIXTURES, FIXTURES, reference
+from conftest import ARCH_FIXTURES, FIXTURES, llama_logits, reference
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[test]')")
 pytest.importorskip("gguf", reason="the gguf package is not installed (pip install -e '.[test]')")
@@ -29,15 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Both engines compute in f32 from f32 weights; they differ in summation order
 # (ggml's SIMD dot products, its softmax and rms_norm) only.
 REL_TOL = 1e-3
-
-
-def llama_logits(path: str, ids) -> np.ndarray:
-    # f32 KV cache: llama.cpp's default f16 cache alone moves logits by ~1e-3
-    llm = llama_cpp.Llama(model_path=path, n_ctx=max(64, len(ids)), n_batch=len(ids), n_threads=2,
-                          logits_all=True, verbose=False, type_k=llama_cpp.GGML_TYPE_F32,
-                          type_v=llama_cpp.GGML_TYPE_F32)
-    llm.eval(list(ids))
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
 def assert_parity(hf_dir: str, emoe: str, gguf_path: str, ids) -> None:
