@@ -174,15 +174,15 @@ class Server:
         logits = model.eval(req.prompt_ids)
         t1 = time.perf_counter()
         history = list(req.prompt_ids)
-        text, sent, finish, n = "", 0, "length", 0
+        text, sent, finish = "", 0, "length"
         hold = max((len(s) for s in req.stop), default=1) - 1  # text that may still become a stop string
-        for n in range(1, req.max_tokens + 1):
+        for step in range(req.max_tokens):
             if cancel.is_set():
                 finish = "cancelled"
                 break
             token = sampler(logits, history)
             if token in req.stop_ids:
-                finish, n = "stop", n - 1
+                finish = "stop"
                 break
             history.append(token)
             text += decoder.push(token)
@@ -193,12 +193,11 @@ class Server:
             if len(text) - hold > sent:
                 yield text[sent:len(text) - hold], None
                 sent = len(text) - hold
-            if n < req.max_tokens:
+            if step + 1 < req.max_tokens:
                 logits = model.eval([token])
-        else:
-            n = req.max_tokens
         if len(text) > sent:
             yield text[sent:], None
+        n = len(history) - len(req.prompt_ids)  # tokens generated (a stop string's tokens included)
         self.metrics.requests += 1
         self.metrics.prompt_tokens += len(req.prompt_ids)
         self.metrics.completion_tokens += n
