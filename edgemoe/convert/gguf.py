@@ -60,7 +60,6 @@ def check_header(path: str) -> None:
     elements) must be a clear FormatError, not a reader that loops or allocates for minutes
     (found by tools/fuzz_parsers.py; tests/fixtures/fuzz)."""
     import mmap
-    import struct
 
     try:
         with open(path, "rb") as f:
@@ -70,6 +69,16 @@ def check_header(path: str) -> None:
             data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # pages are read only as the walk reaches them
     except OSError as e:
         raise FormatError(f"{path}: cannot read: {e}") from None
+    try:
+        _walk_header(path, data, size)
+    finally:
+        data.close()
+
+
+def _walk_header(path: str, data, size: int) -> None:
+    """check_header's walk over the mapped bytes; raises FormatError at the first bad length."""
+    import struct
+
     pos = 0
 
     def take(n: int) -> bytes:
@@ -127,7 +136,6 @@ def check_header(path: str) -> None:
             raise FormatError(f"{path}: GGUF tensor dimension {max(dims)} is larger than the file allows")
         u32()  # type
         u64()  # offset (the gguf package checks it against the data section)
-    data.close()
 
 
 def _open(path: str):
