@@ -94,7 +94,8 @@ def cmd_convert(args) -> int:
         if not args.calib:
             raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size or --max-loss-increase)")
         if is_gguf(args.src):
-            raise EdgeMoEError("--bits auto converts Hugging Face folders only (it replays f32 experts)")
+            raise EdgeMoEError("--bits auto converts Hugging Face folders only (it replays the experts' original "
+                               "weights); convert the GGUF with a fixed --bits, or auto-convert its source folder")
         types, report = plan_expert_types(args.src, read_text(args.calib), target_size=args.target_size,
                                           max_loss_increase=args.max_loss_increase, threads=args.threads,
                                           progress=not args.quiet)

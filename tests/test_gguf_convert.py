@@ -140,3 +140,23 @@ def test_fuzz_finding_huge_metadata_array_is_refused_fast(tmp_path):
     with pytest.raises(FormatError, match="too short"):
         (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
         convert_gguf(str(tmp_path / "tiny.gguf"), str(tmp_path / "out.emoe"), progress=False)
+
+
+def test_unsupported_tokenizer_and_auto_bits_are_refused_by_name(tmp_path, monkeypatch):
+    from edgemoe.convert.gguf import tokenizer_section
+
+    ck = GGUFCheckpoint(str(GGUF / "qwen3_moe-q8_0.gguf"))
+    real = ck.field
+    monkeypatch.setattr(ck, "field", lambda key, default=None: "llama" if key == "tokenizer.ggml.model"
+                        else real(key, default))
+    with pytest.raises(UnsupportedModelError, match="tokenizer type 'llama'"):
+        tokenizer_section(ck)
+    monkeypatch.setattr(ck, "field", lambda key, default=None: "qwen2" if key == "tokenizer.ggml.pre"
+                        else real(key, default))
+    with pytest.raises(UnsupportedModelError, match="pre-tokenizer 'qwen2'"):
+        tokenizer_section(ck)
+    calib = tmp_path / "c.txt"
+    calib.write_text("some text " * 50)
+    assert main(["convert", str(GGUF / "qwen3_moe-q8_0.gguf"), "-o", str(tmp_path / "a.emoe"), "--bits", "auto",
+                 "--calib", str(calib), "--target-size", "1MB"]) == 1
+    assert not (tmp_path / "a.emoe").exists()
