@@ -5,11 +5,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <csignal>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/errors.h"
+#include "common/sigint_watch.h"
 #include "common/qtypes.h"
 #include "kernels/kernels.h"
 #include "runtime/engine.h"
@@ -174,15 +177,39 @@ std::vector<int32_t> token_vector(const py::array_t<int32_t, py::array::c_style 
   return std::vector<int32_t>(ids.data(), ids.data() + ids.size());
 }
 
+// True when Ctrl-C would raise KeyboardInterrupt in this thread: Python runs
+// signal handlers on the main thread only, and a program may have its own.
+bool sigint_raises_keyboard_interrupt() {
+  py::module_ threading = py::module_::import("threading");
+  if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return false;
+  py::module_ signal = py::module_::import("signal");
+  return signal.attr("getsignal")((int)SIGINT).is(signal.attr("default_int_handler"));
+}
+
+// Runs compute(stop) without the GIL. Ctrl-C meanwhile stops the forward pass
+// at the next layer and raises KeyboardInterrupt, instead of only after the
+// whole (possibly minutes-long) prefill.
+template <class Compute>
+void run_interruptible(Compute&& compute) {
+  std::optional<SigintWatch> watch;
+  if (sigint_raises_keyboard_interrupt()) watch.emplace();
+  try {
+    py::gil_scoped_release nogil;
+    compute(watch ? watch->flag() : nullptr);
+  } catch (const Interrupted&) {
+    watch.reset();
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // Python's handler raised
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+}
+
 py::array_t<float> engine_logits(Engine& e, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
                                  int vocab) {
   std::vector<int32_t> tokens = token_vector(ids);
   py::array_t<float> out({(int64_t)tokens.size(), (int64_t)vocab});
   float* p = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    e.logits(tokens.data(), (int64_t)tokens.size(), p);
-  }
+  run_interruptible([&](const std::atomic<bool>* stop) { e.logits(tokens.data(), (int64_t)tokens.size(), p, stop); });
   return out;
 }
 
@@ -191,10 +218,7 @@ py::array_t<float> engine_eval(Engine& e, const py::array_t<int32_t, py::array::
   std::vector<int32_t> tokens = token_vector(ids);
   py::array_t<float> out(vocab);
   float* p = out.mutable_data();
-  {
-    py::gil_scoped_release nogil;
-    e.eval(tokens.data(), (int64_t)tokens.size(), p);
-  }
+  run_interruptible([&](const std::atomic<bool>* stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop); });
   return out;
 }
 
@@ -253,6 +277,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(py_budget_error.ptr(), e.what());
     } catch (const EdgeMoEError& e) {
       PyErr_SetString(py_base_error.ptr(), e.what());
+    } catch (const Interrupted&) {
+      PyErr_SetNone(PyExc_KeyboardInterrupt);
     }
   });
 

@@ -2,6 +2,7 @@
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +92,7 @@ def test_chat_in_a_pseudo_terminal_with_ctrl_c():
     pid, fd = pty.fork()
     if pid == 0:  # child: the chat on the demo model, whose greedy reply here runs to the end of
         # its 512-token context (~2 s with a 2-expert cache): long enough to interrupt
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # not ignored, even if the suite runs as a background job
         os.execvpe(sys.executable, [sys.executable, "-m", "edgemoe", "chat", "-n", "100000", "--temp", "0",
                                     "--cache-experts", "2"], env)
     try:

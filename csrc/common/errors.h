@@ -23,4 +23,10 @@ struct BudgetError : EdgeMoEError {
   using EdgeMoEError::EdgeMoEError;
 };
 
+// A forward pass was stopped on request (Ctrl-C); not an error of the input.
+// bindings.cpp turns it into Python's KeyboardInterrupt.
+struct Interrupted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace edgemoe

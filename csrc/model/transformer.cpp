@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../common/errors.h"
 #include "../kernels/kernels.h"
 #include "ops.h"
 
@@ -83,20 +84,23 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
     dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
 }
 
-void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
+                          const std::atomic<bool>* stop) {
   for (int64_t done = 0; done < n; done += max_batch_) {
     const int64_t b = std::min<int64_t>(max_batch_, n - done);
     const bool last_batch = done + b == n;
     float* out = all_logits ? logits + (size_t)done * cfg_.vocab : logits;
     // Intermediate batches of a last-logits-only call need no output head.
-    forward_batch(tokens + done, b, (all_logits || last_batch) ? out : nullptr, all_logits);
+    forward_batch(tokens + done, b, (all_logits || last_batch) ? out : nullptr, all_logits, stop);
   }
 }
 
-void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits) {
+void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
+                                const std::atomic<bool>* stop) {
   const int H = cfg_.hidden;
   embed(tokens, n);
   for (int l = 0; l < cfg_.n_layers; ++l) {
+    if (stop && stop->load(std::memory_order_relaxed)) throw Interrupted("interrupted");
     const LayerWeights& L = w_.layers[l];
     for (int64_t t = 0; t < n; ++t)
       rms_norm(&x_[t * H], L.attn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);

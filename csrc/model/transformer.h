@@ -3,6 +3,7 @@
 // No I/O and no threads of its own: weights come in as pointers, routed
 // experts through an ExpertSource, parallelism through the pool it is given.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -22,7 +23,11 @@ class Transformer {
   // appends them to the KV cache. Writes the logits of every position into
   // logits [n, vocab] when all_logits, else only the last position's [vocab].
   // The caller guarantees n_past + n <= ctx_size.
-  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  // When *stop becomes true the pass throws Interrupted at the next layer
+  // boundary (no expert held); n_past then counts only the prefill batches
+  // that completed, so the KV cache stays consistent with it.
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
+               const std::atomic<bool>* stop = nullptr);
   void set_observer(ForwardObserver* observer) { observer_ = observer; }
   void reset() { n_past_ = 0; }
   // Forget every position from n on (n <= n_past): the next forward() overwrites them.
@@ -35,7 +40,8 @@ class Transformer {
   static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
 
  private:
-  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits);
+  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
+                     const std::atomic<bool>* stop);
   void attention(int layer, int64_t n);
   void moe(int layer, int64_t n);
   void shared_expert(int layer, int64_t n);

@@ -150,7 +150,7 @@ void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) con
                             std::to_string(transformer_->ctx_size()) + "; load the model with a larger ctx_size");
 }
 
-void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) {
+void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, const std::atomic<bool>* stop) {
   const auto t0 = std::chrono::steady_clock::now();
   if (tracing_) {
     trace_base_ = trace_.positions.size();
@@ -164,20 +164,20 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits) 
   }
   token_guesses_.clear();
   const double io0 = store_->stats().io_wait_s;
-  transformer_->forward(tokens, n, out, all_logits);
+  transformer_->forward(tokens, n, out, all_logits, stop);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   compute_s_ += wall - (store_->stats().io_wait_s - io0);
   tokens_ += (uint64_t)n;
 }
 
-void Engine::logits(const int32_t* tokens, int64_t n, float* out) {
+void Engine::logits(const int32_t* tokens, int64_t n, float* out, const std::atomic<bool>* stop) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, true);
   transformer_->reset();
-  run(tokens, n, out, true);
+  run(tokens, n, out, true, stop);
 }
 
-void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits) {
+void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits, const std::atomic<bool>* stop) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
   if (predictor_ && n == 1) {  // a decode step: the token alone may already predict its experts
@@ -186,7 +186,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits) {
     const int64_t base = (step_ + 1) * cfg_.n_layers;  // the coming pass through the layers
     for (const auto& g : token_guesses_) store_->prefetch(g.first, g.second, base + g.first);
   }
-  run(tokens, n, last_logits, false);
+  run(tokens, n, last_logits, false, stop);
 }
 
 void Engine::reset() {

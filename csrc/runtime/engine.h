@@ -1,6 +1,7 @@
 // The engine: ties a container's resident weights, its expert store, a thread
 // pool and the forward pass together. It is what edgemoe._core.Engine binds.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -77,9 +78,11 @@ class Engine final : public ExpertSource, public ForwardObserver {
   Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt);
 
   // Logits of every position of `tokens` from an empty context: out [n, vocab].
-  void logits(const int32_t* tokens, int64_t n, float* out);
+  // Both calls throw Interrupted at a layer boundary once *stop is true
+  // (see Transformer::forward for what the context then holds).
+  void logits(const int32_t* tokens, int64_t n, float* out, const std::atomic<bool>* stop = nullptr);
   // Appends tokens to the context; writes the last position's logits [vocab].
-  void eval(const int32_t* tokens, int64_t n, float* last_logits);
+  void eval(const int32_t* tokens, int64_t n, float* last_logits, const std::atomic<bool>* stop = nullptr);
   void reset();
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);
@@ -107,7 +110,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
  private:
   void bind_weights(const ContainerLayout& layout);
   void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
-  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits);
+  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, const std::atomic<bool>* stop);
   // Trace what the predictor asked for, against the current forward call's token.
   void record_predictions(const std::vector<std::pair<int, int>>& guesses);
 

@@ -1,0 +1,94 @@
+"""Storage faults under the real extension: every pread of the process goes through an
+LD_PRELOAD shim (tests/cpp/fault_pread.c) that fails reads on command. A failed read must
+surface as edgemoe.StorageError in the generating call, never as wrong logits or a crash,
+and the same model must compute correctly once the storage behaves again. Reads that are
+only interrupted (EINTR) or come back in pieces must give exactly the right logits."""
+import json
+import re
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edgemoe
+
+SHIM_SOURCE = Path(__file__).parent / "cpp" / "fault_pread.c"
+
+CHILD = r"""
+import ctypes, json, sys
+import numpy as np
+import edgemoe
+from edgemoe.errors import StorageError
+
+shim = ctypes.CDLL(None)  # LD_PRELOAD put fault_arm & co. into the global namespace
+KINDS = {"eio": 1, "eintr": 2, "partial": 3, "eof": 4}
+path = sys.argv[1]
+report = []
+for predictor in ("none", "gate"):  # gate: reads also happen on the prefetch I/O worker
+    model = edgemoe.load(path, cache_experts=2, threads=2, predictor=predictor)
+    ids = model.tokenize("It is a truth universally acknowledged, that a single man. " * 8,
+                         add_special_tokens=False)[:48]
+    assert len(ids) == 48
+
+    def decode():  # prefill, then decode steps: faults land in both kinds of call
+        model.reset()
+        model.eval(ids[:40])
+        for t in ids[40:]:
+            last = model.eval([t])
+        return last
+
+    want, want_last = model.logits(ids), decode()
+    for kind, count in (("eio", -1), ("eof", -1), ("eio", 1), ("partial", -1), ("eintr", 5)):
+        shim.fault_arm(KINDS[kind], 3, count)
+        r = {"predictor": predictor, "kind": kind, "count": count}
+        try:
+            last = decode()
+            r["outcome"] = "ok"
+            r["correct"] = bool(np.array_equal(last, want_last))
+        except StorageError as e:
+            r["outcome"] = "storage_error"
+            r["message"] = str(e)
+        r["injected"] = shim.fault_injected()
+        shim.fault_disarm()
+        r["n_past_consistent"] = model.n_past <= len(ids)
+        r["recovered"] = bool(np.array_equal(model.logits(ids), want))
+        report.append(r)
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def fault_shim(tmp_path_factory):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler for the fault-injection shim")
+    out = tmp_path_factory.mktemp("shim") / "libfault_pread.so"
+    subprocess.run([cc, "-O1", "-shared", "-fPIC", "-o", str(out), str(SHIM_SOURCE), "-ldl"], check=True)
+    return out
+
+
+def test_read_faults_raise_storage_error_and_never_give_wrong_logits(fault_shim):
+    env = dict(os.environ, LD_PRELOAD=str(fault_shim))
+    out = subprocess.run([sys.executable, "-c", CHILD, edgemoe.default_model_path()], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(report) == 10
+    for r in report:
+        assert r["injected"] > 0, r  # the fault was really hit
+        assert r["recovered"] and r["n_past_consistent"], r
+        if r["kind"] in ("eio", "eof"):
+            # A failed read is an error in the call, whether a demand read or a prefetch hit it
+            # (a failed prefetch is dropped and the expert read again when needed: with one
+            # injected failure that second read succeeds and the logits are right).
+            if r["outcome"] == "ok":
+                assert r["count"] == 1 and r["correct"], r
+            else:
+                assert re.search("Input/output error|end of|truncated", r["message"]), r
+        else:  # interrupted or piecewise reads are retried to completion
+            assert r["outcome"] == "ok" and r["correct"], r
+    # With every read failing, the call must fail.
+    assert all(r["outcome"] == "storage_error" for r in report if r["count"] == -1 and r["kind"] in ("eio", "eof"))
