@@ -11,9 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import edgemoe
+from conftest import reference
 
 SHIM_SOURCE = Path(__file__).parent / "cpp" / "fault_pread.c"
 
@@ -92,3 +94,38 @@ def test_read_faults_raise_storage_error_and_never_give_wrong_logits(fault_shim)
             assert r["outcome"] == "ok" and r["correct"], r
     # With every read failing, the call must fail.
     assert all(r["outcome"] == "storage_error" for r in report if r["count"] == -1 and r["kind"] in ("eio", "eof"))
+
+
+def test_file_overwritten_in_place_is_caught_by_checksums(converted, tmp_path):
+    from edgemoe.errors import StorageError
+
+    path = tmp_path / "m.emoe"
+    shutil.copyfile(converted("qwen3_moe", "8"), path)
+    original = path.read_bytes()
+    ids = reference("qwen3_moe")["input_ids"].tolist()
+    model = edgemoe.load(str(path), cache_experts=2)  # tiny cache: every step reads experts
+    want = model.logits(ids)
+    half = len(original) // 2
+    with open(path, "r+b") as f:  # same size, other bytes: only the checksums can tell
+        f.seek(half)
+        f.write(bytes(255 - b for b in original[half:]))
+    with pytest.raises(StorageError, match="checksum"):
+        for _ in range(3):
+            model.logits(ids)
+    path.write_bytes(original)
+    np.testing.assert_array_equal(model.logits(ids), want)
+
+
+def test_file_replaced_while_open_keeps_reading_the_file_that_was_opened(converted, tmp_path):
+    # Replacing a file (rename over it, as package managers and `cp --remove-destination` do)
+    # leaves the open model on the old file: the same logits, never a mix of two models.
+    path = tmp_path / "m.emoe"
+    shutil.copyfile(converted("qwen3_moe", "8"), path)
+    ids = reference("qwen3_moe")["input_ids"].tolist()
+    model = edgemoe.load(str(path), cache_experts=2)
+    want = model.logits(ids)
+    other = tmp_path / "other.emoe"
+    shutil.copyfile(converted("qwen3_moe", "4"), other)
+    os.replace(other, path)
+    np.testing.assert_array_equal(model.logits(ids), want)
+    assert not np.array_equal(edgemoe.load(str(path), cache_experts=2).logits(ids), want)
