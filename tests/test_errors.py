@@ -175,3 +175,20 @@ def test_context_overflow(converted):
     model = edgemoe.load(converted("qwen3_moe", "8"), threads=1, ctx_size=16)
     with pytest.raises(edgemoe.ContextLengthError, match="exceed the context size of 16"):
         model.logits(list(range(17)))
+
+
+@pytest.mark.parametrize("field,value", [("head_dim", 7), ("top_k", 99), ("n_kv_heads", 3), ("hidden", 0),
+                                         ("vocab", 1 << 30), ("rms_norm_eps", float("nan"))])
+def test_the_runtime_checks_the_config_without_python(converted, field, value):
+    # The C++ engine is also driven without Python's validation (tests/cpp, the libFuzzer target):
+    # it refuses a hostile config itself rather than sizing buffers from it.
+    from edgemoe import _core
+    from edgemoe.api import engine_tables
+
+    c = open_container(converted("qwen3_moe", "8"))
+    tensors, experts = engine_tables(c)
+    cfg = dict(c.config, **{field: value})
+    h = c.header
+    with pytest.raises(edgemoe.FormatError, match="invalid model config"):
+        _core.Engine(cfg, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts, 2, 1, 64,
+                     8, True, "lru", "none", 1, 0, 0.5, None)

@@ -1,9 +1,11 @@
 """The C++ tests again, built with AddressSanitizer and UndefinedBehaviorSanitizer (a separate
 build, every finding fatal): the expert store (fault injection, threads), the MoE block against
-changing cache answers, and whole forward passes of fixture containers with a small cache."""
+changing cache answers, and whole forward passes of fixture containers with a small cache. Then
+the Python tests that drive the engine, against an extension built with both sanitizers."""
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,51 @@ def test_forward_passes_under_sanitizers(tmp_path, converted):
             proc = subprocess.run([str(binary), str(layout), str(tmp_path / "out.f32")], capture_output=True,
                                   text=True, timeout=600, env={**os.environ, **ENV})
             assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+
+# The Python tests that drive the engine hardest, run again against an extension built with
+# the sanitizers. Left out: the C++-only tests (built with sanitizers above), fuzzing, cross
+# builds and llama.cpp/conversion suites that exercise other libraries' code; and the memory
+# ceiling test, since ASan's shadow memory and quarantine inflate RSS by design.
+PYTHON_SUITE = ["test_errors.py", "test_interrupt.py", "test_storage_faults.py", "test_reliability.py",
+                "test_cache_budget.py", "test_pipeline.py", "test_parity.py", "test_compress.py", "test_trace.py",
+                "test_profile.py", "test_demo_model.py", "test_kernels.py", "test_chat.py", "test_server.py",
+                "test_perplexity.py"]
+NOT_UNDER_ASAN = "not within_the_budget"
+
+
+def runtime_library(name):
+    path = subprocess.run([CXX, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(path):
+        pytest.skip(f"{name} not found next to {CXX}")
+    return path
+
+
+def test_python_suite_under_sanitizers(tmp_path):
+    # Build the extension with the sanitizers, next to a copy of the package (pure Python + data).
+    build = tmp_path / "build"
+    env = {**os.environ, "EDGEMOE_EXTRA_CFLAGS": " ".join(SANITIZE)}
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(build / "lib"),
+                           "--build-temp", str(build / "tmp")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pkg = tmp_path / "pkg"
+    shutil.copytree(ROOT / "edgemoe", pkg / "edgemoe", ignore=shutil.ignore_patterns("_core*.so", "__pycache__"))
+    for so in (build / "lib" / "edgemoe").glob("_core*.so"):
+        shutil.copy(so, pkg / "edgemoe")
+
+    # Python is not built with ASan, so its runtime must be preloaded (and libstdc++ with it, or
+    # ASan cannot find the real __cxa_throw). Python leaks by design: leak checking stays off.
+    env = {**os.environ, **ENV, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0",
+           "LD_PRELOAD": f"{runtime_library('libasan.so')} {runtime_library('libstdc++.so')}"}
+    env.pop("PYTHONPATH", None)
+    # cwd = the copy: `python -m` puts it first on sys.path, ahead of the installed package.
+    where = subprocess.run([sys.executable, "-c", "import edgemoe._core as c; print(c.__file__)"], cwd=pkg,
+                           capture_output=True, text=True, env=env)
+    assert where.returncode == 0 and where.stdout.strip().startswith(str(pkg)), where.stdout + where.stderr
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", NOT_UNDER_ASAN,
+                           *(str(ROOT / "tests" / t) for t in PYTHON_SUITE)],
+                          cwd=pkg, capture_output=True, text=True, timeout=1500, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "ERROR: AddressSanitizer" not in out and "runtime error:" not in out, out[-6000:]
+    print(out.strip().splitlines()[-1])

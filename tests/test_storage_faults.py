@@ -73,7 +73,9 @@ def fault_shim(tmp_path_factory):
 
 
 def test_read_faults_raise_storage_error_and_never_give_wrong_logits(fault_shim):
-    env = dict(os.environ, LD_PRELOAD=str(fault_shim))
+    # Appended: a sanitizer runtime already preloaded (tests/test_sanitizers.py) must stay first.
+    preload = " ".join(p for p in (os.environ.get("LD_PRELOAD", ""), str(fault_shim)) if p)
+    env = dict(os.environ, LD_PRELOAD=preload)
     out = subprocess.run([sys.executable, "-c", CHILD, edgemoe.default_model_path()], capture_output=True,
                          text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr

@@ -14,6 +14,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -351,10 +352,17 @@ const KernelTable kAvx2 = {Isa::Avx2, quantize_activations_avx2, matmul_rows_avx
 
 }  // namespace
 
+// F16C is CPUID leaf 1, ECX bit 29; asked directly because clang's
+// __builtin_cpu_supports does not know the "f16c" feature name.
+static bool cpu_has_f16c() {
+  unsigned a, b, c, d;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 const KernelTable* avx2_kernels() {
   static const bool ok = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   }();
   return ok ? &kAvx2 : nullptr;
 }

@@ -37,4 +37,10 @@ struct ModelConfig {
   int kv_dim() const { return n_kv_heads * head_dim; }
 };
 
+// Throws FormatError naming the first field out of range. The same bounds as
+// edgemoe/model_config.py: the runtime checks for itself, since it is also
+// driven without Python (tests/cpp, the libFuzzer target), and a hostile
+// config must not size allocations or overflow the int products above.
+void check_config(const ModelConfig& c);
+
 }  // namespace edgemoe

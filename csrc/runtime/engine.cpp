@@ -21,6 +21,7 @@ QType checked_type(int code, const std::string& what) {
 
 Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt)
     : cfg_(cfg), opt_(opt), experts_(layout.experts) {
+  check_config(cfg);
   if (opt.n_slots < 1) throw BudgetError("the expert cache needs at least one slot");
   if (opt.ctx_size < 1 || opt.max_batch < 1 || opt.threads < 1)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");

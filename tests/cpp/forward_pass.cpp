@@ -5,25 +5,15 @@
 // Debian's aarch64 cross compiler, for qemu-aarch64, so the NEON build's
 // logits can be checked against the x86-64 ones.
 //
-//   forward_pass LAYOUT.txt OUT.f32
-//
-// LAYOUT.txt, one item per line:
-//   config <key> <value>           (the keys of edgemoe/model_config.py)
-//   path <container file>
-//   resident <offset> <size> <crc32>
-//   tensor <name> <type> <rows> <cols> <offset> <nbytes>
-//   expert <layer> <expert> <offset> <size> <crc32> <type> <gate> <up> <down> <stored>
-//   tokens <id> <id> ...
+//   forward_pass LAYOUT.txt OUT.f32      (LAYOUT.txt: see layout_text.h)
 #include <cstdio>
 #include <fstream>
-#include <iostream>
-#include <map>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "layout_text.h"
 #include "runtime/engine.h"
 
 using namespace edgemoe;
@@ -36,61 +26,10 @@ int main(int argc, char** argv) {
   try {
     std::ifstream in(argv[1]);
     if (!in) throw std::runtime_error(std::string("cannot open ") + argv[1]);
-    std::map<std::string, std::string> conf;
-    ContainerLayout layout;
-    std::vector<int32_t> tokens;
-    std::string line;
-    while (std::getline(in, line)) {
-      std::istringstream ls(line);
-      std::string kind;
-      ls >> kind;
-      if (kind == "config") {
-        std::string key, value;
-        ls >> key >> value;
-        conf[key] = value;
-      } else if (kind == "path") {
-        ls >> layout.path;
-      } else if (kind == "resident") {
-        ls >> layout.resident_offset >> layout.resident_size >> layout.resident_crc;
-      } else if (kind == "tensor") {
-        TensorEntry t;
-        ls >> t.name >> t.type >> t.rows >> t.cols >> t.offset >> t.nbytes;
-        layout.tensors.push_back(t);
-      } else if (kind == "expert") {
-        size_t l, e;
-        ExpertEntry x;
-        ls >> l >> e >> x.offset >> x.size >> x.crc32 >> x.type >> x.gate >> x.up >> x.down >> x.stored;
-        if (layout.experts.size() <= l) layout.experts.resize(l + 1);
-        if (layout.experts[l].size() != e) throw std::runtime_error("experts out of order");
-        layout.experts[l].push_back(x);
-      } else if (kind == "tokens") {
-        int32_t t;
-        while (ls >> t) tokens.push_back(t);
-      }
-    }
-    auto num = [&](const char* k) { return std::stod(conf.at(k)); };
-    auto flag = [&](const char* k) { return conf.at(k) == "1"; };
-    ModelConfig c;
-    c.architecture = conf.at("architecture");
-    c.n_layers = (int)num("n_layers");
-    c.hidden = (int)num("hidden");
-    c.n_heads = (int)num("n_heads");
-    c.n_kv_heads = (int)num("n_kv_heads");
-    c.head_dim = (int)num("head_dim");
-    c.vocab = (int)num("vocab");
-    c.n_experts = (int)num("n_experts");
-    c.top_k = (int)num("top_k");
-    c.expert_intermediate = (int)num("expert_intermediate");
-    c.shared_intermediate = (int)num("shared_intermediate");
-    c.shared_gate = flag("shared_gate");
-    c.qkv_bias = flag("qkv_bias");
-    c.norm_topk_prob = flag("norm_topk_prob");
-    c.tie_embeddings = flag("tie_embeddings");
-    const std::string qk = conf.at("qk_norm");
-    c.qk_norm = qk == "head" ? QKNorm::Head : qk == "full" ? QKNorm::Full : QKNorm::None;
-    c.rope_theta = (float)num("rope_theta");
-    c.rms_norm_eps = (float)num("rms_norm_eps");
-    c.max_position = (int)num("max_position");
+    edgemoe_test::LayoutText text = edgemoe_test::parse_layout_text(in);
+    const ModelConfig& c = text.config;
+    const ContainerLayout& layout = text.layout;
+    const std::vector<int32_t>& tokens = text.tokens;
 
     EngineOptions opt;
     opt.n_slots = 4;  // a small cache: the run reads, evicts and re-reads experts

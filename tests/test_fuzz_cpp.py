@@ -1,0 +1,81 @@
+"""libFuzzer over the C++ loader (tests/cpp/fuzz_engine.cpp): hostile container tables and file
+bytes go straight to the engine, without Python's checks in front, then through a short forward
+pass; built with AddressSanitizer and UndefinedBehaviorSanitizer. Seeded with real converted
+containers (raw and zstd-compressed blobs); runs EDGEMOE_FUZZ_SECONDS (30 s in CI). Inputs that
+once crashed it live in tests/fixtures/fuzz/engine-* and are replayed first."""
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, reference
+from test_forward_cross import write_layout
+
+ROOT = Path(__file__).resolve().parent.parent
+CLANG = shutil.which("clang++")
+SECONDS = int(os.environ.get("EDGEMOE_FUZZ_SECONDS", "30"))
+HAVE_ZSTD = Path("/usr/include/zstd.h").exists()
+
+pytestmark = pytest.mark.skipif(CLANG is None, reason="clang++ (with libFuzzer) is not installed")
+
+
+@pytest.fixture(scope="module")
+def fuzzer(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz_engine") / "fuzz_engine"
+    srcs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*/*.cpp"))
+    cmd = [CLANG, "-std=c++17", "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
+           "-Icsrc", "-Itests/cpp", "-pthread", "tests/cpp/fuzz_engine.cpp", *srcs, "-o", str(out)]
+    if HAVE_ZSTD:
+        cmd[1:1] = ["-DEDGEMOE_HAVE_ZSTD=1"]
+        cmd.append("-lzstd")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"build failed:\n{proc.stderr[-3000:]}"
+    return out
+
+
+def seed(path: str, ids, out: Path) -> None:
+    """Two seeds per container: checksums on, and off (mutated weights then reach the kernels)."""
+    layout = out.with_suffix(".txt")
+    write_layout(path, ids, layout)
+    body = Path(path).read_bytes()
+    out.write_bytes(layout.read_bytes() + b"@@file\n" + body)
+    out.with_name(out.name + "-nocrc").write_bytes(layout.read_bytes() + b"checksums off\n@@file\n" + body)
+    layout.unlink()
+
+
+def run(fuzzer, *args, timeout):
+    proc = subprocess.run([str(fuzzer), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "print_stacktrace=1"})
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_engine_loader_survives_fuzzing(fuzzer, converted, tmp_path):
+    from edgemoe.convert import convert_hf
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, bits in (("qwen3_moe", "4"), ("qwen2_moe", "8"), ("mixtral", "3")):
+        seed(converted(name, bits), reference(name)["input_ids"][:6].tolist(), corpus / f"{name}-{bits}")
+    if HAVE_ZSTD:
+        packed = str(tmp_path / "zstd.emoe")
+        convert_hf(str(FIXTURES / "olmoe"), packed, bits="8", progress=False, compress="zstd")
+        seed(packed, reference("olmoe")["input_ids"][:6].tolist(), corpus / "olmoe-zstd")
+    max_len = max(p.stat().st_size for p in corpus.iterdir()) + 4096
+    code, log = run(fuzzer, corpus, f"-max_total_time={SECONDS}", "-rss_limit_mb=2048", "-timeout=20",
+                    f"-artifact_prefix={tmp_path}/", f"-max_len={max_len}", "-print_final_stats=1",
+                    timeout=SECONDS + 600)
+    assert code == 0, log[-6000:]
+    runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
+    assert runs and int(runs.group(1)) > 20, log[-2000:]
+    print(f"fuzz_engine: {runs.group(1)} executions in {SECONDS} s, no findings")
+
+
+def test_past_findings_no_longer_crash(fuzzer):
+    cases = sorted((FIXTURES / "fuzz").glob("engine-*"))
+    if not cases:
+        pytest.skip("no recorded findings")
+    code, log = run(fuzzer, *cases, timeout=600)
+    assert code == 0, log[-6000:]
