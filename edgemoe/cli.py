@@ -54,6 +54,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefetch-min-confidence", type=_bounded(float, 0.0, 1.0), default=None,
                    help="prefetch only guesses at least this likely (router probability, or how often the "
                         "profile saw it); fewer, surer reads")
+    p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
+                   help="skip the CRC check of each expert read (faster when experts stream from storage; "
+                        "a corrupt or replaced file then gives wrong output instead of an error)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -79,7 +82,8 @@ def _load(args):
     return load(args.model or default_model_path(), memory_budget=args.memory_budget,
                 cache_experts=args.cache_experts, threads=args.threads, ctx_size=args.ctx_size,
                 predictor=args.predictor, cache_policy=args.cache_policy, prefetch_depth=args.prefetch_depth,
-                prefetch_width=args.prefetch_width, prefetch_min_confidence=args.prefetch_min_confidence)
+                prefetch_width=args.prefetch_width, prefetch_min_confidence=args.prefetch_min_confidence,
+                verify_checksums=args.verify_checksums)
 
 
 def cmd_convert(args) -> int:

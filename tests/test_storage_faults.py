@@ -131,3 +131,27 @@ def test_file_replaced_while_open_keeps_reading_the_file_that_was_opened(convert
     os.replace(other, path)
     np.testing.assert_array_equal(model.logits(ids), want)
     assert not np.array_equal(edgemoe.load(str(path), cache_experts=2).logits(ids), want)
+
+
+def test_cli_checksums_on_by_default_and_off_on_request(converted, tmp_path):
+    path = tmp_path / "m.emoe"
+    shutil.copyfile(converted("qwen3_moe", "8"), path)
+    from edgemoe.api import engine_tables
+    from edgemoe.container import open_container
+
+    _, experts = engine_tables(open_container(str(path)))
+    data = bytearray(path.read_bytes())
+    for row in experts:  # every expert blob inverted; header, manifest and resident weights intact
+        for offset, size, *_ in row:
+            data[offset:offset + size] = bytes(255 - b for b in data[offset:offset + size])
+    path.write_bytes(bytes(data))
+
+    def generate(*flags):
+        return subprocess.run([sys.executable, "-m", "edgemoe", "generate", str(path), "-p", "Hello there, how are you", "-n", "4",
+                               "--temp", "0", "--cache-experts", "2", *flags], capture_output=True, text=True,
+                              timeout=300)
+
+    checked = generate()
+    assert checked.returncode != 0 and "checksum" in checked.stderr, checked.stderr
+    unchecked = generate("--no-verify-checksums")  # the user's choice: speed over detection
+    assert unchecked.returncode == 0, unchecked.stderr
