@@ -98,20 +98,34 @@ def test_read_faults_raise_storage_error_and_never_give_wrong_logits(fault_shim)
     assert all(r["outcome"] == "storage_error" for r in report if r["count"] == -1 and r["kind"] in ("eio", "eof"))
 
 
-def test_file_overwritten_in_place_is_caught_by_checksums(converted, tmp_path):
-    from edgemoe.errors import StorageError
-
+def open_copy(converted, tmp_path):
+    """A private copy of a fixture container, opened with a 2-slot cache (every step reads
+    experts): (path, its bytes, token ids, model, the model's logits for them)."""
     path = tmp_path / "m.emoe"
     shutil.copyfile(converted("qwen3_moe", "8"), path)
-    original = path.read_bytes()
     ids = reference("qwen3_moe")["input_ids"].tolist()
-    model = edgemoe.load(str(path), cache_experts=2)  # tiny cache: every step reads experts
-    want = model.logits(ids)
+    model = edgemoe.load(str(path), cache_experts=2)
+    return path, path.read_bytes(), ids, model, model.logits(ids)
+
+
+def test_file_truncated_while_open_is_a_storage_error_and_the_model_recovers(converted, tmp_path):
+    path, original, ids, model, want = open_copy(converted, tmp_path)
+    with open(path, "r+b") as f:
+        f.truncate(len(original) // 2)  # experts in the second half are gone
+    with pytest.raises(edgemoe.StorageError, match="truncated|end of"):
+        for _ in range(3):
+            model.logits(ids)
+    path.write_bytes(original)  # the file comes back: the same model object works again
+    np.testing.assert_array_equal(model.logits(ids), want)
+
+
+def test_file_overwritten_in_place_is_caught_by_checksums(converted, tmp_path):
+    path, original, ids, model, want = open_copy(converted, tmp_path)
     half = len(original) // 2
     with open(path, "r+b") as f:  # same size, other bytes: only the checksums can tell
         f.seek(half)
         f.write(bytes(255 - b for b in original[half:]))
-    with pytest.raises(StorageError, match="checksum"):
+    with pytest.raises(edgemoe.StorageError, match="checksum"):
         for _ in range(3):
             model.logits(ids)
     path.write_bytes(original)
@@ -121,11 +135,7 @@ def test_file_overwritten_in_place_is_caught_by_checksums(converted, tmp_path):
 def test_file_replaced_while_open_keeps_reading_the_file_that_was_opened(converted, tmp_path):
     # Replacing a file (rename over it, as package managers and `cp --remove-destination` do)
     # leaves the open model on the old file: the same logits, never a mix of two models.
-    path = tmp_path / "m.emoe"
-    shutil.copyfile(converted("qwen3_moe", "8"), path)
-    ids = reference("qwen3_moe")["input_ids"].tolist()
-    model = edgemoe.load(str(path), cache_experts=2)
-    want = model.logits(ids)
+    path, _, ids, model, want = open_copy(converted, tmp_path)
     other = tmp_path / "other.emoe"
     shutil.copyfile(converted("qwen3_moe", "4"), other)
     os.replace(other, path)
