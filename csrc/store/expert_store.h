@@ -107,6 +107,10 @@ class ExpertStore {
 
 // zlib-compatible CRC-32 (polynomial 0xEDB88320), continuing from `crc`.
 uint32_t crc32_update(uint32_t crc, const void* data, size_t n);
+// Which implementation crc32_update uses here: "pclmul", "arm-crc32" or "tables".
+const char* crc32_implementation();
+// The table-driven version the fast paths are checked against (tests).
+uint32_t crc32_update_portable(uint32_t crc, const void* data, size_t n);
 inline uint32_t crc32(const void* data, size_t n) { return crc32_update(0, data, n); }
 
 }  // namespace edgemoe
