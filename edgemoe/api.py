@@ -1,13 +1,14 @@
 """The Python API: `edgemoe.load(path) -> Model`, a thin layer over the C++ engine."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import quant
-from .budget import MemoryPlan, plan_memory
+from .budget import MemoryPlan, check_fits_in_memory, default_budget, plan_memory
 from .container import PAGE, Container, open_container
 from .errors import EdgeMoEError
 from .sampling import Sampler, SamplingParams
@@ -86,7 +87,8 @@ class Model:
         self.max_batch = min(DEFAULT_MAX_BATCH, self.ctx_size)
         blobs = [b for row in container.manifest["experts"] for b in row]
         slot_bytes = max((b["size"] + PAGE - 1) // PAGE * PAGE for b in blobs)
-        self.plan: MemoryPlan = plan_memory(
+        plan = functools.partial(
+            plan_memory,
             resident=container.header.resident_size,
             kv=core.kv_cache_bytes(cfg, self.ctx_size),
             # compressed blobs add the expert store's staging buffers (one for demand reads,
@@ -96,9 +98,12 @@ class Model:
             slot_bytes=slot_bytes,
             total_experts=len(blobs),
             top_k=cfg["top_k"],
-            budget=memory_budget,
             cache_experts=cache_experts,
         )
+        self.plan: MemoryPlan = plan(budget=memory_budget)
+        if memory_budget is None and cache_experts is None:  # no promise asked for: fit what is free
+            self.plan = plan(budget=min(self.plan.total_bytes, default_budget(self.plan.min_budget)))
+        check_fits_in_memory(self.plan, explicit_budget=memory_budget is not None)
         tensors, experts = engine_tables(container)
         if predictor not in PREDICTORS:
             raise ValueError(f"unknown predictor {predictor!r} (available: {', '.join(PREDICTORS)})")

@@ -6,6 +6,7 @@ it (tens of MB, measured in bench/).
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -65,6 +66,84 @@ class MemoryPlan:
     @property
     def total_bytes(self) -> int:
         return self.fixed_bytes + self.n_slots * self.slot_bytes
+
+
+# Without a memory_budget the engine may use this share of the memory available at load time:
+# the rest is headroom for the Python process, the page cache that streams experts, and others.
+DEFAULT_BUDGET_SHARE = 0.8
+
+
+def _read_int(path: str) -> Optional[int]:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_available(root: str = "/sys/fs/cgroup") -> Optional[int]:
+    """Room left under this process's cgroup memory limit (v2 or v1), or None without one.
+    Page cache the kernel can reclaim (inactive file pages) counts as room, as it does in
+    MemAvailable."""
+    for folder, limit_name, usage_name, inactive_key in (
+            ("", "memory.max", "memory.current", "inactive_file"),
+            ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")):
+        base = os.path.join(root, folder)
+        limit = _read_int(os.path.join(base, limit_name))
+        usage = _read_int(os.path.join(base, usage_name))
+        if limit is None or usage is None or limit >= 1 << 60:  # v1 reports "no limit" as a huge number
+            continue
+        inactive = 0
+        try:
+            with open(os.path.join(base, "memory.stat")) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == inactive_key:
+                        inactive = int(value)
+        except (OSError, ValueError):
+            pass
+        return max(0, limit - usage + inactive)
+    return None
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate without swapping or meeting the OOM killer: the
+    system's MemAvailable, or less under a cgroup memory limit (containers, systemd slices).
+    EDGEMOE_AVAILABLE_MEMORY overrides it (tests, or to plan for another machine)."""
+    forced = os.environ.get("EDGEMOE_AVAILABLE_MEMORY")
+    if forced:
+        return parse_size(forced)
+    import psutil
+
+    avail = psutil.virtual_memory().available
+    cgroup = _cgroup_available() if os.name == "posix" else None
+    return min(avail, cgroup) if cgroup is not None else avail
+
+
+def check_fits_in_memory(plan: "MemoryPlan", explicit_budget: bool) -> None:
+    """Refuse at load, with the figures, a plan the machine cannot hold: the alternative is the
+    OOM killer (or heavy swapping) some time into generation."""
+    avail = available_memory()
+    if plan.total_bytes <= avail:
+        return
+    if plan.min_budget > avail:
+        raise BudgetError(f"this model needs at least {format_size(plan.min_budget)} of memory "
+                          f"({format_size(plan.fixed_bytes)} resident weights, KV cache and scratch, plus one "
+                          f"layer's experts) but only {format_size(avail)} is available; lower ctx_size, free "
+                          f"memory, or convert with fewer bits")
+    if explicit_budget:
+        advice = f"pass a memory_budget of at most {format_size(avail)}"
+    else:
+        advice = f"at most {(avail - plan.fixed_bytes) // plan.slot_bytes} expert slots fit (cache_experts)"
+    raise BudgetError(f"the memory plan ({format_size(plan.total_bytes)}) exceeds the {format_size(avail)} "
+                      f"of memory available; {advice}")
+
+
+def default_budget(min_budget: int) -> int:
+    """The budget used when none is given: a share of the available memory, but never less
+    than the model's minimum (check_fits_in_memory then decides whether even that fits)."""
+    return max(min_budget, int(available_memory() * DEFAULT_BUDGET_SHARE))
 
 
 def plan_memory(resident: int, kv: int, scratch: int, slot_bytes: int, total_experts: int, top_k: int,

@@ -79,3 +79,44 @@ def test_parse_size(text, expected):
 def test_parse_size_rejects(bad):
     with pytest.raises(edgemoe.BudgetError):
         parse_size(bad)
+
+
+# EDGEMOE_AVAILABLE_MEMORY stands in for the machine's free memory (psutil / the cgroup limit).
+def test_without_a_budget_the_plan_fits_the_available_memory(monkeypatch):
+    full = edgemoe.load(edgemoe.default_model_path()).plan  # this machine: room for every expert
+    available = full.min_budget + (full.total_bytes - full.min_budget) // 2
+    monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(available))
+    plan = edgemoe.load(edgemoe.default_model_path()).plan
+    assert full.min_slots < plan.n_slots < full.n_slots
+    assert plan.total_bytes <= 0.8 * available  # DEFAULT_BUDGET_SHARE: headroom for the rest
+
+
+def test_too_little_memory_is_a_budget_error_at_load(monkeypatch):
+    plan = edgemoe.load(edgemoe.default_model_path()).plan
+    monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(plan.min_budget - 1))
+    with pytest.raises(edgemoe.BudgetError, match="needs at least .* but only .* is available"):
+        edgemoe.load(edgemoe.default_model_path())
+    monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(plan.min_budget + 1))
+    with pytest.raises(edgemoe.BudgetError, match="exceeds .* available; pass a memory_budget of at most"):
+        edgemoe.load(edgemoe.default_model_path(), memory_budget=plan.total_bytes)  # a promise it cannot keep
+    with pytest.raises(edgemoe.BudgetError, match=r"at most \d+ expert slots fit"):
+        edgemoe.load(edgemoe.default_model_path(), cache_experts=plan.n_slots)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_cgroup_limit_counts_as_available_memory(tmp_path, version):
+    from edgemoe.budget import _cgroup_available
+
+    if version == "v2":
+        (tmp_path / "memory.max").write_text("1000000\n")
+        (tmp_path / "memory.current").write_text("600000\n")
+        (tmp_path / "memory.stat").write_text("anon 500000\ninactive_file 50000\n")
+    else:
+        (tmp_path / "memory").mkdir()
+        (tmp_path / "memory" / "memory.limit_in_bytes").write_text("1000000\n")
+        (tmp_path / "memory" / "memory.usage_in_bytes").write_text("600000\n")
+        (tmp_path / "memory" / "memory.stat").write_text("cache 100000\ntotal_inactive_file 50000\n")
+    assert _cgroup_available(str(tmp_path)) == 1000000 - 600000 + 50000
+    (tmp_path / ("memory.max" if version == "v2" else "memory/memory.limit_in_bytes")).write_text(
+        "max\n" if version == "v2" else str(1 << 62))
+    assert _cgroup_available(str(tmp_path)) is None  # no limit set
