@@ -64,6 +64,15 @@ void Transformer::moe(int layer, int64_t n) {
   std::vector<int> needed, misses;
   for (int e = 0; e < E; ++e)
     if (!users[e].empty()) (experts_.is_cached(layer, e) ? needed : misses).push_back(e);
+  if (n == 1 && needed.size() > 1) {
+    // Decode: the cached experts run together, their gate/up and then their
+    // down projections one parallel loop each (per weight type), instead of
+    // two thread hand-offs per expert; results are bit-identical, every row
+    // being computed by the same kernel either way. Misses follow one by one:
+    // each needs a slot of its own to be read into.
+    moe_decode_cached(layer, needed, users);
+    needed.clear();
+  }
   needed.insert(needed.end(), misses.begin(), misses.end());
 
   for (int e : needed) {
@@ -96,6 +105,76 @@ void Transformer::moe(int layer, int64_t n) {
       for (int i = 0; i < H; ++i) dst[i] += src[i];
     }
   if (cfg_.shared_intermediate) shared_expert(layer, n);
+}
+
+namespace {
+
+// Experts pinned in the cache for as long as it lives.
+struct PinnedExperts {
+  ExpertSource& source;
+  int layer;
+  std::vector<int> ids;
+  std::vector<ExpertView> views;
+  PinnedExperts(ExpertSource& s, int l, const std::vector<int>& experts) : source(s), layer(l) {
+    ids.reserve(experts.size());
+    views.reserve(experts.size());
+    for (int e : experts) {
+      views.push_back(source.acquire(layer, e));  // may throw: only what was pinned is released
+      ids.push_back(e);
+    }
+  }
+  ~PinnedExperts() {
+    for (int e : ids) source.release(layer, e);
+  }
+};
+
+}  // namespace
+
+void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
+                                    const std::vector<std::vector<int64_t>>& users) {
+  const int H = cfg_.hidden, I = cfg_.expert_intermediate;
+  const int64_t blocks_per_row = I / kGroup;  // of a quantized activation row
+  // Experts per batch: the parts a matmul_many takes, and what the scratch
+  // buffers (sized for max_batch tokens) hold.
+  const int64_t cap = std::min<int64_t>({kMaxMatmulParts / 2, (int64_t)ex_gate_.size() / I,
+                                         (int64_t)ex_out_.size() / H,
+                                         (int64_t)xq_.size() / std::max<int64_t>(1, blocks_per_row)});
+  PinnedExperts pinned(experts_, layer, experts);
+  std::vector<size_t> order(experts.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return (int)pinned.views[a].type < (int)pinned.views[b].type; });
+  MatmulPart parts[kMaxMatmulParts];
+  Activations rows[kMaxMatmulParts];
+  for (size_t s = 0; s < order.size();) {
+    const QType t = pinned.views[order[s]].type;
+    int64_t m = 0;
+    while (s + m < order.size() && m < std::max<int64_t>(1, cap) && pinned.views[order[s + m]].type == t) ++m;
+    Activations a = prepare(pool_, t, xn_.data(), 1, H, xq_.data());
+    for (int64_t j = 0; j < m; ++j) {
+      const ExpertView& v = pinned.views[order[s + j]];
+      parts[2 * j] = {v.gate, I, &ex_gate_[j * I]};
+      parts[2 * j + 1] = {v.up, I, &ex_up_[j * I]};
+    }
+    matmul_many(pool_, t, parts, (int)(2 * m), a);
+    for (int64_t i = 0; i < m * I; ++i) ex_gate_[i] = silu(ex_gate_[i]) * ex_up_[i];
+    // Each expert's hidden vector is a row of its own: quantized together,
+    // multiplied by its own down projection.
+    Activations h = prepare(pool_, t, ex_gate_.data(), m, I, xq_.data());
+    for (int64_t j = 0; j < m; ++j) {
+      rows[j] = {h.x + j * I, h.xq ? h.xq + j * blocks_per_row : nullptr, 1, I};
+      parts[j] = {pinned.views[order[s + j]].down, H, &ex_out_[j * H], &rows[j]};
+    }
+    matmul_many(pool_, t, parts, (int)m, h);
+    for (int64_t j = 0; j < m; ++j)
+      for (int64_t slot : users[experts[order[s + j]]]) {
+        const float wgt = topk_w_[slot];
+        const float* src = &ex_out_[j * H];
+        float* dst = &routed_out_[slot * H];
+        for (int i = 0; i < H; ++i) dst[i] = src[i] * wgt;
+      }
+    s += m;
+  }
 }
 
 void Transformer::shared_expert(int layer, int64_t n) {

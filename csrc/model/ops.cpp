@@ -35,17 +35,23 @@ void matmul(ThreadPool& pool, QType t, const uint8_t* W, int64_t rows, const Act
 
 void matmul_many(ThreadPool& pool, QType t, const MatmulPart* parts, int count, const Activations& a) {
   // The parts' row groups (of 8, as in matmul) laid end to end; a chunk may span parts.
-  int64_t first[9] = {0};
-  if (count < 1 || count > 8) throw std::invalid_argument("matmul_many takes 1 to 8 parts");
-  for (int p = 0; p < count; ++p) first[p + 1] = first[p] + (parts[p].rows + 7) / 8;
+  if (count < 1 || count > kMaxMatmulParts) throw std::invalid_argument("matmul_many takes 1 to 64 parts");
+  int64_t first[kMaxMatmulParts + 1] = {0};
+  int64_t most_work = 0;
+  for (int p = 0; p < count; ++p) {
+    first[p + 1] = first[p] + (parts[p].rows + 7) / 8;
+    const Activations& x = parts[p].own ? *parts[p].own : a;
+    most_work = std::max(most_work, 8 * x.k * x.n);
+  }
   pool.parallel_for(first[count], [&](int64_t b, int64_t e) {
     for (int p = 0; p < count; ++p) {
       const int64_t gb = std::max(b, first[p]), ge = std::min(e, first[p + 1]);
       if (gb >= ge) continue;
+      const Activations& x = parts[p].own ? *parts[p].own : a;
       const int64_t r0 = (gb - first[p]) * 8, r1 = std::min(parts[p].rows, (ge - first[p]) * 8);
-      matmul_rows(t, parts[p].W, a.k, r0, r1, a.x, a.xq, a.n, parts[p].y, parts[p].rows);
+      matmul_rows(t, parts[p].W, x.k, r0, r1, x.x, x.xq, x.n, parts[p].y, parts[p].rows);
     }
-  }, grain_for(8 * a.k * a.n));
+  }, grain_for(most_work));
 }
 
 void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out) {

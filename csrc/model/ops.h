@@ -33,15 +33,19 @@ inline void matmul(ThreadPool& pool, const Tensor& W, const Activations& a, floa
   matmul(pool, W.type, W.data, W.rows, a, y);
 }
 
-// One weight matrix of a matmul_many: y [n, rows] = x W^T.
+// One weight matrix of a matmul_many: y [n, rows] = x W^T, x being the
+// call's shared activations or, when set, the part's own (same k).
 struct MatmulPart {
   const uint8_t* W;
   int64_t rows;
   float* y;
+  const Activations* own = nullptr;
 };
-// Several matmuls of the same type over the same activations (q/k/v, an
-// expert's gate/up) in one parallel loop: one thread hand-off instead of one
-// per matrix, which matters in decode, where each matrix takes microseconds.
+// Several matmuls of the same type in one parallel loop (q/k/v; the gate/up,
+// then the down projections of all of a decode step's experts): one thread
+// hand-off instead of one per matrix, which matters in decode, where each
+// matrix takes microseconds.
+constexpr int kMaxMatmulParts = 64;
 void matmul_many(ThreadPool& pool, QType t, const MatmulPart* parts, int count, const Activations& a);
 
 void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out);

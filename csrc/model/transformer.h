@@ -44,6 +44,9 @@ class Transformer {
                      const std::atomic<bool>* stop);
   void attention(int layer, int64_t n);
   void moe(int layer, int64_t n);
+  // Decode: the token's experts that are already cached, batched (moe.cpp).
+  void moe_decode_cached(int layer, const std::vector<int>& experts,
+                         const std::vector<std::vector<int64_t>>& users);
   void shared_expert(int layer, int64_t n);
   void embed(const int32_t* tokens, int64_t n);
 
