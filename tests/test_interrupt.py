@@ -34,6 +34,7 @@ def interrupt_once_reading(misses_before):
 report = {"full_misses": full_misses, "calls": {}}
 for call in ("logits", "eval"):
     model.reset()
+    model._engine.set_tracing(True)
     before = model.stats()
     sender = threading.Thread(target=interrupt_once_reading, args=(before["cache_misses"],))
     sender.start()
@@ -44,9 +45,12 @@ for call in ("logits", "eval"):
         outcome = "interrupted"
     sender.join()
     after = model.stats()
+    positions, experts = model._engine.take_trace(model.config["n_layers"], model.config["top_k"])[:2]
+    model._engine.set_tracing(False)
     report["calls"][call] = {"outcome": outcome, "tokens": after["tokens"] - before["tokens"],
                              "misses": after["cache_misses"] - before["cache_misses"],
-                             "n_past": model.n_past}
+                             "n_past": model.n_past, "traced": len(positions),
+                             "traced_unrouted": int((experts < 0).sum())}
 report["threads"] = threading.active_count()
 report["same_after"] = bool(np.array_equal(model.logits(ids), want))
 model.reset()
@@ -65,5 +69,7 @@ def test_ctrl_c_stops_a_long_forward_pass_at_a_layer_boundary():
         assert c["tokens"] == 0, (call, c)  # the call did not run to its end
         assert c["misses"] < r["full_misses"] / 2, (call, c, r["full_misses"])
         assert c["n_past"] % 256 == 0 and c["n_past"] < 480, (call, c)  # whole prefill batches only
+        # the routing trace holds exactly the tokens that ran, each fully routed
+        assert c["traced"] == c["n_past"] and c["traced_unrouted"] == 0, (call, c)
     assert r["threads"] == 1  # no thread left behind (the sender has been joined)
     assert r["same_after"] and r["eval_after"]  # the interrupted model computes as before

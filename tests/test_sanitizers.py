@@ -42,6 +42,11 @@ def test_store_under_sanitizers(tmp_path):
     assert out.strip().splitlines()[-1].endswith(" 0 failed")
 
 
+def test_crc32_under_sanitizers(tmp_path):
+    out = build_and_run(tmp_path, "test_crc32", ["tests/cpp/test_crc32.cpp", "csrc/store/crc32.cpp"])
+    assert out.strip().splitlines()[-1].endswith(" 0 failed")
+
+
 def test_moe_block_under_sanitizers(tmp_path):
     out = build_and_run(tmp_path, "test_moe", ["tests/cpp/test_moe_cache_answers.cpp",
                                                *sources("common", "kernels", "model")])

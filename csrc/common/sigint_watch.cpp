@@ -26,7 +26,11 @@ SigintWatch::SigintWatch() {
   const bool is_function = (current.sa_flags & SA_SIGINFO) ||
                            (current.sa_handler != SIG_DFL && current.sa_handler != SIG_IGN);
   if (!is_function) return;
-  g_previous = current;
+  // Already ours: a fork() from another thread while a watch was active left
+  // it installed in this (child) process. Keep the handler it chains to, or
+  // it would chain to itself.
+  const bool ours = (current.sa_flags & SA_SIGINFO) && current.sa_sigaction == on_sigint;
+  if (!ours) g_previous = current;
   g_interrupted.store(false);
   struct sigaction mine = {};
   mine.sa_sigaction = on_sigint;

@@ -118,9 +118,14 @@ struct PinnedExperts {
   PinnedExperts(ExpertSource& s, int l, const std::vector<int>& experts) : source(s), layer(l) {
     ids.reserve(experts.size());
     views.reserve(experts.size());
-    for (int e : experts) {
-      views.push_back(source.acquire(layer, e));  // may throw: only what was pinned is released
-      ids.push_back(e);
+    try {
+      for (int e : experts) {
+        views.push_back(source.acquire(layer, e));
+        ids.push_back(e);
+      }
+    } catch (...) {  // a read failed: no destructor runs for a half-built object, so unpin here
+      for (int e : ids) source.release(layer, e);
+      throw;
     }
   }
   ~PinnedExperts() {

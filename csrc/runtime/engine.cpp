@@ -165,10 +165,32 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, 
   }
   token_guesses_.clear();
   const double io0 = store_->stats().io_wait_s;
-  transformer_->forward(tokens, n, out, all_logits, stop);
+  const int64_t pos0 = transformer_->n_past();
+  try {
+    transformer_->forward(tokens, n, out, all_logits, stop);
+  } catch (...) {
+    // Interrupted, or a read failed: the context keeps the batches that
+    // completed, and so does the trace (rows of tokens that never ran would
+    // read as routed to expert -1, and come back when the tokens are redone).
+    if (tracing_) trim_trace(trace_base_ + size_t(transformer_->n_past() - pos0));
+    throw;
+  }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   compute_s_ += wall - (store_->stats().io_wait_s - io0);
   tokens_ += (uint64_t)n;
+}
+
+void Engine::trim_trace(size_t rows) {
+  if (rows >= trace_.positions.size()) return;
+  const size_t per_token = (size_t)cfg_.n_layers * cfg_.top_k;
+  trace_.positions.resize(rows);
+  trace_.experts.resize(rows * per_token);
+  trace_.weights.resize(rows * per_token);
+  if (!trace_.hidden.empty()) trace_.hidden.resize(rows * cfg_.n_layers * cfg_.hidden);
+  std::vector<int32_t> kept;
+  for (size_t i = 0; i + 2 < trace_.predicted.size(); i += 3)
+    if ((size_t)trace_.predicted[i] < rows) kept.insert(kept.end(), &trace_.predicted[i], &trace_.predicted[i] + 3);
+  trace_.predicted.swap(kept);
 }
 
 void Engine::logits(const int32_t* tokens, int64_t n, float* out, const std::atomic<bool>* stop) {

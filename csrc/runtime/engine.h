@@ -111,6 +111,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   void bind_weights(const ContainerLayout& layout);
   void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
   void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, const std::atomic<bool>* stop);
+  // Drop traced rows from `rows` on (tokens whose forward pass did not complete).
+  void trim_trace(size_t rows);
   // Trace what the predictor asked for, against the current forward call's token.
   void record_predictions(const std::vector<std::pair<int, int>>& guesses);
 

@@ -282,7 +282,10 @@ int64_t ExpertStore::Impl::pick_victim(int prefetch_layer) const {
   for (size_t s = 0; s < slots.size(); ++s) {
     const Slot& slot = slots[s];
     if (slot.state != SlotState::kReady || slot.pins) continue;
-    if (prefetch_layer >= 0 && (slot.prefetched || distance(layer_of[size_t(slot.owner)]) <= min_distance)) continue;
+    const int owner_layer = layer_of[size_t(slot.owner)];
+    if (prefetch_layer >= 0 &&
+        (slot.prefetched || owner_layer == current_layer || distance(owner_layer) <= min_distance))
+      continue;
     if (best < 0 || less_valuable(slot, slots[size_t(best)])) best = int64_t(s);
   }
   return best;
