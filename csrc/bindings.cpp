@@ -186,16 +186,22 @@ bool sigint_raises_keyboard_interrupt() {
   return signal.attr("getsignal")((int)SIGINT).is(signal.attr("default_int_handler"));
 }
 
+// Set from any thread to stop the forward pass it was passed to (edgemoe.CancelToken).
+struct CancelFlag {
+  std::atomic<bool> set{false};
+};
+
 // Runs compute(stop) without the GIL. Ctrl-C meanwhile stops the forward pass
 // at the next layer and raises KeyboardInterrupt, instead of only after the
-// whole (possibly minutes-long) prefill.
+// whole (possibly minutes-long) prefill; so does the cancel flag, with
+// edgemoe.Cancelled.
 template <class Compute>
-void run_interruptible(Compute&& compute) {
+void run_interruptible(const CancelFlag* cancel, Compute&& compute) {
   std::optional<SigintWatch> watch;
   if (sigint_raises_keyboard_interrupt()) watch.emplace();
   try {
     py::gil_scoped_release nogil;
-    compute(watch ? watch->flag() : nullptr);
+    compute(StopFlags{watch ? watch->flag() : nullptr, cancel ? &cancel->set : nullptr});
   } catch (const Interrupted&) {
     watch.reset();
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // Python's handler raised
@@ -204,21 +210,21 @@ void run_interruptible(Compute&& compute) {
   }
 }
 
-py::array_t<float> engine_logits(Engine& e, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
-                                 int vocab) {
+using TokenIds = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> engine_logits(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel) {
   std::vector<int32_t> tokens = token_vector(ids);
   py::array_t<float> out({(int64_t)tokens.size(), (int64_t)vocab});
   float* p = out.mutable_data();
-  run_interruptible([&](const std::atomic<bool>* stop) { e.logits(tokens.data(), (int64_t)tokens.size(), p, stop); });
+  run_interruptible(cancel, [&](StopFlags stop) { e.logits(tokens.data(), (int64_t)tokens.size(), p, stop); });
   return out;
 }
 
-py::array_t<float> engine_eval(Engine& e, const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids,
-                               int vocab) {
+py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel) {
   std::vector<int32_t> tokens = token_vector(ids);
   py::array_t<float> out(vocab);
   float* p = out.mutable_data();
-  run_interruptible([&](const std::atomic<bool>* stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop); });
+  run_interruptible(cancel, [&](StopFlags stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop); });
   return out;
 }
 
@@ -265,6 +271,7 @@ PYBIND11_MODULE(_core, m) {
   static py::object py_format_error = errors.attr("FormatError");
   static py::object py_storage_error = errors.attr("StorageError");
   static py::object py_budget_error = errors.attr("BudgetError");
+  static py::object py_cancelled = errors.attr("Cancelled");
   static py::object py_base_error = errors.attr("EdgeMoEError");
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -275,6 +282,8 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(py_storage_error.ptr(), e.what());
     } catch (const BudgetError& e) {
       PyErr_SetString(py_budget_error.ptr(), e.what());
+    } catch (const Cancelled& e) {
+      PyErr_SetString(py_cancelled.ptr(), e.what());
     } catch (const EdgeMoEError& e) {
       PyErr_SetString(py_base_error.ptr(), e.what());
     } catch (const Interrupted&) {
@@ -301,6 +310,12 @@ PYBIND11_MODULE(_core, m) {
     return Transformer::scratch_bytes(config_from_dict(cfg), ctx, max_batch, threads);
   });
 
+  py::class_<CancelFlag>(m, "CancelFlag")
+      .def(py::init<>())
+      .def("set", [](CancelFlag& f) { f.set.store(true); })
+      .def("clear", [](CancelFlag& f) { f.set.store(false); })
+      .def("is_set", [](const CancelFlag& f) { return f.set.load(); });
+
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::arg("config"), py::arg("path"), py::arg("resident_offset"),
            py::arg("resident_size"), py::arg("resident_crc"), py::arg("tensors"), py::arg("experts"),
@@ -308,8 +323,8 @@ PYBIND11_MODULE(_core, m) {
            py::arg("verify_checksums"), py::arg("cache_policy") = "lru", py::arg("predictor") = "none",
            py::arg("prefetch_depth") = 1, py::arg("prefetch_width") = 0,
            py::arg("prefetch_min_confidence") = 0.f, py::arg("profile") = py::none())
-      .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"))
-      .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"))
+      .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
+      .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("reset", [](Engine& e) {
         py::gil_scoped_release nogil;
         e.reset();

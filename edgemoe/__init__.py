@@ -1,11 +1,13 @@
 """EdgeMoE: on-device inference for Mixture-of-Experts language models."""
-from .errors import BudgetError, EdgeMoEError, FormatError, StorageError, UnsupportedModelError
-from .api import ContextLengthError, Model, default_model_path, load
+from .errors import BudgetError, Cancelled, EdgeMoEError, FormatError, StorageError, UnsupportedModelError
+from .api import CancelToken, ContextLengthError, Model, default_model_path, load
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BudgetError",
+    "CancelToken",
+    "Cancelled",
     "ContextLengthError",
     "Model",
     "default_model_path",

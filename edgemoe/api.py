@@ -66,6 +66,31 @@ def engine_tables(container: Container):
     return tensors, experts
 
 
+class CancelToken:
+    """Stops the calls it is passed to (logits, eval, generate) from another thread: cancel()
+    ends the running forward pass at its next layer and the call raises edgemoe.Cancelled; the
+    context then holds the prefill batches that completed (model.n_past). A cancelled token
+    stays cancelled: use a new one per request."""
+
+    def __init__(self) -> None:
+        self._flag = _core().CancelFlag()
+
+    def cancel(self) -> None:
+        self._flag.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._flag.is_set()
+
+
+def _flag(cancel: Optional[CancelToken]):
+    if cancel is None:
+        return None
+    if not isinstance(cancel, CancelToken):
+        raise TypeError("cancel must be an edgemoe.CancelToken")
+    return cancel._flag
+
+
 class Model:
     """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
 
@@ -161,11 +186,11 @@ class Model:
             raise ContextLengthError(f"{past + n_new} tokens exceed the context size of {self.ctx_size}; "
                                      f"load the model with a larger ctx_size (at most {self.config['max_position']})")
 
-    def logits(self, token_ids: Sequence[int]) -> np.ndarray:
+    def logits(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None) -> np.ndarray:
         """Logits [len(token_ids), vocab] at every position, from an empty context."""
         ids = self._ids(token_ids)
         self._check_room(len(ids), from_empty=True)
-        return self._engine.logits(ids, self.config["vocab"])
+        return self._engine.logits(ids, self.config["vocab"], _flag(cancel))
 
     def reset(self) -> None:
         """Forget the context (the KV cache)."""
@@ -181,21 +206,22 @@ class Model:
     def n_past(self) -> int:
         return self._engine.n_past
 
-    def eval(self, token_ids: Sequence[int]) -> np.ndarray:
+    def eval(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None) -> np.ndarray:
         """Append tokens to the context; returns the last position's logits [vocab]."""
         ids = self._ids(token_ids)
         self._check_room(len(ids), from_empty=False)
-        return self._engine.eval(ids, self.config["vocab"])
+        return self._engine.eval(ids, self.config["vocab"], _flag(cancel))
 
     # ------------------------------------------------------------ generation
 
     def generate(self, prompt_or_ids: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
                  seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True,
-                 trace: Optional[str] = None):
+                 trace: Optional[str] = None, cancel: Optional[CancelToken] = None):
         """Generate from a fresh context. Returns the text (or, for an id prompt, the new ids);
         with stream=True yields text pieces as they are decoded. `trace` names a file that
-        receives every evaluated token's routing (docs/TRACE.md)."""
+        receives every evaluated token's routing (docs/TRACE.md); `cancel` stops it from
+        another thread (edgemoe.Cancelled)."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty)
         sampler = Sampler(params, seed)
@@ -206,7 +232,7 @@ class Model:
             self._engine.take_trace(cfg["n_layers"], cfg["top_k"])  # drop anything stale
             self._engine.set_tracing(True)
         try:
-            tokens = self._generate_ids(ids, max_tokens, sampler, stop_at_eos)
+            tokens = self._generate_ids(ids, max_tokens, sampler, stop_at_eos, _flag(cancel))
         except BaseException:
             self._engine.set_tracing(False)
             raise
@@ -235,12 +261,13 @@ class Model:
             n = len(positions)
             write_trace(path, header, evaluated[:n], positions, experts, weights, predicted)
 
-    def _generate_ids(self, prompt: List[int], max_tokens: int, sampler: Sampler, stop_at_eos: bool) -> Iterator[int]:
+    def _generate_ids(self, prompt: List[int], max_tokens: int, sampler: Sampler, stop_at_eos: bool,
+                      cancel=None) -> Iterator[int]:
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         self._check_room(len(prompt), from_empty=True)
         self.reset()
-        logits = self._engine.eval(np.asarray(prompt, dtype=np.int32), self.config["vocab"])
+        logits = self._engine.eval(np.asarray(prompt, dtype=np.int32), self.config["vocab"], cancel)
         history = list(prompt)
 
         def gen() -> Iterator[int]:
@@ -254,7 +281,7 @@ class Model:
                 if i + 1 < max_tokens:
                     if self._engine.n_past + 1 > self.ctx_size:
                         return  # context full: stop as llama.cpp does without context shifting
-                    logits = self._engine.eval(np.asarray([token], dtype=np.int32), self.config["vocab"])
+                    logits = self._engine.eval(np.asarray([token], dtype=np.int32), self.config["vocab"], cancel)
 
         return gen()
 

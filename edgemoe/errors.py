@@ -19,3 +19,7 @@ class StorageError(EdgeMoEError, OSError):
 
 class BudgetError(EdgeMoEError, MemoryError):
     """The memory budget cannot hold what the model needs."""
+
+
+class Cancelled(EdgeMoEError):
+    """A call was stopped through its edgemoe.CancelToken (from another thread)."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .chat_template import load_chat_template
-from .errors import EdgeMoEError
+from .api import CancelToken
+from .errors import Cancelled, EdgeMoEError
 from .sampling import Sampler, SamplingParams
 from .session import chat_stop_ids
 from .tokenizer import StreamDecoder
@@ -163,21 +164,25 @@ class Server:
 
     # ------------------------------------------------------------ generation
 
-    def generate(self, req: Request, cancel: threading.Event,
+    def generate(self, req: Request, cancel: CancelToken,
                  result: Dict[str, int]) -> Iterator[Tuple[str, Optional[str]]]:
         """Text pieces, then ("", finish_reason); result["completion_tokens"] is set at the end.
-        Runs in a worker thread while the lock is held."""
+        Runs in a worker thread while the lock is held. `cancel` (set when the client goes away)
+        stops even a long prefill at its next layer."""
         model = self.model
         sampler = Sampler(req.params, req.seed)
         decoder = StreamDecoder(model.tokenizer)
         model.reset()
-        logits = model.eval(req.prompt_ids)
+        try:
+            logits = model.eval(req.prompt_ids, cancel=cancel)
+        except Cancelled:
+            logits = None  # the client left during the prefill: no tokens to generate
         t1 = time.perf_counter()
         history = list(req.prompt_ids)
         text, sent, finish = "", 0, "length"
         hold = max((len(s) for s in req.stop), default=1) - 1  # text that may still become a stop string
         for step in range(req.max_tokens):
-            if cancel.is_set():
+            if logits is None or cancel.cancelled:
                 finish = "cancelled"
                 break
             token = sampler(logits, history)
@@ -194,7 +199,11 @@ class Server:
                 yield text[sent:len(text) - hold], None
                 sent = len(text) - hold
             if step + 1 < req.max_tokens:
-                logits = model.eval([token])
+                try:
+                    logits = model.eval([token], cancel=cancel)
+                except Cancelled:
+                    finish = "cancelled"
+                    break
         if len(text) > sent:
             yield text[sent:], None
         n = len(history) - len(req.prompt_ids)  # tokens generated (a stop string's tokens included)
@@ -259,7 +268,7 @@ def create_app(server: Server):
             return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
 
         await server.lock.acquire()  # one request in the engine at a time; the rest wait here
-        cancel = threading.Event()
+        cancel = CancelToken()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         result: Dict[str, int] = {"completion_tokens": 0}
@@ -290,7 +299,7 @@ def create_app(server: Server):
                         raise item
                     yield item
             finally:
-                cancel.set()  # stops generation at the next token if it is still running
+                cancel.cancel()  # stops generation at the next layer if it is still running
 
         if not req.stream:
             text, finish = "", "length"
@@ -325,7 +334,7 @@ def create_app(server: Server):
                             yield f"data: {json.dumps(chunk)}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
-                cancel.set()  # the client left (the task is cancelled) or the stream ended
+                cancel.cancel()  # the client left (the task is cancelled) or the stream ended
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -28,5 +28,10 @@ struct BudgetError : EdgeMoEError {
 struct Interrupted : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+// A forward pass was stopped through the caller's cancel token (another
+// thread: a server whose client left, a stop button). edgemoe.Cancelled.
+struct Cancelled : EdgeMoEError {
+  using EdgeMoEError::EdgeMoEError;
+};
 
 }  // namespace edgemoe

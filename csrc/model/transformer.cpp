@@ -84,8 +84,7 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
     dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
 }
 
-void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
-                          const std::atomic<bool>* stop) {
+void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop) {
   for (int64_t done = 0; done < n; done += max_batch_) {
     const int64_t b = std::min<int64_t>(max_batch_, n - done);
     const bool last_batch = done + b == n;
@@ -96,11 +95,12 @@ void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool 
 }
 
 void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
-                                const std::atomic<bool>* stop) {
+                                StopFlags stop) {
   const int H = cfg_.hidden;
   embed(tokens, n);
   for (int l = 0; l < cfg_.n_layers; ++l) {
-    if (stop && stop->load(std::memory_order_relaxed)) throw Interrupted("interrupted");
+    if (stop.interrupt && stop.interrupt->load(std::memory_order_relaxed)) throw Interrupted("interrupted");
+    if (stop.cancel && stop.cancel->load(std::memory_order_relaxed)) throw Cancelled("cancelled");
     const LayerWeights& L = w_.layers[l];
     for (int64_t t = 0; t < n; ++t)
       rms_norm(&x_[t * H], L.attn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);

@@ -14,6 +14,13 @@
 
 namespace edgemoe {
 
+// What may stop a forward pass between layers: Ctrl-C (throws Interrupted)
+// and the caller's cancel token (throws Cancelled). Either may be null.
+struct StopFlags {
+  const std::atomic<bool>* interrupt = nullptr;
+  const std::atomic<bool>* cancel = nullptr;
+};
+
 class Transformer {
  public:
   Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
@@ -23,11 +30,10 @@ class Transformer {
   // appends them to the KV cache. Writes the logits of every position into
   // logits [n, vocab] when all_logits, else only the last position's [vocab].
   // The caller guarantees n_past + n <= ctx_size.
-  // When *stop becomes true the pass throws Interrupted at the next layer
-  // boundary (no expert held); n_past then counts only the prefill batches
-  // that completed, so the KV cache stays consistent with it.
-  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
-               const std::atomic<bool>* stop = nullptr);
+  // When a stop flag becomes true the pass throws at the next layer boundary
+  // (no expert held); n_past then counts only the prefill batches that
+  // completed, so the KV cache stays consistent with it.
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop = {});
   void set_observer(ForwardObserver* observer) { observer_ = observer; }
   void reset() { n_past_ = 0; }
   // Forget every position from n on (n <= n_past): the next forward() overwrites them.
@@ -40,8 +46,7 @@ class Transformer {
   static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
 
  private:
-  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
-                     const std::atomic<bool>* stop);
+  void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop);
   void attention(int layer, int64_t n);
   void moe(int layer, int64_t n);
   // Decode: the token's experts that are already cached, batched (moe.cpp).

@@ -151,7 +151,7 @@ void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) con
                             std::to_string(transformer_->ctx_size()) + "; load the model with a larger ctx_size");
 }
 
-void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, const std::atomic<bool>* stop) {
+void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop) {
   const auto t0 = std::chrono::steady_clock::now();
   if (tracing_) {
     trace_base_ = trace_.positions.size();
@@ -193,14 +193,14 @@ void Engine::trim_trace(size_t rows) {
   trace_.predicted.swap(kept);
 }
 
-void Engine::logits(const int32_t* tokens, int64_t n, float* out, const std::atomic<bool>* stop) {
+void Engine::logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, true);
   transformer_->reset();
   run(tokens, n, out, true, stop);
 }
 
-void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits, const std::atomic<bool>* stop) {
+void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits, StopFlags stop) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
   if (predictor_ && n == 1) {  // a decode step: the token alone may already predict its experts

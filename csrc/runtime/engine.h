@@ -78,11 +78,11 @@ class Engine final : public ExpertSource, public ForwardObserver {
   Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt);
 
   // Logits of every position of `tokens` from an empty context: out [n, vocab].
-  // Both calls throw Interrupted at a layer boundary once *stop is true
-  // (see Transformer::forward for what the context then holds).
-  void logits(const int32_t* tokens, int64_t n, float* out, const std::atomic<bool>* stop = nullptr);
+  // Both calls stop at a layer boundary once a stop flag is set (see
+  // Transformer::forward for what the context then holds).
+  void logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {});
   // Appends tokens to the context; writes the last position's logits [vocab].
-  void eval(const int32_t* tokens, int64_t n, float* last_logits, const std::atomic<bool>* stop = nullptr);
+  void eval(const int32_t* tokens, int64_t n, float* last_logits, StopFlags stop = {});
   void reset();
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);
@@ -110,7 +110,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
  private:
   void bind_weights(const ContainerLayout& layout);
   void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
-  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, const std::atomic<bool>* stop);
+  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop);
   // Drop traced rows from `rows` on (tokens whose forward pass did not complete).
   void trim_trace(size_t rows);
   // Trace what the predictor asked for, against the current forward call's token.
