@@ -82,29 +82,48 @@ def _read_int(path: str) -> Optional[int]:
         return None
 
 
-def _cgroup_available(root: str = "/sys/fs/cgroup") -> Optional[int]:
-    """Room left under this process's cgroup memory limit (v2 or v1), or None without one.
-    Page cache the kernel can reclaim (inactive file pages) counts as room, as it does in
-    MemAvailable."""
-    for folder, limit_name, usage_name, inactive_key in (
-            ("", "memory.max", "memory.current", "inactive_file"),
-            ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")):
-        base = os.path.join(root, folder)
-        limit = _read_int(os.path.join(base, limit_name))
-        usage = _read_int(os.path.join(base, usage_name))
-        if limit is None or usage is None or limit >= 1 << 60:  # v1 reports "no limit" as a huge number
+def _cgroup_room(folder: str, limit_name: str, usage_name: str, inactive_key: str) -> Optional[int]:
+    """limit - usage + reclaimable page cache of one cgroup folder, or None without a limit."""
+    limit = _read_int(os.path.join(folder, limit_name))
+    usage = _read_int(os.path.join(folder, usage_name))
+    if limit is None or usage is None or limit >= 1 << 60:  # v1 reports "no limit" as a huge number
+        return None
+    inactive = 0
+    try:
+        with open(os.path.join(folder, "memory.stat")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == inactive_key:
+                    inactive = int(value)
+    except (OSError, ValueError):
+        pass
+    return max(0, limit - usage + inactive)
+
+
+def _cgroup_available(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> Optional[int]:
+    """Room left under the memory limits of this process's cgroup and its ancestors (v1 or v2),
+    or None without a limit. Page cache the kernel can reclaim (inactive file pages) counts as
+    room, as it does in MemAvailable."""
+    try:
+        with open(proc_cgroup) as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f if line.count(":") >= 2]
+    except OSError:
+        return None
+    rooms = []
+    for _, controllers, path in entries:
+        if "memory" in controllers.split(","):  # v1: .../memory/<path>
+            base, names = os.path.join(root, "memory"), ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                         "total_inactive_file")
+        elif controllers == "" and os.path.exists(os.path.join(root, "cgroup.controllers")):  # v2 at the root
+            base, names = root, ("memory.max", "memory.current", "inactive_file")
+        else:
             continue
-        inactive = 0
-        try:
-            with open(os.path.join(base, "memory.stat")) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == inactive_key:
-                        inactive = int(value)
-        except (OSError, ValueError):
-            pass
-        return max(0, limit - usage + inactive)
-    return None
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):  # the cgroup itself, then each ancestor
+            room = _cgroup_room(os.path.join(base, *parts[:depth]), *names)
+            if room is not None:
+                rooms.append(room)
+    return min(rooms) if rooms else None
 
 
 def available_memory() -> int:

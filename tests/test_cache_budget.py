@@ -107,39 +107,24 @@ def test_too_little_memory_is_a_budget_error_at_load(monkeypatch):
 def test_cgroup_limit_counts_as_available_memory(tmp_path, version):
     from edgemoe.budget import _cgroup_available
 
+    # The process sits in a/b; the limit is set on a (an ancestor), as systemd slices do.
+    proc = tmp_path / "proc_self_cgroup"
     if version == "v2":
-        (tmp_path / "memory.max").write_text("1000000\n")
-        (tmp_path / "memory.current").write_text("600000\n")
-        (tmp_path / "memory.stat").write_text("anon 500000\ninactive_file 50000\n")
+        (tmp_path / "cgroup.controllers").write_text("cpu memory\n")
+        group, parent = tmp_path / "a" / "b", tmp_path / "a"
+        proc.write_text("0::/a/b\n")
+        limit_name, usage_name, stat = "memory.max", "memory.current", "anon 500000\ninactive_file 50000\n"
     else:
-        (tmp_path / "memory").mkdir()
-        (tmp_path / "memory" / "memory.limit_in_bytes").write_text("1000000\n")
-        (tmp_path / "memory" / "memory.usage_in_bytes").write_text("600000\n")
-        (tmp_path / "memory" / "memory.stat").write_text("cache 100000\ntotal_inactive_file 50000\n")
-    assert _cgroup_available(str(tmp_path)) == 1000000 - 600000 + 50000
-    (tmp_path / ("memory.max" if version == "v2" else "memory/memory.limit_in_bytes")).write_text(
-        "max\n" if version == "v2" else str(1 << 62))
-    assert _cgroup_available(str(tmp_path)) is None  # no limit set
-
-
-def test_decode_over_mixed_widths_matches_a_one_expert_at_a_time_cache(tmp_path):
-    # With every expert cached, a decode step runs its experts batched per weight type; with the
-    # minimum cache they run one at a time. Both must give the same bits.
-    from edgemoe import quant
-    from edgemoe.convert import convert_hf
-    from conftest import FIXTURES
-
-    widths = [quant.Q8, quant.Q4, quant.Q3, quant.Q2]
-    uniform = str(tmp_path / "uniform.emoe")
-    convert_hf(str(FIXTURES / "qwen3_moe"), uniform, bits="8", progress=False)
-    info = edgemoe.load(uniform).info()
-    path = str(tmp_path / "mixed.emoe")
-    convert_hf(str(FIXTURES / "qwen3_moe"), path, bits="8", progress=False,
-               expert_types=[[widths[(l + e) % 4] for e in range(info["n_experts"])] for l in range(info["n_layers"])])
-    ids = reference("qwen3_moe")["input_ids"].tolist()
-    batched = edgemoe.load(path, threads=2)
-    batched.logits(ids)  # every expert now cached
-    single = edgemoe.load(path, cache_experts=batched.info()["top_k"], threads=2)
-    batched.reset()
-    for t in ids:
-        np.testing.assert_array_equal(batched.eval([t]), single.eval([t]))
+        group, parent = tmp_path / "memory" / "a" / "b", tmp_path / "memory" / "a"
+        proc.write_text("5:pids:/\n4:memory:/a/b\n0::/\n")
+        limit_name, usage_name = "memory.limit_in_bytes", "memory.usage_in_bytes"
+        stat = "cache 100000\ntotal_inactive_file 50000\n"
+    group.mkdir(parents=True)
+    (group / limit_name).write_text("max\n" if version == "v2" else str(1 << 62))  # no limit of its own
+    (group / usage_name).write_text("600000\n")
+    (parent / limit_name).write_text("1000000\n")
+    (parent / usage_name).write_text("600000\n")
+    (parent / "memory.stat").write_text(stat)
+    assert _cgroup_available(str(tmp_path), str(proc)) == 1000000 - 600000 + 50000
+    (parent / limit_name).write_text("max\n" if version == "v2" else str(1 << 62))
+    assert _cgroup_available(str(tmp_path), str(proc)) is None  # no limit anywhere
