@@ -128,3 +128,26 @@ def test_cgroup_limit_counts_as_available_memory(tmp_path, version):
     assert _cgroup_available(str(tmp_path), str(proc)) == 1000000 - 600000 + 50000
     (parent / limit_name).write_text("max\n" if version == "v2" else str(1 << 62))
     assert _cgroup_available(str(tmp_path), str(proc)) is None  # no limit anywhere
+
+
+def test_decode_over_mixed_widths_matches_a_one_expert_at_a_time_cache(tmp_path):
+    # With every expert cached, a decode step runs its experts batched per weight type; with the
+    # minimum cache they run one at a time. Both must give the same bits.
+    from edgemoe import quant
+    from edgemoe.convert import convert_hf
+    from conftest import FIXTURES
+
+    widths = [quant.Q8, quant.Q4, quant.Q3, quant.Q2]
+    uniform = str(tmp_path / "uniform.emoe")
+    convert_hf(str(FIXTURES / "qwen3_moe"), uniform, bits="8", progress=False)
+    info = edgemoe.load(uniform).info()
+    path = str(tmp_path / "mixed.emoe")
+    convert_hf(str(FIXTURES / "qwen3_moe"), path, bits="8", progress=False,
+               expert_types=[[widths[(l + e) % 4] for e in range(info["n_experts"])] for l in range(info["n_layers"])])
+    ids = reference("qwen3_moe")["input_ids"].tolist()
+    batched = edgemoe.load(path, threads=2)
+    batched.logits(ids)  # every expert now cached
+    single = edgemoe.load(path, cache_experts=batched.info()["top_k"], threads=2)
+    batched.reset()
+    for t in ids:
+        np.testing.assert_array_equal(batched.eval([t]), single.eval([t]))
