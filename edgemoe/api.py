@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from . import quant
-from .budget import MemoryPlan, check_fits_in_memory, default_budget, plan_memory
+from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, plan_memory
 from .container import PAGE, Container, open_container
 from .errors import EdgeMoEError
 from .sampling import Sampler, SamplingParams
@@ -126,9 +126,10 @@ class Model:
             cache_experts=cache_experts,
         )
         self.plan: MemoryPlan = plan(budget=memory_budget)
+        avail = available_memory()  # read once: the default budget and the check must agree
         if memory_budget is None and cache_experts is None:  # no promise asked for: fit what is free
-            self.plan = plan(budget=min(self.plan.total_bytes, default_budget(self.plan.min_budget)))
-        check_fits_in_memory(self.plan, explicit_budget=memory_budget is not None)
+            self.plan = plan(budget=min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
+        check_fits_in_memory(self.plan, explicit_budget=memory_budget is not None, avail=avail)
         tensors, experts = engine_tables(container)
         if predictor not in PREDICTORS:
             raise ValueError(f"unknown predictor {predictor!r} (available: {', '.join(PREDICTORS)})")

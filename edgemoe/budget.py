@@ -140,10 +140,10 @@ def available_memory() -> int:
     return min(avail, cgroup) if cgroup is not None else avail
 
 
-def check_fits_in_memory(plan: "MemoryPlan", explicit_budget: bool) -> None:
-    """Refuse at load, with the figures, a plan the machine cannot hold: the alternative is the
-    OOM killer (or heavy swapping) some time into generation."""
-    avail = available_memory()
+def check_fits_in_memory(plan: "MemoryPlan", explicit_budget: bool, avail: int) -> None:
+    """Refuse at load, with the figures, a plan the machine cannot hold (`avail`: from
+    available_memory()): the alternative is the OOM killer (or heavy swapping) some time into
+    generation."""
     if plan.total_bytes <= avail:
         return
     if plan.min_budget > avail:
@@ -159,10 +159,10 @@ def check_fits_in_memory(plan: "MemoryPlan", explicit_budget: bool) -> None:
                       f"of memory available; {advice}")
 
 
-def default_budget(min_budget: int) -> int:
-    """The budget used when none is given: a share of the available memory, but never less
-    than the model's minimum (check_fits_in_memory then decides whether even that fits)."""
-    return max(min_budget, int(available_memory() * DEFAULT_BUDGET_SHARE))
+def default_budget(min_budget: int, avail: int) -> int:
+    """The budget used when none is given: a share of the available memory `avail`, but never
+    less than the model's minimum (check_fits_in_memory then decides whether even that fits)."""
+    return max(min_budget, int(avail * DEFAULT_BUDGET_SHARE))
 
 
 def plan_memory(resident: int, kv: int, scratch: int, slot_bytes: int, total_experts: int, top_k: int,

@@ -91,12 +91,7 @@ void Transformer::moe(int layer, int64_t n) {
       throw;
     }
     experts_.release(layer, e);
-    for (int64_t j = 0; j < m; ++j) {
-      const float wgt = topk_w_[u[j]];
-      const float* src = &ex_out_[j * H];
-      float* dst = &routed_out_[u[j] * H];
-      for (int i = 0; i < H; ++i) dst[i] = src[i] * wgt;
-    }
+    for (int64_t j = 0; j < m; ++j) store_routed(u[j], &ex_out_[j * H]);
   }
   for (int64_t t = 0; t < n; ++t)
     for (int r = 0; r < K; ++r) {
@@ -172,14 +167,16 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
     }
     matmul_many(pool_, t, parts, (int)m, h);
     for (int64_t j = 0; j < m; ++j)
-      for (int64_t slot : users[experts[order[s + j]]]) {
-        const float wgt = topk_w_[slot];
-        const float* src = &ex_out_[j * H];
-        float* dst = &routed_out_[slot * H];
-        for (int i = 0; i < H; ++i) dst[i] = src[i] * wgt;
-      }
+      for (int64_t slot : users[experts[order[s + j]]]) store_routed(slot, &ex_out_[j * H]);
     s += m;
   }
+}
+
+void Transformer::store_routed(int64_t slot, const float* out) {
+  const int H = cfg_.hidden;
+  const float w = topk_w_[slot];
+  float* dst = &routed_out_[slot * H];
+  for (int i = 0; i < H; ++i) dst[i] = out[i] * w;
 }
 
 void Transformer::shared_expert(int layer, int64_t n) {

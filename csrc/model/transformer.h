@@ -52,6 +52,8 @@ class Transformer {
   // Decode: the token's experts that are already cached, batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts,
                          const std::vector<std::vector<int64_t>>& users);
+  // routed_out_ row `slot` (= token * top_k + rank) = an expert's output times its routing weight.
+  void store_routed(int64_t slot, const float* out);
   void shared_expert(int layer, int64_t n);
   void embed(const int32_t* tokens, int64_t n);
 
