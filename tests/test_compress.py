@@ -93,3 +93,30 @@ def test_hostile_compression_fields_are_refused(pair, tmp_path):
         update_manifest(str(path), {"experts": experts})
         with pytest.raises(FormatError, match=message):
             edgemoe.load(str(path))
+
+
+@needs_zstd
+@pytest.mark.parametrize("magic,trailing", [(0xFD2FB527, b""),   # a legacy (v0.7) zstd frame
+                                            (0x184D2A50, b""),   # a skippable frame
+                                            (0xFD2FB528, b"\0")])  # a frame followed by other bytes
+def test_only_a_single_standard_zstd_frame_is_decoded(pair, tmp_path, magic, trailing):
+    # With checksums off the stored bytes reach the decoder as they are; libzstd would also run its
+    # legacy and skippable-frame decoders on them, which the converter never writes.
+    path = str(tmp_path / "odd.emoe")
+    shutil.copyfile(pair[1], path)
+    experts = open_container(path).manifest["experts"]
+    blobs = [b for row in experts for b in row]
+    blob = blobs[0]
+    with open(path, "r+b") as f:
+        f.seek(blob["offset"])
+        f.write(magic.to_bytes(4, "little"))
+        f.seek(blob["offset"] + blob["stored"])
+        f.write(trailing)
+    if trailing:  # the blob now claims the extra byte (blobs are 4096-aligned, so it is padding)
+        assert blob["offset"] + blob["stored"] + 1 <= min(b["offset"] for b in blobs if b["offset"] > blob["offset"])
+        experts[0][0] = dict(blob, stored=blob["stored"] + 1)
+        update_manifest(path, {"experts": experts})
+    model = edgemoe.load(path, cache_experts=len(blobs), verify_checksums=False)
+    with pytest.raises(StorageError, match="expert 0/0 is not a single zstd frame"):
+        for _ in range(3):  # expert 0/0 is used by some token
+            model.logits(reference("mixtral_smooth")["input_ids"].tolist())

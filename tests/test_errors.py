@@ -192,3 +192,30 @@ def test_the_runtime_checks_the_config_without_python(converted, field, value):
     with pytest.raises(edgemoe.FormatError, match="invalid model config"):
         _core.Engine(cfg, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts, 2, 1, 64,
                      8, True, "lru", "none", 1, 0, 0.5, None)
+
+
+WRAP = 1 << 64
+
+
+@pytest.mark.parametrize("where", ["expert_part", "resident_tensor", "resident_section"])
+def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, where):
+    # An offset near 2**64 makes `offset + length` wrap to a small number: a check written as
+    # `offset + length > size` then passes and the engine reads outside its buffers.
+    from edgemoe import _core
+    from edgemoe.api import engine_tables
+
+    c = open_container(converted("qwen3_moe", "8"))
+    tensors, experts = engine_tables(c)
+    h = c.header
+    resident_offset, resident_size = h.resident_offset, h.resident_size
+    if where == "expert_part":  # the down projection "starts" 64 bytes before its blob
+        off, size, crc, t, gate, up, down, stored = experts[0][0]
+        experts[0][0] = (off, size, crc, t, gate, up, WRAP - 64, stored)
+    elif where == "resident_tensor":  # a tensor "starts" 64 bytes before the resident section
+        name, t, rows, cols, _, nbytes = tensors[0]
+        tensors[0] = (name, t, rows, cols, WRAP - 64, nbytes)
+    else:  # a section "ending" past 2**64: its rounded allocation would wrap to almost nothing
+        resident_size = WRAP - resident_offset + 64
+    with pytest.raises(edgemoe.FormatError, match="outside its blob|inconsistent size or offset|resident section"):
+        _core.Engine(c.config, c.path, resident_offset, resident_size, h.resident_crc, tensors, experts, 2, 1, 64,
+                     8, True, "lru", "none", 1, 0, 0.5, None)

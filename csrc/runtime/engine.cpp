@@ -5,6 +5,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "../common/bounds.h"
 #include "../common/errors.h"
 
 namespace edgemoe {
@@ -37,7 +38,8 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
       QType t = checked_type(x.type, what);
       if (!qtype_supports(t, H) || !qtype_supports(t, I)) throw FormatError(what + ": type cannot hold its rows");
       const uint64_t in_bytes = I * qtype_row_bytes(t, H), out_bytes = H * qtype_row_bytes(t, I);
-      if (x.gate + in_bytes > x.size || x.up + in_bytes > x.size || x.down + out_bytes > x.size)
+      if (!range_within(x.gate, in_bytes, x.size) || !range_within(x.up, in_bytes, x.size) ||
+          !range_within(x.down, out_bytes, x.size))
         throw FormatError(what + ": a projection lies outside its blob");
       blobs[l].push_back({x.offset, x.size, x.crc32, x.stored});
     }
@@ -85,7 +87,7 @@ void Engine::bind_weights(const ContainerLayout& layout) {
                         std::to_string(e.cols) + "], expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
     if (f32_only && t != QType::F32) throw FormatError("resident tensor " + name + " must be f32");
     if (!qtype_supports(t, cols) || e.nbytes != (uint64_t)rows * qtype_row_bytes(t, cols) ||
-        e.offset + e.nbytes > resident_->size() || e.offset % 4 != 0)
+        !range_within(e.offset, e.nbytes, resident_->size()) || e.offset % 4 != 0)
       throw FormatError("resident tensor " + name + " has an inconsistent size or offset");
     return Tensor{t, rows, cols, resident_->data() + e.offset};
   };

@@ -25,6 +25,7 @@
 #include <zstd.h>
 #endif
 
+#include "common/bounds.h"
 #include "common/errors.h"
 #include "store/direct_file.h"
 #include "store/expert_store.h"
@@ -171,7 +172,7 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
                           " bytes: the container is malformed");
       }
       const uint64_t on_disk = b.stored ? b.stored : b.size;
-      if (on_disk > file_size || b.offset > file_size - on_disk) {
+      if (!range_within(b.offset, on_disk, file_size)) {
         throw FormatError(where + " lies beyond the end of the file (" +
                           std::to_string(file_size) + " bytes): the container is truncated");
       }
@@ -350,6 +351,17 @@ void ExpertStore::Impl::read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* st
   }
   if (!blob.stored) return;
 #if defined(EDGEMOE_HAVE_ZSTD)
+  // The converter writes one standard zstd frame that declares its size. Refuse
+  // anything else before decoding: libzstd also decodes legacy (v0.5-v0.7) and
+  // skippable frames, older and less hardened decoders that a hostile file
+  // (or one read with checksums off) could otherwise reach.
+  uint32_t magic = 0;  // little-endian in the frame
+  if (blob.stored >= 4) magic = uint32_t(staging[0]) | uint32_t(staging[1]) << 8 | uint32_t(staging[2]) << 16 | uint32_t(staging[3]) << 24;
+  if (magic != ZSTD_MAGICNUMBER || ZSTD_getFrameContentSize(staging, blob.stored) != blob.size ||
+      ZSTD_findFrameCompressedSize(staging, blob.stored) != blob.stored) {
+    throw StorageError("expert " + expert_name(layer, expert) + " is not a single zstd frame of " +
+                       std::to_string(blob.size) + " bytes: the container is corrupt; re-convert the model");
+  }
   const size_t out = ZSTD_decompress(dst, blob.size, staging, blob.stored);
   if (ZSTD_isError(out) || out != blob.size) {
     throw StorageError("expert " + expert_name(layer, expert) + " does not decompress to its " +

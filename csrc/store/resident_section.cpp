@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "../common/bounds.h"
 #include "../common/errors.h"
 #include "direct_file.h"
 #include "expert_store.h"
@@ -11,7 +12,7 @@ namespace edgemoe {
 ResidentSection::ResidentSection(const std::string& path, uint64_t offset, uint64_t size, uint32_t crc, bool verify)
     : size_(size) {
   DirectFile file(path, DirectFile::Mode::kBuffered);
-  if (offset + size > file.size())
+  if (!range_within(offset, size, file.size()))
     throw FormatError(path + ": file ends inside the resident section (truncated)");
   // 64-byte alignment: SIMD loads of tensors that start on 64-byte offsets.
   data_ = static_cast<uint8_t*>(std::aligned_alloc(64, (size + 63) / 64 * 64 + 64));
