@@ -1,10 +1,10 @@
 """libFuzzer over the C++ loader (tests/cpp/fuzz_engine.cpp): hostile container tables and file
 bytes go straight to the engine, without Python's checks in front, then through a short forward
 pass; built with AddressSanitizer and UndefinedBehaviorSanitizer. Seeded with real converted
-containers (raw and zstd-compressed blobs); runs EDGEMOE_FUZZ_SECONDS (30 s in CI). Inputs that
-once crashed it live in tests/fixtures/fuzz/engine-* and are replayed first."""
+containers (raw and zstd-compressed blobs). CI replays a fixed seed for a fixed number of executions
+(tests/fuzz_session.py); EDGEMOE_FUZZ_SECONDS=600 explores instead. Inputs that once crashed it live
+in tests/fixtures/fuzz/engine-* and are replayed by test_past_findings_no_longer_crash."""
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, reference
+from fuzz_session import executions, finding_report, fuzz_limits
 from test_forward_cross import write_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 CLANG = shutil.which("clang++")
-SECONDS = int(os.environ.get("EDGEMOE_FUZZ_SECONDS", "30"))
+# About 30 s at this target's ~1,100 executions/s on a 2-core machine.
+CI_RUNS = 30000
 HAVE_ZSTD = Path("/usr/include/zstd.h").exists()
 
 pytestmark = pytest.mark.skipif(CLANG is None, reason="clang++ (with libFuzzer) is not installed")
@@ -64,13 +66,13 @@ def test_engine_loader_survives_fuzzing(fuzzer, converted, tmp_path):
         convert_hf(str(FIXTURES / "olmoe"), packed, bits="8", progress=False, compress="zstd")
         seed(packed, reference("olmoe")["input_ids"][:6].tolist(), corpus / "olmoe-zstd")
     max_len = max(p.stat().st_size for p in corpus.iterdir()) + 4096
-    code, log = run(fuzzer, corpus, f"-max_total_time={SECONDS}", "-rss_limit_mb=2048", "-timeout=20",
+    limits, allowance = fuzz_limits(CI_RUNS)
+    code, log = run(fuzzer, corpus, *limits, "-rss_limit_mb=2048", "-timeout=20",
                     f"-artifact_prefix={tmp_path}/", f"-max_len={max_len}", "-print_final_stats=1",
-                    timeout=SECONDS + 600)
-    assert code == 0, log[-6000:]
-    runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", log)
-    assert runs and int(runs.group(1)) > 20, log[-2000:]
-    print(f"fuzz_engine: {runs.group(1)} executions in {SECONDS} s, no findings")
+                    timeout=allowance)
+    assert code == 0, finding_report(log)
+    assert executions(log) > 20, log[-2000:]
+    print(f"fuzz_engine: {executions(log)} executions ({' '.join(limits)}), no findings")
 
 
 def test_past_findings_no_longer_crash(fuzzer):
@@ -78,4 +80,4 @@ def test_past_findings_no_longer_crash(fuzzer):
     if not cases:
         pytest.skip("no recorded findings")
     code, log = run(fuzzer, *cases, timeout=600)
-    assert code == 0, log[-6000:]
+    assert code == 0, finding_report(log)
