@@ -1,5 +1,5 @@
-"""This engine against llama.cpp (llama-cpp-python) on the same weights, and both against the
-machine's limits.
+"""This engine against llama.cpp (llama-cpp-python) and ONNX Runtime on the same weights, and
+against the machine's limits.
 
     python bench/compare.py STEM [--bits 8 --bits 4] [--threads 2] [--prompt 128] [--decode 128]
         [--fractions 0.5 0.25 0.125] [--write bench/RESULTS.md] [--plot bench/compare.png]
@@ -7,10 +7,12 @@ machine's limits.
 STEM names a model prepared in every form, e.g. /work/bench_models/synth-olmoe-2g:
 STEM-q8.emoe / STEM-q4.emoe (`edgemoe convert STEM --bits 8|4`) and STEM-q8_0.gguf /
 STEM-q4_0.gguf (`tools/export_gguf.py STEM -o STEM-f16.gguf --type f16 --quantize q8_0
---quantize q4_0`).
+--quantize q4_0`). Optionally STEM-q8.onnx / STEM-q4.onnx (`tools/export_onnx.py STEM-q8.emoe
+-o STEM-q8.onnx --accuracy-level 4`): ONNX Runtime then joins scenario 1.
 
 1. Everything in RAM: prefill of a `--prompt`-token prompt and greedy decode of `--decode`
-   tokens, same threads, same bits, after one warm-up pass (so neither engine reads storage).
+   tokens, same threads, same bits, after one warm-up pass (so no engine reads storage).
+   ONNX Runtime holds every weight in its session, so it runs in this scenario only.
 2. Memory-limited: each engine runs inside a cgroup-v1 memory limit of 50 / 25 / 12.5 % of
    its model file, storage cold (page cache dropped first). llama.cpp maps the file and the
    kernel pages experts in and out under the limit; this engine gets `memory_budget` = the
@@ -95,6 +97,16 @@ def step(tok):
     llm.eval([tok]); return logits()
 """
 
+CHILD_ORT = CHILD_COMMON + r"""
+sys.path.insert(0, os.path.join(os.environ["PYTHONPATH"], "tools"))
+from export_onnx import OnnxPeer
+peer = OnnxPeer(a["path"], threads=a["threads"], ctx_size=a["ctx"])
+def prefill():
+    peer.reset(); return peer.eval(prompt)
+def step(tok):
+    return peer.eval([tok])
+"""
+
 CHILD_RUN = r"""
 def peak_rss_mb():
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
@@ -119,7 +131,7 @@ for i, tok in enumerate(a["decode_ids"]):
 
 def run_child(engine: str, path: str, args: dict, time_limit: float) -> dict:
     """One run in a fresh process; stopped after time_limit seconds, reporting the tokens done."""
-    code = (CHILD_OURS if engine == "edgemoe" else CHILD_LLAMA) + CHILD_RUN
+    code = {"edgemoe": CHILD_OURS, "llama.cpp": CHILD_LLAMA, "onnxruntime": CHILD_ORT}[engine] + CHILD_RUN
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(dict(args, path=path))], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -306,6 +318,7 @@ def main() -> None:
         for f in files[b].values():
             if not os.path.exists(f):
                 sys.exit(f"missing {f}: see this script's docstring for how to prepare it")
+    onnx_files = {b: f"{a.stem}-q{b}.onnx" for b in bits if os.path.exists(f"{a.stem}-q{b}.onnx")}
     vocab = json.load(open(os.path.join(a.stem, "config.json")))["vocab_size"]
     # Random token ids, fed one by one after the prompt (teacher forced, the same for both engines):
     # greedy decoding of a random-weight model soon repeats one token, and its experts stay cached.
@@ -322,9 +335,11 @@ def main() -> None:
 
     date = datetime.date.today()
     cmd = "python bench/compare.py " + " ".join(sys.argv[1:])
-    out(f"\n### edgemoe vs llama.cpp ({date})\n\nCommand: `{cmd}`  \n"
-                 f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-                 f"llama-cpp-python {__import__('llama_cpp').__version__}\n")
+    peers = f"llama-cpp-python {__import__('llama_cpp').__version__}"
+    if onnx_files:
+        peers += f", onnxruntime {__import__('onnxruntime').__version__}"
+    out(f"\n### edgemoe vs llama.cpp{' and ONNX Runtime' if onnx_files else ''} ({date})\n\nCommand: `{cmd}`  \n"
+                 f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; {peers}\n")
 
     # 3 first: the limits frame the rest
     mem_gbs = memory_read_gbs()
@@ -345,10 +360,13 @@ def main() -> None:
         mb = model_bytes(files[b]["edgemoe"])
         floor = min_ms_per_token(mb, mem_gbs, disk_gbs)
         runs = {"llama.cpp": [], "edgemoe": []}
-        for _ in range(a.repeats):  # interleaved: drifting machine load spreads over both engines
+        if b in onnx_files:
+            runs["onnxruntime"] = []
+        paths = dict(files[b], onnxruntime=onnx_files.get(b))
+        for _ in range(a.repeats):  # interleaved: drifting machine load spreads over every engine
             for eng in runs:
                 drop_page_cache()
-                runs[eng].append(run_child(eng, files[b][eng], dict(common, limit=None,
+                runs[eng].append(run_child(eng, paths[eng], dict(common, limit=None,
                                                                     decode_ids=decode_ids[:a.decode], warm=True),
                                            a.time_limit))
         for eng, rs in runs.items():
@@ -357,12 +375,13 @@ def main() -> None:
             ram[(b, eng)] = sorted(ok, key=lambda r: r["decode_tok_s"])[len(ok) // 2] if ok else rs[0]
             if "error" in ram[(b, eng)]:
                 out(f"| {b} | {eng} | | {ram[(b, eng)]['error']} | | | | | |")
-        for eng in ("llama.cpp", "edgemoe"):
+        for eng in runs:
             r = ram[(b, eng)]
             if "error" in r:
                 continue
             rel = r["decode_tok_s"] / ram[(b, "llama.cpp")].get("decode_tok_s", float("nan"))
-            out(f"| {b} | {eng} | {os.path.getsize(files[b][eng]) / MiB:.0f} | {r['prefill_tok_s']:.1f} | "
+            size = os.path.getsize(paths[eng]) + (os.path.getsize(paths[eng] + ".data") if eng == "onnxruntime" else 0)
+            out(f"| {b} | {eng} | {size / MiB:.0f} | {r['prefill_tok_s']:.1f} | "
                          f"{r['decode_tok_s']:.2f} | {rel:.2f}x | {floor:.2f} | "
                          f"{1e3 / r['decode_tok_s'] / floor:.1f}x | {r['peak_rss_mb']:.0f} |")
     out("")

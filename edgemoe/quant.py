@@ -218,6 +218,22 @@ def _quantize_low_bit(w: np.ndarray, qtype: int) -> np.ndarray:
     return out
 
 
+def blocks(buf, qtype: int, shape) -> np.ndarray:
+    """A quantized [M, K] matrix's bytes viewed as its block records, [M, K / 32] (fields d, qs,
+    and m for the low-bit types): for exporters that re-encode our codes in another format."""
+    m, k = (int(s) for s in shape)
+    raw = np.ascontiguousarray(np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray)
+                               else buf.reshape(-1).view(np.uint8))
+    if qtype not in _BLOCKS or raw.size != m * row_bytes(qtype, k):
+        raise FormatError(f"not {m} rows of a quantized type with k={k}")
+    return raw.reshape(m, row_bytes(qtype, k)).view(_BLOCKS[qtype])
+
+
+def codes(b: np.ndarray, qtype: int) -> np.ndarray:
+    """The [..., 32] unsigned codes of low-bit blocks b, in element order."""
+    return _codes(b, qtype)
+
+
 def _codes(b: np.ndarray, qtype: int) -> np.ndarray:
     """The [..., 32] codes of low-bit blocks b."""
     if qtype == Q4:
