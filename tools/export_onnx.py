@@ -41,6 +41,9 @@ from edgemoe import quant  # noqa: E402
 from edgemoe.container import open_container  # noqa: E402
 
 BLOCK = quant.GROUP  # 32: our block, and the block we give ORT
+# Rotary tables cover this many positions at most (GroupQueryAttention takes them precomputed;
+# a config's max_position can be far larger than any context this peer is run with).
+MAX_CONTEXT = 1 << 16
 MS_DOMAIN = "com.microsoft"
 # ORT reads this when it creates a QMoE kernel: the MLAS 4-bit expert GEMM, several times faster
 # than its default block-wise path (see the module docstring for the code it expects).
@@ -114,6 +117,7 @@ class Exporter:
         self.g = GraphBuilder(helper, numpy_helper)
         self.level = accuracy_level
         self.dequantize = dequantize  # every matrix as f32 (MatMul, MoE): the reference the exact ops must equal
+        self.max_context = min(self.cfg["max_position"], MAX_CONTEXT)
         self.resident = container.manifest["resident"]
         self.data = open(container.path, "rb")
 
@@ -164,7 +168,7 @@ class Exporter:
         cfg = self.cfg
         hd = cfg["head_dim"]
         inv = 1.0 / (cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
-        ang = np.arange(cfg["max_position"], dtype=np.float64)[:, None] * inv[None, :]
+        ang = np.arange(self.max_context, dtype=np.float64)[:, None] * inv[None, :]
         return self.g.const("cos_cache", np.cos(ang).astype(np.float32)), \
             self.g.const("sin_cache", np.sin(ang).astype(np.float32))
 
@@ -297,7 +301,8 @@ def export_onnx(emoe: str, out: str, accuracy_level: int = 0, dequantize: bool =
     onnx.save_model(model, out, save_as_external_data=True, all_tensors_to_one_file=True, location=data,
                     size_threshold=1024)
     with open(out + ".json", "w") as f:  # what OnnxPeer needs without parsing the graph
-        json.dump({k: c.config[k] for k in ("n_layers", "n_kv_heads", "head_dim", "vocab")}, f)
+        json.dump(dict({k: c.config[k] for k in ("n_layers", "n_kv_heads", "head_dim", "vocab")},
+                       max_context=exporter.max_context), f)
     return out
 
 
@@ -316,6 +321,8 @@ class OnnxPeer:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        if ctx_size > self.shape["max_context"]:
+            raise ValueError(f"ctx_size {ctx_size} exceeds the {self.shape['max_context']} positions the model was exported for")
         self.ctx = ctx_size
         s = self.shape
         # past and present share one buffer per layer: GroupQueryAttention writes the new rows in place
