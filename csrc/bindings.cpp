@@ -114,7 +114,7 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
                                     int threads, int ctx_size, int max_batch, bool verify_checksums,
                                     const std::string& cache_policy, const std::string& predictor,
                                     int prefetch_depth, int prefetch_width, float prefetch_min_confidence,
-                                    const py::object& profile) {
+                                    const py::object& profile, const std::string& kv_cache) {
   ModelConfig cfg = config_from_dict(config);
   ContainerLayout layout;
   layout.path = path;
@@ -140,6 +140,8 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
   opt.ctx_size = ctx_size;
   opt.max_batch = max_batch;
   opt.verify_checksums = verify_checksums;
+  if (kv_cache != "f32" && kv_cache != "f16") throw std::invalid_argument("kv_cache must be 'f16' or 'f32'");
+  opt.kv_f16 = kv_cache == "f16";
   if (cache_policy == "lru") opt.policy = CachePolicy::Lru;
   else if (cache_policy == "lfu") opt.policy = CachePolicy::Lfu;
   else if (cache_policy == "edgemoe") opt.policy = CachePolicy::EdgeMoE;
@@ -305,7 +307,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
-  m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx) { return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx); });
+  m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx, const std::string& kv_cache) {
+    return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx, kv_cache == "f16");
+  }, py::arg("config"), py::arg("ctx"), py::arg("kv_cache") = "f32");
   m.def("scratch_bytes", [](const py::dict& cfg, int ctx, int max_batch, int threads) {
     return Transformer::scratch_bytes(config_from_dict(cfg), ctx, max_batch, threads);
   });
@@ -322,7 +326,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("n_slots"), py::arg("threads"), py::arg("ctx_size"), py::arg("max_batch"),
            py::arg("verify_checksums"), py::arg("cache_policy") = "lru", py::arg("predictor") = "none",
            py::arg("prefetch_depth") = 1, py::arg("prefetch_width") = 0,
-           py::arg("prefetch_min_confidence") = 0.f, py::arg("profile") = py::none())
+           py::arg("prefetch_min_confidence") = 0.f, py::arg("profile") = py::none(), py::arg("kv_cache") = "f32")
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("reset", [](Engine& e) {

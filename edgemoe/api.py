@@ -26,6 +26,8 @@ DEFAULT_PREDICTOR = "none"
 DEFAULT_CACHE_POLICY = "edgemoe"
 DEFAULT_PREFETCH_MIN_CONFIDENCE = 0.5
 DEFAULT_MAX_BATCH = 256
+KV_CACHE_TYPES = ("f32", "f16")
+DEFAULT_KV_CACHE = "f32"
 STAGING_BUFFERS = 2  # the expert store's buffers for compressed blobs: demand reads + one I/O worker
 
 
@@ -98,8 +100,11 @@ class Model:
                  threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
                  predictor: str = DEFAULT_PREDICTOR, cache_policy: str = DEFAULT_CACHE_POLICY,
                  prefetch_depth: int = 1, prefetch_width: int = 0,
-                 prefetch_min_confidence: Optional[float] = None):
+                 prefetch_min_confidence: Optional[float] = None, kv_cache: str = DEFAULT_KV_CACHE):
         core = _core()
+        if kv_cache not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, not {kv_cache!r}")
+        self.kv_cache = kv_cache
         self.container = container
         self.config: Dict[str, Any] = container.config
         cfg = self.config
@@ -115,7 +120,7 @@ class Model:
         plan = functools.partial(
             plan_memory,
             resident=container.header.resident_size,
-            kv=core.kv_cache_bytes(cfg, self.ctx_size),
+            kv=core.kv_cache_bytes(cfg, self.ctx_size, kv_cache),
             # compressed blobs add the expert store's staging buffers (one for demand reads,
             # one for its I/O worker: csrc/store/expert_store.cpp)
             scratch=core.scratch_bytes(cfg, self.ctx_size, self.max_batch, self.threads)
@@ -152,7 +157,7 @@ class Model:
         self._engine = core.Engine(cfg, container.path, h.resident_offset, h.resident_size, h.resident_crc,
                                    tensors, experts, self.plan.n_slots, self.threads, self.ctx_size,
                                    self.max_batch, verify_checksums, cache_policy, predictor,
-                                   prefetch_depth, prefetch_width, prefetch_min_confidence, profile)
+                                   prefetch_depth, prefetch_width, prefetch_min_confidence, profile, kv_cache)
         self._tokenizer: Optional[Tokenizer] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
@@ -344,6 +349,7 @@ class Model:
             "predictor": self.predictor,
             "cache_policy": self.cache_policy,
             "ctx_size": self.ctx_size,
+            "kv_cache": self.kv_cache,
             "threads": self.threads,
             "direct_io": self._engine.direct_io,
             "file_bytes": self.container.file_size,
@@ -371,15 +377,18 @@ def default_model_path() -> str:
 def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optional[int] = None,
          threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
          predictor: Optional[str] = None, cache_policy: Optional[str] = None, prefetch_depth: int = 1,
-         prefetch_width: int = 0, prefetch_min_confidence: Optional[float] = None) -> Model:
+         prefetch_width: int = 0, prefetch_min_confidence: Optional[float] = None,
+         kv_cache: Optional[str] = None) -> Model:
     """Open an .emoe container. `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
     scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor` chooses how
     experts of the next layers are prefetched during decoding (none [default], gate, stats, token, auto;
     stats and token need `edgemoe profile`) and `cache_policy` which cached expert is evicted
     (edgemoe [default], lru, lfu). `prefetch_depth`/`prefetch_width` say how many layers ahead and how many
     experts per layer are guessed, `prefetch_min_confidence` drops guesses less likely than that. None of
-    these changes results, only what is read and when."""
+    these changes results, only what is read and when. `kv_cache` "f16" keeps the attention cache in
+    half precision (half its memory, faster long-context decode; logits move by ~1e-3), "f32" exact."""
     return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
                  ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor or DEFAULT_PREDICTOR,
                  cache_policy=cache_policy or DEFAULT_CACHE_POLICY, prefetch_depth=prefetch_depth,
-                 prefetch_width=prefetch_width, prefetch_min_confidence=prefetch_min_confidence)
+                 prefetch_width=prefetch_width, prefetch_min_confidence=prefetch_min_confidence,
+                 kv_cache=kv_cache or DEFAULT_KV_CACHE)

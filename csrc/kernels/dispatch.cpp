@@ -68,6 +68,20 @@ void quantize_activations(const float* x, int64_t n, int64_t k, BlockQ8A* out) {
   active().load(std::memory_order_relaxed)->quantize_activations(x, n, k, out);
 }
 
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n) {
+  active().load(std::memory_order_relaxed)->to_f16(x, y, n);
+}
+
+void attention_scores_f16(const float* q, const uint16_t* k, int64_t n_keys, int64_t stride, int64_t d, float scale,
+                          float* scores) {
+  active().load(std::memory_order_relaxed)->scores_f16(q, k, n_keys, stride, d, scale, scores);
+}
+
+void attention_weighted_sum_f16(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
+                                float* out) {
+  active().load(std::memory_order_relaxed)->weighted_sum_f16(p, v, n_keys, stride, d, out);
+}
+
 void matmul_rows(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
                  const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
   // Cheap guards against caller bugs that would otherwise read out of bounds.

@@ -28,6 +28,17 @@ void quantize_activations(const float* x, int64_t n, int64_t k, BlockQ8A* out);
 void matmul_rows(QType type, const void* W, int64_t k, int64_t r0, int64_t r1,
                  const float* x, const BlockQ8A* xq, int64_t n, float* y, int64_t ldy);
 
+// The f16 KV cache. Rows of d values, `stride` elements apart (one KV head of
+// each cached position).
+// y[i] = fp16(x[i]), round to nearest even (the same bits on every variant).
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n);
+// scores[j] = scale * dot(q, K row j) for j in [0, n_keys).
+void attention_scores_f16(const float* q, const uint16_t* k, int64_t n_keys, int64_t stride, int64_t d, float scale,
+                          float* scores);
+// out[i] = sum over j of p[j] * (V row j)[i], for i in [0, d).
+void attention_weighted_sum_f16(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
+                                float* out);
+
 // Decode one row of k elements to floats (embedding lookups, tests).
 void dequantize_row(QType type, const void* row, int64_t k, float* out);
 

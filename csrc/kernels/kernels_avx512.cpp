@@ -285,7 +285,9 @@ const KernelTable* avx512_kernels() {
     if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")))
       return nullptr;
-    static const KernelTable t = {Isa::Avx512, avx2->quantize_activations, matmul_rows_avx512};
+    // The KV-cache loops are memory-bound: AVX2's serve (kv_f16.cpp).
+    static const KernelTable t = {Isa::Avx512, avx2->quantize_activations, matmul_rows_avx512,
+                                  avx2->to_f16, avx2->scores_f16, avx2->weighted_sum_f16};
     return &t;
   }();
   return table;

@@ -405,7 +405,8 @@ void matmul_rows_neon(QType type, const void* W, int64_t k, int64_t r0, int64_t 
   matmul_rows_with<DotSmull>(type, W, k, r0, r1, x, xq, n, y, ldy);
 }
 
-const KernelTable kNeon = {Isa::Neon, quantize_activations_neon, matmul_rows_neon};
+const KernelTable kNeon = {Isa::Neon, quantize_activations_neon, matmul_rows_neon,
+                           to_f16_neon, scores_f16_neon, weighted_sum_f16_neon};
 
 #if EDGEMOE_HAVE_SDOT
 // flatten: inline the whole tile tree here, so it is compiled with the
@@ -416,7 +417,8 @@ void matmul_rows_neon_sdot(QType type, const void* W, int64_t k, int64_t r0, int
   matmul_rows_with<DotSdot>(type, W, k, r0, r1, x, xq, n, y, ldy);
 }
 
-const KernelTable kNeonSdot = {Isa::Neon, quantize_activations_neon, matmul_rows_neon_sdot};
+const KernelTable kNeonSdot = {Isa::Neon, quantize_activations_neon, matmul_rows_neon_sdot,
+                               to_f16_neon, scores_f16_neon, weighted_sum_f16_neon};
 
 bool cpu_has_dotprod() {
 #if defined(__ARM_FEATURE_DOTPROD)

@@ -19,7 +19,34 @@ struct KernelTable {
   void (*quantize_activations)(const float* x, int64_t n, int64_t k, BlockQ8A* out);
   void (*matmul_rows)(QType type, const void* W, int64_t k, int64_t r0, int64_t r1,
                       const float* x, const BlockQ8A* xq, int64_t n, float* y, int64_t ldy);
+  // The f16 KV cache (kv_f16.cpp; see kernels.h for the contracts).
+  void (*to_f16)(const float* x, uint16_t* y, int64_t n);
+  void (*scores_f16)(const float* q, const uint16_t* k, int64_t n_keys, int64_t stride, int64_t d, float scale,
+                     float* scores);
+  void (*weighted_sum_f16)(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
+                           float* out);
 };
+
+// kv_f16.cpp's variants, for the tables.
+void to_f16_scalar(const float* x, uint16_t* y, int64_t n);
+void scores_f16_scalar(const float* q, const uint16_t* k, int64_t n_keys, int64_t stride, int64_t d, float scale,
+                       float* scores);
+void weighted_sum_f16_scalar(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
+                             float* out);
+#if defined(__x86_64__) || defined(__i386__)
+void to_f16_avx2(const float* x, uint16_t* y, int64_t n);
+void scores_f16_avx2(const float* q, const uint16_t* k, int64_t n_keys, int64_t stride, int64_t d, float scale,
+                     float* scores);
+void weighted_sum_f16_avx2(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
+                           float* out);
+#endif
+#if defined(__aarch64__)
+void to_f16_neon(const float* x, uint16_t* y, int64_t n);
+void scores_f16_neon(const float* q, const uint16_t* k, int64_t n_keys, int64_t stride, int64_t d, float scale,
+                     float* scores);
+void weighted_sum_f16_neon(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
+                           float* out);
+#endif
 
 const KernelTable* scalar_kernels();  // never null
 const KernelTable* avx2_kernels();

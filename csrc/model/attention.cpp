@@ -62,16 +62,10 @@ void Transformer::attention(int layer, int64_t n) {
     const float* sn = &rope_sin_[pos * half];
     for (int h = 0; h < cfg_.n_heads; ++h) rope(q + h * hd, cs, sn, half);
     for (int h = 0; h < cfg_.n_kv_heads; ++h) rope(k + h * hd, cs, sn, half);
-    const size_t slot = ((size_t)layer * ctx_size_ + pos) * kvd;
-    std::copy(k, k + kvd, &k_cache_[slot]);
-    std::copy(&v_[t * kvd], &v_[t * kvd] + kvd, &v_cache_[slot]);
+    store_kv(layer, t, k, &v_[t * kvd]);
   }
 
   // Causal attention, one (token, head) pair per work item.
-  const float scale = 1.0f / std::sqrt((float)hd);
-  const int group = cfg_.n_heads / cfg_.n_kv_heads;
-  const float* kc = &k_cache_[(size_t)layer * ctx_size_ * kvd];
-  const float* vc = &v_cache_[(size_t)layer * ctx_size_ * kvd];
   const int64_t items = n * cfg_.n_heads;
   const int64_t grain = grain_for(2 * (n_past_ + n) * hd);
   pool_.parallel_for(items, [&](int64_t b, int64_t e) {
@@ -79,26 +73,50 @@ void Transformer::attention(int layer, int64_t n) {
     for (int64_t item = b; item < e; ++item) {
       const int64_t t = item / cfg_.n_heads;
       const int h = (int)(item % cfg_.n_heads);
-      const int64_t n_keys = n_past_ + t + 1;
-      const float* q = &q_[t * qd + h * hd];
-      const int kvh = h / group;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        scores[j] = dot(q, kc + j * kvd + kvh * hd, hd) * scale;
-      }
-      softmax(scores, n_keys);
-      float* out = &attn_out_[t * qd + h * hd];
-      std::fill(out, out + hd, 0.f);
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float* v = vc + j * kvd + kvh * hd;
-        const float p = scores[j];
-        for (int i = 0; i < hd; ++i) out[i] += p * v[i];
-      }
+      attend(layer, t, h, scores, &attn_out_[t * qd + h * hd]);
     }
   }, grain);
 
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection
   for (int64_t i = 0; i < n * H; ++i) x_[i] += xn_[i];
+}
+
+void Transformer::store_kv(int layer, int64_t t, const float* k, const float* v) {
+  const int kvd = cfg_.kv_dim();
+  const size_t slot = ((size_t)layer * ctx_size_ + n_past_ + t) * kvd;
+  if (kv_f16_) {
+    f32_to_f16_row(k, &k_half_[slot], kvd);
+    f32_to_f16_row(v, &v_half_[slot], kvd);
+  } else {
+    std::copy(k, k + kvd, &k_cache_[slot]);
+    std::copy(v, v + kvd, &v_cache_[slot]);
+  }
+}
+
+void Transformer::attend(int layer, int64_t t, int h, float* scores, float* out) const {
+  const int hd = cfg_.head_dim, kvd = cfg_.kv_dim();
+  const float scale = 1.0f / std::sqrt((float)hd);
+  const int64_t n_keys = n_past_ + t + 1;
+  const float* q = &q_[t * cfg_.q_dim() + h * hd];
+  // This head's rows: one KV head serves n_heads / n_kv_heads query heads (GQA).
+  const size_t first = (size_t)layer * ctx_size_ * kvd + (size_t)(h / (cfg_.n_heads / cfg_.n_kv_heads)) * hd;
+  if (kv_f16_) {
+    attention_scores_f16(q, &k_half_[first], n_keys, kvd, hd, scale, scores);
+    softmax(scores, n_keys);
+    attention_weighted_sum_f16(scores, &v_half_[first], n_keys, kvd, hd, out);
+    return;
+  }
+  const float* kc = &k_cache_[first];
+  const float* vc = &v_cache_[first];
+  for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot(q, kc + j * kvd, hd) * scale;
+  softmax(scores, n_keys);
+  std::fill(out, out + hd, 0.f);
+  for (int64_t j = 0; j < n_keys; ++j) {
+    const float* v = vc + j * kvd;
+    const float p = scores[j];
+    for (int i = 0; i < hd; ++i) out[i] += p * v[i];
+  }
 }
 
 }  // namespace edgemoe

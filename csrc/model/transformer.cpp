@@ -16,8 +16,8 @@ int64_t widest_activation(const ModelConfig& c) {
 }
 }  // namespace
 
-size_t Transformer::kv_cache_bytes(const ModelConfig& c, int ctx) {
-  return 2 * sizeof(float) * (size_t)c.n_layers * ctx * c.kv_dim();
+size_t Transformer::kv_cache_bytes(const ModelConfig& c, int ctx, bool kv_f16) {
+  return 2 * (kv_f16 ? sizeof(uint16_t) : sizeof(float)) * (size_t)c.n_layers * ctx * c.kv_dim();
 }
 
 size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_threads) {
@@ -38,11 +38,17 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
 }
 
 Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
-                         int ctx_size, int max_batch)
-    : cfg_(cfg), w_(w), experts_(experts), pool_(pool), ctx_size_(ctx_size), max_batch_(max_batch) {
+                         int ctx_size, int max_batch, bool kv_f16)
+    : cfg_(cfg), w_(w), experts_(experts), pool_(pool), ctx_size_(ctx_size), max_batch_(max_batch), kv_f16_(kv_f16) {
   const size_t B = max_batch;
-  k_cache_.assign((size_t)cfg.n_layers * ctx_size * cfg.kv_dim(), 0.f);
-  v_cache_.assign(k_cache_.size(), 0.f);
+  const size_t kv_elems = (size_t)cfg.n_layers * ctx_size * cfg.kv_dim();
+  if (kv_f16) {
+    k_half_.assign(kv_elems, 0);
+    v_half_.assign(kv_elems, 0);
+  } else {
+    k_cache_.assign(kv_elems, 0.f);
+    v_cache_.assign(kv_elems, 0.f);
+  }
 
   // RoPE tables, computed the way transformers does (f32 inverse
   // frequencies and angles) so positions rotate identically.

@@ -23,8 +23,10 @@ struct StopFlags {
 
 class Transformer {
  public:
+  // kv_f16: keep the KV cache in fp16 (half the memory and the bytes long-
+  // context attention reads; logits move by ~1e-3 relative) instead of f32.
   Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
-              int ctx_size, int max_batch);
+              int ctx_size, int max_batch, bool kv_f16 = false);
 
   // Runs tokens at positions [n_past, n_past + n) through the model and
   // appends them to the KV cache. Writes the logits of every position into
@@ -42,12 +44,16 @@ class Transformer {
   int ctx_size() const { return ctx_size_; }
 
   // Memory the forward pass allocates, for the memory budget.
-  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size);
+  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size, bool kv_f16 = false);
   static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
 
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop);
   void attention(int layer, int64_t n);
+  // Append the new tokens' K and V rows at positions [n_past, n_past + n).
+  void store_kv(int layer, int64_t t, const float* k, const float* v);
+  // One (token, head) pair's causal attention over the cache, into out [head_dim].
+  void attend(int layer, int64_t t, int h, float* scores, float* out) const;
   void moe(int layer, int64_t n);
   // Decode: the token's experts that are already cached, batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts,
@@ -66,7 +72,9 @@ class Transformer {
   int64_t n_past_ = 0;
   ForwardObserver* observer_ = nullptr;
 
-  std::vector<float> k_cache_, v_cache_;  // [layer][pos][kv_dim]
+  bool kv_f16_;
+  std::vector<float> k_cache_, v_cache_;      // [layer][pos][kv_dim], f32 cache
+  std::vector<uint16_t> k_half_, v_half_;     // the same, fp16 cache
   std::vector<float> rope_cos_, rope_sin_;  // [pos][head_dim / 2]
 
   // Scratch, sized for max_batch tokens once at construction.

@@ -68,7 +68,8 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
   }
   predictor_ = make_predictor(opt_.predictor, cfg_, weights_, opt_.profile);
   pool_ = std::make_unique<ThreadPool>(opt.threads);
-  transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch);
+  transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch,
+                                               opt.kv_f16);
   transformer_->set_observer(this);
 }
 

@@ -49,6 +49,7 @@ struct EngineOptions {
   int ctx_size = 2048;
   int max_batch = 256;  // prefill is processed in batches of at most this many tokens
   bool verify_checksums = true;
+  bool kv_f16 = false;  // fp16 KV cache (Transformer)
   CachePolicy policy = CachePolicy::Lru;
   PredictorOptions predictor;  // kind "none" disables prefetch
   RoutingProfile profile;      // from `edgemoe profile`; may be empty

@@ -13,6 +13,9 @@
 //    prefill split the tokens into blocks;
 //  * quantize_activations byte-identical to the scalar one, including ties,
 //    zero, underflowing, huge and infinite groups;
+//  * the f16 KV cache: to_f16 bit-identical to the scalar conversion (ties,
+//    subnormals, overflow to infinity); attention scores and weighted sums for
+//    head sizes 2..130 and 1..70 keys within 1e-5 of sum |terms|;
 //  * set_isa() routes the public entry points to the variant's table.
 // Prints failures and, last, "N passed, N failed"; exits 1 on any failure.
 #include <algorithm>
@@ -349,6 +352,59 @@ void test_dispatch() {
 
 }  // namespace
 
+// ---- f16 KV cache ----
+
+void test_kv_f16(const Variant& v) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  // Conversion: random values plus the awkward ones (ties at the f16 step, the
+  // subnormal range, values beyond the f16 range).
+  std::vector<float> x(1003);
+  for (float& e : x) e = normal(rng) * 3.f;
+  const float special[] = {0.f, -0.f, 1.f + 1.f / 2048, 1.f + 3.f / 2048, 6.0e-8f, 3.0e-5f, -2.5e-6f,
+                           65504.f, 65520.f, 1e6f, -1e6f, 1e-10f};
+  std::copy(std::begin(special), std::end(special), x.begin() + 100);
+  for (int64_t n : {1, 7, 8, 9, 1003}) {
+    std::vector<uint16_t> a(n), b(n);
+    scalar_kernels()->to_f16(x.data(), a.data(), n);
+    v.table->to_f16(x.data(), b.data(), n);
+    check(a == b, v.name + " to_f16 n=" + std::to_string(n) + " differs from the scalar conversion");
+  }
+  for (int64_t d : {2, 6, 8, 16, 24, 64, 72, 128, 130}) {
+    for (int64_t keys : {1, 5, 70}) {
+      const int64_t stride = d * 3 + 2;  // several heads per row, as in the cache
+      std::vector<float> q(d), kf(keys * stride), p(keys);
+      for (float& e : q) e = normal(rng);
+      for (float& e : kf) e = normal(rng);
+      for (float& e : p) e = std::abs(normal(rng));
+      std::vector<uint16_t> kh(kf.size());
+      scalar_kernels()->to_f16(kf.data(), kh.data(), (int64_t)kf.size());
+      const std::string where = v.name + " d=" + std::to_string(d) + " keys=" + std::to_string(keys);
+      std::vector<float> s_ref(keys), s_var(keys, -1.f);
+      scalar_kernels()->scores_f16(q.data(), kh.data(), keys, stride, d, 0.5f, s_ref.data());
+      v.table->scores_f16(q.data(), kh.data(), keys, stride, d, 0.5f, s_var.data());
+      double worst = 0;
+      for (int64_t j = 0; j < keys; ++j) {
+        double mag = 0;
+        for (int64_t i = 0; i < d; ++i) mag += std::abs(q[i] * f16_to_f32(kh[j * stride + i])) * 0.5;
+        worst = std::max(worst, std::abs((double)s_var[j] - s_ref[j]) / (1e-5 * mag + 1e-30));
+      }
+      check(worst <= 1.0, where + " scores: error " + std::to_string(worst) + " x tolerance");
+      std::vector<float> o_ref(d + 1, 7.f), o_var(d + 1, 7.f);  // one guard element past the end
+      scalar_kernels()->weighted_sum_f16(p.data(), kh.data(), keys, stride, d, o_ref.data());
+      v.table->weighted_sum_f16(p.data(), kh.data(), keys, stride, d, o_var.data());
+      worst = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        double mag = 0;
+        for (int64_t j = 0; j < keys; ++j) mag += std::abs(p[j] * f16_to_f32(kh[j * stride + i]));
+        worst = std::max(worst, std::abs((double)o_var[i] - o_ref[i]) / (1e-5 * mag + 1e-30));
+      }
+      check(worst <= 1.0, where + " weighted sum: error " + std::to_string(worst) + " x tolerance");
+      check(o_var[d] == 7.f, where + " weighted sum wrote past its head");
+    }
+  }
+}
+
 int main() {
   const std::vector<Variant> variants = simd_variants();
   std::printf("isas:");
@@ -364,6 +420,7 @@ int main() {
     test_extreme_q8_codes(v);
     test_matmul_grid(v);
     test_matmul_ranges(v);
+    test_kv_f16(v);
     std::printf("%s: %d checks, %d failed\n", v.name.c_str(), g_passed + g_failed - before, g_failed - failed_before);
   }
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
