@@ -27,7 +27,9 @@ DEFAULT_CACHE_POLICY = "edgemoe"
 DEFAULT_PREFETCH_MIN_CONFIDENCE = 0.5
 DEFAULT_MAX_BATCH = 256
 KV_CACHE_TYPES = ("f32", "f16")
-DEFAULT_KV_CACHE = "f32"
+# fp16 like llama.cpp's default: half the memory, 1.2x decode at 0.5-2k tokens, perplexity unchanged
+# (bench/RESULTS.md, "KV cache: f32 vs f16").
+DEFAULT_KV_CACHE = "f16"
 STAGING_BUFFERS = 2  # the expert store's buffers for compressed blobs: demand reads + one I/O worker
 
 
@@ -385,8 +387,9 @@ def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optio
     stats and token need `edgemoe profile`) and `cache_policy` which cached expert is evicted
     (edgemoe [default], lru, lfu). `prefetch_depth`/`prefetch_width` say how many layers ahead and how many
     experts per layer are guessed, `prefetch_min_confidence` drops guesses less likely than that. None of
-    these changes results, only what is read and when. `kv_cache` "f16" keeps the attention cache in
-    half precision (half its memory, faster long-context decode; logits move by ~1e-3), "f32" exact."""
+    these changes results, only what is read and when. `kv_cache` "f16" (the default) keeps the attention
+    cache in half precision (half its memory, faster long-context decode; logits move by ~1e-3); "f32"
+    computes exactly like transformers' f32 forward pass."""
     return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
                  ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor or DEFAULT_PREDICTOR,
                  cache_policy=cache_policy or DEFAULT_CACHE_POLICY, prefetch_depth=prefetch_depth,

@@ -45,8 +45,8 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
     p.add_argument("--ctx-size", "-c", type=_bounded(int, 1), default=None)
     p.add_argument("--kv-cache", default=None, choices=["f32", "f16"],
-                   help="attention cache precision (default f32): f16 halves its memory and speeds up "
-                        "long-context decoding; logits move by ~1e-3")
+                   help="attention cache precision (default f16: half the memory of f32, faster long-context "
+                        "decoding; f32 computes exactly like the reference, logits ~1e-3 apart)")
     p.add_argument("--predictor", default=None, choices=["auto", "none", "gate", "stats", "token"],
                    help="how experts of the next layers are prefetched while decoding (default: none)")
     p.add_argument("--cache-policy", default=None, choices=["lru", "lfu", "edgemoe"],

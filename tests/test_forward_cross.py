@@ -65,7 +65,7 @@ def reference_logits(path, ids, isa):
     try:
         if isa:
             _core.set_isa(isa)
-        return edgemoe.load(path, threads=1).logits(ids)
+        return edgemoe.load(path, threads=1, kv_cache="f32").logits(ids)  # the C++ harness's cache
     finally:
         _core.set_isa(default)
 

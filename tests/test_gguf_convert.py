@@ -21,7 +21,7 @@ def test_f32_gguf_matches_llama_cpp_and_transformers(tmp_path):
     out = tmp_path / "m.emoe"
     convert_gguf(str(GGUF / "mixtral-f32.gguf"), str(out), bits="f32", progress=False)
     ids = reference("mixtral")["input_ids"].tolist()
-    ours = edgemoe.load(str(out), threads=1).logits(ids)
+    ours = edgemoe.load(str(out), threads=1, kv_cache="f32").logits(ids)
     hf = reference("mixtral")["logits"]
     assert np.abs(ours - hf).max() / np.abs(hf).max() < 1e-3  # transformers' forward pass
     theirs = llama_logits(GGUF / "mixtral-f32.gguf", ids)

@@ -26,15 +26,15 @@ from edgemoe.errors import UnsupportedModelError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Both engines compute in f32 from f32 weights; they differ in summation order
-# (ggml's SIMD dot products, its softmax and rms_norm) only.
+# Both engines compute in f32 from f32 weights, with f32 KV caches; they differ
+# in summation order (ggml's SIMD dot products, its softmax and rms_norm) only.
 REL_TOL = 1e-3
 
 
 def assert_parity(hf_dir: str, emoe: str, gguf_path: str, ids) -> None:
     export_gguf.export(hf_dir, gguf_path, "f32")
     theirs = llama_logits(gguf_path, ids)
-    ours = edgemoe.load(emoe, threads=1).logits(ids)
+    ours = edgemoe.load(emoe, threads=1, kv_cache="f32").logits(ids)
     assert ours.shape == theirs.shape
     rel = np.abs(ours - theirs).max() / np.abs(theirs).max()
     assert rel < REL_TOL, f"{hf_dir}: max relative logit error vs llama.cpp {rel:.2e}"

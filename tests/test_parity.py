@@ -6,7 +6,8 @@ import edgemoe
 from conftest import ARCH_FIXTURES, FIXTURES, reference
 
 # Relative error of a position's logits: max |ours - ref| / max |ref|. f32
-# containers compute in f32 like the reference; only summation order differs.
+# containers with the f32 KV cache compute in f32 like the reference; only
+# summation order differs (the default fp16 cache: tests/test_kv_cache.py).
 F32_REL_TOL = 1e-3
 Q8_ARGMAX_AGREEMENT = 0.98
 
@@ -18,7 +19,7 @@ def rel_error(ours, ref):
 @pytest.mark.parametrize("name", ARCH_FIXTURES)
 def test_f32_logits_match_transformers(converted, name):
     ref = reference(name)
-    model = edgemoe.load(converted(name, "f32"), threads=2)
+    model = edgemoe.load(converted(name, "f32"), threads=2, kv_cache="f32")
     logits = model.logits(ref["input_ids"].tolist())
     assert logits.shape == ref["logits"].shape
     err = rel_error(logits, ref["logits"])
@@ -28,7 +29,7 @@ def test_f32_logits_match_transformers(converted, name):
 @pytest.mark.parametrize("name", ARCH_FIXTURES)
 def test_f32_greedy_matches_transformers(converted, name):
     ref = reference(name)
-    model = edgemoe.load(converted(name, "f32"), threads=2)
+    model = edgemoe.load(converted(name, "f32"), threads=2, kv_cache="f32")
     out = model.generate(ref["greedy_prompt"].tolist(), max_tokens=len(ref["greedy_ids"]), stop_at_eos=False)
     assert out == ref["greedy_ids"].tolist()
 

@@ -12,7 +12,7 @@ from conftest import reference
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "olmoe"])
 def test_trace_records_the_reference_routing(converted, tmp_path, name):
     ref = reference(name)
-    model = edgemoe.load(converted(name, "f32"), threads=1)
+    model = edgemoe.load(converted(name, "f32"), threads=1, kv_cache="f32")  # routing exactly as the reference
     path = tmp_path / "t.jsonl"
     ids = ref["input_ids"].tolist()
     assert model.generate(ids, max_tokens=0, trace=str(path)) == []
