@@ -197,7 +197,7 @@ def test_the_runtime_checks_the_config_without_python(converted, field, value):
 WRAP = 1 << 64
 
 
-@pytest.mark.parametrize("where", ["expert_part", "resident_tensor", "resident_section"])
+@pytest.mark.parametrize("where", ["expert_part", "resident_tensor", "resident_section", "expert_size"])
 def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, where):
     # An offset near 2**64 makes `offset + length` wrap to a small number: a check written as
     # `offset + length > size` then passes and the engine reads outside its buffers.
@@ -214,8 +214,13 @@ def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, w
     elif where == "resident_tensor":  # a tensor "starts" 64 bytes before the resident section
         name, t, rows, cols, _, nbytes = tensors[0]
         tensors[0] = (name, t, rows, cols, WRAP - 64, nbytes)
-    else:  # a section "ending" past 2**64: its rounded allocation would wrap to almost nothing
+    elif where == "resident_section":  # a section "ending" past 2**64: its rounded allocation would wrap
         resident_size = WRAP - resident_offset + 64
-    with pytest.raises(edgemoe.FormatError, match="outside its blob|inconsistent size or offset|resident section"):
+    else:  # the libFuzzer finding of 2026-11-23: a blob size near 2**64 rounded the expert slots around to
+        # 4 KiB, while a compressed blob's decompressor was told it could write that many bytes into one
+        off, _, crc, t, gate, up, down, stored = experts[0][1]
+        experts[0][1] = (off, WRAP - 1, crc, t, gate, up, down, stored)
+    with pytest.raises(edgemoe.FormatError, match="outside its blob|inconsistent size or offset|resident section|"
+                                                  "larger than its projections"):
         _core.Engine(c.config, c.path, resident_offset, resident_size, h.resident_crc, tensors, experts, 2, 1, 64,
                      8, True, "lru", "none", 1, 0, 0.5, None)

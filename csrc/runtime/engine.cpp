@@ -41,6 +41,14 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
       if (!range_within(x.gate, in_bytes, x.size) || !range_within(x.up, in_bytes, x.size) ||
           !range_within(x.down, out_bytes, x.size))
         throw FormatError(what + ": a projection lies outside its blob");
+      // A blob holds its three projections and nothing more (the converter ends it at the last
+      // one). Bounding the size bounds the expert slots, and for a compressed blob what the
+      // decompressor is told it may write: a size near 2^64 rounded the slot size around to
+      // 4 KiB while zstd was allowed to write the frame's whole output into it.
+      const uint64_t end = std::max({x.gate + in_bytes, x.up + in_bytes, x.down + out_bytes});
+      if (x.size > end + kBlobAlign)
+        throw FormatError(what + ": the blob (" + std::to_string(x.size) + " bytes) is larger than its projections (" +
+                          std::to_string(end) + " bytes)");
       blobs[l].push_back({x.offset, x.size, x.crc32, x.stored});
     }
   }
@@ -51,7 +59,9 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
                                          StoreOptions{opt.policy, opt.verify_checksums});
   if (!opt_.profile.empty()) {
     const RoutingProfile& p = opt_.profile;
-    if (p.n_layers != cfg.n_layers || p.n_experts != cfg.n_experts || p.vocab != cfg.vocab ||
+    // width is the top-k the profile recorded: the stats predictor reads that many of a token's
+    // chosen experts, so it must be the model's top_k.
+    if (p.n_layers != cfg.n_layers || p.n_experts != cfg.n_experts || p.vocab != cfg.vocab || p.width != cfg.top_k ||
         p.freq.size() != (size_t)p.n_layers * p.n_experts ||
         p.next_layer.size() != (size_t)(p.n_layers - 1) * p.n_experts * p.n_experts ||
         p.token_experts.size() != (size_t)p.vocab * p.n_layers * p.width ||

@@ -171,6 +171,9 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
         throw FormatError(where + " is not aligned to " + std::to_string(kBlobAlign) +
                           " bytes: the container is malformed");
       }
+      if (b.size > std::numeric_limits<uint64_t>::max() - kBlobAlign) {  // its slot size would wrap around
+        throw FormatError(where + " has an impossible size: the container is malformed");
+      }
       const uint64_t on_disk = b.stored ? b.stored : b.size;
       if (!range_within(b.offset, on_disk, file_size)) {
         throw FormatError(where + " lies beyond the end of the file (" +
@@ -357,7 +360,9 @@ void ExpertStore::Impl::read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* st
   // (or one read with checksums off) could otherwise reach.
   uint32_t magic = 0;  // little-endian in the frame
   if (blob.stored >= 4) magic = uint32_t(staging[0]) | uint32_t(staging[1]) << 8 | uint32_t(staging[2]) << 16 | uint32_t(staging[3]) << 24;
-  if (magic != ZSTD_MAGICNUMBER || ZSTD_getFrameContentSize(staging, blob.stored) != blob.size ||
+  const unsigned long long declared = ZSTD_getFrameContentSize(staging, blob.stored);
+  if (magic != ZSTD_MAGICNUMBER || declared == ZSTD_CONTENTSIZE_UNKNOWN || declared == ZSTD_CONTENTSIZE_ERROR ||
+      declared != blob.size ||
       ZSTD_findFrameCompressedSize(staging, blob.stored) != blob.stored) {
     throw StorageError("expert " + expert_name(layer, expert) + " is not a single zstd frame of " +
                        std::to_string(blob.size) + " bytes: the container is corrupt; re-convert the model");
