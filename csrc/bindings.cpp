@@ -308,6 +308,7 @@ PYBIND11_MODULE(_core, m) {
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
   m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx, const std::string& kv_cache) {
+    if (kv_cache != "f32" && kv_cache != "f16") throw std::invalid_argument("kv_cache must be 'f16' or 'f32'");
     return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx, kv_cache == "f16");
   }, py::arg("config"), py::arg("ctx"), py::arg("kv_cache") = "f32");
   m.def("scratch_bytes", [](const py::dict& cfg, int ctx, int max_batch, int threads) {

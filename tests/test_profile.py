@@ -101,3 +101,22 @@ def test_profile_without_token_shares_still_loads(profiled, tmp_path):
     manifest = dict(c.manifest, profile={k: v for k, v in c.manifest["profile"].items() if k != "token_shares"})
     _, _, tokens, shares = profile_arrays(manifest)
     assert ((shares == 1.0) == (tokens >= 0)).all()
+
+
+@pytest.mark.parametrize("width_change", [-1, +1])
+def test_the_runtime_checks_the_profile_width_without_python(profiled, width_change):
+    # The stats predictor reads `width` chosen experts per token and layer; a profile recorded
+    # for another top-k, handed to the C++ engine directly, read past them (found in review).
+    from edgemoe import _core
+    from edgemoe.api import engine_tables
+
+    c = open_container(profiled[0])
+    freq, nxt, tok, shares = profile_arrays(c.manifest)
+    k = tok.shape[2] + width_change
+    tok = np.ascontiguousarray(np.pad(tok, ((0, 0), (0, 0), (0, 1)), constant_values=-1)[:, :, :k])
+    shares = np.ones(tok.shape, np.float32)
+    tensors, experts = engine_tables(c)
+    h = c.header
+    with pytest.raises(edgemoe.FormatError, match="routing profile does not match"):
+        _core.Engine(c.config, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts, 4, 1, 64,
+                     8, True, "lru", "stats", 1, 0, 0.0, (freq, nxt, tok, shares))

@@ -38,7 +38,8 @@ uint16_t f32_to_f16(float f) {
   const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
   const uint32_t ax = x & 0x7fffffffu;
 
-  if (ax > 0x7f800000u) return sign | 0x7e00;  // nan -> quiet nan
+  // nan -> quiet nan keeping the payload's top 10 bits, as F16C and NEON convert it
+  if (ax > 0x7f800000u) return sign | 0x7e00 | (uint16_t)((ax >> 13) & 0x3ff);
   // 65520 is halfway between the largest half (65504) and 2^16; ties go to
   // the even neighbour, which is infinity.
   if (ax >= 0x477ff000u) return sign | 0x7c00;

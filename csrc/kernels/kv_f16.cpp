@@ -47,6 +47,21 @@ void weighted_sum_f16_scalar(const float* p, const uint16_t* v, int64_t n_keys, 
   }
 }
 
+namespace {
+
+// Columns [from, to) of the weighted sum, one at a time: the SIMD variants'
+// tail when the head size is not a multiple of their vector width.
+inline void weighted_sum_columns(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t from,
+                                 int64_t to, float* out) {
+  for (int64_t i = from; i < to; ++i) {
+    float s = 0.f;
+    for (int64_t j = 0; j < n_keys; ++j) s += p[j] * f16_to_f32(v[j * stride + i]);
+    out[i] = s;
+  }
+}
+
+}  // namespace
+
 // ---- AVX2 + F16C ----
 #if defined(__x86_64__) || defined(__i386__)
 
@@ -108,11 +123,7 @@ EDGEMOE_F16C void weighted_sum_f16_avx2(const float* p, const uint16_t* v, int64
     }
     for (int u = 0; u < lanes; ++u) _mm256_storeu_ps(out + c + 8 * u, acc[u]);
   }
-  for (int64_t i = d8; i < d; ++i) {
-    float s = 0.f;
-    for (int64_t j = 0; j < n_keys; ++j) s += p[j] * f16_to_f32(v[j * stride + i]);
-    out[i] = s;
-  }
+  weighted_sum_columns(p, v, n_keys, stride, d8, d, out);
 }
 
 #endif  // x86
@@ -163,11 +174,7 @@ void weighted_sum_f16_neon(const float* p, const uint16_t* v, int64_t n_keys, in
     }
     for (int u = 0; u < lanes; ++u) vst1q_f32(out + c + 4 * u, acc[u]);
   }
-  for (int64_t i = d4; i < d; ++i) {
-    float s = 0.f;
-    for (int64_t j = 0; j < n_keys; ++j) s += p[j] * f16_to_f32(v[j * stride + i]);
-    out[i] = s;
-  }
+  weighted_sum_columns(p, v, n_keys, stride, d4, d, out);
 }
 
 #endif  // aarch64

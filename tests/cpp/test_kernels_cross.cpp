@@ -364,6 +364,9 @@ void test_kv_f16(const Variant& v) {
   const float special[] = {0.f, -0.f, 1.f + 1.f / 2048, 1.f + 3.f / 2048, 6.0e-8f, 3.0e-5f, -2.5e-6f,
                            65504.f, 65520.f, 1e6f, -1e6f, 1e-10f};
   std::copy(std::begin(special), std::end(special), x.begin() + 100);
+  // quiet, signalling and payload-carrying NaNs (bit patterns; memcpy keeps them intact)
+  const uint32_t nans[] = {0x7fc00000u, 0xffc00000u, 0x7fc02000u, 0x7f802000u, 0x7fa00000u, 0xffffe000u};
+  for (size_t i = 0; i < sizeof nans / sizeof nans[0]; ++i) std::memcpy(&x[120 + i], &nans[i], sizeof(float));
   for (int64_t n : {1, 7, 8, 9, 1003}) {
     std::vector<uint16_t> a(n), b(n);
     scalar_kernels()->to_f16(x.data(), a.data(), n);
