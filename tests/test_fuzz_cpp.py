@@ -39,12 +39,13 @@ def fuzzer(tmp_path_factory):
 
 
 def seed(path: str, ids, out: Path) -> None:
-    """Two seeds per container: checksums on, and off (mutated weights then reach the kernels)."""
+    """Two seeds per container: checksums on with the f32 KV cache, and checksums off (mutated weights
+    then reach the kernels) with the fp16 one."""
     layout = out.with_suffix(".txt")
     write_layout(path, ids, layout)
     body = Path(path).read_bytes()
     out.write_bytes(layout.read_bytes() + b"@@file\n" + body)
-    out.with_name(out.name + "-nocrc").write_bytes(layout.read_bytes() + b"checksums off\n@@file\n" + body)
+    out.with_name(out.name + "-nocrc").write_bytes(layout.read_bytes() + b"checksums off\nkv f16\n@@file\n" + body)
     layout.unlink()
 
 

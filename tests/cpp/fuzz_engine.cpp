@@ -4,7 +4,8 @@
 // Input: a layout in layout_text.h's format, a line "@@file", then the bytes
 // of the container file the layout describes. A layout line "checksums off"
 // turns CRC verification off (a user's speed option), so mutated weights reach
-// the kernels, the router and the top-k choice instead of stopping at the CRC. Seeds are real fixture
+// the kernels, the router and the top-k choice instead of stopping at the CRC; a line "kv f16"
+// runs the fp16 KV cache (edgemoe's default) instead of f32. Seeds are real fixture
 // containers (tests/test_fuzz_cpp.py). Acceptable outcomes: logits, or one of
 // the runtime's exceptions for bad input (FormatError, StorageError,
 // BudgetError) or a token id outside the vocabulary; a crash, a sanitizer
@@ -66,11 +67,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opt.ctx_size = (int)text.tokens.size() + 4;
   opt.max_batch = 8;
   opt.predictor.kind = "none";
-  opt.verify_checksums = input.substr(0, mark + 1).find("\nchecksums off\n") == std::string::npos;
+  const std::string layout_part = input.substr(0, mark + 1);
+  opt.verify_checksums = layout_part.find("\nchecksums off\n") == std::string::npos;
+  opt.kv_f16 = layout_part.find("\nkv f16\n") != std::string::npos;
   try {
     check_config(text.config);
     const ModelConfig& c = text.config;
-    const double plan = (double)Transformer::kv_cache_bytes(c, opt.ctx_size) +
+    const double plan = (double)Transformer::kv_cache_bytes(c, opt.ctx_size, opt.kv_f16) +
                         (double)Transformer::scratch_bytes(c, opt.ctx_size, opt.max_batch, opt.threads) +
                         4.0 * text.tokens.size() * c.vocab;
     if (plan > kMaxPlanBytes) return 0;
