@@ -23,6 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import edgemoe  # noqa: E402
 from bench_util import decode_in_fresh_process, report  # noqa: E402
+from edgemoe import _core  # noqa: E402
+from edgemoe.container import open_container  # noqa: E402
 from edgemoe.perplexity import perplexity  # noqa: E402
 
 KINDS = ("f32", "f16")
@@ -44,24 +46,22 @@ def main() -> None:
     p.add_argument("--write", default=None)
     a = p.parse_args()
 
-    info = edgemoe.load(a.model, ctx_size=max(a.tokens) + 8).info()
-    vocab = info["vocab"]
+    cfg = open_container(a.model).config
     rng = np.random.default_rng(0)
     lines = [f"### KV cache: f32 vs f16 ({datetime.date.today()})", "",
              f"Command: `python bench/kv_cache.py {' '.join(sys.argv[1:])}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-             f"model {os.path.basename(a.model)} ({info['n_layers']} layers)", "",
+             f"model {os.path.basename(a.model)} ({cfg['n_layers']} layers)", "",
              "| tokens decoded | f32 tok/s | f16 tok/s | f16 / f32 | f32 cache MiB | f16 cache MiB |",
              "|---|---|---|---|---|---|"]
     for n in a.tokens:
-        ids = rng.integers(0, vocab, n).tolist()
+        ids = rng.integers(0, cfg["vocab"], n).tolist()
         runs = {kv: [] for kv in KINDS}
         for _ in range(a.repeats):
             for kv in KINDS:
                 runs[kv].append(decode_tok_s(a.model, kv, ids, a.threads))
         med = {kv: statistics.median(v) for kv, v in runs.items()}
-        mib = {kv: edgemoe.load(a.model, ctx_size=n, kv_cache=kv).info()["memory_plan"]["kv_cache_bytes"] / 2**20
-               for kv in KINDS}
+        mib = {kv: _core.kv_cache_bytes(cfg, n, kv) / 2**20 for kv in KINDS}  # what load() plans for it
         lines.append(f"| {n} | {med['f32']:.1f} | {med['f16']:.1f} | {med['f16'] / med['f32']:.2f}x | "
                      f"{mib['f32']:.1f} | {mib['f16']:.1f} |")
         print(lines[-1], flush=True)

@@ -28,6 +28,12 @@ QType qtype_arg(int v) {
   return t;
 }
 
+// The KV cache type's name ("f16" or "f32", edgemoe.api.KV_CACHE_TYPES) -> whether it is fp16.
+bool kv_f16_arg(const std::string& kv_cache) {
+  if (kv_cache != "f32" && kv_cache != "f16") throw std::invalid_argument("kv_cache must be 'f16' or 'f32'");
+  return kv_cache == "f16";
+}
+
 Isa isa_from_name(const std::string& name) {
   for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon})
     if (name == isa_name(isa)) return isa;
@@ -140,8 +146,7 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
   opt.ctx_size = ctx_size;
   opt.max_batch = max_batch;
   opt.verify_checksums = verify_checksums;
-  if (kv_cache != "f32" && kv_cache != "f16") throw std::invalid_argument("kv_cache must be 'f16' or 'f32'");
-  opt.kv_f16 = kv_cache == "f16";
+  opt.kv_f16 = kv_f16_arg(kv_cache);
   if (cache_policy == "lru") opt.policy = CachePolicy::Lru;
   else if (cache_policy == "lfu") opt.policy = CachePolicy::Lfu;
   else if (cache_policy == "edgemoe") opt.policy = CachePolicy::EdgeMoE;
@@ -308,8 +313,7 @@ PYBIND11_MODULE(_core, m) {
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
   m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx, const std::string& kv_cache) {
-    if (kv_cache != "f32" && kv_cache != "f16") throw std::invalid_argument("kv_cache must be 'f16' or 'f32'");
-    return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx, kv_cache == "f16");
+    return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx, kv_f16_arg(kv_cache));
   }, py::arg("config"), py::arg("ctx"), py::arg("kv_cache") = "f32");
   m.def("scratch_bytes", [](const py::dict& cfg, int ctx, int max_batch, int threads) {
     return Transformer::scratch_bytes(config_from_dict(cfg), ctx, max_batch, threads);

@@ -218,24 +218,29 @@ def _quantize_low_bit(w: np.ndarray, qtype: int) -> np.ndarray:
     return out
 
 
+def _rows(buf, qtype: int, shape):
+    """(m, k, the bytes of an [M, K] matrix of type qtype as [M, row_bytes]); FormatError if
+    the buffer does not hold exactly that."""
+    m, k = (int(s) for s in shape)
+    rb = row_bytes(qtype, k)
+    raw = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf.reshape(-1).view(np.uint8)
+    if raw.size != m * rb:
+        raise FormatError(
+            f"buffer holds {raw.size} bytes but {m} rows of {NAMES[qtype]} with k={k} need {m * rb}"
+        )
+    return m, k, raw.reshape(m, rb)
+
+
 def blocks(buf, qtype: int, shape) -> np.ndarray:
     """A quantized [M, K] matrix's bytes viewed as its block records, [M, K / 32] (fields d, qs,
     and m for the low-bit types): for exporters that re-encode our codes in another format."""
-    m, k = (int(s) for s in shape)
-    raw = np.ascontiguousarray(np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray)
-                               else buf.reshape(-1).view(np.uint8))
-    if qtype not in _BLOCKS or raw.size != m * row_bytes(qtype, k):
-        raise FormatError(f"not {m} rows of a quantized type with k={k}")
-    return raw.reshape(m, row_bytes(qtype, k)).view(_BLOCKS[qtype])
+    if qtype not in _BLOCKS:
+        raise FormatError(f"{NAMES.get(qtype, qtype)} is not a block-quantized type")
+    return np.ascontiguousarray(_rows(buf, qtype, shape)[2]).view(_BLOCKS[qtype])
 
 
 def codes(b: np.ndarray, qtype: int) -> np.ndarray:
     """The [..., 32] unsigned codes of low-bit blocks b, in element order."""
-    return _codes(b, qtype)
-
-
-def _codes(b: np.ndarray, qtype: int) -> np.ndarray:
-    """The [..., 32] codes of low-bit blocks b."""
     if qtype == Q4:
         return np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=-1)
     q = _unpack_2bit(b["qs"])
@@ -272,14 +277,7 @@ def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
 
 def dequantize(buf, qtype: int, shape) -> np.ndarray:
     """Decode bytes produced by quantize() back to a float32 [M, K] matrix."""
-    m, k = (int(s) for s in shape)
-    rb = row_bytes(qtype, k)
-    raw = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf.reshape(-1).view(np.uint8)
-    if raw.size != m * rb:
-        raise FormatError(
-            f"buffer holds {raw.size} bytes but {m} rows of {NAMES[qtype]} with k={k} need {m * rb}"
-        )
-    rows = raw.reshape(m, rb)
+    m, k, rows = _rows(buf, qtype, shape)
     out = np.empty((m, k), dtype=np.float32)
     for r0, r1 in _row_chunks(m, k):
         part = np.ascontiguousarray(rows[r0:r1])
@@ -295,5 +293,5 @@ def dequantize(buf, qtype: int, shape) -> np.ndarray:
             b = part.view(_BLOCKS[qtype])
             d = b["d"].astype(np.float32)[..., None]
             mm = b["m"].astype(np.float32)[..., None]
-            out[r0:r1] = (d * _codes(b, qtype).astype(np.float32) + mm).reshape(r1 - r0, k)
+            out[r0:r1] = (d * codes(b, qtype).astype(np.float32) + mm).reshape(r1 - r0, k)
     return out

@@ -50,6 +50,12 @@ MS_DOMAIN = "com.microsoft"
 MLAS_Q4_MOE_ENV = "ORT_USE_MLAS_Q4_GEMM_MOE"
 
 
+def pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """4-bit codes [..., 2n] -> bytes [..., n], element 2i in the low nibble and 2i+1 in the high
+    (MatMulNBits' and QMoE's packing)."""
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
 def nbits_q8(raw: np.ndarray, shape):
     """Our q8 rows as MatMulNBits / QMoE 8-bit operands: codes + 128 and f32 scales."""
     b = quant.blocks(raw, quant.Q8, shape)
@@ -67,8 +73,7 @@ def nbits_q4(raw: np.ndarray, shape):
     scale = np.where(flat, 1.0, d).astype(np.float32)
     zero = np.where(flat, -m, -m / np.where(flat, 1.0, d)).astype(np.float32)
     q = np.where(flat[..., None], 0, q).astype(np.uint8)
-    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)  # element 2i low nibble, 2i+1 high
-    return packed, scale, zero
+    return pack_nibbles(q), scale, zero
 
 
 def ort_q4_symmetric(w: np.ndarray):
@@ -79,7 +84,7 @@ def ort_q4_symmetric(w: np.ndarray):
     scale = (extreme / -8.0).astype(np.float32)
     safe = np.where(scale == 0, 1.0, scale)
     q = np.clip(np.rint(g / safe[..., None]) + 8, 0, 15).astype(np.uint8)
-    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8), scale
+    return pack_nibbles(q), scale
 
 
 class GraphBuilder:
@@ -187,27 +192,29 @@ class Exporter:
                    num_heads=cfg["n_heads"], kv_num_heads=cfg["n_kv_heads"], do_rotary=1, rotary_interleaved=0)[0]
         return self.linear(out, p + "wo")
 
-    def expert_matrices(self, l: int, part: str) -> List[tuple]:
-        """(raw bytes, qtype, shape) of `part` (gate/up/down) of every expert of layer l."""
-        out = []
+    def expert_matrices(self, l: int):
+        """{gate, up, down: [(raw bytes, qtype, shape) of every expert of layer l]}, each blob read
+        (and, if zstd-compressed, decompressed) once."""
+        out = {part: [] for part in ("gate", "up", "down")}
         for blob in self.c.manifest["experts"][l]:
-            p = blob["parts"][part]
-            if blob.get("stored"):  # zstd-compressed: the whole blob, then the part
+            if blob.get("stored"):
                 import zstandard
 
-                whole = zstandard.ZstdDecompressor().decompress(self.raw(blob["offset"], blob["stored"]).tobytes(),
-                                                                max_output_size=blob["size"])
-                data = np.frombuffer(whole, np.uint8)[p["offset"]:p["offset"] + p["nbytes"]]
+                whole = np.frombuffer(zstandard.ZstdDecompressor().decompress(
+                    self.raw(blob["offset"], blob["stored"]).tobytes(), max_output_size=blob["size"]), np.uint8)
             else:
-                data = self.raw(blob["offset"] + p["offset"], p["nbytes"])
-            out.append((data, quant.CODES[blob["type"]], p["shape"]))
+                whole = self.raw(blob["offset"], blob["size"])
+            for part, rows in out.items():
+                p = blob["parts"][part]
+                rows.append((whole[p["offset"]:p["offset"] + p["nbytes"]], quant.CODES[blob["type"]], p["shape"]))
         return out
 
     def experts(self, l: int, x2d: str, router_logits: str) -> str:
         """The routed experts of layer l on x2d [tokens, hidden]: MoE (f32) or QMoE (q8 exact, or
         ORT's own 4-bit code), fc1 = gate and up rows interleaved, as ORT's CPU kernels require."""
         cfg, g = self.cfg, self.g
-        gate, up, down = (self.expert_matrices(l, part) for part in ("gate", "up", "down"))
+        parts = self.expert_matrices(l)
+        gate, up, down = parts["gate"], parts["up"], parts["down"]
         types = {t for _, t, _ in gate + up + down}
         I, H, E = cfg["expert_intermediate"], cfg["hidden"], cfg["n_experts"]
         common = dict(k=cfg["top_k"], activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.0,
@@ -223,15 +230,12 @@ class Exporter:
             return g.one("MoE", [x2d, router_logits, g.const("fc1", interleave(deq[0], deq[1])), "",
                                  g.const("fc2", deq[2])], domain=MS_DOMAIN, **common)
         if types == {quant.Q8}:
-            enc = [[nbits_q8(r, s) for r, t, s in m] for m in (gate, up, down)]
-            w = [np.stack([e[0].reshape(e[0].shape[0], -1) for e in m]) for m in enc]  # [E, rows, k]
-            sc = [np.stack([e[1] for e in m]) for m in enc]  # [E, rows, k/32]
-            bits = 8
+            bits, encode = 8, lambda r, t, s: nbits_q8(r, s)[:2]
         else:  # q4/q3/q2 or a mix: ORT's symmetric 4-bit code of our dequantized weights
-            enc = [[ort_q4_symmetric(quant.dequantize(r, t, s)) for r, t, s in m] for m in (gate, up, down)]
-            w = [np.stack([e[0].reshape(e[0].shape[0], -1) for e in m]) for m in enc]
-            sc = [np.stack([e[1] for e in m]) for m in enc]
-            bits = 4
+            bits, encode = 4, lambda r, t, s: ort_q4_symmetric(quant.dequantize(r, t, s))
+        enc = [[encode(*matrix) for matrix in m] for m in (gate, up, down)]
+        w = [np.stack([e[0].reshape(e[0].shape[0], -1) for e in m]) for m in enc]  # [E, rows, packed k]
+        sc = [np.stack([e[1] for e in m]) for m in enc]  # [E, rows, k/32]
         assert w[0].shape[:2] == (E, I) and w[2].shape[:2] == (E, H)
         # router_weights (input 14) carry the softmax: without it QMoE always renormalises the top k
         probs = g.one("Softmax", [router_logits], axis=-1)
@@ -296,8 +300,8 @@ def export_onnx(emoe: str, out: str, accuracy_level: int = 0, dequantize: bool =
     model = exporter.build()
     exporter.data.close()
     data = os.path.basename(out) + ".data"
-    if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(out)), data)):
-        os.remove(os.path.join(os.path.dirname(os.path.abspath(out)), data))  # save appends to it otherwise
+    if os.path.exists(out + ".data"):
+        os.remove(out + ".data")  # save appends to it otherwise
     onnx.save_model(model, out, save_as_external_data=True, all_tensors_to_one_file=True, location=data,
                     size_threshold=1024)
     with open(out + ".json", "w") as f:  # what OnnxPeer needs without parsing the graph
@@ -316,13 +320,13 @@ class OnnxPeer:
 
         with open(path + ".json") as f:
             self.shape = json.load(f)
+        if ctx_size > self.shape["max_context"]:
+            raise ValueError(f"ctx_size {ctx_size} exceeds the {self.shape['max_context']} positions the model was exported for")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        if ctx_size > self.shape["max_context"]:
-            raise ValueError(f"ctx_size {ctx_size} exceeds the {self.shape['max_context']} positions the model was exported for")
         self.ctx = ctx_size
         s = self.shape
         # past and present share one buffer per layer: GroupQueryAttention writes the new rows in place

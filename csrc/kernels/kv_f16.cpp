@@ -115,7 +115,7 @@ EDGEMOE_F16C void weighted_sum_f16_avx2(const float* p, const uint16_t* v, int64
     for (int64_t j = 0; j < n_keys; ++j) {
       const __m256 pj = _mm256_set1_ps(p[j]);
       const uint16_t* row = v + j * stride + c;
-      if (lanes == 8) {
+      if (lanes == 8) {  // the common case, with a constant trip count: acc stays in registers
         for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(pj, load8(row + 8 * u), acc[u]);
       } else {
         for (int u = 0; u < lanes; ++u) acc[u] = _mm256_fmadd_ps(pj, load8(row + 8 * u), acc[u]);
