@@ -5,9 +5,9 @@ against the machine's limits.
         [--fractions 0.5 0.25 0.125] [--write bench/RESULTS.md] [--plot bench/compare.png]
 
 STEM names a model prepared in every form, e.g. /work/bench_models/synth-olmoe-2g:
-STEM-q8.emoe / STEM-q4.emoe (`edgemoe convert STEM --bits 8|4`) and STEM-q8_0.gguf /
-STEM-q4_0.gguf (`tools/export_gguf.py STEM -o STEM-f16.gguf --type f16 --quantize q8_0
---quantize q4_0`). Optionally STEM-q8.onnx / STEM-q4.onnx (`tools/export_onnx.py STEM-q8.emoe
+STEM-q8.emoe / STEM-q4.emoe / STEM-q4k.emoe (`edgemoe convert STEM --bits 8|4|4k`) and
+STEM-q8_0.gguf / STEM-q4_0.gguf / STEM-q4_k_m.gguf (`tools/export_gguf.py STEM -o
+STEM-f16.gguf --type f16 --quantize q8_0 --quantize q4_0 --quantize q4_k_m`). Optionally STEM-q8.onnx / STEM-q4.onnx (`tools/export_onnx.py STEM-q8.emoe
 -o STEM-q8.onnx --accuracy-level 4`): ONNX Runtime then joins scenario 1.
 
 1. Everything in RAM: prefill of a `--prompt`-token prompt and greedy decode of `--decode`
@@ -280,7 +280,7 @@ def plot(path: str, bits, fractions, ram: dict, limited: dict) -> None:
         for eng, style in (("edgemoe", "-o"), ("llama.cpp", "--s")):
             ys = [ram[(b, eng)].get("decode_tok_s", np.nan)]
             ys += [limited[(b, f, eng)].get("decode_tok_s", np.nan) for f in fractions]
-            ax.plot(xs, ys, style, label=f"{eng} {b}-bit")
+            ax.plot(xs, ys, style, label=f"{eng} {b}" + ("" if b.endswith("k") else "-bit"))
     ax.set_xscale("log")
     ax.set_xticks(sorted(xs))
     ax.set_xticklabels([f"{x:g} %" if x < 100 else "no limit" for x in sorted(xs)])
@@ -296,10 +296,15 @@ def plot(path: str, bits, fractions, ram: dict, limited: dict) -> None:
 
 # ---------------------------------------------------------------- main
 
+# --bits: this engine's container STEM-q{bits}.emoe against llama.cpp's STEM-{type}.gguf
+WIDTHS = {"8": "q8_0", "4": "q4_0", "4k": "q4_k_m"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stem")
-    p.add_argument("--bits", action="append", type=int, choices=[8, 4], default=None)
+    p.add_argument("--bits", action="append", choices=list(WIDTHS), default=None,
+                   help="8: q8 vs Q8_0; 4: q4 vs Q4_0; 4k: q4k vs Q4_K_M (repeatable)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--decode", type=int, default=128)
@@ -312,8 +317,8 @@ def main() -> None:
     p.add_argument("--write", default=None)
     p.add_argument("--plot", default=None)
     a = p.parse_args()
-    bits = a.bits or [8, 4]
-    files = {b: {"edgemoe": f"{a.stem}-q{b}.emoe", "llama.cpp": f"{a.stem}-q{b}_0.gguf"} for b in bits}
+    bits = a.bits or ["8", "4"]
+    files = {b: {"edgemoe": f"{a.stem}-q{b}.emoe", "llama.cpp": f"{a.stem}-{WIDTHS[b]}.gguf"} for b in bits}
     for b in bits:
         for f in files[b].values():
             if not os.path.exists(f):

@@ -13,6 +13,14 @@ one per group of ``GROUP`` = 32 consecutive elements:
   ``i`` (little-endian) is element ``i``'s third bit; ``q`` in ``[0, 7]``.
 * ``q2`` (12 bytes/block, 3 bits per weight): ``d``, ``m``, then the 8 bytes
   of bit pairs as in ``q3``; ``q`` in ``[0, 3]``.
+* ``q4k`` (144 bytes per super-block of 256 elements, 4.5 bits per weight): the
+  layout of llama.cpp's Q4_K, so its GGUF blocks are copied as they are. fp16
+  ``d`` and ``dmin``, 12 bytes holding eight 6-bit scales ``sc`` and eight
+  6-bit minimums ``mn`` (one pair per group of 32), then 128 bytes of nibbles:
+  for each 64 elements, 32 bytes whose low nibbles are the first group and high
+  nibbles the second. ``w = d * sc * q - dmin * mn`` with ``q`` in ``[0, 15]``.
+  The same asymmetric code as ``q4`` in 10 % fewer bytes: the per-group scale
+  and offset are 6-bit fractions of the super-block's instead of fp16 numbers.
 
 Why q8 is symmetric and q4 asymmetric: with 255 levels, spending one level
 on a zero point buys almost nothing, and a symmetric code keeps the kernel's
@@ -34,18 +42,34 @@ import numpy as np
 
 from .errors import FormatError
 
-F32, F16, Q8, Q4, Q3, Q2 = 0, 1, 2, 3, 4, 5
+F32, F16, Q8, Q4, Q3, Q2, Q4K = 0, 1, 2, 3, 4, 5, 6
 GROUP = 32
-NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4", Q3: "q3", Q2: "q2"}
+SUPER = 256  # elements per q4k super-block
+NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4", Q3: "q3", Q2: "q2", Q4K: "q4k"}
 CODES = {name: code for code, name in NAMES.items()}
-BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4, Q3: 3, Q2: 2}
-QUANTIZED = (Q8, Q4, Q3, Q2)
-LOW_BIT = (Q4, Q3, Q2)  # asymmetric: w = d * q + m
+BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4, Q3: 3, Q2: 2, Q4K: 4}
+QUANTIZED = (Q8, Q4, Q3, Q2, Q4K)
+LOW_BIT = (Q4, Q3, Q2)  # asymmetric per group: w = d * q + m (q4k: see above)
+
+
+def row_multiple(qtype: int) -> int:
+    """The row lengths a type can store are multiples of this."""
+    return SUPER if qtype == Q4K else GROUP if qtype in QUANTIZED else 1
 
 
 def supports(qtype: int, k: int) -> bool:
     """True if rows of ``k`` elements can be stored as ``qtype`` (quantized types need whole groups)."""
-    return qtype in NAMES and k > 0 and (qtype not in QUANTIZED or k % GROUP == 0)
+    return qtype in NAMES and k > 0 and k % row_multiple(qtype) == 0
+
+
+def storable_type(qtype: int, ks) -> int:
+    """The type to store rows of the lengths `ks` in when `qtype` is asked for: itself, else
+    q4 for q4k (the same code in groups of 32), else f16."""
+    if all(supports(qtype, k) for k in ks):
+        return qtype
+    if qtype == Q4K and all(supports(Q4, k) for k in ks):
+        return Q4
+    return F16
 
 # Block layouts of qtypes.h as packed numpy records (numpy does not pad
 # unaligned structured dtypes, so itemsize matches sizeof()).
@@ -53,8 +77,10 @@ _BLOCK_Q8 = np.dtype([("d", "<f2"), ("qs", "i1", (GROUP,))])
 _BLOCK_Q4 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 2,))])
 _BLOCK_Q3 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 4,)), ("qh", "u1", (GROUP // 8,))])
 _BLOCK_Q2 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 4,))])
-assert (_BLOCK_Q8.itemsize, _BLOCK_Q4.itemsize, _BLOCK_Q3.itemsize, _BLOCK_Q2.itemsize) == (34, 20, 16, 12)
-_BLOCKS = {Q8: _BLOCK_Q8, Q4: _BLOCK_Q4, Q3: _BLOCK_Q3, Q2: _BLOCK_Q2}
+_BLOCK_Q4K = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", (12,)), ("qs", "u1", (SUPER // 2,))])
+assert (_BLOCK_Q8.itemsize, _BLOCK_Q4.itemsize, _BLOCK_Q3.itemsize, _BLOCK_Q2.itemsize,
+        _BLOCK_Q4K.itemsize) == (34, 20, 16, 12, 144)
+_BLOCKS = {Q8: _BLOCK_Q8, Q4: _BLOCK_Q4, Q3: _BLOCK_Q3, Q2: _BLOCK_Q2, Q4K: _BLOCK_Q4K}
 
 # Rows per chunk are chosen so each temporary holds about this many elements
 # (~16 MB as float32), bounding peak memory on very large matrices.
@@ -70,9 +96,9 @@ def _check_k(qtype: int, k: int) -> None:
     _check_qtype(qtype)
     if k <= 0:
         raise FormatError(f"row length must be positive, got {k}")
-    if qtype in QUANTIZED and k % GROUP:
+    if k % row_multiple(qtype):
         raise FormatError(
-            f"row length {k} cannot be stored as {NAMES[qtype]}: quantized types need a multiple of {GROUP}"
+            f"row length {k} cannot be stored as {NAMES[qtype]}: it needs a multiple of {row_multiple(qtype)}"
         )
 
 
@@ -83,7 +109,7 @@ def row_bytes(qtype: int, k: int) -> int:
         return 4 * k
     if qtype == F16:
         return 2 * k
-    return k // GROUP * _BLOCKS[qtype].itemsize
+    return k // (row_multiple(qtype)) * _BLOCKS[qtype].itemsize
 
 
 def _row_chunks(m: int, k: int):
@@ -218,6 +244,79 @@ def _quantize_low_bit(w: np.ndarray, qtype: int) -> np.ndarray:
     return out
 
 
+def _pack_scales_q4k(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
+    """[..., 8] 6-bit scales and minimums -> [..., 12] bytes, Q4_K's packing: groups 0-3 in the
+    low 6 bits of bytes 0-3 (scales) and 4-7 (minimums); groups 4-7 split, low 4 bits in bytes
+    8-11 (scale low, minimum high nibble) and high 2 bits in the top bits of bytes 0-7."""
+    sc, mn = sc.astype(np.uint8), mn.astype(np.uint8)
+    a = sc[..., :4] | ((sc[..., 4:] >> 4) << 6)
+    b = mn[..., :4] | ((mn[..., 4:] >> 4) << 6)
+    c = (sc[..., 4:] & 0x0F) | ((mn[..., 4:] & 0x0F) << 4)
+    return np.concatenate([a, b, c], axis=-1)
+
+
+def scales_q4k(b: np.ndarray):
+    """The [..., 8] 6-bit scales and minimums of q4k blocks b."""
+    s = b["scales"]
+    a, m, c = s[..., 0:4], s[..., 4:8], s[..., 8:12]
+    sc = np.concatenate([a & 0x3F, (c & 0x0F) | ((a >> 6) << 4)], axis=-1)
+    mn = np.concatenate([m & 0x3F, (c >> 4) | ((m >> 6) << 4)], axis=-1)
+    return sc, mn
+
+
+def _codes_q4k(qs: np.ndarray) -> np.ndarray:
+    """[..., 128] nibble bytes -> [..., 8, 32] codes, group by group."""
+    chunks = qs.reshape(*qs.shape[:-1], 4, 1, 32)
+    return ((chunks >> np.array([0, 4], dtype=np.uint8).reshape(2, 1)) & 0x0F).reshape(*qs.shape[:-1], 8, 32)
+
+
+def _quantize_q4k(w: np.ndarray) -> np.ndarray:
+    """Min-max per group of 32 (minimum clamped to <= 0, as the code subtracts it), the eight
+    groups' scales and minimums as 6-bit fractions of the super-block's largest, rounded up so
+    no group's range is clipped; then for each group the best of rounding its 6-bit scale and
+    minimum down or up, by squared error with the codes recomputed for each choice."""
+    m, k = w.shape
+    g = w.reshape(m, k // SUPER, 8, GROUP)
+    lo = np.minimum(g.min(axis=-1), 0.0)
+    scale = (g.max(axis=-1) - lo) / 15.0
+    d = _f16_toward(scale.max(axis=-1) / 63.0, np.inf, "q4k super-block scale")
+    dmin = _f16_toward(-lo.min(axis=-1) / 63.0, np.inf, "q4k super-block minimum")
+    d32, dmin32 = d.astype(np.float32)[..., None], dmin.astype(np.float32)[..., None]
+    sc_ideal = np.divide(scale, d32, out=np.zeros_like(scale), where=d32 > 0)
+    mn_ideal = np.divide(-lo, dmin32, out=np.zeros_like(lo), where=dmin32 > 0)
+    best = None
+    for sc in (np.floor(sc_ideal), np.ceil(sc_ideal)):
+        for mn in (np.floor(mn_ideal), np.ceil(mn_ideal)):
+            sc, mn = np.clip(sc, 0, 63), np.clip(mn, 0, 63)
+            step, off = d32 * sc, dmin32 * mn
+            inv = np.divide(1.0, step, out=np.zeros_like(step), where=step > 0)
+            q = np.clip(np.rint((g + off[..., None]) * inv[..., None]), 0, 15)
+            err = ((step[..., None] * q - off[..., None] - g) ** 2).sum(axis=-1)
+            if best is None:
+                best = [err, sc, mn, q]
+            else:
+                better = err < best[0]
+                best = [np.where(better, err, best[0]), np.where(better, sc, best[1]), np.where(better, mn, best[2]),
+                        np.where(better[..., None], q, best[3])]
+    _, sc, mn, q = best
+    q = q.astype(np.uint8).reshape(m, k // SUPER, 4, 2, GROUP)
+    out = np.empty((m, k // SUPER), dtype=_BLOCK_Q4K)
+    out["d"] = d
+    out["dmin"] = dmin
+    out["scales"] = _pack_scales_q4k(sc, mn)
+    out["qs"] = (q[..., 0, :] | (q[..., 1, :] << 4)).reshape(m, k // SUPER, SUPER // 2)
+    return out
+
+
+def _dequantize_q4k(b: np.ndarray) -> np.ndarray:
+    """[..., n] q4k blocks -> [..., n * 256] floats."""
+    sc, mn = scales_q4k(b)
+    step = b["d"].astype(np.float32)[..., None] * sc
+    off = b["dmin"].astype(np.float32)[..., None] * mn
+    y = step[..., None] * _codes_q4k(b["qs"]).astype(np.float32) - off[..., None]
+    return y.reshape(*b.shape[:-1], b.shape[-1] * SUPER)
+
+
 def _rows(buf, qtype: int, shape):
     """(m, k, the bytes of an [M, K] matrix of type qtype as [M, row_bytes]); FormatError if
     the buffer does not hold exactly that."""
@@ -240,7 +339,9 @@ def blocks(buf, qtype: int, shape) -> np.ndarray:
 
 
 def codes(b: np.ndarray, qtype: int) -> np.ndarray:
-    """The [..., 32] unsigned codes of low-bit blocks b, in element order."""
+    """The [..., 32] unsigned codes of low-bit blocks b, in element order (q4k: [..., 8, 32])."""
+    if qtype == Q4K:
+        return _codes_q4k(b["qs"])
     if qtype == Q4:
         return np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=-1)
     q = _unpack_2bit(b["qs"])
@@ -269,6 +370,8 @@ def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
             enc = _to_f16(chunk, "weight value")
         elif qtype == Q8:
             enc = _quantize_q8(chunk)
+        elif qtype == Q4K:
+            enc = _quantize_q4k(chunk)
         else:
             enc = _quantize_low_bit(chunk, qtype)
         rows[r0:r1] = np.ascontiguousarray(enc).view(np.uint8).reshape(r1 - r0, rb)
@@ -289,6 +392,8 @@ def dequantize(buf, qtype: int, shape) -> np.ndarray:
             b = part.view(_BLOCK_Q8)  # [rows, groups]
             d = b["d"].astype(np.float32)[..., None]
             out[r0:r1] = (d * b["qs"].astype(np.float32)).reshape(r1 - r0, k)
+        elif qtype == Q4K:
+            out[r0:r1] = _dequantize_q4k(part.view(_BLOCK_Q4K))
         else:
             b = part.view(_BLOCKS[qtype])
             d = b["d"].astype(np.float32)[..., None]

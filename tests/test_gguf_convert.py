@@ -98,9 +98,10 @@ def test_unsupported_gguf_version_is_named(tmp_path):
         convert_gguf(str(path), str(tmp_path / "out.emoe"), progress=False)
 
 
-@pytest.mark.parametrize("kind", ["q4_k_m", "q6_k"])
-def test_k_quant_gguf_converts(kind, tmp_path):
-    # K-quants need rows of 256: a small synthetic OLMoE (bench/make_synthetic.py), quantized by llama.cpp
+@pytest.fixture(scope="module")
+def k_quant_ggufs(tmp_path_factory):
+    """A small synthetic OLMoE (bench/make_synthetic.py; K-quants need rows of 256) as an f32 GGUF
+    and as llama.cpp's own Q4_K_M and Q6_K quantizations of it."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     import subprocess
     import sys
@@ -110,24 +111,65 @@ def test_k_quant_gguf_converts(kind, tmp_path):
     sys.path.insert(0, str(root / "tools"))
     import export_gguf
 
-    hf = tmp_path / "synth"
+    tmp = tmp_path_factory.mktemp("kquant")
+    hf = tmp / "synth"
     subprocess.run([sys.executable, str(root / "bench" / "make_synthetic.py"), str(hf), "--layers", "2", "--experts",
                     "4", "--top-k", "2", "--hidden", "256", "--intermediate", "256", "--heads", "4", "--dtype", "f32"],
                    check=True, capture_output=True)
-    f32, q = tmp_path / "f32.gguf", tmp_path / f"{kind}.gguf"
-    export_gguf.export(str(hf), str(f32), "f32")
-    export_gguf.quantize(str(f32), str(q), kind)
+    files = {"f32": tmp / "f32.gguf"}
+    export_gguf.export(str(hf), str(files["f32"]), "f32")
+    for kind in ("q4_k_m", "q6_k"):
+        files[kind] = tmp / f"{kind}.gguf"
+        export_gguf.quantize(str(files["f32"]), str(files[kind]), kind)
+    return files
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("kind", ["q4_k_m", "q6_k"])
+def test_k_quant_gguf_converts(kind, k_quant_ggufs, tmp_path):
+    q = k_quant_ggufs[kind]
     types = {t.tensor_type.name for t in GGUFCheckpoint(str(q)).reader.tensors}
     assert types & {"Q4_K", "Q5_K", "Q6_K"}, types
     out = tmp_path / "m.emoe"
     convert_gguf(str(q), str(out), bits="f32", progress=False)  # the K-quant values, decoded exactly
     ids = np.random.default_rng(0).integers(0, 384, 32).tolist()
     ours = edgemoe.load(str(out), threads=1).logits(ids)
-    quantized, full = llama_logits(q, ids), llama_logits(f32, ids)
-    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())
+    quantized, full = llama_logits(q, ids), llama_logits(k_quant_ggufs["f32"], ids)
     # We compute the quantized model llama.cpp computes (it also quantizes activations, we do not
     # with f32 weights): our logits are much closer to its quantized model's than its own
     # unquantized model's are (measured q6_k: 0.041 vs 0.128).
+    assert rel(ours, quantized) < 0.5 * rel(full, quantized), (rel(ours, quantized), rel(full, quantized))
+
+
+def test_q4_k_blocks_are_copied_exactly_as_q4k(k_quant_ggufs, tmp_path):
+    src = k_quant_ggufs["q4_k_m"]
+    out = tmp_path / "m.emoe"
+    assert main(["convert", str(src), "-o", str(out), "--bits", "4k", "-q"]) == 0
+    c = open_container(out)
+    assert {b["type"] for row in c.manifest["experts"] for b in row} == {"q4k"}
+    ck = GGUFCheckpoint(str(src))
+    copied = 0
+    for layer in range(2):
+        for part, name in (("gate", "ffn_gate_exps"), ("up", "ffn_up_exps"), ("down", "ffn_down_exps")):
+            t = ck.tensors[f"blk.{layer}.{name}.weight"]
+            if t.tensor_type.name != "Q4_K":
+                continue  # Q4_K_M keeps some tensors at Q6_K: those are re-encoded
+            blob = c.manifest["experts"][layer][1]
+            p = blob["parts"][part]
+            with open(out, "rb") as f:
+                f.seek(blob["offset"] + p["offset"])
+                raw = np.frombuffer(f.read(p["nbytes"]), np.uint8)
+            assert np.array_equal(raw, np.asarray(t.data[1]).view(np.uint8).reshape(-1))  # byte for byte
+            copied += 1
+    assert copied >= 3
+    # The same weights as llama.cpp's Q4_K_M model wherever it used Q4_K; both engines quantize
+    # activations (llama.cpp per 256 with fp32 scales, we per 32).
+    ids = np.random.default_rng(0).integers(0, 384, 32).tolist()
+    ours = edgemoe.load(str(out), threads=1).logits(ids)
+    quantized, full = llama_logits(src, ids), llama_logits(k_quant_ggufs["f32"], ids)
     assert rel(ours, quantized) < 0.5 * rel(full, quantized), (rel(ours, quantized), rel(full, quantized))
 
 

@@ -5,7 +5,7 @@ import pytest
 from edgemoe import _core
 from edgemoe import quant as Q
 
-ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2)
+ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2, Q.Q4K)
 SIMD = [isa for isa in _core.available_isas() if isa != "scalar"]
 # Rows/tokens counts that hit single-token decode, every tile shape (up to
 # 8 rows for decode, 4 rows x 4 tokens for prefill) and their remainders.
@@ -88,7 +88,7 @@ def test_scalar_quantized_weights_match_numpy(qtype):
 @pytest.mark.parametrize("isa", SIMD)
 @pytest.mark.parametrize("qtype", ALL)
 def test_simd_matches_scalar(isa, qtype):
-    ks = (32, 96, 256) if qtype in Q.QUANTIZED else (1, 7, 8, 33, 100)
+    ks = (256, 768) if qtype == Q.Q4K else (32, 96, 256) if qtype in Q.QUANTIZED else (1, 7, 8, 33, 100)
     for k in ks:
         for rows in COUNTS:
             for n in COUNTS:

@@ -25,17 +25,17 @@ def block_scales(buf, m, block_bytes):
 
 
 def test_row_bytes_match_runtime():
-    for k in (32, 64, 4096):
-        for t in ALL:
+    for k in (256, 512, 4096):
+        for t in ALL + (Q.Q4K,):
             assert Q.row_bytes(t, k) == _core.row_bytes(t, k)
     assert Q.row_bytes(Q.F32, 7) == 28 and Q.row_bytes(Q.F16, 7) == 14
-    assert Q.row_bytes(Q.Q8, 64) == 68 and Q.row_bytes(Q.Q4, 64) == 40
-    assert Q.NAMES == {0: "f32", 1: "f16", 2: "q8", 3: "q4", 4: "q3", 5: "q2"}
+    assert Q.row_bytes(Q.Q8, 64) == 68 and Q.row_bytes(Q.Q4, 64) == 40 and Q.row_bytes(Q.Q4K, 512) == 288
+    assert Q.NAMES == {0: "f32", 1: "f16", 2: "q8", 3: "q4", 4: "q3", 5: "q2", 6: "q4k"}
 
 
 @pytest.mark.parametrize("qtype", Q.QUANTIZED)
 def test_quantized_types_need_whole_groups(qtype):
-    with pytest.raises(FormatError, match="multiple of 32"):
+    with pytest.raises(FormatError, match=f"multiple of {256 if qtype == Q.Q4K else 32}"):
         Q.quantize(np.zeros((2, 33), np.float32), qtype)
     with pytest.raises(FormatError):
         Q.row_bytes(qtype, 48)
@@ -102,13 +102,13 @@ def test_refined_widths_never_do_worse_than_min_max(qtype):
 
 
 def test_degenerate_groups():
-    w = np.zeros((2, 64), np.float32)
-    w[1, 32:] = 0.3  # constant but nonzero
+    w = np.zeros((2, 256), np.float32)
+    w[1, 32:64] = 0.3  # constant but nonzero
     for qtype in Q.QUANTIZED:
         back = Q.dequantize(Q.quantize(w, qtype), qtype, w.shape)
-        assert np.all(back[0] == 0) and np.all(back[1, :32] == 0)
-        assert np.allclose(back[1, 32:], 0.3, rtol=2.0**-11)
-    q4 = Q.quantize(w, Q.Q4).reshape(2, 2, 20)
+        assert np.all(back[0] == 0) and np.all(back[1, :32] == 0) and np.all(back[1, 64:] == 0)
+        assert np.allclose(back[1, 32:64], 0.3, rtol=2.0**-11)
+    q4 = Q.quantize(w, Q.Q4).reshape(2, 8, 20)
     assert np.all(q4[1, 1, :2] == 0) and np.all(q4[1, 1, 4:] == 0)  # d = 0, q = 0
 
 

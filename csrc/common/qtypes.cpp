@@ -17,6 +17,8 @@ bool qtype_supports(QType t, int64_t k) {
     case QType::Q3:
     case QType::Q2:
       return k % kGroup == 0;
+    case QType::Q4K:
+      return k % kSuperBlock == 0;
   }
   return false;
 }
@@ -49,7 +51,9 @@ size_t qtype_row_bytes(QType t, int64_t k) {
   // lengths the type cannot hold instead of rounding.
   if (!qtype_supports(t, k))
     throw FormatError("row length " + std::to_string(k) + " cannot be stored as " + qtype_name(t) +
-                      (qtype_is_quantized(t) ? " (needs a positive multiple of 32)" : ""));
+                      (t == QType::Q4K            ? " (needs a positive multiple of 256)"
+                       : qtype_is_quantized(t) ? " (needs a positive multiple of 32)"
+                                               : ""));
   const size_t n = (size_t)k;
   switch (t) {
     case QType::F32:
@@ -64,6 +68,8 @@ size_t qtype_row_bytes(QType t, int64_t k) {
       return n / kGroup * sizeof(BlockQ3);
     case QType::Q2:
       return n / kGroup * sizeof(BlockQ2);
+    case QType::Q4K:
+      return n / kSuperBlock * sizeof(BlockQ4K);
   }
   return 0;
 }
@@ -82,12 +88,14 @@ const char* qtype_name(QType t) {
       return "q3";
     case QType::Q2:
       return "q2";
+    case QType::Q4K:
+      return "q4k";
   }
   return "unknown";
 }
 
 bool qtype_from_int(int v, QType* out) {
-  if (v < (int)QType::F32 || v > (int)QType::Q2) return false;
+  if (v < (int)QType::F32 || v > (int)QType::Q4K) return false;
   *out = (QType)v;
   return true;
 }

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace edgemoe {
 
@@ -15,9 +16,11 @@ enum class QType : uint8_t {
   Q4 = 3,  // group of 32, asymmetric: w = d * q + m, q in [0, 15]
   Q3 = 4,  // group of 32, asymmetric: w = d * q + m, q in [0, 7]
   Q2 = 5,  // group of 32, asymmetric: w = d * q + m, q in [0, 3]
+  Q4K = 6,  // super-block of 256 = 8 groups of 32: w = d * sc * q - dmin * mn, q in [0, 15]
 };
 
 constexpr int kGroup = 32;
+constexpr int kSuperBlock = 256;  // elements per Q4K block
 
 #pragma pack(push, 1)
 struct BlockQ8 {
@@ -47,7 +50,19 @@ struct BlockQ3 {
   uint8_t ql[kGroup / 4];
   uint8_t qh[kGroup / 8];
 };
+// llama.cpp's Q4_K, byte for byte (a GGUF's blocks are copied as they are):
+// the asymmetric 4-bit code of BlockQ4 with each group's scale and offset
+// stored as 6-bit fractions (sc, mn) of the block's d and dmin. Per 64
+// elements, 32 bytes of qs: low nibbles are the first group of 32, high
+// nibbles the second. scales[12]: see q4k_scale_min().
+struct BlockQ4K {
+  uint16_t d;     // fp16 scale of the 6-bit scales
+  uint16_t dmin;  // fp16 scale of the 6-bit minimums
+  uint8_t scales[12];
+  uint8_t qs[kSuperBlock / 2];
+};
 #pragma pack(pop)
+static_assert(sizeof(BlockQ4K) == 144, "BlockQ4K layout");
 static_assert(sizeof(BlockQ8) == 34, "BlockQ8 layout");
 static_assert(sizeof(BlockQ4) == 20, "BlockQ4 layout");
 static_assert(sizeof(BlockQ3) == 16, "BlockQ3 layout");
@@ -60,13 +75,41 @@ struct BlockQ8A {
   int8_t qs[kGroup];
 };
 
+// Group j's (0..7) 6-bit scale and minimum: groups 0-3 sit in the low 6 bits
+// of bytes j (scale) and j + 4 (minimum); groups 4-7 keep their low 4 bits in
+// byte j + 4 (scale low nibble, minimum high nibble) and their top 2 bits in
+// the top bits of bytes j - 4 and j.
+inline void q4k_scale_min(const uint8_t* scales, int j, int* sc, int* mn) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *mn = scales[j + 4] & 63;
+  } else {
+    *sc = (scales[j + 4] & 0x0f) | ((scales[j - 4] >> 6) << 4);
+    *mn = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
+  }
+}
+
+// All eight groups' scales and minimums at once (the same values as
+// q4k_scale_min, by whole-word bit moves; little-endian byte order).
+inline void q4k_unpack_scales(const uint8_t* scales, uint8_t sc[8], uint8_t mn[8]) {
+  uint32_t w[3];
+  std::memcpy(w, scales, sizeof w);
+  const uint32_t six = 0x3f3f3f3f, four = 0x0f0f0f0f, top = 0x30303030;
+  const uint32_t v[4] = {w[0] & six, w[1] & six, (w[2] & four) | ((w[0] >> 2) & top),
+                         ((w[2] >> 4) & four) | ((w[1] >> 2) & top)};
+  std::memcpy(sc, &v[0], 4);
+  std::memcpy(mn, &v[1], 4);
+  std::memcpy(sc + 4, &v[2], 4);
+  std::memcpy(mn + 4, &v[3], 4);
+}
+
 // True for the group-quantized types, whose matmuls take Q8A activations.
 inline bool qtype_is_quantized(QType t) { return t != QType::F32 && t != QType::F16; }
 // The 32 codes of a low-bit asymmetric block (Q4, Q3, Q2), in element order.
 void unpack_codes(QType t, const void* block, uint8_t codes[kGroup]);
 
 // True if rows of length k can be stored in type t (quantized types need
-// whole groups).
+// whole groups, Q4K whole super-blocks).
 bool qtype_supports(QType t, int64_t k);
 // Bytes of one row of k elements.
 size_t qtype_row_bytes(QType t, int64_t k);

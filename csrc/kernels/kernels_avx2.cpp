@@ -202,11 +202,40 @@ struct CodesQ3 {
   }
 };
 
-// Low-bit asymmetric blocks (Q4, Q3, Q2) x Q8A. The codes are unsigned, so
-// maddubs takes them directly (no sign juggling). Scales are handled two at a
-// time in one 128-bit register: [d, m] x [dx, dx * sum(qx)] gives the group's
-// product scale in lane 0 and its offset term m * dx * sum(qx) in lane 1,
-// which is accumulated as is.
+// Low-bit asymmetric codes x Q8A. The codes are unsigned, so maddubs takes
+// them directly (no sign juggling). Scales are handled two at a time in one
+// 128-bit register: [d, m] x [dx, dx * sum(qx)] gives the group's product
+// scale in lane 0 and its offset term m * dx * sum(qx) in lane 1, which is
+// accumulated as is. One group g of R rows (codes qw, [d, m] pairs dm) against
+// T tokens:
+template <int R, int T>
+EDGEMOE_AVX2 inline void low_bit_group(const __m256i (&qw)[R], const __m128 (&dm)[R], const BlockQ8A* const (&x)[T],
+                                       int64_t g, __m256 (&acc)[R][T], __m128 (&offset)[R][T]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m128 one = _mm_set1_ps(1.0f);
+  for (int u = 0; u < T; ++u) {
+    const BlockQ8A& a = x[u][g];
+    const __m256i qx = _mm256_loadu_si256((const __m256i*)a.qs);
+    const __m128 sum = _mm_cvtepi32_ps(_mm_set1_epi32(a.sum));
+    const __m128 dsx = _mm_mul_ps(_mm_set1_ps(a.d), _mm_blend_ps(one, sum, 0x2));  // [dx, dx*sum, dx, dx]
+    for (int i = 0; i < R; ++i) {
+      const __m128 s = _mm_mul_ps(dm[i], dsx);  // [d*dx, m*dx*sum, 0, 0]
+      const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw[i], qx), ones);
+      acc[i][u] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), _mm256_cvtepi32_ps(p32), acc[i][u]);
+      offset[i][u] = _mm_add_ps(offset[i][u], s);
+    }
+  }
+}
+
+template <int R, int T>
+EDGEMOE_AVX2 inline void low_bit_store(const Job& j, int64_t r, int64_t t, const __m256 (&acc)[R][T],
+                                       const __m128 (&offset)[R][T]) {
+  for (int i = 0; i < R; ++i)
+    for (int u = 0; u < T; ++u)
+      j.y[(t + u) * j.ldy + r + i] = hsum(acc[i][u]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[i][u]));
+}
+
+// Q4, Q3 and Q2: one block per group, [d, m] at its head.
 template <class Codes>
 struct TileLowBit {
   using Block = typename Codes::Block;
@@ -216,8 +245,6 @@ struct TileLowBit {
     for (int i = 0; i < R; ++i) w[i] = (const Block*)(j.W + (size_t)(r + i) * j.row_bytes);
     const BlockQ8A* x[T];
     for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
-    const __m256i ones = _mm256_set1_epi16(1);
-    const __m128 one = _mm_set1_ps(1.0f);
     __m256 acc[R][T];
     __m128 offset[R][T];
     for (int i = 0; i < R; ++i)
@@ -231,22 +258,60 @@ struct TileLowBit {
         qw[i] = Codes::unpack(w[i][g]);
         dm[i] = block_head(w[i] + g);  // [d, m, 0, 0]
       }
-      for (int u = 0; u < T; ++u) {
-        const BlockQ8A& a = x[u][g];
-        const __m256i qx = _mm256_loadu_si256((const __m256i*)a.qs);
-        const __m128 sum = _mm_cvtepi32_ps(_mm_set1_epi32(a.sum));
-        const __m128 dsx = _mm_mul_ps(_mm_set1_ps(a.d), _mm_blend_ps(one, sum, 0x2));  // [dx, dx*sum, dx, dx]
+      low_bit_group<R, T>(qw, dm, x, g, acc, offset);
+    }
+    low_bit_store<R, T>(j, r, t, acc, offset);
+  }
+};
+
+// Q4K: per super-block and row, the eight groups' [d * sc, -dmin * mn] pairs
+// are unpacked to floats once; then each group is a Q4 group whose codes are
+// the low or high nibbles of a 32-byte run.
+struct TileQ4K {
+  EDGEMOE_AVX2 static void group_scales(const BlockQ4K& b, float (&dm)[16]) {
+    uint8_t sc[8], mn[8];
+    q4k_unpack_scales(b.scales, sc, mn);
+    int64_t sc8, mn8;
+    std::memcpy(&sc8, sc, 8);
+    std::memcpy(&mn8, mn, 8);
+    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b.d)),
+                                   _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc8))));
+    const __m256 m = _mm256_mul_ps(_mm256_set1_ps(-_cvtsh_ss(b.dmin)),
+                                   _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn8))));
+    const __m256 lo = _mm256_unpacklo_ps(d, m), hi = _mm256_unpackhi_ps(d, m);  // pairs 0,1,4,5 / 2,3,6,7
+    _mm256_storeu_ps(dm, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_storeu_ps(dm + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX2 static void run(const Job& j, int64_t r, int64_t t) {
+    const BlockQ4K* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const BlockQ4K*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const BlockQ8A* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[R][T];
+    __m128 offset[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm256_setzero_ps(), offset[i][u] = _mm_setzero_ps();
+
+    for (int64_t sb = 0; sb < j.nb / 8; ++sb) {
+      float pairs[R][16];
+      for (int i = 0; i < R; ++i) group_scales(w[i][sb], pairs[i]);
+      for (int gj = 0; gj < 8; ++gj) {
+        __m256i qw[R];
+        __m128 dm[R];
         for (int i = 0; i < R; ++i) {
-          const __m128 s = _mm_mul_ps(dm[i], dsx);  // [d*dx, m*dx*sum, 0, 0]
-          const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw[i], qx), ones);
-          acc[i][u] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), _mm256_cvtepi32_ps(p32), acc[i][u]);
-          offset[i][u] = _mm_add_ps(offset[i][u], s);
+          const uint8_t* q = w[i][sb].qs + (gj / 2) * 32;
+          if (gj % 2 == 0) prefetch(q);
+          const __m256i packed = _mm256_loadu_si256((const __m256i*)q);
+          qw[i] = _mm256_and_si256(gj % 2 ? _mm256_srli_epi16(packed, 4) : packed, low4);
+          dm[i] = _mm_castpd_ps(_mm_load_sd((const double*)(pairs[i] + 2 * gj)));  // [d*sc, -dmin*mn, 0, 0]
         }
+        low_bit_group<R, T>(qw, dm, x, sb * 8 + gj, acc, offset);
       }
     }
-    for (int i = 0; i < R; ++i)
-      for (int u = 0; u < T; ++u)
-        j.y[(t + u) * j.ldy + r + i] = hsum(acc[i][u]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[i][u]));
+    low_bit_store<R, T>(j, r, t, acc, offset);
   }
 };
 
@@ -345,6 +410,8 @@ EDGEMOE_AVX2 void matmul_rows_avx2(QType type, const void* W, int64_t k, int64_t
       return run_tiles<TileLowBit<CodesQ3>>(j, r0, r1, n, qx_bytes);
     case QType::Q2:
       return run_tiles<TileLowBit<CodesQ2>>(j, r0, r1, n, qx_bytes);
+    case QType::Q4K:
+      return run_tiles<TileQ4K>(j, r0, r1, n, qx_bytes);
   }
 }
 

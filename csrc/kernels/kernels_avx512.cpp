@@ -270,6 +270,7 @@ EDGEMOE_AVX512 void matmul_rows_avx512(QType type, const void* W, int64_t k, int
       return run_tiles<TileQ4>(j, r0, r1, n, qx_bytes);
     case QType::Q3:
     case QType::Q2:
+    case QType::Q4K:
       // Every AVX-512 CPU has AVX2: its tiles unpack these codes 32 at a time.
       return avx2_kernels()->matmul_rows(type, W, k, r0, r1, x, xq, n, y, ldy);
   }

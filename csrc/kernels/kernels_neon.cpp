@@ -216,7 +216,11 @@ struct TileInt {
   static void run(const Job& j, int64_t r, int nrows, int64_t t) {
     constexpr int R = 4 * Q;
     constexpr size_t kBlock = K == QType::Q8 ? sizeof(BlockQ8) : K == QType::Q4 ? sizeof(BlockQ4)
-                              : K == QType::Q3 ? sizeof(BlockQ3) : sizeof(BlockQ2);
+                              : K == QType::Q3 ? sizeof(BlockQ3) : K == QType::Q2 ? sizeof(BlockQ2)
+                              : 0;  // Q4K: groups live inside 256-element blocks
+    // Q4K: the current super-block's group scales d * sc and offsets
+    // -dmin * mn, rows side by side so a quad loads as one vector.
+    [[maybe_unused]] float sd[8][R], sm[8][R];
     const uint8_t* w[R];
     row_pointers<R>(j, r, nrows, w);
     const BlockQ8A* x[T];
@@ -228,11 +232,34 @@ struct TileInt {
 
     for (int64_t g = 0; g < j.nb; ++g) {
       const size_t off = (size_t)g * kBlock;  // this group's block within a row
+      if constexpr (K == QType::Q4K) {
+        if (g % 8 == 0) {
+          EDGEMOE_UNROLL for (int i = 0; i < R; ++i) {
+            const BlockQ4K& b = *(const BlockQ4K*)(w[i] + (size_t)(g / 8) * sizeof(BlockQ4K));
+            uint8_t sc[8], mn[8];
+            q4k_unpack_scales(b.scales, sc, mn);
+            const float d = half_at((const uint8_t*)&b.d), dmin = half_at((const uint8_t*)&b.dmin);
+            for (int gj = 0; gj < 8; ++gj) sd[gj][i] = d * (float)sc[gj], sm[gj][i] = -dmin * (float)mn[gj];
+          }
+        }
+      }
       int8x16_t w0[R], w1[R];                 // elements 0..15 and 16..31
       EDGEMOE_UNROLL for (int i = 0; i < R; ++i) {
         const uint8_t* b = w[i] + off;
-        prefetch(b);
-        if constexpr (K == QType::Q4) {
+        if constexpr (K != QType::Q4K) prefetch(b);
+        if constexpr (K == QType::Q4K) {
+          // 32 bytes per pair of groups: low nibbles the first, high the second.
+          const uint8_t* q = w[i] + (size_t)(g / 8) * sizeof(BlockQ4K) + offsetof(BlockQ4K, qs) + (g % 8) / 2 * 32;
+          if (g % 2 == 0) prefetch(q);
+          const uint8x16_t p0 = vld1q_u8(q), p1 = vld1q_u8(q + 16);
+          if (g % 2 == 0) {
+            w0[i] = vreinterpretq_s8_u8(vandq_u8(p0, low4));
+            w1[i] = vreinterpretq_s8_u8(vandq_u8(p1, low4));
+          } else {
+            w0[i] = vreinterpretq_s8_u8(vshrq_n_u8(p0, 4));
+            w1[i] = vreinterpretq_s8_u8(vshrq_n_u8(p1, 4));
+          }
+        } else if constexpr (K == QType::Q4) {
           // Byte j: element j in the low nibble, element j + 16 in the high one.
           const uint8x16_t packed = vld1q_u8(b + offsetof(BlockQ4, qs));
           w0[i] = vreinterpretq_s8_u8(vandq_u8(packed, low4));
@@ -255,8 +282,13 @@ struct TileInt {
       }
       float32x4_t dw[Q], mw[Q];  // per quad: lane i = row i's d (and m)
       EDGEMOE_UNROLL for (int q = 0; q < Q; ++q) {
-        dw[q] = halves_at(w + 4 * q, off);  // d is the first field of both block types
-        if constexpr (kAsym) mw[q] = halves_at(w + 4 * q, off + offsetof(BlockQ4, m));  // same offset in Q3/Q2
+        if constexpr (K == QType::Q4K) {
+          dw[q] = vld1q_f32(&sd[g % 8][4 * q]);
+          mw[q] = vld1q_f32(&sm[g % 8][4 * q]);
+        } else {
+          dw[q] = halves_at(w + 4 * q, off);  // d is the first field of both block types
+          if constexpr (kAsym) mw[q] = halves_at(w + 4 * q, off + offsetof(BlockQ4, m));  // same offset in Q3/Q2
+        }
       }
       EDGEMOE_UNROLL for (int u = 0; u < T; ++u) {
         const BlockQ8A& a = x[u][g];
@@ -397,6 +429,8 @@ inline void matmul_rows_with(QType type, const void* W, int64_t k, int64_t r0, i
       return run_tiles<TileInt<Dot, QType::Q3>>(j, r0, r1, n, qx_bytes);
     case QType::Q2:
       return run_tiles<TileInt<Dot, QType::Q2>>(j, r0, r1, n, qx_bytes);
+    case QType::Q4K:
+      return run_tiles<TileInt<Dot, QType::Q4K>>(j, r0, r1, n, qx_bytes);
   }
 }
 

@@ -93,6 +93,26 @@ float dot_low_bit(QType type, const uint8_t* w, size_t block_bytes, const BlockQ
   return s;
 }
 
+// Q4K: the Q4 arithmetic per group of 32, with the group's scale d * sc and
+// offset -dmin * mn taken from the super-block head.
+float dot_q4k(const BlockQ4K* w, const BlockQ8A* x, int64_t n_super) {
+  float s = 0.0f;
+  for (int64_t b = 0; b < n_super; ++b) {
+    const float d = f16_to_f32(w[b].d), dmin = f16_to_f32(w[b].dmin);
+    for (int j = 0; j < 8; ++j) {
+      const BlockQ8A& a = x[b * 8 + j];
+      const uint8_t* q = w[b].qs + (j / 2) * 32;
+      const int shift = (j % 2) * 4;
+      int32_t isum = 0;
+      for (int i = 0; i < kGroup; ++i) isum += (int32_t)((q[i] >> shift) & 0x0f) * a.qs[i];
+      int sc, mn;
+      q4k_scale_min(w[b].scales, j, &sc, &mn);
+      s += d * (float)sc * a.d * (float)isum - dmin * (float)mn * a.d * (float)a.sum;
+    }
+  }
+  return s;
+}
+
 void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
                         const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
   const size_t rb = qtype_row_bytes(type, k);
@@ -117,6 +137,9 @@ void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_
         case QType::Q3:
         case QType::Q2:
           v = dot_low_bit(type, (const uint8_t*)row, rb / (size_t)nb, xq + t * nb, nb);
+          break;
+        case QType::Q4K:
+          v = dot_q4k((const BlockQ4K*)row, xq + t * nb, k / kSuperBlock);
           break;
       }
       y[t * ldy + r] = v;
@@ -162,6 +185,21 @@ void scalar_dequantize_row(QType type, const void* row, int64_t k, float* out) {
         std::memcpy(&m, b + 2, 2);
         unpack_codes(type, b, q);
         for (int i = 0; i < kGroup; ++i) out[g * kGroup + i] = f16_to_f32(d) * (float)q[i] + f16_to_f32(m);
+      }
+      return;
+    }
+    case QType::Q4K: {
+      const BlockQ4K* b = (const BlockQ4K*)row;
+      for (int64_t s = 0; s < k / kSuperBlock; ++s) {
+        const float d = f16_to_f32(b[s].d), dmin = f16_to_f32(b[s].dmin);
+        for (int j = 0; j < 8; ++j) {
+          int sc, mn;
+          q4k_scale_min(b[s].scales, j, &sc, &mn);
+          const uint8_t* q = b[s].qs + (j / 2) * 32;
+          const int shift = (j % 2) * 4;
+          float* o = out + s * kSuperBlock + j * kGroup;
+          for (int i = 0; i < kGroup; ++i) o[i] = d * (float)sc * (float)((q[i] >> shift) & 0x0f) - dmin * (float)mn;
+        }
       }
       return;
     }

@@ -240,6 +240,8 @@ class GGUFCheckpoint:
         raw = np.ascontiguousarray(np.asarray(data)).view(np.uint8).reshape(-1)
         if t.tensor_type == Q.Q8_0 and qtype == quant.Q8:
             return raw.copy()  # fp16 d + 32 int8: our q8 block
+        if t.tensor_type == Q.Q4_K and qtype == quant.Q4K:
+            return raw.copy()  # our q4k is Q4_K's layout
         if t.tensor_type == Q.Q4_0 and qtype == quant.Q4:
             blocks = raw.reshape(-1, 18)
             out = np.empty((len(blocks), 20), dtype=np.uint8)

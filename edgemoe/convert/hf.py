@@ -194,19 +194,19 @@ class ExpertReader:
 
 
 def _encode(w: np.ndarray, qtype: int) -> Tuple[np.ndarray, int]:
-    """Encode a tensor; rows that cannot take a quantized type fall back to f16."""
+    """Encode a tensor; rows that cannot take the type fall back (quant.storable_type)."""
     w2 = w.reshape(1, -1) if w.ndim == 1 else w
-    if not quant.supports(qtype, w2.shape[1]):
-        qtype = quant.F16
+    qtype = quant.storable_type(qtype, (w2.shape[1],))
     return quant.quantize(np.ascontiguousarray(w2, dtype=np.float32), qtype), qtype
 
 
 def parse_bits(bits: str) -> int:
     table = {"f32": quant.F32, "32": quant.F32, "f16": quant.F16, "16": quant.F16, "8": quant.Q8, "q8": quant.Q8,
-             "4": quant.Q4, "q4": quant.Q4, "3": quant.Q3, "q3": quant.Q3, "2": quant.Q2, "q2": quant.Q2}
+             "4": quant.Q4, "q4": quant.Q4, "3": quant.Q3, "q3": quant.Q3, "2": quant.Q2, "q2": quant.Q2,
+             "4k": quant.Q4K, "q4k": quant.Q4K}
     key = str(bits).lower()
     if key not in table:
-        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4, 3, 2")
+        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4k, 4, 3, 2")
     return table[key]
 
 
@@ -273,8 +273,8 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     bar = _progress(n_steps, os.path.basename(out), progress)
     with ContainerWriter(out) as writer:
         shared_type = resident_type
-        if cfg["shared_intermediate"] and not all(quant.supports(resident_type, k) for k in (cfg["hidden"], cfg["shared_intermediate"])):
-            shared_type = quant.F16
+        if cfg["shared_intermediate"]:
+            shared_type = quant.storable_type(resident_type, (cfg["hidden"], cfg["shared_intermediate"]))
         kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: shared_type}
         for cname, name, shape, kind in plan:
             data, qtype = encode(name, None, kind_type[kind])
@@ -286,7 +286,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                 names = experts.names(l, e)
                 wanted = expert_type if expert_types is None else expert_types[l][e]
                 # One type per blob: if any projection cannot take the type, the expert falls back whole.
-                qtype = wanted if all(quant.supports(wanted, w.shape[1]) for w in weights.values()) else quant.F16
+                qtype = quant.storable_type(wanted, [w.shape[1] for w in weights.values()])
                 parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
                          for p, w in weights.items()}
                 writer.add_expert(l, e, qtype, parts, compress=compress)

@@ -129,6 +129,17 @@ Weights make_weights(QType type, int64_t rows, int64_t k, std::mt19937& rng) {
           std::memcpy(row + g * sizeof b, &b, sizeof b);
         }
         break;
+      case QType::Q4K:
+        // Every bit of the packed 6-bit scales and minimums random.
+        for (int64_t s = 0; s < k / kSuperBlock; ++s) {
+          BlockQ4K b;
+          b.d = f32_to_f16(scale(rng) / 32.0f);
+          b.dmin = f32_to_f16(-offset(rng) / 32.0f);
+          for (auto& v : b.scales) v = (uint8_t)byte(rng);
+          for (auto& v : b.qs) v = (uint8_t)byte(rng);
+          std::memcpy(row + s * sizeof b, &b, sizeof b);
+        }
+        break;
     }
     dequantize_row(type, row, k, w.values.data() + r * k);
   }
@@ -202,13 +213,16 @@ void compare_matmul(const Variant& v, QType type, int64_t rows, int64_t k, int64
   check(outside_ok, std::string(where) + ": wrote outside its rows");
 }
 
+const QType kAllTypes[] = {QType::F32, QType::F16, QType::Q8, QType::Q4, QType::Q3, QType::Q2, QType::Q4K};
+
 // The rows x tokens grid of tests/test_kernels.py: single-token decode, every
 // tile shape and their remainders.
 void test_matmul_grid(const Variant& v) {
   const int64_t counts[] = {1, 3, 17, 65};
-  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4, QType::Q3, QType::Q2}) {
-    const std::vector<int64_t> ks = quantized(type) ? std::vector<int64_t>{32, 96, 256}
-                                                    : std::vector<int64_t>{1, 7, 8, 33, 100};
+  for (QType type : kAllTypes) {
+    const std::vector<int64_t> ks = type == QType::Q4K ? std::vector<int64_t>{256, 768}
+                                    : quantized(type)  ? std::vector<int64_t>{32, 96, 256}
+                                                       : std::vector<int64_t>{1, 7, 8, 33, 100};
     for (int64_t k : ks)
       for (int64_t rows : counts)
         for (int64_t n : counts)
@@ -219,10 +233,11 @@ void test_matmul_grid(const Variant& v) {
 // Row sub-ranges at odd offsets (a thread's share), and rows long enough
 // that prefill splits the tokens into several blocks.
 void test_matmul_ranges(const Variant& v) {
-  for (QType type : {QType::F32, QType::F16, QType::Q8, QType::Q4, QType::Q3, QType::Q2}) {
+  for (QType type : kAllTypes) {
+    const int64_t k = type == QType::Q4K ? 256 : 64;
     for (int64_t n : {1, 2, 5})
       for (auto range : {std::pair<int64_t, int64_t>{1, 2}, {1, 64}, {5, 14}, {9, 65}, {62, 65}})
-        compare_matmul(v, type, 65, 64, n, range.first, range.second, (uint32_t)(range.first * 7 + n));
+        compare_matmul(v, type, 65, k, n, range.first, range.second, (uint32_t)(range.first * 7 + n));
     compare_matmul(v, type, 5, 4096, 70, 0, 5, 7);
     compare_matmul(v, type, 13, 4096, 1, 0, 13, 8);
   }
