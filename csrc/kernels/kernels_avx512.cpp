@@ -124,11 +124,43 @@ struct TileQ8 {
   }
 };
 
-// ---- Q4 x Q8A ----
+// ---- Q4 and Q4K x Q8A ----
 // The nibbles are unsigned, so vpdpbusd takes them as they are. Scales for
 // the two groups travel in one 128-bit register, [d0, m0, d1, m1] times
 // [dx0, dx0*sum0, dx1, dx1*sum1]: lanes 0 and 2 are the product scales,
 // lanes 1 and 3 the offset terms m * dx * sum(qx), accumulated as they are.
+// Groups g and g + 1 of R rows (codes qw, scales dm) against T tokens:
+template <bool Two, int R, int T>
+EDGEMOE_AVX512 inline void nibble_pair(const __m512i (&qw)[R], const __m128 (&dm)[R], const BlockQ8A* const* x,
+                                       int64_t g, __m512 (&acc)[R][T], __m128 (&offset)[R][T]) {
+  const __m128 one = _mm_set1_ps(1.0f);
+  for (int u = 0; u < T; ++u) {
+    const BlockQ8A* a = x[u] + g;
+    const __m512i qx = load_x_pair<Two>(a);
+    // BlockQ8A starts with {float d, int32 sum}: gather both groups' pairs.
+    const __m128i ds = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)a),
+                                          Two ? _mm_loadl_epi64((const __m128i*)(a + 1)) : _mm_setzero_si128());
+    const __m128 d = _mm_moveldup_ps(_mm_castsi128_ps(ds));                    // [dx0, dx0, dx1, dx1]
+    const __m128 dsx = _mm_mul_ps(d, _mm_blend_ps(one, _mm_cvtepi32_ps(ds), 0xa));  // [dx0, dx0*s0, dx1, dx1*s1]
+    for (int i = 0; i < R; ++i) {
+      const __m128 s = _mm_mul_ps(dm[i], dsx);
+      const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw[i], qx);
+      acc[i][u] = _mm512_fmadd_ps(spread<2>(s), _mm512_cvtepi32_ps(p), acc[i][u]);
+      offset[i][u] = _mm_add_ps(offset[i][u], s);
+    }
+  }
+}
+
+template <int R, int T>
+EDGEMOE_AVX512 inline void nibble_store(const Job& j, int64_t r, int64_t t, const __m512 (&acc)[R][T],
+                                        const __m128 (&offset)[R][T]) {
+  for (int i = 0; i < R; ++i)
+    for (int u = 0; u < T; ++u) {
+      const __m128 o = _mm_movehdup_ps(offset[i][u]);  // offset terms (lanes 1, 3) to lanes 0, 2
+      j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]) + _mm_cvtss_f32(_mm_add_ss(o, _mm_movehl_ps(o, o)));
+    }
+}
+
 struct TileQ4 {
   template <bool Two, int R, int T>
   EDGEMOE_AVX512 static void step(const BlockQ4* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
@@ -137,7 +169,6 @@ struct TileQ4 {
     // Each group's 16 bytes in two adjacent 128-bit lanes, the second copy
     // shifted by 4: low nibbles (elements 0..15) then high (16..31).
     const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-    const __m128 one = _mm_set1_ps(1.0f);
     __m512i qw[R];
     __m128 dm[R];
     for (int i = 0; i < R; ++i) {
@@ -149,21 +180,7 @@ struct TileQ4 {
       qw[i] = _mm512_and_si512(_mm512_srlv_epi64(both, nibble_shift), low4);
       dm[i] = _mm_cvtph_ps(_mm_unpacklo_epi32(load32(b), Two ? load32(b + 1) : _mm_setzero_si128()));
     }
-    for (int u = 0; u < T; ++u) {
-      const BlockQ8A* a = x[u] + g;
-      const __m512i qx = load_x_pair<Two>(a);
-      // BlockQ8A starts with {float d, int32 sum}: gather both groups' pairs.
-      const __m128i ds = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)a),
-                                            Two ? _mm_loadl_epi64((const __m128i*)(a + 1)) : _mm_setzero_si128());
-      const __m128 d = _mm_moveldup_ps(_mm_castsi128_ps(ds));                    // [dx0, dx0, dx1, dx1]
-      const __m128 dsx = _mm_mul_ps(d, _mm_blend_ps(one, _mm_cvtepi32_ps(ds), 0xa));  // [dx0, dx0*s0, dx1, dx1*s1]
-      for (int i = 0; i < R; ++i) {
-        const __m128 s = _mm_mul_ps(dm[i], dsx);
-        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw[i], qx);
-        acc[i][u] = _mm512_fmadd_ps(spread<2>(s), _mm512_cvtepi32_ps(p), acc[i][u]);
-        offset[i][u] = _mm_add_ps(offset[i][u], s);
-      }
-    }
+    nibble_pair<Two, R, T>(qw, dm, x, g, acc, offset);
   }
 
   template <int R, int T>
@@ -179,10 +196,83 @@ struct TileQ4 {
     int64_t g = 0;
     for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, offset);
     if (g < j.nb) step<false, R, T>(w, x, g, acc, offset);
+    nibble_store<R, T>(j, r, t, acc, offset);
+  }
+};
+
+// Q4K: groups 2c and 2c + 1 of a super-block share 32 bytes (low nibbles,
+// high nibbles), exactly one zmm of codes. A group's product scale is
+// d * sc (the row's) times dx (the token's); its offset term is
+// -dmin * mn * dx * sum(qx). Per super-block, each token's dx (spread over
+// the lanes of its group pair) and dx * sum(qx) are set up once and shared by
+// the tile's rows; each row then unpacks its eight scales once, adds its
+// eight offset terms with one FMA, and per pair of groups spreads its two
+// scales over the pair's lanes.
+struct TileQ4K {
+  // Lanes 0-7 take element 2c of an 8-float vector, lanes 8-15 element 2c + 1.
+  EDGEMOE_AVX512 static __m512 spread_pair(__m512 v8, int c) {
+    const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(2 * c),
+                                         _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    return _mm512_permutexvar_ps(idx, v8);
+  }
+
+  // The eight 6-bit scales (or minimums) of a block as floats times `by`.
+  EDGEMOE_AVX512 static __m256 scaled(const uint8_t* six_bit, float by) {
+    int64_t v;
+    std::memcpy(&v, six_bit, 8);
+    return _mm256_mul_ps(_mm256_set1_ps(by), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v))));
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
+    const BlockQ4K* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const BlockQ4K*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const BlockQ8A* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 acc[R][T];
+    __m256 offset[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps(), offset[i][u] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < j.nb / 8; ++sb) {
+      __m512 dx[T][4];  // per token and group pair: dx of group 2c in lanes 0-7, of 2c + 1 in 8-15
+      __m256 dx_sum[T];  // per token: dx * sum(qx) of the eight groups
+      for (int u = 0; u < T; ++u) {
+        const BlockQ8A* a = x[u] + sb * 8;
+        float d8[8], s8[8];
+        for (int g = 0; g < 8; ++g) d8[g] = a[g].d, s8[g] = (float)a[g].sum;
+        const __m256 d = _mm256_loadu_ps(d8);
+        dx_sum[u] = _mm256_mul_ps(d, _mm256_loadu_ps(s8));
+        for (int c = 0; c < 4; ++c) dx[u][c] = spread_pair(_mm512_castps256_ps512(d), c);
+      }
+      for (int i = 0; i < R; ++i) {
+        const BlockQ4K& b = w[i][sb];
+        uint8_t sc[8], mn[8];
+        q4k_unpack_scales(b.scales, sc, mn);
+        const __m512 scale = _mm512_castps256_ps512(scaled(sc, _cvtsh_ss(b.d)));
+        const __m256 minimum = scaled(mn, -_cvtsh_ss(b.dmin));
+        for (int u = 0; u < T; ++u) offset[i][u] = _mm256_fmadd_ps(minimum, dx_sum[u], offset[i][u]);
+        for (int c = 0; c < 4; ++c) {
+          const uint8_t* q = b.qs + 32 * c;
+          prefetch(q);
+          const __m256i packed = _mm256_loadu_si256((const __m256i*)q);
+          const __m512i qw = _mm512_and_si512(
+              _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1), low4);
+          const __m512 sw = spread_pair(scale, c);
+          for (int u = 0; u < T; ++u) {
+            const __m512i qx = load_x_pair<true>(x[u] + sb * 8 + 2 * c);
+            const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw, qx);
+            acc[i][u] = _mm512_fmadd_ps(_mm512_mul_ps(sw, dx[u][c]), _mm512_cvtepi32_ps(p), acc[i][u]);
+          }
+        }
+      }
+    }
     for (int i = 0; i < R; ++i)
       for (int u = 0; u < T; ++u) {
-        const __m128 o = _mm_movehdup_ps(offset[i][u]);  // offset terms (lanes 1, 3) to lanes 0, 2
-        j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]) + _mm_cvtss_f32(_mm_add_ss(o, _mm_movehl_ps(o, o)));
+        const __m256 o = offset[i][u];
+        const __m128 o4 = _mm_add_ps(_mm256_castps256_ps128(o), _mm256_extractf128_ps(o, 1));
+        const __m128 o2 = _mm_add_ps(o4, _mm_movehl_ps(o4, o4));
+        j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]) + _mm_cvtss_f32(_mm_add_ss(o2, _mm_movehdup_ps(o2)));
       }
   }
 };
@@ -268,9 +358,10 @@ EDGEMOE_AVX512 void matmul_rows_avx512(QType type, const void* W, int64_t k, int
       return run_tiles<TileQ8>(j, r0, r1, n, qx_bytes);
     case QType::Q4:
       return run_tiles<TileQ4>(j, r0, r1, n, qx_bytes);
+    case QType::Q4K:
+      return run_tiles<TileQ4K>(j, r0, r1, n, qx_bytes);
     case QType::Q3:
     case QType::Q2:
-    case QType::Q4K:
       // Every AVX-512 CPU has AVX2: its tiles unpack these codes 32 at a time.
       return avx2_kernels()->matmul_rows(type, W, k, r0, r1, x, xq, n, y, ldy);
   }
