@@ -264,23 +264,18 @@ struct TileLowBit {
   }
 };
 
-// Q4K: per super-block and row, the eight groups' [d * sc, -dmin * mn] pairs
-// are unpacked to floats once; then each group is a Q4 group whose codes are
-// the low or high nibbles of a 32-byte run.
+// Q4K: each group is a Q4 group whose codes are the low or high nibbles of a
+// 32-byte run. A group's product scale is d * sc (the row's) times dx (the
+// token's), its offset term -dmin * mn * dx * sum(qx). Per super-block, each
+// token's eight dx and dx * sum(qx) are loaded once and shared by the tile's
+// rows; per row and token the eight product scales come from one multiply and
+// the eight offset terms from one FMA.
 struct TileQ4K {
-  EDGEMOE_AVX2 static void group_scales(const BlockQ4K& b, float (&dm)[16]) {
-    uint8_t sc[8], mn[8];
-    q4k_unpack_scales(b.scales, sc, mn);
-    int64_t sc8, mn8;
-    std::memcpy(&sc8, sc, 8);
-    std::memcpy(&mn8, mn, 8);
-    const __m256 d = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(b.d)),
-                                   _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(sc8))));
-    const __m256 m = _mm256_mul_ps(_mm256_set1_ps(-_cvtsh_ss(b.dmin)),
-                                   _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mn8))));
-    const __m256 lo = _mm256_unpacklo_ps(d, m), hi = _mm256_unpackhi_ps(d, m);  // pairs 0,1,4,5 / 2,3,6,7
-    _mm256_storeu_ps(dm, _mm256_permute2f128_ps(lo, hi, 0x20));
-    _mm256_storeu_ps(dm + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  // The eight 6-bit scales (or minimums) of a block as floats times `by`.
+  EDGEMOE_AVX2 static __m256 scaled(const uint8_t* six_bit, float by) {
+    int64_t v;
+    std::memcpy(&v, six_bit, 8);
+    return _mm256_mul_ps(_mm256_set1_ps(by), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v))));
   }
 
   template <int R, int T>
@@ -289,29 +284,47 @@ struct TileQ4K {
     for (int i = 0; i < R; ++i) w[i] = (const BlockQ4K*)(j.W + (size_t)(r + i) * j.row_bytes);
     const BlockQ8A* x[T];
     for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
-    __m256 acc[R][T];
-    __m128 offset[R][T];
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 acc[R][T], offset[R][T];
     for (int i = 0; i < R; ++i)
-      for (int u = 0; u < T; ++u) acc[i][u] = _mm256_setzero_ps(), offset[i][u] = _mm_setzero_ps();
-
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm256_setzero_ps(), offset[i][u] = _mm256_setzero_ps();
     for (int64_t sb = 0; sb < j.nb / 8; ++sb) {
-      float pairs[R][16];
-      for (int i = 0; i < R; ++i) group_scales(w[i][sb], pairs[i]);
-      for (int gj = 0; gj < 8; ++gj) {
-        __m256i qw[R];
-        __m128 dm[R];
-        for (int i = 0; i < R; ++i) {
-          const uint8_t* q = w[i][sb].qs + (gj / 2) * 32;
-          if (gj % 2 == 0) prefetch(q);
-          const __m256i packed = _mm256_loadu_si256((const __m256i*)q);
-          qw[i] = _mm256_and_si256(gj % 2 ? _mm256_srli_epi16(packed, 4) : packed, low4);
-          dm[i] = _mm_castpd_ps(_mm_load_sd((const double*)(pairs[i] + 2 * gj)));  // [d*sc, -dmin*mn, 0, 0]
+      __m256 dx[T], dx_sum[T];  // per token: the eight groups' dx and dx * sum(qx)
+      for (int u = 0; u < T; ++u) {
+        const BlockQ8A* a = x[u] + sb * 8;
+        float d8[8], s8[8];
+        for (int g = 0; g < 8; ++g) d8[g] = a[g].d, s8[g] = (float)a[g].sum;
+        dx[u] = _mm256_loadu_ps(d8);
+        dx_sum[u] = _mm256_mul_ps(dx[u], _mm256_loadu_ps(s8));
+      }
+      for (int i = 0; i < R; ++i) {
+        const BlockQ4K& b = w[i][sb];
+        uint8_t sc[8], mn[8];
+        q4k_unpack_scales(b.scales, sc, mn);
+        const __m256 scale = scaled(sc, _cvtsh_ss(b.d));
+        const __m256 minimum = scaled(mn, -_cvtsh_ss(b.dmin));
+        float product[T][8];  // d * sc * dx per token and group, broadcast from memory below
+        for (int u = 0; u < T; ++u) {
+          offset[i][u] = _mm256_fmadd_ps(minimum, dx_sum[u], offset[i][u]);
+          _mm256_storeu_ps(product[u], _mm256_mul_ps(scale, dx[u]));
         }
-        low_bit_group<R, T>(qw, dm, x, sb * 8 + gj, acc, offset);
+        for (int c = 0; c < 4; ++c) {
+          const uint8_t* q = b.qs + 32 * c;
+          prefetch(q);
+          const __m256i packed = _mm256_loadu_si256((const __m256i*)q);
+          const __m256i qw[2] = {_mm256_and_si256(packed, low4), _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4)};
+          for (int h = 0; h < 2; ++h)
+            for (int u = 0; u < T; ++u) {
+              const __m256i qx = _mm256_loadu_si256((const __m256i*)x[u][sb * 8 + 2 * c + h].qs);
+              const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw[h], qx), ones);
+              acc[i][u] = _mm256_fmadd_ps(_mm256_broadcast_ss(&product[u][2 * c + h]), _mm256_cvtepi32_ps(p32),
+                                          acc[i][u]);
+            }
+        }
       }
     }
-    low_bit_store<R, T>(j, r, t, acc, offset);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = hsum(_mm256_add_ps(acc[i][u], offset[i][u]));
   }
 };
 
