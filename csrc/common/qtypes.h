@@ -90,17 +90,16 @@ inline void q4k_scale_min(const uint8_t* scales, int j, int* sc, int* mn) {
 }
 
 // All eight groups' scales and minimums at once (the same values as
-// q4k_scale_min, by whole-word bit moves; little-endian byte order).
-inline void q4k_unpack_scales(const uint8_t* scales, uint8_t sc[8], uint8_t mn[8]) {
+// q4k_scale_min, by whole-word bit moves; little-endian byte order): byte j
+// of *sc / *mn is group j's. Returned in registers rather than stored as bytes:
+// SIMD code reads them back as one 64-bit value, and a load that spans two
+// earlier stores stalls (no store-to-load forwarding).
+inline void q4k_unpack_scales(const uint8_t* scales, uint64_t* sc, uint64_t* mn) {
   uint32_t w[3];
   std::memcpy(w, scales, sizeof w);
   const uint32_t six = 0x3f3f3f3f, four = 0x0f0f0f0f, top = 0x30303030;
-  const uint32_t v[4] = {w[0] & six, w[1] & six, (w[2] & four) | ((w[0] >> 2) & top),
-                         ((w[2] >> 4) & four) | ((w[1] >> 2) & top)};
-  std::memcpy(sc, &v[0], 4);
-  std::memcpy(mn, &v[1], 4);
-  std::memcpy(sc + 4, &v[2], 4);
-  std::memcpy(mn + 4, &v[3], 4);
+  *sc = (w[0] & six) | (uint64_t)((w[2] & four) | ((w[0] >> 2) & top)) << 32;
+  *mn = (w[1] & six) | (uint64_t)(((w[2] >> 4) & four) | ((w[1] >> 2) & top)) << 32;
 }
 
 // True for the group-quantized types, whose matmuls take Q8A activations.

@@ -102,15 +102,16 @@ EDGEMOE_AVX2 void quantize_activations_avx2(const float* x, int64_t n, int64_t k
 // ---- tiles: R weight rows x T tokens, y written for all R*T pairs ----
 
 // Decode streams weights from DRAM while doing real work on every byte, and
-// the hardware prefetcher alone then leaves bandwidth unused (measured: q8
-// matvec on a 70 MB matrix went from ~15 to ~22 GB/s, f16 from ~24 to ~31).
-// Asking for each row's data this far ahead of its read position fixes that;
-// 512..2048 bytes all measured about the same.
-constexpr int kPrefetchBytes = 1024;
-
+// the hardware prefetcher alone then leaves bandwidth unused. A tile reads R
+// rows side by side; the rows of a matrix are contiguous, so each read asks
+// for the same byte of the next tile's rows, R rows further: one tile of data
+// ahead, whatever the row length. Measured single-threaded on matrices far
+// larger than the caches (bench note in bench/RESULTS.md, 2026-11-23): q4
+// 17 -> 31 GB/s, q8 20 -> 29 with AVX-512 (a fixed 1024 bytes ahead, the
+// previous rule, mostly landed in rows the tile was reading already).
 // The address may lie past the end of the weights; a prefetch never faults.
-EDGEMOE_AVX2 inline void prefetch(const void* p) {
-  _mm_prefetch((const char*)((uintptr_t)p + kPrefetchBytes), _MM_HINT_T0);
+EDGEMOE_AVX2 inline void prefetch(const void* p, size_t ahead) {
+  _mm_prefetch((const char*)((uintptr_t)p + ahead), _MM_HINT_T0);
 }
 
 // The fp16 numbers at the start of a weight block, widened to floats in one
@@ -141,7 +142,7 @@ struct TileQ8 {
       __m256i qw[R], aw[R];
       __m128 dw[R];
       for (int i = 0; i < R; ++i) {
-        prefetch(w[i] + g);
+        prefetch(w[i] + g, R * j.row_bytes);
         qw[i] = _mm256_loadu_si256((const __m256i*)w[i][g].qs);
         aw[i] = _mm256_sign_epi8(qw[i], qw[i]);
         dw[i] = block_head(w[i] + g);
@@ -254,7 +255,7 @@ struct TileLowBit {
       __m256i qw[R];
       __m128 dm[R];
       for (int i = 0; i < R; ++i) {
-        prefetch(w[i] + g);
+        prefetch(w[i] + g, R * j.row_bytes);
         qw[i] = Codes::unpack(w[i][g]);
         dm[i] = block_head(w[i] + g);  // [d, m, 0, 0]
       }
@@ -272,9 +273,8 @@ struct TileLowBit {
 // the eight offset terms from one FMA.
 struct TileQ4K {
   // The eight 6-bit scales (or minimums) of a block as floats times `by`.
-  EDGEMOE_AVX2 static __m256 scaled(const uint8_t* six_bit, float by) {
-    int64_t v;
-    std::memcpy(&v, six_bit, 8);
+  EDGEMOE_AVX2 static __m256 scaled(uint64_t six_bit, float by) {
+    const int64_t v = (int64_t)six_bit;
     return _mm256_mul_ps(_mm256_set1_ps(by), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v))));
   }
 
@@ -299,8 +299,8 @@ struct TileQ4K {
       }
       for (int i = 0; i < R; ++i) {
         const BlockQ4K& b = w[i][sb];
-        uint8_t sc[8], mn[8];
-        q4k_unpack_scales(b.scales, sc, mn);
+        uint64_t sc, mn;
+        q4k_unpack_scales(b.scales, &sc, &mn);
         const __m256 scale = scaled(sc, _cvtsh_ss(b.d));
         const __m256 minimum = scaled(mn, -_cvtsh_ss(b.dmin));
         float product[T][8];  // d * sc * dx per token and group, broadcast from memory below
@@ -310,7 +310,7 @@ struct TileQ4K {
         }
         for (int c = 0; c < 4; ++c) {
           const uint8_t* q = b.qs + 32 * c;
-          prefetch(q);
+          prefetch(q, R * j.row_bytes);
           const __m256i packed = _mm256_loadu_si256((const __m256i*)q);
           const __m256i qw[2] = {_mm256_and_si256(packed, low4), _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4)};
           for (int h = 0; h < 2; ++h)
@@ -360,7 +360,7 @@ struct TileFloat {
       __m256 wv[R];
       constexpr int64_t per_line = Half ? 32 : 16;  // elements per 64-byte line
       if (e % per_line == 0)
-        for (int i = 0; i < R; ++i) prefetch(w[i] + e * (Half ? 2 : 4));
+        for (int i = 0; i < R; ++i) prefetch(w[i] + e * (Half ? 2 : 4), R * j.row_bytes);
       for (int i = 0; i < R; ++i) wv[i] = load8(w[i], e);
       for (int u = 0; u < T; ++u) {
         const __m256 xv = _mm256_loadu_ps(x[u] + e);

@@ -48,10 +48,10 @@ struct Job {
   int64_t ldy;
 };
 
-constexpr int kPrefetchBytes = 1024;  // see kernels_avx2.cpp
+// See kernels_avx2.cpp: the same byte of the next tile's rows.
 // The address may lie past the end of the weights; a prefetch never faults.
-EDGEMOE_AVX512 inline void prefetch(const void* p) {
-  _mm_prefetch((const char*)((uintptr_t)p + kPrefetchBytes), _MM_HINT_T0);
+EDGEMOE_AVX512 inline void prefetch(const void* p, size_t ahead) {
+  _mm_prefetch((const char*)((uintptr_t)p + ahead), _MM_HINT_T0);
 }
 
 // Lanes [0, 8) get v[0] and lanes [8, 16) get v[hi]: two per-group scalars
@@ -84,13 +84,14 @@ EDGEMOE_AVX512 inline __m512i load_x_pair(const BlockQ8A* b) {
 // group and shared by all tokens of the tile: one vpdpbusd per (row, token).
 struct TileQ8 {
   template <bool Two, int R, int T>
-  EDGEMOE_AVX512 static void step(const BlockQ8* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T]) {
+  EDGEMOE_AVX512 static void step(const BlockQ8* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
+                                  size_t ahead) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512i qw[R], base[R];
     __m128 dw[R];  // [d0, d1, junk...] (fp16 pairs from the two block heads)
     for (int i = 0; i < R; ++i) {
       const BlockQ8* b = w[i] + g;
-      prefetch(b);
+      prefetch(b, ahead);
       const __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)b[0].qs));
       qw[i] = Two ? _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i*)b[1].qs), 1) : lo;
       base[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw[i]));
@@ -117,8 +118,8 @@ struct TileQ8 {
     for (int i = 0; i < R; ++i)
       for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps();
     int64_t g = 0;
-    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc);
-    if (g < j.nb) step<false, R, T>(w, x, g, acc);
+    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, R * j.row_bytes);
+    if (g < j.nb) step<false, R, T>(w, x, g, acc, R * j.row_bytes);
     for (int i = 0; i < R; ++i)
       for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]);
   }
@@ -164,7 +165,7 @@ EDGEMOE_AVX512 inline void nibble_store(const Job& j, int64_t r, int64_t t, cons
 struct TileQ4 {
   template <bool Two, int R, int T>
   EDGEMOE_AVX512 static void step(const BlockQ4* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
-                                  __m128 (&offset)[R][T]) {
+                                  __m128 (&offset)[R][T], size_t ahead) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
     // Each group's 16 bytes in two adjacent 128-bit lanes, the second copy
     // shifted by 4: low nibbles (elements 0..15) then high (16..31).
@@ -173,7 +174,7 @@ struct TileQ4 {
     __m128 dm[R];
     for (int i = 0; i < R; ++i) {
       const BlockQ4* b = w[i] + g;
-      prefetch(b);
+      prefetch(b, ahead);
       const __m256i q0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b[0].qs));
       const __m256i q1 = Two ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b[1].qs)) : _mm256_setzero_si256();
       const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
@@ -194,8 +195,8 @@ struct TileQ4 {
     for (int i = 0; i < R; ++i)
       for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps(), offset[i][u] = _mm_setzero_ps();
     int64_t g = 0;
-    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, offset);
-    if (g < j.nb) step<false, R, T>(w, x, g, acc, offset);
+    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, offset, R * j.row_bytes);
+    if (g < j.nb) step<false, R, T>(w, x, g, acc, offset, R * j.row_bytes);
     nibble_store<R, T>(j, r, t, acc, offset);
   }
 };
@@ -217,9 +218,8 @@ struct TileQ4K {
   }
 
   // The eight 6-bit scales (or minimums) of a block as floats times `by`.
-  EDGEMOE_AVX512 static __m256 scaled(const uint8_t* six_bit, float by) {
-    int64_t v;
-    std::memcpy(&v, six_bit, 8);
+  EDGEMOE_AVX512 static __m256 scaled(uint64_t six_bit, float by) {
+    const int64_t v = (int64_t)six_bit;
     return _mm256_mul_ps(_mm256_set1_ps(by), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v))));
   }
 
@@ -247,14 +247,14 @@ struct TileQ4K {
       }
       for (int i = 0; i < R; ++i) {
         const BlockQ4K& b = w[i][sb];
-        uint8_t sc[8], mn[8];
-        q4k_unpack_scales(b.scales, sc, mn);
+        uint64_t sc, mn;
+        q4k_unpack_scales(b.scales, &sc, &mn);
         const __m512 scale = _mm512_castps256_ps512(scaled(sc, _cvtsh_ss(b.d)));
         const __m256 minimum = scaled(mn, -_cvtsh_ss(b.dmin));
         for (int u = 0; u < T; ++u) offset[i][u] = _mm256_fmadd_ps(minimum, dx_sum[u], offset[i][u]);
         for (int c = 0; c < 4; ++c) {
           const uint8_t* q = b.qs + 32 * c;
-          prefetch(q);
+          prefetch(q, R * j.row_bytes);
           const __m256i packed = _mm256_loadu_si256((const __m256i*)q);
           const __m512i qw = _mm512_and_si512(
               _mm512_inserti64x4(_mm512_castsi256_si512(packed), _mm256_srli_epi16(packed, 4), 1), low4);
@@ -291,10 +291,10 @@ struct TileFloat {
 
   template <int R, int T>
   EDGEMOE_AVX512 static void step(const uint8_t* const* w, const float* const* x, int64_t e, __mmask16 m,
-                                  __m512 (&acc)[R][T]) {
+                                  __m512 (&acc)[R][T], size_t ahead) {
     __m512 wv[R];
     if (!Half || e % 32 == 0)  // one prefetch per 64-byte line
-      for (int i = 0; i < R; ++i) prefetch(w[i] + e * (Half ? 2 : 4));
+      for (int i = 0; i < R; ++i) prefetch(w[i] + e * (Half ? 2 : 4), ahead);
     for (int i = 0; i < R; ++i) wv[i] = load(w[i], e, m);
     for (int u = 0; u < T; ++u) {
       const __m512 xv = _mm512_maskz_loadu_ps(m, x[u] + e);
@@ -312,8 +312,8 @@ struct TileFloat {
     for (int i = 0; i < R; ++i)
       for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps();
     int64_t e = 0;
-    for (; e + 16 <= j.k; e += 16) step<R, T>(w, x, e, (__mmask16)0xffff, acc);
-    if (e < j.k) step<R, T>(w, x, e, (__mmask16)((1u << (j.k - e)) - 1), acc);
+    for (; e + 16 <= j.k; e += 16) step<R, T>(w, x, e, (__mmask16)0xffff, acc, R * j.row_bytes);
+    if (e < j.k) step<R, T>(w, x, e, (__mmask16)((1u << (j.k - e)) - 1), acc, R * j.row_bytes);
     for (int i = 0; i < R; ++i)
       for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]);
   }

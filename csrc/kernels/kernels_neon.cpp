@@ -236,10 +236,11 @@ struct TileInt {
         if (g % 8 == 0) {
           EDGEMOE_UNROLL for (int i = 0; i < R; ++i) {
             const BlockQ4K& b = *(const BlockQ4K*)(w[i] + (size_t)(g / 8) * sizeof(BlockQ4K));
-            uint8_t sc[8], mn[8];
-            q4k_unpack_scales(b.scales, sc, mn);
+            uint64_t sc, mn;
+            q4k_unpack_scales(b.scales, &sc, &mn);
             const float d = half_at((const uint8_t*)&b.d), dmin = half_at((const uint8_t*)&b.dmin);
-            for (int gj = 0; gj < 8; ++gj) sd[gj][i] = d * (float)sc[gj], sm[gj][i] = -dmin * (float)mn[gj];
+            for (int gj = 0; gj < 8; ++gj)
+              sd[gj][i] = d * (float)((sc >> (8 * gj)) & 0xff), sm[gj][i] = -dmin * (float)((mn >> (8 * gj)) & 0xff);
           }
         }
       }
