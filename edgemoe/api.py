@@ -335,6 +335,7 @@ class Model:
             "resident_bytes": self.container.header.resident_size,
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],
+            "expert_types": [[b["type"] for b in row] for row in experts],  # q4 and q4k are both 4 bits
             "quantization": m.get("quantization", {}),
             "min_memory_budget": self.plan.min_budget,
             "memory_plan": {

@@ -31,6 +31,14 @@ from . import quant
 from .errors import EdgeMoEError
 
 CANDIDATES = (quant.Q8, quant.Q4, quant.Q3, quant.Q2)  # widest first
+
+
+def candidates_for(cfg) -> Tuple[int, ...]:
+    """The widths to choose from for a model's experts, widest first: q4k instead of q4 where
+    every expert row can take it (the same accuracy as q4 in 10 % fewer bytes)."""
+    rows = (cfg["hidden"], cfg["expert_intermediate"])
+    four = quant.storable_type(quant.Q4K, rows)
+    return tuple(four if q == quant.Q4 else q for q in CANDIDATES)
 MAX_TOKENS_PER_EXPERT = 1024  # routed tokens replayed per expert (a random sample beyond)
 
 

@@ -133,14 +133,16 @@ def cmd_info(args) -> int:
 
     from collections import Counter
 
-    bits = Counter(b for row in info["expert_bits"] for b in row)
+    from . import quant
+
+    types = Counter(t for row in info["expert_types"] for t in row)
     print(f"architecture      {info['architecture']}")
     print(f"layers            {info['n_layers']}   experts/layer {info['n_experts']}   top-k {info['top_k']}")
     print(f"parameters        {info['params_total'] / 1e6:.1f} M total, {info['params_active'] / 1e6:.1f} M active per token")
     print(f"file              {format_size(info['file_bytes'])}")
     print(f"resident weights  {format_size(info['resident_bytes'])} ({info['quantization'].get('resident')})")
-    widths = ", ".join(f"{b}-bit x {n}" for b, n in sorted(bits.items(), reverse=True)) if len(bits) > 1 else \
-        f"bits: {next(iter(bits))}"
+    widest_first = sorted(types.items(), key=lambda tn: (-quant.BITS[quant.CODES[tn[0]]], tn[0]))
+    widths = ", ".join(f"{t} x {n}" for t, n in widest_first) if len(types) > 1 else f"{next(iter(types))}"
     print(f"routed experts    {format_size(info['expert_bytes'])} ({widths})")
     if info.get("bit_allocation"):
         a = info["bit_allocation"]

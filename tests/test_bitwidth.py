@@ -88,3 +88,13 @@ def test_convert_auto_cli(tmp_path, capsys):
     assert main(["convert", src, "-o", str(tmp_path / "b.emoe"), "--bits", "auto", "--calib", str(calib)]) == 1
     assert main(["convert", src, "-o", str(tmp_path / "c.emoe"), "--bits", "auto", "--target-size", "1MB"]) == 1
     assert not (tmp_path / "b.emoe").exists() and not (tmp_path / "c.emoe").exists()
+
+
+def test_candidates_use_q4k_where_every_expert_row_can():
+    assert bitwidth.candidates_for({"hidden": 1024, "expert_intermediate": 512}) == (quant.Q8, quant.Q4K, quant.Q3,
+                                                                                     quant.Q2)
+    # Qwen1.5-MoE-like expert width: q4
+    assert bitwidth.candidates_for({"hidden": 2048, "expert_intermediate": 1408}) == bitwidth.CANDIDATES
+    # widest first, each narrower one smaller, as the greedy allocator needs
+    sizes = [quant.row_bytes(q, 1024) for q in bitwidth.candidates_for({"hidden": 1024, "expert_intermediate": 512})]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
