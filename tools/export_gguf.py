@@ -61,7 +61,7 @@ def permute_for_llama_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[int]) -> None:
+def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[int], pre: str = "default") -> None:
     import gguf
 
     model = tokenizer_json["model"]
@@ -78,7 +78,7 @@ def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[i
             types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -87,7 +87,9 @@ def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[i
     writer.add_add_bos_token(False)
 
 
-def export(src: str, out: str, out_type: str = "f32") -> Dict:
+def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default") -> Dict:
+    """Write the checkpoint `src` as a GGUF; tokenizer_pre names llama.cpp's pre-tokenizer type
+    for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's)."""
     import gguf
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -130,7 +132,7 @@ def export(src: str, out: str, out_type: str = "f32") -> Dict:
     if "tokenizer_json" not in tok:
         raise UnsupportedModelError(f"{src}: no tokenizer.json to export")
     add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
-                  _eos_ids(hf, tok["generation_config"], cfg["vocab"]))
+                  _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
     for ours, hf_name, shape, _ in resident_plan(cfg, arch, moe):
         t = np.asarray(ckpt.get(hf_name), dtype=np.float32).reshape(shape)

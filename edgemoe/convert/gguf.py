@@ -10,8 +10,8 @@ exactly one of ours: Q8_0 is our q8 byte for byte, and Q4_0 (w = d * (q - 8))
 is our q4 with m = -8d; those are copied without loss.
 
 Tokenizer: byte-level BPE (`tokenizer.ggml.model` = "gpt2") with GPT-2's
-pre-tokenizer ("default" and its aliases) is rebuilt as a `tokenizers` JSON;
-other tokenizer or pre-tokenizer types are refused by name.
+pre-tokenizer ("default" and its aliases) or Qwen2's ("qwen2") is rebuilt as a
+`tokenizers` JSON; other tokenizer or pre-tokenizer types are refused by name.
 """
 from __future__ import annotations
 
@@ -30,6 +30,23 @@ from .hf import ARCHS, convert_checkpoint
 GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
               "llama": "MixtralForCausalLM"}
 GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
+# Qwen2/2.5/3 (and their MoE models): llama.cpp's "qwen2" pre-tokenizer type is the split
+# regex of their tokenizer.json (contractions matched case-insensitively, digits one by one),
+# then byte-level mapping without GPT-2's own regex; the text is NFC-normalised first.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_TOKENIZERS = GPT2_PRE_TOKENIZERS + ("qwen2",)
+
+
+def _pre_tokenizer(pre: str) -> Dict[str, Any]:
+    """The tokenizer.json normalizer and pre_tokenizer sections of a GGUF pre-tokenizer type."""
+    if pre == "qwen2":
+        return {"normalizer": {"type": "NFC"},
+                "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                    {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+                    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]}}
+    return {"normalizer": None,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}}
 # llama.cpp's per-layer names -> Hugging Face's (after "model.layers.{l}.")
 LAYER_TENSORS = {
     "attn_norm.weight": "input_layernorm.weight", "attn_q.weight": "self_attn.q_proj.weight",
@@ -308,9 +325,9 @@ def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
         raise UnsupportedModelError(f"{ck.path}: tokenizer type {model!r} is not supported (only byte-level "
                                     f"BPE, tokenizer.ggml.model = 'gpt2')")
     pre = ck.field("tokenizer.ggml.pre", "default")
-    if pre not in GPT2_PRE_TOKENIZERS:
+    if pre not in PRE_TOKENIZERS:
         raise UnsupportedModelError(f"{ck.path}: pre-tokenizer {pre!r} is not supported (supported: "
-                                    f"{', '.join(GPT2_PRE_TOKENIZERS)})")
+                                    f"{', '.join(PRE_TOKENIZERS)})")
     tokens = ck.field("tokenizer.ggml.tokens")
     types = list(ck.field("tokenizer.ggml.token_type", [1] * len(tokens)))
     merges = ck.field("tokenizer.ggml.merges", [])
@@ -324,8 +341,7 @@ def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
             added.append({"id": i, "content": text, "single_word": False, "lstrip": False, "rstrip": False,
                           "normalized": kind == USER_DEFINED, "special": kind == CONTROL})
     tok = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, **_pre_tokenizer(pre),
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
