@@ -98,10 +98,9 @@ def test_unsupported_gguf_version_is_named(tmp_path):
         convert_gguf(str(path), str(tmp_path / "out.emoe"), progress=False)
 
 
-@pytest.fixture(scope="module")
-def k_quant_ggufs(tmp_path_factory):
-    """A small synthetic OLMoE (bench/make_synthetic.py; K-quants need rows of 256) as an f32 GGUF
-    and as llama.cpp's own Q4_K_M and Q6_K quantizations of it."""
+def synthetic_checkpoint(out, *args):
+    """A random-weight OLMoE-shaped Hugging Face folder (bench/make_synthetic.py with `args`), and
+    tools/export_gguf.py imported to write it as GGUF; skips without llama-cpp-python."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     import subprocess
     import sys
@@ -111,11 +110,18 @@ def k_quant_ggufs(tmp_path_factory):
     sys.path.insert(0, str(root / "tools"))
     import export_gguf
 
-    tmp = tmp_path_factory.mktemp("kquant")
-    hf = tmp / "synth"
-    subprocess.run([sys.executable, str(root / "bench" / "make_synthetic.py"), str(hf), "--layers", "2", "--experts",
-                    "4", "--top-k", "2", "--hidden", "256", "--intermediate", "256", "--heads", "4", "--dtype", "f32"],
+    subprocess.run([sys.executable, str(root / "bench" / "make_synthetic.py"), str(out), *args, "--dtype", "f32"],
                    check=True, capture_output=True)
+    return out, export_gguf
+
+
+@pytest.fixture(scope="module")
+def k_quant_ggufs(tmp_path_factory):
+    """A small synthetic OLMoE (K-quants need rows of 256) as an f32 GGUF and as llama.cpp's own
+    Q4_K_M and Q6_K quantizations of it."""
+    tmp = tmp_path_factory.mktemp("kquant")
+    hf, export_gguf = synthetic_checkpoint(tmp / "synth", "--layers", "2", "--experts", "4", "--top-k", "2",
+                                           "--hidden", "256", "--intermediate", "256", "--heads", "4")
     files = {"f32": tmp / "f32.gguf"}
     export_gguf.export(str(hf), str(files["f32"]), "f32")
     for kind in ("q4_k_m", "q6_k"):
@@ -219,21 +225,11 @@ PRE_TOKENIZER_TEXTS = [
 def qwen2_vocab_gguf(tmp_path_factory):
     """A tiny model whose GGUF carries the demo model's 8192-token byte-level BPE vocabulary under
     llama.cpp's "qwen2" pre-tokenizer type (llama.cpp then tokenizes it the Qwen2 way)."""
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "tools"))
-    import export_gguf
 
     tmp = tmp_path_factory.mktemp("qwen2pre")
-    hf = tmp / "synth"
-    subprocess.run([sys.executable, str(root / "bench" / "make_synthetic.py"), str(hf), "--layers", "1", "--experts",
-                    "2", "--top-k", "1", "--hidden", "64", "--intermediate", "64", "--heads", "2", "--vocab", "8192",
-                    "--dtype", "f32"], check=True, capture_output=True)
+    hf, export_gguf = synthetic_checkpoint(tmp / "synth", "--layers", "1", "--experts", "2", "--top-k", "1",
+                                           "--hidden", "64", "--intermediate", "64", "--heads", "2", "--vocab", "8192")
     demo = open_container(edgemoe.default_model_path()).manifest["tokenizer"]
     (hf / "tokenizer.json").write_text(demo["tokenizer_json"])
     (hf / "tokenizer_config.json").write_text(json.dumps({}))
