@@ -203,40 +203,11 @@ struct CodesQ3 {
   }
 };
 
-// Low-bit asymmetric codes x Q8A. The codes are unsigned, so maddubs takes
-// them directly (no sign juggling). Scales are handled two at a time in one
-// 128-bit register: [d, m] x [dx, dx * sum(qx)] gives the group's product
-// scale in lane 0 and its offset term m * dx * sum(qx) in lane 1, which is
-// accumulated as is. One group g of R rows (codes qw, [d, m] pairs dm) against
-// T tokens:
-template <int R, int T>
-EDGEMOE_AVX2 inline void low_bit_group(const __m256i (&qw)[R], const __m128 (&dm)[R], const BlockQ8A* const (&x)[T],
-                                       int64_t g, __m256 (&acc)[R][T], __m128 (&offset)[R][T]) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m128 one = _mm_set1_ps(1.0f);
-  for (int u = 0; u < T; ++u) {
-    const BlockQ8A& a = x[u][g];
-    const __m256i qx = _mm256_loadu_si256((const __m256i*)a.qs);
-    const __m128 sum = _mm_cvtepi32_ps(_mm_set1_epi32(a.sum));
-    const __m128 dsx = _mm_mul_ps(_mm_set1_ps(a.d), _mm_blend_ps(one, sum, 0x2));  // [dx, dx*sum, dx, dx]
-    for (int i = 0; i < R; ++i) {
-      const __m128 s = _mm_mul_ps(dm[i], dsx);  // [d*dx, m*dx*sum, 0, 0]
-      const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw[i], qx), ones);
-      acc[i][u] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), _mm256_cvtepi32_ps(p32), acc[i][u]);
-      offset[i][u] = _mm_add_ps(offset[i][u], s);
-    }
-  }
-}
-
-template <int R, int T>
-EDGEMOE_AVX2 inline void low_bit_store(const Job& j, int64_t r, int64_t t, const __m256 (&acc)[R][T],
-                                       const __m128 (&offset)[R][T]) {
-  for (int i = 0; i < R; ++i)
-    for (int u = 0; u < T; ++u)
-      j.y[(t + u) * j.ldy + r + i] = hsum(acc[i][u]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[i][u]));
-}
-
-// Q4, Q3 and Q2: one block per group, [d, m] at its head.
+// Low-bit asymmetric blocks (Q4, Q3, Q2) x Q8A. The codes are unsigned, so
+// maddubs takes them directly (no sign juggling). Scales are handled two at a
+// time in one 128-bit register: [d, m] x [dx, dx * sum(qx)] gives the group's
+// product scale in lane 0 and its offset term m * dx * sum(qx) in lane 1,
+// which is accumulated as is.
 template <class Codes>
 struct TileLowBit {
   using Block = typename Codes::Block;
@@ -246,6 +217,8 @@ struct TileLowBit {
     for (int i = 0; i < R; ++i) w[i] = (const Block*)(j.W + (size_t)(r + i) * j.row_bytes);
     const BlockQ8A* x[T];
     for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m128 one = _mm_set1_ps(1.0f);
     __m256 acc[R][T];
     __m128 offset[R][T];
     for (int i = 0; i < R; ++i)
@@ -259,9 +232,22 @@ struct TileLowBit {
         qw[i] = Codes::unpack(w[i][g]);
         dm[i] = block_head(w[i] + g);  // [d, m, 0, 0]
       }
-      low_bit_group<R, T>(qw, dm, x, g, acc, offset);
+      for (int u = 0; u < T; ++u) {
+        const BlockQ8A& a = x[u][g];
+        const __m256i qx = _mm256_loadu_si256((const __m256i*)a.qs);
+        const __m128 sum = _mm_cvtepi32_ps(_mm_set1_epi32(a.sum));
+        const __m128 dsx = _mm_mul_ps(_mm_set1_ps(a.d), _mm_blend_ps(one, sum, 0x2));  // [dx, dx*sum, dx, dx]
+        for (int i = 0; i < R; ++i) {
+          const __m128 s = _mm_mul_ps(dm[i], dsx);  // [d*dx, m*dx*sum, 0, 0]
+          const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qw[i], qx), ones);
+          acc[i][u] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), _mm256_cvtepi32_ps(p32), acc[i][u]);
+          offset[i][u] = _mm_add_ps(offset[i][u], s);
+        }
+      }
     }
-    low_bit_store<R, T>(j, r, t, acc, offset);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u)
+        j.y[(t + u) * j.ldy + r + i] = hsum(acc[i][u]) + _mm_cvtss_f32(_mm_movehdup_ps(offset[i][u]));
   }
 };
 

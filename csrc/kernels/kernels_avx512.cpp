@@ -130,38 +130,6 @@ struct TileQ8 {
 // the two groups travel in one 128-bit register, [d0, m0, d1, m1] times
 // [dx0, dx0*sum0, dx1, dx1*sum1]: lanes 0 and 2 are the product scales,
 // lanes 1 and 3 the offset terms m * dx * sum(qx), accumulated as they are.
-// Groups g and g + 1 of R rows (codes qw, scales dm) against T tokens:
-template <bool Two, int R, int T>
-EDGEMOE_AVX512 inline void nibble_pair(const __m512i (&qw)[R], const __m128 (&dm)[R], const BlockQ8A* const* x,
-                                       int64_t g, __m512 (&acc)[R][T], __m128 (&offset)[R][T]) {
-  const __m128 one = _mm_set1_ps(1.0f);
-  for (int u = 0; u < T; ++u) {
-    const BlockQ8A* a = x[u] + g;
-    const __m512i qx = load_x_pair<Two>(a);
-    // BlockQ8A starts with {float d, int32 sum}: gather both groups' pairs.
-    const __m128i ds = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)a),
-                                          Two ? _mm_loadl_epi64((const __m128i*)(a + 1)) : _mm_setzero_si128());
-    const __m128 d = _mm_moveldup_ps(_mm_castsi128_ps(ds));                    // [dx0, dx0, dx1, dx1]
-    const __m128 dsx = _mm_mul_ps(d, _mm_blend_ps(one, _mm_cvtepi32_ps(ds), 0xa));  // [dx0, dx0*s0, dx1, dx1*s1]
-    for (int i = 0; i < R; ++i) {
-      const __m128 s = _mm_mul_ps(dm[i], dsx);
-      const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw[i], qx);
-      acc[i][u] = _mm512_fmadd_ps(spread<2>(s), _mm512_cvtepi32_ps(p), acc[i][u]);
-      offset[i][u] = _mm_add_ps(offset[i][u], s);
-    }
-  }
-}
-
-template <int R, int T>
-EDGEMOE_AVX512 inline void nibble_store(const Job& j, int64_t r, int64_t t, const __m512 (&acc)[R][T],
-                                        const __m128 (&offset)[R][T]) {
-  for (int i = 0; i < R; ++i)
-    for (int u = 0; u < T; ++u) {
-      const __m128 o = _mm_movehdup_ps(offset[i][u]);  // offset terms (lanes 1, 3) to lanes 0, 2
-      j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]) + _mm_cvtss_f32(_mm_add_ss(o, _mm_movehl_ps(o, o)));
-    }
-}
-
 struct TileQ4 {
   template <bool Two, int R, int T>
   EDGEMOE_AVX512 static void step(const BlockQ4* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
@@ -170,6 +138,7 @@ struct TileQ4 {
     // Each group's 16 bytes in two adjacent 128-bit lanes, the second copy
     // shifted by 4: low nibbles (elements 0..15) then high (16..31).
     const __m512i nibble_shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
+    const __m128 one = _mm_set1_ps(1.0f);
     __m512i qw[R];
     __m128 dm[R];
     for (int i = 0; i < R; ++i) {
@@ -181,7 +150,21 @@ struct TileQ4 {
       qw[i] = _mm512_and_si512(_mm512_srlv_epi64(both, nibble_shift), low4);
       dm[i] = _mm_cvtph_ps(_mm_unpacklo_epi32(load32(b), Two ? load32(b + 1) : _mm_setzero_si128()));
     }
-    nibble_pair<Two, R, T>(qw, dm, x, g, acc, offset);
+    for (int u = 0; u < T; ++u) {
+      const BlockQ8A* a = x[u] + g;
+      const __m512i qx = load_x_pair<Two>(a);
+      // BlockQ8A starts with {float d, int32 sum}: gather both groups' pairs.
+      const __m128i ds = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)a),
+                                            Two ? _mm_loadl_epi64((const __m128i*)(a + 1)) : _mm_setzero_si128());
+      const __m128 d = _mm_moveldup_ps(_mm_castsi128_ps(ds));                    // [dx0, dx0, dx1, dx1]
+      const __m128 dsx = _mm_mul_ps(d, _mm_blend_ps(one, _mm_cvtepi32_ps(ds), 0xa));  // [dx0, dx0*s0, dx1, dx1*s1]
+      for (int i = 0; i < R; ++i) {
+        const __m128 s = _mm_mul_ps(dm[i], dsx);
+        const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qw[i], qx);
+        acc[i][u] = _mm512_fmadd_ps(spread<2>(s), _mm512_cvtepi32_ps(p), acc[i][u]);
+        offset[i][u] = _mm_add_ps(offset[i][u], s);
+      }
+    }
   }
 
   template <int R, int T>
@@ -197,7 +180,11 @@ struct TileQ4 {
     int64_t g = 0;
     for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, offset, R * j.row_bytes);
     if (g < j.nb) step<false, R, T>(w, x, g, acc, offset, R * j.row_bytes);
-    nibble_store<R, T>(j, r, t, acc, offset);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) {
+        const __m128 o = _mm_movehdup_ps(offset[i][u]);  // offset terms (lanes 1, 3) to lanes 0, 2
+        j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]) + _mm_cvtss_f32(_mm_add_ss(o, _mm_movehl_ps(o, o)));
+      }
   }
 };
 
