@@ -6,6 +6,7 @@ that runs on any CPU of the architecture: the SIMD kernels are then chosen at
 run time from what the CPU reports.
 """
 import glob
+import json
 import os
 import platform
 
@@ -47,15 +48,19 @@ def zstd_available() -> bool:
 sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
 extra_flags = os.environ.get("EDGEMOE_EXTRA_CFLAGS", "").split()
 HAVE_ZSTD = zstd_available()
+cxx_flags = compile_flags() + extra_flags
+# The extension reports the flags it was built with (_core.compile_flags()): tests build C++
+# harnesses with the same flags to get bit-identical arithmetic, and bug reports can name them.
+macros = [("EDGEMOE_COMPILE_FLAGS", json.dumps(" ".join(cxx_flags)))]
 
 ext = Pybind11Extension(
     "edgemoe._core",
     sources,
     include_dirs=["csrc"],
     cxx_std=17,
-    extra_compile_args=compile_flags() + extra_flags,
+    extra_compile_args=cxx_flags,
     extra_link_args=["-pthread"] + extra_flags,
-    define_macros=[("EDGEMOE_HAVE_ZSTD", "1")] if HAVE_ZSTD else [],
+    define_macros=macros + ([("EDGEMOE_HAVE_ZSTD", "1")] if HAVE_ZSTD else []),
     libraries=["zstd"] if HAVE_ZSTD else [],
 )
 

@@ -20,6 +20,10 @@
 namespace py = pybind11;
 using namespace edgemoe;
 
+#ifndef EDGEMOE_COMPILE_FLAGS
+#define EDGEMOE_COMPILE_FLAGS ""  // built by something other than setup.py
+#endif
+
 namespace {
 
 QType qtype_arg(int v) {
@@ -309,6 +313,8 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("current_isa", [] { return std::string(isa_name(current_isa())); });
   m.def("zstd_supported", &zstd_supported, "True if this build reads zstd-compressed expert blobs");
+  m.def("compile_flags", [] { return std::string(EDGEMOE_COMPILE_FLAGS); },
+        "The C++ flags this extension was built with (set by setup.py)");
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));

@@ -5,7 +5,8 @@
 // Debian's aarch64 cross compiler, for qemu-aarch64, so the NEON build's
 // logits can be checked against the x86-64 ones.
 //
-//   forward_pass LAYOUT.txt OUT.f32      (LAYOUT.txt: see layout_text.h)
+//   forward_pass LAYOUT.txt OUT.f32 [ISA]   (LAYOUT.txt: see layout_text.h; ISA: scalar,
+//                                            avx2, avx512 or neon, default the best available)
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
@@ -18,12 +19,26 @@
 
 using namespace edgemoe;
 
+namespace {
+
+void select_isa(const std::string& name) {
+  for (Isa isa : available_isas())
+    if (name == isa_name(isa)) {
+      set_isa(isa);
+      return;
+    }
+  throw std::runtime_error("kernel variant '" + name + "' is not available in this build on this CPU");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s LAYOUT.txt OUT.f32\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: %s LAYOUT.txt OUT.f32 [ISA]\n", argv[0]);
     return 2;
   }
   try {
+    if (argc == 4) select_isa(argv[3]);
     std::ifstream in(argv[1]);
     if (!in) throw std::runtime_error(std::string("cannot open ") + argv[1]);
     edgemoe_test::LayoutText text = edgemoe_test::parse_layout_text(in);
