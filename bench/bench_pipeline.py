@@ -53,14 +53,12 @@ def predictor_accuracy(model_path: str, ids, predictor: str, threads: int):
         path = os.path.join(tmp, "t.jsonl")
         # every held-out token fed back one at a time, as if generated
         cfg = model.config
-        model._engine.take_trace(cfg["n_layers"], cfg["top_k"])
-        model._engine.set_tracing(True)
-        for i, t in enumerate(ids):
-            if i % model.ctx_size == 0:  # a fresh context whenever the window is full
-                model.reset()
-            model.eval([t])
-        pos, experts, weights, predicted, _ = model._engine.take_trace(cfg["n_layers"], cfg["top_k"])
-        model._engine.set_tracing(False)
+        with model.record_routing() as r:
+            for i, t in enumerate(ids):
+                if i % model.ctx_size == 0:  # a fresh context whenever the window is full
+                    model.reset()
+                model.eval([t])
+        pos, experts, weights, predicted = r.positions, r.experts, r.weights, r.predicted
         from edgemoe.trace import write_trace
 
         write_trace(path, {"n_layers": cfg["n_layers"], "n_experts": cfg["n_experts"], "top_k": cfg["top_k"],

@@ -233,12 +233,10 @@ def routing_steps(emoe: str, prompt, decode_ids):
         "import json, sys, edgemoe\n"
         "a = json.loads(sys.argv[1])\n"
         "m = edgemoe.load(a['path'], cache_experts=None, threads=2, ctx_size=len(a['prompt']) + len(a['ids']) + 8)\n"
-        "L, K = m.config['n_layers'], m.config['top_k']\n"
-        "m._engine.set_tracing(True)\n"
-        "m.eval(a['prompt'])\n"
-        "for t in a['ids']: m.eval([t])\n"
-        "experts = m._engine.take_trace(L, K)[1]\n"
-        "print(json.dumps(experts.tolist()))\n")
+        "with m.record_routing() as r:\n"
+        "    m.eval(a['prompt'])\n"
+        "    for t in a['ids']: m.eval([t])\n"
+        "print(json.dumps(r.experts.tolist()))\n")
     out = subprocess.run([sys.executable, "-c", code, json.dumps({"path": emoe, "prompt": prompt, "ids": decode_ids})],
                          capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=ROOT))
     experts = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]))  # [tokens, L, K]

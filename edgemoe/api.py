@@ -1,6 +1,7 @@
 """The Python API: `edgemoe.load(path) -> Model`, a thin layer over the C++ engine."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -11,8 +12,10 @@ from . import quant
 from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, plan_memory
 from .container import PAGE, Container, open_container
 from .errors import EdgeMoEError
+from .generate import Generation
+from .profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
-from .tokenizer import StreamDecoder, Tokenizer
+from .tokenizer import Tokenizer
 
 DEFAULT_CTX = 4096
 PREDICTORS = ("auto", "none", "gate", "stats", "token")
@@ -95,6 +98,28 @@ def _flag(cancel: Optional[CancelToken]):
     return cancel._flag
 
 
+class RoutingRecord:
+    """What Model.record_routing() recorded, one row per evaluated token, in evaluation order:
+    positions [T]; experts and weights [T, n_layers, top_k] in rank order; predicted [P, 3]
+    (row, layer, expert) prefetch guesses; hidden [T, n_layers, hidden] or empty."""
+
+    def __init__(self, model: "Model") -> None:
+        self._model: Optional[Model] = model
+        self.positions = self.experts = self.weights = self.predicted = self.hidden = None
+
+    def stop(self) -> None:
+        """End the recording and take what it holds (once; later calls do nothing)."""
+        if self._model is None:
+            return
+        model, self._model = self._model, None
+        engine = model._engine
+        try:
+            (self.positions, self.experts, self.weights, self.predicted,
+             self.hidden) = engine.take_trace(model.config["n_layers"], model.config["top_k"])
+        finally:
+            engine.set_tracing(False)
+
+
 class Model:
     """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
 
@@ -149,8 +174,6 @@ class Model:
         if not 0.0 <= prefetch_min_confidence <= 1.0:
             raise ValueError("prefetch_min_confidence must be in [0, 1]")
         self.predictor, self.cache_policy = predictor, cache_policy
-        from .profile import profile_arrays
-
         profile = profile_arrays(container.manifest)
         if predictor in ("stats", "token") and profile is None:
             raise ValueError(f"predictor {predictor!r} needs routing statistics: run "
@@ -188,7 +211,9 @@ class Model:
             raise ValueError(f"token ids must be in [0, {vocab})")
         return ids.astype(np.int32)
 
-    def _check_room(self, n_new: int, from_empty: bool) -> None:
+    def check_room(self, n_new: int, from_empty: bool) -> None:
+        """Raise ContextLengthError unless n_new more tokens fit the context (an empty one, or
+        the current one)."""
         past = 0 if from_empty else self._engine.n_past
         if past + n_new > self.ctx_size:
             raise ContextLengthError(f"{past + n_new} tokens exceed the context size of {self.ctx_size}; "
@@ -197,7 +222,7 @@ class Model:
     def logits(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None) -> np.ndarray:
         """Logits [len(token_ids), vocab] at every position, from an empty context."""
         ids = self._ids(token_ids)
-        self._check_room(len(ids), from_empty=True)
+        self.check_room(len(ids), from_empty=True)
         return self._engine.logits(ids, self.config["vocab"], _flag(cancel))
 
     def reset(self) -> None:
@@ -217,7 +242,7 @@ class Model:
     def eval(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None) -> np.ndarray:
         """Append tokens to the context; returns the last position's logits [vocab]."""
         ids = self._ids(token_ids)
-        self._check_room(len(ids), from_empty=False)
+        self.check_room(len(ids), from_empty=False)
         return self._engine.eval(ids, self.config["vocab"], _flag(cancel))
 
     # ------------------------------------------------------------ generation
@@ -225,80 +250,46 @@ class Model:
     def generate(self, prompt_or_ids: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
                  seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True,
-                 trace: Optional[str] = None, cancel: Optional[CancelToken] = None):
+                 stop: Sequence[str] = (), trace: Optional[str] = None, cancel: Optional[CancelToken] = None):
         """Generate from a fresh context. Returns the text (or, for an id prompt, the new ids);
-        with stream=True yields text pieces as they are decoded. `trace` names a file that
-        receives every evaluated token's routing (docs/TRACE.md); `cancel` stops it from
-        another thread (edgemoe.Cancelled)."""
+        with stream=True yields text pieces as they are decoded. `stop` lists strings that end
+        the text (cut before them); `trace` names a file that receives every evaluated token's
+        routing (docs/TRACE.md); `cancel` stops it from another thread. The loop itself, and
+        what happens at a full context, is edgemoe.generate.Generation's."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty)
-        sampler = Sampler(params, seed)
         text_prompt = isinstance(prompt_or_ids, str)
         ids = self.tokenize(prompt_or_ids) if text_prompt else list(self._ids(prompt_or_ids))
-        if trace is not None:
-            cfg = self.config
-            self._engine.take_trace(cfg["n_layers"], cfg["top_k"])  # drop anything stale
-            self._engine.set_tracing(True)
-        try:
-            tokens = self._generate_ids(ids, max_tokens, sampler, stop_at_eos, _flag(cancel))
-        except BaseException:
-            self._engine.set_tracing(False)
-            raise
-        if trace is not None:
-            tokens = self._traced(tokens, ids, trace)
+        generation = Generation(self, ids, max_tokens, Sampler(params, seed),
+                                stop_ids=self.eos_token_ids if stop_at_eos else (), stop_strings=stop,
+                                cancel=cancel, trace=trace)
         if stream:
-            return self._stream_text(tokens)
-        new_ids = list(tokens)
-        return self.detokenize(new_ids) if text_prompt else new_ids
+            return iter(generation)
+        for _ in generation:
+            pass
+        return generation.text if text_prompt else list(generation.tokens)
 
-    def _traced(self, tokens: Iterator[int], prompt: List[int], path: str) -> Iterator[int]:
-        """Pass tokens through, then write the routing of every evaluated token to `path`."""
-        evaluated = list(prompt)
+    @contextlib.contextmanager
+    def record_routing(self, with_hidden: bool = False) -> Iterator["RoutingRecord"]:
+        """Record the routing of every token evaluated inside the `with` block (and, with
+        with_hidden, the residual stream entering each MoE block): the record is filled when
+        the block ends, or earlier by its stop()."""
+        self._engine.take_trace(self.config["n_layers"], self.config["top_k"])  # drop anything stale
+        self._engine.set_tracing(True, with_hidden)
+        record = RoutingRecord(self)
         try:
-            for token in tokens:
-                yield token
-                evaluated.append(token)
+            yield record
         finally:
-            from .trace import write_trace
+            record.stop()
 
-            cfg = self.config
-            positions, experts, weights, predicted, _ = self._engine.take_trace(cfg["n_layers"], cfg["top_k"])
-            self._engine.set_tracing(False)
-            header = {"model": os.path.basename(self.container.path), "n_layers": cfg["n_layers"],
-                      "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "prompt_tokens": len(prompt)}
-            n = len(positions)
-            write_trace(path, header, evaluated[:n], positions, experts, weights, predicted)
-
-    def _generate_ids(self, prompt: List[int], max_tokens: int, sampler: Sampler, stop_at_eos: bool,
-                      cancel=None) -> Iterator[int]:
-        if max_tokens < 0:
-            raise ValueError("max_tokens must be >= 0")
-        self._check_room(len(prompt), from_empty=True)
-        self.reset()
-        logits = self._engine.eval(np.asarray(prompt, dtype=np.int32), self.config["vocab"], cancel)
-        history = list(prompt)
-
-        def gen() -> Iterator[int]:
-            nonlocal logits
-            for i in range(max_tokens):
-                token = sampler(logits, history)
-                if stop_at_eos and token in self.eos_token_ids:
-                    return
-                history.append(token)
-                yield token
-                if i + 1 < max_tokens:
-                    if self._engine.n_past + 1 > self.ctx_size:
-                        return  # context full: stop as llama.cpp does without context shifting
-                    logits = self._engine.eval(np.asarray([token], dtype=np.int32), self.config["vocab"], cancel)
-
-        return gen()
-
-    def _stream_text(self, tokens: Iterator[int]) -> Iterator[str]:
-        decoder = StreamDecoder(self.tokenizer)
-        for token in tokens:
-            piece = decoder.push(token)
-            if piece:
-                yield piece
+    def route(self, token_ids: Sequence[int], window: int, with_hidden: bool = False) -> RoutingRecord:
+        """The routing of every token of `token_ids`, evaluated in windows of `window` tokens,
+        each from an empty context (what offline tools measure on calibration text)."""
+        ids = list(token_ids)
+        with self.record_routing(with_hidden) as record:
+            for start in range(0, len(ids), window):
+                self.logits(ids[start:start + window])
+        return record
 
     # ------------------------------------------------------------ introspection
 

@@ -45,19 +45,8 @@ MAX_TOKENS_PER_EXPERT = 1024  # routed tokens replayed per expert (a random samp
 def capture(model, ids: Sequence[int], window: int):
     """Every calibration token's MoE inputs and routing, windows from an empty context:
     hidden [T, L, H] (residual stream entering the MoE block), experts and weights [T, L, K]."""
-    cfg = model.config
-    engine = model._engine
-    engine.take_trace(cfg["n_layers"], cfg["top_k"])
-    engine.set_tracing(True, True)
-    try:
-        for start in range(0, len(ids), window):
-            chunk = list(ids[start:start + window])
-            if chunk:
-                model.logits(chunk)
-        _, experts, weights, _, hidden = engine.take_trace(cfg["n_layers"], cfg["top_k"])
-    finally:
-        engine.set_tracing(False)
-    return hidden, experts, weights
+    record = model.route(ids, window, with_hidden=True)
+    return record.hidden, record.experts, record.weights
 
 
 def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:

@@ -7,6 +7,7 @@ from typing import Optional, TextIO
 
 from .api import ContextLengthError
 from .errors import EdgeMoEError
+from .generate import CONTEXT
 from .session import ChatSession
 
 HELP = """commands:
@@ -97,7 +98,7 @@ class ChatREPL:
             return
         self.stdout.write("\n")
         self.stdout.flush()
-        if self.session.last.stop_reason == "context":
+        if self.session.last.stop_reason == CONTEXT:
             self._say("[context full: the reply was cut; older turns will be dropped to continue]")
         if self.session.dropped_turns > dropped:
             self._say(f"[context full: dropped the {self.session.dropped_turns - dropped} oldest message(s)]")

@@ -162,7 +162,7 @@ def cmd_generate(args) -> int:
     for piece in model.generate(prompt, max_tokens=args.max_tokens, temperature=params.temperature,
                                 top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
                                 repeat_penalty=params.repeat_penalty, seed=args.seed, stream=True,
-                                trace=args.trace):
+                                stop=args.stop, trace=args.trace):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
     p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read stdin)")
     p.add_argument("--stats", action="store_true", help="print the engine's counters to stderr as JSON")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the completion before TEXT (repeatable)")
     p.add_argument("--trace", default=None, metavar="PATH",
                    help="record every token's routing to PATH (JSON Lines, docs/TRACE.md)")
     _add_sampling_flags(p)

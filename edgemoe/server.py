@@ -21,9 +21,14 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from .chat_template import load_chat_template
 from .api import CancelToken
 from .errors import Cancelled, EdgeMoEError
+from .generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation
 from .sampling import Sampler, SamplingParams
 from .session import chat_stop_ids
-from .tokenizer import StreamDecoder
+
+
+# OpenAI's finish_reason for each way a generation ends ("cancelled" never reaches a client:
+# it means the client went away).
+FINISH_REASONS = {STOP: "stop", LENGTH: "length", CONTEXT: "length", CANCELLED: "cancelled"}
 
 
 class APIError(Exception):
@@ -126,7 +131,7 @@ class Server:
         options = body.get("stream_options") or {}
         if not isinstance(options, dict):
             raise APIError(400, "'stream_options' must be an object", param="stream_options")
-        return Request(prompt_ids, min(max_tokens, room), params, seed, _stops(body), stop_ids, stream,
+        return Request(prompt_ids, max_tokens, params, seed, _stops(body), stop_ids, stream,
                        bool(options.get("include_usage")))
 
     def chat_request(self, body: Dict[str, Any]) -> Request:
@@ -169,51 +174,21 @@ class Server:
         """Text pieces, then ("", finish_reason); result["completion_tokens"] is set at the end.
         Runs in a worker thread while the lock is held. `cancel` (set when the client goes away)
         stops even a long prefill at its next layer."""
-        model = self.model
-        sampler = Sampler(req.params, req.seed)
-        decoder = StreamDecoder(model.tokenizer)
-        model.reset()
+        generation = Generation(self.model, req.prompt_ids, req.max_tokens, Sampler(req.params, req.seed),
+                                stop_ids=req.stop_ids, stop_strings=req.stop, cancel=cancel)
         try:
-            logits = model.eval(req.prompt_ids, cancel=cancel)
+            for piece in generation:
+                yield piece, None
         except Cancelled:
-            logits = None  # the client left during the prefill: no tokens to generate
-        t1 = time.perf_counter()
-        history = list(req.prompt_ids)
-        text, sent, finish = "", 0, "length"
-        hold = max((len(s) for s in req.stop), default=1) - 1  # text that may still become a stop string
-        for step in range(req.max_tokens):
-            if logits is None or cancel.cancelled:
-                finish = "cancelled"
-                break
-            token = sampler(logits, history)
-            if token in req.stop_ids:
-                finish = "stop"
-                break
-            history.append(token)
-            text += decoder.push(token)
-            cut = min((i for i in (text.find(s, max(0, sent - hold)) for s in req.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-                break
-            if len(text) - hold > sent:
-                yield text[sent:len(text) - hold], None
-                sent = len(text) - hold
-            if step + 1 < req.max_tokens:
-                try:
-                    logits = model.eval([token], cancel=cancel)
-                except Cancelled:
-                    finish = "cancelled"
-                    break
-        if len(text) > sent:
-            yield text[sent:], None
-        n = len(history) - len(req.prompt_ids)  # tokens generated (a stop string's tokens included)
+            pass  # the client went away; the stats say so
+        stats = generation.stats
         self.metrics.requests += 1
         self.metrics.prompt_tokens += len(req.prompt_ids)
-        self.metrics.completion_tokens += n
-        if n:
-            self.metrics.last_decode_tok_s = n / max(time.perf_counter() - t1, 1e-9)
-        result["completion_tokens"] = n
-        yield "", finish
+        self.metrics.completion_tokens += stats.generated_tokens  # a stop string's tokens included
+        if stats.generated_tokens:
+            self.metrics.last_decode_tok_s = stats.decode_tok_s
+        result["completion_tokens"] = stats.generated_tokens
+        yield "", FINISH_REASONS[stats.stop_reason]
 
     def usage(self, req: Request, completion_tokens: int) -> Dict[str, int]:
         return {"prompt_tokens": len(req.prompt_ids), "completion_tokens": completion_tokens,

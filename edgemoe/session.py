@@ -9,40 +9,12 @@ window over whole turns.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
 
 from .api import ContextLengthError, Model
 from .chat_template import load_chat_template, token_text
+from .generate import Generation, GenerationStats
 from .sampling import Sampler, SamplingParams
-from .tokenizer import StreamDecoder
-
-
-@dataclass
-class ReplyStats:
-    prompt_tokens: int = 0      # tokens of the rendered conversation
-    evaluated_tokens: int = 0   # of which not already in the KV cache
-    prefill_s: float = 0.0
-    generated_tokens: int = 0
-    decode_s: float = 0.0
-    stop_reason: str = ""       # "stop", "length", "context", "interrupted"
-
-    @property
-    def prefill_tok_s(self) -> float:
-        return self.evaluated_tokens / self.prefill_s if self.prefill_s else 0.0
-
-    @property
-    def decode_tok_s(self) -> float:
-        return self.generated_tokens / self.decode_s if self.decode_s else 0.0
-
-
-def _common_prefix(a: List[int], b: List[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def chat_stop_ids(model: Model) -> set:
@@ -65,7 +37,7 @@ class ChatSession:
         self.stop_ids = chat_stop_ids(model)
         self.messages: List[Dict[str, str]] = []
         self.cached: List[int] = []  # the token ids currently in the model's KV cache
-        self.last = ReplyStats()
+        self.last = GenerationStats()
         self.dropped_turns = 0
         self.reset()
 
@@ -116,42 +88,12 @@ class ChatSession:
         return self._reply(ids)
 
     def _reply(self, ids: List[int]) -> Iterator[str]:
-        model, stats = self.model, ReplyStats(prompt_tokens=len(ids))
-        self.last = stats
-        keep = _common_prefix(self.cached, ids)
-        keep = min(keep, len(ids) - 1)  # evaluate at least one token to get logits
-        model.truncate(keep)
-        self.cached = self.cached[:keep]
-        generated: List[int] = []
-        decoder = StreamDecoder(model.tokenizer)
+        generation = Generation(self.model, ids, self.max_tokens, self.sampler, stop_ids=self.stop_ids,
+                                context=self.cached)
+        self.last = generation.stats
         try:
-            t0 = time.perf_counter()
-            logits = model.eval(ids[keep:])
-            self.cached = list(ids)
-            stats.evaluated_tokens = len(ids) - keep
-            stats.prefill_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            stats.stop_reason = "length"
-            for _ in range(self.max_tokens):
-                token = self.sampler(logits, self.cached)
-                if token in self.stop_ids:
-                    stats.stop_reason = "stop"
-                    break
-                generated.append(token)
-                piece = decoder.push(token)
-                if piece:
-                    yield piece
-                if model.n_past >= model.ctx_size:
-                    stats.stop_reason = "context"
-                    break
-                logits = model.eval([token])
-                self.cached.append(token)
-            stats.decode_s = time.perf_counter() - t0
-        except (KeyboardInterrupt, GeneratorExit):
-            stats.stop_reason = "interrupted"
-            raise
+            yield from generation
         finally:
-            stats.generated_tokens = len(generated)
-            # Whatever happened, the cache holds exactly model.n_past tokens of self.cached.
-            self.cached = self.cached[: model.n_past]
-            self.messages.append({"role": "assistant", "content": model.detokenize(generated)})
+            # Whatever happened, the context holds exactly model.n_past tokens of the history.
+            self.cached = generation.history[: self.model.n_past]
+            self.messages.append({"role": "assistant", "content": self.model.detokenize(generation.tokens)})

@@ -38,19 +38,18 @@ def interrupt_once_reading(misses_before):
 report = {"full_misses": full_misses, "calls": {}}
 for call in ("logits", "eval"):
     model.reset()
-    model._engine.set_tracing(True)
     before = model.stats()
     sender = threading.Thread(target=interrupt_once_reading, args=(before["cache_misses"],))
     sender.start()
-    try:
-        getattr(model, call)(ids)
-        outcome = "finished"
-    except KeyboardInterrupt:
-        outcome = "interrupted"
+    with model.record_routing() as record:
+        try:
+            getattr(model, call)(ids)
+            outcome = "finished"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
     sender.join()
     after = model.stats()
-    positions, experts = model._engine.take_trace(model.config["n_layers"], model.config["top_k"])[:2]
-    model._engine.set_tracing(False)
+    positions, experts = record.positions, record.experts
     report["calls"][call] = {"outcome": outcome, "tokens": after["tokens"] - before["tokens"],
                              "misses": after["cache_misses"] - before["cache_misses"],
                              "n_past": model.n_past, "traced": len(positions),

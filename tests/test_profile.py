@@ -6,7 +6,8 @@ import pytest
 
 import edgemoe
 from edgemoe.container import open_container
-from edgemoe.profile import profile_arrays, profile_container
+from edgemoe.profile import profile_container
+from edgemoe.profile_record import profile_arrays
 from conftest import reference
 
 CALIB = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
@@ -82,10 +83,9 @@ def test_min_confidence_gates_prefetch_without_changing_results(profiled):
         for conf in (0.0, 0.6, 1.0):
             model = edgemoe.load(path, predictor=predictor, cache_experts=4, prefetch_depth=2,
                                  prefetch_min_confidence=conf)
-            cfg = model.config
-            model._engine.set_tracing(True)  # the trace lists every guess, whatever the cache held
-            outputs[predictor, conf] = np.stack([model.eval([t]) for t in ids])
-            predicted = model._engine.take_trace(cfg["n_layers"], cfg["top_k"])[3]
+            with model.record_routing() as record:  # it lists every guess, whatever the cache held
+                outputs[predictor, conf] = np.stack([model.eval([t]) for t in ids])
+            predicted = record.predicted.reshape(-1)
             guesses[predictor, conf] = len(predicted) // 3
         # a stricter gate guesses less, and never changes a logit
         assert guesses[predictor, 0.0] > guesses[predictor, 0.6] >= guesses[predictor, 1.0], (predictor, guesses)

@@ -63,10 +63,10 @@ def test_simulated_policy_matches_the_engine(converted, tmp_path, slots, policy)
     prompt = [11, 42, 7, 99, 5, 8, 200, 31]
     model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots, predictor="none",
                          cache_policy=policy)
-    model._engine.set_tracing(True)
-    for t in prompt:
-        model.eval([t])
-    pos, experts, weights, _, _ = model._engine.take_trace(3, 2)
+    with model.record_routing() as record:
+        for t in prompt:
+            model.eval([t])
+    pos, experts, weights = record.positions, record.experts, record.weights
     write_trace(str(path), {"n_layers": 3, "n_experts": 8, "top_k": 2}, prompt, pos, experts, weights)
     header, records = read_trace(str(path))
     steps = sim.access_sequence(records)

@@ -32,9 +32,11 @@ def test_trace_of_a_generation_covers_prompt_and_fed_back_tokens(converted, tmp_
     _, records = read_trace(str(path))
     assert [r["token"] for r in records] == [5, 6, 7] + new[:-1]
     assert all(len(r["experts"]) == 2 and all(len(e) == 2 for e in r["experts"]) for r in records)
-    # tracing stops with the generation
+    # recording stops with the generation
     model.generate([5, 6], max_tokens=2)
-    assert model._engine.take_trace(2, 2)[0].size == 0
+    with model.record_routing() as record:
+        pass
+    assert record.positions.size == 0
 
 
 def test_not_a_trace_is_a_format_error(tmp_path):

@@ -1,0 +1,173 @@
+"""The one generation loop: `Model.generate`, the chat session, the CLI and the server all run it.
+
+A `Generation` evaluates a prompt (reusing whatever prefix of it the context already holds, when
+asked), then samples a token at a time until a stop id, a stop string, `max_tokens`, a full
+context, a cancel token or an interrupt ends it. Iterating it yields text pieces; afterwards it
+holds the generated ids, the text, why it stopped and how fast it ran. A cancel token raises
+edgemoe.Cancelled from the iteration (Ctrl-C: KeyboardInterrupt), with the stats still filled.
+
+The rule for a full context, as llama.cpp applies it without context shifting: every sampled
+token is kept, but a token the context has no room to evaluate is the last one. A prompt of P
+tokens in a context of C gives at most C - P + 1 tokens, and the context then holds C.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence
+
+from .errors import Cancelled
+from .sampling import Sampler
+from .tokenizer import StreamDecoder
+
+# Why a generation ended.
+STOP = "stop"                # a stop id (end of sequence) or a stop string
+LENGTH = "length"            # max_tokens reached
+CONTEXT = "context"          # the context is full
+CANCELLED = "cancelled"      # the cancel token was set
+INTERRUPTED = "interrupted"  # Ctrl-C, or the caller stopped iterating
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0      # tokens of the prompt
+    evaluated_tokens: int = 0   # of which not already in the context
+    prefill_s: float = 0.0
+    generated_tokens: int = 0
+    decode_s: float = 0.0
+    stop_reason: str = ""       # one of the reasons above
+
+    @property
+    def prefill_tok_s(self) -> float:
+        return self.evaluated_tokens / self.prefill_s if self.prefill_s else 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        return self.generated_tokens / self.decode_s if self.decode_s else 0.0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Generation:
+    """One generation by `model` (an edgemoe.Model) from `prompt_ids`. Iterate it for the text
+    pieces as they become final.
+
+    context: the token ids the model's context holds now (from an earlier generation), or None
+        to start from an empty context. The shared prefix is kept and only the rest evaluated.
+    stop_ids: token ids that end the generation (not part of the output).
+    stop_strings: texts that end it; the output is cut before the first one, and text that may
+        still turn into one is held back until it cannot.
+    cancel: an edgemoe.CancelToken that stops it from another thread.
+    trace: a file that receives the routing of every evaluated token (docs/TRACE.md).
+    """
+
+    def __init__(self, model, prompt_ids: Sequence[int], max_tokens: int, sampler: Sampler,
+                 stop_ids=(), stop_strings: Sequence[str] = (), context: Optional[Sequence[int]] = None,
+                 cancel=None, trace: Optional[str] = None):
+        if max_tokens < 0:
+            raise ValueError("max_tokens must be >= 0")
+        self.model = model
+        self.prompt = [int(t) for t in prompt_ids]
+        if not self.prompt:
+            raise ValueError("no prompt tokens given")
+        model.check_room(len(self.prompt), from_empty=True)
+        self.max_tokens = max_tokens
+        self.sampler = sampler
+        self.stop_ids = frozenset(stop_ids)
+        self.stop_strings = [s for s in stop_strings if s]
+        self.context = context
+        self.cancel = cancel
+        self.trace = trace
+        self.tokens: List[int] = []   # generated ids (a stop string's tokens included)
+        self.text = ""                # generated text, cut before a stop string
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt))
+
+    @property
+    def history(self) -> List[int]:
+        """The prompt and the generated ids; the context holds its first model.n_past."""
+        return self.prompt + self.tokens
+
+    def __iter__(self) -> Iterator[str]:
+        if self.trace is None:
+            yield from self._run()
+            return
+        with self.model.record_routing() as routing:
+            try:
+                yield from self._run()
+            finally:
+                routing.stop()
+                _write_trace(self.model, self.trace, self.history, len(self.prompt), routing)
+
+    def _run(self) -> Iterator[str]:
+        model, stats = self.model, self.stats
+        keep = 0
+        if self.context is not None:
+            # evaluate at least one token: its logits give the first sample
+            keep = min(common_prefix(self.context, self.prompt), len(self.prompt) - 1)
+            model.truncate(keep)
+        else:
+            model.reset()
+        decoder = StreamDecoder(model.tokenizer)
+        hold = max((len(s) for s in self.stop_strings), default=1) - 1  # may still become a stop string
+        sent = 0
+        try:
+            t0 = time.perf_counter()
+            logits = model.eval(self.prompt[keep:], cancel=self.cancel)
+            stats.evaluated_tokens = len(self.prompt) - keep
+            stats.prefill_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats.stop_reason = LENGTH
+            for step in range(self.max_tokens):
+                if self.cancel is not None and self.cancel.cancelled:
+                    raise Cancelled("the generation was cancelled")
+                token = self.sampler(logits, self.history)
+                if token in self.stop_ids:
+                    stats.stop_reason = STOP
+                    break
+                self.tokens.append(token)
+                self.text += decoder.push(token)
+                cut = self._stop_string_at(sent - hold)
+                if cut >= 0:
+                    self.text, stats.stop_reason = self.text[:cut], STOP
+                    break
+                if len(self.text) - hold > sent:
+                    yield self.text[sent:len(self.text) - hold]
+                    sent = len(self.text) - hold
+                if step + 1 == self.max_tokens:
+                    break
+                if model.n_past >= model.ctx_size:
+                    stats.stop_reason = CONTEXT
+                    break
+                logits = model.eval([token], cancel=self.cancel)
+            stats.decode_s = time.perf_counter() - t0
+            if len(self.text) > sent:
+                yield self.text[sent:]
+        except Cancelled:
+            stats.stop_reason = CANCELLED
+            raise
+        except (KeyboardInterrupt, GeneratorExit):
+            stats.stop_reason = INTERRUPTED
+            raise
+        finally:
+            stats.generated_tokens = len(self.tokens)
+
+    def _stop_string_at(self, start: int) -> int:
+        found = [i for i in (self.text.find(s, max(0, start)) for s in self.stop_strings) if i >= 0]
+        return min(found, default=-1)
+
+
+def _write_trace(model, path: str, history: List[int], prompt_tokens: int, routing) -> None:
+    from .trace import write_trace
+
+    cfg = model.config
+    header = {"model": os.path.basename(model.container.path), "n_layers": cfg["n_layers"],
+              "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "prompt_tokens": prompt_tokens}
+    tokens = [history[p] for p in routing.positions]
+    write_trace(path, header, tokens, routing.positions, routing.experts, routing.weights, routing.predicted)

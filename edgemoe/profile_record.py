@@ -1,0 +1,56 @@
+"""The routing profile as a container's manifest stores it (written by `edgemoe profile`, read
+when a model loads): encode_profile() makes the record, profile_arrays() turns it back into the
+arrays the engine's predictors and cache policies take."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import FormatError
+
+PROFILE_VERSION = 1
+
+
+def encode_profile(stats: Dict[str, np.ndarray], ids: Sequence[int], window: int, source: str) -> Dict[str, Any]:
+    """The manifest record of profile.routing_statistics() over the calibration ids."""
+    seen = np.unique(np.asarray(ids))
+    return {
+        "version": PROFILE_VERSION,
+        "source": source,
+        "tokens": len(ids),
+        "window": window,
+        "freq": np.round(stats["freq"], 6).tolist(),
+        "next_layer": np.round(stats["next_layer"], 5).tolist(),
+        # sparse: only tokens that occurred, {id: [[experts of layer 0], ...]}
+        "token_experts": {str(t): stats["token_experts"][t].tolist() for t in seen},
+        "token_shares": {str(t): np.round(stats["token_shares"][t], 3).tolist() for t in seen},
+    }
+
+
+def profile_arrays(manifest: Dict[str, Any]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The stored profile as the engine's arrays (freq, next_layer, token_experts,
+    token_shares), or None; FormatError if it is malformed. A profile written
+    before token shares were stored counts every token expert as certain."""
+    p = manifest.get("profile")
+    if p is None:
+        return None
+    cfg = manifest["config"]
+    L, E, K, V = cfg["n_layers"], cfg["n_experts"], cfg["top_k"], cfg["vocab"]
+    try:
+        if p.get("version") != PROFILE_VERSION:
+            raise ValueError(f"profile version {p.get('version')}")
+        freq = np.asarray(p["freq"], dtype=np.float32).reshape(L, E)
+        next_layer = np.asarray(p["next_layer"], dtype=np.float32).reshape(max(L - 1, 0), E, E)
+        tokens = np.full((V, L, K), -1, dtype=np.int32)
+        for t, rows in p["token_experts"].items():
+            tokens[int(t)] = np.asarray(rows, dtype=np.int32).reshape(L, K)
+        shares = (tokens >= 0).astype(np.float32)
+        for t, rows in p.get("token_shares", {}).items():
+            shares[int(t)] = np.asarray(rows, dtype=np.float32).reshape(L, K)
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise FormatError(f"the container's routing profile is malformed ({e}); run `edgemoe profile` again") from None
+    if (tokens.min() < -1 or tokens.max() >= E or not np.isfinite(freq).all() or not np.isfinite(next_layer).all()
+            or not np.isfinite(shares).all()):
+        raise FormatError("the container's routing profile is malformed; run `edgemoe profile` again")
+    return freq, next_layer, tokens, shares
