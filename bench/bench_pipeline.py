@@ -30,9 +30,10 @@ from bench_util import decode_in_fresh_process, drop_page_cache
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
+from edgemoe.options import CHOICES  # noqa: E402
 from edgemoe.perplexity import read_text  # noqa: E402
 
-PREDICTORS = ["none", "gate", "stats", "token", "auto"]
+PREDICTORS = CHOICES["predictor"]
 POLICIES = ["lru", "edgemoe"]
 FRACTIONS = [1.0, 0.5, 0.25, 0.125]
 

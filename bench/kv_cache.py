@@ -61,7 +61,7 @@ def main() -> None:
             for kv in KINDS:
                 runs[kv].append(decode_tok_s(a.model, kv, ids, a.threads))
         med = {kv: statistics.median(v) for kv, v in runs.items()}
-        mib = {kv: _core.kv_cache_bytes(cfg, n, kv) / 2**20 for kv in KINDS}  # what load() plans for it
+        mib = {kv: _core.kv_cache_bytes(cfg, {"ctx_size": n, "kv_cache": kv}) / 2**20 for kv in KINDS}  # what load() plans for it
         lines.append(f"| {n} | {med['f32']:.1f} | {med['f16']:.1f} | {med['f16'] / med['f32']:.2f}x | "
                      f"{mib['f32']:.1f} | {mib['f16']:.1f} |")
         print(lines[-1], flush=True)

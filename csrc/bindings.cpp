@@ -33,11 +33,6 @@ QType qtype_arg(int v) {
 }
 
 // The KV cache type's name ("f16" or "f32", edgemoe.api.KV_CACHE_TYPES) -> whether it is fp16.
-bool kv_f16_arg(const std::string& kv_cache) {
-  if (kv_cache != "f32" && kv_cache != "f16") throw std::invalid_argument("kv_cache must be 'f16' or 'f32'");
-  return kv_cache == "f16";
-}
-
 Isa isa_from_name(const std::string& name) {
   for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon})
     if (name == isa_name(isa)) return isa;
@@ -80,38 +75,70 @@ py::array_t<float> py_dequantize_row(int type_code, py::array_t<uint8_t, py::arr
 
 // --- engine ---
 
-template <typename T>
-T dict_get(const py::dict& d, const char* key) {
-  if (!d.contains(key)) throw FormatError(std::string("model config lacks ") + key);
-  return d[key].cast<T>();
+// A config dict as the generic values the one field list in csrc/model/config.cpp reads:
+// no field is named here.
+template <class Error>
+Values values_from_dict(const py::dict& d, const std::string& what) {
+  Values out;
+  for (auto item : d) {
+    if (!py::isinstance<py::str>(item.first)) throw Error(what + ": a key is not a string");
+    const std::string key = item.first.cast<std::string>();
+    py::handle v = item.second;
+    Value cv;
+    auto integer = [&](py::handle x) {
+      if (py::isinstance<py::bool_>(x) || !py::isinstance<py::int_>(x))
+        throw Error(what + ": " + key + " must hold integers");
+      try {
+        return x.cast<int64_t>();
+      } catch (const py::cast_error&) {
+        throw Error(what + ": " + key + " is out of range");
+      }
+    };
+    if (py::isinstance<py::bool_>(v)) {
+      cv.kind = Value::Kind::Bool;
+      cv.b = v.cast<bool>();
+    } else if (py::isinstance<py::int_>(v)) {
+      cv.kind = Value::Kind::Int;
+      cv.i = integer(v);
+    } else if (py::isinstance<py::float_>(v)) {
+      cv.kind = Value::Kind::Float;
+      cv.f = v.cast<double>();
+    } else if (py::isinstance<py::str>(v)) {
+      cv.kind = Value::Kind::Text;
+      cv.text = v.cast<std::string>();
+    } else if (py::isinstance<py::list>(v) || py::isinstance<py::tuple>(v)) {
+      cv.kind = Value::Kind::IntList;
+      for (py::handle x : v) cv.list.push_back(integer(x));
+    } else {
+      throw Error(what + ": " + key + " has an unsupported type");
+    }
+    out[key] = std::move(cv);
+  }
+  return out;
+}
+
+py::dict dict_from_values(const Values& values) {
+  py::dict d;
+  for (const auto& kv : values) {
+    const Value& v = kv.second;
+    const char* key = kv.first.c_str();
+    switch (v.kind) {
+      case Value::Kind::Int: d[key] = v.i; break;
+      case Value::Kind::Float: d[key] = v.f; break;
+      case Value::Kind::Bool: d[key] = v.b; break;
+      case Value::Kind::Text: d[key] = v.text; break;
+      case Value::Kind::IntList: d[key] = v.list; break;
+    }
+  }
+  return d;
 }
 
 ModelConfig config_from_dict(const py::dict& d) {
-  ModelConfig c;
-  c.architecture = dict_get<std::string>(d, "architecture");
-  c.n_layers = dict_get<int>(d, "n_layers");
-  c.hidden = dict_get<int>(d, "hidden");
-  c.n_heads = dict_get<int>(d, "n_heads");
-  c.n_kv_heads = dict_get<int>(d, "n_kv_heads");
-  c.head_dim = dict_get<int>(d, "head_dim");
-  c.vocab = dict_get<int>(d, "vocab");
-  c.n_experts = dict_get<int>(d, "n_experts");
-  c.top_k = dict_get<int>(d, "top_k");
-  c.expert_intermediate = dict_get<int>(d, "expert_intermediate");
-  c.shared_intermediate = dict_get<int>(d, "shared_intermediate");
-  c.shared_gate = dict_get<bool>(d, "shared_gate");
-  c.qkv_bias = dict_get<bool>(d, "qkv_bias");
-  c.norm_topk_prob = dict_get<bool>(d, "norm_topk_prob");
-  c.tie_embeddings = dict_get<bool>(d, "tie_embeddings");
-  const std::string qk = dict_get<std::string>(d, "qk_norm");
-  if (qk == "none") c.qk_norm = QKNorm::None;
-  else if (qk == "head") c.qk_norm = QKNorm::Head;
-  else if (qk == "full") c.qk_norm = QKNorm::Full;
-  else throw FormatError("unknown qk_norm '" + qk + "'");
-  c.rope_theta = dict_get<float>(d, "rope_theta");
-  c.rms_norm_eps = dict_get<float>(d, "rms_norm_eps");
-  c.max_position = dict_get<int>(d, "max_position");
-  return c;
+  return config_from_values(values_from_dict<FormatError>(d, "invalid model config"));
+}
+
+EngineOptions options_from_dict(const py::dict& d) {
+  return options_from_values(values_from_dict<std::invalid_argument>(d, "invalid option"));
 }
 
 using TensorTuple = std::tuple<std::string, int, int64_t, int64_t, uint64_t, uint64_t>;
@@ -120,11 +147,8 @@ using ExpertTuple = std::tuple<uint64_t, uint64_t, uint32_t, int, uint64_t, uint
 std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& path, uint64_t resident_offset,
                                     uint64_t resident_size, uint32_t resident_crc,
                                     const std::vector<TensorTuple>& tensors,
-                                    const std::vector<std::vector<ExpertTuple>>& experts, int64_t n_slots,
-                                    int threads, int ctx_size, int max_batch, bool verify_checksums,
-                                    const std::string& cache_policy, const std::string& predictor,
-                                    int prefetch_depth, int prefetch_width, float prefetch_min_confidence,
-                                    const py::object& profile, const std::string& kv_cache) {
+                                    const std::vector<std::vector<ExpertTuple>>& experts, const py::dict& options,
+                                    const py::object& profile) {
   ModelConfig cfg = config_from_dict(config);
   ContainerLayout layout;
   layout.path = path;
@@ -144,21 +168,7 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
       layout.experts.back().push_back(e);
     }
   }
-  EngineOptions opt;
-  opt.n_slots = n_slots;
-  opt.threads = threads;
-  opt.ctx_size = ctx_size;
-  opt.max_batch = max_batch;
-  opt.verify_checksums = verify_checksums;
-  opt.kv_f16 = kv_f16_arg(kv_cache);
-  if (cache_policy == "lru") opt.policy = CachePolicy::Lru;
-  else if (cache_policy == "lfu") opt.policy = CachePolicy::Lfu;
-  else if (cache_policy == "edgemoe") opt.policy = CachePolicy::EdgeMoE;
-  else throw std::invalid_argument("unknown cache_policy '" + cache_policy + "' (available: lru, lfu, edgemoe)");
-  opt.predictor.kind = predictor;
-  opt.predictor.depth = prefetch_depth;
-  opt.predictor.width = prefetch_width;
-  opt.predictor.min_confidence = prefetch_min_confidence;
+  EngineOptions opt = options_from_dict(options);
   if (!profile.is_none()) {
     // (freq [L, E], next_layer [L-1, E, E], token_experts [V, L, W], token_shares [V, L, W]) from edgemoe.profile
     auto t = profile.cast<py::tuple>();
@@ -318,12 +328,20 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
-  m.def("kv_cache_bytes", [](const py::dict& cfg, int ctx, const std::string& kv_cache) {
-    return Transformer::kv_cache_bytes(config_from_dict(cfg), ctx, kv_f16_arg(kv_cache));
-  }, py::arg("config"), py::arg("ctx"), py::arg("kv_cache") = "f32");
-  m.def("scratch_bytes", [](const py::dict& cfg, int ctx, int max_batch, int threads) {
-    return Transformer::scratch_bytes(config_from_dict(cfg), ctx, max_batch, threads);
-  });
+  m.def("check_config", [](const py::dict& cfg) { return dict_from_values(config_to_values(config_from_dict(cfg))); },
+        "The model config checked against the one field list: every field, defaults filled in "
+        "(FormatError names the first bad one)");
+  m.def("kv_cache_bytes", [](const py::dict& cfg, const py::dict& options) {
+    const EngineOptions o = options_from_dict(options);
+    return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.kv_f16);
+  }, py::arg("config"), py::arg("options"), "the KV cache the engine allocates (options: ctx_size, kv_cache)");
+  m.def("scratch_bytes", [](const py::dict& cfg, const py::dict& options) {
+    const EngineOptions o = options_from_dict(options);
+    return Transformer::scratch_bytes(config_from_dict(cfg), o.ctx_size, o.max_batch, o.threads);
+  }, py::arg("config"), py::arg("options"), "the forward pass's scratch (options: ctx_size, max_batch, threads)");
+  m.def("engine_option_defaults", [] { return dict_from_values(options_to_values(EngineOptions{})); },
+        "every engine option's default (csrc/runtime/options.h)");
+  m.def("engine_option_choices", &option_choices, "the allowed names of each option that takes a name");
 
   py::class_<CancelFlag>(m, "CancelFlag")
       .def(py::init<>())
@@ -334,10 +352,7 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::arg("config"), py::arg("path"), py::arg("resident_offset"),
            py::arg("resident_size"), py::arg("resident_crc"), py::arg("tensors"), py::arg("experts"),
-           py::arg("n_slots"), py::arg("threads"), py::arg("ctx_size"), py::arg("max_batch"),
-           py::arg("verify_checksums"), py::arg("cache_policy") = "lru", py::arg("predictor") = "none",
-           py::arg("prefetch_depth") = 1, py::arg("prefetch_width") = 0,
-           py::arg("prefetch_min_confidence") = 0.f, py::arg("profile") = py::none(), py::arg("kv_cache") = "f32")
+           py::arg("options"), py::arg("profile") = py::none())
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("reset", [](Engine& e) {

@@ -1,6 +1,7 @@
 """EdgeMoE: on-device inference for Mixture-of-Experts language models."""
 from .errors import BudgetError, Cancelled, EdgeMoEError, FormatError, StorageError, UnsupportedModelError
 from .api import CancelToken, ContextLengthError, Model, default_model_path, load
+from .options import LoadOptions
 
 __version__ = "0.1.0"
 
@@ -9,6 +10,7 @@ __all__ = [
     "CancelToken",
     "Cancelled",
     "ContextLengthError",
+    "LoadOptions",
     "Model",
     "default_model_path",
     "load",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -13,41 +14,16 @@ from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_
 from .container import PAGE, Container, open_container
 from .errors import EdgeMoEError
 from .generate import Generation
+from .options import LoadOptions
 from .profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
 
-DEFAULT_CTX = 4096
-PREDICTORS = ("auto", "none", "gate", "stats", "token")
-CACHE_POLICIES = ("lru", "lfu", "edgemoe")
-# Defaults from bench/RESULTS.md ("Expert prediction and prefetch", demo model): the EdgeMoE
-# policy beats LRU at every budget. Prefetching (any predictor, any confidence gate) decodes
-# within run-to-run noise of on-demand loading on this 2-core machine's fast NVMe while reading
-# 10-70 % more bytes, so it is opt-in; when on, guesses below 0.5 confidence cost more than
-# they hide (auto at 25 %: 0.86x of none ungated, 0.94-1.15x gated at 0.3-0.7).
-DEFAULT_PREDICTOR = "none"
-DEFAULT_CACHE_POLICY = "edgemoe"
-DEFAULT_PREFETCH_MIN_CONFIDENCE = 0.5
-DEFAULT_MAX_BATCH = 256
-KV_CACHE_TYPES = ("f32", "f16")
-# fp16 like llama.cpp's default: half the memory, 1.2x decode at 0.5-2k tokens, perplexity unchanged
-# (bench/RESULTS.md, "KV cache: f32 vs f16").
-DEFAULT_KV_CACHE = "f16"
 STAGING_BUFFERS = 2  # the expert store's buffers for compressed blobs: demand reads + one I/O worker
 
 
 class ContextLengthError(EdgeMoEError, ValueError):
     """More tokens than the context size the model was loaded with."""
-
-
-def _default_threads() -> int:
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except Exception:
-        n = None
-    return max(1, n or os.cpu_count() or 1)
 
 
 def _core():
@@ -123,66 +99,44 @@ class RoutingRecord:
 class Model:
     """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
 
-    def __init__(self, container: Container, memory_budget=None, cache_experts: Optional[int] = None,
-                 threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
-                 predictor: str = DEFAULT_PREDICTOR, cache_policy: str = DEFAULT_CACHE_POLICY,
-                 prefetch_depth: int = 1, prefetch_width: int = 0,
-                 prefetch_min_confidence: Optional[float] = None, kv_cache: str = DEFAULT_KV_CACHE):
+    def __init__(self, container: Container, options: Optional[LoadOptions] = None):
         core = _core()
-        if kv_cache not in KV_CACHE_TYPES:
-            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, not {kv_cache!r}")
-        self.kv_cache = kv_cache
+        self.options = options = options or LoadOptions()
         self.container = container
         self.config: Dict[str, Any] = container.config
         cfg = self.config
-        self.threads = int(threads) if threads else _default_threads()
-        if self.threads < 1:
-            raise ValueError("threads must be >= 1")
-        self.ctx_size = int(ctx_size) if ctx_size else min(cfg["max_position"], DEFAULT_CTX)
-        if not 1 <= self.ctx_size <= cfg["max_position"]:
-            raise ValueError(f"ctx_size must be in [1, {cfg['max_position']}] for this model")
-        self.max_batch = min(DEFAULT_MAX_BATCH, self.ctx_size)
+        engine_options = options.engine_options(cfg["max_position"])
+        self.threads, self.ctx_size = engine_options["threads"], engine_options["ctx_size"]
+        self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
+        self.predictor, self.cache_policy = options.predictor, options.cache_policy
         blobs = [b for row in container.manifest["experts"] for b in row]
         slot_bytes = max((b["size"] + PAGE - 1) // PAGE * PAGE for b in blobs)
         plan = functools.partial(
             plan_memory,
             resident=container.header.resident_size,
-            kv=core.kv_cache_bytes(cfg, self.ctx_size, kv_cache),
+            kv=core.kv_cache_bytes(cfg, engine_options),
             # compressed blobs add the expert store's staging buffers (one for demand reads,
             # one for its I/O worker: csrc/store/expert_store.cpp)
-            scratch=core.scratch_bytes(cfg, self.ctx_size, self.max_batch, self.threads)
+            scratch=core.scratch_bytes(cfg, engine_options)
             + STAGING_BUFFERS * max(((b.get("stored") or 0) + PAGE - 1) // PAGE * PAGE for b in blobs),
             slot_bytes=slot_bytes,
             total_experts=len(blobs),
             top_k=cfg["top_k"],
-            cache_experts=cache_experts,
+            cache_experts=options.cache_experts,
         )
-        self.plan: MemoryPlan = plan(budget=memory_budget)
+        self.plan: MemoryPlan = plan(budget=options.memory_budget)
         avail = available_memory()  # read once: the default budget and the check must agree
-        if memory_budget is None and cache_experts is None:  # no promise asked for: fit what is free
+        if options.memory_budget is None and options.cache_experts is None:  # no promise asked for: fit what is free
             self.plan = plan(budget=min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
-        check_fits_in_memory(self.plan, explicit_budget=memory_budget is not None, avail=avail)
+        check_fits_in_memory(self.plan, explicit_budget=options.memory_budget is not None, avail=avail)
         tensors, experts = engine_tables(container)
-        if predictor not in PREDICTORS:
-            raise ValueError(f"unknown predictor {predictor!r} (available: {', '.join(PREDICTORS)})")
-        if cache_policy not in CACHE_POLICIES:
-            raise ValueError(f"unknown cache_policy {cache_policy!r} (available: {', '.join(CACHE_POLICIES)})")
-        if prefetch_depth < 1 or prefetch_width < 0:
-            raise ValueError("prefetch_depth must be >= 1 and prefetch_width >= 0")
-        if prefetch_min_confidence is None:
-            prefetch_min_confidence = DEFAULT_PREFETCH_MIN_CONFIDENCE
-        if not 0.0 <= prefetch_min_confidence <= 1.0:
-            raise ValueError("prefetch_min_confidence must be in [0, 1]")
-        self.predictor, self.cache_policy = predictor, cache_policy
         profile = profile_arrays(container.manifest)
-        if predictor in ("stats", "token") and profile is None:
-            raise ValueError(f"predictor {predictor!r} needs routing statistics: run "
+        if options.predictor in ("stats", "token") and profile is None:
+            raise ValueError(f"predictor {options.predictor!r} needs routing statistics: run "
                              f"`edgemoe profile {container.path} --calib TEXTFILE` first")
         h = container.header
         self._engine = core.Engine(cfg, container.path, h.resident_offset, h.resident_size, h.resident_crc,
-                                   tensors, experts, self.plan.n_slots, self.threads, self.ctx_size,
-                                   self.max_batch, verify_checksums, cache_policy, predictor,
-                                   prefetch_depth, prefetch_width, prefetch_min_confidence, profile, kv_cache)
+                                   tensors, experts, dict(engine_options, expert_slots=self.plan.n_slots), profile)
         self._tokenizer: Optional[Tokenizer] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
@@ -368,22 +322,18 @@ def default_model_path() -> str:
     return DEMO_MODEL
 
 
-def load(path: Union[str, os.PathLike], memory_budget=None, cache_experts: Optional[int] = None,
-         threads: Optional[int] = None, ctx_size: Optional[int] = None, verify_checksums: bool = True,
-         predictor: Optional[str] = None, cache_policy: Optional[str] = None, prefetch_depth: int = 1,
-         prefetch_width: int = 0, prefetch_min_confidence: Optional[float] = None,
-         kv_cache: Optional[str] = None) -> Model:
-    """Open an .emoe container. `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
-    scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor` chooses how
-    experts of the next layers are prefetched during decoding (none [default], gate, stats, token, auto;
-    stats and token need `edgemoe profile`) and `cache_policy` which cached expert is evicted
-    (edgemoe [default], lru, lfu). `prefetch_depth`/`prefetch_width` say how many layers ahead and how many
-    experts per layer are guessed, `prefetch_min_confidence` drops guesses less likely than that. None of
-    these changes results, only what is read and when. `kv_cache` "f16" (the default) keeps the attention
-    cache in half precision (half its memory, faster long-context decode; logits move by ~1e-3); "f32"
-    computes exactly like transformers' f32 forward pass."""
-    return Model(open_container(path), memory_budget=memory_budget, cache_experts=cache_experts, threads=threads,
-                 ctx_size=ctx_size, verify_checksums=verify_checksums, predictor=predictor or DEFAULT_PREDICTOR,
-                 cache_policy=cache_policy or DEFAULT_CACHE_POLICY, prefetch_depth=prefetch_depth,
-                 prefetch_width=prefetch_width, prefetch_min_confidence=prefetch_min_confidence,
-                 kv_cache=kv_cache or DEFAULT_KV_CACHE)
+def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, **kwargs) -> Model:
+    """Open an .emoe container. Options (edgemoe.LoadOptions, or its fields as keywords; None
+    means the default): `memory_budget` (bytes or "1.5GB") bounds resident weights + KV cache +
+    scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor`
+    chooses how experts of the next layers are prefetched during decoding (none [default], gate,
+    stats, token, auto; stats and token need `edgemoe profile`) and `cache_policy` which cached
+    expert is evicted (edgemoe [default], lru, lfu). `prefetch_depth`/`prefetch_width` say how
+    many layers ahead and how many experts per layer are guessed, `prefetch_min_confidence` drops
+    guesses less likely than that. None of these changes results, only what is read and when.
+    `kv_cache` "f16" (the default) keeps the attention cache in half precision (half its memory,
+    faster long-context decode; logits move by ~1e-3); "f32" computes exactly like transformers'
+    f32 forward pass."""
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
+    return Model(open_container(path), options)

@@ -39,27 +39,40 @@ def parse_size_arg(text: str) -> int:
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of edgemoe.LoadOptions, one each; a flag left out keeps the option's default."""
+    from .options import CHOICES, LoadOptions
+
+    d = LoadOptions()
     p.add_argument("--memory-budget", default=None, help="bytes or a size like 1.5GB for weights + caches")
     p.add_argument("--cache-experts", type=_bounded(int, 1), default=None,
                    help="number of expert cache slots (overrides the budget)")
-    p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
+    p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None, help="default: the physical cores")
     p.add_argument("--ctx-size", "-c", type=_bounded(int, 1), default=None)
-    p.add_argument("--kv-cache", default=None, choices=["f32", "f16"],
-                   help="attention cache precision (default f16: half the memory of f32, faster long-context "
-                        "decoding; f32 computes exactly like the reference, logits ~1e-3 apart)")
-    p.add_argument("--predictor", default=None, choices=["auto", "none", "gate", "stats", "token"],
-                   help="how experts of the next layers are prefetched while decoding (default: none)")
-    p.add_argument("--cache-policy", default=None, choices=["lru", "lfu", "edgemoe"],
-                   help="which cached expert is evicted when a slot is needed (default: edgemoe)")
-    p.add_argument("--prefetch-depth", type=_bounded(int, 1), default=1, help="layers ahead to prefetch")
-    p.add_argument("--prefetch-width", type=_bounded(int, 0), default=0,
-                   help="experts prefetched per layer (0: the model's top-k)")
+    p.add_argument("--kv-cache", default=None, choices=CHOICES["kv_cache"],
+                   help=f"attention cache precision (default {d.kv_cache}: half the memory of f32, faster "
+                        f"long-context decoding; f32 computes exactly like the reference, logits ~1e-3 apart)")
+    p.add_argument("--predictor", default=None, choices=CHOICES["predictor"],
+                   help=f"how experts of the next layers are prefetched while decoding (default: {d.predictor})")
+    p.add_argument("--cache-policy", default=None, choices=CHOICES["cache_policy"],
+                   help=f"which cached expert is evicted when a slot is needed (default: {d.cache_policy})")
+    p.add_argument("--prefetch-depth", type=_bounded(int, 1), default=None,
+                   help=f"layers ahead to prefetch (default {d.prefetch_depth})")
+    p.add_argument("--prefetch-width", type=_bounded(int, 0), default=None,
+                   help="experts prefetched per layer (0, the default: the model's top-k)")
     p.add_argument("--prefetch-min-confidence", type=_bounded(float, 0.0, 1.0), default=None,
-                   help="prefetch only guesses at least this likely (router probability, or how often the "
-                        "profile saw it); fewer, surer reads")
-    p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
+                   help=f"prefetch only guesses at least this likely (router probability, or how often the "
+                        f"profile saw it); fewer, surer reads (default {d.prefetch_min_confidence})")
+    p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
+
+
+def load_options(args):
+    """The LoadOptions the runtime flags ask for (the ones not given keep their defaults)."""
+    from .options import LoadOptions
+
+    given = {name: getattr(args, name) for name in LoadOptions.names() if getattr(args, name, None) is not None}
+    return LoadOptions(**given)
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -82,11 +95,7 @@ def _sampling(args):
 def _load(args):
     from .api import default_model_path, load
 
-    return load(args.model or default_model_path(), memory_budget=args.memory_budget,
-                cache_experts=args.cache_experts, threads=args.threads, ctx_size=args.ctx_size,
-                predictor=args.predictor, cache_policy=args.cache_policy, prefetch_depth=args.prefetch_depth,
-                prefetch_width=args.prefetch_width, prefetch_min_confidence=args.prefetch_min_confidence,
-                verify_checksums=args.verify_checksums, kv_cache=args.kv_cache)
+    return load(args.model or default_model_path(), load_options(args))
 
 
 def cmd_convert(args) -> int:

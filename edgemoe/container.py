@@ -21,6 +21,7 @@ import numpy as np
 
 from . import quant
 from .errors import FormatError
+from .model_config import validate_config
 
 MAGIC = b"EDGEMOE\0"
 FORMAT_VERSION = 1
@@ -270,10 +271,8 @@ def _validate_tensor(path: str, name: str, t: Any, region: int, page_aligned: bo
 
 
 def _validate_manifest(path: str, m: Any, h: Header) -> None:
-    from .model_config import validate_config  # local: avoids an import cycle at package import
-
     _expect(isinstance(m, dict), path, "not a JSON object")
-    validate_config(m.get("config"), path)
+    m["config"] = validate_config(m.get("config"), path)
     cfg = m["config"]
     resident = m.get("resident")
     _expect(isinstance(resident, dict), path, "no resident tensor table")

@@ -1,6 +1,7 @@
 """Every bad input gets the package's own exception with a message that says what is wrong."""
 import json
 import os
+import re
 import shutil
 import struct
 
@@ -190,8 +191,41 @@ def test_the_runtime_checks_the_config_without_python(converted, field, value):
     cfg = dict(c.config, **{field: value})
     h = c.header
     with pytest.raises(edgemoe.FormatError, match="invalid model config"):
-        _core.Engine(cfg, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts, 2, 1, 64,
-                     8, True, "lru", "none", 1, 0, 0.5, None)
+        _core.Engine(cfg, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts,
+                     {"expert_slots": 2, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru"})
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"qkv_bias": 1}, "qkv_bias must be true or false"),
+    ({"n_layers": 2.0}, "n_layers must be an integer"),
+    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe)"),
+    ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
+    ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
+    ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),
+    ({"sliding_window": 128}, "unknown field 'sliding_window'"),
+    ({"top_k": 1 << 70}, "top_k is out of range"),
+    ({"shared_gate": True}, "shared_gate is set without a shared expert"),
+])
+def test_the_one_config_definition_refuses_bad_fields(converted, change, message):
+    # csrc/model/config.cpp is the only list of fields; Python and the C++ tests go through it
+    from edgemoe.model_config import validate_config
+
+    cfg = dict(open_container(converted("qwen3_moe", "8")).config, **change)
+    with pytest.raises(edgemoe.FormatError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_the_one_config_definition_fills_defaults_and_takes_integral_numbers(converted):
+    from edgemoe.model_config import validate_config
+
+    cfg = dict(open_container(converted("qwen3_moe", "8")).config, rope_theta=10000)
+    del cfg["eos_token_ids"]
+    checked = validate_config(cfg)
+    assert checked["eos_token_ids"] == [] and checked["rope_theta"] == 10000
+    missing = dict(cfg)
+    del missing["hidden"]
+    with pytest.raises(edgemoe.FormatError, match="lacks hidden"):
+        validate_config(missing)
 
 
 WRAP = 1 << 64
@@ -222,5 +256,5 @@ def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, w
         experts[0][1] = (off, WRAP - 1, crc, t, gate, up, down, stored)
     with pytest.raises(edgemoe.FormatError, match="outside its blob|inconsistent size or offset|resident section|"
                                                   "larger than its projections"):
-        _core.Engine(c.config, c.path, resident_offset, resident_size, h.resident_crc, tensors, experts, 2, 1, 64,
-                     8, True, "lru", "none", 1, 0, 0.5, None)
+        _core.Engine(c.config, c.path, resident_offset, resident_size, h.resident_crc, tensors, experts,
+                     {"expert_slots": 2, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru"})

@@ -64,11 +64,23 @@ needs_cross = pytest.mark.skipif(
     "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu qemu-user)")
 
 
+def _config_value(v) -> str:
+    """A config value as tests/cpp/layout_text.h reads it: its kind, then the value."""
+    if isinstance(v, bool):
+        return f"bool {int(v)}"
+    if isinstance(v, int):
+        return f"int {v}"
+    if isinstance(v, float):
+        return f"float {v!r}"
+    if isinstance(v, str):
+        return f"text {v}"
+    return "ints " + " ".join(map(str, v))
+
+
 def write_layout(container_path: str, ids, out: Path) -> None:
     c = open_container(container_path)
     tensors, experts = engine_tables(c)
-    lines = [f"config {k} {int(v) if isinstance(v, bool) else v}" for k, v in c.config.items()
-             if not isinstance(v, (list, dict))]
+    lines = [f"config {k} {_config_value(v)}" for k, v in c.config.items()]
     lines.append(f"path {c.path}")
     lines.append(f"resident {c.header.resident_offset} {c.header.resident_size} {c.header.resident_crc}")
     lines += ["tensor " + " ".join(map(str, t)) for t in tensors]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe.api import CACHE_POLICIES
+from edgemoe.options import CHOICES
 from conftest import reference
 
 
@@ -24,7 +24,7 @@ def baseline(converted):
 
 # stats and token need a profile: tests/test_profile.py covers them on a profiled container.
 @pytest.mark.parametrize("predictor,policy,slots", [
-    (p, c, s) for p, c, s in itertools.product(["auto", "none", "gate"], CACHE_POLICIES, [2, 5, None])])
+    (p, c, s) for p, c, s in itertools.product(["auto", "none", "gate"], CHOICES["cache_policy"], [2, 5, None])])
 def test_results_are_bit_identical_for_every_predictor_and_policy(baseline, predictor, policy, slots):
     path, ids, full, steps = baseline
     model = edgemoe.load(path, threads=2, predictor=predictor, cache_policy=policy, cache_experts=slots,

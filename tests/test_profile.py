@@ -118,5 +118,6 @@ def test_the_runtime_checks_the_profile_width_without_python(profiled, width_cha
     tensors, experts = engine_tables(c)
     h = c.header
     with pytest.raises(edgemoe.FormatError, match="routing profile does not match"):
-        _core.Engine(c.config, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts, 4, 1, 64,
-                     8, True, "lru", "stats", 1, 0, 0.0, (freq, nxt, tok, shares))
+        _core.Engine(c.config, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts,
+                     {"expert_slots": 4, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru",
+                      "predictor": "stats", "prefetch_min_confidence": 0.0}, (freq, nxt, tok, shares))

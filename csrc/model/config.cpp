@@ -1,42 +1,70 @@
 #include "config.h"
 
-#include <string>
-
 #include "../common/errors.h"
 
 namespace edgemoe {
 namespace {
 
-void check_range(const char* name, double v, double lo, double hi) {
-  if (!(v >= lo && v <= hi))  // also false for NaN
-    throw FormatError(std::string("invalid model config: ") + name + " = " + std::to_string(v) +
-                      " is outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"};
+const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
+const char* const kWhat = "invalid model config";
+
+// The one list of fields (common/values.h): the bounds keep every int product
+// of the forward pass in range.
+template <class Config, class Visitor>
+void visit_fields(Config& c, Visitor& v) {
+  v.text("architecture", c.architecture, kArchitectures);
+  v.integer("n_layers", c.n_layers, 1, 1024);
+  v.integer("hidden", c.hidden, 1, 1 << 17);
+  v.integer("n_heads", c.n_heads, 1, 1024);
+  v.integer("n_kv_heads", c.n_kv_heads, 1, 1024);
+  v.integer("head_dim", c.head_dim, 1, 4096);
+  v.integer("vocab", c.vocab, 1, 1 << 22);
+  v.integer("n_experts", c.n_experts, 1, 4096);
+  v.integer("top_k", c.top_k, 1, 4096);
+  v.integer("expert_intermediate", c.expert_intermediate, 1, 1 << 18);
+  v.integer("shared_intermediate", c.shared_intermediate, 0, 1 << 18);
+  v.flag("shared_gate", c.shared_gate);
+  v.flag("qkv_bias", c.qkv_bias);
+  v.flag("norm_topk_prob", c.norm_topk_prob);
+  v.flag("tie_embeddings", c.tie_embeddings);
+  v.choice("qk_norm", c.qk_norm, kQKNorms);
+  v.number("rope_theta", c.rope_theta, 1e-3, 1e12);
+  v.number("rms_norm_eps", c.rms_norm_eps, 0.0, 1.0);
+  v.integer("max_position", c.max_position, 1, 1 << 24);
+  v.integers("eos_token_ids", c.eos_token_ids, 0, (1 << 22) - 1, Optional);
+}
+
+// What no single field's bounds can say.
+void check_relations(const ModelConfig& c) {
+  auto bad = [](const std::string& what) { return FormatError(std::string(kWhat) + ": " + what); };
+  if (c.top_k > c.n_experts)
+    throw bad("top_k " + std::to_string(c.top_k) + " exceeds n_experts " + std::to_string(c.n_experts));
+  if (c.n_heads % c.n_kv_heads) throw bad("n_heads is not a multiple of n_kv_heads");
+  if (c.head_dim % 2) throw bad("head_dim must be even for rotary embeddings");
+  if (c.shared_gate && !c.shared_intermediate) throw bad("shared_gate is set without a shared expert");
+  for (int64_t id : c.eos_token_ids)
+    if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");
 }
 
 }  // namespace
 
-void check_config(const ModelConfig& c) {
-  static const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"};
-  bool known = false;
-  for (const char* a : kArchitectures) known = known || c.architecture == a;
-  if (!known) throw FormatError("invalid model config: unsupported architecture '" + c.architecture + "'");
-  check_range("n_layers", c.n_layers, 1, 1024);
-  check_range("hidden", c.hidden, 1, 1 << 17);
-  check_range("n_heads", c.n_heads, 1, 1024);
-  check_range("n_kv_heads", c.n_kv_heads, 1, 1024);
-  check_range("head_dim", c.head_dim, 1, 4096);
-  check_range("vocab", c.vocab, 1, 1 << 22);
-  check_range("n_experts", c.n_experts, 1, 4096);
-  check_range("top_k", c.top_k, 1, c.n_experts);
-  check_range("expert_intermediate", c.expert_intermediate, 1, 1 << 18);
-  check_range("shared_intermediate", c.shared_intermediate, 0, 1 << 18);
-  check_range("max_position", c.max_position, 1, 1 << 24);
-  check_range("rope_theta", c.rope_theta, 1e-3, 1e12);
-  check_range("rms_norm_eps", c.rms_norm_eps, 0.0, 1.0);
-  if (c.n_heads % c.n_kv_heads) throw FormatError("invalid model config: n_heads is not a multiple of n_kv_heads");
-  if (c.head_dim % 2) throw FormatError("invalid model config: head_dim must be even for rotary embeddings");
-  if (c.shared_gate && !c.shared_intermediate)
-    throw FormatError("invalid model config: shared_gate set without a shared expert");
+ModelConfig config_from_values(const Values& values) {
+  ModelConfig c;
+  ValuesReader<FormatError> reader(values, kWhat);
+  visit_fields(c, reader);
+  if (reader.used() != values.size())
+    refuse_unknown<FormatError>(values, config_to_values(c), kWhat, " (a container from a newer edgemoe? upgrade edgemoe)");
+  check_relations(c);
+  return c;
 }
+
+Values config_to_values(const ModelConfig& c) {
+  ValuesWriter writer;
+  visit_fields(c, writer);
+  return writer.values;
+}
+
+void check_config(const ModelConfig& c) { config_from_values(config_to_values(c)); }
 
 }  // namespace edgemoe

@@ -1,8 +1,16 @@
-// The architecture-neutral model description (mirrors edgemoe/model_config.py).
-// Supported architectures differ only in the flags below; there is one
-// forward pass for all of them.
+// The architecture-neutral model description: the one definition of its fields.
+//
+// Supported architectures differ only in these fields; there is one forward
+// pass for all of them. The field list itself (names, bounds, which are
+// required) is written once, in config.cpp; reading a config, checking it and
+// describing it to Python all walk that list. Adding a field is one line there
+// plus a member here (its default is what containers without it mean).
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
+
+#include "../common/values.h"
 
 namespace edgemoe {
 
@@ -32,15 +40,19 @@ struct ModelConfig {
   float rope_theta = 10000.f;
   float rms_norm_eps = 1e-6f;
   int max_position = 4096;
+  std::vector<int64_t> eos_token_ids;  // generation stops at these (Python reads them)
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
 };
 
-// Throws FormatError naming the first field out of range. The same bounds as
-// edgemoe/model_config.py: the runtime checks for itself, since it is also
-// driven without Python (tests/cpp, the libFuzzer target), and a hostile
-// config must not size allocations or overflow the int products above.
+// The config the values describe. Throws FormatError naming the first missing,
+// unknown, mistyped or out-of-range field: a hostile config must not size
+// allocations or overflow the int products above.
+ModelConfig config_from_values(const Values& values);
+// The values of every field (what Python sees as the model's config).
+Values config_to_values(const ModelConfig& c);
+// The checks config_from_values makes, for a config built in C++ (tests).
 void check_config(const ModelConfig& c);
 
 }  // namespace edgemoe

@@ -13,6 +13,7 @@
 #include "../model/transformer.h"
 #include "../model/weights.h"
 #include "../pipeline/predictor.h"
+#include "options.h"
 #include "../store/expert_store.h"
 #include "../store/resident_section.h"
 
@@ -41,18 +42,6 @@ struct ContainerLayout {
   uint32_t resident_crc = 0;
   std::vector<TensorEntry> tensors;
   std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]
-};
-
-struct EngineOptions {
-  int64_t n_slots = 0;  // expert cache slots
-  int threads = 1;
-  int ctx_size = 2048;
-  int max_batch = 256;  // prefill is processed in batches of at most this many tokens
-  bool verify_checksums = true;
-  bool kv_f16 = false;  // fp16 KV cache (Transformer)
-  CachePolicy policy = CachePolicy::Lru;
-  PredictorOptions predictor;  // kind "none" disables prefetch
-  RoutingProfile profile;      // from `edgemoe profile`; may be empty
 };
 
 struct EngineStats {

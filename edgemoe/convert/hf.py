@@ -246,7 +246,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     arch = pick_arch(hf)
     cfg = arch.config(hf)
     cfg["eos_token_ids"] = _eos_ids(hf, tokenizer["generation_config"], cfg["vocab"])
-    validate_config(cfg, where)
+    cfg = validate_config(cfg, where)
     expert_type = parse_bits(bits)
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
 

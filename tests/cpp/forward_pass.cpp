@@ -51,8 +51,7 @@ int main(int argc, char** argv) {
     opt.threads = 2;
     opt.ctx_size = (int)tokens.size() + 8;
     opt.max_batch = 8;  // several prefill batches
-    opt.policy = CachePolicy::EdgeMoE;
-    opt.predictor.kind = "none";
+    opt.kv_f16 = false;  // the f32 cache: the tests compare against the extension with kv_cache="f32"
     Engine engine(c, layout, opt);
     std::vector<float> logits(tokens.size() * (size_t)c.vocab);
     engine.logits(tokens.data(), (int64_t)tokens.size(), logits.data());

@@ -4,7 +4,7 @@
 // target fuzz_engine.cpp, which feeds it hostile text: every malformed or
 // oversized item throws std::runtime_error instead of allocating.
 //
-//   config <key> <value>           (the keys of edgemoe/model_config.py)
+//   config <key> <kind> <value>    (kind: int, float, bool, text or ints; the fields of csrc/model/config.cpp)
 //   path <container file>
 //   resident <offset> <size> <crc32>
 //   tensor <name> <type> <rows> <cols> <offset> <nbytes>
@@ -31,10 +31,9 @@ struct LayoutText {
 };
 
 inline LayoutText parse_layout_text(std::istream& in) {
-  using edgemoe::QKNorm;
   constexpr size_t kMaxLayers = 1024, kMaxExperts = 4096, kMaxItems = 1 << 16;
   LayoutText r;
-  std::map<std::string, std::string> conf;
+  edgemoe::Values conf;
   size_t items = 0;
   std::string line;
   while (std::getline(in, line)) {
@@ -43,9 +42,31 @@ inline LayoutText parse_layout_text(std::istream& in) {
     std::string kind;
     ls >> kind;
     if (kind == "config") {
-      std::string key, value;
-      ls >> key >> value;
-      conf[key] = value;
+      using Kind = edgemoe::Value::Kind;
+      std::string key, type;
+      ls >> key >> type;
+      edgemoe::Value v;
+      if (type == "int") {
+        v.kind = Kind::Int;
+        ls >> v.i;
+      } else if (type == "float") {
+        v.kind = Kind::Float;
+        ls >> v.f;
+      } else if (type == "bool") {
+        v.kind = Kind::Bool;
+        ls >> v.b;
+      } else if (type == "text") {
+        v.kind = Kind::Text;
+        ls >> v.text;
+      } else if (type == "ints") {
+        v.kind = Kind::IntList;
+        for (int64_t x; v.list.size() < kMaxItems && ls >> x;) v.list.push_back(x);
+        ls.clear(ls.rdstate() & ~(std::ios::failbit | std::ios::eofbit));
+      } else {
+        throw std::runtime_error("unknown config value kind '" + type + "'");
+      }
+      if (ls.fail()) throw std::runtime_error("unreadable config value for " + key);
+      conf[key] = v;
     } else if (kind == "path") {
       ls >> r.layout.path;
     } else if (kind == "resident") {
@@ -69,38 +90,7 @@ inline LayoutText parse_layout_text(std::istream& in) {
     }
     if (ls.bad()) throw std::runtime_error("unreadable line");
   }
-  auto text = [&](const char* k) -> const std::string& {
-    auto it = conf.find(k);
-    if (it == conf.end()) throw std::runtime_error(std::string("config lacks ") + k);
-    return it->second;
-  };
-  auto num = [&](const char* k) {
-    const double v = std::stod(text(k));  // throws std::invalid_argument / std::out_of_range
-    if (!(v >= -2e9 && v <= 2e9)) throw std::runtime_error(std::string("config value out of range: ") + k);
-    return v;
-  };
-  auto flag = [&](const char* k) { return text(k) == "1"; };
-  edgemoe::ModelConfig& c = r.config;
-  c.architecture = text("architecture");
-  c.n_layers = (int)num("n_layers");
-  c.hidden = (int)num("hidden");
-  c.n_heads = (int)num("n_heads");
-  c.n_kv_heads = (int)num("n_kv_heads");
-  c.head_dim = (int)num("head_dim");
-  c.vocab = (int)num("vocab");
-  c.n_experts = (int)num("n_experts");
-  c.top_k = (int)num("top_k");
-  c.expert_intermediate = (int)num("expert_intermediate");
-  c.shared_intermediate = (int)num("shared_intermediate");
-  c.shared_gate = flag("shared_gate");
-  c.qkv_bias = flag("qkv_bias");
-  c.norm_topk_prob = flag("norm_topk_prob");
-  c.tie_embeddings = flag("tie_embeddings");
-  const std::string& qk = text("qk_norm");
-  c.qk_norm = qk == "head" ? QKNorm::Head : qk == "full" ? QKNorm::Full : QKNorm::None;
-  c.rope_theta = (float)num("rope_theta");
-  c.rms_norm_eps = (float)num("rms_norm_eps");
-  c.max_position = (int)num("max_position");
+  r.config = edgemoe::config_from_values(conf);  // throws FormatError on a bad field
   return r;
 }
 

@@ -1,0 +1,54 @@
+#include "options.h"
+
+#include <stdexcept>
+
+namespace edgemoe {
+namespace {
+
+const std::pair<const char*, bool> kKvCaches[] = {{"f16", true}, {"f32", false}};
+const std::pair<const char*, CachePolicy> kCachePolicies[] = {
+    {"edgemoe", CachePolicy::EdgeMoE}, {"lru", CachePolicy::Lru}, {"lfu", CachePolicy::Lfu}};
+// stats and token need a routing profile (`edgemoe profile`); auto picks the best the model has
+const char* const kPredictors[] = {"none", "gate", "stats", "token", "auto"};
+const char* const kWhat = "invalid option";
+
+template <class Options, class Visitor>
+void visit_options(Options& o, Visitor& v) {
+  v.integer("expert_slots", o.n_slots, 1, int64_t(1) << 40, Optional);
+  v.integer("threads", o.threads, 1, 1024, Optional);
+  v.integer("ctx_size", o.ctx_size, 1, 1 << 24, Optional);
+  v.integer("max_batch", o.max_batch, 1, 1 << 16, Optional);
+  v.flag("verify_checksums", o.verify_checksums, Optional);
+  v.choice("kv_cache", o.kv_f16, kKvCaches, Optional);
+  v.choice("cache_policy", o.policy, kCachePolicies, Optional);
+  v.text("predictor", o.predictor.kind, kPredictors, Optional);
+  v.integer("prefetch_depth", o.predictor.depth, 1, 64, Optional);
+  v.integer("prefetch_width", o.predictor.width, 0, 4096, Optional);
+  v.number("prefetch_min_confidence", o.predictor.min_confidence, 0.0, 1.0, Optional);
+}
+
+}  // namespace
+
+EngineOptions options_from_values(const Values& values) {
+  EngineOptions o;
+  ValuesReader<std::invalid_argument> reader(values, kWhat);
+  visit_options(o, reader);
+  if (reader.used() != values.size())
+    refuse_unknown<std::invalid_argument>(values, options_to_values(o), kWhat, "");
+  return o;
+}
+
+Values options_to_values(const EngineOptions& o) {
+  ValuesWriter writer;
+  visit_options(o, writer);
+  return writer.values;
+}
+
+std::map<std::string, std::vector<std::string>> option_choices() {
+  ChoicesCollector c;
+  const EngineOptions o;
+  visit_options(o, c);
+  return c.choices;
+}
+
+}  // namespace edgemoe

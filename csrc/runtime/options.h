@@ -1,0 +1,47 @@
+// Every run-time option of the engine, with the default a user gets.
+//
+// This is the one place for an option's name, default and allowed values:
+// edgemoe/options.py takes its defaults and choices from here (through the
+// bindings), the CLI and the server build on that, and Python hands every
+// option back as named values. None of them changes what the model computes
+// except kv_cache (f16 moves logits by ~1e-3).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../common/values.h"
+#include "../pipeline/predictor.h"
+#include "../pipeline/profile.h"
+#include "../store/expert_store.h"
+
+namespace edgemoe {
+
+struct EngineOptions {
+  int64_t n_slots = 0;  // expert cache slots: from the memory plan; the engine needs at least one
+  int threads = 1;      // Python's default is the machine's physical cores
+  int ctx_size = 4096;  // Python's default is this or the model's max_position, whichever is less
+  int max_batch = 256;  // prefill is processed in batches of at most this many tokens
+  bool verify_checksums = true;
+  // fp16 like llama.cpp's default: half the memory, 1.2x decode at 0.5-2k tokens, perplexity
+  // unchanged (bench/RESULTS.md, "KV cache: f32 vs f16").
+  bool kv_f16 = true;
+  // The EdgeMoE policy beats LRU at every budget (bench/RESULTS.md, "Expert prediction and prefetch").
+  CachePolicy policy = CachePolicy::EdgeMoE;
+  // Prefetch is opt-in: on this 2-core machine's fast NVMe any predictor decodes within noise of
+  // on-demand loading while reading 10-70 % more bytes; when on, guesses below 0.5 confidence cost
+  // more than they hide (auto at 25 %: 0.86x of none ungated, 0.94-1.15x gated at 0.3-0.7).
+  PredictorOptions predictor{"none", 1, 0, 0.5f};
+  RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
+};
+
+// The options the values name; the rest keep their defaults. Throws
+// std::invalid_argument naming an unknown option or a bad value.
+EngineOptions options_from_values(const Values& values);
+// Every option by name (the profile aside): what the defaults are, for Python.
+Values options_to_values(const EngineOptions& o);
+// The allowed names of each option that takes a name.
+std::map<std::string, std::vector<std::string>> option_choices();
+
+}  // namespace edgemoe

@@ -1,0 +1,75 @@
+"""LoadOptions: every run-time option of `edgemoe.load`, the CLI and the server, in one object.
+
+The engine's options take their defaults and allowed names from the C++ runtime
+(csrc/runtime/options.h), which also checks them (ValueError naming the option); the CLI builds
+its flags' choices from CHOICES. Three options are Python's own: the memory budget and the expert
+slot count (inputs of the memory plan), and the automatic thread count and context size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+from . import _core
+
+_DEFAULTS: Dict[str, Any] = _core.engine_option_defaults()
+# {option: [allowed names]} for the options that take a name (kv_cache, cache_policy, predictor)
+CHOICES: Dict[str, list] = _core.engine_option_choices()
+DEFAULT_CTX: int = _DEFAULTS["ctx_size"]  # or the model's max_position, whichever is less
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model runs. None of these changes what it computes, except kv_cache ("f16", the
+    default, moves logits by ~1e-3 relative; "f32" computes exactly like the reference)."""
+
+    memory_budget: Optional[Union[int, str]] = None  # bytes or "1.5GB": resident + KV + scratch + expert slots
+    cache_experts: Optional[int] = None  # expert slots, overriding the budget
+    threads: Optional[int] = None        # None: the machine's physical cores
+    ctx_size: Optional[int] = None       # None: DEFAULT_CTX or the model's max_position, whichever is less
+    kv_cache: str = _DEFAULTS["kv_cache"]
+    predictor: str = _DEFAULTS["predictor"]          # how experts of later layers are prefetched
+    cache_policy: str = _DEFAULTS["cache_policy"]    # which cached expert is evicted
+    prefetch_depth: int = _DEFAULTS["prefetch_depth"]  # layers ahead
+    prefetch_width: int = _DEFAULTS["prefetch_width"]  # experts per layer; 0: the model's top_k
+    prefetch_min_confidence: float = _DEFAULTS["prefetch_min_confidence"]
+    verify_checksums: bool = _DEFAULTS["verify_checksums"]
+
+    @classmethod
+    def names(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def resolved_threads(self) -> int:
+        return _physical_cores() if self.threads is None else self.threads
+
+    def resolved_ctx_size(self, max_position: int) -> int:
+        ctx = min(max_position, DEFAULT_CTX) if self.ctx_size is None else self.ctx_size
+        if isinstance(ctx, int) and not 1 <= ctx <= max_position:
+            raise ValueError(f"ctx_size must be in [1, {max_position}] for this model")
+        return ctx
+
+    def engine_options(self, max_position: int, expert_slots: Optional[int] = None,
+                       max_batch: Optional[int] = None) -> Dict[str, Any]:
+        """The options as the C++ engine takes them (csrc/runtime/options.h), automatic values resolved."""
+        ctx = self.resolved_ctx_size(max_position)
+        out = {"threads": self.resolved_threads(), "ctx_size": ctx,
+               "max_batch": min(_DEFAULTS["max_batch"], ctx) if max_batch is None else max_batch,
+               "kv_cache": self.kv_cache, "predictor": self.predictor, "cache_policy": self.cache_policy,
+               "prefetch_depth": self.prefetch_depth, "prefetch_width": self.prefetch_width,
+               "prefetch_min_confidence": float(self.prefetch_min_confidence),
+               "verify_checksums": bool(self.verify_checksums)}
+        if expert_slots is not None:
+            out["expert_slots"] = expert_slots
+        return out
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:
+        n = None
+    return max(1, n or os.cpu_count() or 1)
