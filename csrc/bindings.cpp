@@ -16,6 +16,7 @@
 #include "common/qtypes.h"
 #include "kernels/kernels.h"
 #include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace py = pybind11;
 using namespace edgemoe;
@@ -193,6 +194,31 @@ std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& p
   return std::make_unique<Engine>(cfg, layout, opt);
 }
 
+std::vector<std::vector<BlobRef>> blob_table(const std::vector<std::vector<ExpertTuple>>& experts) {
+  std::vector<std::vector<BlobRef>> out;
+  for (const auto& row : experts) {
+    out.emplace_back();
+    for (const auto& x : row) out.back().push_back({std::get<0>(x), std::get<1>(x), std::get<2>(x), std::get<7>(x)});
+  }
+  return out;
+}
+
+py::dict plan_dict(const MemoryPlan& p) {
+  py::dict d;
+  d["resident_bytes"] = p.resident_bytes;
+  d["kv_cache_bytes"] = p.kv_cache_bytes;
+  d["scratch_bytes"] = p.scratch_bytes;
+  d["staging_bytes"] = p.staging_bytes;
+  d["slot_bytes"] = p.slot_bytes;
+  d["n_slots"] = p.n_slots;
+  d["min_slots"] = p.min_slots;
+  d["total_experts"] = p.total_experts;
+  d["fixed_bytes"] = p.fixed_bytes();
+  d["min_budget"] = p.min_budget();
+  d["total_bytes"] = p.total_bytes();
+  return d;
+}
+
 std::vector<int32_t> token_vector(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ids) {
   if (ids.ndim() != 1) throw std::invalid_argument("token ids must be a 1-D sequence");
   return std::vector<int32_t>(ids.data(), ids.data() + ids.size());
@@ -335,10 +361,12 @@ PYBIND11_MODULE(_core, m) {
     const EngineOptions o = options_from_dict(options);
     return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.kv_f16);
   }, py::arg("config"), py::arg("options"), "the KV cache the engine allocates (options: ctx_size, kv_cache)");
-  m.def("scratch_bytes", [](const py::dict& cfg, const py::dict& options) {
-    const EngineOptions o = options_from_dict(options);
-    return Transformer::scratch_bytes(config_from_dict(cfg), o.ctx_size, o.max_batch, o.threads);
-  }, py::arg("config"), py::arg("options"), "the forward pass's scratch (options: ctx_size, max_batch, threads)");
+  m.def("plan_memory", [](const py::dict& cfg, uint64_t resident_bytes, const std::vector<std::vector<ExpertTuple>>& experts,
+                          const py::dict& options, std::optional<uint64_t> budget, std::optional<int64_t> cache_experts) {
+    return plan_dict(plan_memory(config_from_dict(cfg), resident_bytes, blob_table(experts), options_from_dict(options),
+                                 budget, cache_experts));
+  }, py::arg("config"), py::arg("resident_bytes"), py::arg("experts"), py::arg("options"), py::arg("budget") = py::none(),
+     py::arg("cache_experts") = py::none(), "the memory plan of an engine (csrc/runtime/memory_plan.h)");
   m.def("engine_option_defaults", [] { return dict_from_values(options_to_values(EngineOptions{})); },
         "every engine option's default (csrc/runtime/options.h)");
   m.def("engine_option_choices", &option_choices, "the allowed names of each option that takes a name");
@@ -366,6 +394,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("slot_bytes", &Engine::slot_bytes)
       .def_property_readonly("n_slots", &Engine::n_slots)
       .def_property_readonly("direct_io", &Engine::direct_io)
+      .def_property_readonly("allocated_bytes", &Engine::allocated_bytes)
       .def("stats", &engine_stats)
       .def("reset_stats", &Engine::reset_stats, py::call_guard<py::gil_scoped_release>());
 

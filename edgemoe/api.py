@@ -3,23 +3,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import quant
-from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, plan_memory
-from .container import PAGE, Container, open_container
-from .errors import EdgeMoEError
+from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, parse_size
+from .container import Container, open_container
+from .errors import BudgetError, EdgeMoEError
 from .generate import Generation
 from .options import LoadOptions
 from .profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
-
-STAGING_BUFFERS = 2  # the expert store's buffers for compressed blobs: demand reads + one I/O worker
 
 
 class ContextLengthError(EdgeMoEError, ValueError):
@@ -109,27 +106,21 @@ class Model:
         self.threads, self.ctx_size = engine_options["threads"], engine_options["ctx_size"]
         self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
         self.predictor, self.cache_policy = options.predictor, options.cache_policy
-        blobs = [b for row in container.manifest["experts"] for b in row]
-        slot_bytes = max((b["size"] + PAGE - 1) // PAGE * PAGE for b in blobs)
-        plan = functools.partial(
-            plan_memory,
-            resident=container.header.resident_size,
-            kv=core.kv_cache_bytes(cfg, engine_options),
-            # compressed blobs add the expert store's staging buffers (one for demand reads,
-            # one for its I/O worker: csrc/store/expert_store.cpp)
-            scratch=core.scratch_bytes(cfg, engine_options)
-            + STAGING_BUFFERS * max(((b.get("stored") or 0) + PAGE - 1) // PAGE * PAGE for b in blobs),
-            slot_bytes=slot_bytes,
-            total_experts=len(blobs),
-            top_k=cfg["top_k"],
-            cache_experts=options.cache_experts,
-        )
-        self.plan: MemoryPlan = plan(budget=options.memory_budget)
-        avail = available_memory()  # read once: the default budget and the check must agree
-        if options.memory_budget is None and options.cache_experts is None:  # no promise asked for: fit what is free
-            self.plan = plan(budget=min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
-        check_fits_in_memory(self.plan, explicit_budget=options.memory_budget is not None, avail=avail)
         tensors, experts = engine_tables(container)
+        cache_experts = options.cache_experts
+        if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
+            raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
+
+        def plan(budget: Optional[int]) -> MemoryPlan:
+            return MemoryPlan(**core.plan_memory(cfg, container.header.resident_size, experts, engine_options,
+                                                 budget, cache_experts))
+
+        budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
+        self.plan: MemoryPlan = plan(budget)
+        avail = available_memory()  # read once: the default budget and the check must agree
+        if budget is None and cache_experts is None:  # no promise asked for: fit what is free
+            self.plan = plan(min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
+        check_fits_in_memory(self.plan, explicit_budget=budget is not None, avail=avail)
         profile = profile_arrays(container.manifest)
         if options.predictor in ("stats", "token") and profile is None:
             raise ValueError(f"predictor {options.predictor!r} needs routing statistics: run "
@@ -287,6 +278,7 @@ class Model:
                 "resident_bytes": self.plan.resident_bytes,
                 "kv_cache_bytes": self.plan.kv_cache_bytes,
                 "scratch_bytes": self.plan.scratch_bytes,
+                "staging_bytes": self.plan.staging_bytes,
                 "slot_bytes": self.plan.slot_bytes,
                 "expert_slots": self.plan.n_slots,
                 "total_bytes": self.plan.total_bytes,

@@ -1,7 +1,7 @@
-"""Memory budgets: parsing "1.5GB"-style sizes and planning how many expert slots fit.
+"""Memory budgets: parsing "1.5GB"-style sizes, the memory this machine has, and the default budget.
 
-The plan is the budget's promise: resident weights + KV cache + scratch +
-expert slots <= budget. The Python interpreter and the tokenizer are outside
+The plan itself (csrc/runtime/memory_plan.h) is the budget's promise: resident weights + KV
+cache + scratch + expert slots <= budget. The Python interpreter and the tokenizer are outside
 it (tens of MB, measured in bench/).
 """
 from __future__ import annotations
@@ -46,26 +46,20 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemoryPlan:
+    """The engine's memory plan, as the C++ runtime computes it (csrc/runtime/memory_plan.h)."""
     resident_bytes: int
     kv_cache_bytes: int
     scratch_bytes: int
+    staging_bytes: int   # buffers for compressed expert blobs
     slot_bytes: int
     n_slots: int
     min_slots: int
-
-    @property
-    def fixed_bytes(self) -> int:
-        return self.resident_bytes + self.kv_cache_bytes + self.scratch_bytes
-
-    @property
-    def min_budget(self) -> int:
-        return self.fixed_bytes + self.min_slots * self.slot_bytes
-
-    @property
-    def total_bytes(self) -> int:
-        return self.fixed_bytes + self.n_slots * self.slot_bytes
+    total_experts: int
+    fixed_bytes: int     # all but the expert slots
+    min_budget: int      # fixed_bytes + min_slots slots
+    total_bytes: int     # fixed_bytes + n_slots slots
 
 
 # Without a memory_budget the engine may use this share of the memory available at load time:
@@ -163,27 +157,3 @@ def default_budget(min_budget: int, avail: int) -> int:
     """The budget used when none is given: a share of the available memory `avail`, but never
     less than the model's minimum (check_fits_in_memory then decides whether even that fits)."""
     return max(min_budget, int(avail * DEFAULT_BUDGET_SHARE))
-
-
-def plan_memory(resident: int, kv: int, scratch: int, slot_bytes: int, total_experts: int, top_k: int,
-                budget: Optional[Union[int, str]], cache_experts: Optional[int]) -> MemoryPlan:
-    """Choose the number of expert slots. The minimum is one layer's top-k experts."""
-    plan = MemoryPlan(resident, kv, scratch, slot_bytes, total_experts, top_k)
-    if cache_experts is not None:
-        if isinstance(cache_experts, bool) or not isinstance(cache_experts, int):
-            raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
-        if cache_experts < top_k:
-            raise BudgetError(f"cache_experts={cache_experts} is below the minimum of {top_k} "
-                              f"(one layer's top-k experts)")
-        plan.n_slots = min(cache_experts, total_experts)
-    if budget is not None:
-        limit = parse_size(budget)
-        if limit < plan.min_budget:
-            raise BudgetError(
-                f"memory budget {format_size(limit)} is below this model's minimum of {format_size(plan.min_budget)} "
-                f"({plan.min_budget} bytes: resident weights {format_size(resident)}, KV cache {format_size(kv)}, "
-                f"scratch {format_size(scratch)}, {top_k} expert slots of {format_size(slot_bytes)}); "
-                f"raise the budget or lower ctx_size")
-        fit = (limit - plan.fixed_bytes) // slot_bytes
-        plan.n_slots = min(plan.n_slots, fit)
-    return plan

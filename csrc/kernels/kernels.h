@@ -1,7 +1,7 @@
 // Matrix kernels over the weight encodings of common/qtypes.h.
 //
 // Every kernel has a scalar reference implementation (kernels_scalar.cpp) and
-// SIMD variants (kernels_avx2.cpp, later kernels_neon.cpp). One dispatch table
+// SIMD variants (kernels_avx2.cpp, kernels_avx512.cpp, kernels_neon.cpp). One dispatch table
 // picks the best variant the CPU (and the build) supports; tests switch the
 // table to compare variants against the reference.
 //

@@ -1,5 +1,5 @@
 // Hooks into the forward pass for code that must watch it without the model
-// knowing why: routing traces today, expert predictors and prefetch later.
+// knowing why: the engine's routing traces, its predictors and its prefetch schedule.
 #pragma once
 #include <cstdint>
 

@@ -12,7 +12,7 @@ namespace edgemoe {
 // weight will consume them.
 struct Activations {
   const float* x;
-  const BlockQ8A* xq;  // null unless quantize_for() said so
+  const BlockQ8A* xq;  // null unless prepare() found the weight type quantized
   int64_t n;
   int64_t k;
 };

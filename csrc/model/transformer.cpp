@@ -83,6 +83,16 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   topk_w_.resize(B * cfg.top_k);
 }
 
+size_t Transformer::allocated_bytes() const {
+  size_t floats = 0;
+  for (const std::vector<float>* v : {&k_cache_, &v_cache_, &rope_cos_, &rope_sin_, &x_, &xn_, &q_, &k_, &v_,
+                                      &attn_out_, &scores_, &router_, &routed_out_, &ex_in_, &ex_gate_, &ex_up_,
+                                      &ex_out_, &topk_w_})
+    floats += v->size();
+  return floats * sizeof(float) + (k_half_.size() + v_half_.size()) * sizeof(uint16_t) +
+         xq_.size() * sizeof(BlockQ8A) + topk_idx_.size() * sizeof(int);
+}
+
 void Transformer::embed(const int32_t* tokens, int64_t n) {
   const Tensor& e = w_.tok_embeddings;
   const size_t row = qtype_row_bytes(e.type, e.cols);

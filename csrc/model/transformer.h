@@ -43,9 +43,11 @@ class Transformer {
   int64_t n_past() const { return n_past_; }
   int ctx_size() const { return ctx_size_; }
 
-  // Memory the forward pass allocates, for the memory budget.
+  // Memory the forward pass allocates, for the memory plan (runtime/memory_plan.h);
+  // allocated_bytes() is what this one holds, which tests compare with the two.
   static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size, bool kv_f16 = false);
   static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
+  size_t allocated_bytes() const;
 
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop);

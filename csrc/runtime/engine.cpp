@@ -55,8 +55,7 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
   resident_ = std::make_unique<ResidentSection>(layout.path, layout.resident_offset, layout.resident_size,
                                                 layout.resident_crc, opt.verify_checksums);
   bind_weights(layout);
-  store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots,
-                                         StoreOptions{opt.policy, opt.verify_checksums});
+  store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots, store_options(opt));
   if (!opt_.profile.empty()) {
     const RoutingProfile& p = opt_.profile;
     // width is the top-k the profile recorded: the stats predictor reads that many of a token's
@@ -290,6 +289,11 @@ RoutingTrace Engine::take_trace() {
 void Engine::truncate(int64_t n) {
   std::lock_guard<std::mutex> lock(run_mu_);
   transformer_->truncate(n);
+}
+
+uint64_t Engine::allocated_bytes() const {
+  return ResidentSection::allocated_bytes_for(resident_->size()) + transformer_->allocated_bytes() +
+         store_->allocated_bytes();
 }
 
 EngineStats Engine::stats() const { return EngineStats{store_->stats(), compute_s_, tokens_}; }

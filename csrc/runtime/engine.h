@@ -88,6 +88,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   size_t slot_bytes() const { return store_->slot_bytes(); }
   size_t n_slots() const { return store_->n_slots(); }
   bool direct_io() const { return store_->direct_io(); }
+  // What the engine holds of what the memory plan counts (runtime/memory_plan.h).
+  uint64_t allocated_bytes() const;
 
   // ExpertSource
   ExpertView acquire(int layer, int expert) override;

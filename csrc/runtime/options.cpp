@@ -44,6 +44,13 @@ Values options_to_values(const EngineOptions& o) {
   return writer.values;
 }
 
+StoreOptions store_options(const EngineOptions& o) {
+  StoreOptions s;
+  s.policy = o.policy;
+  s.verify_checksums = o.verify_checksums;
+  return s;
+}
+
 std::map<std::string, std::vector<std::string>> option_choices() {
   ChoicesCollector c;
   const EngineOptions o;

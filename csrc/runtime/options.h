@@ -41,6 +41,8 @@ struct EngineOptions {
 EngineOptions options_from_values(const Values& values);
 // Every option by name (the profile aside): what the defaults are, for Python.
 Values options_to_values(const EngineOptions& o);
+// The expert store's options for these engine options (the engine and the memory plan agree).
+StoreOptions store_options(const EngineOptions& o);
 // The allowed names of each option that takes a name.
 std::map<std::string, std::vector<std::string>> option_choices();
 

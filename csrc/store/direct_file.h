@@ -13,7 +13,8 @@
 // so tests can exercise the fallback.
 //
 // pread is thread-safe on one fd, so concurrent reads from several threads
-// (a later I/O worker) are fine; the fallback switch is an atomic flag.
+// (demand reads and the expert store's I/O workers) are fine; the fallback switch
+// is an atomic flag.
 #pragma once
 #include <sys/types.h>
 

@@ -154,7 +154,6 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
   // Validate every blob against the file now, so a truncated or garbled
   // container fails at load time with a clear message, not mid-generation.
   const uint64_t file_size = file.size();
-  uint64_t max_size = 0, max_stored = 0;
   layer_start.reserve(table.size() + 1);
   for (size_t l = 0; l < table.size(); ++l) {
     layer_start.push_back(blobs.size());
@@ -183,8 +182,6 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
         throw FormatError(where + " is zstd-compressed, but this build of edgemoe has no zstd support: "
                           "install libzstd (Debian: apt-get install libzstd-dev) and reinstall edgemoe");
       }
-      max_size = std::max(max_size, b.size);
-      max_stored = std::max(max_stored, b.stored);
       blobs.push_back(b);
       layer_of.push_back(int32_t(l));
     }
@@ -194,9 +191,8 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
   freq.assign(blobs.size(), 0.0);
   queued.assign(blobs.size(), 0);
 
-  // A slot must take a whole rounded direct read of the largest blob. At least
-  // one alignment unit, so every slot has a distinct, non-null address.
-  slot_bytes = std::max<uint64_t>(round_up(max_size, kBlobAlign), kBlobAlign);
+  const StoreSizes sizes = ExpertStore::sizes_for(table, options);
+  slot_bytes = sizes.slot_bytes;
   if (n_slots > std::numeric_limits<size_t>::max() / slot_bytes) {
     throw BudgetError("expert slots too large: " + std::to_string(n_slots) + " x " +
                       std::to_string(slot_bytes) + " bytes");
@@ -215,10 +211,9 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
     // Reversed so slot 0 is handed out first: makes behaviour easy to follow.
     free_slots.push_back(static_cast<int32_t>(n_slots - 1 - s));
   }
-  if (max_stored) {
-    staging_bytes = round_up(max_stored, kBlobAlign);
-    const int buffers = 1 + (options.async_io ? std::max(1, options.io_threads) : 0);
-    for (int i = 0; i < buffers; ++i) {
+  if (sizes.staging_buffers) {
+    staging_bytes = sizes.staging_buffer_bytes;
+    for (int i = 0; i < sizes.staging_buffers; ++i) {
       staging.emplace_back(static_cast<uint8_t*>(std::aligned_alloc(DirectFile::kIoAlign, staging_bytes)));
       if (!staging.back()) throw BudgetError("cannot allocate a staging buffer for compressed experts");
     }
@@ -452,6 +447,27 @@ bool zstd_supported() {
 #endif
 }
 
+StoreSizes ExpertStore::sizes_for(const std::vector<std::vector<BlobRef>>& table, const StoreOptions& options) {
+  uint64_t max_size = 0, max_stored = 0;
+  for (const auto& row : table)
+    for (const BlobRef& b : row) {
+      if (b.size > std::numeric_limits<uint64_t>::max() - kBlobAlign ||
+          b.stored > std::numeric_limits<uint64_t>::max() - kBlobAlign)  // its rounded size would wrap around
+        throw FormatError("an expert blob has an impossible size: the container is malformed");
+      max_size = std::max(max_size, b.size);
+      max_stored = std::max(max_stored, b.stored);
+    }
+  StoreSizes s;
+  // A slot must take a whole rounded direct read of the largest blob. At least
+  // one alignment unit, so every slot has a distinct, non-null address.
+  s.slot_bytes = std::max<uint64_t>(round_up(max_size, kBlobAlign), kBlobAlign);
+  if (max_stored) {
+    s.staging_buffer_bytes = round_up(max_stored, kBlobAlign);
+    s.staging_buffers = 1 + (options.async_io ? std::max(1, options.io_threads) : 0);
+  }
+  return s;
+}
+
 ExpertStore::ExpertStore(const std::string& path, std::vector<std::vector<BlobRef>> table,
                          size_t n_slots, bool verify_checksums)
     : ExpertStore(path, std::move(table), n_slots, StoreOptions{CachePolicy::Lru, verify_checksums}) {}
@@ -597,6 +613,10 @@ size_t ExpertStore::n_slots() const { return impl_->slots.size(); }
 size_t ExpertStore::slot_bytes() const { return impl_->slot_bytes; }
 
 bool ExpertStore::direct_io() const { return impl_->file.direct(); }
+
+uint64_t ExpertStore::allocated_bytes() const {
+  return (uint64_t)impl_->slots.size() * impl_->slot_bytes + (uint64_t)impl_->staging.size() * impl_->staging_bytes;
+}
 
 StoreStats ExpertStore::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);

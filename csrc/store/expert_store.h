@@ -57,8 +57,21 @@ struct StoreOptions {
   int io_threads = 1;
 };
 
+// What a store allocates besides its bookkeeping: the slots and the staging
+// buffers for compressed blobs.
+struct StoreSizes {
+  uint64_t slot_bytes = 0;            // one slot: the largest blob, rounded to whole direct reads
+  uint64_t staging_buffer_bytes = 0;  // one staging buffer (0: no blob is compressed)
+  int staging_buffers = 0;            // one for demand reads, one per I/O worker
+  uint64_t staging_bytes() const { return staging_buffer_bytes * (uint64_t)staging_buffers; }
+};
+
 class ExpertStore {
  public:
+  // The sizes a store of `table` uses; the constructor allocates exactly these.
+  // Throws FormatError for a blob size that cannot be rounded up.
+  static StoreSizes sizes_for(const std::vector<std::vector<BlobRef>>& table, const StoreOptions& options);
+
   // table[layer][expert]. n_slots >= 1. Each slot holds the largest blob
   // (rounded up to kBlobAlign). Throws StorageError if the file cannot be
   // opened, FormatError if a blob lies outside the file or is misaligned.
@@ -95,6 +108,7 @@ class ExpertStore {
   bool is_cached(int layer, int expert) const;
   size_t n_slots() const;
   size_t slot_bytes() const;           // bytes reserved per slot
+  uint64_t allocated_bytes() const;    // slots and staging buffers
   bool direct_io() const;              // true if O_DIRECT (or equivalent) is in use
   StoreStats stats() const;
   void reset_stats();

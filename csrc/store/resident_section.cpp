@@ -15,7 +15,7 @@ ResidentSection::ResidentSection(const std::string& path, uint64_t offset, uint6
   if (!range_within(offset, size, file.size()))
     throw FormatError(path + ": file ends inside the resident section (truncated)");
   // 64-byte alignment: SIMD loads of tensors that start on 64-byte offsets.
-  data_ = static_cast<uint8_t*>(std::aligned_alloc(64, (size + 63) / 64 * 64 + 64));
+  data_ = static_cast<uint8_t*>(std::aligned_alloc(64, allocated_bytes_for(size)));
   if (!data_) throw BudgetError("cannot allocate " + std::to_string(size) + " bytes for the resident weights");
   try {
     // Read through the page cache but drop it behind us: the resident copy

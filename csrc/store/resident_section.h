@@ -18,6 +18,8 @@ class ResidentSection {
 
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // What a section of `size` bytes allocates (the memory plan counts this).
+  static uint64_t allocated_bytes_for(uint64_t size) { return (size + 63) / 64 * 64 + 64; }
 
  private:
   uint8_t* data_ = nullptr;

@@ -1,0 +1,55 @@
+#include "memory_plan.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "../common/errors.h"
+#include "../model/transformer.h"
+#include "../store/resident_section.h"
+
+namespace edgemoe {
+
+std::string format_size(uint64_t n) {
+  const std::pair<const char*, double> units[] = {{"GiB", double(1 << 30)}, {"MiB", double(1 << 20)}, {"KiB", 1024.0}};
+  for (const auto& u : units)
+    if ((double)n >= u.second) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.2f %s", (double)n / u.second, u.first);
+      return buf;
+    }
+  return std::to_string(n) + " B";
+}
+
+MemoryPlan plan_memory(const ModelConfig& cfg, uint64_t resident_bytes,
+                       const std::vector<std::vector<BlobRef>>& experts, const EngineOptions& opt,
+                       std::optional<uint64_t> budget, std::optional<int64_t> cache_experts) {
+  MemoryPlan plan;
+  plan.resident_bytes = ResidentSection::allocated_bytes_for(resident_bytes);
+  plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.kv_f16);
+  plan.scratch_bytes = Transformer::scratch_bytes(cfg, opt.ctx_size, opt.max_batch, opt.threads);
+  const StoreSizes store = ExpertStore::sizes_for(experts, store_options(opt));
+  plan.slot_bytes = store.slot_bytes;
+  plan.staging_bytes = store.staging_bytes();
+  for (const auto& row : experts) plan.total_experts += (int64_t)row.size();
+  plan.min_slots = std::min<int64_t>(cfg.top_k, plan.total_experts);
+  plan.n_slots = plan.total_experts;
+  if (cache_experts) {
+    if (*cache_experts < plan.min_slots)
+      throw BudgetError("cache_experts=" + std::to_string(*cache_experts) + " is below the minimum of " +
+                        std::to_string(plan.min_slots) + " (one layer's top-k experts)");
+    plan.n_slots = std::min(*cache_experts, plan.total_experts);
+  }
+  if (budget) {
+    if (*budget < plan.min_budget())
+      throw BudgetError("memory budget " + format_size(*budget) + " is below this model's minimum of " +
+                        format_size(plan.min_budget()) + " (" + std::to_string(plan.min_budget()) +
+                        " bytes: resident weights " + format_size(plan.resident_bytes) + ", KV cache " +
+                        format_size(plan.kv_cache_bytes) + ", scratch " +
+                        format_size(plan.scratch_bytes + plan.staging_bytes) + ", " + std::to_string(plan.min_slots) +
+                        " expert slots of " + format_size(plan.slot_bytes) + "); raise the budget or lower ctx_size");
+    plan.n_slots = std::min<int64_t>(plan.n_slots, (int64_t)((*budget - plan.fixed_bytes()) / plan.slot_bytes));
+  }
+  return plan;
+}
+
+}  // namespace edgemoe
