@@ -54,7 +54,7 @@ def test_moe_block_under_sanitizers(tmp_path):
 
 
 def test_forward_passes_under_sanitizers(tmp_path, converted):
-    srcs = ["tests/cpp/forward_pass.cpp"] + [s for s in sources("common", "kernels", "model", "pipeline", "runtime",
+    srcs = ["tests/cpp/forward_pass.cpp"] + [s for s in sources("common", "kernels", "model", "prefetch", "runtime",
                                                                   "store")]
     binary = None
     for name, bits in (("qwen2_moe", "8"), ("mixtral", "4"), ("olmoe", "f32")):

@@ -12,7 +12,7 @@
 #include "../model/config.h"
 #include "../model/transformer.h"
 #include "../model/weights.h"
-#include "../pipeline/predictor.h"
+#include "../prefetch/predictor.h"
 #include "options.h"
 #include "../store/expert_store.h"
 #include "../store/resident_section.h"

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "../common/values.h"
-#include "../pipeline/predictor.h"
-#include "../pipeline/profile.h"
+#include "../prefetch/predictor.h"
+#include "../prefetch/profile.h"
 #include "../store/expert_store.h"
 
 namespace edgemoe {
