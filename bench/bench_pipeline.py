@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
 from edgemoe.options import CHOICES  # noqa: E402
-from edgemoe.perplexity import read_text  # noqa: E402
+from edgemoe.offline.perplexity import read_text  # noqa: E402
 
 PREDICTORS = CHOICES["predictor"]
 POLICIES = ["lru", "edgemoe"]
@@ -109,7 +109,7 @@ def main() -> None:
     a = p.parse_args()
 
     import edgemoe
-    from edgemoe.profile import profile_container
+    from edgemoe.offline.profile import profile_container
     import simulate_cache as sim
 
     lines = []

@@ -19,9 +19,9 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import edgemoe  # noqa: E402
-from edgemoe.container import open_container  # noqa: E402
+from edgemoe.format.container import open_container  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
-from edgemoe.perplexity import perplexity, read_text  # noqa: E402
+from edgemoe.offline.perplexity import perplexity, read_text  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_util import report  # noqa: E402

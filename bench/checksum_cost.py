@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--write", default=None)
     a = p.parse_args()
     import edgemoe
-    from edgemoe.perplexity import read_text
+    from edgemoe.offline.perplexity import read_text
 
     m = edgemoe.load(a.model)
     ids = m.tokenize(read_text(a.heldout), add_special_tokens=False)[: a.tokens + 1]

@@ -216,7 +216,7 @@ def direct_read_gbs(path: str, block: int, seconds: float = 3.0) -> float:
 def model_bytes(emoe: str) -> dict:
     """Resident bytes, one expert's bytes, experts per token and in total, from the container."""
     sys.path.insert(0, ROOT)
-    from edgemoe.container import open_container
+    from edgemoe.format.container import open_container
 
     c = open_container(emoe)
     cfg = c.config

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import edgemoe  # noqa: E402
 from bench_util import decode_in_fresh_process, report  # noqa: E402
 from edgemoe import _core  # noqa: E402
-from edgemoe.container import open_container  # noqa: E402
-from edgemoe.perplexity import perplexity  # noqa: E402
+from edgemoe.format.container import open_container  # noqa: E402
+from edgemoe.offline.perplexity import perplexity  # noqa: E402
 
 KINDS = ("f32", "f16")
 

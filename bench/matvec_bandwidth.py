@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from edgemoe import _core
-from edgemoe import quant as Q
+from edgemoe.format import quant as Q
 
 SHAPES = ((65536, 2048), (16384, 8192), (262144, 512))  # rows x k: typical, long and short rows
 TYPES = (Q.Q8, Q.Q4K, Q.Q4, Q.F16)

@@ -6,7 +6,7 @@ For group size 32 with fp16 scales, compares symmetric (w = d*q) and
 asymmetric (w = d*q + m) codes at 8 and 4 bits on weight matrices of three
 kinds: Gaussian, heavy-tailed (Student t, df=4: LLM weights have outliers),
 and the real expert weights of the committed test fixtures. The shipped
-encodings come from edgemoe.quant; the alternatives are computed here the
+encodings come from edgemoe.format.quant; the alternatives are computed here the
 same way (fp16-rounded parameters, round-to-nearest).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from edgemoe import quant  # noqa: E402
+from edgemoe.format import quant  # noqa: E402
 from edgemoe.convert.safetensors_reader import SafetensorsFile  # noqa: E402
 
 G = quant.GROUP

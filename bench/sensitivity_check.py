@@ -5,7 +5,7 @@
 
 For a sample of experts spread over the proxy's range: the loss increase (nats/token on
 EVAL_TEXT) when that expert alone is quantized to --bits and every other expert stays 8-bit,
-against the proxy (edgemoe/bitwidth.py) computed on CALIB_TEXT. Reports Spearman's rank
+against the proxy (edgemoe/offline/bitwidth.py) computed on CALIB_TEXT. Reports Spearman's rank
 correlation and Pearson's on the raw values.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import edgemoe  # noqa: E402
-from edgemoe import bitwidth, quant  # noqa: E402
+from edgemoe.format import quant  # noqa: E402
+from edgemoe.offline import bitwidth  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 from edgemoe.convert.auto_bits import plan_expert_types  # noqa: E402
-from edgemoe.perplexity import perplexity, read_text  # noqa: E402
+from edgemoe.offline.perplexity import perplexity, read_text  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_util import report  # noqa: E402

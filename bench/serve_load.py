@@ -36,8 +36,8 @@ def main() -> None:
     import uvicorn
 
     from edgemoe.budget import parse_size
-    from edgemoe.cli import build_parser, make_server
-    from edgemoe.server import create_app
+    from edgemoe.apps.cli import build_parser, make_server
+    from edgemoe.apps.server import create_app
 
     argv = ["serve"] + ([a.model] if a.model else []) + ["--memory-budget", a.memory_budget, "--ctx-size", "512"]
     server = make_server(build_parser().parse_args(argv))

@@ -23,7 +23,7 @@ import zstandard
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from edgemoe.container import open_container  # noqa: E402
+from edgemoe.format.container import open_container  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +63,7 @@ def main() -> None:
             speed = "| | |"
             if a.heldout:
                 import edgemoe
-                from edgemoe.perplexity import read_text
+                from edgemoe.offline.perplexity import read_text
 
                 packed = os.path.join(tmp, "z.emoe")
                 convert_hf(a.src, packed, bits=bits, resident_bits="8", progress=False, compress="zstd")

@@ -8,13 +8,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import quant
+from .format import quant
 from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, parse_size
-from .container import Container, open_container
+from .format.container import Container, open_container
 from .errors import BudgetError, EdgeMoEError
 from .generate import Generation
 from .options import LoadOptions
-from .profile_record import profile_arrays
+from .format.profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
 

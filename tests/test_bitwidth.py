@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe import bitwidth, quant
-from edgemoe.cli import main
-from edgemoe.container import open_container
+from edgemoe.offline import bitwidth
+from edgemoe.format import quant
+from edgemoe.apps.cli import main
+from edgemoe.format.container import open_container
 from edgemoe.convert import convert_hf
 from edgemoe.convert.auto_bits import _expert_sizes, plan_expert_types
 from edgemoe.convert.hf import pick_arch

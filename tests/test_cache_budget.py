@@ -133,7 +133,7 @@ def test_cgroup_limit_counts_as_available_memory(tmp_path, version):
 def test_decode_over_mixed_widths_matches_a_one_expert_at_a_time_cache(tmp_path):
     # With every expert cached, a decode step runs its experts batched per weight type; with the
     # minimum cache they run one at a time. Both must give the same bits.
-    from edgemoe import quant
+    from edgemoe.format import quant
     from edgemoe.convert import convert_hf
     from conftest import FIXTURES
 

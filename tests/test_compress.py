@@ -6,7 +6,7 @@ import pytest
 
 import edgemoe
 from edgemoe import _core
-from edgemoe.container import open_container, update_manifest
+from edgemoe.format.container import open_container, update_manifest
 from edgemoe.convert import convert_hf
 from edgemoe.errors import FormatError, StorageError
 from conftest import FIXTURES, reference

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe import quant
-from edgemoe.container import PAGE, open_container
+from edgemoe.format import quant
+from edgemoe.format.container import PAGE, open_container
 from edgemoe.convert import convert_hf
 from conftest import FIXTURES, reference
 

@@ -50,7 +50,7 @@ def test_extension_checksums_agree_with_zlib(converted):
     # it picked) verifies them on every expert read of a 2-slot cache.
     import edgemoe
     from edgemoe.api import engine_tables
-    from edgemoe.container import open_container
+    from edgemoe.format.container import open_container
     from conftest import reference
 
     path = converted("mixtral", "4")

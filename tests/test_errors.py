@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import edgemoe
-from edgemoe.container import open_container
+from edgemoe.format.container import open_container
 from edgemoe.convert import convert_hf
 from conftest import FIXTURES, reference
 
@@ -208,7 +208,7 @@ def test_the_runtime_checks_the_config_without_python(converted, field, value):
 ])
 def test_the_one_config_definition_refuses_bad_fields(converted, change, message):
     # csrc/model/config.cpp is the only list of fields; Python and the C++ tests go through it
-    from edgemoe.model_config import validate_config
+    from edgemoe.format.model_config import validate_config
 
     cfg = dict(open_container(converted("qwen3_moe", "8")).config, **change)
     with pytest.raises(edgemoe.FormatError, match=re.escape(message)):
@@ -216,7 +216,7 @@ def test_the_one_config_definition_refuses_bad_fields(converted, change, message
 
 
 def test_the_one_config_definition_fills_defaults_and_takes_integral_numbers(converted):
-    from edgemoe.model_config import validate_config
+    from edgemoe.format.model_config import validate_config
 
     cfg = dict(open_container(converted("qwen3_moe", "8")).config, rope_theta=10000)
     del cfg["eos_token_ids"]

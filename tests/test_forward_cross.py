@@ -33,7 +33,7 @@ import pytest
 
 import edgemoe
 from edgemoe.api import engine_tables
-from edgemoe.container import open_container
+from edgemoe.format.container import open_container
 from conftest import reference
 
 ROOT = Path(__file__).resolve().parent.parent

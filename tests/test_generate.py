@@ -106,7 +106,7 @@ def test_each_caller_reports_a_full_context():
     assert len(session.cached) == small.n_past  # the session knows what the context holds
 
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
-    from edgemoe.server import Server
+    from edgemoe.apps.server import Server
 
     server = Server(small, "demo", defaults={"temperature": 0.0})
     request = server.completion_request({"prompt": "It was a truth", "max_tokens": 1000})

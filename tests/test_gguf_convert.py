@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe import quant
-from edgemoe.cli import main
-from edgemoe.container import open_container
+from edgemoe.format import quant
+from edgemoe.apps.cli import main
+from edgemoe.format.container import open_container
 from edgemoe.errors import FormatError, UnsupportedModelError
 from conftest import FIXTURES, llama_logits, reference
 

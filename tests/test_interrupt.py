@@ -135,7 +135,7 @@ def test_cancel_token_stops_a_call_from_another_thread():
 def test_server_generation_ends_cancelled_when_the_client_left_during_prefill():
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     import edgemoe
-    from edgemoe.cli import build_parser, make_server
+    from edgemoe.apps.cli import build_parser, make_server
 
     server = make_server(build_parser().parse_args(["serve", "--threads", "1", "--ctx-size", "256"]))
     req = server.completion_request({"model": "demo", "prompt": "Once upon a time", "max_tokens": 50})

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from edgemoe import _core
-from edgemoe import quant as Q
+from edgemoe.format import quant as Q
 
 ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2, Q.Q4K)
 SIMD = [isa for isa in _core.available_isas() if isa != "scalar"]

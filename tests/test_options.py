@@ -4,7 +4,7 @@ import pytest
 
 import edgemoe
 from edgemoe import _core
-from edgemoe.cli import build_parser, load_options
+from edgemoe.apps.cli import build_parser, load_options
 from edgemoe.options import CHOICES, LoadOptions
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe.cli import main
-from edgemoe.perplexity import perplexity
+from edgemoe.apps.cli import main
+from edgemoe.offline.perplexity import perplexity
 
 V = 7
 

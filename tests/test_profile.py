@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe.container import open_container
-from edgemoe.profile import profile_container
-from edgemoe.profile_record import profile_arrays
+from edgemoe.format.container import open_container
+from edgemoe.offline.profile import profile_container
+from edgemoe.format.profile_record import profile_arrays
 from conftest import reference
 
 CALIB = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
@@ -62,7 +62,7 @@ def test_stats_predictor_needs_a_profile(converted):
 
 
 def test_profile_command(converted, tmp_path):
-    from edgemoe.cli import main
+    from edgemoe.apps.cli import main
 
     path = tmp_path / "c.emoe"
     shutil.copyfile(converted("qwen3_moe", "8"), path)

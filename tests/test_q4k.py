@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgemoe import _core
-from edgemoe import quant as Q
+from edgemoe.format import quant as Q
 from edgemoe.errors import FormatError
 
 gguf_quants = pytest.importorskip("gguf.quants")
@@ -123,7 +123,7 @@ def synthetic(tmp_path_factory):
 
 def test_q4k_model_is_closer_to_f32_than_q4(synthetic, tmp_path):
     import edgemoe
-    from edgemoe.container import open_container
+    from edgemoe.format.container import open_container
     from edgemoe.convert import convert_hf
 
     src = str(synthetic(512))
@@ -151,7 +151,7 @@ def test_q4k_model_is_closer_to_f32_than_q4(synthetic, tmp_path):
 
 def test_experts_whose_rows_are_not_multiples_of_256_fall_back_to_q4(synthetic, tmp_path):
     import edgemoe
-    from edgemoe.container import open_container
+    from edgemoe.format.container import open_container
     from edgemoe.convert import convert_hf
 
     out = tmp_path / "m.emoe"

@@ -1,9 +1,9 @@
-"""edgemoe.quant: the numpy reference encoders and their byte layout (qtypes.h)."""
+"""edgemoe.format.quant: the numpy reference encoders and their byte layout (qtypes.h)."""
 import numpy as np
 import pytest
 
 from edgemoe import _core
-from edgemoe import quant as Q
+from edgemoe.format import quant as Q
 from edgemoe.errors import FormatError
 
 ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2)

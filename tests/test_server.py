@@ -11,8 +11,8 @@ uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installe
 openai = pytest.importorskip("openai", reason="the openai client is not installed (test extra)")
 import httpx  # noqa: E402
 
-from edgemoe.cli import build_parser, make_server  # noqa: E402
-from edgemoe.server import create_app  # noqa: E402
+from edgemoe.apps.cli import build_parser, make_server  # noqa: E402
+from edgemoe.apps.server import create_app  # noqa: E402
 
 KEY = "secret-test-key"
 

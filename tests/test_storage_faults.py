@@ -147,7 +147,7 @@ def test_cli_checksums_on_by_default_and_off_on_request(converted, tmp_path):
     path = tmp_path / "m.emoe"
     shutil.copyfile(converted("qwen3_moe", "8"), path)
     from edgemoe.api import engine_tables
-    from edgemoe.container import open_container
+    from edgemoe.format.container import open_container
 
     _, experts = engine_tables(open_container(str(path)))
     data = bytearray(path.read_bytes())

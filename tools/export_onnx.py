@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from edgemoe import quant  # noqa: E402
-from edgemoe.container import open_container  # noqa: E402
+from edgemoe.format import quant  # noqa: E402
+from edgemoe.format.container import open_container  # noqa: E402
 
 BLOCK = quant.GROUP  # 32: our block, and the block we give ORT
 # Rotary tables cover this many positions at most (GroupQueryAttention takes them precomputed;

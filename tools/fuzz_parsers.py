@@ -19,7 +19,7 @@ import atheris
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 with atheris.instrument_imports():
     import edgemoe
-    from edgemoe.container import open_container
+    from edgemoe.format.container import open_container
     from edgemoe.convert.gguf import GGUFCheckpoint, hf_config, tokenizer_section
     from edgemoe.convert.safetensors_reader import SafetensorsFile
     from edgemoe.errors import EdgeMoEError

@@ -22,7 +22,7 @@ For every fixture it
 scaled like a trained residual network (SMOOTH_INIT_RANGE, SMOOTH_SCALES) and its
 reference adds a 256-token pass over the embedded corpus (long_ids/long_logits)
 plus the argmax agreement of transformers on weights fake-quantized with
-edgemoe.quant (q8, and q4 experts), i.e. what a quantized engine can hope for.
+edgemoe.format.quant (q8, and q4 experts), i.e. what a quantized engine can hope for.
 
 Deterministic: fixed seeds, sorted JSON, no timestamps.  Running it twice
 produces byte-identical files.
@@ -695,11 +695,11 @@ def long_reference_ids(tok):
 
 
 def edgemoe_quant():
-    """edgemoe.quant of this repository: the converter's own q8/q4 encoders."""
+    """edgemoe.format.quant of this repository: the converter's own q8/q4 encoders."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:
         sys.path.insert(0, root)
-    from edgemoe import quant
+    from edgemoe.format import quant
 
     return quant
 
@@ -1048,7 +1048,7 @@ def main(argv=None):
             long_info.update(qs)
             long_info["quant_note"] = (
                 "argmax agreement over long_ids between transformers on the stored weights and on weights "
-                "fake-quantized with edgemoe.quant (quantize -> dequantize) as the converter stores them: "
+                "fake-quantized with edgemoe.format.quant (quantize -> dequantize) as the converter stores them: "
                 "q8 = every 2-D weight at q8 except the f32 routers; q4_experts = experts at q4, embeddings, "
                 "attention and lm_head at q8. Ablations: experts' w2 (or o_proj) zeroed."
             )

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import edgemoe  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
-from edgemoe.perplexity import perplexity, read_text  # noqa: E402
+from edgemoe.offline.perplexity import perplexity, read_text  # noqa: E402
 
 PROMPTS = ["It was a fine morning, and Elizabeth", "And the LORD said unto Moses,", "MARRIAGE, n."]
 

@@ -1,5 +1,5 @@
 // Weight encodings shared by the container, the kernels and the Python
-// reference quantizer (edgemoe/quant.py). docs/FORMAT.md describes the same
+// reference quantizer (edgemoe/format/quant.py). docs/FORMAT.md describes the same
 // layouts byte by byte; change one and you must change all three.
 #pragma once
 #include <cstddef>

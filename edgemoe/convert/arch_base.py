@@ -1,7 +1,7 @@
 """What every Hugging Face MoE architecture mapping provides, and the config fields they share.
 
 A mapping says how a transformers config becomes the canonical config of
-edgemoe/model_config.py and where the routed experts live in the checkpoint.
+edgemoe/format/model_config.py (checked by csrc/model/config.cpp) and where the routed experts live in the checkpoint.
 Everything else (resident tensor names) follows the Llama naming that all
 supported architectures share.
 """

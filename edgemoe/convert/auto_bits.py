@@ -1,5 +1,5 @@
 """`edgemoe convert SRC --bits auto --calib TEXT (--target-size BYTES | --max-loss-increase X)`:
-choose each routed expert's width from its measured sensitivity (edgemoe/bitwidth.py)."""
+choose each routed expert's width from its measured sensitivity (edgemoe/offline/bitwidth.py)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import bitwidth, quant
+from ..offline import bitwidth
+from ..format import quant
 from ..errors import EdgeMoEError
 from .hf import ExpertReader, _read_json, convert_hf, moe_prefix, pick_arch
 from .safetensors_reader import Checkpoint
@@ -28,7 +29,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
     if (target_size is None) == (max_loss_increase is None):
         raise EdgeMoEError("--bits auto needs exactly one of --target-size and --max-loss-increase")
     from ..api import load
-    from ..perplexity import perplexity
+    from ..offline.perplexity import perplexity
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import quant
+from ..format import quant
 from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
 from .hf import ARCHS, convert_checkpoint

@@ -12,10 +12,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import quant
-from ..container import ContainerWriter
+from ..format import quant
+from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
-from ..model_config import validate_config
+from ..format.model_config import validate_config
 from .arch_base import HFArch
 from .arch_mixtral import Mixtral
 from .arch_olmoe import Olmoe

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .errors import EdgeMoEError
+from ..errors import EdgeMoEError
 
 
 def read_text(path: str) -> str:

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import List, Optional
 
-from .errors import EdgeMoEError
+from ..errors import EdgeMoEError
 
 
 def _bounded(kind, lo=None, hi=None, lo_open=False):
@@ -30,7 +30,7 @@ def _bounded(kind, lo=None, hi=None, lo_open=False):
 
 
 def parse_size_arg(text: str) -> int:
-    from .budget import parse_size
+    from ..budget import parse_size
 
     try:
         return parse_size(text)
@@ -40,7 +40,7 @@ def parse_size_arg(text: str) -> int:
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     """The flags of edgemoe.LoadOptions, one each; a flag left out keeps the option's default."""
-    from .options import CHOICES, LoadOptions
+    from ..options import CHOICES, LoadOptions
 
     d = LoadOptions()
     p.add_argument("--memory-budget", default=None, help="bytes or a size like 1.5GB for weights + caches")
@@ -69,7 +69,7 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
 
 def load_options(args):
     """The LoadOptions the runtime flags ask for (the ones not given keep their defaults)."""
-    from .options import LoadOptions
+    from ..options import LoadOptions
 
     given = {name: getattr(args, name) for name in LoadOptions.names() if getattr(args, name, None) is not None}
     return LoadOptions(**given)
@@ -86,26 +86,26 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling(args):
-    from .sampling import SamplingParams
+    from ..sampling import SamplingParams
 
     return SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repeat_penalty=args.repeat_penalty)
 
 
 def _load(args):
-    from .api import default_model_path, load
+    from ..api import default_model_path, load
 
     return load(args.model or default_model_path(), load_options(args))
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert_hf
-    from .convert.gguf import convert_gguf, is_gguf
+    from ..convert import convert_hf
+    from ..convert.gguf import convert_gguf, is_gguf
 
     t0 = time.perf_counter()
     if args.bits == "auto":
-        from .convert.auto_bits import plan_expert_types
-        from .perplexity import read_text
+        from ..convert.auto_bits import plan_expert_types
+        from ..offline.perplexity import read_text
 
         if not args.calib:
             raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size or --max-loss-increase)")
@@ -138,11 +138,11 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    from .budget import format_size
+    from ..budget import format_size
 
     from collections import Counter
 
-    from . import quant
+    from ..format import quant
 
     types = Counter(t for row in info["expert_types"] for t in row)
     print(f"architecture      {info['architecture']}")
@@ -181,7 +181,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_perplexity(args) -> int:
-    from .perplexity import perplexity, read_text
+    from ..offline.perplexity import perplexity, read_text
 
     text = read_text(args.file)
     model = _load(args)
@@ -231,7 +231,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from .profile import profile_container
+    from ..offline.profile import profile_container
 
     try:
         with open(args.calib, encoding="utf-8") as f:
@@ -246,8 +246,8 @@ def cmd_profile(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from .chat_cli import ChatREPL
-    from .session import ChatSession
+    from .chat import ChatREPL
+    from ..session import ChatSession
 
     model = _load(args)
     session = ChatSession(model, _sampling(args), seed=args.seed, system=args.system, max_tokens=args.max_tokens)

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .chat_template import load_chat_template
-from .api import CancelToken
-from .errors import Cancelled, EdgeMoEError
-from .generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation
-from .sampling import Sampler, SamplingParams
-from .session import chat_stop_ids
+from ..chat_template import load_chat_template
+from ..api import CancelToken
+from ..errors import Cancelled, EdgeMoEError
+from ..generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation
+from ..sampling import Sampler, SamplingParams
+from ..session import chat_stop_ids
 
 
 # OpenAI's finish_reason for each way a generation ends ("cancelled" never reaches a client:

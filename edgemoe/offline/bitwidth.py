@@ -27,8 +27,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import quant
-from .errors import EdgeMoEError
+from ..format import quant
+from ..errors import EdgeMoEError
 
 CANDIDATES = (quant.Q8, quant.Q4, quant.Q3, quant.Q2)  # widest first
 

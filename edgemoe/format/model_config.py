@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .errors import FormatError
+from ..errors import FormatError
 
 
 def validate_config(cfg: Any, where: str = "model") -> Dict[str, Any]:
     """The config checked, with the fields it leaves out at their defaults; FormatError naming the
     first bad field. Numbers keep the precision they were given (the runtime computes in float32)."""
-    from . import _core
+    from .. import _core
 
     if not isinstance(cfg, dict):
         raise FormatError(f"{where}: invalid model config: missing or not an object")

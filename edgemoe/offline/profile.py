@@ -16,10 +16,10 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .api import load
-from .container import update_manifest
-from .errors import FormatError
-from .profile_record import encode_profile
+from ..api import load
+from ..format.container import update_manifest
+from ..errors import FormatError
+from ..format.profile_record import encode_profile
 
 
 def gather_routing(model, ids, window: int) -> np.ndarray:

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 
 F32, F16, Q8, Q4, Q3, Q2, Q4K = 0, 1, 2, 3, 4, 5, 6
 GROUP = 32

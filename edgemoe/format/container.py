@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Dict, Optional, Tuple
 import numpy as np
 
 from . import quant
-from .errors import FormatError
+from ..errors import FormatError
 from .model_config import validate_config
 
 MAGIC = b"EDGEMOE\0"

@@ -5,10 +5,10 @@ import resource
 import sys
 from typing import Optional, TextIO
 
-from .api import ContextLengthError
-from .errors import EdgeMoEError
-from .generate import CONTEXT
-from .session import ChatSession
+from ..api import ContextLengthError
+from ..errors import EdgeMoEError
+from ..generate import CONTEXT
+from ..session import ChatSession
 
 HELP = """commands:
   /reset   forget the conversation (keeps the system prompt)

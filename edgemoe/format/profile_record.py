@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import FormatError
+from ..errors import FormatError
 
 PROFILE_VERSION = 1
 

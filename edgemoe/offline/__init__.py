@@ -1,0 +1,1 @@
+"""Offline jobs on a converted model: routing profiles, per-expert bit widths, perplexity."""
