@@ -33,7 +33,6 @@ QType qtype_arg(int v) {
   return t;
 }
 
-// The KV cache type's name ("f16" or "f32", edgemoe.api.KV_CACHE_TYPES) -> whether it is fp16.
 Isa isa_from_name(const std::string& name) {
   for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon})
     if (name == isa_name(isa)) return isa;

@@ -47,13 +47,11 @@ class ValuesReader {
     }
   }
   void number(const char* name, float& out, double lo, double hi, Presence p = Required) {
-    auto it = values_.find(name);
-    if (it == values_.end()) return missing(name, p);
-    ++used_;
-    const Value& v = it->second;
+    const Value* v = lookup(name, p);
+    if (!v) return;
     // an integral value written as an integer (10000 for 10000.0) is the same number
-    if (v.kind != Value::Kind::Float && v.kind != Value::Kind::Int) throw bad(name, "must be a number");
-    const double x = v.kind == Value::Kind::Float ? v.f : (double)v.i;
+    if (v->kind != Value::Kind::Float && v->kind != Value::Kind::Int) throw bad(name, "must be a number");
+    const double x = v->kind == Value::Kind::Float ? v->f : (double)v->i;
     if (!(x >= lo && x <= hi))  // also false for NaN
       throw bad(name, "= " + std::to_string(x) + " is outside " + range_text(lo, hi));
     out = (float)x;
@@ -63,31 +61,11 @@ class ValuesReader {
   }
   template <size_t N>
   void text(const char* name, std::string& out, const char* const (&allowed)[N], Presence p = Required) {
-    if (const Value* v = find(name, Value::Kind::Text, "a string", p)) {
-      std::vector<std::string> names;
-      for (const char* a : allowed) {
-        if (v->text == a) {
-          out = v->text;
-          return;
-        }
-        names.push_back(a);
-      }
-      throw unknown(name, v->text, names);
-    }
+    if (const Value* v = find(name, Value::Kind::Text, "a string", p)) out = match(name, v->text, allowed);
   }
   template <class T, size_t N>
   void choice(const char* name, T& out, const std::pair<const char*, T> (&allowed)[N], Presence p = Required) {
-    if (const Value* v = find(name, Value::Kind::Text, "a string", p)) {
-      std::vector<std::string> names;
-      for (const auto& a : allowed) {
-        if (v->text == a.first) {
-          out = a.second;
-          return;
-        }
-        names.push_back(a.first);
-      }
-      throw unknown(name, v->text, names);
-    }
+    if (const Value* v = find(name, Value::Kind::Text, "a string", p)) out = match(name, v->text, allowed).second;
   }
   void integers(const char* name, std::vector<int64_t>& out, int64_t lo, int64_t hi, Presence p = Required) {
     if (const Value* v = find(name, Value::Kind::IntList, "a list of integers", p)) {
@@ -104,19 +82,34 @@ class ValuesReader {
   }
 
  private:
-  void missing(const char* name, Presence p) const {
-    if (p == Required) throw Error(what_ + ": lacks " + name);
-  }
-  const Value* find(const char* name, Value::Kind kind, const char* kind_text, Presence p) {
+  // The value of `name`, counted as used; null if absent and optional.
+  const Value* lookup(const char* name, Presence p) {
     auto it = values_.find(name);
     if (it == values_.end()) {
-      missing(name, p);
+      if (p == Required) throw Error(what_ + ": lacks " + name);
       return nullptr;
     }
     ++used_;
-    if (it->second.kind != kind) throw bad(name, std::string("must be ") + kind_text);
     return &it->second;
   }
+  const Value* find(const char* name, Value::Kind kind, const char* kind_text, Presence p) {
+    const Value* v = lookup(name, p);
+    if (v && v->kind != kind) throw bad(name, std::string("must be ") + kind_text);
+    return v;
+  }
+  // The entry of `allowed` named `text` (a name, or a (name, value) pair).
+  template <class Entry, size_t N>
+  const Entry& match(const char* name, const std::string& text, const Entry (&allowed)[N]) const {
+    std::vector<std::string> names;
+    for (const Entry& a : allowed) {
+      if (text == name_of(a)) return a;
+      names.push_back(name_of(a));
+    }
+    throw unknown(name, text, names);
+  }
+  static const char* name_of(const char* a) { return a; }
+  template <class T>
+  static const char* name_of(const std::pair<const char*, T>& a) { return a.first; }
 
   const Values& values_;
   std::string what_;
