@@ -35,6 +35,7 @@ class LoadOptions:
     prefetch_depth: int = _DEFAULTS["prefetch_depth"]  # layers ahead
     prefetch_width: int = _DEFAULTS["prefetch_width"]  # experts per layer; 0: the model's top_k
     prefetch_min_confidence: float = _DEFAULTS["prefetch_min_confidence"]
+    io_threads: int = _DEFAULTS["io_threads"]  # threads reading prefetches; 0: in the compute thread
     verify_checksums: bool = _DEFAULTS["verify_checksums"]
 
     @classmethod
@@ -59,6 +60,7 @@ class LoadOptions:
                "kv_cache": self.kv_cache, "predictor": self.predictor, "cache_policy": self.cache_policy,
                "prefetch_depth": self.prefetch_depth, "prefetch_width": self.prefetch_width,
                "prefetch_min_confidence": float(self.prefetch_min_confidence),
+               "io_threads": self.io_threads,
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
             out["expert_slots"] = expert_slots

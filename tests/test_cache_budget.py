@@ -153,9 +153,10 @@ def test_decode_over_mixed_widths_matches_a_one_expert_at_a_time_cache(tmp_path)
         np.testing.assert_array_equal(batched.eval([t]), single.eval([t]))
 
 
-@pytest.mark.parametrize("threads,ctx,kv,slots", [(1, 64, "f32", 2), (2, 200, "f16", 5), (3, 512, "f16", None)])
+@pytest.mark.parametrize("threads,ctx,kv,slots,io", [(1, 64, "f32", 2, 0), (2, 200, "f16", 5, 1),
+                                                     (3, 512, "f16", None, 2)])
 @pytest.mark.parametrize("compress", [None, "zstd"])
-def test_the_plan_is_what_the_engine_allocates(converted, tmp_path, threads, ctx, kv, slots, compress):
+def test_the_plan_is_what_the_engine_allocates(converted, tmp_path, threads, ctx, kv, slots, io, compress):
     # One formula per part (csrc/runtime/memory_plan.h), shared with the code that allocates it:
     # the promise "plan <= budget" holds only if the plan is what the engine holds.
     from edgemoe.convert import convert_hf
@@ -165,6 +166,6 @@ def test_the_plan_is_what_the_engine_allocates(converted, tmp_path, threads, ctx
     if compress:
         path = str(tmp_path / "zstd.emoe")
         convert_hf(str(FIXTURES / "qwen2_moe"), path, bits="8", compress="zstd", progress=False)
-    model = edgemoe.load(path, threads=threads, ctx_size=ctx, kv_cache=kv, cache_experts=slots)
+    model = edgemoe.load(path, threads=threads, ctx_size=ctx, kv_cache=kv, cache_experts=slots, io_threads=io)
     assert (model.plan.staging_bytes > 0) == bool(compress)
     assert model._engine.allocated_bytes == model.plan.total_bytes

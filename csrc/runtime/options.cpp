@@ -25,6 +25,7 @@ void visit_options(Options& o, Visitor& v) {
   v.integer("prefetch_depth", o.predictor.depth, 1, 64, Optional);
   v.integer("prefetch_width", o.predictor.width, 0, 4096, Optional);
   v.number("prefetch_min_confidence", o.predictor.min_confidence, 0.0, 1.0, Optional);
+  v.integer("io_threads", o.io_threads, 0, 16, Optional);
 }
 
 }  // namespace
@@ -48,6 +49,8 @@ StoreOptions store_options(const EngineOptions& o) {
   StoreOptions s;
   s.policy = o.policy;
   s.verify_checksums = o.verify_checksums;
+  s.async_io = o.io_threads > 0;
+  s.io_threads = o.io_threads;
   return s;
 }
 

@@ -62,6 +62,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefetch-min-confidence", type=_bounded(float, 0.0, 1.0), default=None,
                    help=f"prefetch only guesses at least this likely (router probability, or how often the "
                         f"profile saw it); fewer, surer reads (default {d.prefetch_min_confidence})")
+    p.add_argument("--io-threads", type=_bounded(int, 0, 16), default=None,
+                   help=f"threads reading prefetched experts (default {d.io_threads}; 2 can help on fast NVMe; "
+                        f"0 reads them in the compute thread, the same way on every run)")
     p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
