@@ -28,7 +28,7 @@ from bench_util import report  # noqa: E402
 
 
 def expert_bytes(path: str) -> int:
-    return sum(b["size"] for row in open_container(path).manifest["experts"] for b in row)
+    return sum(b["size"] for row in open_container(path).experts for b in row)
 
 
 def main() -> None:

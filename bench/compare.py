@@ -220,8 +220,8 @@ def model_bytes(emoe: str) -> dict:
 
     c = open_container(emoe)
     cfg = c.config
-    experts = [b for row in c.manifest["experts"] for b in row]
-    return {"resident": c.header.resident_size, "expert": int(np.mean([b["size"] for b in experts])),
+    experts = [b for row in c.experts for b in row]
+    return {"resident": c.sections["resident"]["size"], "expert": int(np.mean([b["size"] for b in experts])),
             "active": cfg["n_layers"] * cfg["top_k"], "total": len(experts)}
 
 

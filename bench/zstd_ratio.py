@@ -47,7 +47,7 @@ def main() -> None:
         for bits in a.bits:
             path = os.path.join(tmp, "m.emoe")
             convert_hf(a.src, path, bits=bits, resident_bits="8", progress=False)
-            blobs = [b for row in open_container(path).manifest["experts"] for b in row]
+            blobs = [b for row in open_container(path).experts for b in row]
             cctx, dctx = zstandard.ZstdCompressor(level=a.level), zstandard.ZstdDecompressor()
             raw = comp = 0
             seconds = 0.0

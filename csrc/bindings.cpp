@@ -15,6 +15,7 @@
 #include "common/sigint_watch.h"
 #include "common/qtypes.h"
 #include "kernels/kernels.h"
+#include "format/container.h"
 #include "runtime/engine.h"
 #include "runtime/memory_plan.h"
 
@@ -141,65 +142,99 @@ EngineOptions options_from_dict(const py::dict& d) {
   return options_from_values(values_from_dict<std::invalid_argument>(d, "invalid option"));
 }
 
-using TensorTuple = std::tuple<std::string, int, int64_t, int64_t, uint64_t, uint64_t>;
-using ExpertTuple = std::tuple<uint64_t, uint64_t, uint32_t, int, uint64_t, uint64_t, uint64_t, uint64_t>;
-
-std::unique_ptr<Engine> make_engine(const py::dict& config, const std::string& path, uint64_t resident_offset,
-                                    uint64_t resident_size, uint32_t resident_crc,
-                                    const std::vector<TensorTuple>& tensors,
-                                    const std::vector<std::vector<ExpertTuple>>& experts, const py::dict& options,
-                                    const py::object& profile) {
-  ModelConfig cfg = config_from_dict(config);
-  ContainerLayout layout;
-  layout.path = path;
-  layout.resident_offset = resident_offset;
-  layout.resident_size = resident_size;
-  layout.resident_crc = resident_crc;
-  for (const auto& t : tensors) {
-    TensorEntry e;
-    std::tie(e.name, e.type, e.rows, e.cols, e.offset, e.nbytes) = t;
-    layout.tensors.push_back(e);
-  }
-  for (const auto& row : experts) {
-    layout.experts.emplace_back();
-    for (const auto& x : row) {
-      ExpertEntry e;
-      std::tie(e.offset, e.size, e.crc32, e.type, e.gate, e.up, e.down, e.stored) = x;
-      layout.experts.back().push_back(e);
-    }
-  }
-  EngineOptions opt = options_from_dict(options);
-  if (!profile.is_none()) {
-    // (freq [L, E], next_layer [L-1, E, E], token_experts [V, L, W], token_shares [V, L, W]) from edgemoe.profile
-    auto t = profile.cast<py::tuple>();
-    if (t.size() != 4) throw FormatError("malformed routing profile");
-    auto freq = t[0].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
-    auto next = t[1].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
-    auto tok = t[2].cast<py::array_t<int32_t, py::array::c_style | py::array::forcecast>>();
-    auto shares = t[3].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
-    if (freq.ndim() != 2 || next.ndim() != 3 || tok.ndim() != 3 || shares.size() != tok.size())
-      throw FormatError("malformed routing profile");
-    RoutingProfile& p = opt.profile;
-    p.n_layers = (int)freq.shape(0);
-    p.n_experts = (int)freq.shape(1);
-    p.vocab = (int)tok.shape(0);
-    p.width = (int)tok.shape(2);
-    p.freq.assign(freq.data(), freq.data() + freq.size());
-    p.next_layer.assign(next.data(), next.data() + next.size());
-    p.token_experts.assign(tok.data(), tok.data() + tok.size());
-    p.token_shares.assign(shares.data(), shares.data() + shares.size());
-  }
-  py::gil_scoped_release nogil;
-  return std::make_unique<Engine>(cfg, layout, opt);
+RoutingProfile profile_from_arrays(const py::object& profile) {
+  RoutingProfile p;
+  if (profile.is_none()) return p;
+  // (freq [L, E], next_layer [L-1, E, E], token_experts [V, L, W], token_shares [V, L, W]) from
+  // edgemoe.format.profile_record
+  auto t = profile.cast<py::tuple>();
+  if (t.size() != 4) throw FormatError("malformed routing profile");
+  auto freq = t[0].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+  auto next = t[1].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+  auto tok = t[2].cast<py::array_t<int32_t, py::array::c_style | py::array::forcecast>>();
+  auto shares = t[3].cast<py::array_t<float, py::array::c_style | py::array::forcecast>>();
+  if (freq.ndim() != 2 || next.ndim() != 3 || tok.ndim() != 3 || shares.size() != tok.size())
+    throw FormatError("malformed routing profile");
+  p.n_layers = (int)freq.shape(0);
+  p.n_experts = (int)freq.shape(1);
+  p.vocab = (int)tok.shape(0);
+  p.width = (int)tok.shape(2);
+  p.freq.assign(freq.data(), freq.data() + freq.size());
+  p.next_layer.assign(next.data(), next.data() + next.size());
+  p.token_experts.assign(tok.data(), tok.data() + tok.size());
+  p.token_shares.assign(shares.data(), shares.data() + shares.size());
+  return p;
 }
 
-std::vector<std::vector<BlobRef>> blob_table(const std::vector<std::vector<ExpertTuple>>& experts) {
-  std::vector<std::vector<BlobRef>> out;
-  for (const auto& row : experts) {
-    out.emplace_back();
-    for (const auto& x : row) out.back().push_back({std::get<0>(x), std::get<1>(x), std::get<2>(x), std::get<7>(x)});
+std::unique_ptr<Engine> make_engine(const Container& container, const py::dict& options, const py::object& profile) {
+  EngineOptions opt = options_from_dict(options);
+  opt.profile = profile_from_arrays(profile);
+  py::gil_scoped_release nogil;
+  return std::make_unique<Engine>(container, opt);
+}
+
+// --- the container's tables as Python sees them (display, tools, tests) ---
+
+py::list shape_list(int64_t rows, int64_t cols, bool vector) {
+  py::list shape;
+  if (!vector) shape.append(rows);
+  shape.append(cols);
+  return shape;
+}
+
+py::dict section_dict(const Section& s) {
+  py::dict d;
+  d["offset"] = s.offset;
+  d["size"] = s.size;
+  d["crc32"] = s.crc32;
+  return d;
+}
+
+py::dict tensor_table(const Container& c) {
+  py::dict out;
+  for (const TensorEntry& t : c.tensors) {
+    py::dict d;
+    d["type"] = qtype_name(t.type);
+    d["shape"] = shape_list(t.rows, t.cols, t.ndim == 1);
+    d["offset"] = t.offset;
+    d["nbytes"] = t.nbytes;
+    out[t.name.c_str()] = d;
   }
   return out;
+}
+
+py::list expert_table(const Container& c) {
+  py::list out;
+  for (const auto& row : c.experts) {
+    py::list r;
+    for (const ExpertEntry& x : row) {
+      py::dict d, parts;
+      d["type"] = qtype_name(x.type);
+      d["offset"] = x.offset;
+      d["size"] = x.size;
+      d["stored"] = x.stored;
+      d["crc32"] = x.crc32;
+      d["compression"] = x.compression == Compression::Zstd ? "zstd" : "none";
+      for (int p = 0; p < 3; ++p) {
+        py::dict part;
+        part["offset"] = x.parts[p].offset;
+        part["nbytes"] = x.parts[p].nbytes;
+        part["shape"] = shape_list(x.parts[p].rows, x.parts[p].cols, false);
+        parts[kExpertPartNames[p]] = part;
+      }
+      d["parts"] = parts;
+      r.append(d);
+    }
+    out.append(r);
+  }
+  return out;
+}
+
+// The config as written, over every field's default (what the model's config is to Python).
+py::dict config_dict(const Container& c) {
+  Values all = config_to_values(c.config);
+  for (const auto& kv : c.config_values) all[kv.first] = kv.second;
+  return dict_from_values(all);
 }
 
 py::dict plan_dict(const MemoryPlan& p) {
@@ -360,11 +395,10 @@ PYBIND11_MODULE(_core, m) {
     const EngineOptions o = options_from_dict(options);
     return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.kv_f16);
   }, py::arg("config"), py::arg("options"), "the KV cache the engine allocates (options: ctx_size, kv_cache)");
-  m.def("plan_memory", [](const py::dict& cfg, uint64_t resident_bytes, const std::vector<std::vector<ExpertTuple>>& experts,
-                          const py::dict& options, std::optional<uint64_t> budget, std::optional<int64_t> cache_experts) {
-    return plan_dict(plan_memory(config_from_dict(cfg), resident_bytes, blob_table(experts), options_from_dict(options),
-                                 budget, cache_experts));
-  }, py::arg("config"), py::arg("resident_bytes"), py::arg("experts"), py::arg("options"), py::arg("budget") = py::none(),
+  m.def("plan_memory", [](const Container& container, const py::dict& options, std::optional<uint64_t> budget,
+                          std::optional<int64_t> cache_experts) {
+    return plan_dict(plan_memory(container, options_from_dict(options), budget, cache_experts));
+  }, py::arg("container"), py::arg("options"), py::arg("budget") = py::none(),
      py::arg("cache_experts") = py::none(), "the memory plan of an engine (csrc/runtime/memory_plan.h)");
   m.def("engine_option_defaults", [] { return dict_from_values(options_to_values(EngineOptions{})); },
         "every engine option's default (csrc/runtime/options.h)");
@@ -376,10 +410,29 @@ PYBIND11_MODULE(_core, m) {
       .def("clear", [](CancelFlag& f) { f.set.store(false); })
       .def("is_set", [](const CancelFlag& f) { return f.set.load(); });
 
+  py::class_<Container>(m, "Container", "An opened .emoe container, its header and tables checked (csrc/format)")
+      .def_readonly("path", &Container::path)
+      .def_readonly("version", &Container::version)
+      .def_readonly("file_size", &Container::file_size)
+      .def_property_readonly("config", &config_dict)
+      .def_property_readonly("manifest_bytes", [](const Container& c) { return py::bytes(c.manifest_json); })
+      .def_property_readonly("sections", [](const Container& c) {
+        py::dict d;
+        d["index"] = section_dict(c.index);
+        d["manifest"] = section_dict(c.manifest);
+        d["resident"] = section_dict(c.resident);
+        d["experts"] = section_dict(c.experts_section);
+        return d;
+      })
+      .def_property_readonly("tensors", &tensor_table)
+      .def_property_readonly("experts", &expert_table);
+  m.def("open_container", [](const std::string& path) {
+    py::gil_scoped_release nogil;
+    return open_container(path);
+  }, py::arg("path"), "read and check a container's header, config and tables (FormatError says what is wrong)");
+
   py::class_<Engine>(m, "Engine")
-      .def(py::init(&make_engine), py::arg("config"), py::arg("path"), py::arg("resident_offset"),
-           py::arg("resident_size"), py::arg("resident_crc"), py::arg("tensors"), py::arg("experts"),
-           py::arg("options"), py::arg("profile") = py::none())
+      .def(py::init(&make_engine), py::arg("container"), py::arg("options"), py::arg("profile") = py::none())
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("reset", [](Engine& e) {

@@ -29,23 +29,6 @@ def _core():
     return _core
 
 
-def engine_tables(container: Container):
-    """The resident-tensor and routed-expert tables the C++ engine takes, from a container's
-    manifest (tests/cpp/forward_pass.cpp reads the same tables written out as text)."""
-    tensors = [
-        (name, quant.CODES[t["type"]], t["shape"][0] if len(t["shape"]) == 2 else 1, t["shape"][-1],
-         t["offset"], t["nbytes"])
-        for name, t in container.manifest["resident"].items()
-    ]
-    experts = [
-        [(b["offset"], b["size"], b["crc32"], quant.CODES[b["type"]],
-          b["parts"]["gate"]["offset"], b["parts"]["up"]["offset"], b["parts"]["down"]["offset"],
-          b.get("stored", 0)) for b in row]
-        for row in container.manifest["experts"]
-    ]
-    return tensors, experts
-
-
 class CancelToken:
     """Stops the calls it is passed to (logits, eval, generate) from another thread: cancel()
     ends the running forward pass at its next layer and the call raises edgemoe.Cancelled; the
@@ -106,14 +89,12 @@ class Model:
         self.threads, self.ctx_size = engine_options["threads"], engine_options["ctx_size"]
         self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
         self.predictor, self.cache_policy = options.predictor, options.cache_policy
-        tensors, experts = engine_tables(container)
         cache_experts = options.cache_experts
         if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
             raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
 
         def plan(budget: Optional[int]) -> MemoryPlan:
-            return MemoryPlan(**core.plan_memory(cfg, container.header.resident_size, experts, engine_options,
-                                                 budget, cache_experts))
+            return MemoryPlan(**core.plan_memory(container.native, engine_options, budget, cache_experts))
 
         budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
         self.plan: MemoryPlan = plan(budget)
@@ -121,13 +102,11 @@ class Model:
         if budget is None and cache_experts is None:  # no promise asked for: fit what is free
             self.plan = plan(min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
         check_fits_in_memory(self.plan, explicit_budget=budget is not None, avail=avail)
-        profile = profile_arrays(container.manifest)
+        profile = profile_arrays(container.manifest, cfg)
         if options.predictor in ("stats", "token") and profile is None:
             raise ValueError(f"predictor {options.predictor!r} needs routing statistics: run "
                              f"`edgemoe profile {container.path} --calib TEXTFILE` first")
-        h = container.header
-        self._engine = core.Engine(cfg, container.path, h.resident_offset, h.resident_size, h.resident_crc,
-                                   tensors, experts, dict(engine_options, expert_slots=self.plan.n_slots), profile)
+        self._engine = core.Engine(container.native, dict(engine_options, expert_slots=self.plan.n_slots), profile)
         self._tokenizer: Optional[Tokenizer] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
@@ -254,10 +233,9 @@ class Model:
         self._engine.reset_stats()
 
     def info(self) -> Dict[str, Any]:
-        cfg, m = self.config, self.container.manifest
-        experts = m["experts"]
+        cfg, m, experts = self.config, self.container.manifest, self.container.experts
         per_expert = [sum(_elements(p["shape"]) for p in b["parts"].values()) for row in experts for b in row]
-        resident_params = sum(_elements(t["shape"]) for t in m["resident"].values())
+        resident_params = sum(_elements(t["shape"]) for t in self.container.tensors.values())
         return {
             "architecture": cfg["architecture"],
             "params_total": resident_params + sum(per_expert),
@@ -268,7 +246,7 @@ class Model:
             "top_k": cfg["top_k"],
             "hidden": cfg["hidden"],
             "vocab": cfg["vocab"],
-            "resident_bytes": self.container.header.resident_size,
+            "resident_bytes": self.container.sections["resident"]["size"],
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],
             "expert_types": [[b["type"] for b in row] for row in experts],  # q4 and q4k are both 4 bits

@@ -6,10 +6,12 @@ import pytest
 
 import edgemoe
 from edgemoe import _core
-from edgemoe.format.container import open_container, update_manifest
+from edgemoe.format import container
+from edgemoe.format.container import open_container
 from edgemoe.convert import convert_hf
 from edgemoe.errors import FormatError, StorageError
 from conftest import FIXTURES, reference
+from container_edit import replace_tables
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def decode(model, ids):
 
 def test_compressed_blobs_are_smaller_and_recorded(pair):
     raw, packed = pair
-    blobs = [b for row in open_container(packed).manifest["experts"] for b in row]
+    blobs = [b for row in open_container(packed).experts for b in row]
     assert all(b["compression"] == "zstd" and 0 < b["stored"] < b["size"] for b in blobs)
     assert open_container(packed).manifest["quantization"]["compression"] == "zstd"
     assert sum(b["stored"] for b in blobs) < sum(b["size"] for b in blobs)
@@ -59,7 +61,7 @@ def test_results_identical_to_raw_blobs(pair, predictor, slots):
 
 def corrupt_first_blob(src, dst):
     shutil.copyfile(src, dst)
-    blob = open_container(dst).manifest["experts"][0][0]
+    blob = open_container(dst).experts[0][0]
     with open(dst, "r+b") as f:
         f.seek(blob["offset"] + blob["stored"] // 2)
         byte = f.read(1)
@@ -81,16 +83,18 @@ def test_corrupt_compressed_blob_is_a_storage_error(pair, tmp_path, verify):
 
 
 @needs_zstd
-def test_hostile_compression_fields_are_refused(pair, tmp_path):
-    for change, message in (({"compression": "lz4"}, "unknown compression"),
+def test_hostile_compression_fields_are_refused(pair, tmp_path, monkeypatch):
+    monkeypatch.setitem(container._COMPRESSION, "lz4", 7)  # a code the format does not define
+    for change, message in (({"compression": "lz4"}, "unknown compression 7"),
                             ({"stored": 10**12}, "outside the expert section"),
-                            ({"stored": -5}, "bad stored size")):
+                            ({"stored": 0}, "bad stored size for its compression"),
+                            ({"compression": "none"}, "bad stored size for its compression")):
         path = tmp_path / "h.emoe"
         shutil.copyfile(pair[1], path)
-        m = open_container(path).manifest
-        experts = m["experts"]
+        experts = open_container(path).experts
+        assert experts[0][0]["compression"] == "zstd"
         experts[0][0] = dict(experts[0][0], **change)
-        update_manifest(str(path), {"experts": experts})
+        replace_tables(path, experts=experts)
         with pytest.raises(FormatError, match=message):
             edgemoe.load(str(path))
 
@@ -104,7 +108,7 @@ def test_only_a_single_standard_zstd_frame_is_decoded(pair, tmp_path, magic, tra
     # legacy and skippable-frame decoders on them, which the converter never writes.
     path = str(tmp_path / "odd.emoe")
     shutil.copyfile(pair[1], path)
-    experts = open_container(path).manifest["experts"]
+    experts = open_container(path).experts
     blobs = [b for row in experts for b in row]
     blob = blobs[0]
     with open(path, "r+b") as f:
@@ -115,7 +119,7 @@ def test_only_a_single_standard_zstd_frame_is_decoded(pair, tmp_path, magic, tra
     if trailing:  # the blob now claims the extra byte (blobs are 4096-aligned, so it is padding)
         assert blob["offset"] + blob["stored"] + 1 <= min(b["offset"] for b in blobs if b["offset"] > blob["offset"])
         experts[0][0] = dict(blob, stored=blob["stored"] + 1)
-        update_manifest(path, {"experts": experts})
+        replace_tables(path, experts=experts)
     model = edgemoe.load(path, cache_experts=len(blobs), verify_checksums=False)
     with pytest.raises(StorageError, match="expert 0/0 is not a single zstd frame"):
         for _ in range(3):  # expert 0/0 is used by some token

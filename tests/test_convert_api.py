@@ -21,10 +21,10 @@ def test_stacked_and_per_expert_checkpoints_convert_identically(converted):
 def test_container_layout(converted):
     c = open_container(converted("mixtral", "4"))
     assert c.manifest["quantization"] == {"experts": "q4", "resident": "q8", "compression": "none"}
-    for row in c.manifest["experts"]:
+    for row in c.experts:
         for blob in row:
             assert blob["offset"] % PAGE == 0 and blob["type"] == "q4"
-    res = c.manifest["resident"]
+    res = c.tensors
     assert res["layers.0.router"]["type"] == "f32" and res["norm"]["type"] == "f32"
     assert res["layers.0.wq"]["type"] == "q8"
     assert c.file_size % PAGE == 0
@@ -39,7 +39,7 @@ def test_low_bit_experts_convert_and_degrade_in_order(converted):
     for bits in ("8", "4", "3", "2"):
         path = converted("mixtral_smooth", bits, "8")
         c = open_container(path)
-        assert {b["type"] for row in c.manifest["experts"] for b in row} == {"q" + bits}
+        assert {b["type"] for row in c.experts for b in row} == {"q" + bits}
         logits = edgemoe.load(path, threads=1).logits(ids)
         assert np.isfinite(logits).all()
         errors.append(float(np.median(np.abs(logits - full)) / np.median(np.abs(full))))
@@ -48,14 +48,14 @@ def test_low_bit_experts_convert_and_degrade_in_order(converted):
 
 def test_f32_bits_give_all_f32_container(converted):
     c = open_container(converted("olmoe", "f32"))
-    types = {t["type"] for t in c.manifest["resident"].values()} | {b["type"] for r in c.manifest["experts"] for b in r}
+    types = {t["type"] for t in c.tensors.values()} | {b["type"] for r in c.experts for b in r}
     assert types == {"f32"}
 
 
 def test_resident_bits_flag(converted):
     c = open_container(converted("olmoe", "4", "f16"))
-    assert c.manifest["resident"]["layers.0.wq"]["type"] == "f16"
-    assert c.manifest["experts"][0][0]["type"] == "q4"
+    assert c.tensors["layers.0.wq"]["type"] == "f16"
+    assert c.experts[0][0]["type"] == "q4"
 
 
 def test_interrupted_conversion_leaves_no_file(tmp_path, monkeypatch):

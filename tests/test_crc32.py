@@ -49,14 +49,13 @@ def test_extension_checksums_agree_with_zlib(converted):
     # End to end: the converter writes zlib.crc32 values; the runtime (whichever implementation
     # it picked) verifies them on every expert read of a 2-slot cache.
     import edgemoe
-    from edgemoe.api import engine_tables
     from edgemoe.format.container import open_container
     from conftest import reference
 
     path = converted("mixtral", "4")
-    _, experts = engine_tables(open_container(path))
+    blob = open_container(path).experts[0][0]
     data = Path(path).read_bytes()
-    offset, size, crc = experts[0][0][:3]
+    offset, size, crc = blob["offset"], blob["size"], blob["crc32"]
     assert zlib.crc32(data[offset:offset + size]) == crc
     model = edgemoe.load(path, cache_experts=2)
     model.logits(reference("mixtral")["input_ids"].tolist())

@@ -11,6 +11,7 @@ import edgemoe
 from edgemoe.format.container import open_container
 from edgemoe.convert import convert_hf
 from conftest import FIXTURES, reference
+from container_edit import replace_tables
 
 
 def copy_of(path, tmp_path, name="copy.emoe"):
@@ -75,7 +76,7 @@ def test_truncated_file(converted, tmp_path, keep_fraction):
 
 def test_resident_checksum_mismatch(converted, tmp_path):
     p = copy_of(converted("qwen3_moe", "8"), tmp_path)
-    flip_byte(p, open_container(p).header.resident_offset + 100)
+    flip_byte(p, open_container(p).sections["resident"]["offset"] + 100)
     with pytest.raises(edgemoe.FormatError, match="resident section checksum mismatch"):
         edgemoe.load(p)
 
@@ -85,7 +86,7 @@ def test_expert_checksum_mismatch_is_a_storage_error(converted, tmp_path):
     c = open_container(p)
     ids = reference("qwen3_moe")["input_ids"].tolist()
     # corrupt every expert of layer 0 so whatever the router picks is bad
-    for blob in c.manifest["experts"][0]:
+    for blob in c.experts[0]:
         flip_byte(p, blob["offset"] + 10)
     model = edgemoe.load(p, threads=1)
     with pytest.raises(edgemoe.StorageError, match="checksum mismatch"):
@@ -99,9 +100,41 @@ def test_manifest_corruption(converted, tmp_path):
     p = copy_of(converted("qwen3_moe", "8"), tmp_path)
     c = open_container(p)
     with open(p, "r+b") as f:
-        f.seek(c.header.manifest_offset + 5)
+        f.seek(c.sections["manifest"]["offset"] + 5)
         f.write(b"#")
     with pytest.raises(edgemoe.FormatError, match="manifest checksum mismatch"):
+        edgemoe.load(p)
+
+
+def test_a_format_1_container_is_refused_with_what_to_do(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    with open(p, "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 1))
+    with pytest.raises(edgemoe.FormatError, match="format version 1 was written by an older edgemoe; re-convert"):
+        edgemoe.load(p)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda index: index[:-5], "ends early"),
+    (lambda index: index + b"\0", "1 bytes follow the expert table"),
+    (lambda index: b"\xff\xff\xff\x7f" + index[4:], "claims more config fields than it holds"),
+])
+def test_a_damaged_index_is_refused(converted, tmp_path, damage, message):
+    # the index's own CRC is made to match: these reach the reader's bounds, not the checksum
+    from edgemoe.format.container import encode_index, replace_section
+
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    c = open_container(p)
+    replace_section(str(p), "index", damage(encode_index(c.config, c.tensors, c.experts)))
+    with pytest.raises(edgemoe.FormatError, match=message):
+        edgemoe.load(p)
+
+
+def test_an_index_with_an_unknown_config_field_is_refused(converted, tmp_path):
+    p = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    replace_tables(p, config=dict(open_container(p).config, sliding_window=128))
+    with pytest.raises(edgemoe.FormatError, match="unknown field 'sliding_window'"):
         edgemoe.load(p)
 
 
@@ -180,19 +213,15 @@ def test_context_overflow(converted):
 
 @pytest.mark.parametrize("field,value", [("head_dim", 7), ("top_k", 99), ("n_kv_heads", 3), ("hidden", 0),
                                          ("vocab", 1 << 30), ("rms_norm_eps", float("nan"))])
-def test_the_runtime_checks_the_config_without_python(converted, field, value):
+def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field, value):
     # The C++ engine is also driven without Python's validation (tests/cpp, the libFuzzer target):
     # it refuses a hostile config itself rather than sizing buffers from it.
     from edgemoe import _core
-    from edgemoe.api import engine_tables
 
-    c = open_container(converted("qwen3_moe", "8"))
-    tensors, experts = engine_tables(c)
-    cfg = dict(c.config, **{field: value})
-    h = c.header
+    path = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    replace_tables(path, config=dict(open_container(path).config, **{field: value}))
     with pytest.raises(edgemoe.FormatError, match="invalid model config"):
-        _core.Engine(cfg, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts,
-                     {"expert_slots": 2, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru"})
+        _core.open_container(str(path))
 
 
 @pytest.mark.parametrize("change,message", [
@@ -232,29 +261,31 @@ WRAP = 1 << 64
 
 
 @pytest.mark.parametrize("where", ["expert_part", "resident_tensor", "resident_section", "expert_size"])
-def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, where):
+def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, tmp_path, where):
     # An offset near 2**64 makes `offset + length` wrap to a small number: a check written as
     # `offset + length > size` then passes and the engine reads outside its buffers.
     from edgemoe import _core
-    from edgemoe.api import engine_tables
+    from edgemoe.format import container
 
-    c = open_container(converted("qwen3_moe", "8"))
-    tensors, experts = engine_tables(c)
-    h = c.header
-    resident_offset, resident_size = h.resident_offset, h.resident_size
+    path = copy_of(converted("qwen3_moe", "8"), tmp_path)
+    c = open_container(path)
+    tensors, experts = c.tensors, c.experts
     if where == "expert_part":  # the down projection "starts" 64 bytes before its blob
-        off, size, crc, t, gate, up, down, stored = experts[0][0]
-        experts[0][0] = (off, size, crc, t, gate, up, WRAP - 64, stored)
+        experts[0][0]["parts"]["down"]["offset"] = WRAP - 64
+        replace_tables(path, experts=experts)
     elif where == "resident_tensor":  # a tensor "starts" 64 bytes before the resident section
-        name, t, rows, cols, _, nbytes = tensors[0]
-        tensors[0] = (name, t, rows, cols, WRAP - 64, nbytes)
+        next(iter(tensors.values()))["offset"] = WRAP - 64
+        replace_tables(path, tensors=tensors)
     elif where == "resident_section":  # a section "ending" past 2**64: its rounded allocation would wrap
-        resident_size = WRAP - resident_offset + 64
+        sections = dict(c.sections)
+        sections["resident"] = dict(sections["resident"], size=WRAP - sections["resident"]["offset"] + 64)
+        with open(path, "r+b") as f:
+            f.write(container._pack_header(sections))
     else:  # the libFuzzer finding of 2026-11-23: a blob size near 2**64 rounded the expert slots around to
         # 4 KiB, while a compressed blob's decompressor was told it could write that many bytes into one
-        off, _, crc, t, gate, up, down, stored = experts[0][1]
-        experts[0][1] = (off, WRAP - 1, crc, t, gate, up, down, stored)
+        blob = experts[0][1]
+        blob.update(compression="zstd", stored=blob["size"], size=WRAP - 1)
+        replace_tables(path, experts=experts)
     with pytest.raises(edgemoe.FormatError, match="outside its blob|inconsistent size or offset|resident section|"
                                                   "larger than its projections"):
-        _core.Engine(c.config, c.path, resident_offset, resident_size, h.resident_crc, tensors, experts,
-                     {"expert_slots": 2, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru"})
+        _core.open_container(str(path))

@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 
 import edgemoe
-from edgemoe.api import engine_tables
 from edgemoe.format.container import open_container
 from conftest import reference
 
@@ -64,29 +63,10 @@ needs_cross = pytest.mark.skipif(
     "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu qemu-user)")
 
 
-def _config_value(v) -> str:
-    """A config value as tests/cpp/layout_text.h reads it: its kind, then the value."""
-    if isinstance(v, bool):
-        return f"bool {int(v)}"
-    if isinstance(v, int):
-        return f"int {v}"
-    if isinstance(v, float):
-        return f"float {v!r}"
-    if isinstance(v, str):
-        return f"text {v}"
-    return "ints " + " ".join(map(str, v))
-
-
-def write_layout(container_path: str, ids, out: Path) -> None:
-    c = open_container(container_path)
-    tensors, experts = engine_tables(c)
-    lines = [f"config {k} {_config_value(v)}" for k, v in c.config.items()]
-    lines.append(f"path {c.path}")
-    lines.append(f"resident {c.header.resident_offset} {c.header.resident_size} {c.header.resident_crc}")
-    lines += ["tensor " + " ".join(map(str, t)) for t in tensors]
-    lines += [f"expert {l} {e} " + " ".join(map(str, x)) for l, row in enumerate(experts) for e, x in enumerate(row)]
-    lines.append("tokens " + " ".join(map(str, ids)))
-    out.write_text("\n".join(lines) + "\n")
+def write_tokens(ids, out: Path) -> Path:
+    """The token ids file tests/cpp/forward_pass.cpp reads."""
+    out.write_text(" ".join(map(str, ids)) + "\n")
+    return out
 
 
 # ---------------------------------------------------------------- building
@@ -135,22 +115,21 @@ def a64_binary(a64_objects, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cases(converted, tmp_path_factory):
-    """[(label, layout file, vocab, token count)] for every case."""
+    """[(label, container, token ids file, vocab, token count)] for every case."""
     out = []
-    folder = tmp_path_factory.mktemp("forward_layouts")
+    folder = tmp_path_factory.mktemp("forward_tokens")
     for name, bits in CASES:
         path = converted(name, bits)
         ids = reference(name)["input_ids"].tolist()
-        layout = folder / f"{name}-{bits}.txt"
-        write_layout(path, ids, layout)
-        out.append((f"{name} {bits}", path, layout, open_container(path).config["vocab"], len(ids)))
+        tokens = write_tokens(ids, folder / f"{name}-{bits}.txt")
+        out.append((f"{name} {bits}", path, tokens, open_container(path).config["vocab"], len(ids)))
     return out
 
 
 def run_forward(cmd, case, isa=None, env=None) -> np.ndarray:
-    _, _, layout, vocab, n = case
-    out = layout.with_name(f"{layout.stem}-{abs(hash((tuple(cmd), isa)))}.f32")
-    proc = subprocess.run([*cmd, str(layout), str(out), *([isa] if isa else [])], capture_output=True, text=True,
+    _, path, tokens, vocab, n = case
+    out = tokens.with_name(f"{tokens.stem}-{abs(hash((tuple(cmd), isa)))}.f32")
+    proc = subprocess.run([*cmd, str(path), str(tokens), str(out), *([isa] if isa else [])], capture_output=True, text=True,
                           timeout=300, env=None if env is None else {**os.environ, **env})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return np.fromfile(out, dtype=np.float32).reshape(n, vocab)

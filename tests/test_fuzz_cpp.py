@@ -1,7 +1,7 @@
-"""libFuzzer over the C++ loader (tests/cpp/fuzz_engine.cpp): hostile container tables and file
-bytes go straight to the engine, without Python's checks in front, then through a short forward
-pass; built with AddressSanitizer and UndefinedBehaviorSanitizer. Seeded with real converted
-containers (raw and zstd-compressed blobs). CI replays a fixed seed for a fixed number of executions
+"""libFuzzer over the C++ container reader and engine (tests/cpp/fuzz_engine.cpp): hostile .emoe
+bytes go to the runtime's own reader, without Python in front, then through a short forward pass;
+built with AddressSanitizer and UndefinedBehaviorSanitizer. Seeded with real converted containers
+(raw and zstd-compressed blobs). CI replays a fixed seed for a fixed number of executions
 (tests/fuzz_session.py); EDGEMOE_FUZZ_SECONDS=600 explores instead. Inputs that once crashed it live
 in tests/fixtures/fuzz/engine-* and are replayed by test_past_findings_no_longer_crash."""
 import os
@@ -13,7 +13,6 @@ import pytest
 
 from conftest import FIXTURES, reference
 from fuzz_session import executions, finding_report, fuzz_limits
-from test_forward_cross import write_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 CLANG = shutil.which("clang++")
@@ -27,9 +26,9 @@ pytestmark = pytest.mark.skipif(CLANG is None, reason="clang++ (with libFuzzer) 
 @pytest.fixture(scope="module")
 def fuzzer(tmp_path_factory):
     out = tmp_path_factory.mktemp("fuzz_engine") / "fuzz_engine"
-    srcs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*/*.cpp"))
+    srcs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*/*.cpp"))  # not bindings.cpp
     cmd = [CLANG, "-std=c++17", "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
-           "-Icsrc", "-Itests/cpp", "-pthread", "tests/cpp/fuzz_engine.cpp", *srcs, "-o", str(out)]
+           "-Icsrc", "-pthread", "tests/cpp/fuzz_engine.cpp", *srcs, "-o", str(out)]
     if HAVE_ZSTD:
         cmd[1:1] = ["-DEDGEMOE_HAVE_ZSTD=1"]
         cmd.append("-lzstd")
@@ -39,14 +38,13 @@ def fuzzer(tmp_path_factory):
 
 
 def seed(path: str, ids, out: Path) -> None:
-    """Two seeds per container: checksums on with the f32 KV cache, and checksums off (mutated weights
-    then reach the kernels) with the fp16 one."""
-    layout = out.with_suffix(".txt")
-    write_layout(path, ids, layout)
+    """Two seeds per container: as converted, with checksums on and the f32 KV cache; and sealed
+    (the harness re-seals the header's and index's CRCs, so mutated tables reach the checks) with
+    checksums off (mutated weights then reach the kernels) and the fp16 cache."""
+    tokens = ("tokens " + " ".join(map(str, ids)) + "\n").encode()
     body = Path(path).read_bytes()
-    out.write_bytes(layout.read_bytes() + b"@@file\n" + body)
-    out.with_name(out.name + "-nocrc").write_bytes(layout.read_bytes() + b"checksums off\nkv f16\n@@file\n" + body)
-    layout.unlink()
+    out.write_bytes(tokens + b"@@file\n" + body)
+    out.with_name(out.name + "-sealed").write_bytes(tokens + b"seal\nchecksums off\nkv f16\n@@file\n" + body)
 
 
 def run(fuzzer, *args, timeout):

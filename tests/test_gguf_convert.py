@@ -39,7 +39,7 @@ def test_quantized_gguf_is_copied_exactly_and_matches_llama_cpp(kind, bits, tmp_
     t = ck.tensors["blk.1.ffn_up_exps.weight"]
     want = gguf.quants.dequantize(np.asarray(t.data[3]), t.tensor_type)
     c = open_container(out)
-    blob = c.manifest["experts"][1][3]
+    blob = c.experts[1][3]
     part = blob["parts"]["up"]
     with open(out, "rb") as f:
         f.seek(blob["offset"] + part["offset"])
@@ -61,7 +61,7 @@ def test_requantizing_a_gguf_to_other_widths(tmp_path):
     out = tmp_path / "m.emoe"
     assert main(["convert", str(GGUF / "qwen3_moe-q8_0.gguf"), "-o", str(out), "--bits", "3", "-q"]) == 0
     model = edgemoe.load(str(out), threads=1)
-    assert {b["type"] for row in open_container(out).manifest["experts"] for b in row} == {"q3"}
+    assert {b["type"] for row in open_container(out).experts for b in row} == {"q3"}
     assert np.isfinite(model.logits(reference("qwen3_moe")["input_ids"].tolist())).all()
     assert model.tokenize("Hello world") == model.tokenize("Hello world")  # the rebuilt tokenizer loads
 
@@ -155,7 +155,7 @@ def test_q4_k_blocks_are_copied_exactly_as_q4k(k_quant_ggufs, tmp_path):
     out = tmp_path / "m.emoe"
     assert main(["convert", str(src), "-o", str(out), "--bits", "4k", "-q"]) == 0
     c = open_container(out)
-    assert {b["type"] for row in c.manifest["experts"] for b in row} == {"q4k"}
+    assert {b["type"] for row in c.experts for b in row} == {"q4k"}
     ck = GGUFCheckpoint(str(src))
     copied = 0
     for layer in range(2):
@@ -163,7 +163,7 @@ def test_q4_k_blocks_are_copied_exactly_as_q4k(k_quant_ggufs, tmp_path):
             t = ck.tensors[f"blk.{layer}.{name}.weight"]
             if t.tensor_type.name != "Q4_K":
                 continue  # Q4_K_M keeps some tensors at Q6_K: those are re-encoded
-            blob = c.manifest["experts"][layer][1]
+            blob = c.experts[layer][1]
             p = blob["parts"][part]
             with open(out, "rb") as f:
                 f.seek(blob["offset"] + p["offset"])

@@ -30,7 +30,7 @@ def test_profile_is_stored_and_consistent(profiled):
     c = open_container(path)  # still a valid container after the in-place manifest update
     p = c.manifest["profile"]
     assert p["tokens"] == summary["tokens"] > 100 and p["source"] == "calib.txt"
-    freq, next_layer, tokens, _ = profile_arrays(c.manifest)
+    freq, next_layer, tokens, _ = profile_arrays(c.manifest, c.config)
     top_k = c.config["top_k"]
     np.testing.assert_allclose(freq.sum(axis=1), top_k, atol=1e-4)  # each token picks top_k per layer
     seen = next_layer.sum(axis=2) > 0
@@ -75,7 +75,8 @@ def test_profile_command(converted, tmp_path):
 
 def test_min_confidence_gates_prefetch_without_changing_results(profiled):
     path, _ = profiled
-    _, _, tokens, shares = profile_arrays(open_container(path).manifest)
+    c = open_container(path)
+    _, _, tokens, shares = profile_arrays(c.manifest, c.config)
     assert ((shares > 0) == (tokens >= 0)).all() and shares.max() <= 1.0
     ids = reference("mixtral_smooth")["input_ids"].tolist()
     guesses, outputs = {}, {}
@@ -99,7 +100,7 @@ def test_profile_without_token_shares_still_loads(profiled, tmp_path):
     # containers profiled before token shares were stored: every token expert counts as certain
     c = open_container(profiled[0])
     manifest = dict(c.manifest, profile={k: v for k, v in c.manifest["profile"].items() if k != "token_shares"})
-    _, _, tokens, shares = profile_arrays(manifest)
+    _, _, tokens, shares = profile_arrays(manifest, c.config)
     assert ((shares == 1.0) == (tokens >= 0)).all()
 
 
@@ -108,16 +109,12 @@ def test_the_runtime_checks_the_profile_width_without_python(profiled, width_cha
     # The stats predictor reads `width` chosen experts per token and layer; a profile recorded
     # for another top-k, handed to the C++ engine directly, read past them (found in review).
     from edgemoe import _core
-    from edgemoe.api import engine_tables
 
     c = open_container(profiled[0])
-    freq, nxt, tok, shares = profile_arrays(c.manifest)
+    freq, nxt, tok, shares = profile_arrays(c.manifest, c.config)
     k = tok.shape[2] + width_change
     tok = np.ascontiguousarray(np.pad(tok, ((0, 0), (0, 0), (0, 1)), constant_values=-1)[:, :, :k])
     shares = np.ones(tok.shape, np.float32)
-    tensors, experts = engine_tables(c)
-    h = c.header
     with pytest.raises(edgemoe.FormatError, match="routing profile does not match"):
-        _core.Engine(c.config, c.path, h.resident_offset, h.resident_size, h.resident_crc, tensors, experts,
-                     {"expert_slots": 4, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru",
+        _core.Engine(c.native, {"expert_slots": 4, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru",
                       "predictor": "stats", "prefetch_min_confidence": 0.0}, (freq, nxt, tok, shares))

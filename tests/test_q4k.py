@@ -133,8 +133,8 @@ def test_q4k_model_is_closer_to_f32_than_q4(synthetic, tmp_path):
         out = tmp_path / f"m-{bits}.emoe"
         convert_hf(src, str(out), bits=bits, progress=False)
         c = open_container(out)
-        assert {b["type"] for row in c.manifest["experts"] for b in row} == {{"f32": "f32", "4": "q4", "4k": "q4k"}[bits]}
-        sizes[bits] = sum(b["size"] for row in c.manifest["experts"] for b in row)
+        assert {b["type"] for row in c.experts for b in row} == {{"f32": "f32", "4": "q4", "4k": "q4k"}[bits]}
+        sizes[bits] = sum(b["size"] for row in c.experts for b in row)
         logits[bits] = edgemoe.load(str(out), threads=1, kv_cache="f32").logits(ids)
     assert sizes["4k"] == sizes["4"] * 18 // 20  # 4.5 vs 5 bits per weight
 
@@ -157,6 +157,6 @@ def test_experts_whose_rows_are_not_multiples_of_256_fall_back_to_q4(synthetic, 
     out = tmp_path / "m.emoe"
     convert_hf(str(synthetic(288)), str(out), bits="4k", resident_bits="4k", progress=False)
     c = open_container(out)
-    assert {b["type"] for row in c.manifest["experts"] for b in row} == {"q4"}  # down rows are 288 long
-    assert "q4k" in {t["type"] for t in c.manifest["resident"].values()}  # the 256-wide matrices do take it
+    assert {b["type"] for row in c.experts for b in row} == {"q4"}  # down rows are 288 long
+    assert "q4k" in {t["type"] for t in c.tensors.values()}  # the 256-wide matrices do take it
     assert np.isfinite(edgemoe.load(str(out), threads=1).logits([1, 2, 3])).all()

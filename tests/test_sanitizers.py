@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import reference
-from test_forward_cross import write_layout
+from test_forward_cross import write_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 CXX = shutil.which(os.environ.get("CXX", "g++"))
@@ -54,17 +54,17 @@ def test_moe_block_under_sanitizers(tmp_path):
 
 
 def test_forward_passes_under_sanitizers(tmp_path, converted):
-    srcs = ["tests/cpp/forward_pass.cpp"] + [s for s in sources("common", "kernels", "model", "prefetch", "runtime",
-                                                                  "store")]
+    srcs = ["tests/cpp/forward_pass.cpp"] + [s for s in sources("common", "format", "kernels", "model", "prefetch",
+                                                                  "runtime", "store")]
     binary = None
     for name, bits in (("qwen2_moe", "8"), ("mixtral", "4"), ("olmoe", "f32")):
-        layout = tmp_path / f"{name}.txt"
-        write_layout(converted(name, bits), reference(name)["input_ids"].tolist(), layout)
+        args = [converted(name, bits), str(write_tokens(reference(name)["input_ids"].tolist(), tmp_path / f"{name}.txt")),
+                str(tmp_path / "out.f32")]
         if binary is None:
-            build_and_run(tmp_path, "forward_pass", srcs, str(layout), str(tmp_path / "out.f32"))
+            build_and_run(tmp_path, "forward_pass", srcs, *args)
             binary = tmp_path / "forward_pass"
         else:
-            proc = subprocess.run([str(binary), str(layout), str(tmp_path / "out.f32")], capture_output=True,
+            proc = subprocess.run([str(binary), *args], capture_output=True,
                                   text=True, timeout=600, env={**os.environ, **ENV})
             assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 

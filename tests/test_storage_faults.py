@@ -146,14 +146,13 @@ def test_file_replaced_while_open_keeps_reading_the_file_that_was_opened(convert
 def test_cli_checksums_on_by_default_and_off_on_request(converted, tmp_path):
     path = tmp_path / "m.emoe"
     shutil.copyfile(converted("qwen3_moe", "8"), path)
-    from edgemoe.api import engine_tables
     from edgemoe.format.container import open_container
 
-    _, experts = engine_tables(open_container(str(path)))
     data = bytearray(path.read_bytes())
-    for row in experts:  # every expert blob inverted; header, manifest and resident weights intact
-        for offset, size, *_ in row:
-            data[offset:offset + size] = bytes(255 - b for b in data[offset:offset + size])
+    for row in open_container(str(path)).experts:  # every expert blob inverted; header, index, manifest
+        for b in row:                              # and resident weights intact
+            offset, size = b["offset"], b["size"]
+            data[offset:offset + size] = bytes(255 - x for x in data[offset:offset + size])
     path.write_bytes(bytes(data))
 
     def generate(*flags):

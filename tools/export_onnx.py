@@ -123,7 +123,7 @@ class Exporter:
         self.level = accuracy_level
         self.dequantize = dequantize  # every matrix as f32 (MatMul, MoE): the reference the exact ops must equal
         self.max_context = min(self.cfg["max_position"], MAX_CONTEXT)
-        self.resident = container.manifest["resident"]
+        self.resident = container.tensors
         self.data = open(container.path, "rb")
 
     def raw(self, offset: int, nbytes: int) -> np.ndarray:
@@ -132,7 +132,7 @@ class Exporter:
 
     def resident_raw(self, name: str):
         t = self.resident[name]
-        return self.raw(self.c.header.resident_offset + t["offset"], t["nbytes"]), quant.CODES[t["type"]], t["shape"]
+        return self.raw(self.c.sections["resident"]["offset"] + t["offset"], t["nbytes"]), quant.CODES[t["type"]], t["shape"]
 
     def f32(self, name: str) -> np.ndarray:
         raw, qtype, shape = self.resident_raw(name)
@@ -196,7 +196,7 @@ class Exporter:
         """{gate, up, down: [(raw bytes, qtype, shape) of every expert of layer l]}, each blob read
         (and, if zstd-compressed, decompressed) once."""
         out = {part: [] for part in ("gate", "up", "down")}
-        for blob in self.c.manifest["experts"][l]:
+        for blob in self.c.experts[l]:
             if blob.get("stored"):
                 import zstandard
 

@@ -4,7 +4,7 @@
     python tools/fuzz_parsers.py CORPUS_DIR [atheris/libFuzzer flags, e.g. -max_total_time=60]
 
 Each input is a file handed to one parser, picked by its first bytes: an .emoe container
-(open_container, then edgemoe.load, which also runs the C++ loader), a safetensors file
+(open_container: the C++ reader and the manifest's JSON, then edgemoe.load and a forward pass), a safetensors file
 (the converter's reader), or a GGUF file (the GGUF converter's reader, config and tokenizer).
 The package's own errors (edgemoe.EdgeMoEError and subclasses) are the expected answer to bad
 input; any other exception, a hang or a crash is a finding. Seed CORPUS_DIR with real files

@@ -5,74 +5,37 @@
 #include <map>
 #include <stdexcept>
 
-#include "../common/bounds.h"
 #include "../common/errors.h"
 
 namespace edgemoe {
 
-namespace {
-
-QType checked_type(int code, const std::string& what) {
-  QType t;
-  if (!qtype_from_int(code, &t)) throw FormatError(what + " has an unknown weight type " + std::to_string(code));
-  return t;
-}
-
-}  // namespace
-
-Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt)
-    : cfg_(cfg), opt_(opt), experts_(layout.experts) {
-  check_config(cfg);
+Engine::Engine(const Container& container, const EngineOptions& opt)
+    : cfg_(container.config), opt_(opt), experts_(container.experts) {
   if (opt.n_slots < 1) throw BudgetError("the expert cache needs at least one slot");
   if (opt.ctx_size < 1 || opt.max_batch < 1 || opt.threads < 1)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");
-  if ((int)experts_.size() != cfg.n_layers) throw FormatError("expert table does not have one row per layer");
-
-  std::vector<std::vector<BlobRef>> blobs(cfg.n_layers);
-  const uint64_t I = cfg.expert_intermediate, H = cfg.hidden;
-  for (int l = 0; l < cfg.n_layers; ++l) {
-    if ((int)experts_[l].size() != cfg.n_experts) throw FormatError("expert table row has the wrong length");
-    for (int e = 0; e < cfg.n_experts; ++e) {
-      const ExpertEntry& x = experts_[l][e];
-      const std::string what = "expert " + std::to_string(l) + "/" + std::to_string(e);
-      QType t = checked_type(x.type, what);
-      if (!qtype_supports(t, H) || !qtype_supports(t, I)) throw FormatError(what + ": type cannot hold its rows");
-      const uint64_t in_bytes = I * qtype_row_bytes(t, H), out_bytes = H * qtype_row_bytes(t, I);
-      if (!range_within(x.gate, in_bytes, x.size) || !range_within(x.up, in_bytes, x.size) ||
-          !range_within(x.down, out_bytes, x.size))
-        throw FormatError(what + ": a projection lies outside its blob");
-      // A blob holds its three projections and nothing more (the converter ends it at the last
-      // one). Bounding the size bounds the expert slots, and for a compressed blob what the
-      // decompressor is told it may write: a size near 2^64 rounded the slot size around to
-      // 4 KiB while zstd was allowed to write the frame's whole output into it.
-      const uint64_t end = std::max({x.gate + in_bytes, x.up + in_bytes, x.down + out_bytes});
-      if (x.size > end + kBlobAlign)
-        throw FormatError(what + ": the blob (" + std::to_string(x.size) + " bytes) is larger than its projections (" +
-                          std::to_string(end) + " bytes)");
-      blobs[l].push_back({x.offset, x.size, x.crc32, x.stored});
-    }
-  }
-  resident_ = std::make_unique<ResidentSection>(layout.path, layout.resident_offset, layout.resident_size,
-                                                layout.resident_crc, opt.verify_checksums);
-  bind_weights(layout);
-  store_ = std::make_unique<ExpertStore>(layout.path, std::move(blobs), (size_t)opt.n_slots, store_options(opt));
+  std::vector<std::vector<BlobRef>> blobs = blob_table(experts_);
+  const Section& r = container.resident;
+  resident_ = std::make_unique<ResidentSection>(container.path, r.offset, r.size, r.crc32, opt.verify_checksums);
+  bind_weights(container.tensors);
+  store_ = std::make_unique<ExpertStore>(container.path, std::move(blobs), (size_t)opt.n_slots, store_options(opt));
   if (!opt_.profile.empty()) {
     const RoutingProfile& p = opt_.profile;
     // width is the top-k the profile recorded: the stats predictor reads that many of a token's
     // chosen experts, so it must be the model's top_k.
-    if (p.n_layers != cfg.n_layers || p.n_experts != cfg.n_experts || p.vocab != cfg.vocab || p.width != cfg.top_k ||
+    if (p.n_layers != cfg_.n_layers || p.n_experts != cfg_.n_experts || p.vocab != cfg_.vocab || p.width != cfg_.top_k ||
         p.freq.size() != (size_t)p.n_layers * p.n_experts ||
         p.next_layer.size() != (size_t)(p.n_layers - 1) * p.n_experts * p.n_experts ||
         p.token_experts.size() != (size_t)p.vocab * p.n_layers * p.width ||
         p.token_shares.size() != p.token_experts.size())
       throw FormatError("the routing profile does not match the model; run `edgemoe profile` again");
     for (int32_t e : p.token_experts)
-      if (e < -1 || e >= cfg.n_experts) throw FormatError("the routing profile names an expert that does not exist");
+      if (e < -1 || e >= cfg_.n_experts) throw FormatError("the routing profile names an expert that does not exist");
     // The profile's activation shares count as if this many tokens had been seen already.
     constexpr double kProfilePriorTokens = 100.0;
-    std::vector<std::vector<double>> seed(cfg.n_layers, std::vector<double>(cfg.n_experts));
-    for (int l = 0; l < cfg.n_layers; ++l)
-      for (int e = 0; e < cfg.n_experts; ++e) seed[l][e] = kProfilePriorTokens * p.freq[(size_t)l * cfg.n_experts + e];
+    std::vector<std::vector<double>> seed(cfg_.n_layers, std::vector<double>(cfg_.n_experts));
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      for (int e = 0; e < cfg_.n_experts; ++e) seed[l][e] = kProfilePriorTokens * p.freq[(size_t)l * cfg_.n_experts + e];
     store_->seed_frequencies(seed);
   }
   predictor_ = make_predictor(opt_.predictor, cfg_, weights_, opt_.profile);
@@ -82,23 +45,21 @@ Engine::Engine(const ModelConfig& cfg, const ContainerLayout& layout, const Engi
   transformer_->set_observer(this);
 }
 
-void Engine::bind_weights(const ContainerLayout& layout) {
+void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
   std::map<std::string, const TensorEntry*> by_name;
-  for (const TensorEntry& t : layout.tensors) by_name[t.name] = &t;
+  for (const TensorEntry& t : tensors) by_name[t.name] = &t;
 
-  // Look up a tensor, checking its shape and that it lies inside the section.
+  // Look up a tensor and check it has the shape this config uses (the container reader
+  // has checked that its type, size and offset are consistent and inside the section).
   auto get = [&](const std::string& name, int64_t rows, int64_t cols, bool f32_only) -> Tensor {
     auto it = by_name.find(name);
     if (it == by_name.end()) throw FormatError("container lacks resident tensor " + name);
     const TensorEntry& e = *it->second;
-    QType t = checked_type(e.type, name);
+    const QType t = e.type;
     if (e.rows != rows || e.cols != cols)
       throw FormatError("resident tensor " + name + " has shape [" + std::to_string(e.rows) + ", " +
                         std::to_string(e.cols) + "], expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
     if (f32_only && t != QType::F32) throw FormatError("resident tensor " + name + " must be f32");
-    if (!qtype_supports(t, cols) || e.nbytes != (uint64_t)rows * qtype_row_bytes(t, cols) ||
-        !range_within(e.offset, e.nbytes, resident_->size()) || e.offset % 4 != 0)
-      throw FormatError("resident tensor " + name + " has an inconsistent size or offset");
     return Tensor{t, rows, cols, resident_->data() + e.offset};
   };
 
@@ -144,7 +105,7 @@ void Engine::bind_weights(const ContainerLayout& layout) {
 ExpertView Engine::acquire(int layer, int expert) {
   const uint8_t* blob = store_->acquire(layer, expert);
   const ExpertEntry& x = experts_[layer][expert];
-  return ExpertView{static_cast<QType>(x.type), blob + x.gate, blob + x.up, blob + x.down};
+  return ExpertView{x.type, blob + x.parts[0].offset, blob + x.parts[1].offset, blob + x.parts[2].offset};
 }
 
 void Engine::release(int layer, int expert) { store_->release(layer, expert); }

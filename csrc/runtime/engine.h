@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../common/thread_pool.h"
+#include "../format/container.h"
 #include "../model/config.h"
 #include "../model/transformer.h"
 #include "../model/weights.h"
@@ -18,31 +19,6 @@
 #include "../store/resident_section.h"
 
 namespace edgemoe {
-
-// One resident tensor of the container's manifest.
-struct TensorEntry {
-  std::string name;
-  int type = 0;
-  int64_t rows = 0, cols = 0;
-  uint64_t offset = 0, nbytes = 0;  // offset within the resident section
-};
-
-// One routed expert blob of the manifest.
-struct ExpertEntry {
-  uint64_t offset = 0, size = 0;  // file offset (page aligned) and payload bytes
-  uint32_t crc32 = 0;
-  uint64_t stored = 0;  // zstd-compressed bytes in the file; 0: stored raw
-  int type = 0;
-  uint64_t gate = 0, up = 0, down = 0;  // part offsets within the blob
-};
-
-struct ContainerLayout {
-  std::string path;
-  uint64_t resident_offset = 0, resident_size = 0;
-  uint32_t resident_crc = 0;
-  std::vector<TensorEntry> tensors;
-  std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]
-};
 
 struct EngineStats {
   StoreStats store;
@@ -65,7 +41,9 @@ struct RoutingTrace {
 
 class Engine final : public ExpertSource, public ForwardObserver {
  public:
-  Engine(const ModelConfig& cfg, const ContainerLayout& layout, const EngineOptions& opt);
+  // An engine over an opened container (format/container.h has checked its tables).
+  Engine(const Container& container, const EngineOptions& opt);
+  Engine(const std::string& path, const EngineOptions& opt) : Engine(open_container(path), opt) {}
 
   // Logits of every position of `tokens` from an empty context: out [n, vocab].
   // Both calls stop at a layer boundary once a stop flag is set (see
@@ -77,6 +55,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);
   int64_t n_past() const { return transformer_->n_past(); }
+  const ModelConfig& config() const { return cfg_; }
 
   // Record every token's routing from now on (or stop); take_trace() hands
   // over what was recorded and starts a new record.
@@ -100,7 +79,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
                   const float* hidden) override;
 
  private:
-  void bind_weights(const ContainerLayout& layout);
+  void bind_weights(const std::vector<TensorEntry>& tensors);
   void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
   void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop);
   // Drop traced rows from `rows` on (tokens whose forward pass did not complete).

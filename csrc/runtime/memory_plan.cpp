@@ -20,11 +20,12 @@ std::string format_size(uint64_t n) {
   return std::to_string(n) + " B";
 }
 
-MemoryPlan plan_memory(const ModelConfig& cfg, uint64_t resident_bytes,
-                       const std::vector<std::vector<BlobRef>>& experts, const EngineOptions& opt,
-                       std::optional<uint64_t> budget, std::optional<int64_t> cache_experts) {
+MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std::optional<uint64_t> budget,
+                       std::optional<int64_t> cache_experts) {
+  const ModelConfig& cfg = container.config;
+  const std::vector<std::vector<BlobRef>> experts = blob_table(container.experts);
   MemoryPlan plan;
-  plan.resident_bytes = ResidentSection::allocated_bytes_for(resident_bytes);
+  plan.resident_bytes = ResidentSection::allocated_bytes_for(container.resident.size);
   plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.kv_f16);
   plan.scratch_bytes = Transformer::scratch_bytes(cfg, opt.ctx_size, opt.max_batch, opt.threads);
   const StoreSizes store = ExpertStore::sizes_for(experts, store_options(opt));

@@ -10,8 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "../model/config.h"
-#include "../store/expert_store.h"
+#include "../format/container.h"
 #include "options.h"
 
 namespace edgemoe {
@@ -31,13 +30,12 @@ struct MemoryPlan {
   uint64_t total_bytes() const { return fixed_bytes() + (uint64_t)n_slots * slot_bytes; }
 };
 
-// The plan of an engine of `opt` over these weights. Slots: `cache_experts`
+// The plan of an engine of `opt` over this container. Slots: `cache_experts`
 // if given (at least min_slots; at most every expert), else every expert, then
 // as many as `budget` holds if one is given. Throws BudgetError with the
 // figures when the budget or the slot count is below the minimum.
-MemoryPlan plan_memory(const ModelConfig& cfg, uint64_t resident_bytes,
-                       const std::vector<std::vector<BlobRef>>& experts, const EngineOptions& opt,
-                       std::optional<uint64_t> budget, std::optional<int64_t> cache_experts);
+MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std::optional<uint64_t> budget,
+                       std::optional<int64_t> cache_experts);
 
 // "1.50 GiB", "12.00 MiB", "512 B": sizes in messages.
 std::string format_size(uint64_t bytes);

@@ -291,9 +291,8 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                          for p, w in weights.items()}
                 writer.add_expert(l, e, qtype, parts, compress=compress)
                 bar.update(1)
-        writer.finish({
+        writer.finish(cfg, {
             **(extra_manifest or {}),
-            "config": cfg,
             "tokenizer": tokenizer,
             "quantization": {"experts": quant.NAMES[expert_type] if expert_types is None else "mixed",
                              "resident": quant.NAMES[resident_type], "compression": compress or "none"},

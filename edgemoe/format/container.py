@@ -1,12 +1,16 @@
-"""The .emoe container: the only Python module that knows its byte layout.
+"""The .emoe container, written. Python's writer is the only code that lays a container out; the
+C++ runtime (csrc/format/container.cpp) is the only code that reads and checks its header, config
+and tables. open_container() asks it, and parses only the JSON manifest, which holds what Python
+alone uses (tokenizer, chat template, provenance, routing profile, bit-allocation record).
 
 Layout (docs/FORMAT.md has the byte-by-byte description):
 
-    [header page, 4096 bytes] [resident section] [expert section] [manifest JSON] [pad to 4096]
+    [header page, 4096 bytes] [resident section] [expert section] [index] [manifest JSON] [pad to 4096]
 
-The header is written last, so a file whose header is missing or whose CRC
-does not match is never mistaken for a complete container. Writers work on a
-temporary file next to the destination and rename it into place at the end.
+The index is binary: the model config as typed values, the resident tensor table and the expert
+table. The header is written last, so a file whose header is missing or whose CRC does not match
+is never mistaken for a complete container. Writers work on a temporary file next to the
+destination and rename it into place at the end.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -24,35 +28,75 @@ from ..errors import FormatError
 from .model_config import validate_config
 
 MAGIC = b"EDGEMOE\0"
-FORMAT_VERSION = 1
-PAGE = 4096           # expert blobs start on this boundary (direct I/O)
+FORMAT_VERSION = 2
+PAGE = 4096           # sections and expert blobs start on this boundary (direct I/O)
 TENSOR_ALIGN = 64     # resident tensors and expert parts start on this boundary (SIMD loads)
 EXPERT_PARTS = ("gate", "up", "down")
 ZSTD_LEVEL = 3  # higher levels gain well under 1 % more on quantized codes (bench/zstd_ratio.py)
 
-# magic, version, flags, manifest (offset, size, crc), resident crc,
-# resident (offset, size), experts (offset, size)
-_HEADER = struct.Struct("<8sII QQI I QQ QQ")
+# magic, version, flags, index (offset, size, crc), manifest (offset, size, crc), resident crc,
+# resident (offset, size), experts (offset, size); then the CRC of these 92 bytes
+_HEADER = struct.Struct("<8sII QQI QQI I QQ QQ")
 _HEADER_CRC = struct.Struct("<I")
 HEADER_BYTES = _HEADER.size + _HEADER_CRC.size
-MAX_MANIFEST_BYTES = 256 << 20  # a manifest holds the tokenizer, not weights
+_COMPRESSION = {"none": 0, "zstd": 1}
 
 
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-@dataclass
-class Header:
-    version: int
-    manifest_offset: int
-    manifest_size: int
-    manifest_crc: int
-    resident_crc: int
-    resident_offset: int
-    resident_size: int
-    experts_offset: int
-    experts_size: int
+def _pack_header(sections: Dict[str, Dict[str, int]]) -> bytes:
+    """The header page's bytes for {index, manifest, resident, experts: {offset, size, crc32}}."""
+    i, m, r, e = (sections[k] for k in ("index", "manifest", "resident", "experts"))
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, i["offset"], i["size"], i["crc32"],
+                          m["offset"], m["size"], m["crc32"], r["crc32"], r["offset"], r["size"],
+                          e["offset"], e["size"])
+    return header + _HEADER_CRC.pack(zlib.crc32(header))
+
+
+# ---------------------------------------------------------------- the index
+
+_VALUE_KINDS = {"int": 0, "float": 1, "bool": 2, "text": 3, "ints": 4}
+
+
+def _name(text: str, width: str = "<H") -> bytes:
+    b = text.encode("utf-8")
+    return struct.pack(width, len(b)) + b
+
+
+def _value(key: str, v: Any) -> bytes:
+    if isinstance(v, bool):
+        return struct.pack("<B?", _VALUE_KINDS["bool"], v)
+    if isinstance(v, int):
+        return struct.pack("<Bq", _VALUE_KINDS["int"], v)
+    if isinstance(v, float):
+        return struct.pack("<Bd", _VALUE_KINDS["float"], v)
+    if isinstance(v, str):
+        return struct.pack("<B", _VALUE_KINDS["text"]) + _name(v, "<I")
+    if isinstance(v, (list, tuple)) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return struct.pack(f"<BI{len(v)}q", _VALUE_KINDS["ints"], len(v), *v)
+    raise FormatError(f"config field {key} has a value the container cannot store: {v!r}")
+
+
+def encode_index(config: Dict[str, Any], tensors: Dict[str, Dict[str, Any]], experts: List[List[Dict[str, Any]]]) -> bytes:
+    """The index section: the config's fields, then the tables, in the form open_container()
+    returns them (tensors {name: {type, shape, offset, nbytes}}; experts [layer][expert] of
+    {type, offset, size, stored, crc32, compression, parts: {gate, up, down: {offset}}})."""
+    out = [struct.pack("<I", len(config))]
+    out += [_name(k) + _value(k, v) for k, v in config.items()]
+    out.append(struct.pack("<I", len(tensors)))
+    for name, t in tensors.items():
+        shape = t["shape"]
+        out.append(_name(name) + struct.pack("<BBQQQQ", quant.CODES[t["type"]], len(shape),
+                                             shape[0] if len(shape) == 2 else 1, shape[-1], t["offset"], t["nbytes"]))
+    out.append(struct.pack("<II", len(experts), len(experts[0]) if experts else 0))
+    for row in experts:
+        for b in row:
+            out.append(struct.pack("<QQQIBB", b["offset"], b["size"], b["stored"], b["crc32"], quant.CODES[b["type"]],
+                                   _COMPRESSION[b["compression"]]))
+            out.append(struct.pack("<3Q", *(b["parts"][p]["offset"] for p in EXPERT_PARTS)))
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------- writing
@@ -137,7 +181,8 @@ class ContainerWriter:
             part_table[part] = {"offset": len(raw), "nbytes": len(buf), "shape": [int(s) for s in shape]}
             raw += buf
         stored = bytes(raw)
-        entry: Dict[str, Any] = {"type": quant.NAMES[qtype], "parts": part_table, "size": len(raw)}
+        entry: Dict[str, Any] = {"type": quant.NAMES[qtype], "parts": part_table, "size": len(raw),
+                                 "stored": 0, "compression": "none"}
         if compress == "zstd":
             import zstandard
 
@@ -153,31 +198,33 @@ class ContainerWriter:
         self._f.write(stored)
         self.experts[key] = entry
 
-    def finish(self, manifest: Dict[str, Any]) -> None:
-        """Write the manifest and the header, flush to disk, and rename into place."""
+    def finish(self, config: Dict[str, Any], manifest: Dict[str, Any]) -> None:
+        """Write the index (config and tables) and the manifest, then the header; flush to disk
+        and rename into place."""
+        config = validate_config(config, self.path)
         self._close_resident()
         self._pad_to(PAGE)
         experts_size = self._tell() - self._experts_offset
-        n_layers = manifest["config"]["n_layers"]
-        n_experts = manifest["config"]["n_experts"]
+        n_layers, n_experts = config["n_layers"], config["n_experts"]
         missing = [(l, e) for l in range(n_layers) for e in range(n_experts) if (l, e) not in self.experts]
         if missing:
             raise RuntimeError(f"{len(missing)} experts were never written, first {missing[0]}")
-        manifest = dict(manifest)
-        manifest["format_version"] = FORMAT_VERSION
-        manifest["resident"] = self.resident
-        manifest["experts"] = [[self.experts[(l, e)] for e in range(n_experts)] for l in range(n_layers)]
+        table = [[self.experts[(l, e)] for e in range(n_experts)] for l in range(n_layers)]
+        index = encode_index(config, self.resident, table)
+        manifest = dict(manifest, format_version=FORMAT_VERSION)
         blob = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
+        index_offset = self._tell()
+        self._f.write(index)
         manifest_offset = self._tell()
         self._f.write(blob)
         self._pad_to(PAGE)
-        header = _HEADER.pack(
-            MAGIC, FORMAT_VERSION, 0,
-            manifest_offset, len(blob), zlib.crc32(blob), self._resident_crc,
-            self._resident_offset, self._resident_size, self._experts_offset, experts_size,
-        )
+        header = _pack_header({
+            "index": {"offset": index_offset, "size": len(index), "crc32": zlib.crc32(index)},
+            "manifest": {"offset": manifest_offset, "size": len(blob), "crc32": zlib.crc32(blob)},
+            "resident": {"offset": self._resident_offset, "size": self._resident_size, "crc32": self._resident_crc},
+            "experts": {"offset": self._experts_offset, "size": experts_size, "crc32": 0}})
         self._f.seek(0)
-        self._f.write(header + _HEADER_CRC.pack(zlib.crc32(header)))
+        self._f.write(header)
         self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
@@ -197,161 +244,58 @@ class ContainerWriter:
 # ---------------------------------------------------------------- reading
 
 
-@dataclass
+@dataclass(frozen=True)
 class Container:
+    """An opened container: what the runtime read and checked, and the parsed manifest."""
+
     path: str
-    header: Header
-    manifest: Dict[str, Any]
+    native: Any                   # edgemoe._core.Container: what Engine and plan_memory take
+    config: Dict[str, Any]        # every field of the model config (csrc/model/config.cpp)
+    manifest: Dict[str, Any]      # tokenizer, quantization, source, profile, bit_allocation
+    tensors: Dict[str, Dict[str, Any]]  # {name: {type, shape, offset, nbytes}}, offsets within the resident section
+    experts: List[List[Dict[str, Any]]]  # [layer][expert]: {type, offset, size, stored, crc32, compression, parts}
+    sections: Dict[str, Dict[str, int]]  # {index, manifest, resident, experts: {offset, size, crc32}}
     file_size: int
-
-    @property
-    def config(self) -> Dict[str, Any]:
-        return self.manifest["config"]
-
-
-def _read_header(f: BinaryIO, path: str, file_size: int) -> Header:
-    raw = f.read(HEADER_BYTES)
-    if len(raw) < len(MAGIC) or raw[: len(MAGIC)] != MAGIC:
-        raise FormatError(f"{path}: not an EdgeMoE container (bad magic); convert the model with `edgemoe convert`")
-    if len(raw) < HEADER_BYTES:
-        raise FormatError(f"{path}: truncated container header")
-    fields = _HEADER.unpack(raw[: _HEADER.size])
-    (crc,) = _HEADER_CRC.unpack(raw[_HEADER.size:])
-    version = fields[1]
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"{path}: container format version {version} is not supported by this edgemoe "
-            f"(which reads version {FORMAT_VERSION}); re-convert the model or upgrade edgemoe"
-        )
-    if zlib.crc32(raw[: _HEADER.size]) != crc:
-        raise FormatError(f"{path}: container header checksum mismatch (corrupt or incompletely written file)")
-    h = Header(version, *fields[3:])
-    sections = [
-        ("manifest", h.manifest_offset, h.manifest_size),
-        ("resident section", h.resident_offset, h.resident_size),
-        ("expert section", h.experts_offset, h.experts_size),
-    ]
-    for what, off, size in sections:
-        if off < PAGE or off + size > file_size:
-            raise FormatError(f"{path}: {what} [{off}, {off + size}) lies outside the file of {file_size} bytes (truncated?)")
-    expected = _align(h.manifest_offset + h.manifest_size, PAGE)
-    if file_size < expected:
-        raise FormatError(f"{path}: file is {file_size} bytes but its header describes {expected} (truncated?)")
-    if h.resident_offset % PAGE or h.experts_offset % PAGE:
-        raise FormatError(f"{path}: sections are not page aligned")
-    if h.manifest_size > MAX_MANIFEST_BYTES:
-        raise FormatError(f"{path}: manifest of {h.manifest_size} bytes is implausibly large")
-    return h
-
-
-def _expect(cond: bool, path: str, msg: str) -> None:
-    if not cond:
-        raise FormatError(f"{path}: invalid manifest: {msg}")
-
-
-def _check_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _validate_tensor(path: str, name: str, t: Any, region: int, page_aligned: bool = False) -> None:
-    _expect(isinstance(t, dict), path, f"tensor {name} is not an object")
-    qname = t.get("type")
-    _expect(qname in quant.CODES, path, f"tensor {name} has unknown type {qname!r}")
-    shape = t.get("shape")
-    _expect(isinstance(shape, list) and len(shape) in (1, 2) and all(_check_int(s) and s > 0 for s in shape),
-            path, f"tensor {name} has a bad shape {shape!r}")
-    for key in ("offset", "nbytes"):
-        _expect(_check_int(t.get(key)), path, f"tensor {name} has a bad {key}")
-    rows = shape[0] if len(shape) == 2 else 1
-    cols = shape[-1]
-    code = quant.CODES[qname]
-    _expect(quant.supports(code, cols), path, f"tensor {name}: type {qname} cannot hold rows of {cols}")
-    _expect(t["nbytes"] == rows * quant.row_bytes(code, cols), path, f"tensor {name}: nbytes does not match its shape and type")
-    _expect(t["offset"] + t["nbytes"] <= region, path, f"tensor {name} extends past the end of its section")
-
-
-def _validate_manifest(path: str, m: Any, h: Header) -> None:
-    _expect(isinstance(m, dict), path, "not a JSON object")
-    m["config"] = validate_config(m.get("config"), path)
-    cfg = m["config"]
-    resident = m.get("resident")
-    _expect(isinstance(resident, dict), path, "no resident tensor table")
-    for name, t in resident.items():
-        _validate_tensor(path, name, t, h.resident_size)
-    experts = m.get("experts")
-    _expect(isinstance(experts, list) and len(experts) == cfg["n_layers"], path, "expert table does not have one row per layer")
-    for l, row in enumerate(experts):
-        _expect(isinstance(row, list) and len(row) == cfg["n_experts"], path, f"layer {l} expert row has the wrong length")
-        for e, blob in enumerate(row):
-            where = f"expert {l}/{e}"
-            _expect(isinstance(blob, dict), path, f"{where} is not an object")
-            for key in ("offset", "size", "crc32"):
-                _expect(_check_int(blob.get(key)), path, f"{where} has a bad {key}")
-            _expect(blob["offset"] % PAGE == 0, path, f"{where} is not page aligned")
-            on_disk = blob["size"]
-            if "compression" in blob or "stored" in blob:
-                _expect(blob.get("compression") == "zstd", path, f"{where} has unknown compression {blob.get('compression')!r}")
-                _expect(_check_int(blob.get("stored")) and blob["stored"] > 0, path, f"{where} has a bad stored size")
-                on_disk = blob["stored"]
-            _expect(h.experts_offset <= blob["offset"] and blob["offset"] + on_disk <= h.experts_offset + h.experts_size,
-                    path, f"{where} lies outside the expert section")
-            parts = blob.get("parts")
-            _expect(isinstance(parts, dict) and set(parts) == set(EXPERT_PARTS), path, f"{where} needs parts {EXPERT_PARTS}")
-            for part in EXPERT_PARTS:
-                p = dict(parts[part], type=blob.get("type"))
-                _validate_tensor(path, f"{where}.{part}", p, blob["size"])
 
 
 def open_container(path: str) -> Container:
-    """Read and validate the header and manifest. Raises FormatError on anything malformed."""
+    """Open a container; FormatError on anything malformed (the runtime's reader says what)."""
+    from .. import _core
+
     path = os.fspath(path)
+    native = _core.open_container(path)
     try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise FormatError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise FormatError(f"{path} is a directory; convert it first with `edgemoe convert {path} -o model.emoe`") from None
-    except OSError as e:
-        raise FormatError(f"{path}: cannot open: {e.strerror}") from None
-    with f:
-        file_size = os.fstat(f.fileno()).st_size
-        h = _read_header(f, path, file_size)
-        f.seek(h.manifest_offset)
-        blob = f.read(h.manifest_size)
-    if len(blob) != h.manifest_size or zlib.crc32(blob) != h.manifest_crc:
-        raise FormatError(f"{path}: manifest checksum mismatch (corrupt file)")
-    try:
-        manifest = json.loads(blob.decode("utf-8"))
+        manifest = json.loads(native.manifest_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: manifest is not valid JSON: {e}") from None
-    _validate_manifest(path, manifest, h)
-    return Container(path, h, manifest, file_size)
+    if not isinstance(manifest, dict):
+        raise FormatError(f"{path}: invalid manifest: not a JSON object")
+    return Container(path, native, native.config, manifest, native.tensors, native.experts, native.sections,
+                     native.file_size)
 
 
-def update_manifest(path: str, changes: Dict[str, Any]) -> None:
-    """Merge `changes` into a container's manifest in place (e.g. a routing profile).
+def replace_section(path: str, which: str, blob: bytes) -> None:
+    """Point a container's `which` section ("manifest" or "index") at new bytes.
 
-    The new manifest is appended after the old one and made durable before the
-    header is rewritten to point at it, so a crash at any moment leaves either
-    the old container or the new one, never a mix. The old manifest's bytes
-    stay behind as dead space (manifests are small).
+    The bytes are appended at the end of the file and made durable before the header is
+    rewritten to point at them, so a crash at any moment leaves either the old container or the
+    new one, never a mix. The old bytes stay behind as dead space (both sections are small).
     """
-    c = open_container(path)
-    manifest = dict(c.manifest)
-    manifest.update(changes)
-    blob = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
-    h = c.header
-    offset = _align(h.manifest_offset + h.manifest_size, PAGE)
+    sections = {k: dict(v) for k, v in open_container(path).sections.items()}
     with open(path, "r+b") as f:
+        offset = _align(os.fstat(f.fileno()).st_size, PAGE)
         f.seek(offset)
         f.write(blob + b"\0" * (_align(len(blob), PAGE) - len(blob)))
         f.flush()
         os.fsync(f.fileno())
-        header = _HEADER.pack(
-            MAGIC, FORMAT_VERSION, 0, offset, len(blob), zlib.crc32(blob), h.resident_crc,
-            h.resident_offset, h.resident_size, h.experts_offset, h.experts_size,
-        )
+        sections[which] = {"offset": offset, "size": len(blob), "crc32": zlib.crc32(blob)}
         f.seek(0)
-        f.write(header + _HEADER_CRC.pack(zlib.crc32(header)))
+        f.write(_pack_header(sections))
         f.flush()
         os.fsync(f.fileno())
+
+
+def update_manifest(path: str, changes: Dict[str, Any]) -> None:
+    """Merge `changes` into a container's manifest in place (e.g. a routing profile)."""
+    manifest = dict(open_container(path).manifest, **changes)
+    replace_section(path, "manifest", json.dumps(manifest, separators=(",", ":")).encode("utf-8"))

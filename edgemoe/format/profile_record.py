@@ -28,14 +28,14 @@ def encode_profile(stats: Dict[str, np.ndarray], ids: Sequence[int], window: int
     }
 
 
-def profile_arrays(manifest: Dict[str, Any]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def profile_arrays(manifest: Dict[str, Any], cfg: Dict[str, Any]
+                   ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """The stored profile as the engine's arrays (freq, next_layer, token_experts,
-    token_shares), or None; FormatError if it is malformed. A profile written
-    before token shares were stored counts every token expert as certain."""
+    token_shares) for a model of config `cfg`, or None; FormatError if it is malformed. A
+    profile written before token shares were stored counts every token expert as certain."""
     p = manifest.get("profile")
     if p is None:
         return None
-    cfg = manifest["config"]
     L, E, K, V = cfg["n_layers"], cfg["n_experts"], cfg["top_k"], cfg["vocab"]
     try:
         if p.get("version") != PROFILE_VERSION:

@@ -1,42 +1,66 @@
-// libFuzzer target: the C++ loader and a short forward pass on hostile input,
-// without Python's checks in front (the runtime must check for itself).
+// libFuzzer target: the runtime's container reader, the engine built on what it
+// accepts and a short forward pass, on hostile .emoe bytes, with no Python in front.
 //
-// Input: a layout in layout_text.h's format, a line "@@file", then the bytes
-// of the container file the layout describes. A layout line "checksums off"
-// turns CRC verification off (a user's speed option), so mutated weights reach
-// the kernels, the router and the top-k choice instead of stopping at the CRC; a line "kv f16"
-// runs the fp16 KV cache (edgemoe's default) instead of f32. Seeds are real fixture
-// containers (tests/test_fuzz_cpp.py). Acceptable outcomes: logits, or one of
-// the runtime's exceptions for bad input (FormatError, StorageError,
+// Input: one line of run settings, a line "@@file", then the bytes of a container
+// file. Settings: "tokens ID ID ..." (the ids to evaluate), "checksums off" (a
+// user's speed option: mutated weights then reach the kernels, the router and the
+// top-k choice instead of stopping at the CRC), "kv f16" (edgemoe's default cache
+// instead of f32) and "seal": the harness rewrites the header's, index's and
+// manifest's CRCs to match the mutated bytes, so mutations of the index reach its
+// parser and the table checks instead of stopping at a checksum. Seeds are real
+// fixture containers (tests/test_fuzz_cpp.py). Acceptable outcomes: logits, or
+// one of the runtime's exceptions for bad input (FormatError, StorageError,
 // BudgetError) or a token id outside the vocabulary; a crash, a sanitizer
 // report, an unbounded allocation or any other exception is a finding.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
-#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/bounds.h"
 #include "common/errors.h"
-#include "layout_text.h"
-#include "model/transformer.h"
+#include "format/container.h"
 #include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 using namespace edgemoe;
 
 namespace {
 
 constexpr size_t kMaxTokens = 64;
-// What edgemoe/budget.py would refuse before the engine is built: the fuzzer
-// looks for crashes, not for configs that ask for more memory than a budget.
-constexpr double kMaxPlanBytes = 256.0 * (1 << 20);
+// What edgemoe.load would refuse before the engine is built (no budget holds it): the
+// fuzzer looks for crashes, not for configs that ask for more memory than a machine has.
+constexpr uint64_t kMaxPlanBytes = 256ull << 20;
 
 const std::string& scratch_path() {
   static const std::string path = "/tmp/edgemoe-fuzz-engine-" + std::to_string(getpid()) + ".emoe";
   return path;
+}
+
+uint64_t u64_at(const std::string& b, size_t at) {
+  uint64_t v;
+  std::memcpy(&v, b.data() + at, sizeof v);
+  return v;
+}
+
+void put_crc(std::string& b, size_t at, uint32_t crc) { std::memcpy(&b[at], &crc, sizeof crc); }
+
+// Make the header's section CRCs, then its own, match the bytes (where the sections lie in the file).
+void seal(std::string& file) {
+  if (file.size() < header::kBytes) return;
+  const std::pair<size_t, size_t> sections[] = {{header::kIndexOffset, header::kIndexCrc},
+                                                {header::kManifestOffset, header::kManifestCrc}};
+  for (const auto& s : sections) {
+    const uint64_t offset = u64_at(file, s.first), size = u64_at(file, s.first + 8);
+    if (range_within(offset, size, file.size())) put_crc(file, s.second, crc32(file.data() + offset, size));
+  }
+  put_crc(file, header::kHeaderCrc, crc32(file.data(), header::kHeaderCrc));
 }
 
 }  // namespace
@@ -45,42 +69,40 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
   const size_t mark = input.find("\n@@file\n");
   if (mark == std::string::npos) return 0;
+  const std::string settings = "\n" + input.substr(0, mark) + "\n";
+  std::string file = input.substr(mark + 8);
 
-  edgemoe_test::LayoutText text;
-  try {
-    std::istringstream layout_in(input.substr(0, mark));
-    text = edgemoe_test::parse_layout_text(layout_in);
-  } catch (const std::exception&) {
-    return 0;  // not a layout: the harness's parser, not the runtime, refused it
+  std::vector<int32_t> tokens;
+  const size_t at = settings.find("\ntokens ");
+  if (at != std::string::npos) {
+    std::istringstream in(settings.substr(at + 8, settings.find('\n', at + 1) - at - 8));
+    for (int32_t t; tokens.size() < kMaxTokens && in >> t;) tokens.push_back(t);
   }
+  if (tokens.empty()) tokens.push_back(0);
+  if (settings.find("\nseal\n") != std::string::npos) seal(file);
   {
-    std::ofstream file(scratch_path(), std::ios::binary | std::ios::trunc);
-    file.write(input.data() + mark + 8, (std::streamsize)(size - mark - 8));
+    std::ofstream out(scratch_path(), std::ios::binary | std::ios::trunc);
+    out.write(file.data(), (std::streamsize)file.size());
   }
-  text.layout.path = scratch_path();
-  if (text.tokens.empty()) text.tokens.push_back(0);
-  if (text.tokens.size() > kMaxTokens) text.tokens.resize(kMaxTokens);
 
   EngineOptions opt;
-  opt.n_slots = 2;
   opt.threads = 1;
-  opt.ctx_size = (int)text.tokens.size() + 4;
+  opt.ctx_size = (int)tokens.size() + 4;
   opt.max_batch = 8;
   opt.predictor.kind = "none";
-  const std::string layout_part = input.substr(0, mark + 1);
-  opt.verify_checksums = layout_part.find("\nchecksums off\n") == std::string::npos;
-  opt.kv_f16 = layout_part.find("\nkv f16\n") != std::string::npos;
+  opt.verify_checksums = settings.find("\nchecksums off\n") == std::string::npos;
+  opt.kv_f16 = settings.find("\nkv f16\n") != std::string::npos;
   try {
-    check_config(text.config);
-    const ModelConfig& c = text.config;
-    const double plan = (double)Transformer::kv_cache_bytes(c, opt.ctx_size, opt.kv_f16) +
-                        (double)Transformer::scratch_bytes(c, opt.ctx_size, opt.max_batch, opt.threads) +
-                        4.0 * text.tokens.size() * c.vocab;
-    if (plan > kMaxPlanBytes) return 0;
-    Engine engine(c, text.layout, opt);
-    std::vector<float> logits(text.tokens.size() * (size_t)c.vocab);
-    engine.logits(text.tokens.data(), (int64_t)text.tokens.size(), logits.data());
-    engine.eval(text.tokens.data(), 1, &logits[0]);  // and one decode step on the same context
+    const Container container = open_container(scratch_path());
+    // a small cache (one layer's experts at least): the run reads, evicts and re-reads experts
+    const MemoryPlan plan = plan_memory(container, opt, std::nullopt, std::max(2, container.config.top_k));
+    const double logits_bytes = 4.0 * (double)tokens.size() * container.config.vocab;
+    if ((double)plan.total_bytes() + logits_bytes > (double)kMaxPlanBytes) return 0;
+    opt.n_slots = plan.n_slots;
+    Engine engine(container, opt);
+    std::vector<float> logits(tokens.size() * (size_t)container.config.vocab);
+    engine.logits(tokens.data(), (int64_t)tokens.size(), logits.data());
+    engine.eval(tokens.data(), 1, &logits[0]);  // and one decode step on the same context
   } catch (const EdgeMoEError&) {
   } catch (const std::out_of_range&) {  // token id outside the vocabulary (Engine::check_tokens)
   }

@@ -1,0 +1,11 @@
+"""Plant edited tables in a copy of a container, as a hostile or damaged file would carry them:
+the tables go through the writer's own index encoding (edgemoe.format.container.encode_index)
+and reach the runtime's reader exactly as a converted file's would."""
+from edgemoe.format.container import encode_index, open_container, replace_section
+
+
+def replace_tables(path, config=None, tensors=None, experts=None) -> None:
+    c = open_container(str(path))
+    replace_section(str(path), "index", encode_index(c.config if config is None else config,
+                                                      c.tensors if tensors is None else tensors,
+                                                      c.experts if experts is None else experts))
