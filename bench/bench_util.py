@@ -18,6 +18,18 @@ def drop_page_cache() -> bool:
         return False
 
 
+CGROUP = "/sys/fs/cgroup/memory/edgemoe_bench"
+
+
+def set_cgroup_limit(limit: int) -> str:
+    """A cgroup-v1 memory group limited to `limit` bytes (root only); a child joins it by writing
+    its pid to cgroup.procs. Returns its path."""
+    os.makedirs(CGROUP, exist_ok=True)
+    with open(os.path.join(CGROUP, "memory.limit_in_bytes"), "w") as f:
+        f.write(str(limit))
+    return CGROUP
+
+
 def report(text: str, write: str | None) -> None:
     """Print a result section and, if asked, append it to a results file (bench/RESULTS.md)."""
     print(text)

@@ -40,10 +40,9 @@ import time
 
 import numpy as np
 
-from bench_util import drop_page_cache
+from bench_util import drop_page_cache, set_cgroup_limit
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CGROUP = "/sys/fs/cgroup/memory/edgemoe_compare"
 MiB = 1 << 20
 
 # Both children print one JSON line: the same measurement, two engines.
@@ -157,13 +156,6 @@ def run_child(engine: str, path: str, args: dict, time_limit: float) -> dict:
             "decoded": last["done"], "stopped": stopped,
             "read_mb_per_tok": (last["read_mb"] - prefill["read_mb"]) / last["done"],
             "prefill_read_mb": prefill["read_mb"] / n_prompt, "peak_rss_mb": last["peak_rss_mb"]}
-
-
-def set_cgroup_limit(limit: int) -> str:
-    os.makedirs(CGROUP, exist_ok=True)
-    with open(os.path.join(CGROUP, "memory.limit_in_bytes"), "w") as f:
-        f.write(str(limit))
-    return CGROUP
 
 
 # ---------------------------------------------------------------- limits

@@ -20,7 +20,7 @@
 namespace edgemoe {
 
 constexpr uint32_t kFormatVersion = 2;
-constexpr uint64_t kPage = 4096;          // sections and expert blobs start on this boundary
+constexpr uint64_t kPage = kBlobAlign;    // sections and expert blobs start on this boundary (direct I/O)
 constexpr uint64_t kTensorAlign = 64;     // resident tensors and expert parts start on this boundary
 
 // The header: 96 bytes at offset 0, little-endian (docs/FORMAT.md, "Header").

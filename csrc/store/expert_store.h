@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "direct_file.h"
+
 namespace edgemoe {
 
 // Where one expert blob lives in the container file.
@@ -25,7 +27,8 @@ struct BlobRef {
 // True if this build can read zstd-compressed blobs.
 bool zstd_supported();
 
-constexpr uint64_t kBlobAlign = 4096;
+// Blobs start on, and are read in, whole direct-I/O units: the container's page.
+constexpr uint64_t kBlobAlign = DirectFile::kIoAlign;
 
 struct StoreStats {
   uint64_t hits = 0;
