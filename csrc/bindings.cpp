@@ -230,12 +230,7 @@ py::list expert_table(const Container& c) {
   return out;
 }
 
-// The config as written, over every field's default (what the model's config is to Python).
-py::dict config_dict(const Container& c) {
-  Values all = config_to_values(c.config);
-  for (const auto& kv : c.config_values) all[kv.first] = kv.second;
-  return dict_from_values(all);
-}
+py::dict config_dict(const Container& c) { return dict_from_values(config_with_defaults(c.config, c.config_values)); }
 
 py::dict plan_dict(const MemoryPlan& p) {
   py::dict d;
@@ -388,9 +383,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
-  m.def("check_config", [](const py::dict& cfg) { return dict_from_values(config_to_values(config_from_dict(cfg))); },
-        "The model config checked against the one field list: every field, defaults filled in "
-        "(FormatError names the first bad one)");
+  m.def("check_config", [](const py::dict& cfg) {
+    const Values given = values_from_dict<FormatError>(cfg, "invalid model config");
+    return dict_from_values(config_with_defaults(config_from_values(given), given));
+  }, "The model config checked against the one field list: every field, the given ones as given and "
+     "the rest at their defaults (FormatError names the first bad one)");
   m.def("kv_cache_bytes", [](const py::dict& cfg, const py::dict& options) {
     const EngineOptions o = options_from_dict(options);
     return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.kv_f16);

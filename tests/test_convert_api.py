@@ -123,3 +123,15 @@ def test_stream_decoder_never_splits_characters(converted):
     pieces = [decoder.push(t) for t in ids]
     assert "".join(pieces) == model.detokenize(ids) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_the_config_reads_back_as_written(converted):
+    # The engine computes in float32, but the config Python reads from a container is the one
+    # the converter wrote: 1e-6 is not float32's 9.99999997e-07, and fields it left out show
+    # their defaults.
+    import json
+
+    src = json.loads((FIXTURES / "qwen3_moe" / "config.json").read_text())
+    cfg = open_container(converted("qwen3_moe", "8")).config
+    assert cfg["rms_norm_eps"] == src["rms_norm_eps"] == 1e-6
+    assert cfg["shared_intermediate"] == 0 and cfg["shared_gate"] is False

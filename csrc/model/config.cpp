@@ -65,6 +65,12 @@ Values config_to_values(const ModelConfig& c) {
   return writer.values;
 }
 
+Values config_with_defaults(const ModelConfig& c, const Values& given) {
+  Values all = config_to_values(c);
+  for (const auto& kv : given) all[kv.first] = kv.second;
+  return all;
+}
+
 void check_config(const ModelConfig& c) { config_from_values(config_to_values(c)); }
 
 }  // namespace edgemoe

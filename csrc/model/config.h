@@ -52,6 +52,10 @@ struct ModelConfig {
 ModelConfig config_from_values(const Values& values);
 // The values of every field (what Python sees as the model's config).
 Values config_to_values(const ModelConfig& c);
+// Every field of `c`, read from `given`: the given values as they were (an integral rope_theta
+// stays an integer, a double is not rounded to the struct's float), the rest at their defaults.
+// What Python sees as a model's config.
+Values config_with_defaults(const ModelConfig& c, const Values& given);
 // The checks config_from_values makes, for a config built in C++ (tests).
 void check_config(const ModelConfig& c);
 

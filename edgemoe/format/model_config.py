@@ -19,7 +19,6 @@ def validate_config(cfg: Any, where: str = "model") -> Dict[str, Any]:
     if not isinstance(cfg, dict):
         raise FormatError(f"{where}: invalid model config: missing or not an object")
     try:
-        checked = _core.check_config(cfg)
+        return _core.check_config(cfg)
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from None
-    return {**checked, **cfg}
