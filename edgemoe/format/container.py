@@ -14,6 +14,7 @@ destination and rename it into place at the end.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -246,16 +247,40 @@ class ContainerWriter:
 
 @dataclass(frozen=True)
 class Container:
-    """An opened container: what the runtime read and checked, and the parsed manifest."""
+    """An opened container: what the runtime read and checked, and the parsed manifest. The
+    tables are built as Python objects only when asked for (info, tools, tests): a model with
+    tens of thousands of experts loads without them."""
 
-    path: str
     native: Any                   # edgemoe._core.Container: what Engine and plan_memory take
-    config: Dict[str, Any]        # every field of the model config (csrc/model/config.cpp)
     manifest: Dict[str, Any]      # tokenizer, quantization, source, profile, bit_allocation
-    tensors: Dict[str, Dict[str, Any]]  # {name: {type, shape, offset, nbytes}}, offsets within the resident section
-    experts: List[List[Dict[str, Any]]]  # [layer][expert]: {type, offset, size, stored, crc32, compression, parts}
-    sections: Dict[str, Dict[str, int]]  # {index, manifest, resident, experts: {offset, size, crc32}}
-    file_size: int
+
+    @property
+    def path(self) -> str:
+        return self.native.path
+
+    @property
+    def file_size(self) -> int:
+        return self.native.file_size
+
+    @functools.cached_property
+    def config(self) -> Dict[str, Any]:
+        """Every field of the model config (csrc/model/config.cpp)."""
+        return self.native.config
+
+    @functools.cached_property
+    def sections(self) -> Dict[str, Dict[str, int]]:
+        """{index, manifest, resident, experts: {offset, size, crc32}}."""
+        return self.native.sections
+
+    @functools.cached_property
+    def tensors(self) -> Dict[str, Dict[str, Any]]:
+        """{name: {type, shape, offset, nbytes}}, offsets within the resident section."""
+        return self.native.tensors
+
+    @functools.cached_property
+    def experts(self) -> List[List[Dict[str, Any]]]:
+        """[layer][expert]: {type, offset, size, stored, crc32, compression, parts}."""
+        return self.native.experts
 
 
 def open_container(path: str) -> Container:
@@ -270,8 +295,7 @@ def open_container(path: str) -> Container:
         raise FormatError(f"{path}: manifest is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):
         raise FormatError(f"{path}: invalid manifest: not a JSON object")
-    return Container(path, native, native.config, manifest, native.tensors, native.experts, native.sections,
-                     native.file_size)
+    return Container(native, manifest)
 
 
 def replace_section(path: str, which: str, blob: bytes) -> None:
