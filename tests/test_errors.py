@@ -229,6 +229,10 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"sliding_window": 128}, "unknown field 'sliding_window'"),
     ({"top_k": 1 << 70}, "top_k is out of range"),
     ({"shared_gate": True}, "shared_gate is set without a shared expert"),
+    ({"rope_scaling": "yarn"}, "rope_scaling yarn needs rope_original_max_position"),
+    ({"rope_scaling": "dynamic", "rope_factor": 2.0}, "rope_scaling dynamic needs rope_original_max_position"),
+    ({"rope_scaling": "longrope"}, "unknown rope_scaling 'longrope' (available: none, linear, dynamic, yarn)"),
+    ({"rope_factor": 0.0}, "rope_factor = 0.000000 is outside [1, 1000000]"),
 ])
 def test_the_one_config_definition_refuses_bad_fields(converted, change, message):
     # csrc/model/config.cpp is the only list of fields; Python and the C++ tests go through it

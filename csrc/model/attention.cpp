@@ -57,9 +57,8 @@ void Transformer::attention(int layer, int64_t n) {
       for (int h = 0; h < cfg_.n_heads; ++h) rms_norm(q + h * hd, L.q_norm.f32(), hd, eps, q + h * hd);
       for (int h = 0; h < cfg_.n_kv_heads; ++h) rms_norm(k + h * hd, L.k_norm.f32(), hd, eps, k + h * hd);
     }
-    const int64_t pos = n_past_ + t;
-    const float* cs = &rope_cos_[pos * half];
-    const float* sn = &rope_sin_[pos * half];
+    const float* cs = &rope_cos_[t * half];
+    const float* sn = &rope_sin_[t * half];
     for (int h = 0; h < cfg_.n_heads; ++h) rope(q + h * hd, cs, sn, half);
     for (int h = 0; h < cfg_.n_kv_heads; ++h) rope(k + h * hd, cs, sn, half);
     store_kv(layer, t, k, &v_[t * kvd]);

@@ -7,6 +7,8 @@ namespace {
 
 const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
+const std::pair<const char*, RopeScaling> kRopeScalings[] = {
+    {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
 const char* const kWhat = "invalid model config";
 
 // The one list of fields (common/values.h): the bounds keep every int product
@@ -30,6 +32,13 @@ void visit_fields(Config& c, Visitor& v) {
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
   v.number("rope_theta", c.rope_theta, 1e-3, 1e12);
+  v.choice("rope_scaling", c.rope_scaling, kRopeScalings, Optional);
+  v.number("rope_factor", c.rope_factor, 1.0, 1e6, Optional);
+  v.integer("rope_original_max_position", c.rope_original_max_position, 0, 1 << 24, Optional);
+  v.number("rope_attention_factor", c.rope_attention_factor, 1e-3, 1e3, Optional);
+  v.number("yarn_beta_fast", c.yarn_beta_fast, 1e-3, 1e6, Optional);
+  v.number("yarn_beta_slow", c.yarn_beta_slow, 1e-3, 1e6, Optional);
+  v.flag("yarn_truncate", c.yarn_truncate, Optional);
   v.number("rms_norm_eps", c.rms_norm_eps, 0.0, 1.0);
   v.integer("max_position", c.max_position, 1, 1 << 24);
   v.integers("eos_token_ids", c.eos_token_ids, 0, (1 << 22) - 1, Optional);
@@ -43,6 +52,12 @@ void check_relations(const ModelConfig& c) {
   if (c.n_heads % c.n_kv_heads) throw bad("n_heads is not a multiple of n_kv_heads");
   if (c.head_dim % 2) throw bad("head_dim must be even for rotary embeddings");
   if (c.shared_gate && !c.shared_intermediate) throw bad("shared_gate is set without a shared expert");
+  const bool stretched = c.rope_scaling == RopeScaling::Yarn || c.rope_scaling == RopeScaling::Dynamic;
+  if (stretched && !c.rope_original_max_position)
+    throw bad("rope_scaling " + std::string(c.rope_scaling == RopeScaling::Yarn ? "yarn" : "dynamic") +
+              " needs rope_original_max_position");
+  if (c.rope_scaling == RopeScaling::Dynamic && c.head_dim <= 2)
+    throw bad("dynamic rope scaling needs head_dim above 2");
   for (int64_t id : c.eos_token_ids)
     if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");
 }

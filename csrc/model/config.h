@@ -20,6 +20,14 @@ enum class QKNorm {
   Full,  // OLMoE: RMSNorm over the whole q (or k) projection
 };
 
+// How rotary frequencies stretch past the trained context (transformers' rope_type).
+enum class RopeScaling {
+  None,     // transformers' "default"
+  Linear,   // every frequency divided by rope_factor
+  Dynamic,  // NTK: the base grows once the sequence passes rope_original_max_position
+  Yarn,     // per-dimension blend of original and interpolated frequencies, cos/sin scaled
+};
+
 struct ModelConfig {
   std::string architecture;
   int n_layers = 0;
@@ -38,6 +46,13 @@ struct ModelConfig {
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;
   float rope_theta = 10000.f;
+  RopeScaling rope_scaling = RopeScaling::None;
+  float rope_factor = 1.f;
+  int rope_original_max_position = 0;  // the trained context (yarn, dynamic)
+  float rope_attention_factor = 1.f;   // multiplies cos and sin (YaRN's mscale, resolved by the converter)
+  float yarn_beta_fast = 32.f;
+  float yarn_beta_slow = 1.f;
+  bool yarn_truncate = true;           // round the ramp's ends to whole dimensions
   float rms_norm_eps = 1e-6f;
   int max_position = 4096;
   std::vector<int64_t> eos_token_ids;  // generation stops at these (Python reads them)

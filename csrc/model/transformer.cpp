@@ -31,7 +31,7 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * c.top_k * c.hidden;                 // routed_out_
   floats += (size_t)B * (c.hidden * 2 + ffn * 2);           // ex_in_, ex_out_, ex_gate_, ex_up_
   floats += (size_t)B * c.top_k;                            // topk_w_
-  floats += (size_t)ctx * c.head_dim;                       // rope tables
+  floats += (size_t)B * c.head_dim;                         // rope_cos_, rope_sin_
   size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
   return bytes;
@@ -50,19 +50,9 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
     v_cache_.assign(kv_elems, 0.f);
   }
 
-  // RoPE tables, computed the way transformers does (f32 inverse
-  // frequencies and angles) so positions rotate identically.
-  const int half = cfg.head_dim / 2;
-  rope_cos_.resize((size_t)ctx_size * half);
-  rope_sin_.resize((size_t)ctx_size * half);
-  for (int i = 0; i < half; ++i) {
-    const float inv_freq = 1.0f / (float)std::pow((double)cfg.rope_theta, (double)(2 * i) / cfg.head_dim);
-    for (int p = 0; p < ctx_size; ++p) {
-      const float angle = (float)p * inv_freq;
-      rope_cos_[(size_t)p * half + i] = std::cos(angle);
-      rope_sin_[(size_t)p * half + i] = std::sin(angle);
-    }
-  }
+  rope_ = rope_frequencies(cfg, 0);
+  rope_cos_.resize(B * (cfg.head_dim / 2));
+  rope_sin_.resize(B * (cfg.head_dim / 2));
 
   const size_t ffn = std::max(cfg.expert_intermediate, cfg.shared_intermediate);
   x_.resize(B * cfg.hidden);
@@ -100,6 +90,23 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
     dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
 }
 
+void Transformer::rotary_angles(int64_t n) {
+  const int64_t len = n_past_ + n;
+  if (rope_depends_on_length(cfg_) && len != rope_len_) {
+    rope_ = rope_frequencies(cfg_, len);
+    rope_len_ = len;
+  }
+  const int half = cfg_.head_dim / 2;
+  const float scale = rope_.attention_factor;
+  for (int64_t t = 0; t < n; ++t)
+    for (int i = 0; i < half; ++i) {
+      // one f32 product, as transformers forms the angle
+      const float angle = (float)(n_past_ + t) * rope_.inv_freq[i];
+      rope_cos_[t * half + i] = std::cos(angle) * scale;
+      rope_sin_[t * half + i] = std::sin(angle) * scale;
+    }
+}
+
 void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop) {
   for (int64_t done = 0; done < n; done += max_batch_) {
     const int64_t b = std::min<int64_t>(max_batch_, n - done);
@@ -114,6 +121,7 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
                                 StopFlags stop) {
   const int H = cfg_.hidden;
   embed(tokens, n);
+  rotary_angles(n);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     if (stop.interrupt && stop.interrupt->load(std::memory_order_relaxed)) throw Interrupted("interrupted");
     if (stop.cancel && stop.cancel->load(std::memory_order_relaxed)) throw Cancelled("cancelled");

@@ -10,6 +10,7 @@
 #include "../common/thread_pool.h"
 #include "config.h"
 #include "observer.h"
+#include "rope.h"
 #include "weights.h"
 
 namespace edgemoe {
@@ -64,6 +65,8 @@ class Transformer {
   void store_routed(int64_t slot, const float* out);
   void shared_expert(int layer, int64_t n);
   void embed(const int32_t* tokens, int64_t n);
+  // cos and sin of the batch's positions [n_past, n_past + n) into rope_cos_, rope_sin_.
+  void rotary_angles(int64_t n);
 
   const ModelConfig& cfg_;
   const ModelWeights& w_;
@@ -77,7 +80,9 @@ class Transformer {
   bool kv_f16_;
   std::vector<float> k_cache_, v_cache_;      // [layer][pos][kv_dim], f32 cache
   std::vector<uint16_t> k_half_, v_half_;     // the same, fp16 cache
-  std::vector<float> rope_cos_, rope_sin_;  // [pos][head_dim / 2]
+  RopeFrequencies rope_;
+  int64_t rope_len_ = 0;                    // the sequence length rope_ was computed for (dynamic NTK)
+  std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][head_dim / 2]
 
   // Scratch, sized for max_batch tokens once at construction.
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, scores_;

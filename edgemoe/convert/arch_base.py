@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from ..errors import UnsupportedModelError
+from .rope import rope_config
 
 
 class HFArch:
@@ -35,18 +36,6 @@ def require(hf: Dict[str, Any], key: str, arch: str) -> Any:
     return hf[key]
 
 
-def rope_theta(hf: Dict[str, Any], arch: str) -> float:
-    """rope_theta from either the flat key (transformers 4) or rope_parameters (transformers 5)."""
-    params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    for p in (params, scaling):
-        kind = p.get("rope_type", p.get("type", "default"))
-        if kind not in ("default", None):
-            raise unsupported(arch, f"rope scaling of type {kind!r}")
-    theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
-    return float(theta)
-
-
 def expert_count(hf: Dict[str, Any], arch: str) -> int:
     """Hub configs say num_experts or num_local_experts depending on the family and transformers version."""
     for key in ("num_experts", "num_local_experts"):
@@ -64,7 +53,8 @@ def common_config(hf: Dict[str, Any], arch: str) -> Dict[str, Any]:
         raise unsupported(arch, "partial rotary embeddings")
     if hf.get("hidden_act", "silu") != "silu":
         raise unsupported(arch, f"activation {hf.get('hidden_act')!r}")
-    max_position = int(hf.get("max_position_embeddings", 4096))
+    rope = rope_config(hf, arch, int(hf.get("max_position_embeddings", 4096)))
+    max_position = rope.pop("max_position")
     window = hf.get("sliding_window")
     if hf.get("use_sliding_window", window is not None) and window:
         # Within the window, sliding-window attention equals full attention:
@@ -80,7 +70,7 @@ def common_config(hf: Dict[str, Any], arch: str) -> Dict[str, Any]:
         "vocab": require(hf, "vocab_size", arch),
         "top_k": require(hf, "num_experts_per_tok", arch),
         "n_experts": expert_count(hf, arch),
-        "rope_theta": rope_theta(hf, arch),
+        **rope,
         "rms_norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
         "tie_embeddings": bool(hf.get("tie_word_embeddings", False)),
         "max_position": max_position,

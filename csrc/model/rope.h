@@ -1,0 +1,23 @@
+// Rotary position embeddings: each rope_scaling type's inverse frequencies and
+// cos/sin scale, computed as transformers' modeling_rope_utils.py does (f32
+// frequencies, the scalar parts in double) so positions rotate identically.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "config.h"
+
+namespace edgemoe {
+
+struct RopeFrequencies {
+  std::vector<float> inv_freq;  // [head_dim / 2]
+  float attention_factor = 1.f; // multiplies cos and sin (YaRN's mscale)
+};
+
+// The frequencies for a sequence of seq_len positions. Only dynamic NTK
+// depends on the length (past max_position it raises the base, recomputed as
+// the sequence grows, as transformers does with a KV cache).
+RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len);
+inline bool rope_depends_on_length(const ModelConfig& c) { return c.rope_scaling == RopeScaling::Dynamic; }
+
+}  // namespace edgemoe

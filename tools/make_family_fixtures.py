@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Build the tiny random-weight fixtures of the newer model families and rope types under
+tests/fixtures/ (the first four architectures' fixtures come from tools/make_fixtures.py).
+
+    python tools/make_family_fixtures.py --out tests/fixtures [--only NAME ...]
+
+Dev-time only: needs torch and transformers 5.x. For every fixture it builds the model with
+transformers' own class from a config of unusual shape (fixed seed, float32, eager attention
+and experts), perturbs every norm weight and bias as make_fixtures.py does (an engine that
+ignores one fails), saves it with save_pretrained (transformers' own layout), reloads the
+folder and records:
+
+  * logits over the first PROMPT_LEN tokens of the corpus (one no-cache forward), long
+    enough to pass every sliding window and short trained context in the configs;
+  * a greedy continuation with the KV cache, as a user's generate() computes it (dynamic
+    NTK rope changes its frequencies as the sequence grows, so the cached path is the one
+    to match), and the smallest top-1 margin along it, which says how robust it is.
+
+Deterministic: fixed seeds, sorted JSON. Shares the tokenizer and text with make_fixtures.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as base  # noqa: E402  (torch, transformers, the tokenizer and the text)
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM, GenerationConfig  # noqa: E402
+
+PROMPT_LEN = 48
+GREEDY_NEW_TOKENS = 16
+
+
+def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
+    common = dict(vocab_size=vocab, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  initializer_range=base.INIT_RANGE, bos_token_id=bos, eos_token_id=eos, pad_token_id=None,
+                  tie_word_embeddings=False)
+    out = OrderedDict()
+    # YaRN over a short trained context: the ramp falls inside head_dim, cos/sin scaled by mscale.
+    out["qwen3_moe_yarn"] = dict(seed=3101, config=transformers.Qwen3MoeConfig(
+        **common, num_hidden_layers=2, head_dim=16, moe_intermediate_size=32, intermediate_size=64,
+        num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, max_position_embeddings=64,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                         "original_max_position_embeddings": 16}))
+    # Dynamic NTK: the prompt runs past max_position_embeddings (16), where the base grows.
+    out["mixtral_dynamic"] = dict(seed=3102, config=transformers.MixtralConfig(
+        **common, num_hidden_layers=2, head_dim=16, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=16, sliding_window=None,
+        rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 4.0}))
+    out["olmoe_linear"] = dict(seed=3103, config=transformers.OlmoeConfig(
+        **common, num_hidden_layers=2, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+        max_position_embeddings=64, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.5}))
+    return out
+
+
+def build(spec) -> torch.nn.Module:
+    torch.manual_seed(spec["seed"])
+    model = AutoModelForCausalLM.from_config(spec["config"], attn_implementation="eager",
+                                             experts_implementation="eager", dtype=torch.float32)
+    model.eval()
+    g = torch.Generator().manual_seed(spec["seed"] + 7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "bias" in name:  # every bias, stacked expert biases included
+                p.copy_(base.BIAS_STD * torch.randn(p.shape, generator=g))
+            elif p.ndim == 1:  # norm weights
+                p.copy_(1.0 + base.NORM_JITTER * torch.randn(p.shape, generator=g))
+    return model
+
+
+@torch.no_grad()
+def greedy_with_cache(model, prompt, n_new):
+    """Greedy continuation through the KV cache, and its smallest top-1 margin."""
+    ids, margins, cache = list(prompt), [], None
+    step = torch.tensor([ids])
+    for _ in range(n_new):
+        out = model(input_ids=step, past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        top2 = torch.topk(out.logits[0, -1], 2).values
+        margins.append(float(top2[0] - top2[1]))
+        ids.append(int(out.logits[0, -1].argmax()))
+        step = torch.tensor([[ids[-1]]])
+    return ids[len(prompt):], margins
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="tests/fixtures")
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args(argv)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+
+    tok = base.build_tokenizer()
+    vocab = tok.get_vocab_size()
+    bos, eos = tok.token_to_id(base.BOS_TOKEN), tok.token_to_id(base.EOS_TOKEN)
+    prompt = tok.encode(base.CORPUS).ids[:PROMPT_LEN]
+    greedy_prompt = tok.encode(base.GREEDY_TEXT).ids
+    table = specs(vocab, bos, eos)
+    for name in args.only or list(table):
+        spec = table[name]
+        folder = os.path.join(args.out, name)
+        os.makedirs(folder, exist_ok=True)
+        for fn in os.listdir(folder):  # only what this tool writes
+            if fn.endswith((".safetensors", ".json", ".npz")):
+                os.remove(os.path.join(folder, fn))
+        model = build(spec)
+        model.config.architectures = [type(model).__name__]
+        model.save_pretrained(folder)
+        GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=bos).save_pretrained(folder)
+        tok.save(os.path.join(folder, "tokenizer.json"), pretty=True)
+        base.write_json(os.path.join(folder, "tokenizer_config.json"), base.tokenizer_config())
+
+        loaded = base.load_model(folder)
+        with torch.no_grad():
+            for p in loaded.parameters():  # out of the mmap: same kernels as the in-memory model
+                p.data = p.data.clone()
+            logits = loaded(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].numpy()
+            same = model(input_ids=torch.tensor([prompt]), use_cache=False).logits[0].numpy()
+        assert np.array_equal(logits, same), f"{name}: the reloaded folder computes differently"
+        greedy_ids, margins = greedy_with_cache(loaded, greedy_prompt, GREEDY_NEW_TOKENS)
+        np.savez(os.path.join(folder, "reference.npz"), input_ids=np.asarray(prompt, np.int32),
+                 logits=logits.astype(np.float32), greedy_prompt=np.asarray(greedy_prompt, np.int32),
+                 greedy_ids=np.asarray(greedy_ids, np.int32))
+        top2 = np.sort(logits, -1)[:, -2:]
+        info = {
+            "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+            "class": type(model).__name__,
+            "prompt_tokens": len(prompt),
+            "logits_std": float(f"{logits.std():.4g}"),
+            "top1_margin_min": float(f"{(top2[:, 1] - top2[:, 0]).min():.4g}"),
+            "greedy_margin_min": float(f"{min(margins):.4g}"),
+            "greedy_text": tok.decode(greedy_ids),
+            "note": "logits: one no-cache forward (eager, float32); greedy: argmax through the KV cache",
+        }
+        base.write_json(os.path.join(folder, "reference.json"), info)
+        print(f"{name:18s} logits std {info['logits_std']:.3f}  top-1 margin min {info['top1_margin_min']:.4f}  "
+              f"greedy margin min {info['greedy_margin_min']:.4f}  {info['greedy_text']!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
