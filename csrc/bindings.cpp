@@ -236,6 +236,7 @@ py::dict plan_dict(const MemoryPlan& p) {
   py::dict d;
   d["resident_bytes"] = p.resident_bytes;
   d["kv_cache_bytes"] = p.kv_cache_bytes;
+  d["kv_layer_bytes"] = p.kv_layer_bytes;
   d["scratch_bytes"] = p.scratch_bytes;
   d["staging_bytes"] = p.staging_bytes;
   d["slot_bytes"] = p.slot_bytes;
@@ -390,8 +391,14 @@ PYBIND11_MODULE(_core, m) {
      "the rest at their defaults (FormatError names the first bad one)");
   m.def("kv_cache_bytes", [](const py::dict& cfg, const py::dict& options) {
     const EngineOptions o = options_from_dict(options);
-    return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.kv_f16);
+    return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.max_batch, o.kv_f16);
   }, py::arg("config"), py::arg("options"), "the KV cache the engine allocates (options: ctx_size, kv_cache)");
+  m.def("layer_kinds", [](const py::dict& cfg) {
+    const ModelConfig c = config_from_dict(cfg);
+    std::vector<std::string> kinds;
+    for (int l = 0; l < c.n_layers; ++l) kinds.push_back(layer_kind(c, l));
+    return kinds;
+  }, "what each layer is, in words (edgemoe info)");
   m.def("plan_memory", [](const Container& container, const py::dict& options, std::optional<uint64_t> budget,
                           std::optional<int64_t> cache_experts) {
     return plan_dict(plan_memory(container, options_from_dict(options), budget, cache_experts));

@@ -154,7 +154,9 @@ class Model:
         self._engine.reset()
 
     def truncate(self, n: int) -> None:
-        """Keep only the first n positions of the context (to reuse a shared prefix)."""
+        """Keep only the first n positions of the context (to reuse a shared prefix). A model with
+        sliding-window layers keeps nothing when rewound by more than about one prefill batch
+        (the window behind position n is overwritten by then): read n_past for what was kept."""
         if n < 0:
             raise ValueError("n must be >= 0")
         self._engine.truncate(int(n))
@@ -246,6 +248,8 @@ class Model:
             "top_k": cfg["top_k"],
             "hidden": cfg["hidden"],
             "vocab": cfg["vocab"],
+            "layers": [{"kind": kind, "kv_cache_bytes": kv}
+                       for kind, kv in zip(_core().layer_kinds(cfg), self.plan.kv_layer_bytes)],
             "resident_bytes": self.container.sections["resident"]["size"],
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],

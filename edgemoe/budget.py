@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 from .errors import BudgetError
 
@@ -51,6 +51,7 @@ class MemoryPlan:
     """The engine's memory plan, as the C++ runtime computes it (csrc/runtime/memory_plan.h)."""
     resident_bytes: int
     kv_cache_bytes: int
+    kv_layer_bytes: List[int]  # per layer: a sliding-window layer holds only its window
     scratch_bytes: int
     staging_bytes: int   # buffers for compressed expert blobs
     slot_bytes: int

@@ -112,6 +112,7 @@ class Generation:
             # evaluate at least one token: its logits give the first sample
             keep = min(common_prefix(self.context, self.prompt), len(self.prompt) - 1)
             model.truncate(keep)
+            keep = model.n_past  # fewer where a sliding-window layer no longer holds what keep needs
         else:
             model.reset()
         decoder = StreamDecoder(model.tokenizer)

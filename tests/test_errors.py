@@ -128,8 +128,8 @@ def test_a_damaged_index_is_refused(converted, tmp_path, damage, message):
 
 def test_an_index_with_an_unknown_config_field_is_refused(converted, tmp_path):
     p = copy_of(converted("qwen3_moe", "8"), tmp_path)
-    replace_tables(p, config=dict(open_container(p).config, sliding_window=128))
-    with pytest.raises(edgemoe.FormatError, match="unknown field 'sliding_window'"):
+    replace_tables(p, config=dict(open_container(p).config, attention_chunk=128))
+    with pytest.raises(edgemoe.FormatError, match="unknown field 'attention_chunk'"):
         edgemoe.load(p)
 
 
@@ -222,17 +222,24 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
 @pytest.mark.parametrize("change,message", [
     ({"qkv_bias": 1}, "qkv_bias must be true or false"),
     ({"n_layers": 2.0}, "n_layers must be an integer"),
-    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe)"),
+    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss)"),
     ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
     ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
     ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),
-    ({"sliding_window": 128}, "unknown field 'sliding_window'"),
+    ({"attention_chunk": 128}, "unknown field 'attention_chunk'"),
     ({"top_k": 1 << 70}, "top_k is out of range"),
     ({"shared_gate": True}, "shared_gate is set without a shared expert"),
     ({"rope_scaling": "yarn"}, "rope_scaling yarn needs rope_original_max_position"),
     ({"rope_scaling": "dynamic", "rope_factor": 2.0}, "rope_scaling dynamic needs rope_original_max_position"),
     ({"rope_scaling": "longrope"}, "unknown rope_scaling 'longrope' (available: none, linear, dynamic, yarn)"),
     ({"rope_factor": 0.0}, "rope_factor = 0.000000 is outside [1, 1000000]"),
+    ({"sliding_window": 8}, "sliding_window is given without sliding_layers"),
+    ({"sliding_layers": [0]}, "sliding_layers are given without a sliding_window"),
+    ({"sliding_window": 1 << 20, "sliding_layers": [0]}, "sliding_window 1048576 exceeds max_position"),
+    ({"sliding_window": 8, "sliding_layers": [1, 0]}, "sliding_layers must be ascending, without repeats"),
+    ({"sliding_window": 8, "sliding_layers": [5]}, "sliding_layers holds layer 5 of 2"),
+    ({"routing": "sigmoid"}, "unknown routing 'sigmoid' (available: softmax, topk_softmax)"),
+    ({"expert_activation": "gelu"}, "unknown expert_activation 'gelu' (available: silu, swiglu_limited)"),
 ])
 def test_the_one_config_definition_refuses_bad_fields(converted, change, message):
     # csrc/model/config.cpp is the only list of fields; Python and the C++ tests go through it

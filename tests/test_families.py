@@ -1,17 +1,18 @@
 """The newer families and rope types against transformers' own forward pass (references
 recorded by tools/make_family_fixtures.py: logits over 48 tokens of text, greedy through the
 KV cache)."""
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 import edgemoe
-from conftest import reference
+from conftest import FIXTURES, reference
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 
-FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear"]
+FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss"]
 
 # Relative error of a position's logits (max |ours - ref| / max |ref|), f32 weights and KV
 # cache. Measured at most 1.9e-6 over these fixtures (the older fixtures: 1.0-2.7e-6).
@@ -41,6 +42,21 @@ def test_f32_greedy_matches_transformers(converted, name):
     assert out == ref["greedy_ids"].tolist()
 
 
+# Quantized containers on these chaotic random-weight fixtures (see test_parity.py): median
+# relative logit error measured 0.033-0.062 at 8 bits and 0.14-0.24 at 4 bits; a broken
+# quantized path gives ~1.
+QUANT_MEDIAN_REL_TOL = {"8": 0.15, "4": 0.4}
+
+
+@pytest.mark.parametrize("bits", ["8", "4"])
+@pytest.mark.parametrize("name", FAMILY_FIXTURES)
+def test_quantized_logits_stay_close(converted, name, bits):
+    ref = reference(name)
+    logits = edgemoe.load(converted(name, bits), threads=2).logits(ref["input_ids"].tolist())
+    median = np.median(rel_error(logits, ref["logits"]))
+    assert median < QUANT_MEDIAN_REL_TOL[bits], f"median relative error {median:.3f}"
+
+
 @pytest.mark.parametrize("name", ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear"])
 def test_the_rope_scaling_is_what_the_match_rests_on(converted, name, tmp_path):
     # The same container with its rope scaling dropped: the check above must then fail.
@@ -57,3 +73,123 @@ def test_dynamic_rope_stretches_the_context(converted):
     # transformers' dynamic NTK runs past max_position_embeddings (16 in the fixture) by its factor
     cfg = open_container(converted("mixtral_dynamic", "f32")).config
     assert (cfg["rope_scaling"], cfg["rope_original_max_position"], cfg["max_position"]) == ("dynamic", 16, 64)
+
+
+# ---------------------------------------------------------------- gpt-oss's sliding window
+
+def gpt_oss_engine(converted, max_batch, ctx_size=64):
+    """The engine over the f32 gpt-oss fixture with a prefill batch small enough that the
+    sliding layers' ring (window 8 + max_batch - 1 rows) wraps within the 48-token prompt."""
+    from edgemoe import _core
+
+    c = open_container(converted("gpt_oss", "f32"))
+    slots = c.config["n_layers"] * c.config["n_experts"]
+    return _core.Engine(c.native, {"threads": 2, "ctx_size": ctx_size, "max_batch": max_batch, "kv_cache": "f32",
+                                   "expert_slots": slots}, None), c.config["vocab"]
+
+
+@pytest.mark.parametrize("max_batch", [1, 5])
+def test_a_wrapping_sliding_window_ring_matches_transformers(converted, max_batch):
+    engine, vocab = gpt_oss_engine(converted, max_batch)
+    ref = reference("gpt_oss")
+    err = rel_error(np.asarray(engine.logits(ref["input_ids"].tolist(), vocab)), ref["logits"])
+    assert err.max() < F32_REL_TOL, f"worst position {err.argmax()}: relative error {err.max():.2e}"
+
+
+def test_the_plan_counts_the_window_and_the_engine_holds_the_plan(converted):
+    # 3 layers, 2 of them sliding (window 8), 2 KV heads of 12, fp16 cache, prefill batches of 256
+    model = edgemoe.load(converted("gpt_oss", "f32"), threads=1, ctx_size=4096)
+    assert model.plan.kv_cache_bytes == 2 * 2 * 24 * (4096 + 2 * (8 + 256 - 1))
+    assert model._engine.allocated_bytes == model.plan.total_bytes
+
+
+@pytest.mark.parametrize("rewind_to,kept", [(26, 26), (25, 0), (29, 29), (10, 0)])
+def test_a_rewind_keeps_what_the_window_still_holds_and_else_starts_over(converted, rewind_to, kept):
+    # max_batch 4: the sliding layers' ring has 8 + 4 - 1 = 11 rows. After 30 positions it holds
+    # 19..29, and position n needs n-7..n-1: 26 is the furthest rewind it can serve.
+    ids = reference("gpt_oss")["input_ids"].tolist()
+    engine, vocab = gpt_oss_engine(converted, max_batch=4)
+    engine.logits(ids[:30], vocab)
+    engine.truncate(rewind_to)
+    assert engine.n_past == kept
+    resumed = np.asarray(engine.eval(ids[kept:40], vocab))
+    fresh, _ = gpt_oss_engine(converted, max_batch=4)
+    np.testing.assert_allclose(resumed, np.asarray(fresh.logits(ids[:40], vocab))[-1], rtol=0, atol=1e-5)
+
+
+def test_generation_reuses_what_a_rewind_kept(converted):
+    model = edgemoe.load(converted("gpt_oss", "f32"), threads=2, kv_cache="f32")
+    ids = reference("gpt_oss")["input_ids"].tolist()
+    first = model.generate(ids[:20], max_tokens=4, stop_at_eos=False)
+    again = model.generate(ids[:20] + first + ids[20:30], max_tokens=4, stop_at_eos=False)
+    fresh = edgemoe.load(converted("gpt_oss", "f32"), threads=2, kv_cache="f32")
+    assert again == fresh.generate(ids[:20] + first + ids[20:30], max_tokens=4, stop_at_eos=False)
+
+
+# ---------------------------------------------------------------- hostile gpt-oss sources
+
+def gpt_oss_folder(tmp_path, **config_changes):
+    import json
+
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "gpt_oss", src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(config_changes)
+    (src / "config.json").write_text(json.dumps(cfg))
+    return src
+
+
+@pytest.mark.parametrize("changes,error,message", [
+    ({"layer_types": ["sliding_attention", "full_attention"]}, edgemoe.UnsupportedModelError,
+     "layer_types must name 3 layers"),
+    ({"layer_types": ["sliding_attention", "chunked_attention", "full_attention"]}, edgemoe.UnsupportedModelError,
+     "each one of sliding_attention, full_attention"),
+    ({"sliding_window": None}, edgemoe.UnsupportedModelError, "sliding_attention layers without a sliding_window"),
+    ({"sliding_window": 1 << 20}, edgemoe.FormatError, "sliding_window 1048576 exceeds max_position 16384"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}}, edgemoe.UnsupportedModelError,
+     "yarn rope scaling without original_max_position_embeddings"),
+    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4}}, edgemoe.UnsupportedModelError,
+     "rope scaling of type 'longrope' is not supported"),
+])
+def test_a_bad_gpt_oss_config_is_refused_before_writing(tmp_path, changes, error, message):
+    from edgemoe.convert import convert_hf
+
+    out = tmp_path / "out.emoe"
+    with pytest.raises(error, match=re.escape(message)):
+        convert_hf(str(gpt_oss_folder(tmp_path, **changes)), str(out), progress=False)
+    assert not out.exists()
+
+
+def test_a_gpt_oss_checkpoint_without_sinks_is_refused(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from edgemoe.convert import convert_hf
+
+    src = gpt_oss_folder(tmp_path)
+    tensors = load_file(str(src / "model.safetensors"))
+    del tensors["model.layers.1.self_attn.sinks"]
+    save_file(tensors, str(src / "model.safetensors"))
+    with pytest.raises(edgemoe.FormatError, match="lacks tensor model.layers.1.self_attn.sinks"):
+        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
+
+
+def test_info_names_each_layer_kind_and_its_kv_cache(converted):
+    layers = edgemoe.load(converted("gpt_oss", "8"), threads=1, ctx_size=4096).info()["layers"]
+    assert [layer["kind"] for layer in layers] == [
+        "sliding-window attention (8) with sinks + MoE", "full attention with sinks + MoE",
+        "sliding-window attention (8) with sinks + MoE"]
+    # fp16 K and V of 2 heads of 12: the full layer holds the context, the sliding ones 8 + 256 - 1 rows
+    assert [layer["kv_cache_bytes"] for layer in layers] == [2 * 2 * 24 * n for n in (263, 4096, 263)]
+
+
+def test_mxfp4_expert_blocks_are_refused_by_name_until_supported(tmp_path):
+    from safetensors.numpy import load_file, save_file
+    from edgemoe.convert import convert_hf
+
+    src = gpt_oss_folder(tmp_path)
+    tensors = load_file(str(src / "model.safetensors"))
+    tensors["model.layers.0.mlp.experts.gate_up_proj_blocks"] = tensors.pop("model.layers.0.mlp.experts.gate_up_proj")
+    save_file(tensors, str(src / "model.safetensors"))
+    out = tmp_path / "out.emoe"
+    with pytest.raises(edgemoe.UnsupportedModelError, match="MXFP4 expert blocks"):
+        convert_hf(str(src), str(out), progress=False)
+    assert not out.exists()

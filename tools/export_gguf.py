@@ -134,8 +134,11 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
                   _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
-    for ours, hf_name, shape, _ in resident_plan(cfg, arch, moe):
-        t = np.asarray(ckpt.get(hf_name), dtype=np.float32).reshape(shape)
+    for r in resident_plan(cfg, arch, moe):
+        ours = r.name
+        t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
+        if r.take is not None:
+            t = np.ascontiguousarray(r.take(t))
         if name == "llama" and ours.endswith((".wq", ".bq")):
             t = permute_for_llama_rope(t, cfg["n_heads"])
         elif name == "llama" and ours.endswith((".wk", ".bk")):

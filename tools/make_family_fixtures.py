@@ -57,6 +57,16 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
     out["olmoe_linear"] = dict(seed=3103, config=transformers.OlmoeConfig(
         **common, num_hidden_layers=2, intermediate_size=32, num_experts=4, num_experts_per_tok=2,
         max_position_embeddings=64, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.5}))
+    # gpt-oss: sliding (window 8, passed by the prompt) and full layers mixed, sinks, biases,
+    # YaRN as gpt-oss configures it (no truncation, trained context 4096: the ramp ends fall between
+    # dimensions, so truncation would change them), a swiglu limit low enough to clamp.
+    out["gpt_oss"] = dict(seed=3104, config=transformers.GptOssConfig(
+        **dict(common, num_attention_heads=6, num_key_value_heads=2), head_dim=12, num_hidden_layers=3,
+        intermediate_size=32, num_local_experts=8, num_experts_per_tok=3, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], max_position_embeddings=64,
+        swiglu_limit=1.5, rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
+                                           "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                                           "original_max_position_embeddings": 4096}))
     return out
 
 

@@ -1,6 +1,7 @@
 // Self-attention of one layer for a batch of n new tokens: projections,
-// optional q/k norms, rotary embeddings, causal GQA over the KV cache, output
-// projection, residual add. Reads xn_, adds into x_.
+// optional q/k norms, rotary embeddings, causal GQA over the KV cache (within
+// the window on a sliding layer, with a sink logit per head where the model
+// has them), output projection, residual add. Reads xn_, adds into x_.
 #include <algorithm>
 #include <cmath>
 
@@ -61,7 +62,7 @@ void Transformer::attention(int layer, int64_t n) {
     const float* sn = &rope_sin_[t * half];
     for (int h = 0; h < cfg_.n_heads; ++h) rope(q + h * hd, cs, sn, half);
     for (int h = 0; h < cfg_.n_kv_heads; ++h) rope(k + h * hd, cs, sn, half);
-    store_kv(layer, t, k, &v_[t * kvd]);
+    kv_.store(layer, n_past_ + t, k, &v_[t * kvd]);
   }
 
   // Causal attention, one (token, head) pair per work item.
@@ -78,43 +79,49 @@ void Transformer::attention(int layer, int64_t n) {
 
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection
+  if (cfg_.o_bias) add_bias(xn_.data(), L.bo.f32(), n, H);
   for (int64_t i = 0; i < n * H; ++i) x_[i] += xn_[i];
-}
-
-void Transformer::store_kv(int layer, int64_t t, const float* k, const float* v) {
-  const int kvd = cfg_.kv_dim();
-  const size_t slot = ((size_t)layer * ctx_size_ + n_past_ + t) * kvd;
-  if (kv_f16_) {
-    f32_to_f16_row(k, &k_half_[slot], kvd);
-    f32_to_f16_row(v, &v_half_[slot], kvd);
-  } else {
-    std::copy(k, k + kvd, &k_cache_[slot]);
-    std::copy(v, v + kvd, &v_cache_[slot]);
-  }
 }
 
 void Transformer::attend(int layer, int64_t t, int h, float* scores, float* out) const {
   const int hd = cfg_.head_dim, kvd = cfg_.kv_dim();
   const float scale = 1.0f / std::sqrt((float)hd);
-  const int64_t n_keys = n_past_ + t + 1;
+  const int64_t pos = n_past_ + t;
+  const int64_t first = cfg_.is_sliding(layer) ? std::max<int64_t>(0, pos - cfg_.sliding_window + 1) : 0;
   const float* q = &q_[t * cfg_.q_dim() + h * hd];
-  // This head's rows: one KV head serves n_heads / n_kv_heads query heads (GQA).
-  const size_t first = (size_t)layer * ctx_size_ * kvd + (size_t)(h / (cfg_.n_heads / cfg_.n_kv_heads)) * hd;
-  if (kv_f16_) {
-    attention_scores_f16(q, &k_half_[first], n_keys, kvd, hd, scale, scores);
-    softmax(scores, n_keys);
-    attention_weighted_sum_f16(scores, &v_half_[first], n_keys, kvd, hd, out);
-    return;
+  // This head's columns: one KV head serves n_heads / n_kv_heads query heads (GQA).
+  const int64_t col = (int64_t)(h / (cfg_.n_heads / cfg_.n_kv_heads)) * hd;
+  KVCache::Run runs[2];
+  const int n_runs = kv_.runs(layer, first, pos, runs);
+
+  for (int64_t r = 0, done = 0; r < n_runs; done += runs[r++].count) {
+    float* s = scores + done;
+    if (kv_.f16()) {
+      attention_scores_f16(q, kv_.k16(layer, runs[r].row) + col, runs[r].count, kvd, hd, scale, s);
+    } else {
+      const float* kc = kv_.k32(layer, runs[r].row) + col;
+      for (int64_t j = 0; j < runs[r].count; ++j) s[j] = dot(q, kc + j * kvd, hd) * scale;
+    }
   }
-  const float* kc = &k_cache_[first];
-  const float* vc = &v_cache_[first];
-  for (int64_t j = 0; j < n_keys; ++j) scores[j] = dot(q, kc + j * kvd, hd) * scale;
-  softmax(scores, n_keys);
+  const int64_t n_keys = pos - first + 1;
+  if (cfg_.attention_sinks) softmax_with_sink(scores, n_keys, w_.layers[layer].sinks.f32()[h]);
+  else softmax(scores, n_keys);
+
   std::fill(out, out + hd, 0.f);
-  for (int64_t j = 0; j < n_keys; ++j) {
-    const float* v = vc + j * kvd;
-    const float p = scores[j];
-    for (int i = 0; i < hd; ++i) out[i] += p * v[i];
+  for (int64_t r = 0, done = 0; r < n_runs; done += runs[r++].count) {
+    const float* p = scores + done;
+    if (kv_.f16()) {
+      float part[kMaxHeadDim];
+      attention_weighted_sum_f16(p, kv_.v16(layer, runs[r].row) + col, runs[r].count, kvd, hd, part);
+      for (int i = 0; i < hd; ++i) out[i] += part[i];
+      continue;
+    }
+    const float* vc = kv_.v32(layer, runs[r].row) + col;
+    for (int64_t j = 0; j < runs[r].count; ++j) {
+      const float* v = vc + j * kvd;
+      const float pj = p[j];
+      for (int i = 0; i < hd; ++i) out[i] += pj * v[i];
+    }
   }
 }
 

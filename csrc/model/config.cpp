@@ -5,10 +5,13 @@
 namespace edgemoe {
 namespace {
 
-const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"};
+const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
 const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
+const std::pair<const char*, Routing> kRoutings[] = {{"softmax", Routing::Softmax}, {"topk_softmax", Routing::TopKSoftmax}};
+const std::pair<const char*, ExpertActivation> kActivations[] = {{"silu", ExpertActivation::SiLU},
+                                                                 {"swiglu_limited", ExpertActivation::SwiGLULimited}};
 const char* const kWhat = "invalid model config";
 
 // The one list of fields (common/values.h): the bounds keep every int product
@@ -20,7 +23,7 @@ void visit_fields(Config& c, Visitor& v) {
   v.integer("hidden", c.hidden, 1, 1 << 17);
   v.integer("n_heads", c.n_heads, 1, 1024);
   v.integer("n_kv_heads", c.n_kv_heads, 1, 1024);
-  v.integer("head_dim", c.head_dim, 1, 4096);
+  v.integer("head_dim", c.head_dim, 1, kMaxHeadDim);
   v.integer("vocab", c.vocab, 1, 1 << 22);
   v.integer("n_experts", c.n_experts, 1, 4096);
   v.integer("top_k", c.top_k, 1, 4096);
@@ -28,6 +31,16 @@ void visit_fields(Config& c, Visitor& v) {
   v.integer("shared_intermediate", c.shared_intermediate, 0, 1 << 18);
   v.flag("shared_gate", c.shared_gate);
   v.flag("qkv_bias", c.qkv_bias);
+  v.flag("o_bias", c.o_bias, Optional);
+  v.flag("attention_sinks", c.attention_sinks, Optional);
+  v.integer("sliding_window", c.sliding_window, 0, 1 << 24, Optional);
+  v.integers("sliding_layers", c.sliding_layers, 0, 1023, Optional);
+  v.flag("router_bias", c.router_bias, Optional);
+  v.flag("expert_bias", c.expert_bias, Optional);
+  v.choice("routing", c.routing, kRoutings, Optional);
+  v.choice("expert_activation", c.expert_activation, kActivations, Optional);
+  v.number("swiglu_alpha", c.swiglu_alpha, 1e-3, 1e3, Optional);
+  v.number("swiglu_limit", c.swiglu_limit, 1e-3, 1e6, Optional);
   v.flag("norm_topk_prob", c.norm_topk_prob);
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
@@ -58,6 +71,17 @@ void check_relations(const ModelConfig& c) {
               " needs rope_original_max_position");
   if (c.rope_scaling == RopeScaling::Dynamic && c.head_dim <= 2)
     throw bad("dynamic rope scaling needs head_dim above 2");
+  if (!c.sliding_layers.empty() && !c.sliding_window) throw bad("sliding_layers are given without a sliding_window");
+  if (c.sliding_window && c.sliding_layers.empty()) throw bad("sliding_window is given without sliding_layers");
+  if (c.sliding_window > c.max_position)
+    throw bad("sliding_window " + std::to_string(c.sliding_window) + " exceeds max_position " +
+              std::to_string(c.max_position));
+  for (size_t i = 0; i < c.sliding_layers.size(); ++i) {
+    if (c.sliding_layers[i] >= c.n_layers)
+      throw bad("sliding_layers holds layer " + std::to_string(c.sliding_layers[i]) + " of " +
+                std::to_string(c.n_layers));
+    if (i && c.sliding_layers[i] <= c.sliding_layers[i - 1]) throw bad("sliding_layers must be ascending, without repeats");
+  }
   for (int64_t id : c.eos_token_ids)
     if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");
 }
@@ -84,6 +108,14 @@ Values config_with_defaults(const ModelConfig& c, const Values& given) {
   Values all = config_to_values(c);
   for (const auto& kv : given) all[kv.first] = kv.second;
   return all;
+}
+
+std::string layer_kind(const ModelConfig& c, int layer) {
+  std::string attention = c.is_sliding(layer)
+                              ? "sliding-window attention (" + std::to_string(c.sliding_window) + ")"
+                              : "full attention";
+  if (c.attention_sinks) attention += " with sinks";
+  return attention + " + MoE";
 }
 
 void check_config(const ModelConfig& c) { config_from_values(config_to_values(c)); }

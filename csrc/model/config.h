@@ -28,6 +28,20 @@ enum class RopeScaling {
   Yarn,     // per-dimension blend of original and interpolated frequencies, cos/sin scaled
 };
 
+// How the router's logits become the top-k experts and their weights.
+enum class Routing {
+  Softmax,      // softmax over all experts, keep the top k (renormalised if norm_topk_prob)
+  TopKSoftmax,  // the top k logits, softmax over those k (gpt-oss)
+};
+
+// The routed experts' activation between the gate/up and the down projections.
+enum class ExpertActivation {
+  SiLU,           // silu(gate) * up
+  SwiGLULimited,  // gpt-oss: gate clamped above at limit, up to [-limit, limit], gate * sigmoid(alpha * gate) * (up + 1)
+};
+
+constexpr int kMaxHeadDim = 4096;
+
 struct ModelConfig {
   std::string architecture;
   int n_layers = 0;
@@ -42,6 +56,16 @@ struct ModelConfig {
   int shared_intermediate = 0;   // 0: no shared expert
   bool shared_gate = false;      // shared expert output scaled by sigmoid(x . gate)
   bool qkv_bias = false;
+  bool o_bias = false;           // a bias on the attention output projection
+  bool attention_sinks = false;  // a learned per-head logit joins each softmax (and takes its share)
+  int sliding_window = 0;        // keys a sliding layer attends to, itself included; 0: no sliding layers
+  std::vector<int64_t> sliding_layers;  // the layers that attend within the window (ascending)
+  bool router_bias = false;
+  bool expert_bias = false;      // biases on each routed expert's gate, up and down projections
+  Routing routing = Routing::Softmax;
+  ExpertActivation expert_activation = ExpertActivation::SiLU;
+  float swiglu_alpha = 1.702f;
+  float swiglu_limit = 7.f;
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;
@@ -57,6 +81,11 @@ struct ModelConfig {
   int max_position = 4096;
   std::vector<int64_t> eos_token_ids;  // generation stops at these (Python reads them)
 
+  bool is_sliding(int layer) const {
+    for (int64_t l : sliding_layers)
+      if (l == layer) return true;
+    return false;
+  }
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
 };
@@ -65,6 +94,8 @@ struct ModelConfig {
 // unknown, mistyped or out-of-range field: a hostile config must not size
 // allocations or overflow the int products above.
 ModelConfig config_from_values(const Values& values);
+// What layer `layer` is, in words ("sliding-window attention (128) + MoE"): edgemoe info.
+std::string layer_kind(const ModelConfig& c, int layer);
 // The values of every field (what Python sees as the model's config).
 Values config_to_values(const ModelConfig& c);
 // Every field of `c`, read from `given`: the given values as they were (an integral rope_theta

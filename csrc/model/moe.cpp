@@ -16,15 +16,54 @@ namespace edgemoe {
 
 namespace {
 
-// y[m, H] = down(silu(gate(x)) * up(x)) for m tokens x[m, H], with weights in type t.
+// What an expert's MLP computes besides its three matrices: the activation and any biases.
+struct ExpertMath {
+  ExpertActivation activation = ExpertActivation::SiLU;
+  float alpha = 0.f, limit = 0.f;
+  const float* gate_bias = nullptr;  // [I], with up_bias [I] and down_bias [H]; null: none
+  const float* up_bias = nullptr;
+  const float* down_bias = nullptr;
+};
+
+ExpertMath routed_math(const ModelConfig& c, const LayerWeights& L, int expert) {
+  ExpertMath m{c.expert_activation, c.swiglu_alpha, c.swiglu_limit};
+  if (c.expert_bias) {
+    m.gate_bias = L.expert_gate_bias.f32() + (size_t)expert * c.expert_intermediate;
+    m.up_bias = L.expert_up_bias.f32() + (size_t)expert * c.expert_intermediate;
+    m.down_bias = L.expert_down_bias.f32() + (size_t)expert * c.hidden;
+  }
+  return m;
+}
+
+// g = act(g, u) over rows of I values; the gate and up biases are added first.
+void activate(const ExpertMath& m, float* g, float* u, int64_t rows, int64_t I) {
+  if (m.gate_bias) {
+    add_bias(g, m.gate_bias, rows, I);
+    add_bias(u, m.up_bias, rows, I);
+  }
+  const int64_t count = rows * I;
+  if (m.activation == ExpertActivation::SiLU) {
+    for (int64_t i = 0; i < count; ++i) g[i] = silu(g[i]) * u[i];
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const float gate = std::min(g[i], m.limit);
+    const float up = std::clamp(u[i], -m.limit, m.limit);
+    g[i] = gate / (1.f + std::exp(-gate * m.alpha)) * (up + 1.f);
+  }
+}
+
+// y[m, H] = down(act(gate(x), up(x))) for m tokens x[m, H], with weights in type t.
 void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up, const uint8_t* down, int64_t I,
-               int64_t H, const float* x, int64_t m, float* g, float* u, BlockQ8A* xq, float* y) {
+               int64_t H, const float* x, int64_t m, float* g, float* u, BlockQ8A* xq, float* y,
+               const ExpertMath& math) {
   Activations a = prepare(pool, t, x, m, H, xq);
   const MatmulPart gate_up[2] = {{gate, I, g}, {up, I, u}};
   matmul_many(pool, t, gate_up, 2, a);
-  for (int64_t i = 0; i < m * I; ++i) g[i] = silu(g[i]) * u[i];
+  activate(math, g, u, m, I);
   Activations h = prepare(pool, t, g, m, I, xq);
   matmul(pool, t, down, H, h, y);
+  if (math.down_bias) add_bias(y, math.down_bias, m, H);
 }
 
 }  // namespace
@@ -33,21 +72,30 @@ void Transformer::moe(int layer, int64_t n) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k, I = cfg_.expert_intermediate;
 
-  // Routing: softmax over all experts, keep the top k (ties to the lower index).
+  // Routing: the top k experts (ties to the lower index) by softmax probability or,
+  // for TopKSoftmax, by logit with a softmax over the k chosen.
   Activations a = prepare(pool_, L.router.type, xn_.data(), n, H, xq_.data());
   matmul(pool_, L.router, a, router_.data());
+  if (cfg_.router_bias) add_bias(router_.data(), L.router_bias.f32(), n, E);
   std::vector<int> order(E);
   for (int64_t t = 0; t < n; ++t) {
     float* p = &router_[t * E];
-    softmax(p, E);
+    if (cfg_.routing == Routing::Softmax) softmax(p, E);
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(order.begin(), order.begin() + K, order.end(),
                       [&](int x, int y) { return p[x] > p[y] || (p[x] == p[y] && x < y); });
-    float sum = 0.f;
-    for (int r = 0; r < K; ++r) sum += p[order[r]];
+    int* idx = &topk_idx_[t * K];
+    float* w = &topk_w_[t * K];
     for (int r = 0; r < K; ++r) {
-      topk_idx_[t * K + r] = order[r];
-      topk_w_[t * K + r] = cfg_.norm_topk_prob ? p[order[r]] / sum : p[order[r]];
+      idx[r] = order[r];
+      w[r] = p[order[r]];
+    }
+    if (cfg_.routing == Routing::TopKSoftmax) {
+      softmax(w, K);
+    } else if (cfg_.norm_topk_prob) {
+      float sum = 0.f;
+      for (int r = 0; r < K; ++r) sum += w[r];
+      for (int r = 0; r < K; ++r) w[r] /= sum;
     }
   }
 
@@ -85,7 +133,7 @@ void Transformer::moe(int layer, int64_t n) {
     ExpertView ev = experts_.acquire(layer, e);
     try {
       gated_mlp(pool_, ev.type, ev.gate, ev.up, ev.down, I, H, ex_in_.data(), m, ex_gate_.data(), ex_up_.data(),
-                xq_.data(), ex_out_.data());
+                xq_.data(), ex_out_.data(), routed_math(cfg_, L, e));
     } catch (...) {
       experts_.release(layer, e);
       throw;
@@ -132,6 +180,7 @@ struct PinnedExperts {
 
 void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
                                     const std::vector<std::vector<int64_t>>& users) {
+  const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, I = cfg_.expert_intermediate;
   const int64_t blocks_per_row = I / kGroup;  // of a quantized activation row
   // Experts per batch: the parts a matmul_many takes, and what the scratch
@@ -157,7 +206,8 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
       parts[2 * j + 1] = {v.up, I, &ex_up_[j * I]};
     }
     matmul_many(pool_, t, parts, (int)(2 * m), a);
-    for (int64_t i = 0; i < m * I; ++i) ex_gate_[i] = silu(ex_gate_[i]) * ex_up_[i];
+    for (int64_t j = 0; j < m; ++j)
+      activate(routed_math(cfg_, L, experts[order[s + j]]), &ex_gate_[j * I], &ex_up_[j * I], 1, I);
     // Each expert's hidden vector is a row of its own: quantized together,
     // multiplied by its own down projection.
     Activations h = prepare(pool_, t, ex_gate_.data(), m, I, xq_.data());
@@ -166,8 +216,11 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
       parts[j] = {pinned.views[order[s + j]].down, H, &ex_out_[j * H], &rows[j]};
     }
     matmul_many(pool_, t, parts, (int)m, h);
-    for (int64_t j = 0; j < m; ++j)
-      for (int64_t slot : users[experts[order[s + j]]]) store_routed(slot, &ex_out_[j * H]);
+    for (int64_t j = 0; j < m; ++j) {
+      const int e = experts[order[s + j]];
+      if (const float* b = routed_math(cfg_, L, e).down_bias) add_bias(&ex_out_[j * H], b, 1, H);
+      for (int64_t slot : users[e]) store_routed(slot, &ex_out_[j * H]);
+    }
     s += m;
   }
 }
@@ -185,7 +238,7 @@ void Transformer::shared_expert(int layer, int64_t n) {
   // Gate and up share one encoding (the resident type); down may differ only
   // if a converter chose so, which gated_mlp does not allow: check.
   gated_mlp(pool_, L.shared_gate_proj.type, L.shared_gate_proj.data, L.shared_up_proj.data, L.shared_down_proj.data,
-            S, H, xn_.data(), n, ex_gate_.data(), ex_up_.data(), xq_.data(), ex_out_.data());
+            S, H, xn_.data(), n, ex_gate_.data(), ex_up_.data(), xq_.data(), ex_out_.data(), ExpertMath{});
   for (int64_t t = 0; t < n; ++t) {
     float scale = 1.f;
     if (cfg_.shared_gate) {

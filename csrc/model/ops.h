@@ -52,6 +52,8 @@ void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out);
 void add_bias(float* y, const float* b, int64_t n, int64_t k);
 inline float silu(float x) { return x / (1.f + __builtin_expf(-x)); }
 void softmax(float* x, int64_t n);
+// softmax over x and one more logit, the sink, whose share is dropped (gpt-oss's attention sinks).
+void softmax_with_sink(float* x, int64_t n, float sink);
 // dot(a, b) over n floats, summed in 8 interleaved partial sums (element i
 // into sum i % 8, then the sums in order): independent chains the compiler
 // turns into one SIMD register, where a single running sum must stay scalar

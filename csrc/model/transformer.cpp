@@ -16,10 +16,6 @@ int64_t widest_activation(const ModelConfig& c) {
 }
 }  // namespace
 
-size_t Transformer::kv_cache_bytes(const ModelConfig& c, int ctx, bool kv_f16) {
-  return 2 * (kv_f16 ? sizeof(uint16_t) : sizeof(float)) * (size_t)c.n_layers * ctx * c.kv_dim();
-}
-
 size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_threads) {
   const size_t widest = widest_activation(c);
   const size_t ffn = std::max(c.expert_intermediate, c.shared_intermediate);
@@ -39,16 +35,9 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
 
 Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
                          int ctx_size, int max_batch, bool kv_f16)
-    : cfg_(cfg), w_(w), experts_(experts), pool_(pool), ctx_size_(ctx_size), max_batch_(max_batch), kv_f16_(kv_f16) {
+    : cfg_(cfg), w_(w), experts_(experts), pool_(pool), ctx_size_(ctx_size), max_batch_(max_batch),
+      kv_(cfg, ctx_size, max_batch, kv_f16) {
   const size_t B = max_batch;
-  const size_t kv_elems = (size_t)cfg.n_layers * ctx_size * cfg.kv_dim();
-  if (kv_f16) {
-    k_half_.assign(kv_elems, 0);
-    v_half_.assign(kv_elems, 0);
-  } else {
-    k_cache_.assign(kv_elems, 0.f);
-    v_cache_.assign(kv_elems, 0.f);
-  }
 
   rope_ = rope_frequencies(cfg, 0);
   rope_cos_.resize(B * (cfg.head_dim / 2));
@@ -75,12 +64,17 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
 
 size_t Transformer::allocated_bytes() const {
   size_t floats = 0;
-  for (const std::vector<float>* v : {&k_cache_, &v_cache_, &rope_cos_, &rope_sin_, &x_, &xn_, &q_, &k_, &v_,
+  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &x_, &xn_, &q_, &k_, &v_,
                                       &attn_out_, &scores_, &router_, &routed_out_, &ex_in_, &ex_gate_, &ex_up_,
                                       &ex_out_, &topk_w_})
     floats += v->size();
-  return floats * sizeof(float) + (k_half_.size() + v_half_.size()) * sizeof(uint16_t) +
+  return floats * sizeof(float) + kv_.allocated_bytes() +
          xq_.size() * sizeof(BlockQ8A) + topk_idx_.size() * sizeof(int);
+}
+
+void Transformer::truncate(int64_t n) {
+  if (n >= n_past_) return;
+  n_past_ = n > 0 && kv_.can_keep(n_past_, n) ? n : 0;
 }
 
 void Transformer::embed(const int32_t* tokens, int64_t n) {

@@ -9,6 +9,7 @@
 
 #include "../common/thread_pool.h"
 #include "config.h"
+#include "kv_cache.h"
 #include "observer.h"
 #include "rope.h"
 #include "weights.h"
@@ -40,21 +41,23 @@ class Transformer {
   void set_observer(ForwardObserver* observer) { observer_ = observer; }
   void reset() { n_past_ = 0; }
   // Forget every position from n on (n <= n_past): the next forward() overwrites them.
-  void truncate(int64_t n) { n_past_ = n < n_past_ ? (n > 0 ? n : 0) : n_past_; }
+  // Where a sliding-window layer has already overwritten keys position n needs (a
+  // rewind by more than about one batch), everything is forgotten: n_past says what was kept.
+  void truncate(int64_t n);
   int64_t n_past() const { return n_past_; }
   int ctx_size() const { return ctx_size_; }
 
   // Memory the forward pass allocates, for the memory plan (runtime/memory_plan.h);
   // allocated_bytes() is what this one holds, which tests compare with the two.
-  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size, bool kv_f16 = false);
+  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, bool kv_f16) {
+    return KVCache::bytes(cfg, ctx_size, max_batch, kv_f16);
+  }
   static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
   size_t allocated_bytes() const;
 
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop);
   void attention(int layer, int64_t n);
-  // Append the new tokens' K and V rows at positions [n_past, n_past + n).
-  void store_kv(int layer, int64_t t, const float* k, const float* v);
   // One (token, head) pair's causal attention over the cache, into out [head_dim].
   void attend(int layer, int64_t t, int h, float* scores, float* out) const;
   void moe(int layer, int64_t n);
@@ -77,9 +80,7 @@ class Transformer {
   int64_t n_past_ = 0;
   ForwardObserver* observer_ = nullptr;
 
-  bool kv_f16_;
-  std::vector<float> k_cache_, v_cache_;      // [layer][pos][kv_dim], f32 cache
-  std::vector<uint16_t> k_half_, v_half_;     // the same, fp16 cache
+  KVCache kv_;
   RopeFrequencies rope_;
   int64_t rope_len_ = 0;                    // the sequence length rope_ was computed for (dynamic NTK)
   std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][head_dim / 2]

@@ -21,6 +21,10 @@ struct Tensor {
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, wo;
   Tensor bq, bk, bv;        // qkv_bias only
+  Tensor bo;                // o_bias only
+  Tensor sinks;             // attention_sinks only: [n_heads]
+  Tensor router_bias;       // router_bias only: [n_experts]
+  Tensor expert_gate_bias, expert_up_bias, expert_down_bias;  // expert_bias only: [n_experts, I or hidden]
   Tensor q_norm, k_norm;    // qk_norm != None only
   Tensor ffn_norm, router;  // router: [n_experts, hidden], f32
   Tensor shared_gate_proj, shared_up_proj, shared_down_proj, shared_expert_gate;  // shared expert only

@@ -40,7 +40,7 @@ class GatePredictor final : public Predictor {
       for (int e = 0; e < E; ++e) {
         float z = 0.f;
         for (int i = 0; i < H; ++i) z += router[(size_t)e * H + i] * xn_[i];
-        probs_[e] = z;
+        probs_[e] = z + (cfg_.router_bias ? L.router_bias.f32()[e] : 0.f);
       }
       softmax(probs_.data(), E);  // the router's own probabilities: the guess's confidence
       append_top(probs_, layer + d, width_, min_confidence_, order_, out);

@@ -83,6 +83,15 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.bk = get(p + "bk", 1, kvd, true);
       L.bv = get(p + "bv", 1, kvd, true);
     }
+    if (cfg_.o_bias) L.bo = get(p + "bo", 1, H, true);
+    if (cfg_.attention_sinks) L.sinks = get(p + "sinks", 1, cfg_.n_heads, true);
+    if (cfg_.router_bias) L.router_bias = get(p + "router_bias", 1, cfg_.n_experts, true);
+    if (cfg_.expert_bias) {
+      const int E = cfg_.n_experts, I = cfg_.expert_intermediate;
+      L.expert_gate_bias = get(p + "expert_gate_bias", E, I, true);
+      L.expert_up_bias = get(p + "expert_up_bias", E, I, true);
+      L.expert_down_bias = get(p + "expert_down_bias", E, H, true);
+    }
     if (cfg_.qk_norm == QKNorm::Head) {
       L.q_norm = get(p + "q_norm", 1, cfg_.head_dim, true);
       L.k_norm = get(p + "k_norm", 1, cfg_.head_dim, true);

@@ -7,10 +7,27 @@ supported architectures share.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import UnsupportedModelError
 from .rope import rope_config
+
+
+F32_ONLY, RESIDENT, SHARED = "f32", "resident", "shared"
+
+
+class Resident(NamedTuple):
+    """One resident tensor of the container and where it comes from.
+
+    kind: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), or SHARED (the
+    resident type, but the shared expert's three projections must share one type, as routed
+    experts do). shape is the checkpoint tensor's; take, if set, derives the stored tensor
+    from it (a slice of a fused tensor)."""
+    name: str
+    source: str
+    shape: Tuple[int, ...]
+    kind: str
+    take: Optional[Callable[[Any], Any]] = None
 
 
 class HFArch:
@@ -21,9 +38,22 @@ class HFArch:
     moe_prefixes: Tuple[str, ...] = ("mlp",)
     # canonical part -> per-expert tensor name in hub checkpoints
     expert_names = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+    router_name = "gate"            # model.layers.{l}.<moe prefix>.<router_name>.weight
 
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
+
+    def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str) -> List[Resident]:
+        """Resident tensors of layer l beyond those every architecture has (hf.resident_plan)."""
+        return []
+
+    # An architecture whose experts are laid out otherwise than the two layouts hf.ExpertReader
+    # knows sets this to a function (ckpt, layer, expert, moe) -> {"gate", "up", "down"}, and
+    # expert_sources(layer, moe) to the checkpoint tensors it reads (checked before writing).
+    read_expert = None
+
+    def expert_sources(self, l: int, moe: str) -> List[str]:
+        return []
 
 
 def unsupported(arch: str, what: str) -> UnsupportedModelError:
@@ -44,7 +74,7 @@ def expert_count(hf: Dict[str, Any], arch: str) -> int:
     raise UnsupportedModelError(f"{arch}: config.json gives no expert count (num_experts / num_local_experts)")
 
 
-def common_config(hf: Dict[str, Any], arch: str) -> Dict[str, Any]:
+def common_config(hf: Dict[str, Any], arch: str, sliding_window_supported: bool = False) -> Dict[str, Any]:
     """The fields every supported architecture reads the same way."""
     hidden = require(hf, "hidden_size", arch)
     n_heads = require(hf, "num_attention_heads", arch)
@@ -56,7 +86,7 @@ def common_config(hf: Dict[str, Any], arch: str) -> Dict[str, Any]:
     rope = rope_config(hf, arch, int(hf.get("max_position_embeddings", 4096)))
     max_position = rope.pop("max_position")
     window = hf.get("sliding_window")
-    if hf.get("use_sliding_window", window is not None) and window:
+    if not sliding_window_supported and hf.get("use_sliding_window", window is not None) and window:
         # Within the window, sliding-window attention equals full attention:
         # cap the context there instead of attending past it wrongly.
         max_position = min(max_position, int(window))

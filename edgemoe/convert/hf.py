@@ -16,14 +16,15 @@ from ..format import quant
 from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
 from ..format.model_config import validate_config
-from .arch_base import HFArch
+from .arch_base import F32_ONLY, RESIDENT, SHARED, HFArch, Resident
+from .arch_gpt_oss import GptOss
 from .arch_mixtral import Mixtral
 from .arch_olmoe import Olmoe
 from .arch_qwen2_moe import Qwen2Moe
 from .arch_qwen3_moe import Qwen3Moe
 from .safetensors_reader import Checkpoint
 
-ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe()]
+ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss()]
 
 
 def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
@@ -82,24 +83,16 @@ def _layer(l: int) -> str:
     return f"model.layers.{l}"
 
 
-F32_ONLY, RESIDENT, SHARED = "f32", "resident", "shared"
-
-
 def moe_prefix(ckpt: Checkpoint, arch: HFArch) -> str:
     """Which of the architecture's MoE block names this checkpoint uses (by its layer-0 router)."""
     for prefix in arch.moe_prefixes:
-        if f"{_layer(0)}.{prefix}.gate.weight" in ckpt:
+        if f"{_layer(0)}.{prefix}.{arch.router_name}.weight" in ckpt:
             return prefix
     return arch.moe_prefixes[0]  # the missing-tensor check then names what was expected
 
 
-def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Tuple[str, str, Tuple[int, ...], str]]:
-    """(container name, checkpoint name, expected shape, encoding kind) of every resident tensor.
-
-    Kinds: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), and
-    SHARED (the resident type, but the shared expert's three projections must
-    share one type, as routed experts do).
-    """
+def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Resident]:
+    """Every resident tensor of the container: its name, source tensor, expected shape and kind."""
     H, V = cfg["hidden"], cfg["vocab"]
     q_dim = cfg["n_heads"] * cfg["head_dim"]
     kv_dim = cfg["n_kv_heads"] * cfg["head_dim"]
@@ -114,7 +107,7 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Tuple[str
             (f"{c}.wo", f"{p}.self_attn.o_proj.weight", (H, q_dim), RESIDENT),
             (f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY),
             # Routers stay f32: a flipped expert choice costs more accuracy than the bytes save.
-            (f"{c}.router", f"{p}.{moe}.gate.weight", (cfg["n_experts"], H), F32_ONLY),
+            (f"{c}.router", f"{p}.{moe}.{arch.router_name}.weight", (cfg["n_experts"], H), F32_ONLY),
         ]
         if cfg["qkv_bias"]:
             plan += [
@@ -137,10 +130,11 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Tuple[str
             ]
             if cfg["shared_gate"]:
                 plan.append((f"{c}.shared_expert_gate", f"{m}.shared_expert_gate.weight", (1, H), F32_ONLY))
+        plan += arch.layer_residents(cfg, l, moe)
     plan.append(("norm", "model.norm.weight", (H,), F32_ONLY))
     if not cfg["tie_embeddings"]:
         plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
-    return plan
+    return [Resident(*entry) for entry in plan]
 
 
 class ExpertReader:
@@ -158,7 +152,16 @@ class ExpertReader:
         self.stacked = []
         for l in range(cfg["n_layers"]):
             base = f"{_layer(l)}.{moe}.experts"
-            if f"{base}.gate_up_proj" in ckpt:
+            if arch.read_expert is not None:  # the architecture's own layout: its reader checks the shapes
+                for name in arch.expert_sources(l, moe):
+                    if name not in ckpt and f"{name}_blocks" in ckpt:
+                        raise UnsupportedModelError(
+                            f"{name}: MXFP4 expert blocks (the hub's gpt-oss checkpoints) are not supported "
+                            f"yet; a checkpoint saved by transformers with the experts dequantized converts")
+                    if name not in ckpt:
+                        raise FormatError(f"checkpoint lacks tensor {name} required by {arch.name}")
+                self.stacked.append(True)
+            elif f"{base}.gate_up_proj" in ckpt:
                 self._check(f"{base}.gate_up_proj", (E, 2 * I, H))
                 self._check(f"{base}.down_proj", (E, H, I))
                 self.stacked.append(True)
@@ -182,6 +185,13 @@ class ExpertReader:
         return {part: f"{base}.{e}.{name}.weight" for part, name in self.arch.expert_names.items()}
 
     def read(self, l: int, e: int) -> Dict[str, np.ndarray]:
+        if self.arch.read_expert is not None:
+            parts = self.arch.read_expert(self.ckpt, l, e, self.moe)
+            for part, w in parts.items():
+                if tuple(w.shape) != self.shapes[part]:
+                    raise FormatError(f"layer {l} expert {e}: {part} has shape {tuple(w.shape)}, "
+                                      f"expected {self.shapes[part]}")
+            return parts
         base = f"{_layer(l)}.{self.moe}.experts"
         if self.stacked[l]:
             I = self.cfg["expert_intermediate"]
@@ -252,11 +262,11 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
 
     moe = moe_prefix(ckpt, arch)
     plan = resident_plan(cfg, arch, moe)
-    for _, name, shape, _ in plan:  # fail before writing anything
-        if name not in ckpt:
-            raise FormatError(f"checkpoint lacks tensor {name} required by {arch.name}")
-        if tuple(ckpt.shape(name)) != shape:
-            raise FormatError(f"tensor {name} has shape {tuple(ckpt.shape(name))}, expected {shape}")
+    for r in plan:  # fail before writing anything
+        if r.source not in ckpt:
+            raise FormatError(f"checkpoint lacks tensor {r.source} required by {arch.name}")
+        if tuple(ckpt.shape(r.source)) != r.shape:
+            raise FormatError(f"tensor {r.source} has shape {tuple(ckpt.shape(r.source))}, expected {r.shape}")
     experts = ExpertReader(ckpt, cfg, arch, moe)
     if expert_types is not None and (len(expert_types) != cfg["n_layers"] or
                                      any(len(row) != cfg["n_experts"] for row in expert_types)):
@@ -276,9 +286,15 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
         if cfg["shared_intermediate"]:
             shared_type = quant.storable_type(resident_type, (cfg["hidden"], cfg["shared_intermediate"]))
         kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: shared_type}
-        for cname, name, shape, kind in plan:
-            data, qtype = encode(name, None, kind_type[kind])
-            writer.add_resident(cname, qtype, data, shape)
+        for r in plan:
+            if r.take is None:
+                data, qtype = encode(r.source, None, kind_type[r.kind])
+                shape = r.shape
+            else:
+                w = np.ascontiguousarray(r.take(ckpt.get(r.source)))
+                data, qtype = _encode(w, kind_type[r.kind])
+                shape = w.shape
+            writer.add_resident(r.name, qtype, data, shape)
             bar.update(1)
         for l in range(cfg["n_layers"]):
             for e in range(cfg["n_experts"]):
