@@ -5,7 +5,7 @@ import pytest
 from edgemoe import _core
 from edgemoe.format import quant as Q
 
-ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2, Q.Q4K)
+ALL = (Q.F32, Q.F16, Q.Q8, Q.Q4, Q.Q3, Q.Q2, Q.Q4K, Q.MXFP4)
 SIMD = [isa for isa in _core.available_isas() if isa != "scalar"]
 # Rows/tokens counts that hit single-token decode, every tile shape (up to
 # 8 rows for decode, 4 rows x 4 tokens for prefill) and their remainders.

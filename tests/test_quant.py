@@ -30,7 +30,8 @@ def test_row_bytes_match_runtime():
             assert Q.row_bytes(t, k) == _core.row_bytes(t, k)
     assert Q.row_bytes(Q.F32, 7) == 28 and Q.row_bytes(Q.F16, 7) == 14
     assert Q.row_bytes(Q.Q8, 64) == 68 and Q.row_bytes(Q.Q4, 64) == 40 and Q.row_bytes(Q.Q4K, 512) == 288
-    assert Q.NAMES == {0: "f32", 1: "f16", 2: "q8", 3: "q4", 4: "q3", 5: "q2", 6: "q4k"}
+    assert Q.NAMES == {0: "f32", 1: "f16", 2: "q8", 3: "q4", 4: "q3", 5: "q2", 6: "q4k", 7: "mxfp4"}
+    assert Q.row_bytes(Q.MXFP4, 64) == 34 == _core.row_bytes(Q.MXFP4, 64)
 
 
 @pytest.mark.parametrize("qtype", Q.QUANTIZED)
@@ -107,7 +108,8 @@ def test_degenerate_groups():
     for qtype in Q.QUANTIZED:
         back = Q.dequantize(Q.quantize(w, qtype), qtype, w.shape)
         assert np.all(back[0] == 0) and np.all(back[1, :32] == 0) and np.all(back[1, 64:] == 0)
-        assert np.allclose(back[1, 32:64], 0.3, rtol=2.0**-11)
+        # mxfp4's nearest value to 0.3 is 4 * 2^-4 (E2M1 has no finer step near its top)
+        assert np.allclose(back[1, 32:64], 0.25 if qtype == Q.MXFP4 else 0.3, rtol=2.0**-11)
     q4 = Q.quantize(w, Q.Q4).reshape(2, 8, 20)
     assert np.all(q4[1, 1, :2] == 0) and np.all(q4[1, 1, 4:] == 0)  # d = 0, q = 0
 
@@ -205,6 +207,6 @@ def test_bad_inputs_raise_format_error():
     with pytest.raises(FormatError, match="2-D"):
         Q.quantize(np.zeros(32, np.float32), Q.Q8)
     with pytest.raises(FormatError, match="unknown weight type"):
-        Q.quantize(np.zeros((1, 32), np.float32), 7)
+        Q.quantize(np.zeros((1, 32), np.float32), 8)
     with pytest.raises(FormatError, match="bytes"):
         Q.dequantize(np.zeros(33, np.uint8), Q.Q8, (1, 32))

@@ -21,6 +21,7 @@ Deterministic: fixed seeds, sorted JSON. Shares the tokenizer and text with make
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections import OrderedDict
@@ -32,7 +33,7 @@ import make_fixtures as base  # noqa: E402  (torch, transformers, the tokenizer 
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM, GenerationConfig  # noqa: E402
+from transformers import AutoModelForCausalLM, GenerationConfig, Mxfp4Config  # noqa: E402
 
 PROMPT_LEN = 48
 GREEDY_NEW_TOKENS = 16
@@ -63,11 +64,67 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
     out["gpt_oss"] = dict(seed=3104, config=transformers.GptOssConfig(
         **dict(common, num_attention_heads=6, num_key_value_heads=2), head_dim=12, num_hidden_layers=3,
         intermediate_size=32, num_local_experts=8, num_experts_per_tok=3, sliding_window=8,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"], max_position_embeddings=64,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], max_position_embeddings=16384,
         swiglu_limit=1.5, rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
                                            "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                                            "original_max_position_embeddings": 4096}))
+    # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the
+    # reference computed by transformers on exactly the values those blocks decode to.
+    out["gpt_oss_mxfp4"] = dict(out["gpt_oss"], seed=3106, mxfp4=True)
     return out
+
+
+def to_hub_mxfp4(w: torch.Tensor):
+    """[E, rows, cols] weights (rows = outputs) as the hub's MXFP4 (blocks [E, rows, cols / 32, 16]
+    with neighbouring elements paired in a byte, scales [E, rows, cols / 32]), and the values they
+    decode to, checked against transformers' own decoder."""
+    from edgemoe.format import mxfp4
+    from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+    E, rows, cols = w.shape
+    ours = mxfp4.quantize_rows(w.reshape(E * rows, cols).numpy()).reshape(E, rows, cols // 32)
+    c = mxfp4.codes(ours)  # [E, rows, n, 32] in element order
+    blocks = (c[..., 0::2] | (c[..., 1::2] << 4)).astype(np.uint8)
+    scales = ours["e"].copy()
+    decoded = mxfp4.dequantize_blocks(ours)  # [E, rows, cols]
+    theirs = convert_moe_packed_tensors(torch.from_numpy(blocks), torch.from_numpy(scales), dtype=torch.float32)
+    assert np.array_equal(theirs.transpose(1, 2).numpy(), decoded), "hub MXFP4 layout misunderstood"
+    return blocks, scales, torch.from_numpy(decoded)
+
+
+def make_experts_mxfp4(model, folder):
+    """Round the experts to MXFP4 in place, and rewrite the saved folder the way the hub stores them."""
+    from safetensors.numpy import load_file, save_file
+
+    packed = {}
+    with torch.no_grad():
+        for l, layer in enumerate(model.model.layers):
+            ex, prefix = layer.mlp.experts, f"model.layers.{l}.mlp.experts"
+            for name in ("gate_up_proj", "down_proj"):
+                p = getattr(ex, name)  # [E, in, out]: the hub's rows are the outputs
+                blocks, scales, decoded = to_hub_mxfp4(p.detach().transpose(1, 2).contiguous())
+                p.copy_(decoded.transpose(1, 2))
+                packed[f"{prefix}.{name}_blocks"], packed[f"{prefix}.{name}_scales"] = blocks, scales
+    model.save_pretrained(folder)
+    path = os.path.join(folder, "model.safetensors")
+    tensors = {k: v for k, v in load_file(path).items() if not k.endswith(("experts.gate_up_proj", "experts.down_proj"))}
+    save_file({**tensors, **packed}, path, metadata={"format": "pt"})
+    config_path = os.path.join(folder, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    base.write_json(config_path, config)
+
+
+def load(folder, spec):
+    """The saved folder through transformers' own loader (MXFP4 experts decoded by transformers)."""
+    if not spec.get("mxfp4"):
+        return base.load_model(folder)
+    m = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", experts_implementation="eager",
+                                             dtype=torch.float32, quantization_config=Mxfp4Config(dequantize=True))
+    m.eval()
+    return m
 
 
 def build(spec) -> torch.nn.Module:
@@ -123,12 +180,15 @@ def main(argv=None):
                 os.remove(os.path.join(folder, fn))
         model = build(spec)
         model.config.architectures = [type(model).__name__]
-        model.save_pretrained(folder)
+        if spec.get("mxfp4"):
+            make_experts_mxfp4(model, folder)
+        else:
+            model.save_pretrained(folder)
         GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=bos).save_pretrained(folder)
         tok.save(os.path.join(folder, "tokenizer.json"), pretty=True)
         base.write_json(os.path.join(folder, "tokenizer_config.json"), base.tokenizer_config())
 
-        loaded = base.load_model(folder)
+        loaded = load(folder, spec)
         with torch.no_grad():
             for p in loaded.parameters():  # out of the mmap: same kernels as the in-memory model
                 p.data = p.data.clone()

@@ -16,6 +16,7 @@ bool qtype_supports(QType t, int64_t k) {
     case QType::Q4:
     case QType::Q3:
     case QType::Q2:
+    case QType::MXFP4:
       return k % kGroup == 0;
     case QType::Q4K:
       return k % kSuperBlock == 0;
@@ -70,6 +71,8 @@ size_t qtype_row_bytes(QType t, int64_t k) {
       return n / kGroup * sizeof(BlockQ2);
     case QType::Q4K:
       return n / kSuperBlock * sizeof(BlockQ4K);
+    case QType::MXFP4:
+      return n / kGroup * sizeof(BlockMXFP4);
   }
   return 0;
 }
@@ -90,12 +93,14 @@ const char* qtype_name(QType t) {
       return "q2";
     case QType::Q4K:
       return "q4k";
+    case QType::MXFP4:
+      return "mxfp4";
   }
   return "unknown";
 }
 
 bool qtype_from_int(int v, QType* out) {
-  if (v < (int)QType::F32 || v > (int)QType::Q4K) return false;
+  if (v < (int)QType::F32 || v > (int)QType::MXFP4) return false;
   *out = (QType)v;
   return true;
 }

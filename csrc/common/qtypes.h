@@ -17,6 +17,7 @@ enum class QType : uint8_t {
   Q3 = 4,  // group of 32, asymmetric: w = d * q + m, q in [0, 7]
   Q2 = 5,  // group of 32, asymmetric: w = d * q + m, q in [0, 3]
   Q4K = 6,  // super-block of 256 = 8 groups of 32: w = d * sc * q - dmin * mn, q in [0, 15]
+  MXFP4 = 7,  // group of 32: w = 2^(e - 127) * fp4(q), q an E2M1 code (OCP microscaling, gpt-oss)
 };
 
 constexpr int kGroup = 32;
@@ -61,7 +62,16 @@ struct BlockQ4K {
   uint8_t scales[12];
   uint8_t qs[kSuperBlock / 2];
 };
+// llama.cpp's MXFP4 (block_mxfp4), byte for byte: an E8M0 exponent and 32
+// E2M1 codes, element j in the low nibble of byte j and element j + 16 in the
+// high one (the Hugging Face checkpoints pair neighbours instead; the
+// converter regroups their nibbles, keeping every bit).
+struct BlockMXFP4 {
+  uint8_t e;
+  uint8_t qs[kGroup / 2];
+};
 #pragma pack(pop)
+static_assert(sizeof(BlockMXFP4) == 17, "BlockMXFP4 layout");
 static_assert(sizeof(BlockQ4K) == 144, "BlockQ4K layout");
 static_assert(sizeof(BlockQ8) == 34, "BlockQ8 layout");
 static_assert(sizeof(BlockQ4) == 20, "BlockQ4 layout");
@@ -100,6 +110,18 @@ inline void q4k_unpack_scales(const uint8_t* scales, uint64_t* sc, uint64_t* mn)
   const uint32_t six = 0x3f3f3f3f, four = 0x0f0f0f0f, top = 0x30303030;
   *sc = (w[0] & six) | (uint64_t)((w[2] & four) | ((w[0] >> 2) & top)) << 32;
   *mn = (w[1] & six) | (uint64_t)(((w[2] >> 4) & four) | ((w[1] >> 2) & top)) << 32;
+}
+
+// The E2M1 values times two, so they are integers: code c is worth
+// kMxfp4Doubled[c] * e8m0_half(e). The integer dot products use these.
+constexpr int8_t kMxfp4Doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+// 2^(e - 128): half the block's scale 2^(e - 127), built from the bits (exact for every e,
+// subnormal for e < 2, finite for e = 255, which the format reserves for NaN).
+inline float e8m0_half(uint8_t e) {
+  const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
 }
 
 // True for the group-quantized types, whose matmuls take Q8A activations.

@@ -163,6 +163,52 @@ struct TileQ8 {
   }
 };
 
+// MXFP4 x Q8A: Q8's arithmetic, with the weights looked up from the 4-bit
+// codes (the doubled E2M1 values, within +-12) and the block's scale half of
+// 2^(e - 127). The same sign juggling feeds maddubs.
+struct TileMXFP4 {
+  EDGEMOE_AVX2 static __m256i weights(const BlockMXFP4& b) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kMxfp4Doubled));
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b.qs));
+    const __m256i codes = _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+    return _mm256_shuffle_epi8(table, codes);
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX2 static void run(const Job& j, int64_t r, int64_t t) {
+    const BlockMXFP4* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const BlockMXFP4*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const BlockQ8A* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm256_setzero_ps();
+
+    for (int64_t g = 0; g < j.nb; ++g) {
+      __m256i qw[R], aw[R];
+      float dw[R];
+      for (int i = 0; i < R; ++i) {
+        prefetch(w[i] + g, R * j.row_bytes);
+        qw[i] = weights(w[i][g]);
+        aw[i] = _mm256_sign_epi8(qw[i], qw[i]);
+        dw[i] = e8m0_half(w[i][g].e);
+      }
+      for (int u = 0; u < T; ++u) {
+        const __m256i qx = _mm256_loadu_si256((const __m256i*)x[u][g].qs);
+        const float dx = x[u][g].d;
+        for (int i = 0; i < R; ++i) {
+          const __m256i p16 = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(qx, qw[i]));
+          const __m256i p32 = _mm256_madd_epi16(p16, ones);
+          acc[i][u] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * dx), _mm256_cvtepi32_ps(p32), acc[i][u]);
+        }
+      }
+    }
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = hsum(acc[i][u]);
+  }
+};
+
 // The 32 unsigned codes of a low-bit block, one per byte in element order.
 struct CodesQ4 {
   using Block = BlockQ4;
@@ -411,6 +457,8 @@ EDGEMOE_AVX2 void matmul_rows_avx2(QType type, const void* W, int64_t k, int64_t
       return run_tiles<TileLowBit<CodesQ2>>(j, r0, r1, n, qx_bytes);
     case QType::Q4K:
       return run_tiles<TileQ4K>(j, r0, r1, n, qx_bytes);
+    case QType::MXFP4:
+      return run_tiles<TileMXFP4>(j, r0, r1, n, qx_bytes);
   }
 }
 

@@ -125,6 +125,60 @@ struct TileQ8 {
   }
 };
 
+// ---- MXFP4 x Q8A ----
+// Q8's arithmetic, two groups per zmm, with the signed weights looked up from
+// the 4-bit codes (the doubled E2M1 values, within +-12: vpshufb on a 16-byte
+// table) and the scale half of the block's 2^(e - 127).
+struct TileMXFP4 {
+  // A block's 32 codes, one byte each in element order (low nibbles, then high).
+  EDGEMOE_AVX512 static __m256i codes(const BlockMXFP4& b) {
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b.qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+  }
+
+  template <bool Two, int R, int T>
+  EDGEMOE_AVX512 static void step(const BlockMXFP4* const* w, const BlockQ8A* const* x, int64_t g,
+                                  __m512 (&acc)[R][T], size_t ahead) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)kMxfp4Doubled));
+    __m512i qw[R], base[R];
+    __m128 dw[R];  // [d0, d1, 0, 0]
+    for (int i = 0; i < R; ++i) {
+      const BlockMXFP4* b = w[i] + g;
+      prefetch(b, ahead);
+      const __m512i lo = _mm512_zextsi256_si512(codes(b[0]));
+      qw[i] = _mm512_shuffle_epi8(table, Two ? _mm512_inserti64x4(lo, codes(b[1]), 1) : lo);
+      base[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw[i]));
+      dw[i] = _mm_setr_ps(e8m0_half(b[0].e), Two ? e8m0_half(b[1].e) : 0.f, 0.f, 0.f);
+    }
+    for (int u = 0; u < T; ++u) {
+      const BlockQ8A* a = x[u] + g;
+      const __m512i xu = _mm512_xor_si512(load_x_pair<Two>(a), bias);
+      const __m128 dx = _mm_unpacklo_ps(_mm_load_ss(&a[0].d), Two ? _mm_load_ss(&a[1].d) : _mm_setzero_ps());
+      for (int i = 0; i < R; ++i) {
+        const __m512i p = _mm512_dpbusd_epi32(base[i], xu, qw[i]);
+        acc[i][u] = _mm512_fmadd_ps(spread<1>(_mm_mul_ps(dw[i], dx)), _mm512_cvtepi32_ps(p), acc[i][u]);
+      }
+    }
+  }
+
+  template <int R, int T>
+  EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
+    const BlockMXFP4* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const BlockMXFP4*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const BlockQ8A* x[T];
+    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
+    __m512 acc[R][T];
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps();
+    int64_t g = 0;
+    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, R * j.row_bytes);
+    if (g < j.nb) step<false, R, T>(w, x, g, acc, R * j.row_bytes);
+    for (int i = 0; i < R; ++i)
+      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]);
+  }
+};
+
 // ---- Q4 and Q4K x Q8A ----
 // The nibbles are unsigned, so vpdpbusd takes them as they are. Scales for
 // the two groups travel in one 128-bit register, [d0, m0, d1, m1] times
@@ -347,6 +401,8 @@ EDGEMOE_AVX512 void matmul_rows_avx512(QType type, const void* W, int64_t k, int
       return run_tiles<TileQ4>(j, r0, r1, n, qx_bytes);
     case QType::Q4K:
       return run_tiles<TileQ4K>(j, r0, r1, n, qx_bytes);
+    case QType::MXFP4:
+      return run_tiles<TileMXFP4>(j, r0, r1, n, qx_bytes);
     case QType::Q3:
     case QType::Q2:
       // Every AVX-512 CPU has AVX2: its tiles unpack these codes 32 at a time.

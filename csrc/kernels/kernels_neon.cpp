@@ -211,12 +211,13 @@ inline void unpack_3rd_bit(const uint8_t* qh, uint8x16_t& lo, uint8x16_t& hi) {
 // with one more FMA.
 template <class Dot, QType K>
 struct TileInt {
-  static constexpr bool kAsym = K != QType::Q8;
+  static constexpr bool kAsym = K != QType::Q8 && K != QType::MXFP4;
   template <int Q, int T>
   static void run(const Job& j, int64_t r, int nrows, int64_t t) {
     constexpr int R = 4 * Q;
     constexpr size_t kBlock = K == QType::Q8 ? sizeof(BlockQ8) : K == QType::Q4 ? sizeof(BlockQ4)
                               : K == QType::Q3 ? sizeof(BlockQ3) : K == QType::Q2 ? sizeof(BlockQ2)
+                              : K == QType::MXFP4 ? sizeof(BlockMXFP4)
                               : 0;  // Q4K: groups live inside 256-element blocks
     // Q4K: the current super-block's group scales d * sc and offsets
     // -dmin * mn, rows side by side so a quad loads as one vector.
@@ -265,6 +266,12 @@ struct TileInt {
           const uint8x16_t packed = vld1q_u8(b + offsetof(BlockQ4, qs));
           w0[i] = vreinterpretq_s8_u8(vandq_u8(packed, low4));
           w1[i] = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
+        } else if constexpr (K == QType::MXFP4) {
+          // Codes as in Q4, looked up in the doubled E2M1 values (signed, within +-12).
+          const int8x16_t table = vld1q_s8(kMxfp4Doubled);
+          const uint8x16_t packed = vld1q_u8(b + offsetof(BlockMXFP4, qs));
+          w0[i] = vqtbl1q_s8(table, vandq_u8(packed, low4));
+          w1[i] = vqtbl1q_s8(table, vshrq_n_u8(packed, 4));
         } else if constexpr (K == QType::Q2) {
           uint8x16_t lo, hi;
           unpack_2bit(b + offsetof(BlockQ2, qs), lo, hi);
@@ -286,6 +293,10 @@ struct TileInt {
         if constexpr (K == QType::Q4K) {
           dw[q] = vld1q_f32(&sd[g % 8][4 * q]);
           mw[q] = vld1q_f32(&sm[g % 8][4 * q]);
+        } else if constexpr (K == QType::MXFP4) {
+          const float d[4] = {e8m0_half(w[4 * q][off]), e8m0_half(w[4 * q + 1][off]), e8m0_half(w[4 * q + 2][off]),
+                              e8m0_half(w[4 * q + 3][off])};
+          dw[q] = vld1q_f32(d);
         } else {
           dw[q] = halves_at(w + 4 * q, off);  // d is the first field of both block types
           if constexpr (kAsym) mw[q] = halves_at(w + 4 * q, off + offsetof(BlockQ4, m));  // same offset in Q3/Q2
@@ -432,6 +443,8 @@ inline void matmul_rows_with(QType type, const void* W, int64_t k, int64_t r0, i
       return run_tiles<TileInt<Dot, QType::Q2>>(j, r0, r1, n, qx_bytes);
     case QType::Q4K:
       return run_tiles<TileInt<Dot, QType::Q4K>>(j, r0, r1, n, qx_bytes);
+    case QType::MXFP4:
+      return run_tiles<TileInt<Dot, QType::MXFP4>>(j, r0, r1, n, qx_bytes);
   }
 }
 

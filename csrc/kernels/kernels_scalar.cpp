@@ -113,6 +113,21 @@ float dot_q4k(const BlockQ4K* w, const BlockQ8A* x, int64_t n_super) {
   return s;
 }
 
+// MXFP4: symmetric like Q8, with the codes' doubled E2M1 values as the integer
+// weights and half the block's power-of-two scale.
+float dot_mxfp4(const BlockMXFP4* w, const BlockQ8A* x, int64_t nb) {
+  float s = 0.0f;
+  for (int64_t g = 0; g < nb; ++g) {
+    int32_t isum = 0;
+    for (int j = 0; j < kGroup / 2; ++j) {
+      isum += (int32_t)kMxfp4Doubled[w[g].qs[j] & 0x0f] * x[g].qs[j];
+      isum += (int32_t)kMxfp4Doubled[w[g].qs[j] >> 4] * x[g].qs[j + kGroup / 2];
+    }
+    s += e8m0_half(w[g].e) * x[g].d * (float)isum;
+  }
+  return s;
+}
+
 void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
                         const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
   const size_t rb = qtype_row_bytes(type, k);
@@ -140,6 +155,9 @@ void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_
           break;
         case QType::Q4K:
           v = dot_q4k((const BlockQ4K*)row, xq + t * nb, k / kSuperBlock);
+          break;
+        case QType::MXFP4:
+          v = dot_mxfp4((const BlockMXFP4*)row, xq + t * nb, nb);
           break;
       }
       y[t * ldy + r] = v;
@@ -211,6 +229,18 @@ void scalar_dequantize_row(QType type, const void* row, int64_t k, float* out) {
         for (int j = 0; j < kGroup / 2; ++j) {
           o[j] = d * (float)(b[g].qs[j] & 0x0f) + m;
           o[j + kGroup / 2] = d * (float)(b[g].qs[j] >> 4) + m;
+        }
+      }
+      return;
+    }
+    case QType::MXFP4: {
+      const BlockMXFP4* b = (const BlockMXFP4*)row;
+      for (int64_t g = 0; g < k / kGroup; ++g) {
+        const float d = e8m0_half(b[g].e);
+        float* o = out + g * kGroup;
+        for (int j = 0; j < kGroup / 2; ++j) {
+          o[j] = d * (float)kMxfp4Doubled[b[g].qs[j] & 0x0f];
+          o[j + kGroup / 2] = d * (float)kMxfp4Doubled[b[g].qs[j] >> 4];
         }
       }
       return;

@@ -284,10 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert a Hugging Face model folder or a GGUF file into an .emoe container")
     p.add_argument("src", help="a Hugging Face model folder, or a .gguf file (llama.cpp)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4k", "4", "3", "2", "auto"],
+    p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4k", "4", "3", "2", "mxfp4", "auto"],
                    help="routed experts' encoding (4k: llama.cpp's Q4_K layout, 4.5 bits per weight, more accurate "
                         "than 4 at 10 %% fewer bytes, for rows that are multiples of 256, else 4; "
-                        "4, 3 and 2 bits: 5.0, 4.0 and 3.0 bits per weight with their scales); "
+                        "4, 3 and 2 bits: 5.0, 4.0 and 3.0 bits per weight with their scales; "
+                        "mxfp4: 4.25 bits, gpt-oss's own encoding, its blocks copied bit for bit from the hub's "
+                        "checkpoints); "
                         "auto: a width per expert from its measured sensitivity on --calib text")
     p.add_argument("--compress", choices=["none", "zstd"], default="none",
                    help="store expert blobs zstd-compressed where that makes them smaller (saves 1-6 %% on "

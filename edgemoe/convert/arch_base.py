@@ -48,12 +48,14 @@ class HFArch:
         return []
 
     # An architecture whose experts are laid out otherwise than the two layouts hf.ExpertReader
-    # knows sets this to a function (ckpt, layer, expert, moe) -> {"gate", "up", "down"}, and
-    # expert_sources(layer, moe) to the checkpoint tensors it reads (checked before writing).
+    # knows sets read_expert to a function (ckpt, layer, expert, moe) -> {"gate", "up", "down"}
+    # float arrays, and expert_sources to one (ckpt, cfg, layer, moe) -> [(tensor, shape, dtype
+    # or None)] naming what it reads, checked before anything is written. native_expert, if set,
+    # (ckpt, layer, expert, moe, qtype) -> the parts' stored blocks when the checkpoint holds
+    # them in qtype, else None.
     read_expert = None
-
-    def expert_sources(self, l: int, moe: str) -> List[str]:
-        return []
+    expert_sources = None
+    native_expert = None
 
 
 def unsupported(arch: str, what: str) -> UnsupportedModelError:

@@ -152,14 +152,11 @@ class ExpertReader:
         self.stacked = []
         for l in range(cfg["n_layers"]):
             base = f"{_layer(l)}.{moe}.experts"
-            if arch.read_expert is not None:  # the architecture's own layout: its reader checks the shapes
-                for name in arch.expert_sources(l, moe):
-                    if name not in ckpt and f"{name}_blocks" in ckpt:
-                        raise UnsupportedModelError(
-                            f"{name}: MXFP4 expert blocks (the hub's gpt-oss checkpoints) are not supported "
-                            f"yet; a checkpoint saved by transformers with the experts dequantized converts")
-                    if name not in ckpt:
-                        raise FormatError(f"checkpoint lacks tensor {name} required by {arch.name}")
+            if arch.read_expert is not None:  # the architecture's own layout, checked by it
+                for name, shape, dtype in arch.expert_sources(ckpt, cfg, l, moe):
+                    self._check(name, shape)
+                    if dtype is not None and ckpt.dtype(name) != dtype:
+                        raise FormatError(f"tensor {name} is {ckpt.dtype(name)}, expected {dtype}")
                 self.stacked.append(True)
             elif f"{base}.gate_up_proj" in ckpt:
                 self._check(f"{base}.gate_up_proj", (E, 2 * I, H))
@@ -183,6 +180,12 @@ class ExpertReader:
             return None
         base = f"{_layer(l)}.{self.moe}.experts"
         return {part: f"{base}.{e}.{name}.weight" for part, name in self.arch.expert_names.items()}
+
+    def native(self, l: int, e: int, qtype: int) -> Optional[Dict[str, np.ndarray]]:
+        """The expert's parts exactly as stored, when the checkpoint holds them in `qtype`."""
+        if self.arch.native_expert is None:
+            return None
+        return self.arch.native_expert(self.ckpt, l, e, self.moe, qtype)
 
     def read(self, l: int, e: int) -> Dict[str, np.ndarray]:
         if self.arch.read_expert is not None:
@@ -213,10 +216,10 @@ def _encode(w: np.ndarray, qtype: int) -> Tuple[np.ndarray, int]:
 def parse_bits(bits: str) -> int:
     table = {"f32": quant.F32, "32": quant.F32, "f16": quant.F16, "16": quant.F16, "8": quant.Q8, "q8": quant.Q8,
              "4": quant.Q4, "q4": quant.Q4, "3": quant.Q3, "q3": quant.Q3, "2": quant.Q2, "q2": quant.Q2,
-             "4k": quant.Q4K, "q4k": quant.Q4K}
+             "4k": quant.Q4K, "q4k": quant.Q4K, "mxfp4": quant.MXFP4}
     key = str(bits).lower()
     if key not in table:
-        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4k, 4, 3, 2")
+        raise FormatError(f"unsupported bit width {bits!r}: choose one of f32, f16, 8, 4k, 4, 3, 2, mxfp4")
     return table[key]
 
 
@@ -298,9 +301,15 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             bar.update(1)
         for l in range(cfg["n_layers"]):
             for e in range(cfg["n_experts"]):
+                wanted = expert_type if expert_types is None else expert_types[l][e]
+                exact = experts.native(l, e, wanted)
+                if exact is not None:  # the source's own blocks, copied
+                    writer.add_expert(l, e, wanted, {p: (b, experts.shapes[p]) for p, b in exact.items()},
+                                      compress=compress)
+                    bar.update(1)
+                    continue
                 weights = experts.read(l, e)
                 names = experts.names(l, e)
-                wanted = expert_type if expert_types is None else expert_types[l][e]
                 # One type per blob: if any projection cannot take the type, the expert falls back whole.
                 qtype = quant.storable_type(wanted, [w.shape[1] for w in weights.values()])
                 parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)

@@ -25,6 +25,7 @@ _DTYPES = {
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),  # widened to f32 by shifting into the high half
     "F64": np.dtype("<f8"),
+    "U8": np.dtype("u1"),  # packed codes and exponents (gpt-oss's MXFP4 experts): read with get_raw
 }
 _MAX_HEADER = 100 << 20
 
@@ -77,6 +78,16 @@ class SafetensorsFile:
         Only the requested bytes are read, so one expert of a stacked [E, ...]
         tensor costs that expert's bytes, not the whole stack's.
         """
+        raw = self.get_raw(name, index)
+        if self.tensors[name][0] == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw.astype(np.float32, copy=False)
+
+    def dtype(self, name: str) -> str:
+        return self.tensors[name][0]
+
+    def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        """Like get(), in the stored dtype (BF16 as its uint16 bits)."""
         dtype, shape, begin, end = self.tensors[name]
         np_dtype = _DTYPES[dtype]
         if index is not None:
@@ -89,10 +100,7 @@ class SafetensorsFile:
             f.seek(self._data_start + begin)
             if f.readinto(memoryview(raw).cast("B")) != end - begin:
                 raise FormatError(f"{self.path}: file ends inside tensor {name} (truncated)")
-        raw = raw.reshape(shape)
-        if dtype == "BF16":
-            return (raw.astype(np.uint32) << 16).view(np.float32)
-        return raw.astype(np.float32, copy=False)
+        return raw.reshape(shape)
 
     def shape(self, name: str) -> Tuple[int, ...]:
         return self.tensors[name][1]
@@ -141,6 +149,16 @@ class Checkpoint:
         if name not in self._where:
             raise FormatError(f"checkpoint has no tensor {name}")
         return self._where[name].get(name, index)
+
+    def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        if name not in self._where:
+            raise FormatError(f"checkpoint has no tensor {name}")
+        return self._where[name].get_raw(name, index)
+
+    def dtype(self, name: str) -> str:
+        if name not in self._where:
+            raise FormatError(f"checkpoint has no tensor {name}")
+        return self._where[name].dtype(name)
 
     def shape(self, name: str) -> Tuple[int, ...]:
         if name not in self._where:

@@ -22,6 +22,9 @@ one per group of ``GROUP`` = 32 consecutive elements:
   The same asymmetric code as ``q4`` in 10 % fewer bytes: the per-group scale
   and offset are 6-bit fractions of the super-block's instead of fp16 numbers.
 
+* ``mxfp4`` (17 bytes/block, 4.25 bits per weight): an E8M0 exponent and 32 E2M1 codes, the
+  layout of llama.cpp's MXFP4 and gpt-oss's experts; see edgemoe/format/mxfp4.py.
+
 Why q8 is symmetric and q4 asymmetric: with 255 levels, spending one level
 on a zero point buys almost nothing, and a symmetric code keeps the kernel's
 inner product a plain int8 x int8 sum. With only 16 levels, centring them on
@@ -41,14 +44,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
+from . import mxfp4
 
-F32, F16, Q8, Q4, Q3, Q2, Q4K = 0, 1, 2, 3, 4, 5, 6
+F32, F16, Q8, Q4, Q3, Q2, Q4K, MXFP4 = 0, 1, 2, 3, 4, 5, 6, 7
 GROUP = 32
 SUPER = 256  # elements per q4k super-block
-NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4", Q3: "q3", Q2: "q2", Q4K: "q4k"}
+NAMES = {F32: "f32", F16: "f16", Q8: "q8", Q4: "q4", Q3: "q3", Q2: "q2", Q4K: "q4k", MXFP4: "mxfp4"}
 CODES = {name: code for code, name in NAMES.items()}
-BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4, Q3: 3, Q2: 2, Q4K: 4}
-QUANTIZED = (Q8, Q4, Q3, Q2, Q4K)
+BITS = {F32: 32, F16: 16, Q8: 8, Q4: 4, Q3: 3, Q2: 2, Q4K: 4, MXFP4: 4}  # mxfp4: 4.25 with its exponents
+QUANTIZED = (Q8, Q4, Q3, Q2, Q4K, MXFP4)
 LOW_BIT = (Q4, Q3, Q2)  # asymmetric per group: w = d * q + m (q4k: see above)
 
 
@@ -80,7 +84,7 @@ _BLOCK_Q2 = np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "u1", (GROUP // 4,))])
 _BLOCK_Q4K = np.dtype([("d", "<f2"), ("dmin", "<f2"), ("scales", "u1", (12,)), ("qs", "u1", (SUPER // 2,))])
 assert (_BLOCK_Q8.itemsize, _BLOCK_Q4.itemsize, _BLOCK_Q3.itemsize, _BLOCK_Q2.itemsize,
         _BLOCK_Q4K.itemsize) == (34, 20, 16, 12, 144)
-_BLOCKS = {Q8: _BLOCK_Q8, Q4: _BLOCK_Q4, Q3: _BLOCK_Q3, Q2: _BLOCK_Q2, Q4K: _BLOCK_Q4K}
+_BLOCKS = {Q8: _BLOCK_Q8, Q4: _BLOCK_Q4, Q3: _BLOCK_Q3, Q2: _BLOCK_Q2, Q4K: _BLOCK_Q4K, MXFP4: mxfp4.BLOCK}
 
 # Rows per chunk are chosen so each temporary holds about this many elements
 # (~16 MB as float32), bounding peak memory on very large matrices.
@@ -379,6 +383,8 @@ def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
             enc = _quantize_q8(chunk)
         elif qtype == Q4K:
             enc = _quantize_q4k(chunk)
+        elif qtype == MXFP4:
+            enc = mxfp4.quantize_rows(chunk)
         else:
             enc = _quantize_low_bit(chunk, qtype)
         rows[r0:r1] = np.ascontiguousarray(enc).view(np.uint8).reshape(r1 - r0, rb)
@@ -401,6 +407,8 @@ def dequantize(buf, qtype: int, shape) -> np.ndarray:
             out[r0:r1] = (d * b["qs"].astype(np.float32)).reshape(r1 - r0, k)
         elif qtype == Q4K:
             out[r0:r1] = _dequantize_q4k(part.view(_BLOCK_Q4K))
+        elif qtype == MXFP4:
+            out[r0:r1] = mxfp4.dequantize_blocks(part.view(mxfp4.BLOCK))
         else:
             b = part.view(_BLOCKS[qtype])
             d = b["d"].astype(np.float32)[..., None]

@@ -140,6 +140,15 @@ Weights make_weights(QType type, int64_t rows, int64_t k, std::mt19937& rng) {
           std::memcpy(row + s * sizeof b, &b, sizeof b);
         }
         break;
+      case QType::MXFP4:
+        // Exponents around 2^-6 (the weights' scale), every code random.
+        for (int64_t g = 0; g < k / kGroup; ++g) {
+          BlockMXFP4 b;
+          b.e = (uint8_t)(118 + byte(rng) % 6);
+          for (auto& v : b.qs) v = (uint8_t)byte(rng);
+          std::memcpy(row + g * sizeof b, &b, sizeof b);
+        }
+        break;
     }
     dequantize_row(type, row, k, w.values.data() + r * k);
   }
@@ -213,7 +222,8 @@ void compare_matmul(const Variant& v, QType type, int64_t rows, int64_t k, int64
   check(outside_ok, std::string(where) + ": wrote outside its rows");
 }
 
-const QType kAllTypes[] = {QType::F32, QType::F16, QType::Q8, QType::Q4, QType::Q3, QType::Q2, QType::Q4K};
+const QType kAllTypes[] = {QType::F32, QType::F16, QType::Q8,  QType::Q4,
+                           QType::Q3,  QType::Q2,  QType::Q4K, QType::MXFP4};
 
 // The rows x tokens grid of tests/test_kernels.py: single-token decode, every
 // tile shape and their remainders.
