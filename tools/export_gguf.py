@@ -33,8 +33,9 @@ from edgemoe.convert.hf import (ExpertReader, _eos_ids, _read_json, _tokenizer_s
                                 pick_arch, resident_plan)
 from edgemoe.convert.safetensors_reader import Checkpoint  # noqa: E402
 from edgemoe.errors import UnsupportedModelError  # noqa: E402
+from edgemoe.format import quant  # noqa: E402
 
-GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama"}
+GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama", "gpt_oss": "gpt-oss"}
 # our resident name (after "layers.{l}.") -> llama.cpp's
 LAYER_NAMES = {
     "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight", "wv": "attn_v.weight",
@@ -43,16 +44,21 @@ LAYER_NAMES = {
     "bq": "attn_q.bias", "bk": "attn_k.bias", "bv": "attn_v.bias",
     "shared_gate_proj": "ffn_gate_shexp.weight", "shared_up_proj": "ffn_up_shexp.weight",
     "shared_down_proj": "ffn_down_shexp.weight", "shared_expert_gate": "ffn_gate_inp_shexp.weight",
+    "bo": "attn_output.bias", "sinks": "attn_sinks.weight", "router_bias": "ffn_gate_inp.bias",
+    "expert_gate_bias": "ffn_gate_exps.bias", "expert_up_bias": "ffn_up_exps.bias",
+    "expert_down_bias": "ffn_down_exps.bias",
 }
+# llama.cpp's gpt-oss names the post-attention norm after the attention, not the FFN
+ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"}}
 TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
 QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
 
 
-def gguf_name(ours: str) -> str:
+def gguf_name(ours: str, arch: str = "") -> str:
     if ours in TOP_NAMES:
         return TOP_NAMES[ours]
     _, layer, short = ours.split(".", 2)
-    return f"blk.{layer}.{LAYER_NAMES[short]}"
+    return f"blk.{layer}.{ARCH_LAYER_NAMES.get(arch, {}).get(short, LAYER_NAMES[short])}"
 
 
 def permute_for_llama_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -87,9 +93,11 @@ def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[i
     writer.add_add_bos_token(False)
 
 
-def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default") -> Dict:
+def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default",
+           experts_mxfp4: bool = False) -> Dict:
     """Write the checkpoint `src` as a GGUF; tokenizer_pre names llama.cpp's pre-tokenizer type
-    for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's)."""
+    for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's). experts_mxfp4: keep the
+    checkpoint's own MXFP4 expert blocks (gpt-oss from the hub), as llama.cpp's converter does."""
     import gguf
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -128,13 +136,24 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         w.add_expert_shared_feed_forward_length(cfg["shared_intermediate"])
     if name in ("qwen3moe", "qwen2moe", "llama"):
         w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
+    if cfg.get("sliding_window"):
+        w.add_sliding_window(cfg["sliding_window"])
+        sliding = set(cfg["sliding_layers"])
+        if [l in sliding for l in range(cfg["n_layers"])] != [l % 2 == 0 for l in range(cfg["n_layers"])]:
+            raise UnsupportedModelError(f"{src}: llama.cpp reads gpt-oss's sliding layers as every other one")
+    if cfg.get("rope_scaling", "none") == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(cfg["rope_factor"])
+        w.add_rope_scaling_orig_ctx_len(cfg["rope_original_max_position"])
+    elif cfg.get("rope_scaling", "none") != "none":
+        raise UnsupportedModelError(f"{src}: rope scaling {cfg['rope_scaling']!r} is not exported")
     w.add_vocab_size(cfg["vocab"])
     if "tokenizer_json" not in tok:
         raise UnsupportedModelError(f"{src}: no tokenizer.json to export")
     add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
                   _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
-    for r in resident_plan(cfg, arch, moe):
+    for r in resident_plan(cfg, arch, moe, ckpt):
         ours = r.name
         t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
         if r.take is not None:
@@ -144,10 +163,18 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         elif name == "llama" and ours.endswith((".wk", ".bk")):
             t = permute_for_llama_rope(t, cfg["n_kv_heads"])
         # norms, biases and routers stay f32, as llama.cpp's own converter keeps 1-D tensors
-        keep_f32 = t.ndim == 1 or ours.endswith(".router")
-        w.add_tensor(gguf_name(ours), t if keep_f32 else t.astype(dtype))
+        keep_f32 = t.ndim == 1 or ours.endswith((".router", "_bias"))
+        w.add_tensor(gguf_name(ours, name), t if keep_f32 else t.astype(dtype))
     experts = ExpertReader(ckpt, cfg, arch, moe)
     for l in range(cfg["n_layers"]):
+        if experts_mxfp4:
+            blocks = [experts.native(l, e, quant.MXFP4) for e in range(cfg["n_experts"])]
+            if any(b is None for b in blocks):
+                raise UnsupportedModelError(f"{src}: its experts are not MXFP4 blocks")
+            for part in ("gate", "up", "down"):
+                raw = np.stack([np.ascontiguousarray(b[part]).view(np.uint8) for b in blocks])
+                w.add_tensor(f"blk.{l}.ffn_{part}_exps.weight", raw, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
+            continue
         parts = [experts.read(l, e) for e in range(cfg["n_experts"])]
         for part in ("gate", "up", "down"):
             stacked = np.stack([np.asarray(p[part], dtype=np.float32) for p in parts]).astype(dtype)

@@ -3,8 +3,9 @@
 
     python tools/make_gguf_fixtures.py [--out tests/fixtures/gguf]
 
-mixtral-f32.gguf (llama.cpp's `llama` layout, q/k rows permuted), and qwen3_moe in Q8_0 and
-Q4_0 as llama.cpp's own quantizer writes them (needs llama-cpp-python and gguf).
+mixtral-f32.gguf (llama.cpp's `llama` layout, q/k rows permuted), qwen3_moe in Q8_0 and
+Q4_0 as llama.cpp's own quantizer writes them (needs llama-cpp-python and gguf), and gpt-oss
+(gpt_oss_mxfp4: all f32, and with its MXFP4 expert blocks).
 """
 import argparse
 import os
@@ -23,6 +24,11 @@ def main() -> None:
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     export_gguf.export(os.path.join(FIXTURES, "mixtral"), os.path.join(a.out, "mixtral-f32.gguf"), "f32")
+    # gpt-oss from the hub-shaped fixture: every weight f32 (parity at f32), and with the
+    # checkpoint's MXFP4 expert blocks kept, as llama.cpp's converter writes them
+    gpt_oss = os.path.join(FIXTURES, "gpt_oss_mxfp4")
+    export_gguf.export(gpt_oss, os.path.join(a.out, "gpt_oss-f32.gguf"), "f32")
+    export_gguf.export(gpt_oss, os.path.join(a.out, "gpt_oss-mxfp4.gguf"), "f32", experts_mxfp4=True)
     with tempfile.TemporaryDirectory() as tmp:
         f32 = os.path.join(tmp, "qwen3_moe-f32.gguf")
         export_gguf.export(os.path.join(FIXTURES, "qwen3_moe"), f32, "f32")

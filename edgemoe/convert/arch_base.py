@@ -43,14 +43,16 @@ class HFArch:
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
 
-    def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str) -> List[Resident]:
-        """Resident tensors of layer l beyond those every architecture has (hf.resident_plan)."""
+    def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:
+        """Resident tensors of layer l beyond those every architecture has (hf.resident_plan);
+        ckpt, when given, tells which of the source's namings it uses."""
         return []
 
     # An architecture whose experts are laid out otherwise than the two layouts hf.ExpertReader
     # knows sets read_expert to a function (ckpt, layer, expert, moe) -> {"gate", "up", "down"}
     # float arrays, and expert_sources to one (ckpt, cfg, layer, moe) -> [(tensor, shape, dtype
-    # or None)] naming what it reads, checked before anything is written. native_expert, if set,
+    # or None)] naming what it reads, checked before anything is written, or None where the
+    # checkpoint uses one of the common layouts after all (a GGUF). native_expert, if set,
     # (ckpt, layer, expert, moe, qtype) -> the parts' stored blocks when the checkpoint holds
     # them in qtype, else None.
     read_expert = None

@@ -48,22 +48,29 @@ class GptOss(HFArch):
         )
         return cfg
 
-    def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str) -> List[Resident]:
+    def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:
         p, c = f"model.layers.{l}", f"layers.{l}"
         E, H, I = cfg["n_experts"], cfg["hidden"], cfg["expert_intermediate"]
         out = [Resident(f"{c}.sinks", f"{p}.self_attn.sinks", (cfg["n_heads"],), F32_ONLY),
                Resident(f"{c}.router_bias", f"{p}.{moe}.router.bias", (E,), F32_ONLY),
-               Resident(f"{c}.expert_gate_bias", f"{p}.{moe}.experts.gate_up_proj_bias", (E, 2 * I), F32_ONLY,
-                        take=lambda b: b[:, 0::2]),
-               Resident(f"{c}.expert_up_bias", f"{p}.{moe}.experts.gate_up_proj_bias", (E, 2 * I), F32_ONLY,
-                        take=lambda b: b[:, 1::2]),
                Resident(f"{c}.expert_down_bias", f"{p}.{moe}.experts.down_proj_bias", (E, H), F32_ONLY)]
+        experts = f"{p}.{moe}.experts"
+        if ckpt is not None and f"{experts}.gate_proj_bias" in ckpt:  # a GGUF: gate and up apart
+            out += [Resident(f"{c}.expert_gate_bias", f"{experts}.gate_proj_bias", (E, I), F32_ONLY),
+                    Resident(f"{c}.expert_up_bias", f"{experts}.up_proj_bias", (E, I), F32_ONLY)]
+        else:  # transformers: interleaved, gate first
+            out += [Resident(f"{c}.expert_gate_bias", f"{experts}.gate_up_proj_bias", (E, 2 * I), F32_ONLY,
+                             take=lambda b: b[:, 0::2]),
+                    Resident(f"{c}.expert_up_bias", f"{experts}.gate_up_proj_bias", (E, 2 * I), F32_ONLY,
+                             take=lambda b: b[:, 1::2])]
         if cfg["o_bias"]:
             out.append(Resident(f"{c}.bo", f"{p}.self_attn.o_proj.bias", (H,), F32_ONLY))
         return out
 
-    def expert_sources(self, ckpt, cfg: Dict[str, Any], l: int, moe: str) -> List[Tuple[str, tuple, Optional[str]]]:
+    def expert_sources(self, ckpt, cfg: Dict[str, Any], l: int, moe: str) -> Optional[List[Tuple[str, tuple, Optional[str]]]]:
         base = f"model.layers.{l}.{moe}.experts"
+        if f"{base}.0.gate_proj.weight" in ckpt:
+            return None  # a GGUF served per expert: the common layout
         E, H, I = cfg["n_experts"], cfg["hidden"], cfg["expert_intermediate"]
         if f"{base}.gate_up_proj_blocks" in ckpt:
             if H % mxfp4.GROUP or I % mxfp4.GROUP:

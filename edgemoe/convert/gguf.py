@@ -24,11 +24,12 @@ import numpy as np
 from ..format import quant
 from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
+from .rope import yarn_mscale
 from .hf import ARCHS, convert_checkpoint
 
 # GGUF architecture -> the transformers class its config becomes
 GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
-              "llama": "MixtralForCausalLM"}
+              "llama": "MixtralForCausalLM", "gpt-oss": "GptOssForCausalLM"}
 GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
 # Qwen2/2.5/3 (and their MoE models): llama.cpp's "qwen2" pre-tokenizer type is the split
 # regex of their tokenizer.json (contractions matched case-insensitively, digits one by one),
@@ -54,7 +55,11 @@ LAYER_TENSORS = {
     "attn_output.weight": "self_attn.o_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
     "attn_k.bias": "self_attn.k_proj.bias", "attn_v.bias": "self_attn.v_proj.bias",
     "attn_q_norm.weight": "self_attn.q_norm.weight", "attn_k_norm.weight": "self_attn.k_norm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight", "ffn_gate_inp.weight": "{moe}.gate.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight", "post_attention_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate_inp.weight": "{moe}.{router}.weight", "ffn_gate_inp.bias": "{moe}.{router}.bias",
+    "attn_output.bias": "self_attn.o_proj.bias", "attn_sinks.weight": "self_attn.sinks",
+    "ffn_gate_exps.bias": "{moe}.experts.gate_proj_bias", "ffn_up_exps.bias": "{moe}.experts.up_proj_bias",
+    "ffn_down_exps.bias": "{moe}.experts.down_proj_bias",
     "ffn_gate_shexp.weight": "{moe}.shared_expert.gate_proj.weight",
     "ffn_up_shexp.weight": "{moe}.shared_expert.up_proj.weight",
     "ffn_down_shexp.weight": "{moe}.shared_expert.down_proj.weight",
@@ -195,7 +200,7 @@ class GGUFCheckpoint:
             layer, short = int(parts[1]), parts[2]
             base = f"model.layers.{layer}"
             if short in LAYER_TENSORS:
-                self.map[f"{base}.{LAYER_TENSORS[short].format(moe=moe)}"] = (gname, None)
+                self.map[f"{base}.{LAYER_TENSORS[short].format(moe=moe, router=self.arch.router_name)}"] = (gname, None)
             for part, stacked in EXPERT_PARTS.items():
                 if short == stacked:
                     t = self.tensors[gname]
@@ -259,6 +264,8 @@ class GGUFCheckpoint:
             return raw.copy()  # fp16 d + 32 int8: our q8 block
         if t.tensor_type == Q.Q4_K and qtype == quant.Q4K:
             return raw.copy()  # our q4k is Q4_K's layout
+        if t.tensor_type == Q.MXFP4 and qtype == quant.MXFP4:
+            return raw.copy()  # our mxfp4 is block_mxfp4
         if t.tensor_type == Q.Q4_0 and qtype == quant.Q4:
             blocks = raw.reshape(-1, 18)
             out = np.empty((len(blocks), 20), dtype=np.uint8)
@@ -312,10 +319,47 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
     }
     if a == "qwen2moe":
         cfg["shared_expert_intermediate_size"] = int(ck.field(f"{a}.expert_shared_feed_forward_length", 0))
-    scaling = ck.fields.get(f"{a}.rope.scaling.type")
-    if scaling is not None and ck.field(f"{a}.rope.scaling.type") not in ("none", ""):
-        raise UnsupportedModelError(f"{ck.path}: rope scaling {ck.field(f'{a}.rope.scaling.type')!r} is not supported")
+    rope = rope_parameters(ck, cfg["rope_theta"], cfg["max_position_embeddings"])
+    if rope is not None:
+        cfg["rope_parameters"] = rope
+    if a == "gpt-oss":
+        cfg.update(gpt_oss_config(ck, cfg["num_hidden_layers"]))
     return cfg
+
+
+def rope_parameters(ck: "GGUFCheckpoint", theta: float, context: int) -> Optional[Dict[str, Any]]:
+    """The transformers rope_parameters llama.cpp's rope.scaling.* keys mean, or None (unscaled)."""
+    a = ck.arch_name
+    kind = ck.field(f"{a}.rope.scaling.type", "none")
+    if kind in ("none", ""):
+        return None
+    if kind not in ("linear", "yarn"):
+        raise UnsupportedModelError(f"{ck.path}: rope scaling {kind!r} is not supported (supported: linear, yarn)")
+    factor = float(ck.field(f"{a}.rope.scaling.factor"))
+    params: Dict[str, Any] = {"rope_type": kind, "rope_theta": theta, "factor": factor}
+    if kind == "yarn":
+        # llama.cpp always rounds the ramp's ends to whole dimensions, and scales cos and sin by
+        # its attn_factor times YaRN's 0.1 ln(factor) + 1
+        params.update(original_max_position_embeddings=int(ck.field(f"{a}.rope.scaling.original_context_length",
+                                                                     context)),
+                      beta_fast=float(ck.field(f"{a}.rope.scaling.yarn_beta_fast", 32.0)),
+                      beta_slow=float(ck.field(f"{a}.rope.scaling.yarn_beta_slow", 1.0)), truncate=True,
+                      attention_factor=float(ck.field(f"{a}.rope.scaling.attn_factor", 1.0)) * yarn_mscale(factor))
+    return params
+
+
+def gpt_oss_config(ck: "GGUFCheckpoint", n_layers: int) -> Dict[str, Any]:
+    """gpt-oss's fields as llama.cpp reads them: sliding layers every other one from the first
+    (or as sliding_window_pattern says), biases everywhere, its swiglu constants."""
+    a = ck.arch_name
+    pattern = ck.fields.get(f"{a}.attention.sliding_window_pattern")
+    sliding = list(ck.field(f"{a}.attention.sliding_window_pattern")) if pattern is not None else \
+        [l % 2 == 0 for l in range(n_layers)]
+    if len(sliding) != n_layers:
+        raise FormatError(f"{ck.path}: sliding_window_pattern names {len(sliding)} layers, not {n_layers}")
+    return {"sliding_window": int(ck.field(f"{a}.attention.sliding_window")),
+            "layer_types": ["sliding_attention" if s else "full_attention" for s in sliding],
+            "attention_bias": True, "swiglu_alpha": 1.702, "swiglu_limit": 7.0}
 
 
 def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:

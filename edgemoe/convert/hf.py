@@ -91,7 +91,7 @@ def moe_prefix(ckpt: Checkpoint, arch: HFArch) -> str:
     return arch.moe_prefixes[0]  # the missing-tensor check then names what was expected
 
 
-def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Resident]:
+def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> List[Resident]:
     """Every resident tensor of the container: its name, source tensor, expected shape and kind."""
     H, V = cfg["hidden"], cfg["vocab"]
     q_dim = cfg["n_heads"] * cfg["head_dim"]
@@ -130,11 +130,14 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str) -> List[Resident]
             ]
             if cfg["shared_gate"]:
                 plan.append((f"{c}.shared_expert_gate", f"{m}.shared_expert_gate.weight", (1, H), F32_ONLY))
-        plan += arch.layer_residents(cfg, l, moe)
+        plan += arch.layer_residents(cfg, l, moe, ckpt)
     plan.append(("norm", "model.norm.weight", (H,), F32_ONLY))
     if not cfg["tie_embeddings"]:
         plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
     return [Resident(*entry) for entry in plan]
+
+
+ARCH_OWN, STACKED, PER_EXPERT = "arch", "stacked", "per_expert"
 
 
 class ExpertReader:
@@ -149,24 +152,25 @@ class ExpertReader:
         self.ckpt, self.cfg, self.arch, self.moe = ckpt, cfg, arch, moe
         E, H, I = cfg["n_experts"], cfg["hidden"], cfg["expert_intermediate"]
         self.shapes = {"gate": (I, H), "up": (I, H), "down": (H, I)}
-        self.stacked = []
+        self.layout = []  # per layer: ARCH_OWN, STACKED or PER_EXPERT
         for l in range(cfg["n_layers"]):
             base = f"{_layer(l)}.{moe}.experts"
-            if arch.read_expert is not None:  # the architecture's own layout, checked by it
-                for name, shape, dtype in arch.expert_sources(ckpt, cfg, l, moe):
+            own = arch.expert_sources(ckpt, cfg, l, moe) if arch.expert_sources is not None else None
+            if own is not None:  # the architecture's own layout, checked here
+                for name, shape, dtype in own:
                     self._check(name, shape)
                     if dtype is not None and ckpt.dtype(name) != dtype:
                         raise FormatError(f"tensor {name} is {ckpt.dtype(name)}, expected {dtype}")
-                self.stacked.append(True)
+                self.layout.append(ARCH_OWN)
             elif f"{base}.gate_up_proj" in ckpt:
                 self._check(f"{base}.gate_up_proj", (E, 2 * I, H))
                 self._check(f"{base}.down_proj", (E, H, I))
-                self.stacked.append(True)
+                self.layout.append(STACKED)
             else:
                 for e in range(E):
                     for part, hf_name in arch.expert_names.items():
                         self._check(f"{base}.{e}.{hf_name}.weight", self.shapes[part])
-                self.stacked.append(False)
+                self.layout.append(PER_EXPERT)
 
     def _check(self, name: str, shape: Tuple[int, ...]) -> None:
         if name not in self.ckpt:
@@ -176,19 +180,19 @@ class ExpertReader:
 
     def names(self, l: int, e: int) -> Optional[Dict[str, str]]:
         """Checkpoint names of the expert's parts (per-expert layout), or None (stacked)."""
-        if self.stacked[l]:
+        if self.layout[l] != PER_EXPERT:
             return None
         base = f"{_layer(l)}.{self.moe}.experts"
         return {part: f"{base}.{e}.{name}.weight" for part, name in self.arch.expert_names.items()}
 
     def native(self, l: int, e: int, qtype: int) -> Optional[Dict[str, np.ndarray]]:
         """The expert's parts exactly as stored, when the checkpoint holds them in `qtype`."""
-        if self.arch.native_expert is None:
+        if self.layout[l] != ARCH_OWN or self.arch.native_expert is None:
             return None
         return self.arch.native_expert(self.ckpt, l, e, self.moe, qtype)
 
     def read(self, l: int, e: int) -> Dict[str, np.ndarray]:
-        if self.arch.read_expert is not None:
+        if self.layout[l] == ARCH_OWN:
             parts = self.arch.read_expert(self.ckpt, l, e, self.moe)
             for part, w in parts.items():
                 if tuple(w.shape) != self.shapes[part]:
@@ -196,7 +200,7 @@ class ExpertReader:
                                       f"expected {self.shapes[part]}")
             return parts
         base = f"{_layer(l)}.{self.moe}.experts"
-        if self.stacked[l]:
+        if self.layout[l] == STACKED:
             I = self.cfg["expert_intermediate"]
             gate_up = self.ckpt.get(f"{base}.gate_up_proj", e)
             return {"gate": gate_up[:I], "up": gate_up[I:], "down": self.ckpt.get(f"{base}.down_proj", e)}
@@ -264,7 +268,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
 
     moe = moe_prefix(ckpt, arch)
-    plan = resident_plan(cfg, arch, moe)
+    plan = resident_plan(cfg, arch, moe, ckpt)
     for r in plan:  # fail before writing anything
         if r.source not in ckpt:
             raise FormatError(f"checkpoint lacks tensor {r.source} required by {arch.name}")
