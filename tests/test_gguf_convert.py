@@ -195,9 +195,9 @@ def test_unsupported_tokenizer_and_auto_bits_are_refused_by_name(tmp_path, monke
 
     ck = GGUFCheckpoint(str(GGUF / "qwen3_moe-q8_0.gguf"))
     real = ck.field
-    monkeypatch.setattr(ck, "field", lambda key, default=None: "llama" if key == "tokenizer.ggml.model"
+    monkeypatch.setattr(ck, "field", lambda key, default=None: "t5" if key == "tokenizer.ggml.model"
                         else real(key, default))
-    with pytest.raises(UnsupportedModelError, match="tokenizer type 'llama'"):
+    with pytest.raises(UnsupportedModelError, match="tokenizer type 't5'"):
         tokenizer_section(ck)
     monkeypatch.setattr(ck, "field", lambda key, default=None: "deepseek-llm" if key == "tokenizer.ggml.pre"
                         else real(key, default))

@@ -93,11 +93,25 @@ def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[i
     writer.add_add_bos_token(False)
 
 
+def add_spm_tokenizer(writer, vocab) -> None:
+    """A SentencePiece vocabulary ("llama"): pieces, scores and token types."""
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([p for p, _, _ in vocab])
+    writer.add_token_scores([float(s) for _, s, _ in vocab])
+    writer.add_token_types([int(t) for _, _, t in vocab])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(True)
+
+
 def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default",
-           experts_mxfp4: bool = False) -> Dict:
+           experts_mxfp4: bool = False, spm_vocab=None) -> Dict:
     """Write the checkpoint `src` as a GGUF; tokenizer_pre names llama.cpp's pre-tokenizer type
     for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's). experts_mxfp4: keep the
-    checkpoint's own MXFP4 expert blocks (gpt-oss from the hub), as llama.cpp's converter does."""
+    checkpoint's own MXFP4 expert blocks (gpt-oss from the hub), as llama.cpp's converter does.
+    spm_vocab: [(piece, score, token type)] written as a SentencePiece vocabulary instead of the
+    folder's tokenizer (<unk>, <s>, </s> at ids 0, 1, 2 as llama.cpp assumes)."""
     import gguf
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -148,10 +162,16 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     elif cfg.get("rope_scaling", "none") != "none":
         raise UnsupportedModelError(f"{src}: rope scaling {cfg['rope_scaling']!r} is not exported")
     w.add_vocab_size(cfg["vocab"])
-    if "tokenizer_json" not in tok:
+    if spm_vocab is not None:
+        if len(spm_vocab) != cfg["vocab"]:
+            raise UnsupportedModelError(f"{src}: the SentencePiece vocabulary has {len(spm_vocab)} pieces, "
+                                        f"the model {cfg['vocab']}")
+        add_spm_tokenizer(w, spm_vocab)
+    elif "tokenizer_json" not in tok:
         raise UnsupportedModelError(f"{src}: no tokenizer.json to export")
-    add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
-                  _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
+    else:
+        add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
+                      _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
     for r in resident_plan(cfg, arch, moe, ckpt):
         ours = r.name

@@ -25,6 +25,7 @@ from ..format import quant
 from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
 from .rope import yarn_mscale
+from .spm_tokenizer import spm_tokenizer
 from .hf import ARCHS, convert_checkpoint
 
 # GGUF architecture -> the transformers class its config becomes
@@ -363,11 +364,15 @@ def gpt_oss_config(ck: "GGUFCheckpoint", n_layers: int) -> Dict[str, Any]:
 
 
 def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
-    """tokenizer.json (byte-level BPE) and chat metadata rebuilt from the GGUF vocabulary."""
+    """tokenizer.json and chat metadata rebuilt from the GGUF vocabulary: byte-level BPE
+    ("gpt2") or SentencePiece ("llama", see spm_tokenizer.py)."""
     model = ck.field("tokenizer.ggml.model", "")
+    if model == "llama":
+        tok, config = spm_tokenizer(ck)
+        return _section(ck, tok, config)
     if model != "gpt2":
-        raise UnsupportedModelError(f"{ck.path}: tokenizer type {model!r} is not supported (only byte-level "
-                                    f"BPE, tokenizer.ggml.model = 'gpt2')")
+        raise UnsupportedModelError(f"{ck.path}: tokenizer type {model!r} is not supported (supported: byte-level "
+                                    f"BPE 'gpt2', SentencePiece 'llama')")
     pre = ck.field("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise UnsupportedModelError(f"{ck.path}: pre-tokenizer {pre!r} is not supported (supported: "
@@ -392,6 +397,11 @@ def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": vocab, "merges": merges},
     }
+    return _section(ck, tok, {})
+
+
+def _section(ck: GGUFCheckpoint, tok: Dict[str, Any], tokenizer_config: Dict[str, Any]) -> Dict[str, Any]:
+    """The container's tokenizer section: the tokenizer.json (checked loadable), eos and template."""
     text = json.dumps(tok, ensure_ascii=False)
     try:
         from tokenizers import Tokenizer
@@ -399,7 +409,8 @@ def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
         Tokenizer.from_str(text)
     except Exception as e:
         raise FormatError(f"{ck.path}: its vocabulary does not make a valid tokenizer ({e})") from None
-    section: Dict[str, Any] = {"tokenizer_json": text, "tokenizer_config": {}, "generation_config": {}}
+    section: Dict[str, Any] = {"tokenizer_json": text, "tokenizer_config": dict(tokenizer_config),
+                               "generation_config": {}}
     eos = ck.fields.get("tokenizer.ggml.eos_token_id")
     if eos is not None:
         section["generation_config"]["eos_token_id"] = int(ck.field("tokenizer.ggml.eos_token_id"))
