@@ -184,6 +184,7 @@ def direct_read_gbs(path: str, block: int, seconds: float = 3.0) -> float:
     import threading
 
     size = os.path.getsize(path)
+    block = -(-block // 4096) * 4096  # direct reads are whole pages, as the engine's are
     done = [0, 0]
 
     def worker(k: int, stop: float) -> None:
@@ -287,14 +288,15 @@ def plot(path: str, bits, fractions, ram: dict, limited: dict) -> None:
 # ---------------------------------------------------------------- main
 
 # --bits: this engine's container STEM-q{bits}.emoe against llama.cpp's STEM-{type}.gguf
-WIDTHS = {"8": "q8_0", "4": "q4_0", "4k": "q4_k_m"}
+WIDTHS = {"8": "q8_0", "4": "q4_0", "4k": "q4_k_m", "mxfp4": "mxfp4_moe"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stem")
     p.add_argument("--bits", action="append", choices=list(WIDTHS), default=None,
-                   help="8: q8 vs Q8_0; 4: q4 vs Q4_0; 4k: q4k vs Q4_K_M (repeatable)")
+                   help="8: q8 vs Q8_0; 4: q4 vs Q4_0; 4k: q4k vs Q4_K_M; mxfp4: mxfp4 experts vs "
+                        "llama.cpp's MXFP4_MOE (repeatable)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt", type=int, default=128)
     p.add_argument("--decode", type=int, default=128)

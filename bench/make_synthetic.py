@@ -2,6 +2,11 @@
 
     python bench/make_synthetic.py OUT_DIR [--layers 16] [--experts 64] [--top-k 8]
         [--hidden 2048] [--intermediate 1024] [--vocab 50304] [--heads 16] [--dtype f16]
+    python bench/make_synthetic.py OUT_DIR --arch gpt_oss [--layers 4]
+
+--arch gpt_oss writes gpt-oss-20b's shape (hidden 2880, 64 query and 8 KV heads of 64, 32 experts
+of width 2880, top-4, window 128 on alternate layers, YaRN) as the hub ships it: experts as MXFP4
+blocks and scales, the rest 16-bit; --layers, --experts, --top-k and --vocab still apply.
 
 Tensors are generated and written one at a time with numpy (no torch), into
 shards of about 1 GB with a safetensors index, so a multi-GB model is written
@@ -25,27 +30,30 @@ class ShardWriter:
     """Streams tensors into safetensors shards: header first needs sizes, so tensors are planned up front."""
 
     def __init__(self, out_dir: str, plan, dtype, shard_bytes: int):
-        self.out_dir, self.dtype = out_dir, np.dtype(dtype)
+        """plan: (name, shape) or (name, shape, dtype) entries; dtype is the default."""
+        self.out_dir = out_dir
         self.shards, current, size = [], [], 0
-        for name, shape in plan:
-            nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        for name, shape, *own in plan:
+            kind = np.dtype(own[0] if own else dtype)
+            nbytes = int(np.prod(shape)) * kind.itemsize
             if current and size + nbytes > shard_bytes:
                 self.shards.append(current)
                 current, size = [], 0
-            current.append((name, shape))
+            current.append((name, shape, kind))
             size += nbytes
         self.shards.append(current)
 
     def write(self, make):
         n = len(self.shards)
         weight_map, total = {}, 0
-        code = {"float16": "F16", "float32": "F32"}[self.dtype.name]
+        codes = {"float16": "F16", "float32": "F32", "uint8": "U8"}
         for i, tensors in enumerate(self.shards):
             fname = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
             header, offset = {}, 0
-            for name, shape in tensors:
-                nbytes = int(np.prod(shape)) * self.dtype.itemsize
-                header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            for name, shape, kind in tensors:
+                nbytes = int(np.prod(shape)) * kind.itemsize
+                header[name] = {"dtype": codes[kind.name], "shape": list(shape),
+                                "data_offsets": [offset, offset + nbytes]}
                 offset += nbytes
                 weight_map[name] = fname
             total += offset
@@ -53,8 +61,8 @@ class ShardWriter:
             blob += b" " * (-len(blob) % 8)
             with open(os.path.join(self.out_dir, fname), "wb") as f:
                 f.write(struct.pack("<Q", len(blob)) + blob)
-                for name, shape in tensors:
-                    f.write(make(name, shape).astype(self.dtype).tobytes())
+                for name, shape, kind in tensors:
+                    f.write(make(name, shape).astype(kind).tobytes())
             print(f"wrote {fname}")
         with open(os.path.join(self.out_dir, "model.safetensors.index.json"), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
@@ -72,8 +80,11 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=384, help="the fixture tokenizer's size by default")
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss"])
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.arch == "gpt_oss":
+        return write_gpt_oss(a)
     H, I, E = a.hidden, a.intermediate, a.experts
     cfg = {
         "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe",
@@ -107,6 +118,56 @@ def main() -> None:
         return (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1]))
 
     ShardWriter(a.out, plan, np.float16 if a.dtype == "f16" else np.float32, 1 << 30).write(make)
+
+
+def write_gpt_oss(a) -> None:
+    """gpt-oss-20b's widths, hub layout: MXFP4 experts (random codes, exponents giving weights
+    of about 1/sqrt(fan-in)), 16-bit attention, router, norms, biases, sinks."""
+    H, I, E, V, heads, kv, hd = 2880, 2880, a.experts, a.vocab, 64, 8, 64
+    cfg = {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": H, "intermediate_size": I,
+        "num_hidden_layers": a.layers, "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd,
+        "num_local_experts": E, "num_experts_per_tok": a.top_k, "vocab_size": V, "sliding_window": 128,
+        "layer_types": ["sliding_attention" if l % 2 == 0 else "full_attention" for l in range(a.layers)],
+        "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "attention_bias": True,
+        "swiglu_limit": 7.0, "tie_word_embeddings": False, "hidden_act": "silu", "eos_token_id": 2,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
+                            "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096},
+        "quantization_config": {"quant_method": "mxfp4"},
+    }
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    fixture = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "gpt_oss")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(fixture, name), a.out)
+    u8 = np.uint8
+    plan = [("model.embed_tokens.weight", (V, H))]
+    for l in range(a.layers):
+        p_, x = f"model.layers.{l}", f"model.layers.{l}.mlp.experts"
+        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
+                 (f"{p_}.self_attn.sinks", (heads,))]
+        for proj, rows, cols in (("q", heads * hd, H), ("k", kv * hd, H), ("v", kv * hd, H), ("o", H, heads * hd)):
+            plan += [(f"{p_}.self_attn.{proj}_proj.weight", (rows, cols)), (f"{p_}.self_attn.{proj}_proj.bias", (rows,))]
+        plan += [(f"{p_}.mlp.router.weight", (E, H)), (f"{p_}.mlp.router.bias", (E,)),
+                 (f"{x}.gate_up_proj_blocks", (E, 2 * I, H // 32, 16), u8), (f"{x}.gate_up_proj_scales", (E, 2 * I, H // 32), u8),
+                 (f"{x}.gate_up_proj_bias", (E, 2 * I)),
+                 (f"{x}.down_proj_blocks", (E, H, I // 32, 16), u8), (f"{x}.down_proj_scales", (E, H, I // 32), u8),
+                 (f"{x}.down_proj_bias", (E, H))]
+    plan += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
+    rng = np.random.default_rng(a.seed)
+
+    def make(name, shape):
+        if name.endswith("_blocks"):
+            return rng.integers(0, 256, shape, dtype=np.uint8)
+        if name.endswith("_scales"):  # E2M1 codes drawn uniformly have RMS 2.9: 2^-7 x that ~ 1/sqrt(2880)
+            return rng.integers(119, 122, shape, dtype=np.uint8)
+        if name.endswith(("bias", "sinks")):
+            return np.zeros(shape, np.float32)
+        if len(shape) == 1:
+            return np.ones(shape, np.float32)
+        return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1])
+
+    ShardWriter(a.out, plan, np.float16, 1 << 30).write(make)
 
 
 if __name__ == "__main__":

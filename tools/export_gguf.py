@@ -51,7 +51,8 @@ LAYER_NAMES = {
 # llama.cpp's gpt-oss names the post-attention norm after the attention, not the FFN
 ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"}}
 TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
-QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18}  # llama.cpp's LLAMA_FTYPE_MOSTLY_*
+# llama.cpp's LLAMA_FTYPE_MOSTLY_*; mxfp4_moe: experts MXFP4, the rest Q8_0 (how gpt-oss GGUFs ship)
+QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18, "mxfp4_moe": 38}
 
 
 def gguf_name(ours: str, arch: str = "") -> str:
@@ -225,10 +226,12 @@ def main() -> int:
     p.add_argument("src", help="Hugging Face model folder")
     p.add_argument("-o", "--out", required=True, help="output .gguf")
     p.add_argument("--type", choices=["f32", "f16"], default="f32")
+    p.add_argument("--experts-mxfp4", action="store_true",
+                   help="keep the checkpoint's MXFP4 expert blocks (gpt-oss from the hub) instead of --type")
     p.add_argument("--quantize", action="append", choices=sorted(QUANT_FTYPES), default=[],
                    help="also write a copy quantized by llama.cpp (repeatable)")
     a = p.parse_args()
-    export(a.src, a.out, a.type)
+    export(a.src, a.out, a.type, experts_mxfp4=a.experts_mxfp4)
     print(f"wrote {a.out}")
     stem = a.out[:-5] if a.out.endswith(".gguf") else a.out
     stem = stem.rsplit("-", 1)[0] if stem.endswith(("-f32", "-f16")) else stem
