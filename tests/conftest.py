@@ -8,6 +8,8 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ARCH_FIXTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_moe_stacked", "olmoe"]
+# tools/make_family_fixtures.py: rope scaling types and the newer families (tests/test_families.py)
+FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4"]
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +33,11 @@ def converted(tmp_path_factory):
 
 def reference(name: str):
     return np.load(FIXTURES / name / "reference.npz")
+
+
+def rel_error(ours, ref):
+    """Relative error of each position's logits: max |ours - ref| / max |ref|."""
+    return np.max(np.abs(ours - ref), axis=-1) / np.max(np.abs(ref), axis=-1)
 
 
 def llama_logits(path, ids) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""The newer families and rope types against transformers' own forward pass (references
-recorded by tools/make_family_fixtures.py: logits over 48 tokens of text, greedy through the
-KV cache)."""
+"""The newer families and rope types (fixtures from tools/make_family_fixtures.py): what each
+feature depends on, quantized containers, gpt-oss's sliding window, MXFP4 experts and hostile
+sources. Their f32 logits and greedy continuations against transformers are in test_parity.py."""
 import re
 import shutil
 
@@ -8,38 +8,16 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FIXTURES, reference
+from conftest import FAMILY_FIXTURES, FIXTURES, reference, rel_error
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 
-FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4"]
-
-# Relative error of a position's logits (max |ours - ref| / max |ref|), f32 weights and KV
-# cache. Measured at most 1.9e-6 over these fixtures (the older fixtures: 1.0-2.7e-6).
-F32_REL_TOL = 1e-5
-
-
-def rel_error(ours, ref):
-    return np.max(np.abs(ours - ref), axis=-1) / np.max(np.abs(ref), axis=-1)
+# f32 logits and greedy continuations against transformers: tests/test_parity.py (every fixture).
+F32_REL_TOL = 1e-5  # as there
 
 
 def f32_logits(path, ids):
     return edgemoe.load(path, threads=2, kv_cache="f32").logits(ids)
-
-
-@pytest.mark.parametrize("name", FAMILY_FIXTURES)
-def test_f32_logits_match_transformers(converted, name):
-    ref = reference(name)
-    err = rel_error(f32_logits(converted(name, "f32"), ref["input_ids"].tolist()), ref["logits"])
-    assert err.max() < F32_REL_TOL, f"worst position {err.argmax()}: relative error {err.max():.2e}"
-
-
-@pytest.mark.parametrize("name", FAMILY_FIXTURES)
-def test_f32_greedy_matches_transformers(converted, name):
-    ref = reference(name)
-    model = edgemoe.load(converted(name, "f32"), threads=2, kv_cache="f32")
-    out = model.generate(ref["greedy_prompt"].tolist(), max_tokens=len(ref["greedy_ids"]), stop_at_eos=False)
-    assert out == ref["greedy_ids"].tolist()
 
 
 # Quantized containers on these chaotic random-weight fixtures (see test_parity.py): median

@@ -122,15 +122,19 @@ EDGEMOE_AVX2 inline __m128 block_head(const void* block) {
   return _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
 }
 
-// Q8 x Q8A. maddubs multiplies unsigned by signed bytes, so move the weight's
-// sign onto the activation: |w| * (x * sign(w)) = w * x. Pair sums stay below
-// 2 * 128 * 127 < 32767, so the 16-bit stage cannot saturate (even for a
-// stray -128 weight, whose "absolute value" 0x80 reads as unsigned 128).
-struct TileQ8 {
+// Symmetric blocks (Q8, MXFP4) x Q8A. maddubs multiplies unsigned by signed
+// bytes, so move the weight's sign onto the activation: |w| * (x * sign(w)) =
+// w * x. Pair sums stay below 2 * 128 * 127 < 32767, so the 16-bit stage
+// cannot saturate (even for a stray -128 weight, whose "absolute value" 0x80
+// reads as unsigned 128). The weight type supplies a group's 32 signed 8-bit
+// weights and its scale (in lane 0).
+template <class Weights>
+struct TileSymmetric {
+  using Block = typename Weights::Block;
   template <int R, int T>
   EDGEMOE_AVX2 static void run(const Job& j, int64_t r, int64_t t) {
-    const BlockQ8* w[R];
-    for (int i = 0; i < R; ++i) w[i] = (const BlockQ8*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const Block* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const Block*)(j.W + (size_t)(r + i) * j.row_bytes);
     const BlockQ8A* x[T];
     for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -143,9 +147,9 @@ struct TileQ8 {
       __m128 dw[R];
       for (int i = 0; i < R; ++i) {
         prefetch(w[i] + g, R * j.row_bytes);
-        qw[i] = _mm256_loadu_si256((const __m256i*)w[i][g].qs);
+        qw[i] = Weights::weights(w[i][g]);
         aw[i] = _mm256_sign_epi8(qw[i], qw[i]);
-        dw[i] = block_head(w[i] + g);
+        dw[i] = Weights::scale(w[i][g]);
       }
       for (int u = 0; u < T; ++u) {
         const __m256i qx = _mm256_loadu_si256((const __m256i*)x[u][g].qs);
@@ -163,51 +167,27 @@ struct TileQ8 {
   }
 };
 
-// MXFP4 x Q8A: Q8's arithmetic, with the weights looked up from the 4-bit
-// codes (the doubled E2M1 values, within +-12) and the block's scale half of
-// 2^(e - 127). The same sign juggling feeds maddubs.
-struct TileMXFP4 {
+struct WeightsQ8 {
+  using Block = BlockQ8;
+  EDGEMOE_AVX2 static __m256i weights(const BlockQ8& b) { return _mm256_loadu_si256((const __m256i*)b.qs); }
+  EDGEMOE_AVX2 static __m128 scale(const BlockQ8& b) { return block_head(&b); }
+};
+
+// MXFP4: the weights looked up from the 4-bit codes (the doubled E2M1 values,
+// within +-12), the scale half of the block's 2^(e - 127).
+struct WeightsMXFP4 {
+  using Block = BlockMXFP4;
   EDGEMOE_AVX2 static __m256i weights(const BlockMXFP4& b) {
     const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)kMxfp4Doubled));
     const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b.qs));
     const __m256i codes = _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
     return _mm256_shuffle_epi8(table, codes);
   }
-
-  template <int R, int T>
-  EDGEMOE_AVX2 static void run(const Job& j, int64_t r, int64_t t) {
-    const BlockMXFP4* w[R];
-    for (int i = 0; i < R; ++i) w[i] = (const BlockMXFP4*)(j.W + (size_t)(r + i) * j.row_bytes);
-    const BlockQ8A* x[T];
-    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int u = 0; u < T; ++u) acc[i][u] = _mm256_setzero_ps();
-
-    for (int64_t g = 0; g < j.nb; ++g) {
-      __m256i qw[R], aw[R];
-      float dw[R];
-      for (int i = 0; i < R; ++i) {
-        prefetch(w[i] + g, R * j.row_bytes);
-        qw[i] = weights(w[i][g]);
-        aw[i] = _mm256_sign_epi8(qw[i], qw[i]);
-        dw[i] = e8m0_half(w[i][g].e);
-      }
-      for (int u = 0; u < T; ++u) {
-        const __m256i qx = _mm256_loadu_si256((const __m256i*)x[u][g].qs);
-        const float dx = x[u][g].d;
-        for (int i = 0; i < R; ++i) {
-          const __m256i p16 = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(qx, qw[i]));
-          const __m256i p32 = _mm256_madd_epi16(p16, ones);
-          acc[i][u] = _mm256_fmadd_ps(_mm256_set1_ps(dw[i] * dx), _mm256_cvtepi32_ps(p32), acc[i][u]);
-        }
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = hsum(acc[i][u]);
-  }
+  EDGEMOE_AVX2 static __m128 scale(const BlockMXFP4& b) { return _mm_set_ss(e8m0_half(b.e)); }
 };
+
+using TileQ8 = TileSymmetric<WeightsQ8>;
+using TileMXFP4 = TileSymmetric<WeightsMXFP4>;
 
 // The 32 unsigned codes of a low-bit block, one per byte in element order.
 struct CodesQ4 {

@@ -77,25 +77,29 @@ EDGEMOE_AVX512 inline __m512i load_x_pair(const BlockQ8A* b) {
   return lo;
 }
 
-// ---- Q8 x Q8A ----
+// ---- symmetric blocks (Q8, MXFP4) x Q8A ----
 // vpdpbusd wants one unsigned operand. Shift the activations to unsigned
 // (x + 128, a free xor of the sign bit) and subtract the excess 128 * sum(w)
 // by starting the accumulator at -128 * sum(w), computed once per weight
 // group and shared by all tokens of the tile: one vpdpbusd per (row, token).
-struct TileQ8 {
+// The weight type supplies, for a pair of groups, the signed 8-bit weights
+// (group g in the low half, g + 1 in the high half) and the two scales.
+template <class Weights>
+struct TileSymmetric {
+  using Block = typename Weights::Block;
+
   template <bool Two, int R, int T>
-  EDGEMOE_AVX512 static void step(const BlockQ8* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
+  EDGEMOE_AVX512 static void step(const Block* const* w, const BlockQ8A* const* x, int64_t g, __m512 (&acc)[R][T],
                                   size_t ahead) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     __m512i qw[R], base[R];
-    __m128 dw[R];  // [d0, d1, junk...] (fp16 pairs from the two block heads)
+    __m128 dw[R];  // [d0, d1, ...]
     for (int i = 0; i < R; ++i) {
-      const BlockQ8* b = w[i] + g;
+      const Block* b = w[i] + g;
       prefetch(b, ahead);
-      const __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)b[0].qs));
-      qw[i] = Two ? _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i*)b[1].qs), 1) : lo;
+      qw[i] = Weights::template pair<Two>(b);
       base[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw[i]));
-      dw[i] = _mm_cvtph_ps(_mm_unpacklo_epi16(load32(b), Two ? load32(b + 1) : _mm_setzero_si128()));
+      dw[i] = Weights::template scales<Two>(b);
     }
     for (int u = 0; u < T; ++u) {
       const BlockQ8A* a = x[u] + g;
@@ -110,8 +114,8 @@ struct TileQ8 {
 
   template <int R, int T>
   EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
-    const BlockQ8* w[R];
-    for (int i = 0; i < R; ++i) w[i] = (const BlockQ8*)(j.W + (size_t)(r + i) * j.row_bytes);
+    const Block* w[R];
+    for (int i = 0; i < R; ++i) w[i] = (const Block*)(j.W + (size_t)(r + i) * j.row_bytes);
     const BlockQ8A* x[T];
     for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
     __m512 acc[R][T];
@@ -125,59 +129,42 @@ struct TileQ8 {
   }
 };
 
-// ---- MXFP4 x Q8A ----
-// Q8's arithmetic, two groups per zmm, with the signed weights looked up from
-// the 4-bit codes (the doubled E2M1 values, within +-12: vpshufb on a 16-byte
-// table) and the scale half of the block's 2^(e - 127).
-struct TileMXFP4 {
+struct WeightsQ8 {
+  using Block = BlockQ8;
+  template <bool Two>
+  EDGEMOE_AVX512 static __m512i pair(const BlockQ8* b) {
+    const __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i*)b[0].qs));
+    return Two ? _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i*)b[1].qs), 1) : lo;
+  }
+  template <bool Two>  // the fp16 pair from the two block heads
+  EDGEMOE_AVX512 static __m128 scales(const BlockQ8* b) {
+    return _mm_cvtph_ps(_mm_unpacklo_epi16(load32(b), Two ? load32(b + 1) : _mm_setzero_si128()));
+  }
+};
+
+// MXFP4: the weights looked up from the 4-bit codes (the doubled E2M1 values,
+// within +-12: vpshufb on a 16-byte table), the scale half of 2^(e - 127).
+struct WeightsMXFP4 {
+  using Block = BlockMXFP4;
   // A block's 32 codes, one byte each in element order (low nibbles, then high).
   EDGEMOE_AVX512 static __m256i codes(const BlockMXFP4& b) {
     const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)b.qs));
     return _mm256_and_si256(_mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
   }
-
-  template <bool Two, int R, int T>
-  EDGEMOE_AVX512 static void step(const BlockMXFP4* const* w, const BlockQ8A* const* x, int64_t g,
-                                  __m512 (&acc)[R][T], size_t ahead) {
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
+  template <bool Two>
+  EDGEMOE_AVX512 static __m512i pair(const BlockMXFP4* b) {
     const __m512i table = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)kMxfp4Doubled));
-    __m512i qw[R], base[R];
-    __m128 dw[R];  // [d0, d1, 0, 0]
-    for (int i = 0; i < R; ++i) {
-      const BlockMXFP4* b = w[i] + g;
-      prefetch(b, ahead);
-      const __m512i lo = _mm512_zextsi256_si512(codes(b[0]));
-      qw[i] = _mm512_shuffle_epi8(table, Two ? _mm512_inserti64x4(lo, codes(b[1]), 1) : lo);
-      base[i] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, qw[i]));
-      dw[i] = _mm_setr_ps(e8m0_half(b[0].e), Two ? e8m0_half(b[1].e) : 0.f, 0.f, 0.f);
-    }
-    for (int u = 0; u < T; ++u) {
-      const BlockQ8A* a = x[u] + g;
-      const __m512i xu = _mm512_xor_si512(load_x_pair<Two>(a), bias);
-      const __m128 dx = _mm_unpacklo_ps(_mm_load_ss(&a[0].d), Two ? _mm_load_ss(&a[1].d) : _mm_setzero_ps());
-      for (int i = 0; i < R; ++i) {
-        const __m512i p = _mm512_dpbusd_epi32(base[i], xu, qw[i]);
-        acc[i][u] = _mm512_fmadd_ps(spread<1>(_mm_mul_ps(dw[i], dx)), _mm512_cvtepi32_ps(p), acc[i][u]);
-      }
-    }
+    const __m512i lo = _mm512_zextsi256_si512(codes(b[0]));
+    return _mm512_shuffle_epi8(table, Two ? _mm512_inserti64x4(lo, codes(b[1]), 1) : lo);
   }
-
-  template <int R, int T>
-  EDGEMOE_AVX512 static void run(const Job& j, int64_t r, int64_t t) {
-    const BlockMXFP4* w[R];
-    for (int i = 0; i < R; ++i) w[i] = (const BlockMXFP4*)(j.W + (size_t)(r + i) * j.row_bytes);
-    const BlockQ8A* x[T];
-    for (int u = 0; u < T; ++u) x[u] = j.xq + (t + u) * j.nb;
-    __m512 acc[R][T];
-    for (int i = 0; i < R; ++i)
-      for (int u = 0; u < T; ++u) acc[i][u] = _mm512_setzero_ps();
-    int64_t g = 0;
-    for (; g + 2 <= j.nb; g += 2) step<true, R, T>(w, x, g, acc, R * j.row_bytes);
-    if (g < j.nb) step<false, R, T>(w, x, g, acc, R * j.row_bytes);
-    for (int i = 0; i < R; ++i)
-      for (int u = 0; u < T; ++u) j.y[(t + u) * j.ldy + r + i] = _mm512_reduce_add_ps(acc[i][u]);
+  template <bool Two>
+  EDGEMOE_AVX512 static __m128 scales(const BlockMXFP4* b) {
+    return _mm_setr_ps(e8m0_half(b[0].e), Two ? e8m0_half(b[1].e) : 0.f, 0.f, 0.f);
   }
 };
+
+using TileQ8 = TileSymmetric<WeightsQ8>;
+using TileMXFP4 = TileSymmetric<WeightsMXFP4>;
 
 // ---- Q4 and Q4K x Q8A ----
 // The nibbles are unsigned, so vpdpbusd takes them as they are. Scales for
