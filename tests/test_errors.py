@@ -222,7 +222,7 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
 @pytest.mark.parametrize("change,message", [
     ({"qkv_bias": 1}, "qkv_bias must be true or false"),
     ({"n_layers": 2.0}, "n_layers must be an integer"),
-    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss)"),
+    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, glm4_moe)"),
     ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
     ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
     ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),
@@ -238,8 +238,14 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"sliding_window": 1 << 20, "sliding_layers": [0]}, "sliding_window 1048576 exceeds max_position"),
     ({"sliding_window": 8, "sliding_layers": [1, 0]}, "sliding_layers must be ascending, without repeats"),
     ({"sliding_window": 8, "sliding_layers": [5]}, "sliding_layers holds layer 5 of 2"),
-    ({"routing": "sigmoid"}, "unknown routing 'sigmoid' (available: softmax, topk_softmax)"),
+    ({"routing": "noisy"}, "unknown routing 'noisy' (available: softmax, topk_softmax, sigmoid)"),
     ({"expert_activation": "gelu"}, "unknown expert_activation 'gelu' (available: silu, swiglu_limited)"),
+    ({"routing": "sigmoid", "n_group": 3}, "n_group 3 does not divide n_experts"),
+    ({"routing": "sigmoid", "n_group": 2, "topk_group": 4}, "topk_group exceeds n_group"),
+    ({"n_group": 2}, "expert groups need sigmoid routing"),
+    ({"routing": "sigmoid", "n_group": 8, "topk_group": 1}, "the topk_group best groups hold fewer than top_k"),
+    ({"router_correction_bias": True}, "router_correction_bias needs sigmoid routing"),
+    ({"rotary_dim": 7}, "rotary_dim must be even and at most head_dim"),
 ])
 def test_the_one_config_definition_refuses_bad_fields(converted, change, message):
     # csrc/model/config.cpp is the only list of fields; Python and the C++ tests go through it

@@ -68,6 +68,14 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
         swiglu_limit=1.5, rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
                                            "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                                            "original_max_position_embeddings": 4096}))
+    # GLM-4.5 MoE without its leading dense layer (not supported yet): half the head rotates,
+    # experts in 4 groups of which 2 compete, a correction bias, a shared expert, scaled weights.
+    out["glm4_moe"] = dict(seed=3107, config=transformers.Glm4MoeConfig(
+        **common, num_hidden_layers=2, head_dim=16, intermediate_size=64, moe_intermediate_size=32,
+        n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
+        routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=0, attention_bias=True,
+        use_qk_norm=True, max_position_embeddings=64, partial_rotary_factor=0.5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}))
     # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the
     # reference computed by transformers on exactly the values those blocks decode to.
     out["gpt_oss_mxfp4"] = dict(out["gpt_oss"], seed=3106, mxfp4=True)
@@ -139,6 +147,9 @@ def build(spec) -> torch.nn.Module:
                 p.copy_(base.BIAS_STD * torch.randn(p.shape, generator=g))
             elif p.ndim == 1:  # norm weights
                 p.copy_(1.0 + base.NORM_JITTER * torch.randn(p.shape, generator=g))
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # a buffer, zero at init: make it matter
+                b.copy_(0.3 * torch.randn(b.shape, generator=g))
     return model
 
 

@@ -47,7 +47,7 @@ void Transformer::attention(int layer, int64_t n) {
     add_bias(v_.data(), L.bv.f32(), n, kvd);
   }
 
-  const int half = hd / 2;
+  const int half = cfg_.rope_dims() / 2;  // the first rope_dims() of each head rotate, the rest pass
   for (int64_t t = 0; t < n; ++t) {
     float* q = &q_[t * qd];
     float* k = &k_[t * kvd];

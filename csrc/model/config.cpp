@@ -5,11 +5,12 @@
 namespace edgemoe {
 namespace {
 
-const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"};
+const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "glm4_moe"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
 const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
-const std::pair<const char*, Routing> kRoutings[] = {{"softmax", Routing::Softmax}, {"topk_softmax", Routing::TopKSoftmax}};
+const std::pair<const char*, Routing> kRoutings[] = {
+    {"softmax", Routing::Softmax}, {"topk_softmax", Routing::TopKSoftmax}, {"sigmoid", Routing::Sigmoid}};
 const std::pair<const char*, ExpertActivation> kActivations[] = {{"silu", ExpertActivation::SiLU},
                                                                  {"swiglu_limited", ExpertActivation::SwiGLULimited}};
 const char* const kWhat = "invalid model config";
@@ -41,6 +42,11 @@ void visit_fields(Config& c, Visitor& v) {
   v.choice("expert_activation", c.expert_activation, kActivations, Optional);
   v.number("swiglu_alpha", c.swiglu_alpha, 1e-3, 1e3, Optional);
   v.number("swiglu_limit", c.swiglu_limit, 1e-3, 1e6, Optional);
+  v.integer("n_group", c.n_group, 1, 4096, Optional);
+  v.integer("topk_group", c.topk_group, 1, 4096, Optional);
+  v.flag("router_correction_bias", c.router_correction_bias, Optional);
+  v.number("routed_scaling_factor", c.routed_scaling_factor, 1e-6, 1e6, Optional);
+  v.integer("rotary_dim", c.rotary_dim, 0, kMaxHeadDim, Optional);
   v.flag("norm_topk_prob", c.norm_topk_prob);
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
@@ -82,6 +88,14 @@ void check_relations(const ModelConfig& c) {
                 std::to_string(c.n_layers));
     if (i && c.sliding_layers[i] <= c.sliding_layers[i - 1]) throw bad("sliding_layers must be ascending, without repeats");
   }
+  if (c.n_experts % c.n_group) throw bad("n_group " + std::to_string(c.n_group) + " does not divide n_experts");
+  if (c.topk_group > c.n_group) throw bad("topk_group exceeds n_group");
+  if (c.n_group > 1 && c.routing != Routing::Sigmoid) throw bad("expert groups need sigmoid routing");
+  if (c.n_group > 1 && (int64_t)c.topk_group * (c.n_experts / c.n_group) < c.top_k)
+    throw bad("the topk_group best groups hold fewer than top_k experts");
+  if (c.router_correction_bias && c.routing != Routing::Sigmoid)
+    throw bad("router_correction_bias needs sigmoid routing");
+  if (c.rotary_dim % 2 || c.rotary_dim > c.head_dim) throw bad("rotary_dim must be even and at most head_dim");
   for (int64_t id : c.eos_token_ids)
     if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");
 }

@@ -32,6 +32,9 @@ enum class RopeScaling {
 enum class Routing {
   Softmax,      // softmax over all experts, keep the top k (renormalised if norm_topk_prob)
   TopKSoftmax,  // the top k logits, softmax over those k (gpt-oss)
+  Sigmoid,      // sigmoid scores; chosen by score + correction bias within the best groups
+                // (GLM-4.5, DeepSeek-V3); weights are the scores, renormalised if norm_topk_prob,
+                // times routed_scaling_factor
 };
 
 // The routed experts' activation between the gate/up and the down projections.
@@ -66,6 +69,11 @@ struct ModelConfig {
   ExpertActivation expert_activation = ExpertActivation::SiLU;
   float swiglu_alpha = 1.702f;
   float swiglu_limit = 7.f;
+  int n_group = 1;                    // Sigmoid routing: experts in n_group groups...
+  int topk_group = 1;                 // ...of which the topk_group best (by their two best scores) compete
+  bool router_correction_bias = false;  // Sigmoid routing: a per-expert bias added for the choice only
+  float routed_scaling_factor = 1.f;
+  int rotary_dim = 0;                 // dims of each head that rotate (the first ones); 0: all
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;
@@ -86,6 +94,7 @@ struct ModelConfig {
       if (l == layer) return true;
     return false;
   }
+  int rope_dims() const { return rotary_dim ? rotary_dim : head_dim; }
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
 };

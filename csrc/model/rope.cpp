@@ -19,7 +19,7 @@ std::vector<float> position_frequencies(double base, int dim) {
 // with a linear ramp between the dimensions beta_fast and beta_slow rotations
 // mark over the original context.
 std::vector<float> yarn_inv_freq(const ModelConfig& c) {
-  const int dim = c.head_dim;
+  const int dim = c.rope_dims();
   const double base = c.rope_theta, factor = c.rope_factor;
   auto correction_dim = [&](double rotations) {
     return dim * std::log(c.rope_original_max_position / (rotations * 2 * M_PI)) / (2 * std::log(base));
@@ -55,11 +55,11 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
     return r;
   }
   if (c.rope_scaling == RopeScaling::Dynamic) {
-    const double dim = c.head_dim, orig = c.rope_original_max_position;
+    const double dim = c.rope_dims(), orig = c.rope_original_max_position;
     const double len = std::max<double>((double)seq_len, orig);
     base *= std::pow(c.rope_factor * len / orig - (c.rope_factor - 1), dim / (dim - 2));
   }
-  const std::vector<float> pos = position_frequencies(base, c.head_dim);
+  const std::vector<float> pos = position_frequencies(base, c.rope_dims());
   r.inv_freq.resize(pos.size());
   for (size_t i = 0; i < pos.size(); ++i) {
     r.inv_freq[i] = 1.f / pos[i];

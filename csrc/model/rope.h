@@ -10,7 +10,7 @@
 namespace edgemoe {
 
 struct RopeFrequencies {
-  std::vector<float> inv_freq;  // [head_dim / 2]
+  std::vector<float> inv_freq;  // [rotary dims / 2]
   float attention_factor = 1.f; // multiplies cos and sin (YaRN's mscale)
 };
 

@@ -27,7 +27,7 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * c.top_k * c.hidden;                 // routed_out_
   floats += (size_t)B * (c.hidden * 2 + ffn * 2);           // ex_in_, ex_out_, ex_gate_, ex_up_
   floats += (size_t)B * c.top_k;                            // topk_w_
-  floats += (size_t)B * c.head_dim;                         // rope_cos_, rope_sin_
+  floats += (size_t)B * (c.rope_dims() / 2) * 2;            // rope_cos_, rope_sin_
   size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
   return bytes;
@@ -40,8 +40,8 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   const size_t B = max_batch;
 
   rope_ = rope_frequencies(cfg, 0);
-  rope_cos_.resize(B * (cfg.head_dim / 2));
-  rope_sin_.resize(B * (cfg.head_dim / 2));
+  rope_cos_.resize(B * (cfg.rope_dims() / 2));
+  rope_sin_.resize(B * (cfg.rope_dims() / 2));
 
   const size_t ffn = std::max(cfg.expert_intermediate, cfg.shared_intermediate);
   x_.resize(B * cfg.hidden);
@@ -90,7 +90,7 @@ void Transformer::rotary_angles(int64_t n) {
     rope_ = rope_frequencies(cfg_, len);
     rope_len_ = len;
   }
-  const int half = cfg_.head_dim / 2;
+  const int half = cfg_.rope_dims() / 2;
   const float scale = rope_.attention_factor;
   for (int64_t t = 0; t < n; ++t)
     for (int i = 0; i < half; ++i) {

@@ -61,6 +61,10 @@ class Transformer {
   // One (token, head) pair's causal attention over the cache, into out [head_dim].
   void attend(int layer, int64_t t, int h, float* scores, float* out) const;
   void moe(int layer, int64_t n);
+  // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
+  // choice is scratch of n_experts; the top-k ids and weights go to idx and w.
+  void route_sigmoid(const LayerWeights& L, float* p, float* choice, std::vector<int>& order, int* idx,
+                     float* w) const;
   // Decode: the token's experts that are already cached, batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts,
                          const std::vector<std::vector<int64_t>>& users);

@@ -24,6 +24,7 @@ struct LayerWeights {
   Tensor bo;                // o_bias only
   Tensor sinks;             // attention_sinks only: [n_heads]
   Tensor router_bias;       // router_bias only: [n_experts]
+  Tensor router_correction_bias;  // router_correction_bias only: [n_experts], for the choice alone
   Tensor expert_gate_bias, expert_up_bias, expert_down_bias;  // expert_bias only: [n_experts, I or hidden]
   Tensor q_norm, k_norm;    // qk_norm != None only
   Tensor ffn_norm, router;  // router: [n_experts, hidden], f32

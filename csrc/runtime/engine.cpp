@@ -86,6 +86,8 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
     if (cfg_.o_bias) L.bo = get(p + "bo", 1, H, true);
     if (cfg_.attention_sinks) L.sinks = get(p + "sinks", 1, cfg_.n_heads, true);
     if (cfg_.router_bias) L.router_bias = get(p + "router_bias", 1, cfg_.n_experts, true);
+    if (cfg_.router_correction_bias)
+      L.router_correction_bias = get(p + "router_correction_bias", 1, cfg_.n_experts, true);
     if (cfg_.expert_bias) {
       const int E = cfg_.n_experts, I = cfg_.expert_intermediate;
       L.expert_gate_bias = get(p + "expert_gate_bias", E, I, true);

@@ -39,6 +39,7 @@ class HFArch:
     # canonical part -> per-expert tensor name in hub checkpoints
     expert_names = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
     router_name = "gate"            # model.layers.{l}.<moe prefix>.<router_name>.weight
+    shared_expert_name = "shared_expert"  # <moe prefix>.<shared_expert_name>.{gate,up,down}_proj
 
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
@@ -72,7 +73,7 @@ def require(hf: Dict[str, Any], key: str, arch: str) -> Any:
 
 def expert_count(hf: Dict[str, Any], arch: str) -> int:
     """Hub configs say num_experts or num_local_experts depending on the family and transformers version."""
-    for key in ("num_experts", "num_local_experts"):
+    for key in ("num_experts", "num_local_experts", "n_routed_experts"):
         if hf.get(key):
             return hf[key]
     raise UnsupportedModelError(f"{arch}: config.json gives no expert count (num_experts / num_local_experts)")

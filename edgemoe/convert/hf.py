@@ -17,6 +17,7 @@ from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
 from ..format.model_config import validate_config
 from .arch_base import F32_ONLY, RESIDENT, SHARED, HFArch, Resident
+from .arch_glm4_moe import Glm4Moe
 from .arch_gpt_oss import GptOss
 from .arch_mixtral import Mixtral
 from .arch_olmoe import Olmoe
@@ -24,7 +25,7 @@ from .arch_qwen2_moe import Qwen2Moe
 from .arch_qwen3_moe import Qwen3Moe
 from .safetensors_reader import Checkpoint
 
-ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss()]
+ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe()]
 
 
 def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
@@ -124,9 +125,9 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> Lis
         if cfg["shared_intermediate"]:
             S, m = cfg["shared_intermediate"], f"{p}.{moe}"
             plan += [
-                (f"{c}.shared_gate_proj", f"{m}.shared_expert.gate_proj.weight", (S, H), SHARED),
-                (f"{c}.shared_up_proj", f"{m}.shared_expert.up_proj.weight", (S, H), SHARED),
-                (f"{c}.shared_down_proj", f"{m}.shared_expert.down_proj.weight", (H, S), SHARED),
+                (f"{c}.shared_gate_proj", f"{m}.{arch.shared_expert_name}.gate_proj.weight", (S, H), SHARED),
+                (f"{c}.shared_up_proj", f"{m}.{arch.shared_expert_name}.up_proj.weight", (S, H), SHARED),
+                (f"{c}.shared_down_proj", f"{m}.{arch.shared_expert_name}.down_proj.weight", (H, S), SHARED),
             ]
             if cfg["shared_gate"]:
                 plan.append((f"{c}.shared_expert_gate", f"{m}.shared_expert_gate.weight", (1, H), F32_ONLY))
