@@ -246,6 +246,8 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"routing": "sigmoid", "n_group": 8, "topk_group": 1}, "the topk_group best groups hold fewer than top_k"),
     ({"router_correction_bias": True}, "router_correction_bias needs sigmoid routing"),
     ({"rotary_dim": 7}, "rotary_dim must be even and at most head_dim"),
+    ({"rope_scaling": "dynamic", "rope_factor": 2.0, "rope_original_max_position": 16, "rotary_dim": 2},
+     "dynamic rope scaling needs more than 2 rotating dims per head"),
 ])
 def test_the_one_config_definition_refuses_bad_fields(converted, change, message):
     # csrc/model/config.cpp is the only list of fields; Python and the C++ tests go through it

@@ -75,8 +75,8 @@ void check_relations(const ModelConfig& c) {
   if (stretched && !c.rope_original_max_position)
     throw bad("rope_scaling " + std::string(c.rope_scaling == RopeScaling::Yarn ? "yarn" : "dynamic") +
               " needs rope_original_max_position");
-  if (c.rope_scaling == RopeScaling::Dynamic && c.head_dim <= 2)
-    throw bad("dynamic rope scaling needs head_dim above 2");
+  if (c.rope_scaling == RopeScaling::Dynamic && c.rope_dims() <= 2)
+    throw bad("dynamic rope scaling needs more than 2 rotating dims per head");
   if (!c.sliding_layers.empty() && !c.sliding_window) throw bad("sliding_layers are given without a sliding_window");
   if (c.sliding_window && c.sliding_layers.empty()) throw bad("sliding_window is given without sliding_layers");
   if (c.sliding_window > c.max_position)

@@ -68,15 +68,17 @@ void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up
 
 }  // namespace
 
-void Transformer::route_sigmoid(const LayerWeights& L, float* p, float* choice, std::vector<int>& order, int* idx,
-                                float* w) const {
+void Transformer::route_sigmoid(const LayerWeights& L, float* p, SigmoidScratch& s, int* idx, float* w) const {
   const int E = cfg_.n_experts, K = cfg_.top_k, G = cfg_.n_group, per = E / G;
+  std::vector<float>& choice = s.choice;
+  std::vector<int>& order = s.order;
   for (int e = 0; e < E; ++e) {
     p[e] = 1.f / (1.f + std::exp(-p[e]));
     choice[e] = p[e] + (cfg_.router_correction_bias ? L.router_correction_bias.f32()[e] : 0.f);
   }
   if (G > 1) {  // keep the topk_group groups whose two best choices sum highest; the others count 0
-    std::vector<float> group(G);
+    std::vector<float>& group = s.group;
+    std::vector<int>& groups = s.groups;
     for (int g = 0; g < G; ++g) {
       float a = -INFINITY, b = -INFINITY;
       for (int e = g * per; e < (g + 1) * per; ++e) {
@@ -85,14 +87,11 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, float* choice, 
       }
       group[g] = a + (per > 1 ? b : 0.f);
     }
-    std::vector<int> groups(G);
     std::iota(groups.begin(), groups.end(), 0);
     std::partial_sort(groups.begin(), groups.begin() + cfg_.topk_group, groups.end(),
                       [&](int x, int y) { return group[x] > group[y] || (group[x] == group[y] && x < y); });
-    std::vector<bool> kept(G, false);
-    for (int r = 0; r < cfg_.topk_group; ++r) kept[groups[r]] = true;
-    for (int e = 0; e < E; ++e)
-      if (!kept[e / per]) choice[e] = 0.f;  // transformers' masked_fill value, not -inf
+    for (int r = cfg_.topk_group; r < G; ++r)  // the groups left out
+      std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, 0.f);  // transformers' masked_fill value
   }
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int x, int y) {
@@ -120,11 +119,14 @@ void Transformer::moe(int layer, int64_t n) {
   matmul(pool_, L.router, a, router_.data());
   if (cfg_.router_bias) add_bias(router_.data(), L.router_bias.f32(), n, E);
   std::vector<int> order(E);
-  std::vector<float> choice(cfg_.routing == Routing::Sigmoid ? E : 0);
+  SigmoidScratch sigmoid;
+  if (cfg_.routing == Routing::Sigmoid)
+    sigmoid = {std::vector<float>(E), std::vector<float>(cfg_.n_group), std::vector<int>(E),
+               std::vector<int>(cfg_.n_group)};
   for (int64_t t = 0; t < n; ++t) {
     float* p = &router_[t * E];
     if (cfg_.routing == Routing::Sigmoid) {
-      route_sigmoid(L, p, choice.data(), order, &topk_idx_[t * K], &topk_w_[t * K]);
+      route_sigmoid(L, p, sigmoid, &topk_idx_[t * K], &topk_w_[t * K]);
       continue;
     }
     if (cfg_.routing == Routing::Softmax) softmax(p, E);

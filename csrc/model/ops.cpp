@@ -66,17 +66,8 @@ void add_bias(float* y, const float* b, int64_t n, int64_t k) {
     for (int64_t i = 0; i < k; ++i) y[t * k + i] += b[i];
 }
 
-void softmax(float* x, int64_t n) {
-  float mx = x[0];
-  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
-  const float inv = (float)(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
+// A sink of -infinity takes no share (exp gives exactly 0): the plain softmax.
+void softmax(float* x, int64_t n) { softmax_with_sink(x, n, -INFINITY); }
 
 void softmax_with_sink(float* x, int64_t n, float sink) {
   float mx = sink;

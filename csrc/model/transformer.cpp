@@ -40,6 +40,7 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   const size_t B = max_batch;
 
   rope_ = rope_frequencies(cfg, 0);
+  rope_len_ = cfg.rope_original_max_position;  // what length 0 means to dynamic NTK (see rotary_angles)
   rope_cos_.resize(B * (cfg.rope_dims() / 2));
   rope_sin_.resize(B * (cfg.rope_dims() / 2));
 
@@ -85,7 +86,9 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
 }
 
 void Transformer::rotary_angles(int64_t n) {
-  const int64_t len = n_past_ + n;
+  // Dynamic NTK's frequencies change only past the trained context: below it, every length
+  // gives the trained ones, so they are not recomputed token by token there.
+  const int64_t len = std::max<int64_t>(n_past_ + n, cfg_.rope_original_max_position);
   if (rope_depends_on_length(cfg_) && len != rope_len_) {
     rope_ = rope_frequencies(cfg_, len);
     rope_len_ = len;

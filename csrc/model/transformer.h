@@ -62,9 +62,12 @@ class Transformer {
   void attend(int layer, int64_t t, int h, float* scores, float* out) const;
   void moe(int layer, int64_t n);
   // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
-  // choice is scratch of n_experts; the top-k ids and weights go to idx and w.
-  void route_sigmoid(const LayerWeights& L, float* p, float* choice, std::vector<int>& order, int* idx,
-                     float* w) const;
+  // the top-k ids and weights go to idx and w. The scratch is sized once per batch.
+  struct SigmoidScratch {
+    std::vector<float> choice, group;  // [n_experts], [n_group]
+    std::vector<int> order, groups;    // [n_experts], [n_group]
+  };
+  void route_sigmoid(const LayerWeights& L, float* p, SigmoidScratch& s, int* idx, float* w) const;
   // Decode: the token's experts that are already cached, batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts,
                          const std::vector<std::vector<int64_t>>& users);
@@ -86,7 +89,7 @@ class Transformer {
 
   KVCache kv_;
   RopeFrequencies rope_;
-  int64_t rope_len_ = 0;                    // the sequence length rope_ was computed for (dynamic NTK)
+  int64_t rope_len_ = 0;                    // the (effective) sequence length rope_ is for (dynamic NTK)
   std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][head_dim / 2]
 
   // Scratch, sized for max_batch tokens once at construction.
