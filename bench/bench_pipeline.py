@@ -63,7 +63,7 @@ def predictor_accuracy(model_path: str, ids, predictor: str, threads: int):
         from edgemoe.trace import write_trace
 
         write_trace(path, {"n_layers": cfg["n_layers"], "n_experts": cfg["n_experts"], "top_k": cfg["top_k"],
-                           "prompt_tokens": 0}, ids, pos, experts, weights, predicted)
+                           "dense_layers": cfg["dense_layers"], "prompt_tokens": 0}, ids, pos, experts, weights, predicted)
         _, records = read_trace(path)
     L = model.config["n_layers"]
     hit = np.zeros(L)
@@ -123,7 +123,7 @@ def main() -> None:
         probe = edgemoe.load(model_path, predictor="none")
         info = probe.info()
         L, E = info["n_layers"], info["n_experts"]
-        total = L * E
+        total = sum(len(row) for row in info["expert_types"])  # dense layers have none
         acc_ids = heldout_ids(probe, a.heldout, a.accuracy_tokens)
         ids = heldout_ids(probe, a.heldout, a.tokens + 1)
         del probe

@@ -28,7 +28,7 @@ def main() -> None:
 
     m = edgemoe.load(a.model)
     ids = m.tokenize(read_text(a.heldout), add_special_tokens=False)[: a.tokens + 1]
-    slots = max(m.config["top_k"], int(a.cache * m.config["n_layers"] * m.config["n_experts"]))
+    slots = max(m.config["top_k"], int(a.cache * sum(len(row) for row in m.info()["expert_types"])))
     del m
     runs = {True: [], False: []}
     for _ in range(a.repeats):

@@ -215,7 +215,7 @@ def model_bytes(emoe: str) -> dict:
     cfg = c.config
     experts = [b for row in c.experts for b in row]
     return {"resident": c.sections["resident"]["size"], "expert": int(np.mean([b["size"] for b in experts])),
-            "active": cfg["n_layers"] * cfg["top_k"], "total": len(experts)}
+            "active": sum(1 for row in c.experts if row) * cfg["top_k"], "total": len(experts)}
 
 
 def routing_steps(emoe: str, prompt, decode_ids):
@@ -234,8 +234,9 @@ def routing_steps(emoe: str, prompt, decode_ids):
                          capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=ROOT))
     experts = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]))  # [tokens, L, K]
     n_prompt, L = len(prompt), experts.shape[1]
-    prompt_steps = [[(l, int(e)) for e in sorted(set(experts[:n_prompt, l].ravel().tolist()))] for l in range(L)]
-    decode_steps = [[(l, int(e)) for e in experts[t, l]] for t in range(n_prompt, len(experts)) for l in range(L)]
+    moe = [l for l in range(L) if (experts[:, l] >= 0).any()]  # dense layers route nowhere (-1)
+    prompt_steps = [[(l, int(e)) for e in sorted(set(experts[:n_prompt, l].ravel().tolist()))] for l in moe]
+    decode_steps = [[(l, int(e)) for e in experts[t, l]] for t in range(n_prompt, len(experts)) for l in moe]
     return prompt_steps, decode_steps
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from .format import quant
 from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, parse_size
 from .format.container import Container, open_container
+from .format.model_config import moe_layers
 from .errors import BudgetError, EdgeMoEError
 from .generate import Generation
 from .options import LoadOptions
@@ -241,8 +242,9 @@ class Model:
         return {
             "architecture": cfg["architecture"],
             "params_total": resident_params + sum(per_expert),
-            # every resident weight (embeddings included) plus top_k routed experts per layer
-            "params_active": resident_params + cfg["n_layers"] * cfg["top_k"] * max(per_expert),
+            # every resident weight (embeddings and dense layers included) plus top_k routed experts
+            # per MoE layer
+            "params_active": resident_params + len(moe_layers(cfg)) * cfg["top_k"] * max(per_expert),
             "n_layers": cfg["n_layers"],
             "n_experts": cfg["n_experts"],
             "top_k": cfg["top_k"],

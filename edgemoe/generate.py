@@ -169,6 +169,7 @@ def _write_trace(model, path: str, history: List[int], prompt_tokens: int, routi
 
     cfg = model.config
     header = {"model": os.path.basename(model.container.path), "n_layers": cfg["n_layers"],
-              "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "prompt_tokens": prompt_tokens}
+              "n_experts": cfg["n_experts"], "top_k": cfg["top_k"], "dense_layers": cfg["dense_layers"],
+              "prompt_tokens": prompt_tokens}
     tokens = [history[p] for p in routing.positions]
     write_trace(path, header, tokens, routing.positions, routing.experts, routing.weights, routing.predicted)

@@ -36,7 +36,9 @@ def write_trace(path: str, header: Dict[str, Any], token_ids: Sequence[int], pos
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(dict(header, format=TRACE_FORMAT, version=TRACE_VERSION)) + "\n")
         for row, (tok, pos, ex, w) in enumerate(zip(token_ids, positions, experts, weights)):
-            record = {"pos": int(pos), "token": int(tok), "experts": ex.tolist(), "weights": np.round(w, 6).tolist()}
+            # a dense layer routes nowhere: its lists are empty
+            record = {"pos": int(pos), "token": int(tok), "experts": [[int(e) for e in r if e >= 0] for r in ex],
+                      "weights": [[round(float(x), 6) for e, x in zip(re, rw) if e >= 0] for re, rw in zip(ex, w)]}
             if row in guesses:
                 record["predicted"] = guesses[row]
             f.write(json.dumps(record) + "\n")

@@ -153,9 +153,9 @@ def test_unsupported_architecture(tmp_path):
 def test_unsupported_config_feature(tmp_path):
     src = make_folder_copy(tmp_path)
     cfg = json.loads((src / "config.json").read_text())
-    cfg["mlp_only_layers"] = [0]
+    cfg["hidden_act"] = "gelu"
     (src / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(edgemoe.UnsupportedModelError, match="mlp_only_layers"):
+    with pytest.raises(edgemoe.UnsupportedModelError, match="activation 'gelu'"):
         convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
 
 
@@ -246,6 +246,11 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"routing": "sigmoid", "n_group": 8, "topk_group": 1}, "the topk_group best groups hold fewer than top_k"),
     ({"router_correction_bias": True}, "router_correction_bias needs sigmoid routing"),
     ({"rotary_dim": 7}, "rotary_dim must be even and at most head_dim"),
+    ({"dense_layers": [0]}, "dense_layers and dense_intermediate must be given together"),
+    ({"dense_intermediate": 64}, "dense_layers and dense_intermediate must be given together"),
+    ({"dense_layers": [0, 1], "dense_intermediate": 64}, "every layer is dense: no layer has experts"),
+    ({"dense_layers": [2], "dense_intermediate": 64}, "dense_layers holds layer 2 of 2"),
+    ({"dense_layers": [1, 1], "dense_intermediate": 64}, "dense_layers must be ascending, without repeats"),
     ({"rope_scaling": "dynamic", "rope_factor": 2.0, "rope_original_max_position": 16, "rotary_dim": 2},
      "dynamic rope scaling needs more than 2 rotating dims per head"),
 ])

@@ -66,19 +66,6 @@ def test_each_glm_feature_is_what_the_match_rests_on(converted, change, tmp_path
     assert rel_error(f32_logits(str(path), ref["input_ids"].tolist()), ref["logits"]).max() > 100 * F32_REL_TOL
 
 
-def test_glm_dense_leading_layers_are_refused_by_name(tmp_path):
-    import json
-    from edgemoe.convert import convert_hf
-
-    src = tmp_path / "src"
-    shutil.copytree(FIXTURES / "glm4_moe", src)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["first_k_dense_replace"] = 1
-    (src / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(edgemoe.UnsupportedModelError, match="dense leading layers"):
-        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
-
-
 # ---------------------------------------------------------------- gpt-oss's sliding window
 
 def gpt_oss_engine(converted, max_batch, ctx_size=64):

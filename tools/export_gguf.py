@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from edgemoe.format.model_config import validate_config  # noqa: E402
 from edgemoe.convert.hf import (ExpertReader, _eos_ids, _read_json, _tokenizer_section, moe_prefix,  # noqa: E402
                                 pick_arch, resident_plan)
 from edgemoe.convert.safetensors_reader import Checkpoint  # noqa: E402
@@ -117,16 +118,18 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)
-    cfg = arch.config(hf)
+    cfg = validate_config(arch.config(hf), src)
     if arch.name not in GGUF_ARCH:
         raise UnsupportedModelError(f"{arch.name}: no GGUF export mapping")
+    if cfg["dense_layers"]:
+        raise UnsupportedModelError(f"{src}: dense layers have no GGUF export mapping yet")
     if arch.name == "olmoe" and cfg["n_kv_heads"] != cfg["n_heads"]:
         # llama.cpp's olmoe graph normalises k over n_embd: it has no grouped-query attention
         raise UnsupportedModelError(f"{src}: llama.cpp's OLMoE needs as many key/value heads as query heads "
                                     f"({cfg['n_kv_heads']} vs {cfg['n_heads']})")
     tok = _tokenizer_section(src, hf)
     ckpt = Checkpoint(src)
-    moe = moe_prefix(ckpt, arch)
+    moe = moe_prefix(ckpt, arch, cfg)
     dtype = np.float32 if out_type == "f32" else np.float16
     name = GGUF_ARCH[arch.name]
 

@@ -45,9 +45,10 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
                   tie_word_embeddings=False)
     out = OrderedDict()
     # YaRN over a short trained context: the ramp falls inside head_dim, cos/sin scaled by mscale.
+    # The middle layer is dense (mlp_only_layers), between two MoE layers.
     out["qwen3_moe_yarn"] = dict(seed=3101, config=transformers.Qwen3MoeConfig(
-        **common, num_hidden_layers=2, head_dim=16, moe_intermediate_size=32, intermediate_size=64,
-        num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, max_position_embeddings=64,
+        **common, num_hidden_layers=3, head_dim=16, moe_intermediate_size=32, intermediate_size=64,
+        mlp_only_layers=[1], num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, max_position_embeddings=64,
         rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                          "original_max_position_embeddings": 16}))
     # Dynamic NTK: the prompt runs past max_position_embeddings (16), where the base grows.
@@ -68,12 +69,12 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
         swiglu_limit=1.5, rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 4.0,
                                            "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                                            "original_max_position_embeddings": 4096}))
-    # GLM-4.5 MoE without its leading dense layer (not supported yet): half the head rotates,
-    # experts in 4 groups of which 2 compete, a correction bias, a shared expert, scaled weights.
+    # GLM-4.5 MoE as published: a leading dense layer (wider than the experts); half the head
+    # rotates, experts in 4 groups of which 2 compete, a correction bias, a shared expert, scaled weights.
     out["glm4_moe"] = dict(seed=3107, config=transformers.Glm4MoeConfig(
-        **common, num_hidden_layers=2, head_dim=16, intermediate_size=64, moe_intermediate_size=32,
+        **common, num_hidden_layers=3, head_dim=16, intermediate_size=96, moe_intermediate_size=32,
         n_routed_experts=8, num_experts_per_tok=3, n_shared_experts=1, n_group=4, topk_group=2,
-        routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=0, attention_bias=True,
+        routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1, attention_bias=True,
         use_qk_norm=True, max_position_embeddings=64, partial_rotary_factor=0.5,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}))
     # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the

@@ -25,7 +25,7 @@ Key = Tuple[int, int]  # (layer, expert)
 
 def access_sequence(records: Sequence[dict]) -> List[List[Key]]:
     """Per (token, layer) step, the experts chosen, as one list per step."""
-    return [[(layer, e) for e in chosen] for rec in records for layer, chosen in enumerate(rec["experts"])]
+    return [[(layer, e) for e in chosen] for rec in records for layer, chosen in enumerate(rec["experts"]) if chosen]
 
 
 class Policy:

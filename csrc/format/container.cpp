@@ -220,12 +220,15 @@ void read_experts(Container& c, Cursor& in) {
   if ((int64_t)layers != cfg.n_layers || (int64_t)per_layer != cfg.n_experts)
     in.fail("expert table is " + std::to_string(layers) + " x " + std::to_string(per_layer) + ", the config says " +
             std::to_string(cfg.n_layers) + " x " + std::to_string(cfg.n_experts));
+  // Dense layers (the config's dense_layers) have no entries: their rows stay empty.
   constexpr uint64_t kEntryBytes = 8 * 3 + 4 + 1 + 1 + 8 * 3;
-  if ((uint64_t)layers * per_layer * kEntryBytes > in.remaining()) in.fail("expert table ends early (truncated or corrupt)");
+  if ((uint64_t)cfg.n_moe_layers() * per_layer * kEntryBytes > in.remaining())
+    in.fail("expert table ends early (truncated or corrupt)");
   const int64_t I = cfg.expert_intermediate, H = cfg.hidden;
   const Section& section = c.experts_section;
   c.experts.assign(layers, {});
   for (uint32_t l = 0; l < layers; ++l) {
+    if (cfg.is_dense((int)l)) continue;
     for (uint32_t e = 0; e < per_layer; ++e) {
       const std::string what = "expert " + std::to_string(l) + "/" + std::to_string(e);
       ExpertEntry x;

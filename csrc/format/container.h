@@ -79,7 +79,7 @@ struct Container {
   Values config_values;  // the config as written (Python sees these: doubles stay doubles)
   ModelConfig config;    // the same, checked
   std::vector<TensorEntry> tensors;
-  std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]
+  std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]; a dense layer's row is empty
   std::string manifest_json;  // the manifest's bytes, checksum verified, not parsed
 };
 

@@ -31,6 +31,8 @@ void visit_fields(Config& c, Visitor& v) {
   v.integer("expert_intermediate", c.expert_intermediate, 1, 1 << 18);
   v.integer("shared_intermediate", c.shared_intermediate, 0, 1 << 18);
   v.flag("shared_gate", c.shared_gate);
+  v.integers("dense_layers", c.dense_layers, 0, 1023, Optional);
+  v.integer("dense_intermediate", c.dense_intermediate, 0, 1 << 18, Optional);
   v.flag("qkv_bias", c.qkv_bias);
   v.flag("o_bias", c.o_bias, Optional);
   v.flag("attention_sinks", c.attention_sinks, Optional);
@@ -63,9 +65,19 @@ void visit_fields(Config& c, Visitor& v) {
   v.integers("eos_token_ids", c.eos_token_ids, 0, (1 << 22) - 1, Optional);
 }
 
+FormatError bad(const std::string& what) { return FormatError(std::string(kWhat) + ": " + what); }
+
+// A list of layer indices: each a layer of the model, ascending, none repeated.
+void check_layer_list(const ModelConfig& c, const char* name, const std::vector<int64_t>& layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i] >= c.n_layers)
+      throw bad(std::string(name) + " holds layer " + std::to_string(layers[i]) + " of " + std::to_string(c.n_layers));
+    if (i && layers[i] <= layers[i - 1]) throw bad(std::string(name) + " must be ascending, without repeats");
+  }
+}
+
 // What no single field's bounds can say.
 void check_relations(const ModelConfig& c) {
-  auto bad = [](const std::string& what) { return FormatError(std::string(kWhat) + ": " + what); };
   if (c.top_k > c.n_experts)
     throw bad("top_k " + std::to_string(c.top_k) + " exceeds n_experts " + std::to_string(c.n_experts));
   if (c.n_heads % c.n_kv_heads) throw bad("n_heads is not a multiple of n_kv_heads");
@@ -82,12 +94,11 @@ void check_relations(const ModelConfig& c) {
   if (c.sliding_window > c.max_position)
     throw bad("sliding_window " + std::to_string(c.sliding_window) + " exceeds max_position " +
               std::to_string(c.max_position));
-  for (size_t i = 0; i < c.sliding_layers.size(); ++i) {
-    if (c.sliding_layers[i] >= c.n_layers)
-      throw bad("sliding_layers holds layer " + std::to_string(c.sliding_layers[i]) + " of " +
-                std::to_string(c.n_layers));
-    if (i && c.sliding_layers[i] <= c.sliding_layers[i - 1]) throw bad("sliding_layers must be ascending, without repeats");
-  }
+  check_layer_list(c, "sliding_layers", c.sliding_layers);
+  check_layer_list(c, "dense_layers", c.dense_layers);
+  if (!c.dense_layers.empty() != (c.dense_intermediate > 0))
+    throw bad("dense_layers and dense_intermediate must be given together");
+  if (c.n_moe_layers() < 1) throw bad("every layer is dense: no layer has experts");
   if (c.n_experts % c.n_group) throw bad("n_group " + std::to_string(c.n_group) + " does not divide n_experts");
   if (c.topk_group > c.n_group) throw bad("topk_group exceeds n_group");
   if (c.n_group > 1 && c.routing != Routing::Sigmoid) throw bad("expert groups need sigmoid routing");
@@ -129,7 +140,7 @@ std::string layer_kind(const ModelConfig& c, int layer) {
                               ? "sliding-window attention (" + std::to_string(c.sliding_window) + ")"
                               : "full attention";
   if (c.attention_sinks) attention += " with sinks";
-  return attention + " + MoE";
+  return attention + (c.is_dense(layer) ? " + dense MLP (" + std::to_string(c.dense_intermediate) + ")" : " + MoE");
 }
 
 void check_config(const ModelConfig& c) { config_from_values(config_to_values(c)); }

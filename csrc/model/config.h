@@ -57,6 +57,8 @@ struct ModelConfig {
   int top_k = 0;
   int expert_intermediate = 0;
   int shared_intermediate = 0;   // 0: no shared expert
+  std::vector<int64_t> dense_layers;  // layers with a resident dense MLP instead of experts (ascending)
+  int dense_intermediate = 0;    // their MLP's width; 0 when there are none
   bool shared_gate = false;      // shared expert output scaled by sigmoid(x . gate)
   bool qkv_bias = false;
   bool o_bias = false;           // a bias on the attention output projection
@@ -93,6 +95,18 @@ struct ModelConfig {
     for (int64_t l : sliding_layers)
       if (l == layer) return true;
     return false;
+  }
+  bool is_dense(int layer) const {
+    for (int64_t l : dense_layers)
+      if (l == layer) return true;
+    return false;
+  }
+  int n_moe_layers() const { return n_layers - (int)dense_layers.size(); }
+  // The first layer after `layer` that routes to experts; n_layers if none does.
+  int next_moe_layer(int layer) const {
+    do ++layer;
+    while (layer < n_layers && is_dense(layer));
+    return layer;
   }
   int rope_dims() const { return rotary_dim ? rotary_dim : head_dim; }
   int q_dim() const { return n_heads * head_dim; }

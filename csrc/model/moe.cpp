@@ -1,6 +1,6 @@
 // The MoE block of one layer for a batch of n tokens: route, run each needed
-// routed expert once over all the tokens that chose it, add the shared expert.
-// Reads xn_, adds into x_.
+// routed expert once over all the tokens that chose it, add the shared expert;
+// or, in a dense layer, its resident MLP. Reads xn_, adds into x_.
 //
 // Each (token, rank) result is written to its own row of routed_out_ and the
 // rows are summed in rank order afterwards, so the result does not depend on
@@ -281,13 +281,23 @@ void Transformer::store_routed(int64_t slot, const float* out) {
   for (int i = 0; i < H; ++i) dst[i] = out[i] * w;
 }
 
+void Transformer::resident_mlp(const Tensor& gate, const Tensor& up, const Tensor& down, int64_t n) {
+  // The three share one encoding: the engine refuses a container where they do not.
+  gated_mlp(pool_, gate.type, gate.data, up.data, down.data, gate.rows, cfg_.hidden, xn_.data(), n, ex_gate_.data(),
+            ex_up_.data(), xq_.data(), ex_out_.data(), ExpertMath{});
+}
+
+void Transformer::dense_mlp(int layer, int64_t n) {
+  const LayerWeights& L = w_.layers[layer];
+  const int H = cfg_.hidden;
+  resident_mlp(L.dense_gate, L.dense_up, L.dense_down, n);
+  for (int64_t i = 0; i < n * H; ++i) x_[i] += ex_out_[i];
+}
+
 void Transformer::shared_expert(int layer, int64_t n) {
   const LayerWeights& L = w_.layers[layer];
-  const int H = cfg_.hidden, S = cfg_.shared_intermediate;
-  // Gate and up share one encoding (the resident type); down may differ only
-  // if a converter chose so, which gated_mlp does not allow: check.
-  gated_mlp(pool_, L.shared_gate_proj.type, L.shared_gate_proj.data, L.shared_up_proj.data, L.shared_down_proj.data,
-            S, H, xn_.data(), n, ex_gate_.data(), ex_up_.data(), xq_.data(), ex_out_.data(), ExpertMath{});
+  const int H = cfg_.hidden;
+  resident_mlp(L.shared_gate_proj, L.shared_up_proj, L.shared_down_proj, n);
   for (int64_t t = 0; t < n; ++t) {
     float scale = 1.f;
     if (cfg_.shared_gate) {

@@ -11,14 +11,18 @@
 namespace edgemoe {
 
 namespace {
+// The widest MLP: routed experts, the shared expert or a dense layer's MLP.
+int64_t widest_mlp(const ModelConfig& c) {
+  return std::max({c.expert_intermediate, c.shared_intermediate, c.dense_intermediate});
+}
 int64_t widest_activation(const ModelConfig& c) {
-  return std::max<int64_t>({c.hidden, c.q_dim(), c.expert_intermediate, c.shared_intermediate});
+  return std::max<int64_t>({c.hidden, c.q_dim(), widest_mlp(c)});
 }
 }  // namespace
 
 size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_threads) {
   const size_t widest = widest_activation(c);
-  const size_t ffn = std::max(c.expert_intermediate, c.shared_intermediate);
+  const size_t ffn = widest_mlp(c);
   size_t floats = 0;
   floats += (size_t)B * c.hidden * 2;                       // x_, xn_
   floats += (size_t)B * (c.q_dim() * 2 + c.kv_dim() * 2);   // q_, attn_out_, k_, v_
@@ -44,7 +48,7 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   rope_cos_.resize(B * (cfg.rope_dims() / 2));
   rope_sin_.resize(B * (cfg.rope_dims() / 2));
 
-  const size_t ffn = std::max(cfg.expert_intermediate, cfg.shared_intermediate);
+  const size_t ffn = widest_mlp(cfg);
   x_.resize(B * cfg.hidden);
   xn_.resize(B * cfg.hidden);
   q_.resize(B * cfg.q_dim());
@@ -128,7 +132,10 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
     attention(l, n);
     for (int64_t t = 0; t < n; ++t)
       rms_norm(&x_[t * H], L.ffn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);
-    moe(l, n);
+    if (cfg_.is_dense(l))
+      dense_mlp(l, n);
+    else
+      moe(l, n);
   }
   n_past_ += n;
   if (!logits) return;

@@ -74,6 +74,10 @@ class Transformer {
   // routed_out_ row `slot` (= token * top_k + rank) = an expert's output times its routing weight.
   void store_routed(int64_t slot, const float* out);
   void shared_expert(int layer, int64_t n);
+  void dense_mlp(int layer, int64_t n);
+  // A resident gated MLP (gate, up [width, hidden], down [hidden, width]; one type) of the n
+  // tokens in xn_, into ex_out_.
+  void resident_mlp(const Tensor& gate, const Tensor& up, const Tensor& down, int64_t n);
   void embed(const int32_t* tokens, int64_t n);
   // cos and sin of the batch's positions [n_past, n_past + n) into rope_cos_, rope_sin_.
   void rotary_angles(int64_t n);

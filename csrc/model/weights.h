@@ -29,6 +29,7 @@ struct LayerWeights {
   Tensor q_norm, k_norm;    // qk_norm != None only
   Tensor ffn_norm, router;  // router: [n_experts, hidden], f32
   Tensor shared_gate_proj, shared_up_proj, shared_down_proj, shared_expert_gate;  // shared expert only
+  Tensor dense_gate, dense_up, dense_down;  // dense layers only, instead of the router and experts
 };
 
 struct ModelWeights {

@@ -33,8 +33,9 @@ class GatePredictor final : public Predictor {
 
   void predict(int layer, const float* hidden, const int*, std::vector<std::pair<int, int>>* out) override {
     const int H = cfg_.hidden, E = cfg_.n_experts;
-    for (int d = 1; d <= depth_ && layer + d < cfg_.n_layers; ++d) {
-      const LayerWeights& L = w_.layers[layer + d];
+    int next = layer;
+    for (int d = 1; d <= depth_ && (next = cfg_.next_moe_layer(next)) < cfg_.n_layers; ++d) {
+      const LayerWeights& L = w_.layers[next];
       rms_norm(hidden, L.ffn_norm.f32(), H, cfg_.rms_norm_eps, xn_.data());
       const float* router = L.router.f32();
       for (int e = 0; e < E; ++e) {
@@ -43,7 +44,7 @@ class GatePredictor final : public Predictor {
         probs_[e] = z + (cfg_.router_bias ? L.router_bias.f32()[e] : 0.f);
       }
       softmax(probs_.data(), E);  // the router's own probabilities: the guess's confidence
-      append_top(probs_, layer + d, width_, min_confidence_, order_, out);
+      append_top(probs_, next, width_, min_confidence_, order_, out);
     }
   }
 
@@ -60,16 +61,18 @@ class GatePredictor final : public Predictor {
 // layer l), measured offline; deeper layers chain the conditional tables.
 class StatsPredictor final : public Predictor {
  public:
-  StatsPredictor(const RoutingProfile& p, int depth, int width, float min_confidence)
-      : p_(p), depth_(depth), width_(width), min_confidence_(min_confidence), dist_(p.n_experts),
+  StatsPredictor(const ModelConfig& cfg, const RoutingProfile& p, int depth, int width, float min_confidence)
+      : cfg_(cfg), p_(p), depth_(depth), width_(width), min_confidence_(min_confidence), dist_(p.n_experts),
         next_(p.n_experts), order_(p.n_experts) {}
 
   void predict(int layer, const float*, const int* chosen, std::vector<std::pair<int, int>>* out) override {
     const int E = p_.n_experts;
     std::fill(dist_.begin(), dist_.end(), 0.f);
     for (int r = 0; r < p_.width; ++r) dist_[chosen[r]] = 1.f;  // this layer's choice is known
-    for (int d = 1; d <= depth_ && layer + d < p_.n_layers; ++d) {
-      const float* table = &p_.next_layer[(size_t)(layer + d - 1) * E * E];
+    // next_layer's row l holds P(experts of the MoE layer after l | experts of l).
+    for (int d = 1, from = layer, to; d <= depth_ && (to = cfg_.next_moe_layer(from)) < cfg_.n_layers;
+         ++d, from = to) {
+      const float* table = &p_.next_layer[(size_t)from * E * E];
       std::fill(next_.begin(), next_.end(), 0.f);
       for (int a = 0; a < E; ++a)
         if (dist_[a] > 0.f)
@@ -78,13 +81,14 @@ class StatsPredictor final : public Predictor {
       // next_[b] / top_k is the mean of P(b | a) over the experts a: the
       // probability that b is among the next layer's choices.
       for (float& v : next_) v /= (float)p_.width;
-      append_top(next_, layer + d, width_, min_confidence_, order_, out);
+      append_top(next_, to, width_, min_confidence_, order_, out);
       for (float& v : next_) v *= (float)p_.width;  // back to a distribution summing to top_k
       dist_.swap(next_);
     }
   }
 
  private:
+  const ModelConfig& cfg_;
   const RoutingProfile& p_;
   int depth_, width_;
   float min_confidence_;
@@ -147,7 +151,7 @@ std::unique_ptr<Predictor> make_predictor(const PredictorOptions& opt, const Mod
   if ((opt.kind == "stats" || opt.kind == "token") && !have_profile)
     throw std::invalid_argument("predictor '" + opt.kind + "' needs routing statistics: run `edgemoe profile MODEL "
                                 "--calib TEXTFILE` first");
-  if (opt.kind == "stats") return std::make_unique<StatsPredictor>(profile, depth, width, conf);
+  if (opt.kind == "stats") return std::make_unique<StatsPredictor>(cfg, profile, depth, width, conf);
   if (opt.kind == "token") return std::make_unique<TokenPredictor>(profile, width, conf);
   if (opt.kind == "auto")
     return std::make_unique<AutoPredictor>(std::make_unique<GatePredictor>(cfg, weights, 1, width, conf),

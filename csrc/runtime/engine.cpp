@@ -11,6 +11,7 @@ namespace edgemoe {
 
 Engine::Engine(const Container& container, const EngineOptions& opt)
     : cfg_(container.config), opt_(opt), experts_(container.experts) {
+  while (cfg_.is_dense(first_moe_layer_)) ++first_moe_layer_;
   if (opt.n_slots < 1) throw BudgetError("the expert cache needs at least one slot");
   if (opt.ctx_size < 1 || opt.max_batch < 1 || opt.threads < 1)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");
@@ -77,7 +78,6 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
     L.wv = get(p + "wv", kvd, H, false);
     L.wo = get(p + "wo", H, qd, false);
     L.ffn_norm = get(p + "ffn_norm", 1, H, true);
-    L.router = get(p + "router", cfg_.n_experts, H, true);
     if (cfg_.qkv_bias) {
       L.bq = get(p + "bq", 1, qd, true);
       L.bk = get(p + "bk", 1, kvd, true);
@@ -85,6 +85,23 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
     }
     if (cfg_.o_bias) L.bo = get(p + "bo", 1, H, true);
     if (cfg_.attention_sinks) L.sinks = get(p + "sinks", 1, cfg_.n_heads, true);
+    if (cfg_.qk_norm == QKNorm::Head) {
+      L.q_norm = get(p + "q_norm", 1, cfg_.head_dim, true);
+      L.k_norm = get(p + "k_norm", 1, cfg_.head_dim, true);
+    } else if (cfg_.qk_norm == QKNorm::Full) {
+      L.q_norm = get(p + "q_norm", 1, qd, true);
+      L.k_norm = get(p + "k_norm", 1, kvd, true);
+    }
+    if (cfg_.is_dense(l)) {
+      const int D = cfg_.dense_intermediate;
+      L.dense_gate = get(p + "dense_gate", D, H, false);
+      L.dense_up = get(p + "dense_up", D, H, false);
+      L.dense_down = get(p + "dense_down", H, D, false);
+      if (L.dense_up.type != L.dense_gate.type || L.dense_down.type != L.dense_gate.type)
+        throw FormatError("dense MLP projections of layer " + std::to_string(l) + " must share one type");
+      continue;
+    }
+    L.router = get(p + "router", cfg_.n_experts, H, true);
     if (cfg_.router_bias) L.router_bias = get(p + "router_bias", 1, cfg_.n_experts, true);
     if (cfg_.router_correction_bias)
       L.router_correction_bias = get(p + "router_correction_bias", 1, cfg_.n_experts, true);
@@ -93,13 +110,6 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.expert_gate_bias = get(p + "expert_gate_bias", E, I, true);
       L.expert_up_bias = get(p + "expert_up_bias", E, I, true);
       L.expert_down_bias = get(p + "expert_down_bias", E, H, true);
-    }
-    if (cfg_.qk_norm == QKNorm::Head) {
-      L.q_norm = get(p + "q_norm", 1, cfg_.head_dim, true);
-      L.k_norm = get(p + "k_norm", 1, cfg_.head_dim, true);
-    } else if (cfg_.qk_norm == QKNorm::Full) {
-      L.q_norm = get(p + "q_norm", 1, qd, true);
-      L.k_norm = get(p + "k_norm", 1, kvd, true);
     }
     if (cfg_.shared_intermediate) {
       const int S = cfg_.shared_intermediate;
@@ -203,7 +213,7 @@ void Engine::reset() {
 
 void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights,
                         const float* hidden) {
-  if (layer == 0) ++step_;
+  if (layer == first_moe_layer_) ++step_;
   const int64_t base = step_ * cfg_.n_layers;
   store_->set_cursor(base + layer, layer);
   // Prefetch while this layer's experts compute. Decode only: a prefill batch

@@ -13,15 +13,15 @@ from ..errors import UnsupportedModelError
 from .rope import rope_config
 
 
-F32_ONLY, RESIDENT, SHARED = "f32", "resident", "shared"
+F32_ONLY, RESIDENT, SHARED, DENSE = "f32", "resident", "shared", "dense"
 
 
 class Resident(NamedTuple):
     """One resident tensor of the container and where it comes from.
 
-    kind: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), or SHARED (the
-    resident type, but the shared expert's three projections must share one type, as routed
-    experts do). shape is the checkpoint tensor's; take, if set, derives the stored tensor
+    kind: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), or SHARED / DENSE (the
+    resident type, but the shared expert's, or a dense layer's, three projections must share one
+    type, as routed experts do). shape is the checkpoint tensor's; take, if set, derives the stored tensor
     from it (a slice of a fused tensor)."""
     name: str
     source: str
@@ -45,8 +45,9 @@ class HFArch:
         raise NotImplementedError
 
     def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:
-        """Resident tensors of layer l beyond those every architecture has (hf.resident_plan);
-        ckpt, when given, tells which of the source's namings it uses."""
+        """Resident tensors of layer l beyond those every architecture has (hf.resident_plan),
+        for every layer, a dense one (cfg["dense_layers"]) too; ckpt, when given, tells which of
+        the source's namings it uses."""
         return []
 
     # An architecture whose experts are laid out otherwise than the two layouts hf.ExpertReader
@@ -116,9 +117,30 @@ def common_config(hf: Dict[str, Any], arch: str, sliding_window_supported: bool 
     }
 
 
-def all_layers_sparse(hf: Dict[str, Any], arch: str) -> None:
-    """Qwen-style configs can make some layers dense; every layer must be MoE for now."""
-    if hf.get("mlp_only_layers"):
-        raise unsupported(arch, "dense MLP layers (mlp_only_layers)")
-    if hf.get("decoder_sparse_step", 1) != 1:
-        raise unsupported(arch, f"decoder_sparse_step = {hf['decoder_sparse_step']}")
+def dense_config(hf: Dict[str, Any], arch: str, dense: List[int]) -> Dict[str, Any]:
+    """The config fields of the dense layers `dense` (their MLP is intermediate_size wide)."""
+    if not dense:
+        return {}
+    return {"dense_layers": dense, "dense_intermediate": require(hf, "intermediate_size", arch)}
+
+
+def leading_dense_layers(hf: Dict[str, Any], arch: str, key: str, default: int) -> List[int]:
+    """The first hf[key] layers (DeepSeek's and GLM's first_k_dense_replace)."""
+    k = hf.get(key, default)
+    n = require(hf, "num_hidden_layers", arch)
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < n:
+        raise UnsupportedModelError(f"{arch}: {key} = {k!r} is not a count of leading layers below "
+                                    f"num_hidden_layers ({n})")
+    return list(range(k))
+
+
+def qwen_dense_layers(hf: Dict[str, Any], arch: str) -> Dict[str, Any]:
+    """Qwen-style configs make a layer dense when mlp_only_layers names it or its number (from
+    1) is not a multiple of decoder_sparse_step (transformers' Qwen2/3-MoE decoder layers)."""
+    step = hf.get("decoder_sparse_step") or 1
+    only = hf.get("mlp_only_layers") or []
+    if not isinstance(step, int) or step < 1 or not isinstance(only, list) or \
+            not all(isinstance(l, int) for l in only):
+        raise UnsupportedModelError(f"{arch}: decoder_sparse_step / mlp_only_layers are not layer numbers")
+    n = require(hf, "num_hidden_layers", arch)
+    return dense_config(hf, arch, [l for l in range(n) if l in only or (l + 1) % step])

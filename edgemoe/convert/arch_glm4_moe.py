@@ -1,13 +1,11 @@
 """GLM-4.5 MoE (Glm4MoeForCausalLM): partial rotary embeddings, q/k/v biases, optional per-head
 q/k norms, sigmoid routing with a score-correction bias over groups of experts, a shared expert,
-routed weights scaled by routed_scaling_factor.
-
-Its leading dense layers (first_k_dense_replace, 1 in every published checkpoint) are not
-supported yet: the container keeps routed experts in every layer.
+routed weights scaled by routed_scaling_factor; the first first_k_dense_replace layers dense
+(1 in every published checkpoint).
 """
 from typing import Any, Dict, List
 
-from .arch_base import F32_ONLY, HFArch, Resident, common_config, require, unsupported
+from .arch_base import F32_ONLY, HFArch, Resident, common_config, dense_config, leading_dense_layers, require
 from .rope import rope_parameters
 
 
@@ -17,9 +15,6 @@ class Glm4Moe(HFArch):
     shared_expert_name = "shared_experts"
 
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
-        if hf.get("first_k_dense_replace", 1):
-            raise unsupported(self.name, f"dense leading layers (first_k_dense_replace = "
-                                         f"{hf.get('first_k_dense_replace', 1)})")
         partial = float(rope_parameters(hf).get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5)))
         cfg = common_config(dict(hf, partial_rotary_factor=1.0), self.name)
         head_dim = cfg["head_dim"]
@@ -34,8 +29,11 @@ class Glm4Moe(HFArch):
             routed_scaling_factor=float(hf.get("routed_scaling_factor", 1.0)),
             rotary_dim=int(head_dim * partial),
         )
+        cfg.update(dense_config(hf, self.name, leading_dense_layers(hf, self.name, "first_k_dense_replace", 1)))
         return cfg
 
     def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:
+        if l in cfg["dense_layers"]:
+            return []
         return [Resident(f"layers.{l}.router_correction_bias", f"model.layers.{l}.{moe}.gate.e_score_correction_bias",
                          (cfg["n_experts"],), F32_ONLY)]

@@ -1,5 +1,5 @@
 """Qwen2-MoE (Qwen1.5-MoE): q/k/v biases, a shared expert scaled by sigmoid(shared_expert_gate(x))."""
-from .arch_base import HFArch, all_layers_sparse, common_config, require, unsupported
+from .arch_base import HFArch, common_config, qwen_dense_layers, require, unsupported
 
 
 class Qwen2Moe(HFArch):
@@ -7,7 +7,6 @@ class Qwen2Moe(HFArch):
     hf_classes = ("Qwen2MoeForCausalLM",)
 
     def config(self, hf):
-        all_layers_sparse(hf, self.name)
         cfg = common_config(hf, self.name)
         if hf.get("use_sliding_window"):
             raise unsupported(self.name, "use_sliding_window")
@@ -18,4 +17,5 @@ class Qwen2Moe(HFArch):
             qkv_bias=True,
         )
         cfg["shared_gate"] = cfg["shared_intermediate"] > 0
+        cfg.update(qwen_dense_layers(hf, self.name))
         return cfg

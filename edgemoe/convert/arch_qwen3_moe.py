@@ -1,5 +1,5 @@
 """Qwen3-MoE: RMSNorm on each head of q and k before RoPE, an explicit head_dim, no shared expert."""
-from .arch_base import HFArch, all_layers_sparse, common_config, require, unsupported
+from .arch_base import HFArch, common_config, qwen_dense_layers, require, unsupported
 
 
 class Qwen3Moe(HFArch):
@@ -7,7 +7,6 @@ class Qwen3Moe(HFArch):
     hf_classes = ("Qwen3MoeForCausalLM",)
 
     def config(self, hf):
-        all_layers_sparse(hf, self.name)
         if hf.get("attention_bias"):
             raise unsupported(self.name, "attention_bias")
         if hf.get("use_sliding_window"):
@@ -18,4 +17,5 @@ class Qwen3Moe(HFArch):
             norm_topk_prob=bool(hf.get("norm_topk_prob", True)),
             qk_norm="head",
         )
+        cfg.update(qwen_dense_layers(hf, self.name))
         return cfg

@@ -10,16 +10,19 @@ import numpy as np
 
 from ..offline import bitwidth
 from ..format import quant
+from ..format.model_config import moe_layers, validate_config
 from ..errors import EdgeMoEError
 from .hf import ExpertReader, _read_json, convert_hf, moe_prefix, pick_arch
 from .safetensors_reader import Checkpoint
 
 
 def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
-    """Payload bytes of one expert (gate + up + down) at each candidate width."""
+    """Payload bytes [L, E, C] of each expert (gate + up + down) at each candidate width; 0 in dense layers."""
     H, I = cfg["hidden"], cfg["expert_intermediate"]
     per = [2 * quant.row_bytes(q, H) * I + quant.row_bytes(q, I) * H for q in candidates]
-    return np.broadcast_to(np.array(per, dtype=np.int64), (cfg["n_layers"], cfg["n_experts"], len(per))).copy()
+    sizes = np.zeros((cfg["n_layers"], cfg["n_experts"], len(per)), dtype=np.int64)
+    sizes[moe_layers(cfg)] = per
+    return sizes
 
 
 def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = None,
@@ -33,9 +36,9 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)
-    cfg = arch.config(hf)
+    cfg = validate_config(arch.config(hf), src)
     ckpt = Checkpoint(src)
-    moe = moe_prefix(ckpt, arch)
+    moe = moe_prefix(ckpt, arch, cfg)
     reader = ExpertReader(ckpt, cfg, arch, moe)
     ffn_norms = [ckpt.get(f"model.layers.{l}.post_attention_layernorm.weight") for l in range(cfg["n_layers"])]
     candidates = bitwidth.candidates_for(cfg)
@@ -60,7 +63,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
 
         def measure(choice: np.ndarray) -> float:
             path = os.path.join(tmp, "trial.emoe")
-            convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates))
+            convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates, cfg))
             return perplexity(load(path, threads=threads), ids, window, stride)["nll"] - base_nll
 
         if target_size is not None:
@@ -68,7 +71,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
             increase = measure(choice)
         else:
             choice, increase = bitwidth.choose_for_loss(sens, sizes, float(max_loss_increase), measure)
-    types = _types(choice, candidates)
+    types = _types(choice, candidates, cfg)
     chosen_bytes = int(np.take_along_axis(sizes, choice[..., None], axis=2).sum())
     report = {
         "method": "sensitivity-greedy",
@@ -83,5 +86,6 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
     return types, report
 
 
-def _types(choice: np.ndarray, candidates) -> List[List[int]]:
-    return [[int(candidates[c]) for c in row] for row in choice]
+def _types(choice: np.ndarray, candidates, cfg: Dict[str, Any]) -> List[List[int]]:
+    routed = set(moe_layers(cfg))
+    return [[int(candidates[c]) for c in row] if l in routed else [] for l, row in enumerate(choice)]

@@ -15,8 +15,8 @@ import numpy as np
 from ..format import quant
 from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
-from ..format.model_config import validate_config
-from .arch_base import F32_ONLY, RESIDENT, SHARED, HFArch, Resident
+from ..format.model_config import moe_layers, validate_config
+from .arch_base import DENSE, F32_ONLY, RESIDENT, SHARED, HFArch, Resident
 from .arch_glm4_moe import Glm4Moe
 from .arch_gpt_oss import GptOss
 from .arch_mixtral import Mixtral
@@ -84,10 +84,11 @@ def _layer(l: int) -> str:
     return f"model.layers.{l}"
 
 
-def moe_prefix(ckpt: Checkpoint, arch: HFArch) -> str:
-    """Which of the architecture's MoE block names this checkpoint uses (by its layer-0 router)."""
+def moe_prefix(ckpt: Checkpoint, arch: HFArch, cfg: Dict[str, Any]) -> str:
+    """Which of the architecture's MoE block names this checkpoint uses (by its first MoE layer's router)."""
+    first = moe_layers(cfg)[0]
     for prefix in arch.moe_prefixes:
-        if f"{_layer(0)}.{prefix}.{arch.router_name}.weight" in ckpt:
+        if f"{_layer(first)}.{prefix}.{arch.router_name}.weight" in ckpt:
             return prefix
     return arch.moe_prefixes[0]  # the missing-tensor check then names what was expected
 
@@ -97,6 +98,7 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> Lis
     H, V = cfg["hidden"], cfg["vocab"]
     q_dim = cfg["n_heads"] * cfg["head_dim"]
     kv_dim = cfg["n_kv_heads"] * cfg["head_dim"]
+    dense = set(cfg["dense_layers"])
     plan = [("tok_embeddings", "model.embed_tokens.weight", (V, H), RESIDENT)]
     for l in range(cfg["n_layers"]):
         p, c = _layer(l), f"layers.{l}"
@@ -107,8 +109,6 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> Lis
             (f"{c}.wv", f"{p}.self_attn.v_proj.weight", (kv_dim, H), RESIDENT),
             (f"{c}.wo", f"{p}.self_attn.o_proj.weight", (H, q_dim), RESIDENT),
             (f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY),
-            # Routers stay f32: a flipped expert choice costs more accuracy than the bytes save.
-            (f"{c}.router", f"{p}.{moe}.{arch.router_name}.weight", (cfg["n_experts"], H), F32_ONLY),
         ]
         if cfg["qkv_bias"]:
             plan += [
@@ -122,7 +122,17 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> Lis
                 (f"{c}.q_norm", f"{p}.self_attn.q_norm.weight", (cfg["head_dim"] if per_head else q_dim,), F32_ONLY),
                 (f"{c}.k_norm", f"{p}.self_attn.k_norm.weight", (cfg["head_dim"] if per_head else kv_dim,), F32_ONLY),
             ]
-        if cfg["shared_intermediate"]:
+        if l in dense:  # a resident MLP instead of the router and experts
+            D = cfg["dense_intermediate"]
+            plan += [
+                (f"{c}.dense_gate", f"{p}.mlp.gate_proj.weight", (D, H), DENSE),
+                (f"{c}.dense_up", f"{p}.mlp.up_proj.weight", (D, H), DENSE),
+                (f"{c}.dense_down", f"{p}.mlp.down_proj.weight", (H, D), DENSE),
+            ]
+        else:
+            # Routers stay f32: a flipped expert choice costs more accuracy than the bytes save.
+            plan.append((f"{c}.router", f"{p}.{moe}.{arch.router_name}.weight", (cfg["n_experts"], H), F32_ONLY))
+        if cfg["shared_intermediate"] and l not in dense:
             S, m = cfg["shared_intermediate"], f"{p}.{moe}"
             plan += [
                 (f"{c}.shared_gate_proj", f"{m}.{arch.shared_expert_name}.gate_proj.weight", (S, H), SHARED),
@@ -153,8 +163,8 @@ class ExpertReader:
         self.ckpt, self.cfg, self.arch, self.moe = ckpt, cfg, arch, moe
         E, H, I = cfg["n_experts"], cfg["hidden"], cfg["expert_intermediate"]
         self.shapes = {"gate": (I, H), "up": (I, H), "down": (H, I)}
-        self.layout = []  # per layer: ARCH_OWN, STACKED or PER_EXPERT
-        for l in range(cfg["n_layers"]):
+        self.layout = {}  # per MoE layer: ARCH_OWN, STACKED or PER_EXPERT
+        for l in moe_layers(cfg):
             base = f"{_layer(l)}.{moe}.experts"
             own = arch.expert_sources(ckpt, cfg, l, moe) if arch.expert_sources is not None else None
             if own is not None:  # the architecture's own layout, checked here
@@ -162,16 +172,16 @@ class ExpertReader:
                     self._check(name, shape)
                     if dtype is not None and ckpt.dtype(name) != dtype:
                         raise FormatError(f"tensor {name} is {ckpt.dtype(name)}, expected {dtype}")
-                self.layout.append(ARCH_OWN)
+                self.layout[l] = ARCH_OWN
             elif f"{base}.gate_up_proj" in ckpt:
                 self._check(f"{base}.gate_up_proj", (E, 2 * I, H))
                 self._check(f"{base}.down_proj", (E, H, I))
-                self.layout.append(STACKED)
+                self.layout[l] = STACKED
             else:
                 for e in range(E):
                     for part, hf_name in arch.expert_names.items():
                         self._check(f"{base}.{e}.{hf_name}.weight", self.shapes[part])
-                self.layout.append(PER_EXPERT)
+                self.layout[l] = PER_EXPERT
 
     def _check(self, name: str, shape: Tuple[int, ...]) -> None:
         if name not in self.ckpt:
@@ -268,7 +278,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     expert_type = parse_bits(bits)
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
 
-    moe = moe_prefix(ckpt, arch)
+    moe = moe_prefix(ckpt, arch, cfg)
     plan = resident_plan(cfg, arch, moe, ckpt)
     for r in plan:  # fail before writing anything
         if r.source not in ckpt:
@@ -276,9 +286,11 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
         if tuple(ckpt.shape(r.source)) != r.shape:
             raise FormatError(f"tensor {r.source} has shape {tuple(ckpt.shape(r.source))}, expected {r.shape}")
     experts = ExpertReader(ckpt, cfg, arch, moe)
-    if expert_types is not None and (len(expert_types) != cfg["n_layers"] or
-                                     any(len(row) != cfg["n_experts"] for row in expert_types)):
-        raise FormatError(f"expert_types must be {cfg['n_layers']} rows of {cfg['n_experts']} types")
+    routed = moe_layers(cfg)
+    if expert_types is not None and (len(expert_types) != cfg["n_layers"] or any(
+            len(row) != (cfg["n_experts"] if l in routed else 0) for l, row in enumerate(expert_types))):
+        raise FormatError(f"expert_types must be {cfg['n_layers']} rows of {cfg['n_experts']} types "
+                          f"(empty for the dense layers {cfg['dense_layers']})")
     native = getattr(ckpt, "native", None)
 
     def encode(name: str, w: Optional[np.ndarray], qtype: int) -> Tuple[np.ndarray, int]:
@@ -287,13 +299,14 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             return exact, qtype
         return _encode(ckpt.get(name) if w is None else w, qtype)
 
-    n_steps = len(plan) + cfg["n_layers"] * cfg["n_experts"]
+    n_steps = len(plan) + len(routed) * cfg["n_experts"]
     bar = _progress(n_steps, os.path.basename(out), progress)
     with ContainerWriter(out) as writer:
-        shared_type = resident_type
-        if cfg["shared_intermediate"]:
-            shared_type = quant.storable_type(resident_type, (cfg["hidden"], cfg["shared_intermediate"]))
-        kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: shared_type}
+        def one_type(width: int) -> int:  # for an MLP's three projections (gate/up rows of hidden, down of width)
+            return quant.storable_type(resident_type, (cfg["hidden"], width)) if width else resident_type
+
+        kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: one_type(cfg["shared_intermediate"]),
+                     DENSE: one_type(cfg["dense_intermediate"])}
         for r in plan:
             if r.take is None:
                 data, qtype = encode(r.source, None, kind_type[r.kind])
@@ -304,7 +317,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                 shape = w.shape
             writer.add_resident(r.name, qtype, data, shape)
             bar.update(1)
-        for l in range(cfg["n_layers"]):
+        for l in routed:
             for e in range(cfg["n_experts"]):
                 wanted = expert_type if expert_types is None else expert_types[l][e]
                 exact = experts.native(l, e, wanted)

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import quant
 from ..errors import FormatError
-from .model_config import validate_config
+from .model_config import moe_layers, validate_config
 
 MAGIC = b"EDGEMOE\0"
 FORMAT_VERSION = 2
@@ -91,7 +91,8 @@ def encode_index(config: Dict[str, Any], tensors: Dict[str, Dict[str, Any]], exp
         shape = t["shape"]
         out.append(_name(name) + struct.pack("<BBQQQQ", quant.CODES[t["type"]], len(shape),
                                              shape[0] if len(shape) == 2 else 1, shape[-1], t["offset"], t["nbytes"]))
-    out.append(struct.pack("<II", len(experts), len(experts[0]) if experts else 0))
+    # layers, then experts per MoE layer; a dense layer's row is empty (the config names them)
+    out.append(struct.pack("<II", len(experts), max((len(row) for row in experts), default=0)))
     for row in experts:
         for b in row:
             out.append(struct.pack("<QQQIBB", b["offset"], b["size"], b["stored"], b["crc32"], quant.CODES[b["type"]],
@@ -206,11 +207,15 @@ class ContainerWriter:
         self._close_resident()
         self._pad_to(PAGE)
         experts_size = self._tell() - self._experts_offset
-        n_layers, n_experts = config["n_layers"], config["n_experts"]
-        missing = [(l, e) for l in range(n_layers) for e in range(n_experts) if (l, e) not in self.experts]
+        n_experts, routed = config["n_experts"], set(moe_layers(config))
+        missing = [(l, e) for l in sorted(routed) for e in range(n_experts) if (l, e) not in self.experts]
         if missing:
             raise RuntimeError(f"{len(missing)} experts were never written, first {missing[0]}")
-        table = [[self.experts[(l, e)] for e in range(n_experts)] for l in range(n_layers)]
+        stray = [key for key in self.experts if key[0] not in routed or not 0 <= key[1] < n_experts]
+        if stray:
+            raise RuntimeError(f"expert {stray[0][0]}/{stray[0][1]} was written, but the config has no such expert")
+        table = [[self.experts[(l, e)] for e in range(n_experts)] if l in routed else []
+                 for l in range(config["n_layers"])]
         index = encode_index(config, self.resident, table)
         manifest = dict(manifest, format_version=FORMAT_VERSION)
         blob = json.dumps(manifest, separators=(",", ":")).encode("utf-8")

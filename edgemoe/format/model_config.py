@@ -6,7 +6,7 @@ The fields themselves (names, bounds, defaults) are defined once, in the C++ run
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ..errors import FormatError
 
@@ -22,3 +22,10 @@ def validate_config(cfg: Any, where: str = "model") -> Dict[str, Any]:
         return _core.check_config(cfg)
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from None
+
+
+def moe_layers(cfg: Dict[str, Any]) -> List[int]:
+    """The layers that route to experts, ascending: all but the config's dense_layers (those have
+    a resident dense MLP and no experts)."""
+    dense = set(cfg.get("dense_layers") or ())
+    return [l for l in range(cfg["n_layers"]) if l not in dense]

@@ -113,7 +113,7 @@ def _greedy(sens: np.ndarray, sizes: np.ndarray, done: Callable[[int, float], bo
 
     def step_cost(l: int, e: int) -> float:
         c = choice[l, e]
-        if c + 1 >= C:
+        if c + 1 >= C or sizes[l, e, 0] == 0:  # the narrowest already, or a dense layer's empty row
             return math.inf
         saved = sizes[l, e, c] - sizes[l, e, c + 1]
         return (sens[l, e, c + 1] - sens[l, e, c]) / max(saved, 1)

@@ -3,7 +3,8 @@
 They drive the statistical and token predictors and seed the frequency-based
 cache policies:
 - freq[l][e]: share of tokens whose top-k in layer l includes expert e;
-- next_layer[l][a][b]: P(b in layer l+1's top-k | a in layer l's top-k);
+- next_layer[l][a][b]: P(b in the next MoE layer's top-k | a in layer l's top-k) (the next
+  MoE layer is l+1 unless dense layers lie between; a dense layer's rows are zero, as in freq);
 - token_experts[t][l]: the experts token t most often chose in layer l
   (-1 where the calibration text never contained t);
 - token_shares[t][l]: how often t chose each of those experts (the token
@@ -12,12 +13,13 @@ cache policies:
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
 from ..api import load
 from ..format.container import update_manifest
+from ..format.model_config import moe_layers
 from ..errors import FormatError
 from ..format.profile_record import encode_profile
 
@@ -27,12 +29,18 @@ def gather_routing(model, ids, window: int) -> np.ndarray:
     return model.route(ids, window).experts
 
 
-def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, vocab: int) -> Dict[str, Any]:
+def routing_statistics(ids: np.ndarray, experts: np.ndarray, n_experts: int, vocab: int,
+                       moe: Sequence[int]) -> Dict[str, Any]:
+    """experts [T, L, K]: the routing of every token (-1 in dense layers); moe: the MoE layers."""
     T, L, K = experts.shape
-    onehot = np.zeros((T, L, n_experts), dtype=np.float32)
-    np.put_along_axis(onehot, experts.astype(np.int64), 1.0, axis=2)
+    # A dense layer's -1 entries go to a column past the experts, then dropped.
+    onehot = np.zeros((T, L, n_experts + 1), dtype=np.float32)
+    np.put_along_axis(onehot, np.where(experts >= 0, experts, n_experts).astype(np.int64), 1.0, axis=2)
+    onehot = np.ascontiguousarray(onehot[:, :, :n_experts])
     freq = onehot.mean(axis=0)                                          # [L, E]
-    joint = np.einsum("tla,tlb->lab", onehot[:, :-1], onehot[:, 1:])    # [L-1, E, E]
+    joint = np.zeros((max(L - 1, 0), n_experts, n_experts), dtype=np.float32)
+    for l, nxt in zip(moe, moe[1:]):                                    # each MoE layer with the next one
+        joint[l] = np.einsum("ta,tb->ab", onehot[:, l], onehot[:, nxt])
     seen = onehot[:, :-1].sum(axis=0)[:, :, None]
     next_layer = np.divide(joint, seen, out=np.zeros_like(joint), where=seen > 0)
     counts = np.zeros((vocab, L, n_experts), dtype=np.float32)
@@ -58,7 +66,7 @@ def profile_container(path: str, text: str, window: int = 256, max_tokens: Optio
     window = min(window, model.ctx_size)
     t0 = time.perf_counter()
     experts = gather_routing(model, ids, window)
-    stats = routing_statistics(np.asarray(ids), experts, cfg["n_experts"], cfg["vocab"])
+    stats = routing_statistics(np.asarray(ids), experts, cfg["n_experts"], cfg["vocab"], moe_layers(cfg))
     profile = encode_profile(stats, ids, window, source)
     del model
     update_manifest(path, {"profile": profile})
