@@ -78,7 +78,10 @@ def test_forward_passes_under_sanitizers(tmp_path, converted):
 PYTHON_SUITE = ["test_errors.py", "test_interrupt.py", "test_storage_faults.py", "test_reliability.py",
                 "test_cache_budget.py", "test_pipeline.py", "test_parity.py", "test_compress.py", "test_trace.py",
                 "test_profile.py", "test_demo_model.py", "test_kernels.py", "test_server.py"]
-NOT_UNDER_ASAN = "not within_the_budget"
+# Also left out: the two interrupt tests that time a 480-token scalar forward pass of the demo
+# model several times over (140 of the run's 185 s under ASan); test_interrupt.py's server test
+# of a client leaving during prefill still unwinds a cancelled pass with the sanitizers.
+NOT_UNDER_ASAN = "not within_the_budget and not stops_a_long_forward_pass and not stops_a_call_from_another_thread"
 
 
 def runtime_library(name):
