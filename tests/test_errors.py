@@ -222,7 +222,8 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
 @pytest.mark.parametrize("change,message", [
     ({"qkv_bias": 1}, "qkv_bias must be true or false"),
     ({"n_layers": 2.0}, "n_layers must be an integer"),
-    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, glm4_moe)"),
+    ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, glm4_moe, "
+                               "deepseek_v2, deepseek_v3)"),
     ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
     ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
     ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),
@@ -246,6 +247,12 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"routing": "sigmoid", "n_group": 8, "topk_group": 1}, "the topk_group best groups hold fewer than top_k"),
     ({"router_correction_bias": True}, "router_correction_bias needs sigmoid routing"),
     ({"rotary_dim": 7}, "rotary_dim must be even and at most head_dim"),
+    ({"kv_lora_rank": 64}, "latent attention needs an even qk_rope_head_dim below head_dim"),
+    ({"q_lora_rank": 8}, "q_lora_rank, qk_rope_head_dim and v_head_dim belong to latent attention"),
+    ({"kv_lora_rank": 8, "qk_rope_head_dim": 4}, "latent attention needs a v_head_dim"),
+    ({"kv_lora_rank": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}, "latent attention does not combine with"),
+    ({"kv_lora_rank": 4090, "qk_rope_head_dim": 8, "v_head_dim": 8, "qk_norm": "none"},
+     "kv_lora_rank + qk_rope_head_dim exceeds 4096"),
     ({"dense_layers": [0]}, "dense_layers and dense_intermediate must be given together"),
     ({"dense_intermediate": 64}, "dense_layers and dense_intermediate must be given together"),
     ({"dense_layers": [0, 1], "dense_intermediate": 64}, "every layer is dense: no layer has experts"),

@@ -59,7 +59,7 @@ def test_engine_loader_survives_fuzzing(fuzzer, converted, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for name, bits in (("qwen3_moe", "4"), ("qwen2_moe", "8"), ("mixtral", "3"), ("gpt_oss", "8"),
-                       ("mixtral_dynamic", "4"), ("glm4_moe", "8")):
+                       ("deepseek_v3", "4"), ("glm4_moe", "8")):
         seed(converted(name, bits), reference(name)["input_ids"][:6].tolist(), corpus / f"{name}-{bits}")
     if HAVE_ZSTD:
         packed = str(tmp_path / "zstd.emoe")

@@ -77,6 +77,26 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
         routed_scaling_factor=2.5, norm_topk_prob=True, first_k_dense_replace=1, attention_bias=True,
         use_qk_norm=True, max_position_embeddings=64, partial_rotary_factor=0.5,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}))
+    # DeepSeek-V2 (V2-Lite's shape in miniature): latent attention without a q bottleneck, its
+    # rotary pairs interleaved, YaRN with mscale_all_dim (which scales the softmax too), a dense
+    # first layer wider than the experts, softmax routing scaled by routed_scaling_factor, two
+    # shared experts.
+    mla = dict(common, num_key_value_heads=4)
+    out["deepseek_v2"] = dict(seed=3108, config=transformers.DeepseekV2Config(
+        **mla, num_hidden_layers=3, intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8,
+        num_experts_per_tok=3, n_shared_experts=2, first_k_dense_replace=1, kv_lora_rank=64, q_lora_rank=None,
+        qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, routed_scaling_factor=1.5, topk_method="greedy",
+        max_position_embeddings=256, rope_parameters={
+            "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+            "mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32.0, "beta_slow": 1.0}))
+    # DeepSeek-V3 / Moonlight / Kimi-K2 in miniature: q through a bottleneck, sigmoid routing with
+    # a correction bias over 4 groups of which 2 compete, interleaved rotary pairs, a dense first layer.
+    out["deepseek_v3"] = dict(seed=3109, config=transformers.DeepseekV3Config(
+        **mla, num_hidden_layers=3, intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8,
+        num_experts_per_tok=3, n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2,
+        kv_lora_rank=64, q_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+        routed_scaling_factor=2.5, norm_topk_prob=True, rope_interleave=True, max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
     # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the
     # reference computed by transformers on exactly the values those blocks decode to.
     out["gpt_oss_mxfp4"] = dict(out["gpt_oss"], seed=3106, mxfp4=True)

@@ -10,21 +10,8 @@
 
 namespace edgemoe {
 
-namespace {
-
-// Rotate pairs (i, i + half) of one head by the position's angles: the
-// "rotate_half" convention of transformers' Llama-family models.
-void rope(float* head, const float* cos, const float* sin, int half) {
-  for (int i = 0; i < half; ++i) {
-    const float a = head[i], b = head[i + half];
-    head[i] = a * cos[i] - b * sin[i];
-    head[i + half] = b * cos[i] + a * sin[i];
-  }
-}
-
-}  // namespace
-
 void Transformer::attention(int layer, int64_t n) {
+  if (cfg_.latent()) return latent_attention(layer, n);
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, hd = cfg_.head_dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
   const float eps = cfg_.rms_norm_eps;
@@ -73,7 +60,11 @@ void Transformer::attention(int layer, int64_t n) {
     for (int64_t item = b; item < e; ++item) {
       const int64_t t = item / cfg_.n_heads;
       const int h = (int)(item % cfg_.n_heads);
-      attend(layer, t, h, scores, &attn_out_[t * qd + h * hd]);
+      const float* q = &q_[t * qd + h * hd];
+      // This head's columns: one KV head serves n_heads / n_kv_heads query heads (GQA).
+      const int64_t col = (int64_t)(h / (cfg_.n_heads / cfg_.n_kv_heads)) * hd;
+      const float* sink = cfg_.attention_sinks ? &L.sinks.f32()[h] : nullptr;
+      attend(layer, n_past_ + t, q, hd, col, col, hd, sink, scores, &attn_out_[t * qd + h * hd]);
     }
   }, grain);
 
@@ -83,44 +74,41 @@ void Transformer::attention(int layer, int64_t n) {
   for (int64_t i = 0; i < n * H; ++i) x_[i] += xn_[i];
 }
 
-void Transformer::attend(int layer, int64_t t, int h, float* scores, float* out) const {
-  const int hd = cfg_.head_dim, kvd = cfg_.kv_dim();
-  const float scale = 1.0f / std::sqrt((float)hd);
-  const int64_t pos = n_past_ + t;
+void Transformer::attend(int layer, int64_t pos, const float* q, int dk, int64_t kcol, int64_t vcol, int dv,
+                         const float* sink, float* scores, float* out) const {
+  const float scale = cfg_.softmax_scale();
   const int64_t first = cfg_.is_sliding(layer) ? std::max<int64_t>(0, pos - cfg_.sliding_window + 1) : 0;
-  const float* q = &q_[t * cfg_.q_dim() + h * hd];
-  // This head's columns: one KV head serves n_heads / n_kv_heads query heads (GQA).
-  const int64_t col = (int64_t)(h / (cfg_.n_heads / cfg_.n_kv_heads)) * hd;
+  const int ks = kv_.k_stride(), vs = kv_.v_stride();
   KVCache::Run runs[2];
   const int n_runs = kv_.runs(layer, first, pos, runs);
 
   for (int64_t r = 0, done = 0; r < n_runs; done += runs[r++].count) {
     float* s = scores + done;
     if (kv_.f16()) {
-      attention_scores_f16(q, kv_.k16(layer, runs[r].row) + col, runs[r].count, kvd, hd, scale, s);
+      attention_scores_f16(q, kv_.k16(layer, runs[r].row) + kcol, runs[r].count, ks, dk, scale, s);
     } else {
-      const float* kc = kv_.k32(layer, runs[r].row) + col;
-      for (int64_t j = 0; j < runs[r].count; ++j) s[j] = dot(q, kc + j * kvd, hd) * scale;
+      const float* kc = kv_.k32(layer, runs[r].row) + kcol;
+      for (int64_t j = 0; j < runs[r].count; ++j) s[j] = dot(q, kc + j * ks, dk) * scale;
     }
   }
   const int64_t n_keys = pos - first + 1;
-  if (cfg_.attention_sinks) softmax_with_sink(scores, n_keys, w_.layers[layer].sinks.f32()[h]);
+  if (sink) softmax_with_sink(scores, n_keys, *sink);
   else softmax(scores, n_keys);
 
-  std::fill(out, out + hd, 0.f);
+  std::fill(out, out + dv, 0.f);
   for (int64_t r = 0, done = 0; r < n_runs; done += runs[r++].count) {
     const float* p = scores + done;
     if (kv_.f16()) {
       float part[kMaxHeadDim];
-      attention_weighted_sum_f16(p, kv_.v16(layer, runs[r].row) + col, runs[r].count, kvd, hd, part);
-      for (int i = 0; i < hd; ++i) out[i] += part[i];
+      attention_weighted_sum_f16(p, kv_.v16(layer, runs[r].row) + vcol, runs[r].count, vs, dv, part);
+      for (int i = 0; i < dv; ++i) out[i] += part[i];
       continue;
     }
-    const float* vc = kv_.v32(layer, runs[r].row) + col;
+    const float* vc = kv_.v32(layer, runs[r].row) + vcol;
     for (int64_t j = 0; j < runs[r].count; ++j) {
-      const float* v = vc + j * kvd;
+      const float* v = vc + j * vs;
       const float pj = p[j];
-      for (int i = 0; i < hd; ++i) out[i] += pj * v[i];
+      for (int i = 0; i < dv; ++i) out[i] += pj * v[i];
     }
   }
 }

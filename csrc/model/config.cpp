@@ -5,7 +5,8 @@
 namespace edgemoe {
 namespace {
 
-const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "glm4_moe"};
+const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "glm4_moe", "deepseek_v2",
+                                     "deepseek_v3"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
 const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
@@ -49,6 +50,11 @@ void visit_fields(Config& c, Visitor& v) {
   v.flag("router_correction_bias", c.router_correction_bias, Optional);
   v.number("routed_scaling_factor", c.routed_scaling_factor, 1e-6, 1e6, Optional);
   v.integer("rotary_dim", c.rotary_dim, 0, kMaxHeadDim, Optional);
+  v.integer("kv_lora_rank", c.kv_lora_rank, 0, kMaxHeadDim, Optional);
+  v.integer("q_lora_rank", c.q_lora_rank, 0, 1 << 16, Optional);
+  v.integer("qk_rope_head_dim", c.qk_rope_head_dim, 0, kMaxHeadDim, Optional);
+  v.integer("v_head_dim", c.v_head_dim, 0, kMaxHeadDim, Optional);
+  v.number("attention_scale", c.attention_scale, 0.0, 1e3, Optional);
   v.flag("norm_topk_prob", c.norm_topk_prob);
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
@@ -74,6 +80,23 @@ void check_layer_list(const ModelConfig& c, const char* name, const std::vector<
       throw bad(std::string(name) + " holds layer " + std::to_string(layers[i]) + " of " + std::to_string(c.n_layers));
     if (i && layers[i] <= layers[i - 1]) throw bad(std::string(name) + " must be ascending, without repeats");
   }
+}
+
+// Latent attention's widths, and the features it does not combine with.
+void check_latent(const ModelConfig& c) {
+  if (!c.latent()) {
+    if (c.q_lora_rank || c.qk_rope_head_dim || c.v_head_dim)
+      throw bad("q_lora_rank, qk_rope_head_dim and v_head_dim belong to latent attention (kv_lora_rank > 0)");
+    return;
+  }
+  if (!c.qk_rope_head_dim || c.qk_rope_head_dim % 2 || c.qk_rope_head_dim >= c.head_dim)
+    throw bad("latent attention needs an even qk_rope_head_dim below head_dim");
+  if (!c.v_head_dim) throw bad("latent attention needs a v_head_dim");
+  if (c.kv_k_width() > kMaxHeadDim) throw bad("kv_lora_rank + qk_rope_head_dim exceeds " + std::to_string(kMaxHeadDim));
+  if (c.qkv_bias || c.qk_norm != QKNorm::None || c.rotary_dim || c.attention_sinks || c.sliding_window ||
+      c.n_kv_heads != c.n_heads)
+    throw bad("latent attention does not combine with qkv_bias, qk_norm, rotary_dim, sinks, sliding windows or "
+              "fewer key/value heads than query heads");
 }
 
 // What no single field's bounds can say.
@@ -107,6 +130,7 @@ void check_relations(const ModelConfig& c) {
   if (c.router_correction_bias && c.routing != Routing::Sigmoid)
     throw bad("router_correction_bias needs sigmoid routing");
   if (c.rotary_dim % 2 || c.rotary_dim > c.head_dim) throw bad("rotary_dim must be even and at most head_dim");
+  check_latent(c);
   for (int64_t id : c.eos_token_ids)
     if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");
 }
@@ -136,7 +160,9 @@ Values config_with_defaults(const ModelConfig& c, const Values& given) {
 }
 
 std::string layer_kind(const ModelConfig& c, int layer) {
-  std::string attention = c.is_sliding(layer)
+  std::string attention = c.latent() ? "latent attention (" + std::to_string(c.kv_lora_rank) + " + " +
+                                           std::to_string(c.qk_rope_head_dim) + " cached per position)"
+                          : c.is_sliding(layer)
                               ? "sliding-window attention (" + std::to_string(c.sliding_window) + ")"
                               : "full attention";
   if (c.attention_sinks) attention += " with sinks";

@@ -6,6 +6,7 @@
 // describing it to Python all walk that list. Adding a field is one line there
 // plus a member here (its default is what containers without it mean).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,7 +31,8 @@ enum class RopeScaling {
 
 // How the router's logits become the top-k experts and their weights.
 enum class Routing {
-  Softmax,      // softmax over all experts, keep the top k (renormalised if norm_topk_prob)
+  Softmax,      // softmax over all experts, keep the top k (renormalised if norm_topk_prob),
+                // times routed_scaling_factor (DeepSeek-V2)
   TopKSoftmax,  // the top k logits, softmax over those k (gpt-oss)
   Sigmoid,      // sigmoid scores; chosen by score + correction bias within the best groups
                 // (GLM-4.5, DeepSeek-V3); weights are the scores, renormalised if norm_topk_prob,
@@ -76,6 +78,15 @@ struct ModelConfig {
   bool router_correction_bias = false;  // Sigmoid routing: a per-expert bias added for the choice only
   float routed_scaling_factor = 1.f;
   int rotary_dim = 0;                 // dims of each head that rotate (the first ones); 0: all
+  // Latent attention (DeepSeek's MLA), when kv_lora_rank > 0: each position caches one latent of
+  // kv_lora_rank values and one rotated key of qk_rope_head_dim, shared by every head; a head's
+  // q and k are head_dim = (head_dim - qk_rope_head_dim) latent-derived values then the
+  // qk_rope_head_dim rotating ones, its value v_head_dim wide.
+  int kv_lora_rank = 0;
+  int q_lora_rank = 0;                // q through a bottleneck of this rank (0: one projection)
+  int qk_rope_head_dim = 0;
+  int v_head_dim = 0;
+  float attention_scale = 0.f;        // the softmax's scale; 0: 1 / sqrt(head_dim)
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;
@@ -108,9 +119,16 @@ struct ModelConfig {
     while (layer < n_layers && is_dense(layer));
     return layer;
   }
-  int rope_dims() const { return rotary_dim ? rotary_dim : head_dim; }
+  bool latent() const { return kv_lora_rank > 0; }
+  int rope_dims() const { return latent() ? qk_rope_head_dim : rotary_dim ? rotary_dim : head_dim; }
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
+  int qk_nope_head_dim() const { return head_dim - qk_rope_head_dim; }  // latent attention
+  int attn_out_dim() const { return n_heads * (latent() ? v_head_dim : head_dim); }  // what wo takes
+  // One cached position's keys and values (a latent layer's values are its latent: no V rows).
+  int kv_k_width() const { return latent() ? kv_lora_rank + qk_rope_head_dim : kv_dim(); }
+  int kv_v_width() const { return latent() ? 0 : kv_dim(); }
+  float softmax_scale() const { return attention_scale > 0.f ? attention_scale : 1.f / std::sqrt((float)head_dim); }
 };
 
 // The config the values describe. Throws FormatError naming the first missing,

@@ -12,7 +12,8 @@ int64_t KVCache::rows(const ModelConfig& c, int layer, int ctx_size, int max_bat
 }
 
 size_t KVCache::layer_bytes(const ModelConfig& c, int layer, int ctx_size, int max_batch, bool f16) {
-  return 2 * (f16 ? sizeof(uint16_t) : sizeof(float)) * (size_t)rows(c, layer, ctx_size, max_batch) * c.kv_dim();
+  return (f16 ? sizeof(uint16_t) : sizeof(float)) * (size_t)rows(c, layer, ctx_size, max_batch) *
+         (c.kv_k_width() + c.kv_v_width());
 }
 
 size_t KVCache::bytes(const ModelConfig& c, int ctx_size, int max_batch, bool f16) {
@@ -22,31 +23,31 @@ size_t KVCache::bytes(const ModelConfig& c, int ctx_size, int max_batch, bool f1
 }
 
 KVCache::KVCache(const ModelConfig& c, int ctx_size, int max_batch, bool f16)
-    : cfg_(c), kv_dim_(c.kv_dim()), f16_(f16) {
+    : cfg_(c), k_width_(c.kv_k_width()), v_width_(c.kv_v_width()), f16_(f16) {
   int64_t total = 0;
   for (int l = 0; l < c.n_layers; ++l) {
     offset_.push_back(total);
     rows_.push_back(rows(c, l, ctx_size, max_batch));
     total += rows_.back();
   }
-  const size_t elems = (size_t)total * kv_dim_;
   if (f16) {
-    k16_.assign(elems, 0);
-    v16_.assign(elems, 0);
+    k16_.assign((size_t)total * k_width_, 0);
+    v16_.assign((size_t)total * v_width_, 0);
   } else {
-    k32_.assign(elems, 0.f);
-    v32_.assign(elems, 0.f);
+    k32_.assign((size_t)total * k_width_, 0.f);
+    v32_.assign((size_t)total * v_width_, 0.f);
   }
 }
 
 void KVCache::store(int layer, int64_t pos, const float* k, const float* v) {
-  const size_t i = at(layer, pos % rows_[layer]);
+  const int64_t row = offset_[layer] + pos % rows_[layer];
+  const size_t ki = (size_t)row * k_width_, vi = (size_t)row * v_width_;
   if (f16_) {
-    f32_to_f16_row(k, &k16_[i], kv_dim_);
-    f32_to_f16_row(v, &v16_[i], kv_dim_);
+    f32_to_f16_row(k, &k16_[ki], k_width_);
+    if (v_width_) f32_to_f16_row(v, &v16_[vi], v_width_);
   } else {
-    std::copy(k, k + kv_dim_, &k32_[i]);
-    std::copy(v, v + kv_dim_, &v32_[i]);
+    std::copy(k, k + k_width_, &k32_[ki]);
+    if (v_width_) std::copy(v, v + v_width_, &v32_[vi]);
   }
 }
 

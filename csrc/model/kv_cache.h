@@ -5,6 +5,10 @@
 // keys are written before its queries attend and its first query still needs
 // the whole window behind it. On gpt-oss at a long context that is half the
 // layers at a few hundred rows instead of the context.
+//
+// A latent-attention layer (DeepSeek's MLA) caches one row of kv_lora_rank +
+// qk_rope_head_dim values per position: its keys, whose first kv_lora_rank
+// values are also its values (no V rows).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -21,6 +25,7 @@ class KVCache {
 
   KVCache(const ModelConfig& c, int ctx_size, int max_batch, bool f16);
 
+  // k: kv_k_width() values; v: kv_v_width() (none for a latent layer).
   void store(int layer, int64_t pos, const float* k, const float* v);
 
   // The keys of positions [first, last] lie in at most two runs of consecutive rows
@@ -31,11 +36,18 @@ class KVCache {
   int runs(int layer, int64_t first, int64_t last, Run out[2]) const;
 
   bool f16() const { return f16_; }
-  // Row `row` of a layer, at the KV head's first element (kv_dim floats or halves apart).
-  const float* k32(int layer, int64_t row) const { return &k32_[at(layer, row)]; }
-  const float* v32(int layer, int64_t row) const { return &v32_[at(layer, row)]; }
-  const uint16_t* k16(int layer, int64_t row) const { return &k16_[at(layer, row)]; }
-  const uint16_t* v16(int layer, int64_t row) const { return &v16_[at(layer, row)]; }
+  // Row `row` of a layer, at its first element; rows are k_stride() / v_stride() values apart.
+  // A latent layer's values are its keys' rows.
+  const float* k32(int layer, int64_t row) const { return &k32_[(size_t)(offset_[layer] + row) * k_width_]; }
+  const float* v32(int layer, int64_t row) const {
+    return v_width_ ? &v32_[(size_t)(offset_[layer] + row) * v_width_] : k32(layer, row);
+  }
+  const uint16_t* k16(int layer, int64_t row) const { return &k16_[(size_t)(offset_[layer] + row) * k_width_]; }
+  const uint16_t* v16(int layer, int64_t row) const {
+    return v_width_ ? &v16_[(size_t)(offset_[layer] + row) * v_width_] : k16(layer, row);
+  }
+  int k_stride() const { return k_width_; }
+  int v_stride() const { return v_width_ ? v_width_ : k_width_; }
 
   // Whether the positions [0, n) are all still usable after [0, n_past) were written:
   // a ring has overwritten the keys a position far back needs.
@@ -43,10 +55,8 @@ class KVCache {
   size_t allocated_bytes() const;
 
  private:
-  size_t at(int layer, int64_t row) const { return (size_t)(offset_[layer] + row) * kv_dim_; }
-
   const ModelConfig& cfg_;
-  int kv_dim_;
+  int k_width_, v_width_;
   bool f16_;
   std::vector<int64_t> rows_, offset_;  // per layer, in rows
   std::vector<float> k32_, v32_;

@@ -91,7 +91,7 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, SigmoidScratch&
     std::partial_sort(groups.begin(), groups.begin() + cfg_.topk_group, groups.end(),
                       [&](int x, int y) { return group[x] > group[y] || (group[x] == group[y] && x < y); });
     for (int r = cfg_.topk_group; r < G; ++r)  // the groups left out
-      std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, 0.f);  // transformers' masked_fill value
+      std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, -INFINITY);  // as transformers masks them
   }
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int x, int y) {
@@ -146,6 +146,8 @@ void Transformer::moe(int layer, int64_t n) {
       for (int r = 0; r < K; ++r) sum += w[r];
       for (int r = 0; r < K; ++r) w[r] /= sum;
     }
+    if (cfg_.routed_scaling_factor != 1.f)  // DeepSeek-V2
+      for (int r = 0; r < K; ++r) w[r] *= cfg_.routed_scaling_factor;
   }
 
   if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data(), x_.data());

@@ -81,6 +81,14 @@ void softmax_with_sink(float* x, int64_t n, float sink) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void rope(float* head, const float* cos, const float* sin, int half) {
+  for (int i = 0; i < half; ++i) {
+    const float a = head[i], b = head[i + half];
+    head[i] = a * cos[i] - b * sin[i];
+    head[i + half] = b * cos[i] + a * sin[i];
+  }
+}
+
 float dot(const float* a, const float* b, int64_t n) {
   float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   int64_t i = 0;

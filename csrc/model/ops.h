@@ -60,5 +60,8 @@ void softmax_with_sink(float* x, int64_t n, float sink);
 // to keep its order. Same order on every machine, so results do not depend
 // on the instruction set.
 float dot(const float* a, const float* b, int64_t n);
+// Rotate pairs (i, i + half) of one head by a position's angles: the "rotate_half" convention of
+// transformers' Llama-family models (interleaved checkpoints are permuted to it at conversion).
+void rope(float* head, const float* cos, const float* sin, int half);
 
 }  // namespace edgemoe

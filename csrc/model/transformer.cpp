@@ -15,8 +15,23 @@ namespace {
 int64_t widest_mlp(const ModelConfig& c) {
   return std::max({c.expert_intermediate, c.shared_intermediate, c.dense_intermediate});
 }
+// Every row a matmul quantizes: its width bounds xq_.
 int64_t widest_activation(const ModelConfig& c) {
-  return std::max<int64_t>({c.hidden, c.q_dim(), widest_mlp(c)});
+  // (latent attention quantizes every head's rows of a per-head matmul at once)
+  const int64_t per_head = c.latent() ? (int64_t)c.n_heads * std::max(c.qk_nope_head_dim(), c.kv_lora_rank) : 0;
+  return std::max<int64_t>({c.hidden, c.q_dim(), c.attn_out_dim(), widest_mlp(c), c.q_lora_rank, per_head});
+}
+
+// Latent attention's own buffers (transformer.h), in floats; all 0 for other attention.
+struct LatentSizes {
+  size_t q_a = 0, q_latent = 0, head_in = 0, head_out = 0;
+  size_t total() const { return q_a + q_latent + head_in + head_out; }
+};
+LatentSizes latent_sizes(const ModelConfig& c, size_t B) {
+  if (!c.latent()) return {};
+  const size_t heads = c.n_heads;
+  return {B * c.q_lora_rank, B * heads * c.kv_k_width(), B * heads * std::max(c.qk_nope_head_dim(), c.kv_lora_rank),
+          B * heads * std::max(c.kv_lora_rank, c.v_head_dim)};
 }
 }  // namespace
 
@@ -25,7 +40,9 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   const size_t ffn = widest_mlp(c);
   size_t floats = 0;
   floats += (size_t)B * c.hidden * 2;                       // x_, xn_
-  floats += (size_t)B * (c.q_dim() * 2 + c.kv_dim() * 2);   // q_, attn_out_, k_, v_
+  floats += (size_t)B * (c.q_dim() + std::max(c.q_dim(), c.attn_out_dim()));  // q_, attn_out_
+  floats += (size_t)B * (c.kv_k_width() + c.kv_v_width()); // k_, v_
+  floats += latent_sizes(c, B).total();
   floats += (size_t)n_threads * ctx;                        // scores_
   floats += (size_t)B * c.n_experts;                        // router_
   floats += (size_t)B * c.top_k * c.hidden;                 // routed_out_
@@ -52,9 +69,14 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   x_.resize(B * cfg.hidden);
   xn_.resize(B * cfg.hidden);
   q_.resize(B * cfg.q_dim());
-  attn_out_.resize(B * cfg.q_dim());
-  k_.resize(B * cfg.kv_dim());
-  v_.resize(B * cfg.kv_dim());
+  attn_out_.resize(B * std::max(cfg.q_dim(), cfg.attn_out_dim()));
+  k_.resize(B * cfg.kv_k_width());
+  v_.resize(B * cfg.kv_v_width());
+  const LatentSizes latent = latent_sizes(cfg, B);
+  q_a_.resize(latent.q_a);
+  q_latent_.resize(latent.q_latent);
+  head_in_.resize(latent.head_in);
+  head_out_.resize(latent.head_out);
   scores_.resize((size_t)pool.size() * ctx_size);
   router_.resize(B * cfg.n_experts);
   routed_out_.resize(B * cfg.top_k * cfg.hidden);
@@ -69,7 +91,8 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
 
 size_t Transformer::allocated_bytes() const {
   size_t floats = 0;
-  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &x_, &xn_, &q_, &k_, &v_,
+  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &x_, &xn_, &q_, &k_, &v_, &q_a_, &q_latent_,
+                                      &head_in_, &head_out_,
                                       &attn_out_, &scores_, &router_, &routed_out_, &ex_in_, &ex_gate_, &ex_up_,
                                       &ex_out_, &topk_w_})
     floats += v->size();

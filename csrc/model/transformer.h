@@ -58,8 +58,15 @@ class Transformer {
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop);
   void attention(int layer, int64_t n);
-  // One (token, head) pair's causal attention over the cache, into out [head_dim].
-  void attend(int layer, int64_t t, int h, float* scores, float* out) const;
+  // DeepSeek's multi-head latent attention, absorbed: each head's query is taken into the latent
+  // space (wk_b), attends over the cached latents and rotated keys, and its latent context
+  // comes out through wv_b (latent_attention.cpp).
+  void latent_attention(int layer, int64_t n);
+  // One query's causal attention at position pos over the layer's cached rows (within the
+  // window on a sliding layer): q [dk] against the keys at column kcol, softmax (with a sink
+  // logit if given), the values' dv columns from vcol summed into out [dv].
+  void attend(int layer, int64_t pos, const float* q, int dk, int64_t kcol, int64_t vcol, int dv, const float* sink,
+              float* scores, float* out) const;
   void moe(int layer, int64_t n);
   // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
   // the top-k ids and weights go to idx and w. The scratch is sized once per batch.
@@ -98,6 +105,10 @@ class Transformer {
 
   // Scratch, sized for max_batch tokens once at construction.
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, scores_;
+  // Latent attention only: q's bottleneck [token][q_lora_rank], each (token, head)'s query in the
+  // latent space [kv_lora_rank + qk_rope_head_dim], and the per-head matmuls' inputs
+  // [head][token][max(nope, kv_lora_rank)] and outputs [head][token][max(kv_lora_rank, v_head_dim)].
+  std::vector<float> q_a_, q_latent_, head_in_, head_out_;
   std::vector<float> router_, routed_out_;   // routed_out_: [token][rank][hidden]
   std::vector<float> ex_in_, ex_gate_, ex_up_, ex_out_;
   std::vector<BlockQ8A> xq_;

@@ -19,7 +19,11 @@ struct Tensor {
 };
 
 struct LayerWeights {
-  Tensor attn_norm, wq, wk, wv, wo;
+  Tensor attn_norm, wq, wk, wv, wo;  // latent attention: wq only without q_lora_rank, no wk, wv
+  // Latent attention only: q's bottleneck (q_lora_rank only) and the latent's projections.
+  // wk_b holds each head's kv_lora_rank rows of qk_nope values (the key up-projection,
+  // transposed, so a query takes it into the latent space); wv_b each head's value rows.
+  Tensor wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm, wk_b, wv_b;
   Tensor bq, bk, bv;        // qkv_bias only
   Tensor bo;                // o_bias only
   Tensor sinks;             // attention_sinks only: [n_heads]

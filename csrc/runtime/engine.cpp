@@ -73,10 +73,25 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
     const std::string p = "layers." + std::to_string(l) + ".";
     LayerWeights& L = weights_.layers[l];
     L.attn_norm = get(p + "attn_norm", 1, H, true);
-    L.wq = get(p + "wq", qd, H, false);
-    L.wk = get(p + "wk", kvd, H, false);
-    L.wv = get(p + "wv", kvd, H, false);
-    L.wo = get(p + "wo", H, qd, false);
+    if (cfg_.latent()) {
+      const int heads = cfg_.n_heads, R = cfg_.kv_lora_rank;
+      if (cfg_.q_lora_rank) {
+        L.wq_a = get(p + "wq_a", cfg_.q_lora_rank, H, false);
+        L.q_a_norm = get(p + "q_a_norm", 1, cfg_.q_lora_rank, true);
+        L.wq_b = get(p + "wq_b", qd, cfg_.q_lora_rank, false);
+      } else {
+        L.wq = get(p + "wq", qd, H, false);
+      }
+      L.wkv_a = get(p + "wkv_a", cfg_.kv_k_width(), H, false);
+      L.kv_a_norm = get(p + "kv_a_norm", 1, R, true);
+      L.wk_b = get(p + "wk_b", (int64_t)heads * R, cfg_.qk_nope_head_dim(), false);
+      L.wv_b = get(p + "wv_b", (int64_t)heads * cfg_.v_head_dim, R, false);
+    } else {
+      L.wq = get(p + "wq", qd, H, false);
+      L.wk = get(p + "wk", kvd, H, false);
+      L.wv = get(p + "wv", kvd, H, false);
+    }
+    L.wo = get(p + "wo", H, cfg_.attn_out_dim(), false);
     L.ffn_norm = get(p + "ffn_norm", 1, H, true);
     if (cfg_.qkv_bias) {
       L.bq = get(p + "bq", 1, qd, true);

@@ -44,6 +44,11 @@ class HFArch:
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def attention_residents(self, cfg: Dict[str, Any], l: int, hf: Dict[str, Any]) -> List[Resident]:
+        """Layer l's attention tensors where they are not the common q/k/v/o projections
+        (latent attention, cfg["kv_lora_rank"] > 0); hf is the source's config."""
+        raise NotImplementedError
+
     def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:
         """Resident tensors of layer l beyond those every architecture has (hf.resident_plan),
         for every layer, a dense one (cfg["dense_layers"]) too; ckpt, when given, tells which of

@@ -17,6 +17,7 @@ from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
 from ..format.model_config import moe_layers, validate_config
 from .arch_base import DENSE, F32_ONLY, RESIDENT, SHARED, HFArch, Resident
+from .arch_deepseek import DeepseekV2, DeepseekV3
 from .arch_glm4_moe import Glm4Moe
 from .arch_gpt_oss import GptOss
 from .arch_mixtral import Mixtral
@@ -25,7 +26,7 @@ from .arch_qwen2_moe import Qwen2Moe
 from .arch_qwen3_moe import Qwen3Moe
 from .safetensors_reader import Checkpoint
 
-ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe()]
+ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe(), DeepseekV2(), DeepseekV3()]
 
 
 def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
@@ -93,8 +94,9 @@ def moe_prefix(ckpt: Checkpoint, arch: HFArch, cfg: Dict[str, Any]) -> str:
     return arch.moe_prefixes[0]  # the missing-tensor check then names what was expected
 
 
-def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> List[Resident]:
-    """Every resident tensor of the container: its name, source tensor, expected shape and kind."""
+def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=None) -> List[Resident]:
+    """Every resident tensor of the container: its name, source tensor, expected shape and kind
+    (hf, the source's config, where the architecture's tensors depend on it)."""
     H, V = cfg["hidden"], cfg["vocab"]
     q_dim = cfg["n_heads"] * cfg["head_dim"]
     kv_dim = cfg["n_kv_heads"] * cfg["head_dim"]
@@ -102,14 +104,17 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None) -> Lis
     plan = [("tok_embeddings", "model.embed_tokens.weight", (V, H), RESIDENT)]
     for l in range(cfg["n_layers"]):
         p, c = _layer(l), f"layers.{l}"
-        plan += [
-            (f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY),
-            (f"{c}.wq", f"{p}.self_attn.q_proj.weight", (q_dim, H), RESIDENT),
-            (f"{c}.wk", f"{p}.self_attn.k_proj.weight", (kv_dim, H), RESIDENT),
-            (f"{c}.wv", f"{p}.self_attn.v_proj.weight", (kv_dim, H), RESIDENT),
-            (f"{c}.wo", f"{p}.self_attn.o_proj.weight", (H, q_dim), RESIDENT),
-            (f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY),
-        ]
+        plan.append((f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY))
+        if cfg["kv_lora_rank"]:  # latent attention: the architecture's own tensors
+            plan += arch.attention_residents(cfg, l, hf or {})
+        else:
+            plan += [
+                (f"{c}.wq", f"{p}.self_attn.q_proj.weight", (q_dim, H), RESIDENT),
+                (f"{c}.wk", f"{p}.self_attn.k_proj.weight", (kv_dim, H), RESIDENT),
+                (f"{c}.wv", f"{p}.self_attn.v_proj.weight", (kv_dim, H), RESIDENT),
+                (f"{c}.wo", f"{p}.self_attn.o_proj.weight", (H, q_dim), RESIDENT),
+            ]
+        plan.append((f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY))
         if cfg["qkv_bias"]:
             plan += [
                 (f"{c}.bq", f"{p}.self_attn.q_proj.bias", (q_dim,), F32_ONLY),
@@ -279,7 +284,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
 
     moe = moe_prefix(ckpt, arch, cfg)
-    plan = resident_plan(cfg, arch, moe, ckpt)
+    plan = resident_plan(cfg, arch, moe, ckpt, hf)
     for r in plan:  # fail before writing anything
         if r.source not in ckpt:
             raise FormatError(f"checkpoint lacks tensor {r.source} required by {arch.name}")
