@@ -92,3 +92,45 @@ def test_hostile_deepseek_configs_are_refused(tmp_path, name, changes, message):
     with pytest.raises((edgemoe.UnsupportedModelError, edgemoe.FormatError), match=message):
         convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
     assert not (tmp_path / "out.emoe").exists()
+
+
+def test_group_limited_routing_never_picks_a_left_out_group(tmp_path):
+    # A correction bias of about -10 makes every candidate's score for the choice negative; the
+    # groups left out must still lose, as transformers masks them with -inf. The routing of every
+    # token and layer equals a numpy reference computed from the residual stream the engine traced.
+    from safetensors.numpy import load_file, save_file
+    from edgemoe.convert import convert_hf
+    from edgemoe.convert.safetensors_reader import Checkpoint
+
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "deepseek_v3", src)
+    tensors = load_file(src / "model.safetensors")
+    for name in tensors:
+        if name.endswith("e_score_correction_bias"):
+            tensors[name] = (tensors[name] - 10.0).astype(np.float32)
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    convert_hf(str(src), str(tmp_path / "m.emoe"), bits="f32", progress=False)
+    model = edgemoe.load(str(tmp_path / "m.emoe"), threads=2, kv_cache="f32")
+    cfg = model.config
+    with model.record_routing(with_hidden=True) as r:
+        model.logits(reference("deepseek_v3")["input_ids"][:24].tolist())
+    ckpt = Checkpoint(str(src))
+    E, G, K = cfg["n_experts"], cfg["n_group"], cfg["top_k"]
+    for l in range(cfg["n_layers"]):
+        if l in cfg["dense_layers"]:
+            continue
+        p = f"model.layers.{l}"
+        x = r.hidden[:, l].astype(np.float64)
+        xn = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + cfg["rms_norm_eps"])
+        xn *= ckpt.get(f"{p}.post_attention_layernorm.weight")
+        choice = 1 / (1 + np.exp(-(xn @ ckpt.get(f"{p}.mlp.gate.weight").T)))
+        choice += ckpt.get(f"{p}.mlp.gate.e_score_correction_bias")
+        assert (choice < 0).all()
+        group = np.sort(choice.reshape(-1, G, E // G), axis=-1)[..., -2:].sum(-1)
+        kept = np.argsort(-group, axis=-1)[:, :cfg["topk_group"]]
+        masked = np.full_like(choice, -np.inf)
+        for t, groups in enumerate(kept):
+            for g in groups:
+                masked[t, g * (E // G):(g + 1) * (E // G)] = choice[t, g * (E // G):(g + 1) * (E // G)]
+        want = np.sort(np.argsort(-masked, axis=-1, kind="stable")[:, :K], axis=-1)
+        np.testing.assert_array_equal(np.sort(r.experts[:, l], axis=-1), want)
