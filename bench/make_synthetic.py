@@ -3,10 +3,15 @@
     python bench/make_synthetic.py OUT_DIR [--layers 16] [--experts 64] [--top-k 8]
         [--hidden 2048] [--intermediate 1024] [--vocab 50304] [--heads 16] [--dtype f16]
     python bench/make_synthetic.py OUT_DIR --arch gpt_oss [--layers 4]
+    python bench/make_synthetic.py OUT_DIR --arch deepseek_v2 [--layers 4]
 
 --arch gpt_oss writes gpt-oss-20b's shape (hidden 2880, 64 query and 8 KV heads of 64, 32 experts
 of width 2880, top-4, window 128 on alternate layers, YaRN) as the hub ships it: experts as MXFP4
 blocks and scales, the rest 16-bit; --layers, --experts, --top-k and --vocab still apply.
+--arch deepseek_v2 writes DeepSeek-V2-Lite's shape (hidden 2048, 16 heads of latent attention:
+kv_lora_rank 512, qk_nope 128, qk_rope 64, v 128; a dense first layer 10944 wide; 64 experts of
+width 1408, top-6, 2 shared; YaRN factor 40 with mscale_all_dim), per expert as the hub ships it;
+--layers, --experts, --top-k and --vocab apply (the defaults are V2-Lite's when not given).
 
 Tensors are generated and written one at a time with numpy (no torch), into
 shards of about 1 GB with a safetensors index, so a multi-GB model is written
@@ -73,18 +78,22 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--layers", type=int, default=16)
     p.add_argument("--experts", type=int, default=64)
-    p.add_argument("--top-k", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=None, help="8 (olmoe), 4 (gpt_oss) or 6 (deepseek_v2)")
     p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--vocab", type=int, default=384, help="the fixture tokenizer's size by default")
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss"])
+    p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss", "deepseek_v2"])
     a = p.parse_args()
+    if a.top_k is None:
+        a.top_k = {"olmoe": 8, "gpt_oss": 4, "deepseek_v2": 6}[a.arch]
     os.makedirs(a.out, exist_ok=True)
     if a.arch == "gpt_oss":
         return write_gpt_oss(a)
+    if a.arch == "deepseek_v2":
+        return write_deepseek_v2(a)
     H, I, E = a.hidden, a.intermediate, a.experts
     cfg = {
         "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe",
@@ -163,6 +172,51 @@ def write_gpt_oss(a) -> None:
             return rng.integers(119, 122, shape, dtype=np.uint8)
         if name.endswith(("bias", "sinks")):
             return np.zeros(shape, np.float32)
+        if len(shape) == 1:
+            return np.ones(shape, np.float32)
+        return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1])
+
+    ShardWriter(a.out, plan, np.float16, 1 << 30).write(make)
+
+
+def write_deepseek_v2(a) -> None:
+    """DeepSeek-V2-Lite's widths, hub layout (per-expert tensors), 16-bit."""
+    H, I, D, E, V, heads = 2048, 1408, 10944, a.experts, a.vocab, 16
+    R, nope, rope, vd = 512, 128, 64, 128
+    cfg = {
+        "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "hidden_size": H,
+        "intermediate_size": D, "moe_intermediate_size": I, "num_hidden_layers": a.layers, "num_attention_heads": heads,
+        "num_key_value_heads": heads, "n_routed_experts": E, "n_shared_experts": 2, "num_experts_per_tok": a.top_k,
+        "first_k_dense_replace": 1, "kv_lora_rank": R, "q_lora_rank": None, "qk_nope_head_dim": nope,
+        "qk_rope_head_dim": rope, "v_head_dim": vd, "topk_method": "greedy", "routed_scaling_factor": 1.0,
+        "norm_topk_prob": False, "vocab_size": V, "max_position_embeddings": 163840, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False, "hidden_act": "silu", "eos_token_id": 2, "bos_token_id": 0,
+        "rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "beta_fast": 32.0,
+                            "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707,
+                            "original_max_position_embeddings": 4096},
+    }
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(FIXTURE_TOKENIZER, name), a.out)
+    plan = [("model.embed_tokens.weight", (V, H))]
+    for l in range(a.layers):
+        p_, at = f"model.layers.{l}", f"model.layers.{l}.self_attn"
+        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
+                 (f"{at}.q_proj.weight", (heads * (nope + rope), H)), (f"{at}.kv_a_proj_with_mqa.weight", (R + rope, H)),
+                 (f"{at}.kv_a_layernorm.weight", (R,)), (f"{at}.kv_b_proj.weight", (heads * (nope + vd), R)),
+                 (f"{at}.o_proj.weight", (H, heads * vd))]
+        mlps = [(f"{p_}.mlp", D)] if l == 0 else [(f"{p_}.mlp.shared_experts", 2 * I)] + [
+            (f"{p_}.mlp.experts.{e}", I) for e in range(E)]
+        if l:
+            plan.append((f"{p_}.mlp.gate.weight", (E, H)))
+        for m, width in mlps:
+            plan += [(f"{m}.gate_proj.weight", (width, H)), (f"{m}.up_proj.weight", (width, H)),
+                     (f"{m}.down_proj.weight", (H, width))]
+    plan += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
+    rng = np.random.default_rng(a.seed)
+
+    def make(name, shape):
         if len(shape) == 1:
             return np.ones(shape, np.float32)
         return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1])

@@ -15,7 +15,9 @@ llama-cpp-python for --quantize (`pip install -e ".[bench]"`).
 
 Architectures: OLMoE (`olmoe`), Qwen3-MoE (`qwen3moe`), Qwen2-MoE (`qwen2moe`)
 and Mixtral (`llama` with experts; q/k rows permuted to llama.cpp's rotary
-layout, as its own converter does).
+layout, as its own converter does), gpt-oss (`gpt-oss`), GLM-4.5 MoE (`glm4moe`)
+and DeepSeek-V2/V3 (`deepseek2`: latent attention with kv_b split into k_b and v_b
+as llama.cpp's converter writes them, rotary pairs interleaved as the checkpoint has them).
 """
 from __future__ import annotations
 
@@ -29,14 +31,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from edgemoe.format.model_config import validate_config  # noqa: E402
+from edgemoe.format.model_config import moe_layers, validate_config  # noqa: E402
 from edgemoe.convert.hf import (ExpertReader, _eos_ids, _read_json, _tokenizer_section, moe_prefix,  # noqa: E402
                                 pick_arch, resident_plan)
 from edgemoe.convert.safetensors_reader import Checkpoint  # noqa: E402
 from edgemoe.errors import UnsupportedModelError  # noqa: E402
 from edgemoe.format import quant  # noqa: E402
 
-GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama", "gpt_oss": "gpt-oss"}
+GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama", "gpt_oss": "gpt-oss",
+             "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
 # our resident name (after "layers.{l}.") -> llama.cpp's
 LAYER_NAMES = {
     "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight", "wv": "attn_v.weight",
@@ -48,9 +51,15 @@ LAYER_NAMES = {
     "bo": "attn_output.bias", "sinks": "attn_sinks.weight", "router_bias": "ffn_gate_inp.bias",
     "expert_gate_bias": "ffn_gate_exps.bias", "expert_up_bias": "ffn_up_exps.bias",
     "expert_down_bias": "ffn_down_exps.bias",
+    "dense_gate": "ffn_gate.weight", "dense_up": "ffn_up.weight", "dense_down": "ffn_down.weight",
+    "router_correction_bias": "exp_probs_b.bias",
+    "wq_a": "attn_q_a.weight", "q_a_norm": "attn_q_a_norm.weight", "wq_b": "attn_q_b.weight",
+    "wkv_a": "attn_kv_a_mqa.weight", "kv_a_norm": "attn_kv_a_norm.weight",
+    "wk_b": "attn_k_b.weight", "wv_b": "attn_v_b.weight",
 }
 # llama.cpp's gpt-oss names the post-attention norm after the attention, not the FFN
-ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"}}
+ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"},
+                    "glm4moe": {"ffn_norm": "post_attention_norm.weight"}}
 TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
 # llama.cpp's LLAMA_FTYPE_MOSTLY_*; mxfp4_moe: experts MXFP4, the rest Q8_0 (how gpt-oss GGUFs ship)
 QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18, "mxfp4_moe": 38}
@@ -67,6 +76,63 @@ def permute_for_llama_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     """transformers rotates halves of each head; llama.cpp's `llama` rotates adjacent pairs."""
     rows = w.shape[0]
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def interleave(rows: np.ndarray) -> np.ndarray:
+    """The inverse of the converter's deinterleave: half-split rotary rows back to adjacent pairs."""
+    out = np.empty_like(rows)
+    out[0::2], out[1::2] = rows[:len(rows) // 2], rows[len(rows) // 2:]
+    return out
+
+
+def deepseek2_layout(ours: str, t: np.ndarray, cfg: Dict) -> np.ndarray:
+    """Our latent-attention tensor as llama.cpp's deepseek2 reads it: rotary rows in adjacent pairs
+    (the checkpoint's order), k_b [heads, kv_lora, nope] and v_b [heads, v, kv_lora] 3-D."""
+    heads, R, rope = cfg["n_heads"], cfg["kv_lora_rank"], cfg["qk_rope_head_dim"]
+    nope = cfg["head_dim"] - rope
+    if ours.endswith((".wq", ".wq_b")):
+        per = t.reshape(heads, nope + rope, -1)
+        return np.concatenate([np.concatenate([h[:nope], interleave(h[nope:])]) for h in per])
+    if ours.endswith(".wkv_a"):
+        return np.concatenate([t[:R], interleave(t[R:])])
+    if ours.endswith(".wk_b"):
+        return t.reshape(heads, R, nope)
+    if ours.endswith(".wv_b"):
+        return t.reshape(heads, cfg["v_head_dim"], R)
+    return t
+
+
+def add_moe_keys(w, cfg: Dict, hf: Dict, src: str) -> None:
+    """The keys of glm4moe's and deepseek2's MoE (llama.cpp's names), and deepseek2's latent attention."""
+    import gguf
+
+    from edgemoe.convert.rope import rope_parameters
+
+    dense = cfg["dense_layers"]
+    if dense != list(range(len(dense))):
+        raise UnsupportedModelError(f"{src}: llama.cpp's dense layers are the leading ones, not {dense}")
+    w.add_leading_dense_block_count(len(dense))
+    w.add_expert_shared_count(cfg["shared_intermediate"] // cfg["expert_intermediate"])
+    w.add_expert_weights_scale(cfg["routed_scaling_factor"])
+    w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID if cfg["routing"] == "sigmoid"
+                             else gguf.ExpertGatingFuncType.SOFTMAX)
+    if cfg["n_group"] > 1:
+        w.add_expert_group_count(cfg["n_group"])
+        w.add_expert_group_used_count(cfg["topk_group"])
+    if not cfg["kv_lora_rank"]:
+        return
+    R, rope = cfg["kv_lora_rank"], cfg["qk_rope_head_dim"]
+    w.add_q_lora_rank(cfg["q_lora_rank"])  # 0: attn_q (llama.cpp requires the key)
+    w.add_kv_lora_rank(R)
+    w.add_key_length_mla(cfg["head_dim"])
+    w.add_value_length_mla(cfg["v_head_dim"])
+    p = rope_parameters(hf)
+    if p["rope_type"] == "yarn":
+        # llama.cpp's deepseek2 reads one mscale (0.1 x mscale_all_dim) for cos/sin and the softmax
+        if p.get("mscale") != p.get("mscale_all_dim") or not p.get("mscale_all_dim"):
+            raise UnsupportedModelError(f"{src}: llama.cpp's deepseek2 YaRN needs mscale == mscale_all_dim")
+        w.add_rope_scaling_yarn_log_mul(0.1 * p["mscale_all_dim"])
 
 
 def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[int], pre: str = "default") -> None:
@@ -121,8 +187,6 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     cfg = validate_config(arch.config(hf), src)
     if arch.name not in GGUF_ARCH:
         raise UnsupportedModelError(f"{arch.name}: no GGUF export mapping")
-    if cfg["dense_layers"]:
-        raise UnsupportedModelError(f"{src}: dense layers have no GGUF export mapping yet")
     if arch.name == "olmoe" and cfg["n_kv_heads"] != cfg["n_heads"]:
         # llama.cpp's olmoe graph normalises k over n_embd: it has no grouped-query attention
         raise UnsupportedModelError(f"{src}: llama.cpp's OLMoE needs as many key/value heads as query heads "
@@ -140,20 +204,24 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     w.add_embedding_length(cfg["hidden"])
     w.add_block_count(cfg["n_layers"])
     w.add_head_count(cfg["n_heads"])
-    w.add_head_count_kv(cfg["n_kv_heads"])
-    w.add_key_length(cfg["head_dim"])
-    w.add_value_length(cfg["head_dim"])
-    w.add_rope_dimension_count(cfg["head_dim"])
+    latent = bool(cfg["kv_lora_rank"])
+    # deepseek2's latent attention is one key/value head of the cached row (llama.cpp's MQA view)
+    w.add_head_count_kv(1 if latent else cfg["n_kv_heads"])
+    w.add_key_length(cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"] if latent else cfg["head_dim"])
+    w.add_value_length(cfg["kv_lora_rank"] if latent else cfg["head_dim"])
+    w.add_rope_dimension_count(cfg["qk_rope_head_dim"] if latent else cfg["rotary_dim"] or cfg["head_dim"])
     w.add_rope_freq_base(cfg["rope_theta"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_expert_count(cfg["n_experts"])
     w.add_expert_used_count(cfg["top_k"])
-    w.add_feed_forward_length(cfg["expert_intermediate"])
+    w.add_feed_forward_length(cfg["dense_intermediate"] or cfg["expert_intermediate"])
     w.add_expert_feed_forward_length(cfg["expert_intermediate"])
     if cfg["shared_intermediate"]:
         w.add_expert_shared_feed_forward_length(cfg["shared_intermediate"])
     if name in ("qwen3moe", "qwen2moe", "llama"):
         w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
+    if name in ("glm4moe", "deepseek2"):
+        add_moe_keys(w, cfg, hf, src)
     if cfg.get("sliding_window"):
         w.add_sliding_window(cfg["sliding_window"])
         sliding = set(cfg["sliding_layers"])
@@ -177,11 +245,13 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
                       _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
-    for r in resident_plan(cfg, arch, moe, ckpt):
+    for r in resident_plan(cfg, arch, moe, ckpt, hf):
         ours = r.name
         t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
         if r.take is not None:
             t = np.ascontiguousarray(r.take(t))
+        if name == "deepseek2":
+            t = deepseek2_layout(ours, t, cfg)
         if name == "llama" and ours.endswith((".wq", ".bq")):
             t = permute_for_llama_rope(t, cfg["n_heads"])
         elif name == "llama" and ours.endswith((".wk", ".bk")):
@@ -190,7 +260,7 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         keep_f32 = t.ndim == 1 or ours.endswith((".router", "_bias"))
         w.add_tensor(gguf_name(ours, name), t if keep_f32 else t.astype(dtype))
     experts = ExpertReader(ckpt, cfg, arch, moe)
-    for l in range(cfg["n_layers"]):
+    for l in moe_layers(cfg):
         if experts_mxfp4:
             blocks = [experts.native(l, e, quant.MXFP4) for e in range(cfg["n_experts"])]
             if any(b is None for b in blocks):

@@ -30,7 +30,9 @@ from .hf import ARCHS, convert_checkpoint
 
 # GGUF architecture -> the transformers class its config becomes
 GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
-              "llama": "MixtralForCausalLM", "gpt-oss": "GptOssForCausalLM"}
+              "llama": "MixtralForCausalLM", "gpt-oss": "GptOssForCausalLM", "glm4moe": "Glm4MoeForCausalLM",
+              "deepseek2": "DeepseekV2ForCausalLM"}  # deepseek2 with sigmoid gating: DeepseekV3ForCausalLM
+SIGMOID_GATING = 2  # llama.cpp's expert_gating_func (1: softmax)
 GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
 # Qwen2/2.5/3 (and their MoE models): llama.cpp's "qwen2" pre-tokenizer type is the split
 # regex of their tokenizer.json (contractions matched case-insensitively, digits one by one),
@@ -61,10 +63,18 @@ LAYER_TENSORS = {
     "attn_output.bias": "self_attn.o_proj.bias", "attn_sinks.weight": "self_attn.sinks",
     "ffn_gate_exps.bias": "{moe}.experts.gate_proj_bias", "ffn_up_exps.bias": "{moe}.experts.up_proj_bias",
     "ffn_down_exps.bias": "{moe}.experts.down_proj_bias",
-    "ffn_gate_shexp.weight": "{moe}.shared_expert.gate_proj.weight",
-    "ffn_up_shexp.weight": "{moe}.shared_expert.up_proj.weight",
-    "ffn_down_shexp.weight": "{moe}.shared_expert.down_proj.weight",
+    "ffn_gate_shexp.weight": "{moe}.{shared}.gate_proj.weight",
+    "ffn_up_shexp.weight": "{moe}.{shared}.up_proj.weight",
+    "ffn_down_shexp.weight": "{moe}.{shared}.down_proj.weight",
     "ffn_gate_inp_shexp.weight": "{moe}.shared_expert_gate.weight",
+    "exp_probs_b.bias": "{moe}.{router}.e_score_correction_bias",
+    # dense layers
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    # latent attention (attn_k_b and attn_v_b make kv_b_proj: GGUFCheckpoint)
+    "attn_q_a.weight": "self_attn.q_a_proj.weight", "attn_q_a_norm.weight": "self_attn.q_a_layernorm.weight",
+    "attn_q_b.weight": "self_attn.q_b_proj.weight", "attn_kv_a_mqa.weight": "self_attn.kv_a_proj_with_mqa.weight",
+    "attn_kv_a_norm.weight": "self_attn.kv_a_layernorm.weight",
 }
 TOP_TENSORS = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
                "output.weight": "lm_head.weight"}
@@ -185,11 +195,15 @@ class GGUFCheckpoint:
             raise UnsupportedModelError(f"{path}: GGUF architecture {self.arch_name!r} is not supported "
                                         f"(supported: {', '.join(sorted(GGUF_ARCHS))})")
         self.tensors = {t.name: t for t in self.reader.tensors}
-        hf_class = GGUF_ARCHS[self.arch_name]
-        self.arch: HFArch = next(a for a in ARCHS if hf_class in a.hf_classes)
+        self.hf_class = GGUF_ARCHS[self.arch_name]
+        if self.arch_name == "deepseek2" and self.field("deepseek2.expert_gating_func", 1) == SIGMOID_GATING:
+            self.hf_class = "DeepseekV3ForCausalLM"
+        self.arch: HFArch = next(a for a in ARCHS if self.hf_class in a.hf_classes)
         self.n_heads = int(self.field(f"{self.arch_name}.attention.head_count"))
         self.n_kv_heads = int(self.field(f"{self.arch_name}.attention.head_count_kv", self.n_heads))
         self.map: Dict[str, Tuple[str, Optional[int]]] = {}
+        # kv_b_proj of latent attention: made from llama.cpp's attn_k_b and attn_v_b
+        self.kv_b: Dict[str, Tuple[str, str]] = {}
         moe = self.arch.moe_prefixes[0]
         for gname in self.tensors:
             if gname in TOP_TENSORS:
@@ -201,7 +215,11 @@ class GGUFCheckpoint:
             layer, short = int(parts[1]), parts[2]
             base = f"model.layers.{layer}"
             if short in LAYER_TENSORS:
-                self.map[f"{base}.{LAYER_TENSORS[short].format(moe=moe, router=self.arch.router_name)}"] = (gname, None)
+                hf_name = LAYER_TENSORS[short].format(moe=moe, router=self.arch.router_name,
+                                                      shared=self.arch.shared_expert_name)
+                self.map[f"{base}.{hf_name}"] = (gname, None)
+            if short == "attn_k_b.weight" and f"blk.{layer}.attn_v_b.weight" in self.tensors:
+                self.kv_b[f"{base}.self_attn.kv_b_proj.weight"] = (gname, f"blk.{layer}.attn_v_b.weight")
             for part, stacked in EXPERT_PARTS.items():
                 if short == stacked:
                     t = self.tensors[gname]
@@ -223,14 +241,20 @@ class GGUFCheckpoint:
 
     # --- the Checkpoint interface ---
     def __contains__(self, name: str) -> bool:
-        return name in self.map
+        return name in self.map or name in self.kv_b
 
     def names(self) -> List[str]:
-        return list(self.map)
+        return list(self.map) + list(self.kv_b)
+
+    def _dims(self, gname: str) -> List[int]:
+        return [int(d) for d in reversed(self.tensors[gname].shape.tolist())]  # GGUF lists the fastest dim first
 
     def shape(self, name: str) -> Tuple[int, ...]:
+        if name in self.kv_b:  # k_b [heads, kv_lora, nope], v_b [heads, v, kv_lora]
+            (h, rank, nope), (_, v, _) = (self._dims(g) for g in self.kv_b[name])
+            return (h * (nope + v), rank)
         gname, e = self.map[name]
-        dims = [int(d) for d in reversed(self.tensors[gname].shape.tolist())]  # GGUF lists the fastest dim first
+        dims = self._dims(gname)
         dims = dims[1:] if e is not None else dims
         if name.endswith("shared_expert_gate.weight") and len(dims) == 1:
             dims = [1] + dims  # llama.cpp stores this [hidden]; transformers [1, hidden]
@@ -242,7 +266,21 @@ class GGUFCheckpoint:
         data = t.data if e is None else t.data[e]
         return t, data
 
+    def _decode(self, gname: str) -> np.ndarray:
+        t = self.tensors[gname]
+        try:
+            w = np.asarray(self.gguf.quants.dequantize(np.asarray(t.data), t.tensor_type), dtype=np.float32)
+        except (NotImplementedError, ValueError, KeyError) as e:
+            raise UnsupportedModelError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which "
+                                        f"cannot be decoded ({e})") from None
+        return w.reshape(self._dims(gname))
+
     def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        if name in self.kv_b:  # each head's key rows (k_b transposed back), then its value rows
+            k_b, v_b = (self._decode(g) for g in self.kv_b[name])
+            if k_b.shape[0] != v_b.shape[0] or k_b.shape[1] != v_b.shape[2]:
+                raise FormatError(f"{self.path}: {self.kv_b[name][0]} and {self.kv_b[name][1]} disagree in shape")
+            return np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1).reshape(self.shape(name))
         t, data = self._raw(name)
         try:
             w = np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
@@ -258,6 +296,8 @@ class GGUFCheckpoint:
         """The tensor's bytes in our encoding `qtype` when its GGUF blocks are exactly that, else None."""
         if self.arch_name == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             return None  # rows are permuted on the way in
+        if name in self.kv_b:
+            return None  # assembled from two tensors
         t, data = self._raw(name)
         Q = self.gguf.GGMLQuantizationType
         raw = np.ascontiguousarray(np.asarray(data)).view(np.uint8).reshape(-1)
@@ -299,7 +339,7 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
         raise UnsupportedModelError(f"{ck.path}: {a} model without experts (not a mixture of experts)")
     ff = int(ck.field(f"{a}.expert_feed_forward_length", 0) or ck.field(f"{a}.feed_forward_length"))
     cfg = {
-        "architectures": [GGUF_ARCHS[a]],
+        "architectures": [ck.hf_class],
         "hidden_size": n_embd,
         "num_hidden_layers": int(ck.field(f"{a}.block_count")),
         "num_attention_heads": ck.n_heads,
@@ -325,7 +365,59 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
         cfg["rope_parameters"] = rope
     if a == "gpt-oss":
         cfg.update(gpt_oss_config(ck, cfg["num_hidden_layers"]))
+    if a in ("glm4moe", "deepseek2"):
+        cfg.update(grouped_moe_config(ck, cfg))
+    if a == "deepseek2":
+        cfg.update(latent_attention_config(ck, cfg))
     return cfg
+
+
+def grouped_moe_config(ck: "GGUFCheckpoint", cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """GLM-4.5's and DeepSeek's MoE fields as llama.cpp reads them: dense leading layers (their
+    MLP feed_forward_length wide), shared experts, routing weights' scale and norm, groups."""
+    a = ck.arch_name
+    out = {
+        "n_routed_experts": cfg["num_experts"],
+        "first_k_dense_replace": int(ck.field(f"{a}.leading_dense_block_count", 0)),
+        "intermediate_size": int(ck.field(f"{a}.feed_forward_length", cfg["moe_intermediate_size"])),
+        "n_shared_experts": int(ck.field(f"{a}.expert_shared_count")),
+        "routed_scaling_factor": float(ck.field(f"{a}.expert_weights_scale", 0.0)) or 1.0,
+        "norm_topk_prob": bool(ck.field(f"{a}.expert_weights_norm", False)),
+        "n_group": int(ck.field(f"{a}.expert_group_count", 0)) or 1,
+        "topk_group": int(ck.field(f"{a}.expert_group_used_count", 0)) or 1,
+    }
+    if a == "glm4moe":
+        head_dim = cfg["head_dim"]
+        out.update(attention_bias="blk.0.attn_q.bias" in ck.tensors, use_qk_norm="blk.0.attn_q_norm.weight" in ck.tensors,
+                   partial_rotary_factor=int(ck.field(f"{a}.rope.dimension_count", head_dim)) / head_dim)
+    return out
+
+
+def latent_attention_config(ck: "GGUFCheckpoint", cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """deepseek2's latent attention and routing: llama.cpp writes its latent as one key/value head
+    of key_length = kv_lora_rank + rope dims; the heads' own widths are the *_mla keys. Its
+    rotary pairs are adjacent (the checkpoint's interleaved order), and its YaRN reads one
+    mscale, 0.1 x mscale_all_dim, for both cos/sin and the softmax (llama.cpp's deepseek2)."""
+    a = ck.arch_name
+    rope = int(ck.field(f"{a}.rope.dimension_count"))
+    out = {
+        "kv_lora_rank": int(ck.field(f"{a}.attention.kv_lora_rank")),
+        "q_lora_rank": int(ck.field(f"{a}.attention.q_lora_rank", 0)) or None,
+        "qk_rope_head_dim": rope,
+        "qk_nope_head_dim": int(ck.field(f"{a}.attention.key_length_mla")) - rope,
+        "v_head_dim": int(ck.field(f"{a}.attention.value_length_mla")),
+        "num_key_value_heads": ck.n_heads,
+        "rope_interleave": True,
+        "topk_method": "noaux_tc" if ck.field(f"{a}.expert_gating_func", 1) == SIGMOID_GATING else "greedy",
+    }
+    if "rope_parameters" in cfg and cfg["rope_parameters"]["rope_type"] == "yarn":
+        params = {k: v for k, v in cfg["rope_parameters"].items() if k != "attention_factor"}
+        mscale = float(ck.field(f"{a}.rope.scaling.yarn_log_multiplier", 0.0)) / 0.1
+        if not mscale:  # llama.cpp then scales the softmax by YaRN's own mscale, transformers does not
+            raise UnsupportedModelError(f"{ck.path}: deepseek2 YaRN without rope.scaling.yarn_log_multiplier")
+        params.update(mscale=mscale, mscale_all_dim=mscale)
+        out["rope_parameters"] = params
+    return out
 
 
 def rope_parameters(ck: "GGUFCheckpoint", theta: float, context: int) -> Optional[Dict[str, Any]]:
