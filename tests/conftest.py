@@ -32,6 +32,18 @@ def converted(tmp_path_factory):
     return get
 
 
+def fixture_folder(tmp_path, name: str, **config_changes):
+    """A copy of the fixture folder `name` (tmp_path/src) with config.json's `config_changes` applied."""
+    import json
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / name, src)
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(dict(cfg, **config_changes)))
+    return src
+
+
 def reference(name: str):
     return np.load(FIXTURES / name / "reference.npz")
 

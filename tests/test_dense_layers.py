@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FIXTURES, reference
+from conftest import FIXTURES, fixture_folder, reference
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 from edgemoe.offline.profile import profile_container, routing_statistics
@@ -104,10 +104,7 @@ def test_qwen_dense_layer_rules(changes, dense):
 def test_hostile_dense_layer_configs_are_refused(tmp_path, name, changes, message):
     from edgemoe.convert import convert_hf
 
-    src = tmp_path / "src"
-    shutil.copytree(FIXTURES / name, src)
-    cfg = json.loads((src / "config.json").read_text())
-    (src / "config.json").write_text(json.dumps(dict(cfg, **changes)))
+    src = fixture_folder(tmp_path, name, **changes)
     with pytest.raises((edgemoe.UnsupportedModelError, edgemoe.FormatError), match=message):
         convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
     assert not (tmp_path / "out.emoe").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FAMILY_FIXTURES, FIXTURES, reference, rel_error
+from conftest import FAMILY_FIXTURES, FIXTURES, fixture_folder, reference, rel_error
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 
@@ -120,14 +120,7 @@ def test_generation_reuses_what_a_rewind_kept(converted):
 # ---------------------------------------------------------------- hostile gpt-oss sources
 
 def gpt_oss_folder(tmp_path, **config_changes):
-    import json
-
-    src = tmp_path / "src"
-    shutil.copytree(FIXTURES / "gpt_oss", src)
-    cfg = json.loads((src / "config.json").read_text())
-    cfg.update(config_changes)
-    (src / "config.json").write_text(json.dumps(cfg))
-    return src
+    return fixture_folder(tmp_path, "gpt_oss", **config_changes)
 
 
 @pytest.mark.parametrize("changes,error,message", [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FIXTURES, reference, rel_error
+from conftest import FIXTURES, fixture_folder, reference, rel_error
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 
@@ -85,10 +85,7 @@ def test_a_rewind_resumes_as_a_fresh_evaluation(converted):
 def test_hostile_deepseek_configs_are_refused(tmp_path, name, changes, message):
     from edgemoe.convert import convert_hf
 
-    src = tmp_path / "src"
-    shutil.copytree(FIXTURES / name, src)
-    cfg = json.loads((src / "config.json").read_text())
-    (src / "config.json").write_text(json.dumps(dict(cfg, **changes)))
+    src = fixture_folder(tmp_path, name, **changes)
     with pytest.raises((edgemoe.UnsupportedModelError, edgemoe.FormatError), match=message):
         convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
     assert not (tmp_path / "out.emoe").exists()

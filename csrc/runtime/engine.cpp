@@ -1,6 +1,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 #include <stdexcept>
@@ -65,6 +66,15 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
   };
 
   const int H = cfg_.hidden, V = cfg_.vocab, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  // A resident gated MLP (a dense layer's, a shared expert's): gate, up and down of one type.
+  auto gated_mlp = [&](const std::string& p, const std::array<const char*, 3>& names, int width, const char* what,
+                       Tensor& gate, Tensor& up, Tensor& down) {
+    gate = get(p + names[0], width, H, false);
+    up = get(p + names[1], width, H, false);
+    down = get(p + names[2], H, width, false);
+    if (up.type != gate.type || down.type != gate.type)
+      throw FormatError(std::string(what) + " projections of " + p.substr(0, p.size() - 1) + " must share one type");
+  };
   weights_.tok_embeddings = get("tok_embeddings", V, H, false);
   weights_.norm = get("norm", 1, H, true);
   weights_.output = cfg_.tie_embeddings ? weights_.tok_embeddings : get("output", V, H, false);
@@ -108,12 +118,8 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.k_norm = get(p + "k_norm", 1, kvd, true);
     }
     if (cfg_.is_dense(l)) {
-      const int D = cfg_.dense_intermediate;
-      L.dense_gate = get(p + "dense_gate", D, H, false);
-      L.dense_up = get(p + "dense_up", D, H, false);
-      L.dense_down = get(p + "dense_down", H, D, false);
-      if (L.dense_up.type != L.dense_gate.type || L.dense_down.type != L.dense_gate.type)
-        throw FormatError("dense MLP projections of layer " + std::to_string(l) + " must share one type");
+      gated_mlp(p, {"dense_gate", "dense_up", "dense_down"}, cfg_.dense_intermediate, "dense MLP", L.dense_gate,
+                L.dense_up, L.dense_down);
       continue;
     }
     L.router = get(p + "router", cfg_.n_experts, H, true);
@@ -127,12 +133,8 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.expert_down_bias = get(p + "expert_down_bias", E, H, true);
     }
     if (cfg_.shared_intermediate) {
-      const int S = cfg_.shared_intermediate;
-      L.shared_gate_proj = get(p + "shared_gate_proj", S, H, false);
-      L.shared_up_proj = get(p + "shared_up_proj", S, H, false);
-      L.shared_down_proj = get(p + "shared_down_proj", H, S, false);
-      if (L.shared_up_proj.type != L.shared_gate_proj.type || L.shared_down_proj.type != L.shared_gate_proj.type)
-        throw FormatError("shared expert projections of layer " + std::to_string(l) + " must share one type");
+      gated_mlp(p, {"shared_gate_proj", "shared_up_proj", "shared_down_proj"}, cfg_.shared_intermediate,
+                "shared expert", L.shared_gate_proj, L.shared_up_proj, L.shared_down_proj);
       if (cfg_.shared_gate) L.shared_expert_gate = get(p + "shared_expert_gate", 1, H, true);
     }
   }
