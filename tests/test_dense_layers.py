@@ -62,6 +62,20 @@ def test_predictors_skip_dense_layers_and_keep_results(converted, tmp_path):
         assert (r.experts[:, 1] == -1).all() and (r.experts[:, [0, 2]] >= 0).all()
 
 
+def test_a_profile_naming_experts_of_a_dense_layer_is_refused(converted):
+    # The token predictor would ask the store for them on every decode step (found in review).
+    from edgemoe import _core
+
+    c = open_container(converted("glm4_moe", "8"))
+    L, E, K, V = (c.config[k] for k in ("n_layers", "n_experts", "top_k", "vocab"))
+    tok = np.full((V, L, K), -1, np.int32)
+    tok[5, 0, 0] = 3  # layer 0 is dense
+    profile = (np.zeros((L, E), np.float32), np.zeros((L - 1, E, E), np.float32), tok, np.ones(tok.shape, np.float32))
+    with pytest.raises(edgemoe.FormatError, match="names experts of dense layer 0"):
+        _core.Engine(c.native, {"expert_slots": 4, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru",
+                                "predictor": "token", "prefetch_min_confidence": 0.0}, profile)
+
+
 def test_a_trace_lists_no_experts_for_a_dense_layer(converted, tmp_path):
     from edgemoe.trace import read_trace
 

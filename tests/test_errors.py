@@ -251,6 +251,8 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"q_lora_rank": 8}, "q_lora_rank, qk_rope_head_dim and v_head_dim belong to latent attention"),
     ({"kv_lora_rank": 8, "qk_rope_head_dim": 4}, "latent attention needs a v_head_dim"),
     ({"kv_lora_rank": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}, "latent attention does not combine with"),
+    ({"kv_lora_rank": 8, "qk_rope_head_dim": 4, "v_head_dim": 8, "qk_norm": "none", "o_bias": True},
+     "latent attention does not combine with qkv_bias, o_bias"),
     ({"kv_lora_rank": 4090, "qk_rope_head_dim": 8, "v_head_dim": 8, "qk_norm": "none"},
      "kv_lora_rank + qk_rope_head_dim exceeds 4096"),
     ({"dense_layers": [0]}, "dense_layers and dense_intermediate must be given together"),

@@ -14,6 +14,7 @@ gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (pi
 from edgemoe.convert.gguf import GGUFCheckpoint, convert_gguf  # noqa: E402
 
 GGUF = FIXTURES / "gguf"
+ROOT = FIXTURES.parent.parent
 
 
 def test_f32_gguf_matches_llama_cpp_and_transformers(tmp_path):
@@ -98,18 +99,25 @@ def test_unsupported_gguf_version_is_named(tmp_path):
         convert_gguf(str(path), str(tmp_path / "out.emoe"), progress=False)
 
 
+def tools_export_gguf():
+    """tools/export_gguf.py, imported."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import export_gguf
+
+    return export_gguf
+
+
 def synthetic_checkpoint(out, *args):
     """A random-weight OLMoE-shaped Hugging Face folder (bench/make_synthetic.py with `args`), and
     tools/export_gguf.py imported to write it as GGUF; skips without llama-cpp-python."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "tools"))
-    import export_gguf
-
+    export_gguf = tools_export_gguf()
+    root = ROOT
     subprocess.run([sys.executable, str(root / "bench" / "make_synthetic.py"), str(out), *args, "--dtype", "f32"],
                    check=True, capture_output=True)
     return out, export_gguf
@@ -318,3 +326,17 @@ def test_dense_leading_layers_and_latent_attention_ggufs_match_llama_cpp(tmp_pat
     assert np.abs(ours - ref["logits"]).max() / np.abs(ref["logits"]).max() < 4e-5
     cfg = open_container(out).config
     assert (cfg["architecture"], cfg["dense_layers"]) == (architecture, [0])
+
+
+def test_multi_token_prediction_blocks_are_not_run(tmp_path):
+    # llama.cpp's GLM-4.5 and DeepSeek GGUFs count their MTP layer in block_count
+    # (nextn_predict_layers); a converter that ran it as a layer would still load the file.
+    src = tmp_path / "nextn.gguf"
+    tools_export_gguf().export(str(FIXTURES / "glm4_moe"), str(src), "f32", nextn=1)
+    out = tmp_path / "m.emoe"
+    convert_gguf(str(src), str(out), bits="f32", progress=False)
+    assert open_container(out).config["n_layers"] == 3
+    ids = reference("glm4_moe")["input_ids"].tolist()
+    ours = edgemoe.load(str(out), threads=2, kv_cache="f32").logits(ids)
+    theirs = llama_logits(src, ids)
+    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 2e-5

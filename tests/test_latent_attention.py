@@ -24,6 +24,7 @@ def f32_logits(path, ids):
     ("deepseek_v2", dict(attention_scale=0.0)),           # YaRN's mscale_all_dim in the softmax scale
     ("deepseek_v2", dict(routed_scaling_factor=1.0)),     # softmax routing scaled
     ("deepseek_v3", dict(n_group=1, topk_group=1)),       # group-limited sigmoid routing
+    ("deepseek_v3", dict(latent_norm_eps=0.1)),           # the q_a / kv_a norms' own eps
 ])
 def test_each_deepseek_feature_is_what_the_match_rests_on(converted, tmp_path, name, change):
     path = tmp_path / "changed.emoe"
@@ -45,6 +46,15 @@ def test_interleaved_rotary_pairs_are_what_the_match_rests_on(tmp_path, monkeypa
     ref = reference(name)
     assert rel_error(f32_logits(tmp_path / "plain.emoe", ref["input_ids"].tolist()), ref["logits"]).max() \
         > 100 * F32_REL_TOL
+
+
+def test_the_latent_norms_keep_transformers_eps_whatever_rms_norm_eps_says():
+    # transformers builds q_a_layernorm / kv_a_layernorm with their default 1e-6 (found in review)
+    from edgemoe.convert.hf import pick_arch
+
+    hf = dict(json.loads((FIXTURES / "deepseek_v3" / "config.json").read_text()), rms_norm_eps=1e-5)
+    cfg = pick_arch(hf).config(hf)
+    assert (cfg["rms_norm_eps"], cfg["latent_norm_eps"]) == (1e-5, 1e-6)
 
 
 def test_the_cache_holds_one_latent_row_per_position(converted):

@@ -174,12 +174,14 @@ def add_spm_tokenizer(writer, vocab) -> None:
 
 
 def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default",
-           experts_mxfp4: bool = False, spm_vocab=None) -> Dict:
+           experts_mxfp4: bool = False, spm_vocab=None, nextn: int = 0) -> Dict:
     """Write the checkpoint `src` as a GGUF; tokenizer_pre names llama.cpp's pre-tokenizer type
     for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's). experts_mxfp4: keep the
     checkpoint's own MXFP4 expert blocks (gpt-oss from the hub), as llama.cpp's converter does.
     spm_vocab: [(piece, score, token type)] written as a SentencePiece vocabulary instead of the
-    folder's tokenizer (<unk>, <s>, </s> at ids 0, 1, 2 as llama.cpp assumes)."""
+    folder's tokenizer (<unk>, <s>, </s> at ids 0, 1, 2 as llama.cpp assumes). nextn: append that
+    many copies of the last layer as multi-token-prediction blocks (nextn_predict_layers), where
+    llama.cpp's converter puts GLM-4.5's and DeepSeek's MTP layers; neither engine runs them."""
     import gguf
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -202,7 +204,16 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if out_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     w.add_context_length(int(hf.get("max_position_embeddings", 4096)))
     w.add_embedding_length(cfg["hidden"])
-    w.add_block_count(cfg["n_layers"])
+    w.add_block_count(cfg["n_layers"] + nextn)
+    if nextn:
+        w.add_nextn_predict_layers(nextn)
+    last = f"blk.{cfg['n_layers'] - 1}."
+    last_layer = []  # (name after "blk.N.", array, kwargs): copied into the NextN blocks
+
+    def add(gname: str, t: np.ndarray, **kwargs) -> None:
+        w.add_tensor(gname, t, **kwargs)
+        if gname.startswith(last):
+            last_layer.append((gname[len(last):], t, kwargs))
     w.add_head_count(cfg["n_heads"])
     latent = bool(cfg["kv_lora_rank"])
     # deepseek2's latent attention is one key/value head of the cached row (llama.cpp's MQA view)
@@ -258,7 +269,7 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
             t = permute_for_llama_rope(t, cfg["n_kv_heads"])
         # norms, biases and routers stay f32, as llama.cpp's own converter keeps 1-D tensors
         keep_f32 = t.ndim == 1 or ours.endswith((".router", "_bias"))
-        w.add_tensor(gguf_name(ours, name), t if keep_f32 else t.astype(dtype))
+        add(gguf_name(ours, name), t if keep_f32 else t.astype(dtype))
     experts = ExpertReader(ckpt, cfg, arch, moe)
     for l in moe_layers(cfg):
         if experts_mxfp4:
@@ -267,12 +278,15 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
                 raise UnsupportedModelError(f"{src}: its experts are not MXFP4 blocks")
             for part in ("gate", "up", "down"):
                 raw = np.stack([np.ascontiguousarray(b[part]).view(np.uint8) for b in blocks])
-                w.add_tensor(f"blk.{l}.ffn_{part}_exps.weight", raw, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
+                add(f"blk.{l}.ffn_{part}_exps.weight", raw, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
             continue
         parts = [experts.read(l, e) for e in range(cfg["n_experts"])]
         for part in ("gate", "up", "down"):
             stacked = np.stack([np.asarray(p[part], dtype=np.float32) for p in parts]).astype(dtype)
-            w.add_tensor(f"blk.{l}.ffn_{part}_exps.weight", stacked)
+            add(f"blk.{l}.ffn_{part}_exps.weight", stacked)
+    for k in range(nextn):
+        for short, t, kwargs in last_layer:
+            w.add_tensor(f"blk.{cfg['n_layers'] + k}.{short}", t, **kwargs)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -296,8 +296,8 @@ def export_onnx(emoe: str, out: str, accuracy_level: int = 0, dequantize: bool =
     import onnx
 
     c = open_container(emoe)
-    if c.config.get("dense_layers"):
-        raise ValueError(f"{emoe}: dense layers are not exported to ONNX yet")
+    if c.config.get("dense_layers") or c.config.get("kv_lora_rank"):
+        raise ValueError(f"{emoe}: dense layers and latent attention are not exported to ONNX yet")
     exporter = Exporter(c, accuracy_level, dequantize)
     model = exporter.build()
     exporter.data.close()

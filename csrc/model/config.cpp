@@ -55,6 +55,7 @@ void visit_fields(Config& c, Visitor& v) {
   v.integer("qk_rope_head_dim", c.qk_rope_head_dim, 0, kMaxHeadDim, Optional);
   v.integer("v_head_dim", c.v_head_dim, 0, kMaxHeadDim, Optional);
   v.number("attention_scale", c.attention_scale, 0.0, 1e3, Optional);
+  v.number("latent_norm_eps", c.latent_norm_eps, 0.0, 1.0, Optional);
   v.flag("norm_topk_prob", c.norm_topk_prob);
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
@@ -93,10 +94,10 @@ void check_latent(const ModelConfig& c) {
     throw bad("latent attention needs an even qk_rope_head_dim below head_dim");
   if (!c.v_head_dim) throw bad("latent attention needs a v_head_dim");
   if (c.kv_k_width() > kMaxHeadDim) throw bad("kv_lora_rank + qk_rope_head_dim exceeds " + std::to_string(kMaxHeadDim));
-  if (c.qkv_bias || c.qk_norm != QKNorm::None || c.rotary_dim || c.attention_sinks || c.sliding_window ||
+  if (c.qkv_bias || c.o_bias || c.qk_norm != QKNorm::None || c.rotary_dim || c.attention_sinks || c.sliding_window ||
       c.n_kv_heads != c.n_heads)
-    throw bad("latent attention does not combine with qkv_bias, qk_norm, rotary_dim, sinks, sliding windows or "
-              "fewer key/value heads than query heads");
+    throw bad("latent attention does not combine with qkv_bias, o_bias, qk_norm, rotary_dim, sinks, sliding windows "
+              "or fewer key/value heads than query heads");
 }
 
 // What no single field's bounds can say.

@@ -87,6 +87,7 @@ struct ModelConfig {
   int qk_rope_head_dim = 0;
   int v_head_dim = 0;
   float attention_scale = 0.f;        // the softmax's scale; 0: 1 / sqrt(head_dim)
+  float latent_norm_eps = 1e-6f;      // the q and kv latents' RMSNorms (transformers builds them with 1e-6)
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;

@@ -44,7 +44,7 @@ void Transformer::latent_attention(int layer, int64_t n) {
   const int H = cfg_.hidden, heads = cfg_.n_heads, hd = cfg_.head_dim, qd = cfg_.q_dim();
   const int R = cfg_.kv_lora_rank, rd = cfg_.qk_rope_head_dim, nope = cfg_.qk_nope_head_dim();
   const int kw = cfg_.kv_k_width(), vd = cfg_.v_head_dim;
-  const float eps = cfg_.rms_norm_eps;
+  const float eps = cfg_.latent_norm_eps;
 
   // The latent and the shared rotating key (k_), and the queries: straight from xn_, or
   // through the bottleneck q_a_ and its norm.

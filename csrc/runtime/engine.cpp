@@ -33,6 +33,11 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
       throw FormatError("the routing profile does not match the model; run `edgemoe profile` again");
     for (int32_t e : p.token_experts)
       if (e < -1 || e >= cfg_.n_experts) throw FormatError("the routing profile names an expert that does not exist");
+    for (int64_t l : cfg_.dense_layers)  // a dense layer has no experts to prefetch
+      for (int64_t t = 0; t < p.vocab; ++t)
+        for (int r = 0; r < p.width; ++r)
+          if (p.token_experts[((size_t)t * p.n_layers + l) * p.width + r] != -1)
+            throw FormatError("the routing profile names experts of dense layer " + std::to_string(l));
     // The profile's activation shares count as if this many tokens had been seen already.
     constexpr double kProfilePriorTokens = 100.0;
     std::vector<std::vector<double>> seed(cfg_.n_layers, std::vector<double>(cfg_.n_experts));

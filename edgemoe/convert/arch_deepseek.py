@@ -54,10 +54,15 @@ class DeepseekV2(HFArch):
         scale = (nope + rope) ** -0.5
         p = rope_parameters(hf)
         if p["rope_type"] != "default" and p.get("mscale_all_dim"):
-            scale *= yarn_mscale(p["factor"], p["mscale_all_dim"]) ** 2
+            # the factor rope_config resolved (DeepSeek-V3's configs may leave it to the two contexts)
+            factor = cfg.get("rope_factor") or p.get("factor") or 1.0
+            scale *= yarn_mscale(factor, p["mscale_all_dim"]) ** 2
         experts = require(hf, "moe_intermediate_size", self.name)
         cfg.update(
             kv_lora_rank=kv_lora, q_lora_rank=int(q_lora), qk_rope_head_dim=rope, v_head_dim=v,
+            # transformers builds the q_a / kv_a norms with their default eps whatever rms_norm_eps
+            # says; llama.cpp uses rms_norm_eps (gguf.py passes it as latent_norm_eps)
+            latent_norm_eps=float(hf.get("latent_norm_eps", 1e-6)),
             attention_scale=scale, expert_intermediate=experts,
             shared_intermediate=experts * int(hf.get("n_shared_experts") or 0),
             routed_scaling_factor=float(hf.get("routed_scaling_factor", 1.0)),

@@ -199,6 +199,12 @@ class GGUFCheckpoint:
         if self.arch_name == "deepseek2" and self.field("deepseek2.expert_gating_func", 1) == SIGMOID_GATING:
             self.hf_class = "DeepseekV3ForCausalLM"
         self.arch: HFArch = next(a for a in ARCHS if self.hf_class in a.hf_classes)
+        # llama.cpp counts multi-token-prediction (NextN) blocks in block_count, after the model's
+        # own layers; its forward pass never runs them, and neither does ours
+        self.n_layers = int(self.field(f"{self.arch_name}.block_count")) - \
+            int(self.field(f"{self.arch_name}.nextn_predict_layers", 0))
+        if self.n_layers < 1:
+            raise FormatError(f"{path}: block_count leaves no layers after the nextn_predict_layers")
         self.n_heads = int(self.field(f"{self.arch_name}.attention.head_count"))
         self.n_kv_heads = int(self.field(f"{self.arch_name}.attention.head_count_kv", self.n_heads))
         self.map: Dict[str, Tuple[str, Optional[int]]] = {}
@@ -213,6 +219,8 @@ class GGUFCheckpoint:
             if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit():
                 continue
             layer, short = int(parts[1]), parts[2]
+            if layer >= self.n_layers:
+                continue  # a NextN block
             base = f"model.layers.{layer}"
             if short in LAYER_TENSORS:
                 hf_name = LAYER_TENSORS[short].format(moe=moe, router=self.arch.router_name,
@@ -251,7 +259,11 @@ class GGUFCheckpoint:
 
     def shape(self, name: str) -> Tuple[int, ...]:
         if name in self.kv_b:  # k_b [heads, kv_lora, nope], v_b [heads, v, kv_lora]
-            (h, rank, nope), (_, v, _) = (self._dims(g) for g in self.kv_b[name])
+            k_b, v_b = (self._dims(g) for g in self.kv_b[name])
+            if len(k_b) != 3 or len(v_b) != 3 or k_b[0] != v_b[0] or k_b[1] != v_b[2]:
+                raise FormatError(f"{self.path}: {self.kv_b[name][0]} {k_b} and {self.kv_b[name][1]} {v_b} are not "
+                                  f"[heads, kv_lora, nope] and [heads, v, kv_lora]")
+            (h, rank, nope), v = k_b, v_b[1]
             return (h * (nope + v), rank)
         gname, e = self.map[name]
         dims = self._dims(gname)
@@ -277,10 +289,9 @@ class GGUFCheckpoint:
 
     def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
         if name in self.kv_b:  # each head's key rows (k_b transposed back), then its value rows
+            shape = self.shape(name)  # checks the two agree
             k_b, v_b = (self._decode(g) for g in self.kv_b[name])
-            if k_b.shape[0] != v_b.shape[0] or k_b.shape[1] != v_b.shape[2]:
-                raise FormatError(f"{self.path}: {self.kv_b[name][0]} and {self.kv_b[name][1]} disagree in shape")
-            return np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1).reshape(self.shape(name))
+            return np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1).reshape(shape)
         t, data = self._raw(name)
         try:
             w = np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
@@ -341,7 +352,7 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
     cfg = {
         "architectures": [ck.hf_class],
         "hidden_size": n_embd,
-        "num_hidden_layers": int(ck.field(f"{a}.block_count")),
+        "num_hidden_layers": ck.n_layers,
         "num_attention_heads": ck.n_heads,
         "num_key_value_heads": ck.n_kv_heads,
         "head_dim": int(ck.field(f"{a}.attention.key_length", n_embd // ck.n_heads)),
@@ -388,6 +399,8 @@ def grouped_moe_config(ck: "GGUFCheckpoint", cfg: Dict[str, Any]) -> Dict[str, A
     }
     if a == "glm4moe":
         head_dim = cfg["head_dim"]
+        if head_dim < 1:
+            raise FormatError(f"{ck.path}: {a}.attention.key_length is {head_dim}")
         out.update(attention_bias="blk.0.attn_q.bias" in ck.tensors, use_qk_norm="blk.0.attn_q_norm.weight" in ck.tensors,
                    partial_rotary_factor=int(ck.field(f"{a}.rope.dimension_count", head_dim)) / head_dim)
     return out
@@ -399,6 +412,9 @@ def latent_attention_config(ck: "GGUFCheckpoint", cfg: Dict[str, Any]) -> Dict[s
     rotary pairs are adjacent (the checkpoint's interleaved order), and its YaRN reads one
     mscale, 0.1 x mscale_all_dim, for both cos/sin and the softmax (llama.cpp's deepseek2)."""
     a = ck.arch_name
+    if f"{a}.attention.key_length_mla" not in ck.fields or not ck.kv_b:
+        raise UnsupportedModelError(f"{ck.path}: a deepseek2 GGUF from before llama.cpp split kv_b into attn_k_b "
+                                    f"and attn_v_b (no attention.key_length_mla); convert the model again")
     rope = int(ck.field(f"{a}.rope.dimension_count"))
     out = {
         "kv_lora_rank": int(ck.field(f"{a}.attention.kv_lora_rank")),
@@ -408,8 +424,14 @@ def latent_attention_config(ck: "GGUFCheckpoint", cfg: Dict[str, Any]) -> Dict[s
         "v_head_dim": int(ck.field(f"{a}.attention.value_length_mla")),
         "num_key_value_heads": ck.n_heads,
         "rope_interleave": True,
+        "latent_norm_eps": cfg["rms_norm_eps"],  # llama.cpp's q_a / kv_a norms use the model's eps
         "topk_method": "noaux_tc" if ck.field(f"{a}.expert_gating_func", 1) == SIGMOID_GATING else "greedy",
     }
+    for name, (k_b, v_b) in ck.kv_b.items():  # the split must be the one the *_mla keys say
+        ck.shape(name)
+        if (ck._dims(k_b)[2], ck._dims(v_b)[1]) != (out["qk_nope_head_dim"], out["v_head_dim"]):
+            raise FormatError(f"{ck.path}: {k_b} and {v_b} do not split keys and values as "
+                              f"attention.key_length_mla / value_length_mla say")
     if "rope_parameters" in cfg and cfg["rope_parameters"]["rope_type"] == "yarn":
         params = {k: v for k, v in cfg["rope_parameters"].items() if k != "attention_factor"}
         mscale = float(ck.field(f"{a}.rope.scaling.yarn_log_multiplier", 0.0)) / 0.1
