@@ -10,7 +10,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ARCH_FIXTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_moe_stacked", "olmoe"]
 # tools/make_family_fixtures.py: rope scaling types and the newer families (tests/test_families.py)
 FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4", "glm4_moe",
-                   "deepseek_v2", "deepseek_v3"]
+                   "deepseek_v2", "deepseek_v2_groups", "deepseek_v3"]
 
 
 @pytest.fixture(scope="session")

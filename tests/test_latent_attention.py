@@ -24,6 +24,8 @@ def f32_logits(path, ids):
     ("deepseek_v2", dict(attention_scale=0.0)),           # YaRN's mscale_all_dim in the softmax scale
     ("deepseek_v2", dict(routed_scaling_factor=1.0)),     # softmax routing scaled
     ("deepseek_v3", dict(n_group=1, topk_group=1)),       # group-limited sigmoid routing
+    ("deepseek_v2_groups", dict(n_group=1, topk_group=1)),  # V2's group-limited softmax routing
+    ("deepseek_v2_groups", dict(group_score="top2_sum")),   # its groups scored by their best expert
     ("deepseek_v3", dict(latent_norm_eps=0.1)),           # the q_a / kv_a norms' own eps
 ])
 def test_each_deepseek_feature_is_what_the_match_rests_on(converted, tmp_path, name, change):
@@ -87,8 +89,7 @@ def test_a_rewind_resumes_as_a_fresh_evaluation(converted):
 @pytest.mark.parametrize("name,changes,message", [
     ("deepseek_v2", {"kv_lora_rank": 0}, "latent ranks and head widths that are not positive integers"),
     ("deepseek_v2", {"qk_rope_head_dim": 15, "qk_nope_head_dim": 33}, "even qk_rope_head_dim"),
-    ("deepseek_v2", {"topk_method": "group_limited_greedy", "n_group": 2, "topk_group": 1},
-     "topk_method 'group_limited_greedy' is not supported"),
+    ("deepseek_v2", {"topk_method": "noaux_tc"}, "topk_method 'noaux_tc' is not supported"),
     ("deepseek_v3", {"first_k_dense_replace": 3}, "first_k_dense_replace = 3"),
     ("deepseek_v3", {"n_group": 3}, "n_group 3 does not divide n_experts"),
 ])

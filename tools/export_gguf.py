@@ -109,6 +109,8 @@ def add_moe_keys(w, cfg: Dict, hf: Dict, src: str) -> None:
     from edgemoe.convert.rope import rope_parameters
 
     dense = cfg["dense_layers"]
+    if cfg["group_score"] != "top2_sum":
+        raise UnsupportedModelError(f"{src}: llama.cpp scores expert groups by their best two only")
     if dense != list(range(len(dense))):
         raise UnsupportedModelError(f"{src}: llama.cpp's dense layers are the leading ones, not {dense}")
     w.add_leading_dense_block_count(len(dense))

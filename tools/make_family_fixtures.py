@@ -89,6 +89,14 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
         max_position_embeddings=256, rope_parameters={
             "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
             "mscale": 0.707, "mscale_all_dim": 0.707, "beta_fast": 32.0, "beta_slow": 1.0}))
+    # DeepSeek-V2 as the 236B model routes: softmax probabilities limited to the 2 best of 4 groups,
+    # a group scored by its best expert (group_limited_greedy); no dense layer, plain rope.
+    out["deepseek_v2_groups"] = dict(seed=3110, config=transformers.DeepseekV2Config(
+        **mla, num_hidden_layers=2, intermediate_size=96, moe_intermediate_size=32, n_routed_experts=8,
+        num_experts_per_tok=3, n_shared_experts=1, first_k_dense_replace=0, kv_lora_rank=64, q_lora_rank=None,
+        qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32, routed_scaling_factor=1.5,
+        topk_method="group_limited_greedy", n_group=4, topk_group=2, max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
     # DeepSeek-V3 / Moonlight / Kimi-K2 in miniature: q through a bottleneck, sigmoid routing with
     # a correction bias over 4 groups of which 2 compete, interleaved rotary pairs, a dense first layer.
     out["deepseek_v3"] = dict(seed=3109, config=transformers.DeepseekV3Config(

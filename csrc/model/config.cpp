@@ -12,6 +12,7 @@ const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
 const std::pair<const char*, Routing> kRoutings[] = {
     {"softmax", Routing::Softmax}, {"topk_softmax", Routing::TopKSoftmax}, {"sigmoid", Routing::Sigmoid}};
+const std::pair<const char*, GroupScore> kGroupScores[] = {{"top2_sum", GroupScore::Top2Sum}, {"max", GroupScore::Max}};
 const std::pair<const char*, ExpertActivation> kActivations[] = {{"silu", ExpertActivation::SiLU},
                                                                  {"swiglu_limited", ExpertActivation::SwiGLULimited}};
 const char* const kWhat = "invalid model config";
@@ -47,6 +48,7 @@ void visit_fields(Config& c, Visitor& v) {
   v.number("swiglu_limit", c.swiglu_limit, 1e-3, 1e6, Optional);
   v.integer("n_group", c.n_group, 1, 4096, Optional);
   v.integer("topk_group", c.topk_group, 1, 4096, Optional);
+  v.choice("group_score", c.group_score, kGroupScores, Optional);
   v.flag("router_correction_bias", c.router_correction_bias, Optional);
   v.number("routed_scaling_factor", c.routed_scaling_factor, 1e-6, 1e6, Optional);
   v.integer("rotary_dim", c.rotary_dim, 0, kMaxHeadDim, Optional);
@@ -125,7 +127,7 @@ void check_relations(const ModelConfig& c) {
   if (c.n_moe_layers() < 1) throw bad("every layer is dense: no layer has experts");
   if (c.n_experts % c.n_group) throw bad("n_group " + std::to_string(c.n_group) + " does not divide n_experts");
   if (c.topk_group > c.n_group) throw bad("topk_group exceeds n_group");
-  if (c.n_group > 1 && c.routing != Routing::Sigmoid) throw bad("expert groups need sigmoid routing");
+  if (c.n_group > 1 && c.routing == Routing::TopKSoftmax) throw bad("expert groups need softmax or sigmoid routing");
   if (c.n_group > 1 && (int64_t)c.topk_group * (c.n_experts / c.n_group) < c.top_k)
     throw bad("the topk_group best groups hold fewer than top_k experts");
   if (c.router_correction_bias && c.routing != Routing::Sigmoid)

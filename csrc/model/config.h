@@ -31,12 +31,18 @@ enum class RopeScaling {
 
 // How the router's logits become the top-k experts and their weights.
 enum class Routing {
-  Softmax,      // softmax over all experts, keep the top k (renormalised if norm_topk_prob),
-                // times routed_scaling_factor (DeepSeek-V2)
+  Softmax,      // softmax over all experts, keep the top k (within the best groups where n_group > 1;
+                // renormalised if norm_topk_prob), times routed_scaling_factor (DeepSeek-V2)
   TopKSoftmax,  // the top k logits, softmax over those k (gpt-oss)
   Sigmoid,      // sigmoid scores; chosen by score + correction bias within the best groups
                 // (GLM-4.5, DeepSeek-V3); weights are the scores, renormalised if norm_topk_prob,
                 // times routed_scaling_factor
+};
+
+// How a group of experts scores when routing keeps only the topk_group best groups (n_group > 1).
+enum class GroupScore {
+  Top2Sum,  // the sum of its two best choice scores (DeepSeek-V3, GLM-4.5)
+  Max,      // its best probability (DeepSeek-V2's group_limited_greedy)
 };
 
 // The routed experts' activation between the gate/up and the down projections.
@@ -74,7 +80,8 @@ struct ModelConfig {
   float swiglu_alpha = 1.702f;
   float swiglu_limit = 7.f;
   int n_group = 1;                    // Sigmoid routing: experts in n_group groups...
-  int topk_group = 1;                 // ...of which the topk_group best (by their two best scores) compete
+  int topk_group = 1;                 // ...of which the topk_group best (by group_score) compete
+  GroupScore group_score = GroupScore::Top2Sum;
   bool router_correction_bias = false;  // Sigmoid routing: a per-expert bias added for the choice only
   float routed_scaling_factor = 1.f;
   int rotary_dim = 0;                 // dims of each head that rotate (the first ones); 0: all

@@ -68,31 +68,35 @@ void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up
 
 }  // namespace
 
-void Transformer::route_sigmoid(const LayerWeights& L, float* p, SigmoidScratch& s, int* idx, float* w) const {
-  const int E = cfg_.n_experts, K = cfg_.top_k, G = cfg_.n_group, per = E / G;
+void Transformer::limit_to_groups(float* choice, RoutingScratch& s) const {
+  const int G = cfg_.n_group, per = cfg_.n_experts / G;
+  std::vector<float>& group = s.group;
+  std::vector<int>& groups = s.groups;
+  for (int g = 0; g < G; ++g) {
+    float a = -INFINITY, b = -INFINITY;  // the group's best two
+    for (int e = g * per; e < (g + 1) * per; ++e) {
+      if (choice[e] > a) b = a, a = choice[e];
+      else if (choice[e] > b) b = choice[e];
+    }
+    group[g] = cfg_.group_score == GroupScore::Max ? a : a + (per > 1 ? b : 0.f);
+  }
+  std::iota(groups.begin(), groups.end(), 0);
+  std::partial_sort(groups.begin(), groups.begin() + cfg_.topk_group, groups.end(),
+                    [&](int x, int y) { return group[x] > group[y] || (group[x] == group[y] && x < y); });
+  // The groups left out: -inf as transformers masks sigmoid scores (its 0 for V2's softmax
+  // probabilities, all positive, picks the same experts).
+  for (int r = cfg_.topk_group; r < G; ++r) std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, -INFINITY);
+}
+
+void Transformer::route_sigmoid(const LayerWeights& L, float* p, RoutingScratch& s, int* idx, float* w) const {
+  const int E = cfg_.n_experts, K = cfg_.top_k;
   std::vector<float>& choice = s.choice;
   std::vector<int>& order = s.order;
   for (int e = 0; e < E; ++e) {
     p[e] = 1.f / (1.f + std::exp(-p[e]));
     choice[e] = p[e] + (cfg_.router_correction_bias ? L.router_correction_bias.f32()[e] : 0.f);
   }
-  if (G > 1) {  // keep the topk_group groups whose two best choices sum highest; the others count 0
-    std::vector<float>& group = s.group;
-    std::vector<int>& groups = s.groups;
-    for (int g = 0; g < G; ++g) {
-      float a = -INFINITY, b = -INFINITY;
-      for (int e = g * per; e < (g + 1) * per; ++e) {
-        if (choice[e] > a) b = a, a = choice[e];
-        else if (choice[e] > b) b = choice[e];
-      }
-      group[g] = a + (per > 1 ? b : 0.f);
-    }
-    std::iota(groups.begin(), groups.end(), 0);
-    std::partial_sort(groups.begin(), groups.begin() + cfg_.topk_group, groups.end(),
-                      [&](int x, int y) { return group[x] > group[y] || (group[x] == group[y] && x < y); });
-    for (int r = cfg_.topk_group; r < G; ++r)  // the groups left out
-      std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, -INFINITY);  // as transformers masks them
-  }
+  if (cfg_.n_group > 1) limit_to_groups(choice.data(), s);
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int x, int y) {
     return choice[x] > choice[y] || (choice[x] == choice[y] && x < y);
@@ -119,20 +123,27 @@ void Transformer::moe(int layer, int64_t n) {
   matmul(pool_, L.router, a, router_.data());
   if (cfg_.router_bias) add_bias(router_.data(), L.router_bias.f32(), n, E);
   std::vector<int> order(E);
-  SigmoidScratch sigmoid;
-  if (cfg_.routing == Routing::Sigmoid)
-    sigmoid = {std::vector<float>(E), std::vector<float>(cfg_.n_group), std::vector<int>(E),
+  RoutingScratch scratch;
+  if (cfg_.routing == Routing::Sigmoid || cfg_.n_group > 1)
+    scratch = {std::vector<float>(E), std::vector<float>(cfg_.n_group), std::vector<int>(E),
                std::vector<int>(cfg_.n_group)};
   for (int64_t t = 0; t < n; ++t) {
     float* p = &router_[t * E];
     if (cfg_.routing == Routing::Sigmoid) {
-      route_sigmoid(L, p, sigmoid, &topk_idx_[t * K], &topk_w_[t * K]);
+      route_sigmoid(L, p, scratch, &topk_idx_[t * K], &topk_w_[t * K]);
       continue;
     }
     if (cfg_.routing == Routing::Softmax) softmax(p, E);
+    const float* choice = p;  // what the top k are chosen by: the probabilities, within the best groups
+    if (cfg_.n_group > 1) {
+      std::copy(p, p + E, scratch.choice.begin());
+      limit_to_groups(scratch.choice.data(), scratch);
+      choice = scratch.choice.data();
+    }
     std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + K, order.end(),
-                      [&](int x, int y) { return p[x] > p[y] || (p[x] == p[y] && x < y); });
+    std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int x, int y) {
+      return choice[x] > choice[y] || (choice[x] == choice[y] && x < y);
+    });
     int* idx = &topk_idx_[t * K];
     float* w = &topk_w_[t * K];
     for (int r = 0; r < K; ++r) {

@@ -68,13 +68,16 @@ class Transformer {
   void attend(int layer, int64_t pos, const float* q, int dk, int64_t kcol, int64_t vcol, int dv, const float* sink,
               float* scores, float* out) const;
   void moe(int layer, int64_t n);
-  // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
-  // the top-k ids and weights go to idx and w. The scratch is sized once per batch.
-  struct SigmoidScratch {
+  // Scratch of sigmoid and group-limited routing, sized once per batch.
+  struct RoutingScratch {
     std::vector<float> choice, group;  // [n_experts], [n_group]
     std::vector<int> order, groups;    // [n_experts], [n_group]
   };
-  void route_sigmoid(const LayerWeights& L, float* p, SigmoidScratch& s, int* idx, float* w) const;
+  // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
+  // the top-k ids and weights go to idx and w.
+  void route_sigmoid(const LayerWeights& L, float* p, RoutingScratch& s, int* idx, float* w) const;
+  // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
+  void limit_to_groups(float* choice, RoutingScratch& s) const;
   // Decode: the token's experts that are already cached, batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts,
                          const std::vector<std::vector<int64_t>>& users);

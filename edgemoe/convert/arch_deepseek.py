@@ -32,10 +32,14 @@ class DeepseekV2(HFArch):
 
     def routing(self, hf: Dict[str, Any]) -> Dict[str, Any]:
         method = hf.get("topk_method", "greedy")
-        if method != "greedy":
-            raise unsupported(self.name, f"topk_method {method!r}")
-        # transformers' V2 router neither renormalises nor groups under greedy
-        return {"routing": "softmax", "norm_topk_prob": False}
+        # transformers' V2 router never renormalises; it groups only under group_limited_greedy,
+        # scoring a group by its best probability
+        if method == "greedy":
+            return {"routing": "softmax", "norm_topk_prob": False}
+        if method == "group_limited_greedy":
+            return {"routing": "softmax", "norm_topk_prob": False, "n_group": int(require(hf, "n_group", self.name)),
+                    "topk_group": int(require(hf, "topk_group", self.name)), "group_score": "max"}
+        raise unsupported(self.name, f"topk_method {method!r}")
 
     def interleaved(self, hf: Dict[str, Any]) -> bool:
         return True  # V2 rotates by complex multiplication of neighbouring pairs
