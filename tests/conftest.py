@@ -44,6 +44,20 @@ def fixture_folder(tmp_path, name: str, **config_changes):
     return src
 
 
+def assert_conversion_refused(tmp_path, name: str, changes, message: str) -> None:
+    """Converting fixture `name` with config.json's `changes` fails with the package's error
+    matching `message`, and leaves no output file."""
+    import pytest
+
+    import edgemoe
+    from edgemoe.convert import convert_hf
+
+    src = fixture_folder(tmp_path, name, **changes)
+    with pytest.raises((edgemoe.UnsupportedModelError, edgemoe.FormatError), match=message):
+        convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
+    assert not (tmp_path / "out.emoe").exists()
+
+
 def reference(name: str):
     return np.load(FIXTURES / name / "reference.npz")
 

@@ -40,8 +40,7 @@ KVCache::KVCache(const ModelConfig& c, int ctx_size, int max_batch, bool f16)
 }
 
 void KVCache::store(int layer, int64_t pos, const float* k, const float* v) {
-  const int64_t row = offset_[layer] + pos % rows_[layer];
-  const size_t ki = (size_t)row * k_width_, vi = (size_t)row * v_width_;
+  const size_t row = at(layer, pos % rows_[layer]), ki = row * k_width_, vi = row * v_width_;
   if (f16_) {
     f32_to_f16_row(k, &k16_[ki], k_width_);
     if (v_width_) f32_to_f16_row(v, &v16_[vi], v_width_);

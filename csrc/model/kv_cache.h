@@ -38,14 +38,10 @@ class KVCache {
   bool f16() const { return f16_; }
   // Row `row` of a layer, at its first element; rows are k_stride() / v_stride() values apart.
   // A latent layer's values are its keys' rows.
-  const float* k32(int layer, int64_t row) const { return &k32_[(size_t)(offset_[layer] + row) * k_width_]; }
-  const float* v32(int layer, int64_t row) const {
-    return v_width_ ? &v32_[(size_t)(offset_[layer] + row) * v_width_] : k32(layer, row);
-  }
-  const uint16_t* k16(int layer, int64_t row) const { return &k16_[(size_t)(offset_[layer] + row) * k_width_]; }
-  const uint16_t* v16(int layer, int64_t row) const {
-    return v_width_ ? &v16_[(size_t)(offset_[layer] + row) * v_width_] : k16(layer, row);
-  }
+  const float* k32(int layer, int64_t row) const { return &k32_[at(layer, row) * k_width_]; }
+  const float* v32(int layer, int64_t row) const { return v_width_ ? &v32_[at(layer, row) * v_width_] : k32(layer, row); }
+  const uint16_t* k16(int layer, int64_t row) const { return &k16_[at(layer, row) * k_width_]; }
+  const uint16_t* v16(int layer, int64_t row) const { return v_width_ ? &v16_[at(layer, row) * v_width_] : k16(layer, row); }
   int k_stride() const { return k_width_; }
   int v_stride() const { return v_width_ ? v_width_ : k_width_; }
 
@@ -55,6 +51,8 @@ class KVCache {
   size_t allocated_bytes() const;
 
  private:
+  size_t at(int layer, int64_t row) const { return (size_t)(offset_[layer] + row); }  // among all layers' rows
+
   const ModelConfig& cfg_;
   int k_width_, v_width_;
   bool f16_;

@@ -80,9 +80,7 @@ void Transformer::limit_to_groups(float* choice, RoutingScratch& s) const {
     }
     group[g] = cfg_.group_score == GroupScore::Max ? a : a + (per > 1 ? b : 0.f);
   }
-  std::iota(groups.begin(), groups.end(), 0);
-  std::partial_sort(groups.begin(), groups.begin() + cfg_.topk_group, groups.end(),
-                    [&](int x, int y) { return group[x] > group[y] || (group[x] == group[y] && x < y); });
+  top_k(group.data(), cfg_.topk_group, groups);
   // The groups left out: -inf as transformers masks sigmoid scores (its 0 for V2's softmax
   // probabilities, all positive, picks the same experts).
   for (int r = cfg_.topk_group; r < G; ++r) std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, -INFINITY);
@@ -97,10 +95,7 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, RoutingScratch&
     choice[e] = p[e] + (cfg_.router_correction_bias ? L.router_correction_bias.f32()[e] : 0.f);
   }
   if (cfg_.n_group > 1) limit_to_groups(choice.data(), s);
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int x, int y) {
-    return choice[x] > choice[y] || (choice[x] == choice[y] && x < y);
-  });
+  top_k(choice.data(), K, order);
   float sum = 0.f;
   for (int r = 0; r < K; ++r) {
     idx[r] = order[r];
@@ -140,10 +135,7 @@ void Transformer::moe(int layer, int64_t n) {
       limit_to_groups(scratch.choice.data(), scratch);
       choice = scratch.choice.data();
     }
-    std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int x, int y) {
-      return choice[x] > choice[y] || (choice[x] == choice[y] && x < y);
-    });
+    top_k(choice, K, order);
     int* idx = &topk_idx_[t * K];
     float* w = &topk_w_[t * K];
     for (int r = 0; r < K; ++r) {

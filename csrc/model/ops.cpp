@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <stdexcept>
 
 namespace edgemoe {
@@ -79,6 +80,12 @@ void softmax_with_sink(float* x, int64_t n, float sink) {
   }
   const float inv = (float)(1.0 / sum);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void top_k(const float* score, int k, std::vector<int>& order) {
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                    [&](int a, int b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });
 }
 
 void rope(float* head, const float* cos, const float* sin, int half) {

@@ -1,6 +1,7 @@
 // The small numeric building blocks of the forward pass.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "../common/thread_pool.h"
 #include "../kernels/kernels.h"
@@ -60,6 +61,9 @@ void softmax_with_sink(float* x, int64_t n, float sink);
 // to keep its order. Same order on every machine, so results do not depend
 // on the instruction set.
 float dot(const float* a, const float* b, int64_t n);
+// order[0, k) = the indices of the k largest of score[0, order.size()), largest first, ties to
+// the lower index (the same experts on every machine).
+void top_k(const float* score, int k, std::vector<int>& order);
 // Rotate pairs (i, i + half) of one head by a position's angles: the "rotate_half" convention of
 // transformers' Llama-family models (interleaved checkpoints are permuted to it at conversion).
 void rope(float* head, const float* cos, const float* sin, int half);

@@ -14,9 +14,7 @@ namespace {
 // and at least min_confidence, appended as (layer, expert).
 void append_top(const std::vector<float>& probs, int layer, int width, float min_confidence, std::vector<int>& order,
                 std::vector<std::pair<int, int>>* out) {
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + width, order.end(),
-                    [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  top_k(probs.data(), width, order);
   for (int r = 0; r < width; ++r)
     if (probs[order[r]] > 0.f && probs[order[r]] >= min_confidence) out->emplace_back(layer, order[r]);
 }

@@ -11,8 +11,7 @@
 namespace edgemoe {
 
 Engine::Engine(const Container& container, const EngineOptions& opt)
-    : cfg_(container.config), opt_(opt), experts_(container.experts) {
-  while (cfg_.is_dense(first_moe_layer_)) ++first_moe_layer_;
+    : cfg_(container.config), opt_(opt), experts_(container.experts), first_moe_layer_(cfg_.next_moe_layer(-1)) {
   if (opt.n_slots < 1) throw BudgetError("the expert cache needs at least one slot");
   if (opt.ctx_size < 1 || opt.max_batch < 1 || opt.threads < 1)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");

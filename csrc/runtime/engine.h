@@ -96,8 +96,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Transformer> transformer_;
   std::unique_ptr<Predictor> predictor_;
+  const int first_moe_layer_;  // the first layer that routes (dense leading layers do not)
   int64_t step_ = 0;  // counts passes through the first MoE layer: with the layer, orders prefetch deadlines
-  int first_moe_layer_ = 0;  // the first layer that routes (dense leading layers do not)
   std::vector<std::pair<int, int>> guesses_;
   std::vector<int> misses_;
   std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists

@@ -278,27 +278,21 @@ class GGUFCheckpoint:
         data = t.data if e is None else t.data[e]
         return t, data
 
-    def _decode(self, gname: str) -> np.ndarray:
-        t = self.tensors[gname]
+    def _decode(self, t, data) -> np.ndarray:
+        """GGUF tensor t's `data` (all of it, or one expert's slice) as f32, flat as the reader gives it."""
         try:
-            w = np.asarray(self.gguf.quants.dequantize(np.asarray(t.data), t.tensor_type), dtype=np.float32)
+            return np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
         except (NotImplementedError, ValueError, KeyError) as e:
             raise UnsupportedModelError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which "
                                         f"cannot be decoded ({e})") from None
-        return w.reshape(self._dims(gname))
 
     def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
         if name in self.kv_b:  # each head's key rows (k_b transposed back), then its value rows
             shape = self.shape(name)  # checks the two agree
-            k_b, v_b = (self._decode(g) for g in self.kv_b[name])
+            k_b, v_b = (self._decode(self.tensors[g], self.tensors[g].data).reshape(self._dims(g))
+                        for g in self.kv_b[name])
             return np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1).reshape(shape)
-        t, data = self._raw(name)
-        try:
-            w = np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
-        except (NotImplementedError, ValueError, KeyError) as e:
-            raise UnsupportedModelError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which "
-                                        f"cannot be decoded ({e})") from None
-        w = w.reshape(self.shape(name))
+        w = self._decode(*self._raw(name)).reshape(self.shape(name))
         if self.arch_name == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             w = _unpermute(w, self.n_heads if "q_proj" in name else self.n_kv_heads)
         return w if index is None else w[index]
