@@ -223,7 +223,7 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"qkv_bias": 1}, "qkv_bias must be true or false"),
     ({"n_layers": 2.0}, "n_layers must be an integer"),
     ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, glm4_moe, "
-                               "deepseek_v2, deepseek_v3)"),
+                               "deepseek_v2, deepseek_v3, gemma4)"),
     ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
     ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
     ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),
@@ -240,7 +240,7 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"sliding_window": 8, "sliding_layers": [1, 0]}, "sliding_layers must be ascending, without repeats"),
     ({"sliding_window": 8, "sliding_layers": [5]}, "sliding_layers holds layer 5 of 2"),
     ({"routing": "noisy"}, "unknown routing 'noisy' (available: softmax, topk_softmax, sigmoid)"),
-    ({"expert_activation": "gelu"}, "unknown expert_activation 'gelu' (available: silu, swiglu_limited)"),
+    ({"expert_activation": "gelu"}, "unknown expert_activation 'gelu' (available: silu, swiglu_limited, gelu_tanh)"),
     ({"routing": "sigmoid", "n_group": 3}, "n_group 3 does not divide n_experts"),
     ({"routing": "sigmoid", "n_group": 2, "topk_group": 4}, "topk_group exceeds n_group"),
     ({"n_group": 2, "routing": "topk_softmax"}, "expert groups need softmax or sigmoid routing"),

@@ -13,43 +13,53 @@ namespace edgemoe {
 void Transformer::attention(int layer, int64_t n) {
   if (cfg_.latent()) return latent_attention(layer, n);
   const LayerWeights& L = w_.layers[layer];
-  const int H = cfg_.hidden, hd = cfg_.head_dim, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  // This layer's widths (Gemma 4's global layers have wider heads and fewer of them than its sliding ones).
+  const int H = cfg_.hidden, hd = cfg_.head_dim_of(layer), kv_heads = cfg_.kv_heads_of(layer);
+  const int qd = cfg_.q_dim(layer), kvd = cfg_.kv_dim(layer);
   const float eps = cfg_.rms_norm_eps;
 
   Activations a = prepare(pool_, L.wq.type, xn_.data(), n, H, xq_.data());
-  if (L.wk.type == L.wq.type && L.wv.type == L.wq.type) {
+  // Without wv (global_k_eq_v) a layer's values start as its key projection.
+  const Tensor& wv = L.wv.empty() ? L.wk : L.wv;
+  if (L.wk.type == L.wq.type && wv.type == L.wq.type) {
     const MatmulPart qkv[3] = {{L.wq.data, L.wq.rows, q_.data()}, {L.wk.data, L.wk.rows, k_.data()},
-                               {L.wv.data, L.wv.rows, v_.data()}};
-    matmul_many(pool_, L.wq.type, qkv, 3, a);
+                               {wv.data, wv.rows, v_.data()}};
+    matmul_many(pool_, L.wq.type, qkv, L.wv.empty() ? 2 : 3, a);
   } else {  // mixed types need their own activations
     matmul(pool_, L.wq, a, q_.data());
     if (L.wk.type != L.wq.type) a = prepare(pool_, L.wk.type, xn_.data(), n, H, xq_.data());
     matmul(pool_, L.wk, a, k_.data());
-    if (L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
-    matmul(pool_, L.wv, a, v_.data());
+    if (!L.wv.empty() && L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
+    if (!L.wv.empty()) matmul(pool_, L.wv, a, v_.data());
   }
   if (cfg_.qkv_bias) {
     add_bias(q_.data(), L.bq.f32(), n, qd);
     add_bias(k_.data(), L.bk.f32(), n, kvd);
-    add_bias(v_.data(), L.bv.f32(), n, kvd);
+    if (!L.wv.empty()) add_bias(v_.data(), L.bv.f32(), n, kvd);
   }
+  if (L.wv.empty()) std::copy(k_.begin(), k_.begin() + n * kvd, v_.begin());
 
-  const int half = cfg_.rope_dims() / 2;  // the first rope_dims() of each head rotate, the rest pass
+  // The first rope_dims_of(layer) of each head rotate, the rest pass.
+  const bool own = cfg_.own_rope(layer);
+  const int half = cfg_.rope_dims_of(layer) / 2;
   for (int64_t t = 0; t < n; ++t) {
     float* q = &q_[t * qd];
     float* k = &k_[t * kvd];
+    float* v = &v_[t * kvd];
     if (cfg_.qk_norm == QKNorm::Full) {
       rms_norm(q, L.q_norm.f32(), qd, eps, q);
       rms_norm(k, L.k_norm.f32(), kvd, eps, k);
     } else if (cfg_.qk_norm == QKNorm::Head) {
       for (int h = 0; h < cfg_.n_heads; ++h) rms_norm(q + h * hd, L.q_norm.f32(), hd, eps, q + h * hd);
-      for (int h = 0; h < cfg_.n_kv_heads; ++h) rms_norm(k + h * hd, L.k_norm.f32(), hd, eps, k + h * hd);
+      for (int h = 0; h < kv_heads; ++h) rms_norm(k + h * hd, L.k_norm.f32(), hd, eps, k + h * hd);
     }
-    const float* cs = &rope_cos_[t * half];
-    const float* sn = &rope_sin_[t * half];
+    if (cfg_.value_norm)
+      for (int h = 0; h < kv_heads; ++h) rms_norm(v + h * hd, nullptr, hd, eps, v + h * hd);
+    const float* cs = own ? &global_cos_[t * half] : &rope_cos_[t * half];
+    const float* sn = own ? &global_sin_[t * half] : &rope_sin_[t * half];
     for (int h = 0; h < cfg_.n_heads; ++h) rope(q + h * hd, cs, sn, half);
-    for (int h = 0; h < cfg_.n_kv_heads; ++h) rope(k + h * hd, cs, sn, half);
-    kv_.store(layer, n_past_ + t, k, &v_[t * kvd]);
+    for (int h = 0; h < kv_heads; ++h) rope(k + h * hd, cs, sn, half);
+    kv_.store(layer, n_past_ + t, k, v);
   }
 
   // Causal attention, one (token, head) pair per work item.
@@ -61,8 +71,8 @@ void Transformer::attention(int layer, int64_t n) {
       const int64_t t = item / cfg_.n_heads;
       const int h = (int)(item % cfg_.n_heads);
       const float* q = &q_[t * qd + h * hd];
-      // This head's columns: one KV head serves n_heads / n_kv_heads query heads (GQA).
-      const int64_t col = (int64_t)(h / (cfg_.n_heads / cfg_.n_kv_heads)) * hd;
+      // This head's columns: one KV head serves n_heads / kv_heads query heads (GQA).
+      const int64_t col = (int64_t)(h / (cfg_.n_heads / kv_heads)) * hd;
       const float* sink = cfg_.attention_sinks ? &L.sinks.f32()[h] : nullptr;
       attend(layer, n_past_ + t, q, hd, col, col, hd, sink, scores, &attn_out_[t * qd + h * hd]);
     }
@@ -71,14 +81,15 @@ void Transformer::attention(int layer, int64_t n) {
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection
   if (cfg_.o_bias) add_bias(xn_.data(), L.bo.f32(), n, H);
+  if (cfg_.sandwich_norms) norm_rows(xn_.data(), L.post_attn_norm, n);
   for (int64_t i = 0; i < n * H; ++i) x_[i] += xn_[i];
 }
 
 void Transformer::attend(int layer, int64_t pos, const float* q, int dk, int64_t kcol, int64_t vcol, int dv,
                          const float* sink, float* scores, float* out) const {
-  const float scale = cfg_.softmax_scale();
+  const float scale = cfg_.softmax_scale(layer);
   const int64_t first = cfg_.is_sliding(layer) ? std::max<int64_t>(0, pos - cfg_.sliding_window + 1) : 0;
-  const int ks = kv_.k_stride(), vs = kv_.v_stride();
+  const int ks = kv_.k_stride(layer), vs = kv_.v_stride(layer);
   KVCache::Run runs[2];
   const int n_runs = kv_.runs(layer, first, pos, runs);
 

@@ -6,7 +6,7 @@ namespace edgemoe {
 namespace {
 
 const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "glm4_moe", "deepseek_v2",
-                                     "deepseek_v3"};
+                                     "deepseek_v3", "gemma4"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
 const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
@@ -14,7 +14,8 @@ const std::pair<const char*, Routing> kRoutings[] = {
     {"softmax", Routing::Softmax}, {"topk_softmax", Routing::TopKSoftmax}, {"sigmoid", Routing::Sigmoid}};
 const std::pair<const char*, GroupScore> kGroupScores[] = {{"top2_sum", GroupScore::Top2Sum}, {"max", GroupScore::Max}};
 const std::pair<const char*, ExpertActivation> kActivations[] = {{"silu", ExpertActivation::SiLU},
-                                                                 {"swiglu_limited", ExpertActivation::SwiGLULimited}};
+                                                                 {"swiglu_limited", ExpertActivation::SwiGLULimited},
+                                                                 {"gelu_tanh", ExpertActivation::GeluTanh}};
 const char* const kWhat = "invalid model config";
 
 // The one list of fields (common/values.h): the bounds keep every int product
@@ -58,6 +59,18 @@ void visit_fields(Config& c, Visitor& v) {
   v.integer("v_head_dim", c.v_head_dim, 0, kMaxHeadDim, Optional);
   v.number("attention_scale", c.attention_scale, 0.0, 1e3, Optional);
   v.number("latent_norm_eps", c.latent_norm_eps, 0.0, 1.0, Optional);
+  v.integer("global_head_dim", c.global_head_dim, 0, kMaxHeadDim, Optional);
+  v.integer("global_kv_heads", c.global_kv_heads, 0, 1024, Optional);
+  v.number("global_rope_theta", c.global_rope_theta, 0.0, 1e12, Optional);
+  v.integer("global_rope_angles", c.global_rope_angles, 0, kMaxHeadDim / 2, Optional);
+  v.flag("global_k_eq_v", c.global_k_eq_v, Optional);
+  v.flag("value_norm", c.value_norm, Optional);
+  v.flag("sandwich_norms", c.sandwich_norms, Optional);
+  v.flag("expert_norms", c.expert_norms, Optional);
+  v.flag("router_expert_scale", c.router_expert_scale, Optional);
+  v.flag("layer_output_scale", c.layer_output_scale, Optional);
+  v.number("embedding_scale", c.embedding_scale, 1e-6, 1e6, Optional);
+  v.number("final_logit_softcap", c.final_logit_softcap, 0.0, 1e6, Optional);
   v.flag("norm_topk_prob", c.norm_topk_prob);
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
@@ -95,11 +108,29 @@ void check_latent(const ModelConfig& c) {
   if (!c.qk_rope_head_dim || c.qk_rope_head_dim % 2 || c.qk_rope_head_dim >= c.head_dim)
     throw bad("latent attention needs an even qk_rope_head_dim below head_dim");
   if (!c.v_head_dim) throw bad("latent attention needs a v_head_dim");
-  if (c.kv_k_width() > kMaxHeadDim) throw bad("kv_lora_rank + qk_rope_head_dim exceeds " + std::to_string(kMaxHeadDim));
+  if (c.kv_lora_rank + c.qk_rope_head_dim > kMaxHeadDim) throw bad("kv_lora_rank + qk_rope_head_dim exceeds " + std::to_string(kMaxHeadDim));
   if (c.qkv_bias || c.o_bias || c.qk_norm != QKNorm::None || c.rotary_dim || c.attention_sinks || c.sliding_window ||
-      c.n_kv_heads != c.n_heads)
-    throw bad("latent attention does not combine with qkv_bias, o_bias, qk_norm, rotary_dim, sinks, sliding windows "
-              "or fewer key/value heads than query heads");
+      c.n_kv_heads != c.n_heads || c.value_norm)
+    throw bad("latent attention does not combine with qkv_bias, o_bias, qk_norm, rotary_dim, sinks, sliding windows, "
+              "value_norm or fewer key/value heads than query heads");
+}
+
+// The global layers' own widths and rope (Gemma 4), which need sliding layers to differ from.
+void check_global(const ModelConfig& c) {
+  const bool any = c.global_head_dim || c.global_kv_heads || c.global_rope_theta > 0 || c.global_rope_angles ||
+                   c.global_k_eq_v;
+  if (!any) return;
+  if (c.sliding_layers.empty()) throw bad("global_* fields describe full-attention layers beside sliding ones: "
+                                          "this model has no sliding layers");
+  if (c.global_head_dim % 2) throw bad("global_head_dim must be even for rotary embeddings");
+  if (c.global_kv_heads && c.n_heads % c.global_kv_heads) throw bad("n_heads is not a multiple of global_kv_heads");
+  for (int l = 0; l < c.n_layers; ++l)
+    if (c.is_global(l) && 2 * c.global_rope_angles > c.head_dim_of(l))
+      throw bad("global_rope_angles exceeds half the global layers' head_dim");
+  if (c.global_rope() && c.rope_scaling != RopeScaling::None)
+    throw bad("global layers with a rope of their own (global_head_dim, global_rope_theta, global_rope_angles) "
+              "do not combine with rope_scaling");
+  if (c.rotary_dim) throw bad("rotary_dim does not combine with the global_* fields");
 }
 
 // What no single field's bounds can say.
@@ -134,6 +165,9 @@ void check_relations(const ModelConfig& c) {
     throw bad("router_correction_bias needs sigmoid routing");
   if (c.rotary_dim % 2 || c.rotary_dim > c.head_dim) throw bad("rotary_dim must be even and at most head_dim");
   check_latent(c);
+  check_global(c);
+  if (c.expert_norms && !c.shared_intermediate) throw bad("expert_norms needs a shared MLP (shared_intermediate)");
+  if (c.expert_norms && c.shared_gate) throw bad("expert_norms does not combine with shared_gate");
   for (int64_t id : c.eos_token_ids)
     if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");
 }
@@ -168,8 +202,13 @@ std::string layer_kind(const ModelConfig& c, int layer) {
                           : c.is_sliding(layer)
                               ? "sliding-window attention (" + std::to_string(c.sliding_window) + ")"
                               : "full attention";
+  if (c.is_global(layer) && (c.global_head_dim || c.global_kv_heads))
+    attention += " (" + std::to_string(c.kv_heads_of(layer)) + " KV heads of " + std::to_string(c.head_dim_of(layer)) +
+                 (c.has_wv(layer) ? "" : ", values from keys") + ")";
   if (c.attention_sinks) attention += " with sinks";
-  return attention + (c.is_dense(layer) ? " + dense MLP (" + std::to_string(c.dense_intermediate) + ")" : " + MoE");
+  const std::string shared = c.expert_norms ? " + MLP (" + std::to_string(c.shared_intermediate) + ")" : "";
+  return attention + (c.is_dense(layer) ? " + dense MLP (" + std::to_string(c.dense_intermediate) + ")"
+                                        : shared + " + MoE");
 }
 
 void check_config(const ModelConfig& c) { config_from_values(config_to_values(c)); }

@@ -6,6 +6,7 @@
 // describing it to Python all walk that list. Adding a field is one line there
 // plus a member here (its default is what containers without it mean).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -49,6 +50,7 @@ enum class GroupScore {
 enum class ExpertActivation {
   SiLU,           // silu(gate) * up
   SwiGLULimited,  // gpt-oss: gate clamped above at limit, up to [-limit, limit], gate * sigmoid(alpha * gate) * (up + 1)
+  GeluTanh,       // Gemma: gelu(gate) (tanh approximation) * up; resident MLPs use it too
 };
 
 constexpr int kMaxHeadDim = 4096;
@@ -93,7 +95,28 @@ struct ModelConfig {
   int q_lora_rank = 0;                // q through a bottleneck of this rank (0: one projection)
   int qk_rope_head_dim = 0;
   int v_head_dim = 0;
-  float attention_scale = 0.f;        // the softmax's scale; 0: 1 / sqrt(head_dim)
+  float attention_scale = 0.f;        // the softmax's scale; 0: 1 / sqrt(the layer's head_dim)
+  // Gemma 4: where a model has sliding layers, its full-attention ("global") layers may differ from
+  // them in head width, key/value heads and rotary embedding; the fields above then describe the
+  // sliding layers. 0 means as the sliding layers.
+  int global_head_dim = 0;
+  int global_kv_heads = 0;
+  float global_rope_theta = 0.f;
+  int global_rope_angles = 0;         // only the first this many rotary pairs turn (0: all); Gemma's
+                                      // "proportional" rope: base^(-2i / head_dim) for those, 0 beyond
+  bool global_k_eq_v = false;         // a global layer's values come from its key projection (no wv)
+  bool value_norm = false;            // values RMS-normalised per head, without a weight (Gemma 4)
+  // Gemma's sandwich norms: the attention's output and the MLP block's output are RMS-normalised
+  // (post_attn_norm, post_ffn_norm) before they join the residual stream.
+  bool sandwich_norms = false;
+  // Gemma 4's MoE block: the shared MLP reads ffn_norm's output and its result is normalised by
+  // post_ffn_norm_1; the routed experts read their own norm (ffn_norm_2) and their sum is
+  // normalised by post_ffn_norm_2; the router reads a third (router_norm, Gemma's scale / sqrt(hidden)).
+  bool expert_norms = false;
+  bool router_expert_scale = false;   // each expert's routing weight times its own scale (after renormalising)
+  bool layer_output_scale = false;    // the residual stream times a per-layer scalar after each layer
+  float embedding_scale = 1.f;        // token embeddings are multiplied by it (Gemma: sqrt(hidden))
+  float final_logit_softcap = 0.f;    // logits = cap * tanh(logits / cap); 0: none
   float latent_norm_eps = 1e-6f;      // the q and kv latents' RMSNorms (transformers builds them with 1e-6)
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
@@ -128,15 +151,43 @@ struct ModelConfig {
     return layer;
   }
   bool latent() const { return kv_lora_rank > 0; }
+  // A full-attention layer of a model with sliding ones, which the global_* fields describe.
+  bool is_global(int layer) const { return !sliding_layers.empty() && !is_sliding(layer); }
+  int head_dim_of(int layer) const { return is_global(layer) && global_head_dim ? global_head_dim : head_dim; }
+  int kv_heads_of(int layer) const { return is_global(layer) && global_kv_heads ? global_kv_heads : n_kv_heads; }
+  bool has_wv(int layer) const { return !(global_k_eq_v && is_global(layer)); }
   int rope_dims() const { return latent() ? qk_rope_head_dim : rotary_dim ? rotary_dim : head_dim; }
-  int q_dim() const { return n_heads * head_dim; }
-  int kv_dim() const { return n_kv_heads * head_dim; }
+  // Global layers with rope of their own (global_rope_frequencies in rope.h) rotate all of their head.
+  bool global_rope() const { return global_head_dim || global_rope_theta > 0.f || global_rope_angles; }
+  bool own_rope(int layer) const { return is_global(layer) && global_rope(); }
+  int rope_dims_of(int layer) const { return own_rope(layer) ? head_dim_of(layer) : rope_dims(); }
+  int q_dim(int layer) const { return n_heads * head_dim_of(layer); }
+  int kv_dim(int layer) const { return kv_heads_of(layer) * head_dim_of(layer); }
   int qk_nope_head_dim() const { return head_dim - qk_rope_head_dim; }  // latent attention
-  int attn_out_dim() const { return n_heads * (latent() ? v_head_dim : head_dim); }  // what wo takes
+  int attn_out_dim(int layer) const { return n_heads * (latent() ? v_head_dim : head_dim_of(layer)); }  // what wo takes
   // One cached position's keys and values (a latent layer's values are its latent: no V rows).
-  int kv_k_width() const { return latent() ? kv_lora_rank + qk_rope_head_dim : kv_dim(); }
-  int kv_v_width() const { return latent() ? 0 : kv_dim(); }
-  float softmax_scale() const { return attention_scale > 0.f ? attention_scale : 1.f / std::sqrt((float)head_dim); }
+  int kv_k_width(int layer) const { return latent() ? kv_lora_rank + qk_rope_head_dim : kv_dim(layer); }
+  int kv_v_width(int layer) const { return latent() ? 0 : kv_dim(layer); }
+  float softmax_scale(int layer) const {
+    return attention_scale > 0.f ? attention_scale : 1.f / std::sqrt((float)head_dim_of(layer));
+  }
+  // The widest of each over the layers (scratch sizes).
+  int max_q_dim() const { return widest([this](int l) { return q_dim(l); }); }
+  int max_kv_k_width() const { return widest([this](int l) { return kv_k_width(l); }); }
+  int max_kv_v_width() const { return widest([this](int l) { return kv_v_width(l); }); }
+  int max_attn_out_dim() const { return widest([this](int l) { return attn_out_dim(l); }); }
+  int max_rope_dims() const { return widest([this](int l) { return rope_dims_of(l); }); }
+  ExpertActivation resident_activation() const {
+    return expert_activation == ExpertActivation::GeluTanh ? ExpertActivation::GeluTanh : ExpertActivation::SiLU;
+  }
+
+ private:
+  template <class F>
+  int widest(F f) const {
+    int w = 0;
+    for (int l = 0; l < n_layers; ++l) w = std::max(w, f(l));
+    return w;
+  }
 };
 
 // The config the values describe. Throws FormatError naming the first missing,

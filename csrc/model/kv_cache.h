@@ -25,7 +25,7 @@ class KVCache {
 
   KVCache(const ModelConfig& c, int ctx_size, int max_batch, bool f16);
 
-  // k: kv_k_width() values; v: kv_v_width() (none for a latent layer).
+  // k: kv_k_width(layer) values; v: kv_v_width(layer) (none for a latent layer).
   void store(int layer, int64_t pos, const float* k, const float* v);
 
   // The keys of positions [first, last] lie in at most two runs of consecutive rows
@@ -36,14 +36,14 @@ class KVCache {
   int runs(int layer, int64_t first, int64_t last, Run out[2]) const;
 
   bool f16() const { return f16_; }
-  // Row `row` of a layer, at its first element; rows are k_stride() / v_stride() values apart.
-  // A latent layer's values are its keys' rows.
-  const float* k32(int layer, int64_t row) const { return &k32_[at(layer, row) * k_width_]; }
-  const float* v32(int layer, int64_t row) const { return v_width_ ? &v32_[at(layer, row) * v_width_] : k32(layer, row); }
-  const uint16_t* k16(int layer, int64_t row) const { return &k16_[at(layer, row) * k_width_]; }
-  const uint16_t* v16(int layer, int64_t row) const { return v_width_ ? &v16_[at(layer, row) * v_width_] : k16(layer, row); }
-  int k_stride() const { return k_width_; }
-  int v_stride() const { return v_width_ ? v_width_ : k_width_; }
+  // Row `row` of a layer, at its first element; rows are k_stride(layer) / v_stride(layer) values
+  // apart (layers may differ: Gemma 4's global layers are wider). A latent layer's values are its keys' rows.
+  const float* k32(int layer, int64_t row) const { return &k32_[k_at(layer, row)]; }
+  const float* v32(int layer, int64_t row) const { return has_v(layer) ? &v32_[v_at(layer, row)] : k32(layer, row); }
+  const uint16_t* k16(int layer, int64_t row) const { return &k16_[k_at(layer, row)]; }
+  const uint16_t* v16(int layer, int64_t row) const { return has_v(layer) ? &v16_[v_at(layer, row)] : k16(layer, row); }
+  int k_stride(int layer) const { return layers_[layer].k_width; }
+  int v_stride(int layer) const { return has_v(layer) ? layers_[layer].v_width : layers_[layer].k_width; }
 
   // Whether the positions [0, n) are all still usable after [0, n_past) were written:
   // a ring has overwritten the keys a position far back needs.
@@ -51,12 +51,18 @@ class KVCache {
   size_t allocated_bytes() const;
 
  private:
-  size_t at(int layer, int64_t row) const { return (size_t)(offset_[layer] + row); }  // among all layers' rows
+  struct Layer {
+    int64_t rows;
+    int k_width, v_width;
+    size_t k_offset, v_offset;  // of its first row, in values
+  };
+  bool has_v(int layer) const { return layers_[layer].v_width > 0; }
+  size_t k_at(int layer, int64_t row) const { return layers_[layer].k_offset + (size_t)row * layers_[layer].k_width; }
+  size_t v_at(int layer, int64_t row) const { return layers_[layer].v_offset + (size_t)row * layers_[layer].v_width; }
 
   const ModelConfig& cfg_;
-  int k_width_, v_width_;
   bool f16_;
-  std::vector<int64_t> rows_, offset_;  // per layer, in rows
+  std::vector<Layer> layers_;
   std::vector<float> k32_, v32_;
   std::vector<uint16_t> k16_, v16_;
 };

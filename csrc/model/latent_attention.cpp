@@ -41,9 +41,9 @@ void per_head_matmul(ThreadPool& pool, const Tensor& W, int heads, const float* 
 
 void Transformer::latent_attention(int layer, int64_t n) {
   const LayerWeights& L = w_.layers[layer];
-  const int H = cfg_.hidden, heads = cfg_.n_heads, hd = cfg_.head_dim, qd = cfg_.q_dim();
+  const int H = cfg_.hidden, heads = cfg_.n_heads, hd = cfg_.head_dim, qd = cfg_.q_dim(layer);
   const int R = cfg_.kv_lora_rank, rd = cfg_.qk_rope_head_dim, nope = cfg_.qk_nope_head_dim();
-  const int kw = cfg_.kv_k_width(), vd = cfg_.v_head_dim;
+  const int kw = cfg_.kv_k_width(layer), vd = cfg_.v_head_dim;
   const float eps = cfg_.latent_norm_eps;
 
   // The latent and the shared rotating key (k_), and the queries: straight from xn_, or
@@ -115,7 +115,7 @@ void Transformer::latent_attention(int layer, int64_t n) {
       std::copy(o, o + vd, &attn_out_[((size_t)t * heads + h) * vd]);
     }
 
-  const int od = cfg_.attn_out_dim();
+  const int od = cfg_.attn_out_dim(layer);
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, od, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());
   for (int64_t i = 0; i < n * H; ++i) x_[i] += xn_[i];

@@ -1,6 +1,6 @@
 // The MoE block of one layer for a batch of n tokens: route, run each needed
 // routed expert once over all the tokens that chose it, add the shared expert;
-// or, in a dense layer, its resident MLP. Reads xn_, adds into x_.
+// or, in a dense layer, its resident MLP. Reads xn_ (and x_ under expert_norms), adds into `out`.
 //
 // Each (token, rank) result is written to its own row of routed_out_ and the
 // rows are summed in rank order afterwards, so the result does not depend on
@@ -44,6 +44,10 @@ void activate(const ExpertMath& m, float* g, float* u, int64_t rows, int64_t I) 
   const int64_t count = rows * I;
   if (m.activation == ExpertActivation::SiLU) {
     for (int64_t i = 0; i < count; ++i) g[i] = silu(g[i]) * u[i];
+    return;
+  }
+  if (m.activation == ExpertActivation::GeluTanh) {
+    for (int64_t i = 0; i < count; ++i) g[i] = gelu_tanh(g[i]) * u[i];
     return;
   }
   for (int64_t i = 0; i < count; ++i) {
@@ -108,9 +112,9 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, RoutingScratch&
   }
 }
 
-void Transformer::moe(int layer, int64_t n) {
+void Transformer::route(int layer, int64_t n) {
   const LayerWeights& L = w_.layers[layer];
-  const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k, I = cfg_.expert_intermediate;
+  const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k;
 
   // Routing: the top k experts (ties to the lower index) by softmax probability or,
   // for TopKSoftmax, by logit with a softmax over the k chosen.
@@ -124,34 +128,54 @@ void Transformer::moe(int layer, int64_t n) {
                std::vector<int>(cfg_.n_group)};
   for (int64_t t = 0; t < n; ++t) {
     float* p = &router_[t * E];
-    if (cfg_.routing == Routing::Sigmoid) {
-      route_sigmoid(L, p, scratch, &topk_idx_[t * K], &topk_w_[t * K]);
-      continue;
-    }
-    if (cfg_.routing == Routing::Softmax) softmax(p, E);
-    const float* choice = p;  // what the top k are chosen by: the probabilities, within the best groups
-    if (cfg_.n_group > 1) {
-      std::copy(p, p + E, scratch.choice.begin());
-      limit_to_groups(scratch.choice.data(), scratch);
-      choice = scratch.choice.data();
-    }
-    top_k(choice, K, order);
     int* idx = &topk_idx_[t * K];
     float* w = &topk_w_[t * K];
-    for (int r = 0; r < K; ++r) {
-      idx[r] = order[r];
-      w[r] = p[order[r]];
-    }
-    if (cfg_.routing == Routing::TopKSoftmax) {
-      softmax(w, K);
-    } else if (cfg_.norm_topk_prob) {
-      float sum = 0.f;
-      for (int r = 0; r < K; ++r) sum += w[r];
-      for (int r = 0; r < K; ++r) w[r] /= sum;
-    }
-    if (cfg_.routed_scaling_factor != 1.f)  // DeepSeek-V2
-      for (int r = 0; r < K; ++r) w[r] *= cfg_.routed_scaling_factor;
+    if (cfg_.routing == Routing::Sigmoid)
+      route_sigmoid(L, p, scratch, idx, w);
+    else
+      route_softmax(p, scratch, order, idx, w);
+    if (cfg_.router_expert_scale)  // Gemma 4
+      for (int r = 0; r < K; ++r) w[r] *= L.router_expert_scale.f32()[idx[r]];
   }
+}
+
+void Transformer::route_softmax(float* p, RoutingScratch& scratch, std::vector<int>& order, int* idx, float* w) const {
+  const int E = cfg_.n_experts, K = cfg_.top_k;
+  if (cfg_.routing == Routing::Softmax) softmax(p, E);
+  const float* choice = p;  // what the top k are chosen by: the probabilities, within the best groups
+  if (cfg_.n_group > 1) {
+    std::copy(p, p + E, scratch.choice.begin());
+    limit_to_groups(scratch.choice.data(), scratch);
+    choice = scratch.choice.data();
+  }
+  top_k(choice, K, order);
+  for (int r = 0; r < K; ++r) {
+    idx[r] = order[r];
+    w[r] = p[order[r]];
+  }
+  if (cfg_.routing == Routing::TopKSoftmax) {
+    softmax(w, K);
+  } else if (cfg_.norm_topk_prob) {
+    float sum = 0.f;
+    for (int r = 0; r < K; ++r) sum += w[r];
+    for (int r = 0; r < K; ++r) w[r] /= sum;
+  }
+  if (cfg_.routed_scaling_factor != 1.f)  // DeepSeek-V2
+    for (int r = 0; r < K; ++r) w[r] *= cfg_.routed_scaling_factor;
+}
+
+void Transformer::moe(int layer, int64_t n, float* out) {
+  const LayerWeights& L = w_.layers[layer];
+  const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k, I = cfg_.expert_intermediate;
+  const float eps = cfg_.rms_norm_eps;
+  if (cfg_.expert_norms) {
+    // Gemma 4: the shared MLP reads xn_ (ffn_norm); the router, then the experts, read norms of their own.
+    shared_expert(layer, n, out);
+    for (int64_t t = 0; t < n; ++t) rms_norm(&x_[t * H], L.router_norm.f32(), H, eps, &xn_[t * H]);
+  }
+  route(layer, n);
+  if (cfg_.expert_norms)
+    for (int64_t t = 0; t < n; ++t) rms_norm(&x_[t * H], L.ffn_norm_2.f32(), H, eps, &xn_[t * H]);
 
   if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data(), x_.data());
 
@@ -195,13 +219,22 @@ void Transformer::moe(int layer, int64_t n) {
     experts_.release(layer, e);
     for (int64_t j = 0; j < m; ++j) store_routed(u[j], &ex_out_[j * H]);
   }
+  // Under expert_norms the experts' sum is normalised before it joins `out`: it is gathered in
+  // ex_in_, free once the experts have run.
+  float* routed = cfg_.expert_norms ? ex_in_.data() : out;
+  if (cfg_.expert_norms) std::fill(routed, routed + n * H, 0.f);
   for (int64_t t = 0; t < n; ++t)
     for (int r = 0; r < K; ++r) {
       const float* src = &routed_out_[(t * K + r) * H];
-      float* dst = &x_[t * H];
+      float* dst = &routed[t * H];
       for (int i = 0; i < H; ++i) dst[i] += src[i];
     }
-  if (cfg_.shared_intermediate) shared_expert(layer, n);
+  if (cfg_.expert_norms) {
+    norm_rows(routed, L.post_ffn_norm_2, n);
+    for (int64_t i = 0; i < n * H; ++i) out[i] += routed[i];
+  } else if (cfg_.shared_intermediate) {
+    shared_expert(layer, n, out);
+  }
 }
 
 namespace {
@@ -289,20 +322,21 @@ void Transformer::store_routed(int64_t slot, const float* out) {
 void Transformer::resident_mlp(const Tensor& gate, const Tensor& up, const Tensor& down, int64_t n) {
   // The three share one encoding: the engine refuses a container where they do not.
   gated_mlp(pool_, gate.type, gate.data, up.data, down.data, gate.rows, cfg_.hidden, xn_.data(), n, ex_gate_.data(),
-            ex_up_.data(), xq_.data(), ex_out_.data(), ExpertMath{});
+            ex_up_.data(), xq_.data(), ex_out_.data(), ExpertMath{cfg_.resident_activation()});
 }
 
-void Transformer::dense_mlp(int layer, int64_t n) {
+void Transformer::dense_mlp(int layer, int64_t n, float* out) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden;
   resident_mlp(L.dense_gate, L.dense_up, L.dense_down, n);
-  for (int64_t i = 0; i < n * H; ++i) x_[i] += ex_out_[i];
+  for (int64_t i = 0; i < n * H; ++i) out[i] += ex_out_[i];
 }
 
-void Transformer::shared_expert(int layer, int64_t n) {
+void Transformer::shared_expert(int layer, int64_t n, float* out) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden;
   resident_mlp(L.shared_gate_proj, L.shared_up_proj, L.shared_down_proj, n);
+  if (cfg_.expert_norms) norm_rows(ex_out_.data(), L.post_ffn_norm_1, n);
   for (int64_t t = 0; t < n; ++t) {
     float scale = 1.f;
     if (cfg_.shared_gate) {
@@ -311,7 +345,7 @@ void Transformer::shared_expert(int layer, int64_t n) {
       for (int i = 0; i < H; ++i) z += g[i] * xn_[t * H + i];
       scale = 1.f / (1.f + std::exp(-z));
     }
-    for (int i = 0; i < H; ++i) x_[t * H + i] += scale * ex_out_[t * H + i];
+    for (int i = 0; i < H; ++i) out[t * H + i] += scale * ex_out_[t * H + i];
   }
 }
 

@@ -59,6 +59,10 @@ void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out) 
   double ss = 0.0;
   for (int64_t i = 0; i < k; ++i) ss += (double)x[i] * x[i];
   const float scale = 1.0f / std::sqrt((float)(ss / k) + eps);
+  if (!w) {
+    for (int64_t i = 0; i < k; ++i) out[i] = x[i] * scale;
+    return;
+  }
   for (int64_t i = 0; i < k; ++i) out[i] = x[i] * scale * w[i];
 }
 

@@ -1,5 +1,6 @@
 // The small numeric building blocks of the forward pass.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -49,7 +50,13 @@ struct MatmulPart {
 constexpr int kMaxMatmulParts = 64;
 void matmul_many(ThreadPool& pool, QType t, const MatmulPart* parts, int count, const Activations& a);
 
+// out = x / rms(x) * w (w null: no weight, Gemma 4's value norm); out may be x.
 void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out);
+// gelu with the tanh approximation (transformers' gelu_pytorch_tanh).
+inline float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+}
 void add_bias(float* y, const float* b, int64_t n, int64_t k);
 inline float silu(float x) { return x / (1.f + __builtin_expf(-x)); }
 void softmax(float* x, int64_t n);

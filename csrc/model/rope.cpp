@@ -68,4 +68,17 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
   return r;
 }
 
+RopeFrequencies global_rope_frequencies(const ModelConfig& c) {
+  int layer = 0;
+  while (layer < c.n_layers && !c.is_global(layer)) ++layer;
+  const int dim = layer < c.n_layers ? c.head_dim_of(layer) : c.head_dim;
+  const double base = c.global_rope_theta > 0.f ? c.global_rope_theta : c.rope_theta;
+  const int angles = c.global_rope_angles ? c.global_rope_angles : dim / 2;
+  const std::vector<float> pos = position_frequencies(base, dim);
+  RopeFrequencies r;
+  r.inv_freq.assign(dim / 2, 0.f);
+  for (int i = 0; i < angles; ++i) r.inv_freq[i] = 1.f / pos[i];
+  return r;
+}
+
 }  // namespace edgemoe

@@ -18,6 +18,10 @@ struct RopeFrequencies {
 // depends on the length (past max_position it raises the base, recomputed as
 // the sequence grows, as transformers does with a KV cache).
 RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len);
+// The frequencies of global layers with a rope of their own (config.h: global_rope()): base
+// global_rope_theta (or rope_theta) over their head_dim, unscaled; past global_rope_angles pairs, 0
+// (those dims do not turn: Gemma 4's proportional rope).
+RopeFrequencies global_rope_frequencies(const ModelConfig& c);
 inline bool rope_depends_on_length(const ModelConfig& c) { return c.rope_scaling == RopeScaling::Dynamic; }
 
 }  // namespace edgemoe

@@ -19,7 +19,7 @@ int64_t widest_mlp(const ModelConfig& c) {
 int64_t widest_activation(const ModelConfig& c) {
   // (latent attention quantizes every head's rows of a per-head matmul at once)
   const int64_t per_head = c.latent() ? (int64_t)c.n_heads * std::max(c.qk_nope_head_dim(), c.kv_lora_rank) : 0;
-  return std::max<int64_t>({c.hidden, c.q_dim(), c.attn_out_dim(), widest_mlp(c), c.q_lora_rank, per_head});
+  return std::max<int64_t>({c.hidden, c.max_q_dim(), c.max_attn_out_dim(), widest_mlp(c), c.q_lora_rank, per_head});
 }
 
 // Latent attention's own buffers (transformer.h), in floats; all 0 for other attention.
@@ -30,7 +30,7 @@ struct LatentSizes {
 LatentSizes latent_sizes(const ModelConfig& c, size_t B) {
   if (!c.latent()) return {};
   const size_t heads = c.n_heads;
-  return {B * c.q_lora_rank, B * heads * c.kv_k_width(), B * heads * std::max(c.qk_nope_head_dim(), c.kv_lora_rank),
+  return {B * c.q_lora_rank, B * heads * c.max_kv_k_width(), B * heads * std::max(c.qk_nope_head_dim(), c.kv_lora_rank),
           B * heads * std::max(c.kv_lora_rank, c.v_head_dim)};
 }
 }  // namespace
@@ -40,8 +40,9 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   const size_t ffn = widest_mlp(c);
   size_t floats = 0;
   floats += (size_t)B * c.hidden * 2;                       // x_, xn_
-  floats += (size_t)B * (c.q_dim() + std::max(c.q_dim(), c.attn_out_dim()));  // q_, attn_out_
-  floats += (size_t)B * (c.kv_k_width() + c.kv_v_width()); // k_, v_
+  floats += (size_t)B * (c.max_q_dim() + std::max(c.max_q_dim(), c.max_attn_out_dim()));  // q_, attn_out_
+  floats += (size_t)B * (c.max_kv_k_width() + c.max_kv_v_width()); // k_, v_
+  floats += c.sandwich_norms ? (size_t)B * c.hidden : 0;    // ffn_out_
   floats += latent_sizes(c, B).total();
   floats += (size_t)n_threads * ctx;                        // scores_
   floats += (size_t)B * c.n_experts;                        // router_
@@ -49,6 +50,7 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * (c.hidden * 2 + ffn * 2);           // ex_in_, ex_out_, ex_gate_, ex_up_
   floats += (size_t)B * c.top_k;                            // topk_w_
   floats += (size_t)B * (c.rope_dims() / 2) * 2;            // rope_cos_, rope_sin_
+  floats += c.global_rope() ? (size_t)B * (c.max_rope_dims() / 2) * 2 : 0;  // global_cos_, global_sin_
   size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
   return bytes;
@@ -64,14 +66,20 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   rope_len_ = cfg.rope_original_max_position;  // what length 0 means to dynamic NTK (see rotary_angles)
   rope_cos_.resize(B * (cfg.rope_dims() / 2));
   rope_sin_.resize(B * (cfg.rope_dims() / 2));
+  if (cfg.global_rope()) {
+    global_rope_ = global_rope_frequencies(cfg);
+    global_cos_.resize(B * global_rope_.inv_freq.size());
+    global_sin_.resize(B * global_rope_.inv_freq.size());
+  }
 
   const size_t ffn = widest_mlp(cfg);
   x_.resize(B * cfg.hidden);
   xn_.resize(B * cfg.hidden);
-  q_.resize(B * cfg.q_dim());
-  attn_out_.resize(B * std::max(cfg.q_dim(), cfg.attn_out_dim()));
-  k_.resize(B * cfg.kv_k_width());
-  v_.resize(B * cfg.kv_v_width());
+  q_.resize(B * cfg.max_q_dim());
+  attn_out_.resize(B * std::max(cfg.max_q_dim(), cfg.max_attn_out_dim()));
+  k_.resize(B * cfg.max_kv_k_width());
+  v_.resize(B * cfg.max_kv_v_width());
+  if (cfg.sandwich_norms) ffn_out_.resize(B * cfg.hidden);
   const LatentSizes latent = latent_sizes(cfg, B);
   q_a_.resize(latent.q_a);
   q_latent_.resize(latent.q_latent);
@@ -91,7 +99,7 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
 
 size_t Transformer::allocated_bytes() const {
   size_t floats = 0;
-  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &x_, &xn_, &q_, &k_, &v_, &q_a_, &q_latent_,
+  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &global_cos_, &global_sin_, &ffn_out_, &x_, &xn_, &q_, &k_, &v_, &q_a_, &q_latent_,
                                       &head_in_, &head_out_,
                                       &attn_out_, &scores_, &router_, &routed_out_, &ex_in_, &ex_gate_, &ex_up_,
                                       &ex_out_, &topk_w_})
@@ -110,6 +118,13 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
   const size_t row = qtype_row_bytes(e.type, e.cols);
   for (int64_t t = 0; t < n; ++t)
     dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
+  if (cfg_.embedding_scale != 1.f)
+    for (int64_t i = 0; i < n * cfg_.hidden; ++i) x_[i] *= cfg_.embedding_scale;
+}
+
+void Transformer::norm_rows(float* rows, const Tensor& w, int64_t n) const {
+  const int H = cfg_.hidden;
+  for (int64_t t = 0; t < n; ++t) rms_norm(&rows[t * H], w.f32(), H, cfg_.rms_norm_eps, &rows[t * H]);
 }
 
 void Transformer::rotary_angles(int64_t n) {
@@ -128,6 +143,13 @@ void Transformer::rotary_angles(int64_t n) {
       const float angle = (float)(n_past_ + t) * rope_.inv_freq[i];
       rope_cos_[t * half + i] = std::cos(angle) * scale;
       rope_sin_[t * half + i] = std::sin(angle) * scale;
+    }
+  const int64_t global_half = (int64_t)global_rope_.inv_freq.size();
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < global_half; ++i) {
+      const float angle = (float)(n_past_ + t) * global_rope_.inv_freq[i];
+      global_cos_[t * global_half + i] = std::cos(angle);
+      global_sin_[t * global_half + i] = std::sin(angle);
     }
 }
 
@@ -155,10 +177,21 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
     attention(l, n);
     for (int64_t t = 0; t < n; ++t)
       rms_norm(&x_[t * H], L.ffn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);
+    // With sandwich norms the block's output is normalised before it joins the residual stream.
+    float* out = cfg_.sandwich_norms ? ffn_out_.data() : x_.data();
+    if (cfg_.sandwich_norms) std::fill(out, out + n * H, 0.f);
     if (cfg_.is_dense(l))
-      dense_mlp(l, n);
+      dense_mlp(l, n, out);
     else
-      moe(l, n);
+      moe(l, n, out);
+    if (cfg_.sandwich_norms) {
+      norm_rows(out, L.post_ffn_norm, n);
+      for (int64_t i = 0; i < n * H; ++i) x_[i] += out[i];
+    }
+    if (cfg_.layer_output_scale) {
+      const float s = L.layer_scale.f32()[0];
+      for (int64_t i = 0; i < n * H; ++i) x_[i] *= s;
+    }
   }
   n_past_ += n;
   if (!logits) return;
@@ -169,6 +202,8 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
   const Tensor& head = w_.output;
   Activations a = prepare(pool_, head.type, xn_.data(), m, H, xq_.data());
   matmul(pool_, head, a, logits);
+  if (const float cap = cfg_.final_logit_softcap; cap > 0.f)
+    for (int64_t i = 0; i < m * cfg_.vocab; ++i) logits[i] = std::tanh(logits[i] / cap) * cap;
 }
 
 }  // namespace edgemoe

@@ -67,7 +67,11 @@ class Transformer {
   // logit if given), the values' dv columns from vcol summed into out [dv].
   void attend(int layer, int64_t pos, const float* q, int dk, int64_t kcol, int64_t vcol, int dv, const float* sink,
               float* scores, float* out) const;
-  void moe(int layer, int64_t n);
+  // The MLP block of a layer: its routed experts and shared expert (or its dense MLP) of the
+  // n tokens, added into out [n, hidden] (x_, or ffn_out_ where the block's sum is normalised first).
+  void moe(int layer, int64_t n, float* out);
+  // Router logits of the n tokens in xn_ to top-k ids and weights (topk_idx_, topk_w_).
+  void route(int layer, int64_t n);
   // Scratch of sigmoid and group-limited routing, sized once per batch.
   struct RoutingScratch {
     std::vector<float> choice, group;  // [n_experts], [n_group]
@@ -76,6 +80,8 @@ class Transformer {
   // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
   // the top-k ids and weights go to idx and w.
   void route_sigmoid(const LayerWeights& L, float* p, RoutingScratch& s, int* idx, float* w) const;
+  // Softmax and top-k-softmax routing of one token (config.h), likewise; order: [n_experts] scratch.
+  void route_softmax(float* p, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
   // Decode: the token's experts that are already cached, batched (moe.cpp).
@@ -83,14 +89,17 @@ class Transformer {
                          const std::vector<std::vector<int64_t>>& users);
   // routed_out_ row `slot` (= token * top_k + rank) = an expert's output times its routing weight.
   void store_routed(int64_t slot, const float* out);
-  void shared_expert(int layer, int64_t n);
-  void dense_mlp(int layer, int64_t n);
+  void shared_expert(int layer, int64_t n, float* out);
+  void dense_mlp(int layer, int64_t n, float* out);
   // A resident gated MLP (gate, up [width, hidden], down [hidden, width]; one type) of the n
   // tokens in xn_, into ex_out_.
   void resident_mlp(const Tensor& gate, const Tensor& up, const Tensor& down, int64_t n);
   void embed(const int32_t* tokens, int64_t n);
-  // cos and sin of the batch's positions [n_past, n_past + n) into rope_cos_, rope_sin_.
+  // cos and sin of the batch's positions [n_past, n_past + n) into rope_cos_, rope_sin_ (and the
+  // global layers' own into global_cos_, global_sin_).
   void rotary_angles(int64_t n);
+  // rows [n, H] = rms_norm(rows) * w, in place (Gemma's post-norms).
+  void norm_rows(float* rows, const Tensor& w, int64_t n) const;
 
   const ModelConfig& cfg_;
   const ModelWeights& w_;
@@ -104,10 +113,13 @@ class Transformer {
   KVCache kv_;
   RopeFrequencies rope_;
   int64_t rope_len_ = 0;                    // the (effective) sequence length rope_ is for (dynamic NTK)
-  std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][head_dim / 2]
+  std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][rope_dims / 2]
+  RopeFrequencies global_rope_;             // global layers with a rope of their own (config.h)
+  std::vector<float> global_cos_, global_sin_;
 
   // Scratch, sized for max_batch tokens once at construction.
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, scores_;
+  std::vector<float> ffn_out_;  // sandwich_norms only: the MLP block's output before its norm
   // Latent attention only: q's bottleneck [token][q_lora_rank], each (token, head)'s query in the
   // latent space [kv_lora_rank + qk_rope_head_dim], and the per-head matmuls' inputs
   // [head][token][max(nope, kv_lora_rank)] and outputs [head][token][max(kv_lora_rank, v_head_dim)].

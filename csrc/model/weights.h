@@ -34,6 +34,13 @@ struct LayerWeights {
   Tensor ffn_norm, router;  // router: [n_experts, hidden], f32
   Tensor shared_gate_proj, shared_up_proj, shared_down_proj, shared_expert_gate;  // shared expert only
   Tensor dense_gate, dense_up, dense_down;  // dense layers only, instead of the router and experts
+  Tensor post_attn_norm, post_ffn_norm;     // sandwich_norms only
+  Tensor ffn_norm_2, router_norm, post_ffn_norm_1, post_ffn_norm_2;  // expert_norms only (config.h)
+  Tensor router_expert_scale;               // router_expert_scale only: [n_experts]
+  Tensor layer_scale;                       // layer_output_scale only: [1]
+
+  // What the router reads the residual stream through (its own norm under expert_norms).
+  const Tensor& router_input_norm() const { return router_norm.empty() ? ffn_norm : router_norm; }
 };
 
 struct ModelWeights {

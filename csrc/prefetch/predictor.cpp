@@ -34,7 +34,7 @@ class GatePredictor final : public Predictor {
     int next = layer;
     for (int d = 1; d <= depth_ && (next = cfg_.next_moe_layer(next)) < cfg_.n_layers; ++d) {
       const LayerWeights& L = w_.layers[next];
-      rms_norm(hidden, L.ffn_norm.f32(), H, cfg_.rms_norm_eps, xn_.data());
+      rms_norm(hidden, L.router_input_norm().f32(), H, cfg_.rms_norm_eps, xn_.data());
       const float* router = L.router.f32();
       for (int e = 0; e < E; ++e) {
         float z = 0.f;

@@ -69,7 +69,7 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
     return Tensor{t, rows, cols, resident_->data() + e.offset};
   };
 
-  const int H = cfg_.hidden, V = cfg_.vocab, qd = cfg_.q_dim(), kvd = cfg_.kv_dim();
+  const int H = cfg_.hidden, V = cfg_.vocab;
   // A resident gated MLP (a dense layer's, a shared expert's): gate, up and down of one type.
   auto gated_mlp = [&](const std::string& p, const std::array<const char*, 3>& names, int width, const char* what,
                        Tensor& gate, Tensor& up, Tensor& down) {
@@ -86,6 +86,7 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     LayerWeights& L = weights_.layers[l];
+    const int qd = cfg_.q_dim(l), kvd = cfg_.kv_dim(l), hd = cfg_.head_dim_of(l);
     L.attn_norm = get(p + "attn_norm", 1, H, true);
     if (cfg_.latent()) {
       const int heads = cfg_.n_heads, R = cfg_.kv_lora_rank;
@@ -96,27 +97,32 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       } else {
         L.wq = get(p + "wq", qd, H, false);
       }
-      L.wkv_a = get(p + "wkv_a", cfg_.kv_k_width(), H, false);
+      L.wkv_a = get(p + "wkv_a", cfg_.kv_k_width(l), H, false);
       L.kv_a_norm = get(p + "kv_a_norm", 1, R, true);
       L.wk_b = get(p + "wk_b", (int64_t)heads * R, cfg_.qk_nope_head_dim(), false);
       L.wv_b = get(p + "wv_b", (int64_t)heads * cfg_.v_head_dim, R, false);
     } else {
       L.wq = get(p + "wq", qd, H, false);
       L.wk = get(p + "wk", kvd, H, false);
-      L.wv = get(p + "wv", kvd, H, false);
+      if (cfg_.has_wv(l)) L.wv = get(p + "wv", kvd, H, false);
     }
-    L.wo = get(p + "wo", H, cfg_.attn_out_dim(), false);
+    L.wo = get(p + "wo", H, cfg_.attn_out_dim(l), false);
     L.ffn_norm = get(p + "ffn_norm", 1, H, true);
+    if (cfg_.sandwich_norms) {
+      L.post_attn_norm = get(p + "post_attn_norm", 1, H, true);
+      L.post_ffn_norm = get(p + "post_ffn_norm", 1, H, true);
+    }
+    if (cfg_.layer_output_scale) L.layer_scale = get(p + "layer_scale", 1, 1, true);
     if (cfg_.qkv_bias) {
       L.bq = get(p + "bq", 1, qd, true);
       L.bk = get(p + "bk", 1, kvd, true);
-      L.bv = get(p + "bv", 1, kvd, true);
+      if (cfg_.has_wv(l)) L.bv = get(p + "bv", 1, kvd, true);
     }
     if (cfg_.o_bias) L.bo = get(p + "bo", 1, H, true);
     if (cfg_.attention_sinks) L.sinks = get(p + "sinks", 1, cfg_.n_heads, true);
     if (cfg_.qk_norm == QKNorm::Head) {
-      L.q_norm = get(p + "q_norm", 1, cfg_.head_dim, true);
-      L.k_norm = get(p + "k_norm", 1, cfg_.head_dim, true);
+      L.q_norm = get(p + "q_norm", 1, hd, true);
+      L.k_norm = get(p + "k_norm", 1, hd, true);
     } else if (cfg_.qk_norm == QKNorm::Full) {
       L.q_norm = get(p + "q_norm", 1, qd, true);
       L.k_norm = get(p + "k_norm", 1, kvd, true);
@@ -128,6 +134,13 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
     }
     L.router = get(p + "router", cfg_.n_experts, H, true);
     if (cfg_.router_bias) L.router_bias = get(p + "router_bias", 1, cfg_.n_experts, true);
+    if (cfg_.router_expert_scale) L.router_expert_scale = get(p + "router_expert_scale", 1, cfg_.n_experts, true);
+    if (cfg_.expert_norms) {
+      L.router_norm = get(p + "router_norm", 1, H, true);
+      L.ffn_norm_2 = get(p + "ffn_norm_2", 1, H, true);
+      L.post_ffn_norm_1 = get(p + "post_ffn_norm_1", 1, H, true);
+      L.post_ffn_norm_2 = get(p + "post_ffn_norm_2", 1, H, true);
+    }
     if (cfg_.router_correction_bias)
       L.router_correction_bias = get(p + "router_correction_bias", 1, cfg_.n_experts, true);
     if (cfg_.expert_bias) {

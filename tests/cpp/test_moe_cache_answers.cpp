@@ -65,10 +65,10 @@ struct TinyModel {
     for (int l = 0; l < cfg.n_layers; ++l) {
       LayerWeights L;
       L.attn_norm = tensor(1, H, true);
-      L.wq = tensor(cfg.q_dim(), H);
-      L.wk = tensor(cfg.kv_dim(), H);
-      L.wv = tensor(cfg.kv_dim(), H);
-      L.wo = tensor(H, cfg.q_dim());
+      L.wq = tensor(cfg.q_dim(l), H);
+      L.wk = tensor(cfg.kv_dim(l), H);
+      L.wv = tensor(cfg.kv_dim(l), H);
+      L.wo = tensor(H, cfg.q_dim(l));
       L.ffn_norm = tensor(1, H, true);
       L.router = tensor(cfg.n_experts, H);
       w.layers.push_back(L);
