@@ -10,7 +10,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ARCH_FIXTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_moe_stacked", "olmoe"]
 # tools/make_family_fixtures.py: rope scaling types and the newer families (tests/test_families.py)
 FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4", "glm4_moe",
-                   "deepseek_v2", "deepseek_v2_groups", "deepseek_v3"]
+                   "deepseek_v2", "deepseek_v2_groups", "deepseek_v3", "gemma4"]
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +56,18 @@ def assert_conversion_refused(tmp_path, name: str, changes, message: str) -> Non
     with pytest.raises((edgemoe.UnsupportedModelError, edgemoe.FormatError), match=message):
         convert_hf(str(src), str(tmp_path / "out.emoe"), progress=False)
     assert not (tmp_path / "out.emoe").exists()
+
+
+def small_batch_engine(path, max_batch: int, ctx_size: int = 64):
+    """The engine over the container `path` (f32 KV cache, every expert cached) with prefill
+    batches of max_batch tokens, and its vocabulary size."""
+    from edgemoe import _core
+    from edgemoe.format.container import open_container
+
+    c = open_container(str(path))
+    slots = c.config["n_layers"] * c.config["n_experts"]
+    return _core.Engine(c.native, {"threads": 2, "ctx_size": ctx_size, "max_batch": max_batch, "kv_cache": "f32",
+                                   "expert_slots": slots}, None), c.config["vocab"]
 
 
 def reference(name: str):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FAMILY_FIXTURES, FIXTURES, fixture_folder, reference, rel_error
+from conftest import FAMILY_FIXTURES, FIXTURES, fixture_folder, reference, rel_error, small_batch_engine
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 
@@ -24,6 +24,10 @@ def f32_logits(path, ids):
 # relative logit error measured 0.033-0.064 at 8 bits and 0.14-0.24 at 4 bits; a broken
 # quantized path gives ~1.
 QUANT_MEDIAN_REL_TOL = {"8": 0.15, "4": 0.4}
+# gemma4 attends with scores unscaled (q and k RMS-normalised, scale 1), which makes the random
+# fixture more sensitive still: measured 0.22 at 8 bits (transformers itself, run on the same
+# weights rounded to q8, is 0.21 from its f32 logits) and 0.49 at 4 bits.
+QUANT_MEDIAN_REL_TOL_OF = {"gemma4": {"8": 0.4, "4": 0.7}}
 
 
 @pytest.mark.parametrize("bits", ["8", "4"])
@@ -32,7 +36,7 @@ def test_quantized_logits_stay_close(converted, name, bits):
     ref = reference(name)
     logits = edgemoe.load(converted(name, bits), threads=2).logits(ref["input_ids"].tolist())
     median = np.median(rel_error(logits, ref["logits"]))
-    assert median < QUANT_MEDIAN_REL_TOL[bits], f"median relative error {median:.3f}"
+    assert median < QUANT_MEDIAN_REL_TOL_OF.get(name, QUANT_MEDIAN_REL_TOL)[bits], f"median relative error {median:.3f}"
 
 
 @pytest.mark.parametrize("name", ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear"])
@@ -71,12 +75,7 @@ def test_each_glm_feature_is_what_the_match_rests_on(converted, change, tmp_path
 def gpt_oss_engine(converted, max_batch, ctx_size=64):
     """The engine over the f32 gpt-oss fixture with a prefill batch small enough that the
     sliding layers' ring (window 8 + max_batch - 1 rows) wraps within the 48-token prompt."""
-    from edgemoe import _core
-
-    c = open_container(converted("gpt_oss", "f32"))
-    slots = c.config["n_layers"] * c.config["n_experts"]
-    return _core.Engine(c.native, {"threads": 2, "ctx_size": ctx_size, "max_batch": max_batch, "kv_cache": "f32",
-                                   "expert_slots": slots}, None), c.config["vocab"]
+    return small_batch_engine(converted("gpt_oss", "f32"), max_batch, ctx_size)
 
 
 @pytest.mark.parametrize("max_batch", [1, 5])

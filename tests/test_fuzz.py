@@ -27,6 +27,7 @@ def test_parsers_survive_fuzzing(converted, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shutil.copy(converted("qwen3_moe", "4"), corpus / "container.emoe")
+    shutil.copy(converted("gemma4", "8"), corpus / "gemma4.emoe")  # global layers, norms, soft-cap fields
     shutil.copy(FIXTURES / "qwen3_moe" / "model.safetensors", corpus / "model.safetensors")
     for name in SEED_GGUFS:
         shutil.copy(FIXTURES / "gguf" / f"{name}.gguf", corpus / f"{name}.gguf")

@@ -10,6 +10,10 @@ from conftest import ARCH_FIXTURES, FAMILY_FIXTURES, FIXTURES, reference, rel_er
 # summation order differs (the default fp16 cache: tests/test_kv_cache.py).
 # Measured 1.0e-6 to 3.8e-6 over every fixture; a wrong rope, norm or bias gives 0.03-1.
 F32_REL_TOL = 1e-5
+# gemma4: measured 1.5e-5 at its worst position, where transformers' own f32 logits are 1.6e-5 from
+# its float64 ones (ours: 8.5e-6 from float64): Gemma's post-norms rescale small sub-block outputs,
+# amplifying rounding. Its planted-bug tests (test_gemma4.py) move the logits by more than 1e-3.
+F32_REL_TOL_OF = {"gemma4": 5e-5}
 Q8_ARGMAX_AGREEMENT = 0.98
 
 
@@ -20,7 +24,8 @@ def test_f32_logits_match_transformers(converted, name):
     logits = model.logits(ref["input_ids"].tolist())
     assert logits.shape == ref["logits"].shape
     err = rel_error(logits, ref["logits"])
-    assert err.max() < F32_REL_TOL, f"worst position {err.argmax()}: relative error {err.max():.2e}"
+    tol = F32_REL_TOL_OF.get(name, F32_REL_TOL)
+    assert err.max() < tol, f"worst position {err.argmax()}: relative error {err.max():.2e}"
 
 
 @pytest.mark.parametrize("name", ARCH_FIXTURES + FAMILY_FIXTURES)

@@ -298,6 +298,9 @@ def export_onnx(emoe: str, out: str, accuracy_level: int = 0, dequantize: bool =
     c = open_container(emoe)
     if c.config.get("dense_layers") or c.config.get("kv_lora_rank"):
         raise ValueError(f"{emoe}: dense layers and latent attention are not exported to ONNX yet")
+    if c.config["architecture"] == "gemma4":
+        raise ValueError(f"{emoe}: Gemma 4's layers (global widths, sandwich and expert norms) are not exported "
+                         "to ONNX yet")
     exporter = Exporter(c, accuracy_level, dequantize)
     model = exporter.build()
     exporter.data.close()

@@ -105,6 +105,18 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
         kv_lora_rank=64, q_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
         routed_scaling_factor=2.5, norm_topk_prob=True, rope_interleave=True, max_position_embeddings=64,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    # Gemma 4's MoE (26B-A4B) in miniature: sliding layers of 2 KV heads of 16 beside global ones of
+    # 1 KV head of 48 whose values come from the key projection, proportional rope on a quarter of the
+    # global heads, the dense MLP beside the experts, soft-capped logits.
+    out["gemma4"] = dict(seed=3110, config=transformers.Gemma4TextConfig(
+        **common, num_hidden_layers=5, head_dim=16, global_head_dim=48, num_global_key_value_heads=1,
+        attention_k_eq_v=True, sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        enable_moe_block=True, num_experts=8, top_k_experts=3, moe_intermediate_size=32, intermediate_size=48,
+        hidden_size_per_layer_input=0, final_logit_softcapping=8.0, max_position_embeddings=1024,
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                         "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                            "rope_theta": 1000000.0}}))
     # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the
     # reference computed by transformers on exactly the values those blocks decode to.
     out["gpt_oss_mxfp4"] = dict(out["gpt_oss"], seed=3106, mxfp4=True)
@@ -179,6 +191,8 @@ def build(spec) -> torch.nn.Module:
         for name, b in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # a buffer, zero at init: make it matter
                 b.copy_(0.3 * torch.randn(b.shape, generator=g))
+            elif name.endswith("layer_scalar"):  # Gemma 4's, saved with the weights: one at init
+                b.copy_(1.0 + base.NORM_JITTER * torch.randn(b.shape, generator=g))
     return model
 
 

@@ -41,8 +41,20 @@ class HFArch:
     router_name = "gate"            # model.layers.{l}.<moe prefix>.<router_name>.weight
     shared_expert_name = "shared_expert"  # <moe prefix>.<shared_expert_name>.{gate,up,down}_proj
 
+    # The norm whose output the routed experts read (the tensor model.layers.{l}.<name>.weight;
+    # --bits auto recomputes expert inputs with it).
+    expert_input_norm = "post_attention_layernorm"
+    # An architecture whose layers do not follow the Llama naming sets layer_plan to a function
+    # (cfg, layer) -> [Resident] giving all of a layer's resident tensors (hf.resident_plan).
+    layer_plan = None
+
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
         raise NotImplementedError
+
+    def checkpoint_view(self, ckpt):
+        """The checkpoint as the tensor names here expect it (a multimodal checkpoint's text model
+        keeps its tensors under a prefix of its own)."""
+        return ckpt
 
     def attention_residents(self, cfg: Dict[str, Any], l: int, hf: Dict[str, Any]) -> List[Resident]:
         """Layer l's attention tensors where they are not the common q/k/v/o projections

@@ -12,8 +12,7 @@ from ..offline import bitwidth
 from ..format import quant
 from ..format.model_config import moe_layers, validate_config
 from ..errors import EdgeMoEError
-from .hf import ExpertReader, _read_json, convert_hf, moe_prefix, pick_arch
-from .safetensors_reader import Checkpoint
+from .hf import ExpertReader, _read_json, convert_hf, moe_prefix, open_checkpoint, pick_arch
 
 
 def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
@@ -37,10 +36,10 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)
     cfg = validate_config(arch.config(hf), src)
-    ckpt = Checkpoint(src)
+    ckpt = open_checkpoint(src, hf)
     moe = moe_prefix(ckpt, arch, cfg)
     reader = ExpertReader(ckpt, cfg, arch, moe)
-    ffn_norms = [ckpt.get(f"model.layers.{l}.post_attention_layernorm.weight") for l in range(cfg["n_layers"])]
+    ffn_norms = [ckpt.get(f"model.layers.{l}.{arch.expert_input_norm}.weight") for l in range(cfg["n_layers"])]
     candidates = bitwidth.candidates_for(cfg)
     sizes = _expert_sizes(cfg, candidates)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(src)) or ".") as tmp:
@@ -56,7 +55,8 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
 
         with tqdm(total=cfg["n_layers"] * cfg["n_experts"], desc="expert sensitivity", disable=not progress) as bar:
             sens = bitwidth.sensitivities(reader.read, ffn_norms, cfg["rms_norm_eps"], hidden, experts, weights,
-                                          cfg["n_experts"], candidates, progress=lambda: bar.update(1))
+                                          cfg["n_experts"], candidates, progress=lambda: bar.update(1),
+                                          activation=cfg["expert_activation"])
         stride = window - 1
         base_nll = perplexity(model, ids, window, stride)["nll"]
         del model

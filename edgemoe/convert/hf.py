@@ -18,6 +18,7 @@ from ..errors import FormatError, UnsupportedModelError
 from ..format.model_config import moe_layers, validate_config
 from .arch_base import DENSE, F32_ONLY, RESIDENT, SHARED, HFArch, Resident
 from .arch_deepseek import DeepseekV2, DeepseekV3
+from .arch_gemma4 import Gemma4
 from .arch_glm4_moe import Glm4Moe
 from .arch_gpt_oss import GptOss
 from .arch_mixtral import Mixtral
@@ -26,7 +27,8 @@ from .arch_qwen2_moe import Qwen2Moe
 from .arch_qwen3_moe import Qwen3Moe
 from .safetensors_reader import Checkpoint
 
-ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe(), DeepseekV2(), DeepseekV3()]
+ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe(), DeepseekV2(), DeepseekV3(),
+                       Gemma4()]
 
 
 def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
@@ -52,6 +54,11 @@ def pick_arch(hf: Dict[str, Any]) -> HFArch:
     named = ", ".join(classes) or hf.get("model_type") or "unknown"
     supported = ", ".join(c for a in ARCHS for c in a.hf_classes)
     raise UnsupportedModelError(f"architecture {named} is not supported (supported: {supported})")
+
+
+def open_checkpoint(src: str, hf: Dict[str, Any]):
+    """The folder's safetensors, named as its architecture's mapping expects."""
+    return pick_arch(hf).checkpoint_view(Checkpoint(src))
 
 
 def _tokenizer_section(src: str, hf: Dict[str, Any]) -> Dict[str, Any]:
@@ -103,6 +110,9 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
     dense = set(cfg["dense_layers"])
     plan = [("tok_embeddings", "model.embed_tokens.weight", (V, H), RESIDENT)]
     for l in range(cfg["n_layers"]):
+        if arch.layer_plan is not None:
+            plan += arch.layer_plan(cfg, l)
+            continue
         p, c = _layer(l), f"layers.{l}"
         plan.append((f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY))
         if cfg["kv_lora_rank"]:  # latent attention: the architecture's own tensors
@@ -259,7 +269,7 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     tokenizer = _tokenizer_section(src, hf)
-    return convert_checkpoint(Checkpoint(src), hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
+    return convert_checkpoint(open_checkpoint(src, hf), hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
                               progress=progress, expert_types=expert_types, extra_manifest=extra_manifest,
                               compress=compress, source_format="huggingface")
 

@@ -58,8 +58,17 @@ def _silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
-def _expert(x: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
-    return (_silu(x @ gate.T) * (x @ up.T)) @ down.T
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))
+
+
+# The container's expert_activation -> the gate's nonlinearity here (gpt-oss's clamped SwiGLU is
+# measured as SiLU: a proxy that ranks experts, the loss itself is measured afterwards).
+GATE_ACTIVATIONS = {"silu": _silu, "swiglu_limited": _silu, "gelu_tanh": _gelu_tanh}
+
+
+def _expert(x: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray, act=_silu) -> np.ndarray:
+    return (act(x @ gate.T) * (x @ up.T)) @ down.T
 
 
 def _round_trip(w: np.ndarray, qtype: int) -> np.ndarray:
@@ -69,10 +78,11 @@ def _round_trip(w: np.ndarray, qtype: int) -> np.ndarray:
 def sensitivities(read_expert: Callable[[int, int], Dict[str, np.ndarray]], ffn_norms: Sequence[np.ndarray],
                   eps: float, hidden: np.ndarray, experts: np.ndarray, weights: np.ndarray, n_experts: int,
                   candidates: Sequence[int] = CANDIDATES, seed: int = 0,
-                  progress: Optional[Callable[[], None]] = None) -> np.ndarray:
+                  progress: Optional[Callable[[], None]] = None, activation: str = "silu") -> np.ndarray:
     """sensitivity [L, E, len(candidates)] as in the module doc. read_expert(l, e) gives the f32
     {"gate", "up", "down"} matrices; ffn_norms[l] the layer's post-attention norm weights."""
     T, L, _ = experts.shape
+    act = GATE_ACTIVATIONS[activation]
     rng = np.random.default_rng(seed)
     out = np.zeros((L, n_experts, len(candidates)))
     for l in range(L):
@@ -92,10 +102,10 @@ def sensitivities(read_expert: Callable[[int, int], Dict[str, np.ndarray]], ffn_
             w = {k: np.asarray(v, np.float32) for k, v in read_expert(l, e).items()}
             x = xn[tok]
             g2 = weights[tok, l, rank].astype(np.float64) ** 2
-            ref = _expert(x, w["gate"], w["up"], w["down"])
+            ref = _expert(x, w["gate"], w["up"], w["down"], act)
             for i, qtype in enumerate(candidates):
                 q = {k: _round_trip(v, qtype) for k, v in w.items()}
-                diff = (_expert(x, q["gate"], q["up"], q["down"]) - ref).astype(np.float64)
+                diff = (_expert(x, q["gate"], q["up"], q["down"], act) - ref).astype(np.float64)
                 out[l, e, i] = scale * float((g2 * (diff ** 2).sum(axis=1)).sum()) / T
     return out
 
