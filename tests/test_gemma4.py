@@ -24,7 +24,7 @@ def f32_logits(path, ids):
 
 
 @pytest.mark.parametrize("change", [
-    dict(value_norm=False), dict(sandwich_norms=False), dict(expert_norms=False), dict(router_expert_scale=False),
+    dict(value_norm=False), dict(sandwich_norms=False, expert_norms=False), dict(expert_norms=False), dict(router_expert_scale=False),
     dict(layer_output_scale=False), dict(embedding_scale=1.0), dict(final_logit_softcap=0.0),
     dict(global_rope_angles=0), dict(global_rope_theta=10000.0), dict(attention_scale=0.0),
     dict(expert_activation="silu"), dict(sliding_layers=[0, 1, 3], sliding_window=48),
@@ -129,8 +129,37 @@ def test_hostile_gemma4_configs_are_refused(tmp_path, changes, message):
     assert_conversion_refused(tmp_path, "gemma4", changes, message)
 
 
+def fixture_config(**changes):
+    return dict(json.loads((FIXTURES / "gemma4" / "config.json").read_text()), **changes)
+
+
+def test_an_empty_per_layer_config_means_global_layers_as_wide_as_the_sliding_ones():
+    from edgemoe.convert.arch_gemma4 import Gemma4
+
+    cfg = Gemma4().config(fixture_config(per_layer_config={}))
+    assert (cfg["global_head_dim"], cfg["global_kv_heads"]) == (16, 2)
+
+
+@pytest.mark.parametrize("top,text,tied", [(False, True, False), (None, False, False), (None, None, True),
+                                           (True, False, True)])
+def test_a_multimodal_checkpoint_ties_its_output_head_by_its_top_level_flag(top, text, tied):
+    from edgemoe.convert.arch_gemma4 import Gemma4
+
+    inner = fixture_config()
+    inner.pop("tie_word_embeddings")
+    if text is not None:
+        inner["tie_word_embeddings"] = text
+    outer = {"architectures": ["Gemma4ForConditionalGeneration"], "text_config": inner}
+    if top is not None:
+        outer["tie_word_embeddings"] = top
+    assert Gemma4().config(outer)["tie_embeddings"] is tied
+
+
 @pytest.mark.parametrize("change,message", [
     (dict(sliding_layers=[], sliding_window=0), "this model has no sliding layers"),
+    (dict(sliding_layers=[0, 1, 2, 3, 4], global_rope_angles=2048, head_dim=2), "every layer of this model is sliding"),
+    (dict(global_rope_theta=1e-9), "global_rope_theta must be 0 or at least 1e-3"),
+    (dict(sandwich_norms=False), "expert_norms needs sandwich_norms"),
     (dict(global_rope_angles=25), "global_rope_angles exceeds half the global layers' head_dim"),
     (dict(expert_norms=True, shared_intermediate=0), "expert_norms needs a shared MLP"),
     (dict(global_head_dim=4096 + 2), "global_head_dim"),
@@ -139,4 +168,10 @@ def test_hostile_gemma4_configs_are_refused(tmp_path, changes, message):
 def test_hostile_container_configs_are_refused(converted, change, message):
     cfg = dict(open_container(converted("gemma4", "f32")).config, **change)
     with pytest.raises(edgemoe.FormatError, match=message):
+        validate_config(cfg)
+
+
+def test_latent_attention_refuses_sandwich_norms(converted):
+    cfg = dict(open_container(converted("deepseek_v2", "f32")).config, sandwich_norms=True)
+    with pytest.raises(edgemoe.FormatError, match="latent attention does not combine with .*sandwich_norms"):
         validate_config(cfg)

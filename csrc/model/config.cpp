@@ -110,9 +110,9 @@ void check_latent(const ModelConfig& c) {
   if (!c.v_head_dim) throw bad("latent attention needs a v_head_dim");
   if (c.kv_lora_rank + c.qk_rope_head_dim > kMaxHeadDim) throw bad("kv_lora_rank + qk_rope_head_dim exceeds " + std::to_string(kMaxHeadDim));
   if (c.qkv_bias || c.o_bias || c.qk_norm != QKNorm::None || c.rotary_dim || c.attention_sinks || c.sliding_window ||
-      c.n_kv_heads != c.n_heads || c.value_norm)
+      c.n_kv_heads != c.n_heads || c.value_norm || c.sandwich_norms)
     throw bad("latent attention does not combine with qkv_bias, o_bias, qk_norm, rotary_dim, sinks, sliding windows, "
-              "value_norm or fewer key/value heads than query heads");
+              "value_norm, sandwich_norms or fewer key/value heads than query heads");
 }
 
 // The global layers' own widths and rope (Gemma 4), which need sliding layers to differ from.
@@ -122,11 +122,13 @@ void check_global(const ModelConfig& c) {
   if (!any) return;
   if (c.sliding_layers.empty()) throw bad("global_* fields describe full-attention layers beside sliding ones: "
                                           "this model has no sliding layers");
+  if ((int)c.sliding_layers.size() == c.n_layers)
+    throw bad("global_* fields describe full-attention layers: every layer of this model is sliding");
   if (c.global_head_dim % 2) throw bad("global_head_dim must be even for rotary embeddings");
   if (c.global_kv_heads && c.n_heads % c.global_kv_heads) throw bad("n_heads is not a multiple of global_kv_heads");
-  for (int l = 0; l < c.n_layers; ++l)
-    if (c.is_global(l) && 2 * c.global_rope_angles > c.head_dim_of(l))
-      throw bad("global_rope_angles exceeds half the global layers' head_dim");
+  if (2 * c.global_rope_angles > c.global_rope_dims())
+    throw bad("global_rope_angles exceeds half the global layers' head_dim");
+  if (c.global_rope_theta > 0.f && c.global_rope_theta < 1e-3f) throw bad("global_rope_theta must be 0 or at least 1e-3");
   if (c.global_rope() && c.rope_scaling != RopeScaling::None)
     throw bad("global layers with a rope of their own (global_head_dim, global_rope_theta, global_rope_angles) "
               "do not combine with rope_scaling");
@@ -167,6 +169,8 @@ void check_relations(const ModelConfig& c) {
   check_latent(c);
   check_global(c);
   if (c.expert_norms && !c.shared_intermediate) throw bad("expert_norms needs a shared MLP (shared_intermediate)");
+  // (the shared MLP's output must not reach the residual stream the router and experts read)
+  if (c.expert_norms && !c.sandwich_norms) throw bad("expert_norms needs sandwich_norms");
   if (c.expert_norms && c.shared_gate) throw bad("expert_norms does not combine with shared_gate");
   for (int64_t id : c.eos_token_ids)
     if (id >= c.vocab) throw bad("eos_token_ids holds " + std::to_string(id) + ", outside the vocabulary");

@@ -161,6 +161,8 @@ struct ModelConfig {
   bool global_rope() const { return global_head_dim || global_rope_theta > 0.f || global_rope_angles; }
   bool own_rope(int layer) const { return is_global(layer) && global_rope(); }
   int rope_dims_of(int layer) const { return own_rope(layer) ? head_dim_of(layer) : rope_dims(); }
+  // The head width the global layers' own rope turns (rope.h: global_rope_frequencies).
+  int global_rope_dims() const { return global_head_dim ? global_head_dim : head_dim; }
   int q_dim(int layer) const { return n_heads * head_dim_of(layer); }
   int kv_dim(int layer) const { return kv_heads_of(layer) * head_dim_of(layer); }
   int qk_nope_head_dim() const { return head_dim - qk_rope_head_dim; }  // latent attention
@@ -176,7 +178,6 @@ struct ModelConfig {
   int max_kv_k_width() const { return widest([this](int l) { return kv_k_width(l); }); }
   int max_kv_v_width() const { return widest([this](int l) { return kv_v_width(l); }); }
   int max_attn_out_dim() const { return widest([this](int l) { return attn_out_dim(l); }); }
-  int max_rope_dims() const { return widest([this](int l) { return rope_dims_of(l); }); }
   ExpertActivation resident_activation() const {
     return expert_activation == ExpertActivation::GeluTanh ? ExpertActivation::GeluTanh : ExpertActivation::SiLU;
   }

@@ -69,11 +69,10 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
 }
 
 RopeFrequencies global_rope_frequencies(const ModelConfig& c) {
-  int layer = 0;
-  while (layer < c.n_layers && !c.is_global(layer)) ++layer;
-  const int dim = layer < c.n_layers ? c.head_dim_of(layer) : c.head_dim;
+  const int dim = c.global_rope_dims();
   const double base = c.global_rope_theta > 0.f ? c.global_rope_theta : c.rope_theta;
-  const int angles = c.global_rope_angles ? c.global_rope_angles : dim / 2;
+  // (config checks keep global_rope_angles within dim / 2; min() keeps a C++-built config in bounds too)
+  const int angles = c.global_rope_angles ? std::min(c.global_rope_angles, dim / 2) : dim / 2;
   const std::vector<float> pos = position_frequencies(base, dim);
   RopeFrequencies r;
   r.inv_freq.assign(dim / 2, 0.f);

@@ -50,7 +50,7 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * (c.hidden * 2 + ffn * 2);           // ex_in_, ex_out_, ex_gate_, ex_up_
   floats += (size_t)B * c.top_k;                            // topk_w_
   floats += (size_t)B * (c.rope_dims() / 2) * 2;            // rope_cos_, rope_sin_
-  floats += c.global_rope() ? (size_t)B * (c.max_rope_dims() / 2) * 2 : 0;  // global_cos_, global_sin_
+  floats += c.global_rope() ? (size_t)B * (c.global_rope_dims() / 2) * 2 : 0;  // global_cos_, global_sin_
   size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
   return bytes;

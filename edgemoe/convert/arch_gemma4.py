@@ -106,7 +106,8 @@ class Gemma4(HFArch):
             angles = int(float(full.get("partial_rotary_factor", 1.0)) * global_head_dim // 2)
         bias = bool(t.get("attention_bias", False))
         cfg.update(
-            tie_embeddings=bool(t.get("tie_word_embeddings", True)),
+            # a multimodal checkpoint ties by its top-level flag, as transformers does
+            tie_embeddings=bool(hf.get("tie_word_embeddings", t.get("tie_word_embeddings", True))),
             expert_intermediate=require(t, "moe_intermediate_size", arch),
             shared_intermediate=require(t, "intermediate_size", arch),
             routing="softmax", norm_topk_prob=True, expert_activation="gelu_tanh",
@@ -152,7 +153,9 @@ class Gemma4(HFArch):
         """The full-attention layers' head width and key/value heads: from per_layer_config (what
         transformers 5 saves), else global_head_dim / num_global_key_value_heads (the hub's configs)."""
         per_layer = t.get("per_layer_config")
-        if isinstance(per_layer, dict) and per_layer:
+        if isinstance(per_layer, dict) and not per_layer:  # saved by transformers: no layer differs
+            return cfg["head_dim"], cfg["n_kv_heads"]
+        if isinstance(per_layer, dict):
             widths = set()
             for key, override in per_layer.items():
                 layer = int(key) if str(key).isdigit() else -1
@@ -167,7 +170,7 @@ class Gemma4(HFArch):
                 raise unsupported("gemma4", "full-attention layers of different widths")
             return widths.pop()
         head_dim = t.get("global_head_dim") or DEFAULT_GLOBAL_HEAD_DIM
-        kv_heads = t.get("num_global_key_value_heads") if t.get("attention_k_eq_v", True) else None
+        kv_heads = t.get("num_global_key_value_heads") if t.get("attention_k_eq_v", False) else None
         return head_dim, kv_heads or cfg["n_kv_heads"]
 
     def layer_plan(self, cfg: Dict[str, Any], l: int) -> List[Resident]:
