@@ -175,3 +175,64 @@ def test_latent_attention_refuses_sandwich_norms(converted):
     cfg = dict(open_container(converted("deepseek_v2", "f32")).config, sandwich_norms=True)
     with pytest.raises(edgemoe.FormatError, match="latent attention does not combine with .*sandwich_norms"):
         validate_config(cfg)
+
+
+# ---------------------------------------------------------------- llama.cpp's gemma4 GGUF (tools/make_gguf_fixtures.py)
+
+GGUF = FIXTURES / "gguf" / "gemma4-f32.gguf"
+
+
+def test_the_gguf_converts_to_the_same_model_and_llama_cpp_agrees_within_its_gelu_table(tmp_path):
+    # Ours from the GGUF against transformers: 1.5e-5, as from the Hugging Face folder (the same
+    # tolerance). Against llama.cpp on the same file: median 1.1e-3, max 9.4e-3, because llama.cpp's
+    # CPU gelu looks its input up in an fp16 table: transformers with that table emulated is within
+    # 2.3e-4 of llama.cpp (median 5.9e-5). A misread tensor or key gives errors of order 1.
+    from conftest import llama_logits
+    from edgemoe.convert.gguf import convert_gguf
+
+    out = tmp_path / "m.emoe"
+    cfg = convert_gguf(str(GGUF), str(out), bits="f32", progress=False)
+    assert (cfg["global_head_dim"], cfg["global_kv_heads"], cfg["global_rope_angles"], cfg["global_k_eq_v"],
+            cfg["sliding_layers"], cfg["final_logit_softcap"]) == (48, 1, 6, True, [0, 1, 3], 8.0)
+    ref = reference("gemma4")
+    ids = ref["input_ids"].tolist()
+    ours = f32_logits(out, ids)
+    assert rel_error(ours, ref["logits"]).max() < F32_REL_TOL
+    rel = rel_error(ours, llama_logits(GGUF, ids))
+    assert np.median(rel) < 5e-3 and rel.max() < 3e-2, (np.median(rel), rel.max())
+
+
+def gemma4_gguf_with(monkeypatch, **fields):
+    """The fixture's GGUF with some metadata fields replaced (as gemma4_config reads them)."""
+    from edgemoe.convert.gguf import GGUFCheckpoint
+
+    ck = GGUFCheckpoint(str(GGUF))
+    real = ck.field
+    monkeypatch.setattr(ck, "field", lambda key, default=None: fields[key] if key in fields else real(key, default))
+    return ck
+
+
+@pytest.mark.parametrize("fields,error,message", [
+    ({"gemma4.attention.sliding_window_pattern": [True, False]}, edgemoe.FormatError, "must name 5 layers"),
+    ({"gemma4.attention.sliding_window_pattern": [True, True, False, False, True]}, edgemoe.FormatError,
+     "the last layer of a gemma4 model is a full-attention layer"),
+    ({"gemma4.feed_forward_length": [48, 48, 96, 48, 48]}, edgemoe.UnsupportedModelError,
+     "MLPs of different widths"),
+    ({"gemma4.attention.key_length": 0}, edgemoe.FormatError, "attention.key_length 0"),
+])
+def test_inconsistent_gguf_metadata_is_refused(monkeypatch, fields, error, message):
+    from edgemoe.convert.gguf import hf_config
+
+    with pytest.raises(error, match=message):
+        hf_config(gemma4_gguf_with(monkeypatch, **fields))
+
+
+def test_rope_frequency_factors_other_than_proportional_ropes_are_refused(monkeypatch):
+    from edgemoe.convert.gguf import hf_config
+
+    ck = gemma4_gguf_with(monkeypatch)
+    decode = ck._decode
+    monkeypatch.setattr(ck, "_decode", lambda t, data: np.full(12, 2.0, np.float32) if t.name == "rope_freqs.weight"
+                        else decode(t, data))
+    with pytest.raises(edgemoe.UnsupportedModelError, match="rope_freqs other than proportional rope's"):
+        hf_config(ck)

@@ -16,8 +16,9 @@ llama-cpp-python for --quantize (`pip install -e ".[bench]"`).
 Architectures: OLMoE (`olmoe`), Qwen3-MoE (`qwen3moe`), Qwen2-MoE (`qwen2moe`)
 and Mixtral (`llama` with experts; q/k rows permuted to llama.cpp's rotary
 layout, as its own converter does), gpt-oss (`gpt-oss`), GLM-4.5 MoE (`glm4moe`)
-and DeepSeek-V2/V3 (`deepseek2`: latent attention with kv_b split into k_b and v_b
-as llama.cpp's converter writes them, rotary pairs interleaved as the checkpoint has them).
+DeepSeek-V2/V3 (`deepseek2`: latent attention with kv_b split into k_b and v_b
+as llama.cpp's converter writes them, rotary pairs interleaved as the checkpoint has them) and
+Gemma 4 MoE (`gemma4`: the vocabulary stays byte-level BPE, not llama.cpp's gemma4 tokenizer).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from edgemoe.errors import UnsupportedModelError  # noqa: E402
 from edgemoe.format import quant  # noqa: E402
 
 GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama", "gpt_oss": "gpt-oss",
-             "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2"}
+             "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "gemma4": "gemma4"}
 # our resident name (after "layers.{l}.") -> llama.cpp's
 LAYER_NAMES = {
     "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight", "wv": "attn_v.weight",
@@ -59,7 +60,15 @@ LAYER_NAMES = {
 }
 # llama.cpp's gpt-oss names the post-attention norm after the attention, not the FFN
 ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"},
-                    "glm4moe": {"ffn_norm": "post_attention_norm.weight"}}
+                    "glm4moe": {"ffn_norm": "post_attention_norm.weight"},
+                    # Gemma 4's MLP beside the experts is llama.cpp's plain ffn; router_norm is written as
+                    # the router's raw scale (llama.cpp divides by sqrt(hidden) itself)
+                    "gemma4": {"shared_gate_proj": "ffn_gate.weight", "shared_up_proj": "ffn_up.weight",
+                               "shared_down_proj": "ffn_down.weight", "post_attn_norm": "post_attention_norm.weight",
+                               "post_ffn_norm": "post_ffw_norm.weight", "post_ffn_norm_1": "post_ffw_norm_1.weight",
+                               "ffn_norm_2": "pre_ffw_norm_2.weight", "post_ffn_norm_2": "post_ffw_norm_2.weight",
+                               "router_norm": "ffn_gate_inp.scale", "router_expert_scale": "ffn_down_exps.scale",
+                               "layer_scale": "layer_output_scale.weight"}}
 TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
 # llama.cpp's LLAMA_FTYPE_MOSTLY_*; mxfp4_moe: experts MXFP4, the rest Q8_0 (how gpt-oss GGUFs ship)
 QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18, "mxfp4_moe": 38}
@@ -69,7 +78,8 @@ def gguf_name(ours: str, arch: str = "") -> str:
     if ours in TOP_NAMES:
         return TOP_NAMES[ours]
     _, layer, short = ours.split(".", 2)
-    return f"blk.{layer}.{ARCH_LAYER_NAMES.get(arch, {}).get(short, LAYER_NAMES[short])}"
+    own = ARCH_LAYER_NAMES.get(arch, {})
+    return f"blk.{layer}.{own[short] if short in own else LAYER_NAMES[short]}"
 
 
 def permute_for_llama_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -124,7 +134,7 @@ def add_moe_keys(w, cfg: Dict, hf: Dict, src: str) -> None:
         w.add_expert_group_used_count(cfg["topk_group"])
     if not cfg["kv_lora_rank"]:
         return
-    R, rope = cfg["kv_lora_rank"], cfg["qk_rope_head_dim"]
+    R = cfg["kv_lora_rank"]
     w.add_q_lora_rank(cfg["q_lora_rank"])  # 0: attn_q (llama.cpp requires the key)
     w.add_kv_lora_rank(R)
     w.add_key_length_mla(cfg["head_dim"])
@@ -135,6 +145,36 @@ def add_moe_keys(w, cfg: Dict, hf: Dict, src: str) -> None:
         if p.get("mscale") != p.get("mscale_all_dim") or not p.get("mscale_all_dim"):
             raise UnsupportedModelError(f"{src}: llama.cpp's deepseek2 YaRN needs mscale == mscale_all_dim")
         w.add_rope_scaling_yarn_log_mul(0.1 * p["mscale_all_dim"])
+
+
+def add_gemma4_keys(w, cfg: Dict, hf: Dict) -> None:
+    """gemma4's attention keys as llama.cpp's converter writes them: per-layer sliding pattern and
+    KV heads, the global layers' widths as key_length (the sliding ones' as *_swa), their rope
+    over the whole head (rope_freqs marks the dims that do not turn), the two rope bases."""
+    n = cfg["n_layers"]
+    sliding = [l in cfg["sliding_layers"] for l in range(n)]
+    w.add_sliding_window(cfg["sliding_window"])
+    w.add_sliding_window_pattern(sliding)
+    w.add_head_count_kv([cfg["n_kv_heads"] if s else cfg["global_kv_heads"] for s in sliding])
+    w.add_key_length(cfg["global_head_dim"])
+    w.add_value_length(cfg["global_head_dim"])
+    w.add_key_length_swa(cfg["head_dim"])
+    w.add_value_length_swa(cfg["head_dim"])
+    w.add_rope_dimension_count(cfg["global_head_dim"])
+    w.add_rope_dimension_count_swa(cfg["head_dim"])
+    w.add_rope_freq_base(cfg["global_rope_theta"])
+    w.add_rope_freq_base_swa(cfg["rope_theta"])
+    w.add_embedding_length_per_layer_input(0)
+    w.add_shared_kv_layers(0)
+    if cfg["final_logit_softcap"]:
+        w.add_final_logit_softcapping(cfg["final_logit_softcap"])
+
+
+def gemma4_rope_freqs(cfg: Dict) -> np.ndarray:
+    """llama.cpp's proportional rope: frequency factors 1 for the pairs that turn, 1e30 (no turn) beyond."""
+    half = cfg["global_head_dim"] // 2
+    angles = cfg["global_rope_angles"] or half
+    return np.array([1.0] * angles + [1e30] * (half - angles), dtype=np.float32)
 
 
 def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[int], pre: str = "default") -> None:
@@ -196,7 +236,7 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         raise UnsupportedModelError(f"{src}: llama.cpp's OLMoE needs as many key/value heads as query heads "
                                     f"({cfg['n_kv_heads']} vs {cfg['n_heads']})")
     tok = _tokenizer_section(src, hf)
-    ckpt = Checkpoint(src)
+    ckpt = arch.checkpoint_view(Checkpoint(src))
     moe = moe_prefix(ckpt, arch, cfg)
     dtype = np.float32 if out_type == "f32" else np.float16
     name = GGUF_ARCH[arch.name]
@@ -218,24 +258,28 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
             last_layer.append((gname[len(last):], t, kwargs))
     w.add_head_count(cfg["n_heads"])
     latent = bool(cfg["kv_lora_rank"])
-    # deepseek2's latent attention is one key/value head of the cached row (llama.cpp's MQA view)
-    w.add_head_count_kv(1 if latent else cfg["n_kv_heads"])
-    w.add_key_length(cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"] if latent else cfg["head_dim"])
-    w.add_value_length(cfg["kv_lora_rank"] if latent else cfg["head_dim"])
-    w.add_rope_dimension_count(cfg["qk_rope_head_dim"] if latent else cfg["rotary_dim"] or cfg["head_dim"])
-    w.add_rope_freq_base(cfg["rope_theta"])
+    if name == "gemma4":
+        add_gemma4_keys(w, cfg, hf)
+    else:
+        # deepseek2's latent attention is one key/value head of the cached row (llama.cpp's MQA view)
+        w.add_head_count_kv(1 if latent else cfg["n_kv_heads"])
+        w.add_key_length(cfg["kv_lora_rank"] + cfg["qk_rope_head_dim"] if latent else cfg["head_dim"])
+        w.add_value_length(cfg["kv_lora_rank"] if latent else cfg["head_dim"])
+        w.add_rope_dimension_count(cfg["qk_rope_head_dim"] if latent else cfg["rotary_dim"] or cfg["head_dim"])
+        w.add_rope_freq_base(cfg["rope_theta"])
     w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
     w.add_expert_count(cfg["n_experts"])
     w.add_expert_used_count(cfg["top_k"])
-    w.add_feed_forward_length(cfg["dense_intermediate"] or cfg["expert_intermediate"])
+    w.add_feed_forward_length(cfg["dense_intermediate"] or (cfg["shared_intermediate"] if name == "gemma4" else 0)
+                              or cfg["expert_intermediate"])
     w.add_expert_feed_forward_length(cfg["expert_intermediate"])
-    if cfg["shared_intermediate"]:
+    if cfg["shared_intermediate"] and name != "gemma4":
         w.add_expert_shared_feed_forward_length(cfg["shared_intermediate"])
     if name in ("qwen3moe", "qwen2moe", "llama"):
         w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
     if name in ("glm4moe", "deepseek2"):
         add_moe_keys(w, cfg, hf, src)
-    if cfg.get("sliding_window"):
+    if cfg.get("sliding_window") and name != "gemma4":
         w.add_sliding_window(cfg["sliding_window"])
         sliding = set(cfg["sliding_layers"])
         if [l in sliding for l in range(cfg["n_layers"])] != [l % 2 == 0 for l in range(cfg["n_layers"])]:
@@ -261,7 +305,7 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     for r in resident_plan(cfg, arch, moe, ckpt, hf):
         ours = r.name
         t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
-        if r.take is not None:
+        if r.take is not None and not (name == "gemma4" and ours.endswith(".router_norm")):
             t = np.ascontiguousarray(r.take(t))
         if name == "deepseek2":
             t = deepseek2_layout(ours, t, cfg)
@@ -272,6 +316,8 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         # norms, biases and routers stay f32, as llama.cpp's own converter keeps 1-D tensors
         keep_f32 = t.ndim == 1 or ours.endswith((".router", "_bias"))
         add(gguf_name(ours, name), t if keep_f32 else t.astype(dtype))
+    if name == "gemma4":
+        add("rope_freqs.weight", gemma4_rope_freqs(cfg))
     experts = ExpertReader(ckpt, cfg, arch, moe)
     for l in moe_layers(cfg):
         if experts_mxfp4:
@@ -283,6 +329,11 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
                 add(f"blk.{l}.ffn_{part}_exps.weight", raw, raw_dtype=gguf.GGMLQuantizationType.MXFP4)
             continue
         parts = [experts.read(l, e) for e in range(cfg["n_experts"])]
+        if name == "gemma4":  # gate and up fused, gate rows first, as llama.cpp's converter writes them
+            add(f"blk.{l}.ffn_gate_up_exps.weight",
+                np.stack([np.concatenate([p["gate"], p["up"]]) for p in parts]).astype(dtype))
+            add(f"blk.{l}.ffn_down_exps.weight", np.stack([p["down"] for p in parts]).astype(dtype))
+            continue
         for part in ("gate", "up", "down"):
             stacked = np.stack([np.asarray(p[part], dtype=np.float32) for p in parts]).astype(dtype)
             add(f"blk.{l}.ffn_{part}_exps.weight", stacked)

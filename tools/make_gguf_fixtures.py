@@ -5,8 +5,8 @@
 
 mixtral-f32.gguf (llama.cpp's `llama` layout, q/k rows permuted), qwen3_moe in Q8_0 and
 Q4_0 as llama.cpp's own quantizer writes them (needs llama-cpp-python and gguf), gpt-oss
-(gpt_oss_mxfp4: all f32, and with its MXFP4 expert blocks), and glm4_moe, deepseek_v2 and
-deepseek_v3 in f32 (dense leading layers; latent attention).
+(gpt_oss_mxfp4: all f32, and with its MXFP4 expert blocks), and glm4_moe, deepseek_v2,
+deepseek_v3 and gemma4 in f32 (dense leading layers; latent attention; global layers of their own width).
 """
 import argparse
 import os
@@ -30,7 +30,7 @@ def main() -> None:
     gpt_oss = os.path.join(FIXTURES, "gpt_oss_mxfp4")
     export_gguf.export(gpt_oss, os.path.join(a.out, "gpt_oss-f32.gguf"), "f32")
     export_gguf.export(gpt_oss, os.path.join(a.out, "gpt_oss-mxfp4.gguf"), "f32", experts_mxfp4=True)
-    for name in ("glm4_moe", "deepseek_v2", "deepseek_v3"):
+    for name in ("glm4_moe", "deepseek_v2", "deepseek_v3", "gemma4"):
         export_gguf.export(os.path.join(FIXTURES, name), os.path.join(a.out, f"{name}-f32.gguf"), "f32")
     with tempfile.TemporaryDirectory() as tmp:
         f32 = os.path.join(tmp, "qwen3_moe-f32.gguf")

@@ -25,13 +25,15 @@ from ..format import quant
 from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
 from .rope import yarn_mscale
+from .gguf_gemma4 import gemma4_config
 from .spm_tokenizer import spm_tokenizer
 from .hf import ARCHS, convert_checkpoint
 
 # GGUF architecture -> the transformers class its config becomes
 GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
               "llama": "MixtralForCausalLM", "gpt-oss": "GptOssForCausalLM", "glm4moe": "Glm4MoeForCausalLM",
-              "deepseek2": "DeepseekV2ForCausalLM"}  # deepseek2 with sigmoid gating: DeepseekV3ForCausalLM
+              "deepseek2": "DeepseekV2ForCausalLM",  # deepseek2 with sigmoid gating: DeepseekV3ForCausalLM
+              "gemma4": "Gemma4ForCausalLM"}
 SIGMOID_GATING = 2  # llama.cpp's expert_gating_func (1: softmax)
 GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
 # Qwen2/2.5/3 (and their MoE models): llama.cpp's "qwen2" pre-tokenizer type is the split
@@ -76,6 +78,17 @@ LAYER_TENSORS = {
     "attn_q_b.weight": "self_attn.q_b_proj.weight", "attn_kv_a_mqa.weight": "self_attn.kv_a_proj_with_mqa.weight",
     "attn_kv_a_norm.weight": "self_attn.kv_a_layernorm.weight",
 }
+# Where an architecture's llama.cpp names mean other Hugging Face tensors than LAYER_TENSORS says.
+ARCH_LAYER_TENSORS = {"gemma4": {
+    "ffn_norm.weight": "pre_feedforward_layernorm.weight", "post_ffw_norm.weight": "post_feedforward_layernorm.weight",
+    "post_ffw_norm_1.weight": "post_feedforward_layernorm_1.weight",
+    "pre_ffw_norm_2.weight": "pre_feedforward_layernorm_2.weight",
+    "post_ffw_norm_2.weight": "post_feedforward_layernorm_2.weight",
+    "ffn_gate_inp.weight": "router.proj.weight", "ffn_gate_inp.scale": "router.scale",
+    "ffn_down_exps.scale": "router.per_expert_scale", "layer_output_scale.weight": "layer_scalar"}}
+# Stacked expert tensors served whole under transformers' stacked names (one expert read at a time).
+STACKED_EXPERTS = {"gemma4": {"ffn_gate_up_exps.weight": "experts.gate_up_proj",
+                              "ffn_down_exps.weight": "experts.down_proj"}}
 TOP_TENSORS = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
                "output.weight": "lm_head.weight"}
 EXPERT_PARTS = {"gate": "ffn_gate_exps.weight", "up": "ffn_up_exps.weight", "down": "ffn_down_exps.weight"}
@@ -206,7 +219,10 @@ class GGUFCheckpoint:
         if self.n_layers < 1:
             raise FormatError(f"{path}: block_count leaves no layers after the nextn_predict_layers")
         self.n_heads = int(self.field(f"{self.arch_name}.attention.head_count"))
-        self.n_kv_heads = int(self.field(f"{self.arch_name}.attention.head_count_kv", self.n_heads))
+        kv_heads = self.field(f"{self.arch_name}.attention.head_count_kv", self.n_heads)
+        # gemma4 gives each layer its own count: the sliding layers' is read here, the rest by gemma4_config
+        self.kv_heads_per_layer = [int(k) for k in kv_heads] if isinstance(kv_heads, list) else None
+        self.n_kv_heads = self.kv_heads_per_layer[0] if self.kv_heads_per_layer else int(kv_heads)
         self.map: Dict[str, Tuple[str, Optional[int]]] = {}
         # kv_b_proj of latent attention: made from llama.cpp's attn_k_b and attn_v_b
         self.kv_b: Dict[str, Tuple[str, str]] = {}
@@ -222,6 +238,13 @@ class GGUFCheckpoint:
             if layer >= self.n_layers:
                 continue  # a NextN block
             base = f"model.layers.{layer}"
+            own = ARCH_LAYER_TENSORS.get(self.arch_name, {})
+            if short in own:
+                self.map[f"{base}.{own[short]}"] = (gname, None)
+                continue
+            if short in STACKED_EXPERTS.get(self.arch_name, {}):
+                self.map[f"{base}.{STACKED_EXPERTS[self.arch_name][short]}"] = (gname, None)
+                continue
             if short in LAYER_TENSORS:
                 hf_name = LAYER_TENSORS[short].format(moe=moe, router=self.arch.router_name,
                                                       shared=self.arch.shared_expert_name)
@@ -272,9 +295,12 @@ class GGUFCheckpoint:
             dims = [1] + dims  # llama.cpp stores this [hidden]; transformers [1, hidden]
         return tuple(dims)
 
-    def _raw(self, name: str) -> Tuple[Any, np.ndarray]:
+    def _raw(self, name: str, index: Optional[int] = None) -> Tuple[Any, np.ndarray]:
+        """The tensor and its data: one expert's slice where the name is one expert's (or index picks
+        one of a stacked tensor's), else all of it."""
         gname, e = self.map[name]
         t = self.tensors[gname]
+        e = e if index is None else index
         data = t.data if e is None else t.data[e]
         return t, data
 
@@ -292,6 +318,8 @@ class GGUFCheckpoint:
             k_b, v_b = (self._decode(self.tensors[g], self.tensors[g].data).reshape(self._dims(g))
                         for g in self.kv_b[name])
             return np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1).reshape(shape)
+        if index is not None and self.map[name][1] is None:  # one expert of a stacked tensor: decode only it
+            return self._decode(*self._raw(name, index)).reshape(self.shape(name)[1:])
         w = self._decode(*self._raw(name)).reshape(self.shape(name))
         if self.arch_name == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             w = _unpermute(w, self.n_heads if "q_proj" in name else self.n_kv_heads)
@@ -374,6 +402,8 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
         cfg.update(grouped_moe_config(ck, cfg))
     if a == "deepseek2":
         cfg.update(latent_attention_config(ck, cfg))
+    if a == "gemma4":
+        cfg.update(gemma4_config(ck, cfg))
     return cfg
 
 

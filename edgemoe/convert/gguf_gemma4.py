@@ -1,0 +1,76 @@
+"""Gemma 4's transformers config from llama.cpp's gemma4 GGUF metadata (edgemoe/convert/gguf.py
+serves its tensors under transformers' names).
+
+llama.cpp writes the global (full-attention) layers' widths as key_length / head_count_kv[layer]
+and the sliding layers' as key_length_swa; rope.freq_base is the global layers' base and
+rope.freq_base_swa the sliding ones'; the global layers' proportional rope turns the whole head
+with frequency factors (rope_freqs) of 1 for the pairs that turn and a huge number for those
+that do not.
+"""
+from typing import Any, Dict
+
+import numpy as np
+
+from ..errors import FormatError, UnsupportedModelError
+
+NO_TURN = 1e20  # a frequency factor at least this large leaves its pair unturned (llama.cpp writes 1e30)
+
+
+def gemma4_config(ck, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    a, n = ck.arch_name, ck.n_layers
+    sliding = [bool(s) for s in ck.field(f"{a}.attention.sliding_window_pattern")]
+    kv_heads = ck.kv_heads_per_layer or [ck.n_kv_heads] * n
+    if len(sliding) != n or len(kv_heads) != n:
+        raise FormatError(f"{ck.path}: sliding_window_pattern and head_count_kv must name {n} layers")
+    if sliding[-1]:
+        raise FormatError(f"{ck.path}: the last layer of a gemma4 model is a full-attention layer")
+    global_layers = [l for l in range(n) if not sliding[l]]
+    global_kv = {kv_heads[l] for l in global_layers}
+    if len({kv_heads[l] for l in range(n) if sliding[l]} or {0}) != 1 or len(global_kv) != 1:
+        raise UnsupportedModelError(f"{ck.path}: layers of one kind with different key/value head counts")
+    head_dim = int(ck.field(f"{a}.attention.key_length_swa"))
+    global_head_dim = int(ck.field(f"{a}.attention.key_length"))
+    if head_dim < 2 or global_head_dim < 2:
+        raise FormatError(f"{ck.path}: attention.key_length {global_head_dim} / key_length_swa {head_dim}")
+    ff = ck.field(f"{a}.feed_forward_length")
+    if isinstance(ff, list) and len(set(ff)) != 1:
+        raise UnsupportedModelError(f"{ck.path}: MLPs of different widths (use_double_wide_mlp)")
+    first_global = f"blk.{global_layers[0]}."
+    return {
+        "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "enable_moe_block": True,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "num_key_value_heads": kv_heads[sliding.index(True)] if any(sliding) else kv_heads[0],
+        "head_dim": head_dim,
+        "layer_types": ["sliding_attention" if s else "full_attention" for s in sliding],
+        "sliding_window": int(ck.field(f"{a}.attention.sliding_window")),
+        "per_layer_config": {str(l): {"head_dim": global_head_dim, "num_key_value_heads": kv_heads[l]}
+                             for l in global_layers},
+        "attention_k_eq_v": f"{first_global}attn_v.weight" not in ck.tensors,
+        "attention_bias": "blk.0.attn_q.bias" in ck.tensors,
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default",
+                                  "rope_theta": float(ck.field(f"{a}.rope.freq_base_swa", 10000.0))},
+            "full_attention": {"rope_type": "proportional", "rope_theta": cfg["rope_theta"],
+                               "partial_rotary_factor": _turning_share(ck, global_head_dim)}},
+        "intermediate_size": int(ff[0] if isinstance(ff, list) else ff),
+        "moe_intermediate_size": int(ck.field(f"{a}.expert_feed_forward_length")),
+        "top_k_experts": cfg["num_experts_per_tok"],
+        "final_logit_softcapping": float(ck.field(f"{a}.final_logit_softcapping", 0.0)) or None,
+        "hidden_size_per_layer_input": int(ck.field(f"{a}.embedding_length_per_layer_input", 0)),
+        "num_kv_shared_layers": int(ck.field(f"{a}.attention.shared_kv_layers", 0)),
+    }
+
+
+def _turning_share(ck, global_head_dim: int) -> float:
+    """The share of the global head that turns, from rope_freqs: factors of 1 for the first pairs,
+    NO_TURN or more for the rest (the only pattern transformers' proportional rope makes)."""
+    if "rope_freqs.weight" not in ck.tensors:
+        return 1.0
+    t = ck.tensors["rope_freqs.weight"]
+    factors = ck._decode(t, t.data).reshape(-1)
+    turning = int(np.sum(factors == 1.0))
+    if len(factors) != global_head_dim // 2 or not np.all(factors[:turning] == 1.0) or \
+            not np.all(factors[turning:] >= NO_TURN):
+        raise UnsupportedModelError(f"{ck.path}: rope_freqs other than proportional rope's (1 for the pairs that "
+                                    f"turn, then no turn) are not supported")
+    return 2 * turning / global_head_dim
