@@ -26,7 +26,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -203,6 +203,33 @@ def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[i
     writer.add_add_bos_token(False)
 
 
+def add_gemma4_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, bos: int) -> None:
+    """A U+2581-escaped BPE over raw UTF-8 as llama.cpp's gemma4 tokenizer type: pieces, their
+    types (<0xXX> byte tokens, control tokens) and merges."""
+    import gguf
+
+    model = tokenizer_json["model"]
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [gguf.TokenType.UNUSED] * vocab_size
+    for text, i in model["vocab"].items():
+        if i < vocab_size:
+            tokens[i] = text
+            is_byte = len(text) == 6 and text.startswith("<0x") and text.endswith(">")
+            types[i] = gguf.TokenType.BYTE if is_byte else gguf.TokenType.NORMAL
+    for added in tokenizer_json.get("added_tokens", []):
+        if added["id"] < vocab_size:
+            tokens[added["id"]] = added["content"]
+            types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+    writer.add_tokenizer_model("gemma4")
+    writer.add_tokenizer_pre("gemma4")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])])
+    writer.add_bos_token_id(bos)
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(False)
+
+
 def add_spm_tokenizer(writer, vocab) -> None:
     """A SentencePiece vocabulary ("llama"): pieces, scores and token types."""
     writer.add_tokenizer_model("llama")
@@ -216,14 +243,16 @@ def add_spm_tokenizer(writer, vocab) -> None:
 
 
 def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default",
-           experts_mxfp4: bool = False, spm_vocab=None, nextn: int = 0) -> Dict:
+           experts_mxfp4: bool = False, spm_vocab=None, nextn: int = 0, gemma4_bos: Optional[int] = None) -> Dict:
     """Write the checkpoint `src` as a GGUF; tokenizer_pre names llama.cpp's pre-tokenizer type
     for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's). experts_mxfp4: keep the
     checkpoint's own MXFP4 expert blocks (gpt-oss from the hub), as llama.cpp's converter does.
     spm_vocab: [(piece, score, token type)] written as a SentencePiece vocabulary instead of the
     folder's tokenizer (<unk>, <s>, </s> at ids 0, 1, 2 as llama.cpp assumes). nextn: append that
     many copies of the last layer as multi-token-prediction blocks (nextn_predict_layers), where
-    llama.cpp's converter puts GLM-4.5's and DeepSeek's MTP layers; neither engine runs them."""
+    llama.cpp's converter puts GLM-4.5's and DeepSeek's MTP layers; neither engine runs them.
+    gemma4_bos: write the folder's tokenizer (a U+2581-escaped BPE) as llama.cpp's gemma4 type,
+    with that BOS id."""
     import gguf
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -298,6 +327,8 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         add_spm_tokenizer(w, spm_vocab)
     elif "tokenizer_json" not in tok:
         raise UnsupportedModelError(f"{src}: no tokenizer.json to export")
+    elif gemma4_bos is not None:
+        add_gemma4_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"], gemma4_bos)
     else:
         add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
                       _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)

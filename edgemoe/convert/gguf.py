@@ -25,7 +25,7 @@ from ..format import quant
 from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
 from .rope import yarn_mscale
-from .gguf_gemma4 import gemma4_config
+from .gguf_gemma4 import gemma4_config, gemma4_tokenizer
 from .spm_tokenizer import spm_tokenizer
 from .hf import ARCHS, convert_checkpoint
 
@@ -505,12 +505,12 @@ def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
     """tokenizer.json and chat metadata rebuilt from the GGUF vocabulary: byte-level BPE
     ("gpt2") or SentencePiece ("llama", see spm_tokenizer.py)."""
     model = ck.field("tokenizer.ggml.model", "")
-    if model == "llama":
-        tok, config = spm_tokenizer(ck)
+    if model in ("llama", "gemma4"):
+        tok, config = (spm_tokenizer if model == "llama" else gemma4_tokenizer)(ck)
         return _section(ck, tok, config)
     if model != "gpt2":
         raise UnsupportedModelError(f"{ck.path}: tokenizer type {model!r} is not supported (supported: byte-level "
-                                    f"BPE 'gpt2', SentencePiece 'llama')")
+                                    f"BPE 'gpt2', SentencePiece 'llama', Gemma 4's 'gemma4')")
     pre = ck.field("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise UnsupportedModelError(f"{ck.path}: pre-tokenizer {pre!r} is not supported (supported: "

@@ -6,12 +6,21 @@ and the sliding layers' as key_length_swa; rope.freq_base is the global layers' 
 rope.freq_base_swa the sliding ones'; the global layers' proportional rope turns the whole head
 with frequency factors (rope_freqs) of 1 for the pairs that turn and a huge number for those
 that do not.
+
+Its vocabulary (tokenizer.ggml.model = "gemma4", what llama.cpp's converter writes) is a BPE over
+raw UTF-8 with spaces escaped as U+2581: llama.cpp (src/llama-vocab.cpp) escapes the spaces,
+splits the text into runs of non-newlines and runs of newlines, looks a newline run up whole, merges
+the rest by rank, and spells what is left outside the vocabulary as <0xXX> byte tokens; a BOS
+always starts the text. gemma4_tokenizer rebuilds that as a `tokenizers` BPE.
 """
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from ..errors import FormatError, UnsupportedModelError
+from .spm_tokenizer import CONTROL, NORMAL, SPACE, UNKNOWN, USER_DEFINED
+
+NEWLINE_RUNS = "[^\\n]+|[\\n]+"  # llama.cpp's gemma4 pre-tokenizer split
 
 NO_TURN = 1e20  # a frequency factor at least this large leaves its pair unturned (llama.cpp writes 1e30)
 
@@ -74,3 +83,56 @@ def _turning_share(ck, global_head_dim: int) -> float:
         raise UnsupportedModelError(f"{ck.path}: rope_freqs other than proportional rope's (1 for the pairs that "
                                     f"turn, then no turn) are not supported")
     return 2 * turning / global_head_dim
+
+
+def gemma4_tokenizer(ck) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(tokenizer.json, tokenizer_config) for the GGUF's gemma4 vocabulary.
+
+    One approximation: a run of non-newlines that is itself a vocabulary entry is taken whole
+    (tokenizers' ignore_merges), as llama.cpp takes newline runs; llama.cpp merges such a run
+    instead, which differs only where the entry cannot be reached by the merges."""
+    tokens = list(ck.field("tokenizer.ggml.tokens"))
+    n = len(tokens)
+    types = [int(t) for t in ck.field("tokenizer.ggml.token_type", [NORMAL] * n)]
+    if len(types) != n:
+        raise FormatError(f"{ck.path}: tokenizer.ggml.token_type does not match the {n} tokens")
+    merges: List[List[str]] = []
+    for m in ck.field("tokenizer.ggml.merges"):
+        cut = m.find(" ", 1)  # as llama.cpp splits a merge: a piece may itself start with a space
+        if cut < 0:
+            raise FormatError(f"{ck.path}: tokenizer merge {m!r} is not two pieces")
+        merges.append([m[:cut], m[cut + 1:]])
+    bos = int(ck.field("tokenizer.ggml.bos_token_id"))
+    if not 0 <= bos < n:
+        raise FormatError(f"{ck.path}: tokenizer.ggml.bos_token_id {bos} is outside the {n} tokens")
+    if not all(f"<0x{b:02X}>" in tokens for b in range(256)):
+        raise FormatError(f"{ck.path}: a gemma4 vocabulary without all 256 <0xXX> byte tokens is not supported")
+    vocab: Dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": kind != USER_DEFINED}
+             for i, (t, kind) in enumerate(zip(tokens, types)) if kind in (CONTROL, USER_DEFINED, UNKNOWN)]
+    tok = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": NEWLINE_RUNS}, "behavior": "Isolated",
+                          "invert": False},
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": tokens[bos], "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": tokens[bos], "type_id": 0}},
+                                    {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}],
+                           "special_tokens": {tokens[bos]: {"id": tokens[bos], "ids": [bos], "tokens": [tokens[bos]]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": SPACE}, "content": " "}, {"type": "ByteFallback"},
+            {"type": "Fuse"}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": True, "ignore_merges": True,
+                  "vocab": vocab, "merges": merges},
+    }
+    eos = ck.fields.get("tokenizer.ggml.eos_token_id")
+    config = {"bos_token": tokens[bos], "add_bos_token": True, "add_eos_token": False}
+    if eos is not None:
+        config["eos_token"] = tokens[int(ck.field("tokenizer.ggml.eos_token_id")) % n]
+    return tok, config
