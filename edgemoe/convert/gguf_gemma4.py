@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from ..errors import FormatError, UnsupportedModelError
-from .spm_tokenizer import CONTROL, NORMAL, SPACE, UNKNOWN, USER_DEFINED
+from .spm_tokenizer import NORMAL, SPACE, byte_fallback_vocabulary
 
 NEWLINE_RUNS = "[^\\n]+|[\\n]+"  # llama.cpp's gemma4 pre-tokenizer split
 
@@ -105,14 +105,7 @@ def gemma4_tokenizer(ck) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     bos = int(ck.field("tokenizer.ggml.bos_token_id"))
     if not 0 <= bos < n:
         raise FormatError(f"{ck.path}: tokenizer.ggml.bos_token_id {bos} is outside the {n} tokens")
-    if not all(f"<0x{b:02X}>" in tokens for b in range(256)):
-        raise FormatError(f"{ck.path}: a gemma4 vocabulary without all 256 <0xXX> byte tokens is not supported")
-    vocab: Dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        vocab.setdefault(t, i)
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-              "special": kind != USER_DEFINED}
-             for i, (t, kind) in enumerate(zip(tokens, types)) if kind in (CONTROL, USER_DEFINED, UNKNOWN)]
+    vocab, added = byte_fallback_vocabulary(ck, "a gemma4", tokens, types)
     tok = {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
         "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},

@@ -35,6 +35,23 @@ def merges_by_score(tokens: List[str], scores: List[float]) -> List[Tuple[str, s
     return [(a, b) for *_, a, b in ranked]
 
 
+def byte_fallback_vocabulary(ck, kind: str, tokens: List[str], types: List[int]):
+    """(vocab, added_tokens) of a vocabulary that spells what it lacks in <0xXX> byte tokens: the
+    first id of each piece, and its control, user-defined and unknown tokens as tokenizers' added
+    tokens (matched in the raw text, as llama.cpp splits them out). FormatError if a byte token
+    is missing (llama.cpp could not encode every text either)."""
+    if not all(f"<0x{b:02X}>" in tokens for b in range(256)):
+        raise FormatError(f"{ck.path}: {kind} vocabulary without all 256 <0xXX> byte tokens is not supported "
+                          f"(llama.cpp cannot encode every text with it either)")
+    vocab: Dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        vocab.setdefault(t, i)
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": kind_ != USER_DEFINED}
+             for i, (t, kind_) in enumerate(zip(tokens, types)) if kind_ in (CONTROL, USER_DEFINED, UNKNOWN)]
+    return vocab, added
+
+
 def spm_tokenizer(ck) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(tokenizer.json, tokenizer_config) for the GGUF's SentencePiece vocabulary."""
     tokens = list(ck.field("tokenizer.ggml.tokens"))
@@ -51,16 +68,7 @@ def spm_tokenizer(ck) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     for key, i in ids.items():
         if not 0 <= i < n:
             raise FormatError(f"{ck.path}: tokenizer.ggml.{key}_token_id {i} is outside the {n} tokens")
-    if not all(f"<0x{b:02X}>" in tokens for b in range(256)):
-        raise FormatError(f"{ck.path}: a SentencePiece vocabulary without all 256 <0xXX> byte tokens "
-                          f"is not supported (llama.cpp cannot encode every text with it either)")
-
-    vocab: Dict[str, int] = {}
-    for i, t in enumerate(tokens):
-        vocab.setdefault(t, i)
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-              "special": kind != USER_DEFINED}
-             for i, (t, kind) in enumerate(zip(tokens, types)) if kind in (CONTROL, USER_DEFINED, UNKNOWN)]
+    vocab, added = byte_fallback_vocabulary(ck, "a SentencePiece", tokens, types)
     escape = [{"type": "Replace", "pattern": {"String": " "}, "content": SPACE}]
     prefix = [{"type": "Prepend", "prepend": SPACE}] if add_space_prefix else []
     bos, eos = tokens[ids["bos"]], tokens[ids["eos"]]
