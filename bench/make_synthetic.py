@@ -4,6 +4,7 @@
         [--hidden 2048] [--intermediate 1024] [--vocab 50304] [--heads 16] [--dtype f16]
     python bench/make_synthetic.py OUT_DIR --arch gpt_oss [--layers 4]
     python bench/make_synthetic.py OUT_DIR --arch deepseek_v2 [--layers 4]
+    python bench/make_synthetic.py OUT_DIR --arch gemma4 [--layers 6]
 
 --arch gpt_oss writes gpt-oss-20b's shape (hidden 2880, 64 query and 8 KV heads of 64, 32 experts
 of width 2880, top-4, window 128 on alternate layers, YaRN) as the hub ships it: experts as MXFP4
@@ -12,6 +13,10 @@ blocks and scales, the rest 16-bit; --layers, --experts, --top-k and --vocab sti
 kv_lora_rank 512, qk_nope 128, qk_rope 64, v 128; a dense first layer 10944 wide; 64 experts of
 width 1408, top-6, 2 shared; YaRN factor 40 with mscale_all_dim), per expert as the hub ships it;
 --layers, --experts, --top-k and --vocab apply (the defaults are V2-Lite's when not given).
+--arch gemma4 writes gemma-4-26B-A4B's shape (hidden 2816; five sliding layers of 8 KV heads of 256
+with a 1024 window to each global layer of 2 KV heads of 512 whose values come from the keys,
+proportional rope on a quarter of them; a 2112-wide gelu MLP beside 128 experts of width 704,
+top-8; soft-capped logits), experts stacked as transformers stores them.
 
 Tensors are generated and written one at a time with numpy (no torch), into
 shards of about 1 GB with a safetensors index, so a multi-GB model is written
@@ -77,23 +82,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out")
     p.add_argument("--layers", type=int, default=16)
-    p.add_argument("--experts", type=int, default=64)
-    p.add_argument("--top-k", type=int, default=None, help="8 (olmoe), 4 (gpt_oss) or 6 (deepseek_v2)")
+    p.add_argument("--experts", type=int, default=None, help="64 (olmoe, deepseek_v2), 32 (gpt_oss), 128 (gemma4)")
+    p.add_argument("--top-k", type=int, default=None, help="8 (olmoe, gemma4), 4 (gpt_oss) or 6 (deepseek_v2)")
     p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--vocab", type=int, default=384, help="the fixture tokenizer's size by default")
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss", "deepseek_v2"])
+    p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss", "deepseek_v2", "gemma4"])
     a = p.parse_args()
     if a.top_k is None:
-        a.top_k = {"olmoe": 8, "gpt_oss": 4, "deepseek_v2": 6}[a.arch]
+        a.top_k = {"olmoe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8}[a.arch]
+    if a.experts is None:
+        a.experts = {"olmoe": 64, "gpt_oss": 32, "deepseek_v2": 64, "gemma4": 128}[a.arch]
     os.makedirs(a.out, exist_ok=True)
     if a.arch == "gpt_oss":
         return write_gpt_oss(a)
     if a.arch == "deepseek_v2":
         return write_deepseek_v2(a)
+    if a.arch == "gemma4":
+        return write_gemma4(a)
     H, I, E = a.hidden, a.intermediate, a.experts
     cfg = {
         "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe",
@@ -220,6 +229,55 @@ def write_deepseek_v2(a) -> None:
         if len(shape) == 1:
             return np.ones(shape, np.float32)
         return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1])
+
+    ShardWriter(a.out, plan, np.float16, 1 << 30).write(make)
+
+
+def write_gemma4(a) -> None:
+    """gemma-4-26B-A4B's widths, transformers' layout (Gemma4ForCausalLM, stacked experts), 16-bit."""
+    H, I, D, E, V, heads, hd, ghd, kv, gkv = 2816, 704, 2112, a.experts, a.vocab, 16, 256, 512, 8, 2
+    types = ["sliding_attention" if (l + 1) % 6 else "full_attention" for l in range(a.layers)]
+    types[-1] = "full_attention"
+    cfg = {
+        "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_size": H,
+        "intermediate_size": D, "moe_intermediate_size": I, "num_hidden_layers": a.layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd, "global_head_dim": ghd,
+        "num_global_key_value_heads": gkv, "attention_k_eq_v": True, "enable_moe_block": True, "num_experts": E,
+        "top_k_experts": a.top_k, "hidden_size_per_layer_input": 0, "num_kv_shared_layers": 0,
+        "layer_types": types, "sliding_window": 1024, "final_logit_softcapping": 30.0, "vocab_size": V,
+        "max_position_embeddings": 262144, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+        "hidden_activation": "gelu_pytorch_tanh", "eos_token_id": 2, "bos_token_id": 0,
+        "rope_parameters": {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                               "rope_theta": 1000000.0}},
+    }
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(FIXTURE_TOKENIZER, name), a.out)
+    plan = [("model.embed_tokens.weight", (V, H))]
+    for l, kind in enumerate(types):
+        p_, at = f"model.layers.{l}", f"model.layers.{l}.self_attn"
+        d, k = (hd, kv) if kind == "sliding_attention" else (ghd, gkv)
+        plan += [(f"{p_}.{n}.weight", (H,)) for n in (
+            "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm",
+            "post_feedforward_layernorm_1", "pre_feedforward_layernorm_2", "post_feedforward_layernorm_2")]
+        plan += [(f"{p_}.layer_scalar", (1,)), (f"{at}.q_proj.weight", (heads * d, H)),
+                 (f"{at}.k_proj.weight", (k * d, H)), (f"{at}.o_proj.weight", (H, heads * d)),
+                 (f"{at}.q_norm.weight", (d,)), (f"{at}.k_norm.weight", (d,))]
+        if kind == "sliding_attention":
+            plan.append((f"{at}.v_proj.weight", (k * d, H)))
+        plan += [(f"{p_}.mlp.gate_proj.weight", (D, H)), (f"{p_}.mlp.up_proj.weight", (D, H)),
+                 (f"{p_}.mlp.down_proj.weight", (H, D)), (f"{p_}.router.proj.weight", (E, H)),
+                 (f"{p_}.router.scale", (H,)), (f"{p_}.router.per_expert_scale", (E,)),
+                 (f"{p_}.experts.gate_up_proj", (E, 2 * I, H)), (f"{p_}.experts.down_proj", (E, H, I))]
+    plan.append(("model.norm.weight", (H,)))
+    rng = np.random.default_rng(a.seed)
+
+    def make(name, shape):
+        if len(shape) == 1:
+            return np.ones(shape, np.float32)
+        return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[-1])
 
     ShardWriter(a.out, plan, np.float16, 1 << 30).write(make)
 

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import edgemoe  # noqa: E402
 from edgemoe.format import quant  # noqa: E402
+from edgemoe.format.container import open_container  # noqa: E402
+from edgemoe.format.model_config import moe_layers  # noqa: E402
 from edgemoe.offline import bitwidth  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 from edgemoe.convert.auto_bits import plan_expert_types  # noqa: E402
@@ -54,11 +56,12 @@ def main() -> None:
     _, allocation = plan_expert_types(a.src, read_text(a.calib), max_loss_increase=1e9, progress=False)
     sens = np.array(allocation["sensitivity"])[:, :, column]
     L, E = sens.shape
-    flat = np.argsort(sens.ravel())
-    picks = flat[np.linspace(0, len(flat) - 1, a.experts).round().astype(int)]
     with tempfile.TemporaryDirectory() as tmp:
         base = os.path.join(tmp, "base.emoe")
         convert_hf(a.src, base, bits="8", progress=False)
+        routed = moe_layers(open_container(base).config)  # a dense layer has no experts to narrow
+        flat = np.array([f for f in np.argsort(sens.ravel(), kind="stable") if f // E in routed])
+        picks = flat[np.linspace(0, len(flat) - 1, a.experts).round().astype(int)]
         model = edgemoe.load(base)
         ids = model.tokenize(read_text(a.eval), add_special_tokens=False)[: a.eval_tokens]
         window = min(512, model.ctx_size)
@@ -66,7 +69,7 @@ def main() -> None:
         true = []
         for f in picks:
             l, e = divmod(int(f), E)
-            types = [[quant.Q8] * E for _ in range(L)]
+            types = [[quant.Q8] * E if layer in routed else [] for layer in range(L)]
             types[l][e] = qtype
             path = os.path.join(tmp, "one.emoe")
             convert_hf(a.src, path, bits="8", progress=False, expert_types=types)

@@ -27,7 +27,9 @@ def test_parsers_survive_fuzzing(converted, tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     shutil.copy(converted("qwen3_moe", "4"), corpus / "container.emoe")
-    shutil.copy(converted("gemma4", "8"), corpus / "gemma4.emoe")  # global layers, norms, soft-cap fields
+    # a container of each newer family: the config fields and resident tensors each one adds
+    for family in ("gpt_oss", "glm4_moe", "deepseek_v3", "gemma4"):
+        shutil.copy(converted(family, "8"), corpus / f"{family}.emoe")
     shutil.copy(FIXTURES / "qwen3_moe" / "model.safetensors", corpus / "model.safetensors")
     for name in SEED_GGUFS:
         shutil.copy(FIXTURES / "gguf" / f"{name}.gguf", corpus / f"{name}.gguf")

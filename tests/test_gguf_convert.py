@@ -340,3 +340,38 @@ def test_multi_token_prediction_blocks_are_not_run(tmp_path):
     ours = edgemoe.load(str(out), threads=2, kv_cache="f32").logits(ids)
     theirs = llama_logits(src, ids)
     assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 2e-5
+
+
+def checkpoint_with(monkeypatch, name, drop=(), **fields):
+    """The GGUF fixture `name` with metadata fields replaced (or dropped) as the converter reads them."""
+    ck = GGUFCheckpoint(str(GGUF / f"{name}.gguf"))
+    real = ck.field
+    monkeypatch.setattr(ck, "fields", {k: v for k, v in ck.fields.items() if k not in drop})
+    monkeypatch.setattr(ck, "field", lambda key, default=None: fields[key] if key in fields else
+                        (real(key, default) if key not in drop else (default if default is not None else
+                                                                     real("no such key " + key))))
+    return ck
+
+
+def test_a_glm_rotary_count_survives_the_ratio_round_trip(monkeypatch):
+    # 30 of 44 dims: 30 / 44 * 44 is 29.999..., which int() would make 29 (odd, refused)
+    from edgemoe.convert.gguf import hf_config
+    from edgemoe.convert.arch_glm4_moe import Glm4Moe
+
+    ck = checkpoint_with(monkeypatch, "glm4_moe-f32", **{"glm4moe.attention.key_length": 44,
+                                                         "glm4moe.rope.dimension_count": 30})
+    assert Glm4Moe().config(hf_config(ck))["rotary_dim"] == 30
+
+
+@pytest.mark.parametrize("name,drop,fields,error,message", [
+    ("deepseek_v2-f32", ("deepseek2.attention.key_length_mla",), {}, UnsupportedModelError,
+     "from before llama.cpp split kv_b"),
+    ("deepseek_v2-f32", (), {"deepseek2.attention.value_length_mla": 16}, FormatError,
+     "do not split keys and values as attention.key_length_mla / value_length_mla say"),
+    ("glm4_moe-f32", (), {"glm4moe.attention.key_length": 0}, FormatError, "attention.key_length is 0"),
+])
+def test_inconsistent_latent_and_glm_metadata_is_refused(monkeypatch, name, drop, fields, error, message):
+    from edgemoe.convert.gguf import hf_config
+
+    with pytest.raises(error, match=message):
+        hf_config(checkpoint_with(monkeypatch, name, drop, **fields))

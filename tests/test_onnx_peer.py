@@ -76,3 +76,12 @@ def test_compressed_container_exports_the_same_model(converted, tmp_path):
     a = peer_logits(packed, tmp_path, "zstd").eval(ids)
     b = peer_logits(converted("olmoe", "8"), tmp_path, "raw").eval(ids)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name,feature", [("gpt_oss", "attention_sinks"), ("glm4_moe", "routing='sigmoid'"),
+                                          ("deepseek_v2", "kv_lora_rank"), ("gemma4", "sandwich_norms"),
+                                          ("qwen3_moe_yarn", "rope_scaling='yarn'")])
+def test_features_the_graph_leaves_out_are_refused_by_name(converted, tmp_path, name, feature):
+    with pytest.raises(ValueError, match=f"{feature}.*not exported to ONNX yet"):
+        export_onnx(converted(name, "8"), str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()

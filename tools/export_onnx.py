@@ -289,6 +289,21 @@ class Exporter:
         return model
 
 
+# The config fields the graph builder reads; any other field away from its default changes what
+# the model computes in a way the graph would silently leave out.
+EXPORTED_FIELDS = {"architecture", "n_layers", "hidden", "n_heads", "n_kv_heads", "head_dim", "vocab", "n_experts",
+                   "top_k", "expert_intermediate", "shared_intermediate", "shared_gate", "qkv_bias", "norm_topk_prob",
+                   "tie_embeddings", "qk_norm", "rope_theta", "rms_norm_eps", "max_position", "eos_token_ids"}
+
+
+def features_not_exported(cfg) -> List[str]:
+    """The fields of `cfg` that the graph does not implement and that are not at their defaults."""
+    from edgemoe.format.model_config import validate_config
+
+    defaults = validate_config({k: v for k, v in cfg.items() if k in EXPORTED_FIELDS})
+    return sorted(f"{k}={cfg[k]!r}" for k in cfg if k not in EXPORTED_FIELDS and cfg[k] != defaults.get(k))
+
+
 def export_onnx(emoe: str, out: str, accuracy_level: int = 0, dequantize: bool = False) -> str:
     """Write the container at `emoe` as `out` (+ `out`.data, its weights). accuracy_level is
     MatMulNBits' (0: f32 activations; 4: int8 activations, ORT's fastest CPU path). dequantize:
@@ -296,11 +311,10 @@ def export_onnx(emoe: str, out: str, accuracy_level: int = 0, dequantize: bool =
     import onnx
 
     c = open_container(emoe)
-    if c.config.get("dense_layers") or c.config.get("kv_lora_rank"):
-        raise ValueError(f"{emoe}: dense layers and latent attention are not exported to ONNX yet")
-    if c.config["architecture"] == "gemma4":
-        raise ValueError(f"{emoe}: Gemma 4's layers (global widths, sandwich and expert norms) are not exported "
-                         "to ONNX yet")
+    unsupported = features_not_exported(c.config)
+    if unsupported:
+        raise ValueError(f"{emoe}: {', '.join(unsupported)} not exported to ONNX yet (the graph computes "
+                         f"Mixtral / Qwen-MoE / OLMoE layers only)")
     exporter = Exporter(c, accuracy_level, dequantize)
     model = exporter.build()
     exporter.data.close()

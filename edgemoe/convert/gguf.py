@@ -426,7 +426,9 @@ def grouped_moe_config(ck: "GGUFCheckpoint", cfg: Dict[str, Any]) -> Dict[str, A
         if head_dim < 1:
             raise FormatError(f"{ck.path}: {a}.attention.key_length is {head_dim}")
         out.update(attention_bias="blk.0.attn_q.bias" in ck.tensors, use_qk_norm="blk.0.attn_q_norm.weight" in ck.tensors,
-                   partial_rotary_factor=int(ck.field(f"{a}.rope.dimension_count", head_dim)) / head_dim)
+                   # half a dim over: the mapping's int(head_dim * factor) then gives the count back
+                   # whatever the division rounds to (30 / 44 * 44 is 29.99...)
+                   partial_rotary_factor=(int(ck.field(f"{a}.rope.dimension_count", head_dim)) + 0.5) / head_dim)
     return out
 
 
