@@ -1,10 +1,14 @@
-"""KV-cache bytes of a sliding-window model (gpt-oss-20b's attention) against every layer keeping
-full K and V, from the memory plan's own formula (csrc/model/kv_cache.cpp), at several contexts.
+"""KV-cache bytes of a sliding-window model (gpt-oss-20b's or gemma-4-26B-A4B's attention) against
+every layer keeping full K and V, from the memory plan's own formula (csrc/model/kv_cache.cpp), at
+several contexts.
 
-    python bench/kv_window.py [--config CONFIG.json] [--layers 24] [--write bench/RESULTS.md]
+    python bench/kv_window.py [--arch gpt_oss|gemma4] [--config CONFIG.json] [--layers N]
+        [--write bench/RESULTS.md]
 
-CONFIG.json: a gpt-oss config.json (default: gpt-oss-20b's shape as bench/make_synthetic.py
-writes it, at 24 layers). fp16 cache, prefill batches of 256 (the engine's defaults).
+CONFIG.json: a config.json of that architecture (default: gpt-oss-20b's shape as
+bench/make_synthetic.py writes it, 24 layers; gemma-4-26B-A4B's, 30 layers: 25 sliding layers of
+8 KV heads of 256, window 1024, 5 global ones of 2 KV heads of 512). fp16 cache, prefill batches of
+256 (the engine's defaults).
 """
 from __future__ import annotations
 
@@ -28,25 +32,40 @@ GPT_OSS_20B = {
     "rope_parameters": {"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0, "beta_fast": 32.0,
                         "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 4096},
 }
+GEMMA4_26B = {
+    "architectures": ["Gemma4ForCausalLM"], "hidden_size": 2816, "intermediate_size": 2112,
+    "moe_intermediate_size": 704, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
+    "global_head_dim": 512, "num_global_key_value_heads": 2, "attention_k_eq_v": True, "enable_moe_block": True,
+    "num_experts": 128, "top_k_experts": 8, "hidden_size_per_layer_input": 0, "vocab_size": 262144,
+    "sliding_window": 1024, "max_position_embeddings": 262144, "final_logit_softcapping": 30.0,
+}
+DEFAULTS = {"gpt_oss": (GPT_OSS_20B, 24), "gemma4": (GEMMA4_26B, 30)}
 CONTEXTS = (4096, 32768, 131072)
 MiB = 1 << 20
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="gpt_oss", choices=sorted(DEFAULTS))
     p.add_argument("--config", default=None)
-    p.add_argument("--layers", type=int, default=24)
+    p.add_argument("--layers", type=int, default=None)
     p.add_argument("--write", default=None)
     a = p.parse_args()
-    hf = json.load(open(a.config)) if a.config else dict(GPT_OSS_20B)
-    hf["num_hidden_layers"] = a.layers
-    hf.pop("layer_types", None)  # gpt-oss's default: sliding on even layers
+    default, layers = DEFAULTS[a.arch]
+    hf = json.load(open(a.config)) if a.config else dict(default)
+    hf["num_hidden_layers"] = a.layers = a.layers or layers
+    hf.pop("layer_types", None)  # each family's default pattern
     cfg = validate_config(pick_arch(hf).config(hf))
-    full = dict(cfg, sliding_window=0, sliding_layers=[])
-    lines = [f"\n### KV cache of sliding-window layers ({datetime.date.today()})\n",
-             f"Command: `{' '.join(['python bench/kv_window.py'] + sys.argv[1:])}`. gpt-oss-20b's attention "
-             f"({a.layers} layers, {cfg['n_kv_heads']} KV heads of {cfg['head_dim']}, window "
-             f"{cfg['sliding_window']} on {len(cfg['sliding_layers'])} of them), fp16 cache, prefill batches "
+    # every layer keeping the context: a window as long as the longest context
+    full = dict(cfg, sliding_window=cfg["max_position"])
+    widths = f"{cfg['n_kv_heads']} KV heads of {cfg['head_dim']}, window {cfg['sliding_window']} on " \
+             f"{len(cfg['sliding_layers'])} of them"
+    if cfg.get("global_head_dim"):
+        widths += f"; the others {cfg['global_kv_heads']} KV heads of {cfg['global_head_dim']}"
+    name = {"gpt_oss": "gpt-oss-20b", "gemma4": "gemma-4-26B-A4B"}[a.arch]
+    lines = [f"\n### KV cache of sliding-window layers: {name} ({datetime.date.today()})\n",
+             f"Command: `{' '.join(['python bench/kv_window.py'] + sys.argv[1:])}`. {name}'s attention "
+             f"({a.layers} layers, {widths}), fp16 cache, prefill batches "
              f"of 256; computed by the memory plan's formula, which the engine allocates (tests compare the two).\n",
              "| context | sliding layers keep their window | every layer keeps the context | ratio | "
              "bytes per token of context (past the window) |", "|---|---|---|---|---|"]
