@@ -18,10 +18,19 @@ with a 1024 window to each global layer of 2 KV heads of 512 whose values come f
 proportional rope on a quarter of them; a 2112-wide gelu MLP beside 128 experts of width 704,
 top-8; soft-capped logits), experts stacked as transformers stores them.
 
+--routing realistic (OLMoE shape only) makes routing that a cache cannot flatter itself on: residual
+branches scaled down (the stream stays each token's own), sharper attention (a token draws on a few
+earlier ones rather than on the context's mean, which all tokens would share), routers balanced
+over the token frequencies of --balance-text (zero mean and equal spread of every expert's logit)
+and chained from layer to layer (experts shuffled): usage close to balanced in every layer while
+choices vary with content and correlate across neighbouring layers. bench/routing_stats.py
+measures both modes against the trained demo model (bench/RESULTS.md).
+
 Tensors are generated and written one at a time with numpy (no torch), into
 shards of about 1 GB with a safetensors index, so a multi-GB model is written
-quickly and without holding it in memory. Routing over random weights is close
-to uniform: the worst case for an expert cache.
+quickly and without holding it in memory. Routing over the default random weights is
+concentrated in deep layers and repeats from token to token (bench/RESULTS.md), which flatters
+any cache.
 """
 from __future__ import annotations
 
@@ -91,6 +100,16 @@ def main() -> None:
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss", "deepseek_v2", "gemma4"])
+    p.add_argument("--routing", default="random", choices=["random", "realistic"],
+                   help="olmoe: realistic scales the residual branches and chains the routers (see the doc)")
+    p.add_argument("--residual-scale", type=float, default=0.1, help="realistic: o_proj and expert down scale")
+    p.add_argument("--router-chain", type=float, default=0.95,
+                   help="realistic: share of each router carried from the previous layer's (experts shuffled)")
+    p.add_argument("--attention-sharpness", type=float, default=4.0,
+                   help="realistic: q_norm and k_norm weights sqrt(this): attention logits this much larger")
+    p.add_argument("--balance-text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                          "README.md"),
+                   help="realistic: the text whose token frequencies the routers are balanced on")
     a = p.parse_args()
     if a.top_k is None:
         a.top_k = {"olmoe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8}[a.arch]
@@ -129,13 +148,55 @@ def main() -> None:
                      (f"{p_}.mlp.experts.{e}.down_proj.weight", (H, I))]
     plan += [("model.norm.weight", (H,)), ("lm_head.weight", (a.vocab, H))]
     rng = np.random.default_rng(a.seed)
+    previous_router = []
+    embedding_stats = []  # realistic: (mean, covariance) of the normalised embeddings over the text
 
     def make(name, shape):
         if len(shape) == 1:
-            return np.ones(shape, np.float32)
-        return (rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1]))
+            sharp = a.routing == "realistic" and name.endswith(("q_norm.weight", "k_norm.weight"))
+            # sharper attention: each token draws on a few earlier ones, not the context's mean
+            return np.full(shape, np.sqrt(a.attention_sharpness) if sharp else 1.0, np.float32)
+        w = rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1])
+        if a.routing == "random":
+            return w
+        if name == "model.embed_tokens.weight":
+            embedding_stats[:] = token_statistics(w, a.balance_text)
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            # residual branches small against the token's own embedding, as in a trained network:
+            # the stream stays the token's own instead of drifting to one shared direction
+            return w * a.residual_scale
+        if name.endswith("mlp.gate.weight"):
+            if previous_router:  # the previous router, its experts shuffled, carried over in part
+                carried = previous_router[0][rng.permutation(shape[0])]
+                w = a.router_chain * carried + np.sqrt(1 - a.router_chain ** 2) * w
+            previous_router[:] = [w]
+            return balanced_router(w, *embedding_stats)
+        return w
 
     ShardWriter(a.out, plan, np.float16 if a.dtype == "f16" else np.float32, 1 << 30).write(make)
+
+
+def token_statistics(embedding: np.ndarray, text_file: str):
+    """Mean and covariance of the RMS-normalised embeddings of the tokens of text_file (the fixture
+    tokenizer's), weighted by how often each occurs: what a router sees while the residual stream
+    is still mostly the token's own embedding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(FIXTURE_TOKENIZER, "tokenizer.json"))
+    with open(text_file, encoding="utf-8") as f:
+        ids = [i for i in tok.encode(f.read()).ids if i < len(embedding)]
+    x = embedding[ids].astype(np.float64)
+    x /= np.sqrt((x ** 2).mean(1, keepdims=True))
+    return x.mean(0), np.cov(x, rowvar=False)
+
+
+def balanced_router(w: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """Router rows that give every expert the same mean (0) and spread of logits over the text's
+    tokens, so no expert wins by its offset or its scale: a trained router's load balance."""
+    w = w.astype(np.float64)
+    w -= np.outer(w @ mean, mean) / (mean @ mean)
+    spread = np.sqrt(np.einsum("eh,hk,ek->e", w, cov, w))
+    return (w / spread[:, None] / np.sqrt(w.shape[1])).astype(np.float32)
 
 
 def write_gpt_oss(a) -> None:
