@@ -15,7 +15,9 @@ the demo model's held-out text, tests/fixtures/demo_reference.npz's windows deco
 - layer coupling: the mutual information between an expert chosen in one MoE layer and one chosen
   in the next, over all k x k pairs per token, as a share of the next layer's entropy: how much
   one layer says about the next (what predictors and prefetch rest on). 0 for independent layers
-  (a small positive bias remains from the finite sample: shown for a shuffled copy).
+  (a small positive bias remains from the finite sample: shown for a shuffled copy); a layer that
+  repeats the last one's choice under a fixed permutation shows 0.26 at top-2 of 16 (of a
+  token's k x k pairs only k match), not 1.
 """
 from __future__ import annotations
 
