@@ -2,6 +2,7 @@
 
     python bench/make_synthetic.py OUT_DIR [--layers 16] [--experts 64] [--top-k 8]
         [--hidden 2048] [--intermediate 1024] [--vocab 50304] [--heads 16] [--dtype f16]
+    python bench/make_synthetic.py OUT_DIR --arch qwen3_moe --routing realistic [--layers 4]
     python bench/make_synthetic.py OUT_DIR --arch gpt_oss [--layers 4]
     python bench/make_synthetic.py OUT_DIR --arch deepseek_v2 [--layers 4]
     python bench/make_synthetic.py OUT_DIR --arch gemma4 [--layers 6]
@@ -18,7 +19,10 @@ with a 1024 window to each global layer of 2 KV heads of 512 whose values come f
 proportional rope on a quarter of them; a 2112-wide gelu MLP beside 128 experts of width 704,
 top-8; soft-capped logits), experts stacked as transformers stores them.
 
---routing realistic (OLMoE shape only) makes routing that a cache cannot flatter itself on: residual
+--arch qwen3_moe writes Qwen3-30B-A3B's shape (hidden 2048, 32 query and 4 KV heads of 128, 128
+experts of width 768, top-8), per expert as the hub ships it.
+
+--routing realistic (OLMoE and Qwen3 shapes) makes routing that a cache cannot flatter itself on: residual
 branches scaled down (the stream stays each token's own), sharper attention (a token draws on a few
 earlier ones rather than on the context's mean, which all tokens would share), routers balanced
 over the token frequencies of --balance-text (zero mean and equal spread of every expert's logit)
@@ -91,17 +95,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out")
     p.add_argument("--layers", type=int, default=16)
-    p.add_argument("--experts", type=int, default=None, help="64 (olmoe, deepseek_v2), 32 (gpt_oss), 128 (gemma4)")
-    p.add_argument("--top-k", type=int, default=None, help="8 (olmoe, gemma4), 4 (gpt_oss) or 6 (deepseek_v2)")
+    p.add_argument("--experts", type=int, default=None,
+                   help="64 (olmoe, deepseek_v2), 32 (gpt_oss), 128 (qwen3_moe, gemma4)")
+    p.add_argument("--top-k", type=int, default=None, help="8 (olmoe, qwen3_moe, gemma4), 4 (gpt_oss) or 6 (deepseek_v2)")
     p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--intermediate", type=int, default=1024)
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--vocab", type=int, default=384, help="the fixture tokenizer's size by default")
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", default="olmoe", choices=["olmoe", "gpt_oss", "deepseek_v2", "gemma4"])
+    p.add_argument("--arch", default="olmoe", choices=["olmoe", "qwen3_moe", "gpt_oss", "deepseek_v2", "gemma4"])
     p.add_argument("--routing", default="random", choices=["random", "realistic"],
-                   help="olmoe: realistic scales the residual branches and chains the routers (see the doc)")
+                   help="olmoe, qwen3_moe: realistic scales the residual branches and chains the routers (see the doc)")
     p.add_argument("--residual-scale", type=float, default=0.1, help="realistic: o_proj and expert down scale")
     p.add_argument("--router-chain", type=float, default=0.95,
                    help="realistic: share of each router carried from the previous layer's (experts shuffled)")
@@ -112,9 +117,9 @@ def main() -> None:
                    help="realistic: the text whose token frequencies the routers are balanced on")
     a = p.parse_args()
     if a.top_k is None:
-        a.top_k = {"olmoe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8}[a.arch]
+        a.top_k = {"olmoe": 8, "qwen3_moe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8}[a.arch]
     if a.experts is None:
-        a.experts = {"olmoe": 64, "gpt_oss": 32, "deepseek_v2": 64, "gemma4": 128}[a.arch]
+        a.experts = {"olmoe": 64, "qwen3_moe": 128, "gpt_oss": 32, "deepseek_v2": 64, "gemma4": 128}[a.arch]
     os.makedirs(a.out, exist_ok=True)
     if a.arch == "gpt_oss":
         return write_gpt_oss(a)
@@ -122,34 +127,17 @@ def main() -> None:
         return write_deepseek_v2(a)
     if a.arch == "gemma4":
         return write_gemma4(a)
-    H, I, E = a.hidden, a.intermediate, a.experts
-    cfg = {
-        "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe",
-        "hidden_size": H, "intermediate_size": I, "num_hidden_layers": a.layers,
-        "num_attention_heads": a.heads, "num_key_value_heads": a.heads, "num_experts": E,
-        "num_experts_per_tok": a.top_k, "vocab_size": a.vocab, "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "norm_topk_prob": False, "tie_word_embeddings": False,
-        "hidden_act": "silu", "clip_qkv": None, "eos_token_id": 2, "bos_token_id": 0,
-    }
-    with open(os.path.join(a.out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
-    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        shutil.copy(os.path.join(FIXTURE_TOKENIZER, name), a.out)
+    if a.arch == "qwen3_moe":
+        return write_qwen3_moe(a)
+    write_olmoe(a)
 
-    plan = [("model.embed_tokens.weight", (a.vocab, H))]
-    for l in range(a.layers):
-        p_ = f"model.layers.{l}"
-        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
-                 (f"{p_}.self_attn.q_norm.weight", (H,)), (f"{p_}.self_attn.k_norm.weight", (H,))]
-        plan += [(f"{p_}.self_attn.{x}_proj.weight", (H, H)) for x in "qkvo"]
-        plan.append((f"{p_}.mlp.gate.weight", (E, H)))
-        for e in range(E):
-            plan += [(f"{p_}.mlp.experts.{e}.gate_proj.weight", (I, H)), (f"{p_}.mlp.experts.{e}.up_proj.weight", (I, H)),
-                     (f"{p_}.mlp.experts.{e}.down_proj.weight", (H, I))]
-    plan += [("model.norm.weight", (H,)), ("lm_head.weight", (a.vocab, H))]
-    rng = np.random.default_rng(a.seed)
+
+def weight_maker(a, rng):
+    """make(name, shape) for the OLMoE- and Qwen3-shaped writers: every matrix N(0, 1/fan-in) and
+    norm weights 1 (--routing random); --routing realistic then scales the residual branches,
+    sharpens attention through the q/k norms and balances and chains the routers (module doc)."""
     previous_router = []
-    embedding_stats = []  # realistic: (mean, covariance) of the normalised embeddings over the text
+    embedding_stats = []  # (mean, covariance) of the normalised embeddings over the balance text
 
     def make(name, shape):
         if len(shape) == 1:
@@ -173,7 +161,70 @@ def main() -> None:
             return balanced_router(w, *embedding_stats)
         return w
 
+    return make
+
+
+def write_config_and_tokenizer(a, cfg) -> None:
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(os.path.join(FIXTURE_TOKENIZER, name), a.out)
+
+
+def write_olmoe(a) -> None:
+    """OLMoE's layout (per-expert tensors, q/k norms over the whole projection) at --hidden etc."""
+    H, I, E = a.hidden, a.intermediate, a.experts
+    cfg = {
+        "architectures": ["OlmoeForCausalLM"], "model_type": "olmoe",
+        "hidden_size": H, "intermediate_size": I, "num_hidden_layers": a.layers,
+        "num_attention_heads": a.heads, "num_key_value_heads": a.heads, "num_experts": E,
+        "num_experts_per_tok": a.top_k, "vocab_size": a.vocab, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "norm_topk_prob": False, "tie_word_embeddings": False,
+        "hidden_act": "silu", "clip_qkv": None, "eos_token_id": 2, "bos_token_id": 0,
+    }
+    write_config_and_tokenizer(a, cfg)
+
+    plan = [("model.embed_tokens.weight", (a.vocab, H))]
+    for l in range(a.layers):
+        p_ = f"model.layers.{l}"
+        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
+                 (f"{p_}.self_attn.q_norm.weight", (H,)), (f"{p_}.self_attn.k_norm.weight", (H,))]
+        plan += [(f"{p_}.self_attn.{x}_proj.weight", (H, H)) for x in "qkvo"]
+        plan.append((f"{p_}.mlp.gate.weight", (E, H)))
+        for e in range(E):
+            plan += [(f"{p_}.mlp.experts.{e}.gate_proj.weight", (I, H)), (f"{p_}.mlp.experts.{e}.up_proj.weight", (I, H)),
+                     (f"{p_}.mlp.experts.{e}.down_proj.weight", (H, I))]
+    plan += [("model.norm.weight", (H,)), ("lm_head.weight", (a.vocab, H))]
+    make = weight_maker(a, np.random.default_rng(a.seed))
     ShardWriter(a.out, plan, np.float16 if a.dtype == "f16" else np.float32, 1 << 30).write(make)
+
+
+def write_qwen3_moe(a) -> None:
+    """Qwen3-30B-A3B's widths (hidden 2048, 32 query and 4 KV heads of 128 with per-head q/k norms,
+    128 experts of width 768, top-8, renormalised), per expert as the hub ships it."""
+    H, I, E, V, heads, kv, hd = 2048, 768, a.experts, a.vocab, 32, 4, 128
+    cfg = {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": H,
+        "intermediate_size": 6144, "moe_intermediate_size": I, "num_hidden_layers": a.layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd, "num_experts": E,
+        "num_experts_per_tok": a.top_k, "norm_topk_prob": True, "vocab_size": V, "max_position_embeddings": 40960,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False, "hidden_act": "silu",
+        "decoder_sparse_step": 1, "mlp_only_layers": [], "eos_token_id": 2, "bos_token_id": 0,
+    }
+    write_config_and_tokenizer(a, cfg)
+    plan = [("model.embed_tokens.weight", (V, H))]
+    for l in range(a.layers):
+        p_, at = f"model.layers.{l}", f"model.layers.{l}.self_attn"
+        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
+                 (f"{at}.q_norm.weight", (hd,)), (f"{at}.k_norm.weight", (hd,)),
+                 (f"{at}.q_proj.weight", (heads * hd, H)), (f"{at}.k_proj.weight", (kv * hd, H)),
+                 (f"{at}.v_proj.weight", (kv * hd, H)), (f"{at}.o_proj.weight", (H, heads * hd)),
+                 (f"{p_}.mlp.gate.weight", (E, H))]
+        for e in range(E):
+            plan += [(f"{p_}.mlp.experts.{e}.gate_proj.weight", (I, H)), (f"{p_}.mlp.experts.{e}.up_proj.weight", (I, H)),
+                     (f"{p_}.mlp.experts.{e}.down_proj.weight", (H, I))]
+    plan += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
+    ShardWriter(a.out, plan, np.float16, 1 << 30).write(weight_maker(a, np.random.default_rng(a.seed)))
 
 
 def token_statistics(embedding: np.ndarray, text_file: str):
