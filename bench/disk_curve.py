@@ -24,19 +24,9 @@ from typing import List
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import report  # noqa: E402
+from bench_util import drop_page_cache, report  # noqa: E402
 
 ALIGN = 4096
-
-
-def drop_page_cache() -> bool:
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("1\n")
-        return True
-    except OSError:
-        return False
 
 
 def bandwidth(path: str, size: int, depth: int, seconds: float, seed: int) -> float:
