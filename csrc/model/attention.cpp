@@ -29,8 +29,10 @@ void Transformer::attention(int layer, int64_t n) {
     matmul(pool_, L.wq, a, q_.data());
     if (L.wk.type != L.wq.type) a = prepare(pool_, L.wk.type, xn_.data(), n, H, xq_.data());
     matmul(pool_, L.wk, a, k_.data());
-    if (!L.wv.empty() && L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
-    if (!L.wv.empty()) matmul(pool_, L.wv, a, v_.data());
+    if (!L.wv.empty()) {
+      if (L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
+      matmul(pool_, L.wv, a, v_.data());
+    }
   }
   if (cfg_.qkv_bias) {
     add_bias(q_.data(), L.bq.f32(), n, qd);
@@ -81,7 +83,7 @@ void Transformer::attention(int layer, int64_t n) {
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection
   if (cfg_.o_bias) add_bias(xn_.data(), L.bo.f32(), n, H);
-  if (cfg_.sandwich_norms) norm_rows(xn_.data(), L.post_attn_norm, n);
+  if (cfg_.sandwich_norms) norm_rows(xn_.data(), L.post_attn_norm, n, xn_.data());
   for (int64_t i = 0; i < n * H; ++i) x_[i] += xn_[i];
 }
 

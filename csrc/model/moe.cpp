@@ -167,15 +167,13 @@ void Transformer::route_softmax(float* p, RoutingScratch& scratch, std::vector<i
 void Transformer::moe(int layer, int64_t n, float* out) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k, I = cfg_.expert_intermediate;
-  const float eps = cfg_.rms_norm_eps;
   if (cfg_.expert_norms) {
     // Gemma 4: the shared MLP reads xn_ (ffn_norm); the router, then the experts, read norms of their own.
     shared_expert(layer, n, out);
-    for (int64_t t = 0; t < n; ++t) rms_norm(&x_[t * H], L.router_norm.f32(), H, eps, &xn_[t * H]);
+    norm_rows(x_.data(), L.router_norm, n, xn_.data());
   }
   route(layer, n);
-  if (cfg_.expert_norms)
-    for (int64_t t = 0; t < n; ++t) rms_norm(&x_[t * H], L.ffn_norm_2.f32(), H, eps, &xn_[t * H]);
+  if (cfg_.expert_norms) norm_rows(x_.data(), L.ffn_norm_2, n, xn_.data());
 
   if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data(), x_.data());
 
@@ -230,7 +228,7 @@ void Transformer::moe(int layer, int64_t n, float* out) {
       for (int i = 0; i < H; ++i) dst[i] += src[i];
     }
   if (cfg_.expert_norms) {
-    norm_rows(routed, L.post_ffn_norm_2, n);
+    norm_rows(routed, L.post_ffn_norm_2, n, routed);
     for (int64_t i = 0; i < n * H; ++i) out[i] += routed[i];
   } else if (cfg_.shared_intermediate) {
     shared_expert(layer, n, out);
@@ -336,7 +334,7 @@ void Transformer::shared_expert(int layer, int64_t n, float* out) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden;
   resident_mlp(L.shared_gate_proj, L.shared_up_proj, L.shared_down_proj, n);
-  if (cfg_.expert_norms) norm_rows(ex_out_.data(), L.post_ffn_norm_1, n);
+  if (cfg_.expert_norms) norm_rows(ex_out_.data(), L.post_ffn_norm_1, n, ex_out_.data());
   for (int64_t t = 0; t < n; ++t) {
     float scale = 1.f;
     if (cfg_.shared_gate) {

@@ -22,6 +22,19 @@ int64_t widest_activation(const ModelConfig& c) {
   return std::max<int64_t>({c.hidden, c.max_q_dim(), c.max_attn_out_dim(), widest_mlp(c), c.q_lora_rank, per_head});
 }
 
+// cos and sin (times f's attention factor) of positions [first, first + n) at each of f's
+// frequencies, into cos / sin [token][frequency].
+void rotary_table(const RopeFrequencies& f, int64_t first, int64_t n, float* cos, float* sin) {
+  const int64_t half = (int64_t)f.inv_freq.size();
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      // one f32 product, as transformers forms the angle
+      const float angle = (float)(first + t) * f.inv_freq[i];
+      cos[t * half + i] = std::cos(angle) * f.attention_factor;
+      sin[t * half + i] = std::sin(angle) * f.attention_factor;
+    }
+}
+
 // Latent attention's own buffers (transformer.h), in floats; all 0 for other attention.
 struct LatentSizes {
   size_t q_a = 0, q_latent = 0, head_in = 0, head_out = 0;
@@ -122,9 +135,9 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
     for (int64_t i = 0; i < n * cfg_.hidden; ++i) x_[i] *= cfg_.embedding_scale;
 }
 
-void Transformer::norm_rows(float* rows, const Tensor& w, int64_t n) const {
+void Transformer::norm_rows(const float* from, const Tensor& w, int64_t n, float* to) const {
   const int H = cfg_.hidden;
-  for (int64_t t = 0; t < n; ++t) rms_norm(&rows[t * H], w.f32(), H, cfg_.rms_norm_eps, &rows[t * H]);
+  for (int64_t t = 0; t < n; ++t) rms_norm(&from[t * H], w.f32(), H, cfg_.rms_norm_eps, &to[t * H]);
 }
 
 void Transformer::rotary_angles(int64_t n) {
@@ -135,22 +148,8 @@ void Transformer::rotary_angles(int64_t n) {
     rope_ = rope_frequencies(cfg_, len);
     rope_len_ = len;
   }
-  const int half = cfg_.rope_dims() / 2;
-  const float scale = rope_.attention_factor;
-  for (int64_t t = 0; t < n; ++t)
-    for (int i = 0; i < half; ++i) {
-      // one f32 product, as transformers forms the angle
-      const float angle = (float)(n_past_ + t) * rope_.inv_freq[i];
-      rope_cos_[t * half + i] = std::cos(angle) * scale;
-      rope_sin_[t * half + i] = std::sin(angle) * scale;
-    }
-  const int64_t global_half = (int64_t)global_rope_.inv_freq.size();
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t i = 0; i < global_half; ++i) {
-      const float angle = (float)(n_past_ + t) * global_rope_.inv_freq[i];
-      global_cos_[t * global_half + i] = std::cos(angle);
-      global_sin_[t * global_half + i] = std::sin(angle);
-    }
+  rotary_table(rope_, n_past_, n, rope_cos_.data(), rope_sin_.data());
+  rotary_table(global_rope_, n_past_, n, global_cos_.data(), global_sin_.data());  // none without global rope
 }
 
 void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop) {
@@ -172,11 +171,9 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
     if (stop.interrupt && stop.interrupt->load(std::memory_order_relaxed)) throw Interrupted("interrupted");
     if (stop.cancel && stop.cancel->load(std::memory_order_relaxed)) throw Cancelled("cancelled");
     const LayerWeights& L = w_.layers[l];
-    for (int64_t t = 0; t < n; ++t)
-      rms_norm(&x_[t * H], L.attn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);
+    norm_rows(x_.data(), L.attn_norm, n, xn_.data());
     attention(l, n);
-    for (int64_t t = 0; t < n; ++t)
-      rms_norm(&x_[t * H], L.ffn_norm.f32(), H, cfg_.rms_norm_eps, &xn_[t * H]);
+    norm_rows(x_.data(), L.ffn_norm, n, xn_.data());
     // With sandwich norms the block's output is normalised before it joins the residual stream.
     float* out = cfg_.sandwich_norms ? ffn_out_.data() : x_.data();
     if (cfg_.sandwich_norms) std::fill(out, out + n * H, 0.f);
@@ -185,7 +182,7 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
     else
       moe(l, n, out);
     if (cfg_.sandwich_norms) {
-      norm_rows(out, L.post_ffn_norm, n);
+      norm_rows(out, L.post_ffn_norm, n, out);
       for (int64_t i = 0; i < n * H; ++i) x_[i] += out[i];
     }
     if (cfg_.layer_output_scale) {

@@ -98,8 +98,8 @@ class Transformer {
   // cos and sin of the batch's positions [n_past, n_past + n) into rope_cos_, rope_sin_ (and the
   // global layers' own into global_cos_, global_sin_).
   void rotary_angles(int64_t n);
-  // rows [n, H] = rms_norm(rows) * w, in place (Gemma's post-norms).
-  void norm_rows(float* rows, const Tensor& w, int64_t n) const;
+  // to [n, H] = rms_norm(from) * w, row by row; to may be from.
+  void norm_rows(const float* from, const Tensor& w, int64_t n, float* to) const;
 
   const ModelConfig& cfg_;
   const ModelWeights& w_;
