@@ -70,6 +70,19 @@ def small_batch_engine(path, max_batch: int, ctx_size: int = 64):
                                    "expert_slots": slots}, None), c.config["vocab"]
 
 
+def assert_rewind_resumes(path, ids, written: int, kept: int, upto: int) -> None:
+    """Evaluating ids[:written], rewinding to `kept` and evaluating ids[kept:upto] gives the last
+    position's logits a fresh evaluation of ids[:upto] gives (f32 KV cache, within 1e-5)."""
+    import edgemoe
+
+    model = edgemoe.load(str(path), threads=2, kv_cache="f32")
+    model.logits(ids[:written])
+    model.truncate(kept)
+    resumed = model.eval(ids[kept:upto])
+    fresh = edgemoe.load(str(path), threads=2, kv_cache="f32").logits(ids[:upto])[-1]
+    np.testing.assert_allclose(resumed, fresh, rtol=0, atol=1e-5)
+
+
 def reference(name: str):
     return np.load(FIXTURES / name / "reference.npz")
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FIXTURES, assert_conversion_refused, reference, rel_error, small_batch_engine
+from conftest import (FIXTURES, assert_conversion_refused, assert_rewind_resumes, reference, rel_error,
+                      small_batch_engine)
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 from edgemoe.format.model_config import validate_config
@@ -99,12 +100,7 @@ def test_each_layer_caches_its_own_width_and_the_engine_holds_the_plan(converted
 
 def test_a_rewind_then_resume_equals_a_fresh_evaluation(converted):
     ids = reference("gemma4")["input_ids"].tolist()
-    model = edgemoe.load(converted("gemma4", "f32"), threads=2, kv_cache="f32")
-    model.logits(ids[:30])
-    model.truncate(27)
-    resumed = model.eval(ids[27:40])
-    fresh = f32_logits(converted("gemma4", "f32"), ids[:40])[-1]
-    np.testing.assert_allclose(resumed, fresh, rtol=0, atol=1e-5)
+    assert_rewind_resumes(converted("gemma4", "f32"), ids, written=30, kept=27, upto=40)
 
 
 @pytest.mark.parametrize("changes,message", [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import edgemoe
-from conftest import FIXTURES, assert_conversion_refused, reference, rel_error
+from conftest import FIXTURES, assert_conversion_refused, assert_rewind_resumes, reference, rel_error
 from container_edit import replace_tables
 from edgemoe.format.container import open_container
 
@@ -78,12 +78,7 @@ def test_the_fp16_latent_cache_stays_close(converted):
 
 def test_a_rewind_resumes_as_a_fresh_evaluation(converted):
     ids = reference("deepseek_v2")["input_ids"].tolist()
-    model = edgemoe.load(converted("deepseek_v2", "f32"), threads=2, kv_cache="f32")
-    model.logits(ids[:30])
-    model.truncate(17)
-    resumed = model.eval(ids[17:40])
-    fresh = edgemoe.load(converted("deepseek_v2", "f32"), threads=2, kv_cache="f32").logits(ids[:40])[-1]
-    np.testing.assert_allclose(resumed, fresh, rtol=0, atol=1e-5)
+    assert_rewind_resumes(converted("deepseek_v2", "f32"), ids, written=30, kept=17, upto=40)
 
 
 @pytest.mark.parametrize("name,changes,message", [

@@ -503,13 +503,16 @@ def gpt_oss_config(ck: "GGUFCheckpoint", n_layers: int) -> Dict[str, Any]:
             "attention_bias": True, "swiglu_alpha": 1.702, "swiglu_limit": 7.0}
 
 
+# Vocabulary types rebuilt as a tokenizers BPE that splits text as llama.cpp does -> the rebuilder.
+REBUILT_VOCABULARIES = {"llama": spm_tokenizer, "gemma4": gemma4_tokenizer}
+
+
 def tokenizer_section(ck: GGUFCheckpoint) -> Dict[str, Any]:
     """tokenizer.json and chat metadata rebuilt from the GGUF vocabulary: byte-level BPE
     ("gpt2") or SentencePiece ("llama", see spm_tokenizer.py)."""
     model = ck.field("tokenizer.ggml.model", "")
-    if model in ("llama", "gemma4"):
-        tok, config = (spm_tokenizer if model == "llama" else gemma4_tokenizer)(ck)
-        return _section(ck, tok, config)
+    if model in REBUILT_VOCABULARIES:
+        return _section(ck, *REBUILT_VOCABULARIES[model](ck))
     if model != "gpt2":
         raise UnsupportedModelError(f"{ck.path}: tokenizer type {model!r} is not supported (supported: byte-level "
                                     f"BPE 'gpt2', SentencePiece 'llama', Gemma 4's 'gemma4')")
