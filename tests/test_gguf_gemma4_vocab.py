@@ -21,9 +21,9 @@ gguf = pytest.importorskip("gguf", reason="the gguf package is not installed (pi
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import export_gguf  # noqa: E402
 
-from edgemoe.convert.gguf import GGUFCheckpoint, convert_gguf, tokenizer_section  # noqa: E402
-from edgemoe.tokenizer import Tokenizer  # noqa: E402
-from test_gguf_spm import TEXTS, TRAINING_TEXT, llama_detokenize  # noqa: E402
+from edgemoe.convert.gguf import convert_gguf  # noqa: E402
+from test_gguf_spm import (TEXTS, TRAINING_TEXT, assert_decodes_as_llama_cpp, assert_tokenizes_as_llama_cpp,  # noqa: E402,E501
+                           both_vocabularies)
 
 VOCAB = 384
 SPECIALS = ["<bos>", "<eos>", "<start_of_turn>"]
@@ -64,31 +64,24 @@ def gemma4_vocab_gguf(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llama_vocab(gemma4_vocab_gguf):
-    return llama_cpp.Llama(model_path=str(gemma4_vocab_gguf), vocab_only=True, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def ours(gemma4_vocab_gguf):
-    return Tokenizer(tokenizer_section(GGUFCheckpoint(str(gemma4_vocab_gguf))), str(gemma4_vocab_gguf))
+def vocabularies(gemma4_vocab_gguf):
+    return both_vocabularies(gemma4_vocab_gguf)
 
 
 @pytest.mark.parametrize("text", GEMMA4_TEXTS)
-def test_tokenization_is_llama_cpps(text, llama_vocab, ours):
-    assert ours.encode(text) == llama_vocab.tokenize(text.encode(), add_bos=True, special=True)
-    assert ours.encode(text, add_special_tokens=False) == llama_vocab.tokenize(text.encode(), add_bos=False,
-                                                                                 special=True)
+def test_tokenization_is_llama_cpps(text, vocabularies):
+    assert_tokenizes_as_llama_cpp(text, vocabularies)
 
 
-def test_a_newline_run_is_one_token_though_no_merge_makes_it(ours):
+def test_a_newline_run_is_one_token_though_no_merge_makes_it(vocabularies):
+    ours = vocabularies[1]
     newlines = ours.encode(NEWLINES, add_special_tokens=False)
     assert len(newlines) == 1 and newlines != ours.encode("\n", add_special_tokens=False) * 3
 
 
 @pytest.mark.parametrize("text", [t for t in GEMMA4_TEXTS if "<bos>" not in t])
-def test_decoding_gives_the_text_back_as_llama_cpp_does(text, llama_vocab, ours):
-    ids = ours.encode(text, add_special_tokens=False)
-    assert ours.decode(ids, skip_special_tokens=True) == llama_detokenize(llama_vocab, ids, remove_special=True)
+def test_decoding_gives_the_text_back_as_llama_cpp_does(text, vocabularies):
+    assert_decodes_as_llama_cpp(text, vocabularies)
 
 
 def test_a_gemma4_gguf_with_its_own_vocabulary_converts_and_runs(gemma4_vocab_gguf, tmp_path):

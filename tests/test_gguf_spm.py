@@ -74,22 +74,35 @@ def spm_gguf(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def llama_vocab(spm_gguf):
-    return llama_cpp.Llama(model_path=str(spm_gguf), vocab_only=True, verbose=False)
+def both_vocabularies(gguf_path):
+    """llama.cpp's vocabulary of the GGUF and ours rebuilt from it."""
+    return (llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False),
+            Tokenizer(tokenizer_section(GGUFCheckpoint(str(gguf_path))), str(gguf_path)))
+
+
+def assert_tokenizes_as_llama_cpp(text, vocabularies):
+    """With and without the special tokens the vocabulary adds, ours splits text as llama.cpp."""
+    llama_vocab, ours = vocabularies
+    assert ours.encode(text) == llama_vocab.tokenize(text.encode(), add_bos=True, special=True)
+    assert ours.encode(text, add_special_tokens=False) == llama_vocab.tokenize(text.encode(), add_bos=False,
+                                                                                 special=True)
+
+
+def assert_decodes_as_llama_cpp(text, vocabularies):
+    """text's ids (without added special tokens) decode as llama.cpp's llama_detokenize decodes them."""
+    llama_vocab, ours = vocabularies
+    ids = ours.encode(text, add_special_tokens=False)
+    assert ours.decode(ids, skip_special_tokens=True) == llama_detokenize(llama_vocab, ids, remove_special=True)
 
 
 @pytest.fixture(scope="module")
-def ours(spm_gguf):
-    return Tokenizer(tokenizer_section(GGUFCheckpoint(str(spm_gguf))), str(spm_gguf))
+def vocabularies(spm_gguf):
+    return both_vocabularies(spm_gguf)
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_tokenization_is_llama_cpps(text, llama_vocab, ours):
-    theirs = llama_vocab.tokenize(text.encode(), add_bos=True, special=True)
-    assert ours.encode(text) == theirs
-    assert ours.encode(text, add_special_tokens=False) == llama_vocab.tokenize(text.encode(), add_bos=False,
-                                                                                 special=True)
+def test_tokenization_is_llama_cpps(text, vocabularies):
+    assert_tokenizes_as_llama_cpp(text, vocabularies)
 
 
 def llama_detokenize(llm, ids, remove_special: bool) -> str:
@@ -105,9 +118,8 @@ def llama_detokenize(llm, ids, remove_special: bool) -> str:
 # One deliberate difference: ids that start with <s> decode with the space after it kept by
 # llama.cpp and dropped by transformers' Llama tokenizers, and by us.
 @pytest.mark.parametrize("text", [t for t in TEXTS if not t.startswith("<s>")])
-def test_decoding_gives_the_text_back_as_llama_cpp_does(text, llama_vocab, ours):
-    ids = ours.encode(text, add_special_tokens=False)
-    assert ours.decode(ids, skip_special_tokens=True) == llama_detokenize(llama_vocab, ids, remove_special=True)
+def test_decoding_gives_the_text_back_as_llama_cpp_does(text, vocabularies):
+    assert_decodes_as_llama_cpp(text, vocabularies)
 
 
 def test_a_mixtral_gguf_with_a_sentencepiece_vocabulary_converts_and_runs(spm_gguf, tmp_path):
