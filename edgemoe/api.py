@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
 from .format import quant
-from .budget import MemoryPlan, available_memory, check_fits_in_memory, default_budget, parse_size
+from .budget import (DEFAULT_BUDGET_SHARE, MemoryPlan, available_memory, check_fits_in_memory, default_budget, default_ctx,
+                     format_size, parse_size)
 from .format.container import Container, open_container
 from .format.model_config import moe_layers
 from .errors import BudgetError, EdgeMoEError
@@ -94,12 +96,25 @@ class Model:
         if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
             raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
 
-        def plan(budget: Optional[int]) -> MemoryPlan:
-            return MemoryPlan(**core.plan_memory(container.native, engine_options, budget, cache_experts))
+        def at_ctx(ctx: int) -> Dict[str, Any]:
+            return dict(engine_options, ctx_size=ctx, max_batch=min(engine_options["max_batch"], ctx))
+
+        def plan(budget: Optional[int], opts: Optional[Dict[str, Any]] = None) -> MemoryPlan:
+            return MemoryPlan(**core.plan_memory(container.native, opts or engine_options, budget, cache_experts))
 
         budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
-        self.plan: MemoryPlan = plan(budget)
         avail = available_memory()  # read once: the default budget and the check must agree
+        self.notices: List[str] = []  # what load chose for the user that they should know (the CLI prints them)
+        if options.ctx_size is None:
+            room = budget if budget is not None else int(avail * DEFAULT_BUDGET_SHARE)
+            ctx = default_ctx(lambda c: plan(None, at_ctx(c)), self.ctx_size, room)
+            if ctx < self.ctx_size:
+                self.notices.append(f"context reduced to {ctx} tokens (from {self.ctx_size}) to fit the memory "
+                                    f"budget of {format_size(room)}; pass ctx_size (--ctx-size) to choose")
+                warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
+                engine_options = at_ctx(ctx)
+                self.ctx_size, self.max_batch = ctx, engine_options["max_batch"]
+        self.plan: MemoryPlan = plan(budget)
         if budget is None and cache_experts is None:  # no promise asked for: fit what is free
             self.plan = plan(min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
         check_fits_in_memory(self.plan, explicit_budget=budget is not None, avail=avail)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from .errors import BudgetError
 
@@ -152,6 +152,24 @@ def check_fits_in_memory(plan: "MemoryPlan", explicit_budget: bool, avail: int) 
         advice = f"at most {(avail - plan.fixed_bytes) // plan.slot_bytes} expert slots fit (cache_experts)"
     raise BudgetError(f"the memory plan ({format_size(plan.total_bytes)}) exceeds the {format_size(avail)} "
                       f"of memory available; {advice}")
+
+
+# A default context (no ctx_size given) is halved, down to this many tokens, until the model's
+# minimum fits the budget and the KV cache takes at most KV_SHARE of it: a tight budget gets a
+# shorter context with a notice, not a refusal, and keeps most of itself for expert slots.
+MIN_DEFAULT_CTX = 256
+KV_SHARE = 0.25
+
+
+def default_ctx(plan_at: Callable[[int], "MemoryPlan"], ctx: int, room: int) -> int:
+    """The default context for `room` bytes of budget, starting from `ctx` (plan_at(c): the plan
+    without a budget at context c)."""
+    while ctx > MIN_DEFAULT_CTX:
+        plan = plan_at(ctx)
+        if plan.min_budget <= room and plan.kv_cache_bytes <= room * KV_SHARE:
+            break
+        ctx = max(MIN_DEFAULT_CTX, ctx // 2)
+    return ctx
 
 
 def default_budget(min_budget: int, avail: int) -> int:

@@ -35,7 +35,7 @@ class LoadOptions:
     prefetch_depth: int = _DEFAULTS["prefetch_depth"]  # layers ahead
     prefetch_width: int = _DEFAULTS["prefetch_width"]  # experts per layer; 0: the model's top_k
     prefetch_min_confidence: float = _DEFAULTS["prefetch_min_confidence"]
-    io_threads: int = _DEFAULTS["io_threads"]  # threads reading prefetches; 0: in the compute thread
+    io_threads: int = _DEFAULTS["io_threads"]  # threads reading misses side by side and prefetches; 0: in the compute thread
     verify_checksums: bool = _DEFAULTS["verify_checksums"]
 
     @classmethod

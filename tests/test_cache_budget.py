@@ -42,6 +42,37 @@ def test_unlimited_cache_reads_each_expert_once(converted):
     assert first["cache_misses"] <= info["n_layers"] * info["n_experts"]
 
 
+def test_a_tight_budget_shortens_the_default_context_with_a_notice():
+    path = edgemoe.default_model_path()  # max_position 512: the default context
+
+    def minimum(ctx):
+        return edgemoe.load(path, threads=1, ctx_size=ctx).info()["min_memory_budget"]
+
+    short, full = minimum(256), minimum(512)
+    budget = (short + full) // 2  # fits at 256 tokens of context, not at 512
+    with pytest.warns(UserWarning, match="context reduced to 256 tokens"):
+        model = edgemoe.load(path, threads=1, memory_budget=budget)
+    assert model.ctx_size == 256 and model.plan.total_bytes <= budget and len(model.notices) == 1
+    assert model.generate("Once upon", max_tokens=4)  # and it runs
+    with pytest.raises(edgemoe.BudgetError, match="below this model.s minimum"):  # a context asked for is kept
+        edgemoe.load(path, threads=1, memory_budget=budget, ctx_size=512)
+    roomy = edgemoe.load(path, threads=1, memory_budget=full * 4)
+    assert roomy.ctx_size == 512 and not roomy.notices
+
+
+def test_the_default_context_keeps_the_kv_cache_to_a_quarter_of_the_budget():
+    from edgemoe.budget import MemoryPlan, default_ctx
+
+    def plan_at(ctx):  # 1 KiB of KV cache per token, 100 KiB of the rest
+        kv = ctx << 10
+        return MemoryPlan(0, kv, [kv], 0, 0, 1, 1, 1, 1, kv + (100 << 10), kv + (101 << 10), kv + (101 << 10))
+
+    assert default_ctx(plan_at, 4096, 64 << 20) == 4096        # 4 MiB of KV in 64 MiB
+    assert default_ctx(plan_at, 4096, 8 << 20) == 2048         # 2 MiB is a quarter of 8
+    assert default_ctx(plan_at, 4096, 1 << 20) == 256          # never below 256 tokens
+    assert default_ctx(plan_at, 300, 1 << 20) == 256
+
+
 def test_budget_below_minimum_states_the_minimum(converted):
     path = converted("qwen3_moe", "8")
     minimum = edgemoe.load(path, threads=1, ctx_size=256).info()["min_memory_budget"]
@@ -93,7 +124,8 @@ def test_without_a_budget_the_plan_fits_the_available_memory(monkeypatch):
 
 def test_too_little_memory_is_a_budget_error_at_load(monkeypatch):
     plan = edgemoe.load(edgemoe.default_model_path()).plan
-    monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(plan.min_budget - 1))
+    shortest = edgemoe.load(edgemoe.default_model_path(), ctx_size=256).plan  # the least default context
+    monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(shortest.min_budget - 1))
     with pytest.raises(edgemoe.BudgetError, match="needs at least .* but only .* is available"):
         edgemoe.load(edgemoe.default_model_path())
     monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(plan.min_budget + 1))

@@ -55,14 +55,15 @@ def test_belady_is_an_upper_bound(slots):
 
 
 @pytest.mark.parametrize("policy", ["lru", "lfu", "edgemoe"])
-@pytest.mark.parametrize("slots", [2, 4, 7])
-def test_simulated_policy_matches_the_engine(converted, tmp_path, slots, policy):
+@pytest.mark.parametrize("slots,io_threads", [(2, 4), (4, 0), (4, 4), (7, 1)])
+def test_simulated_policy_matches_the_engine(converted, tmp_path, slots, policy, io_threads):
     # The engine decoding token by token with a cache of `slots` experts must
-    # see exactly the hits and misses the simulator predicts from its trace.
+    # see exactly the hits and misses the simulator predicts from its trace,
+    # whichever threads read a layer's misses.
     path = tmp_path / "t.jsonl"
     prompt = [11, 42, 7, 99, 5, 8, 200, 31]
     model = edgemoe.load(converted("olmoe", "8"), threads=1, cache_experts=slots, predictor="none",
-                         cache_policy=policy)
+                         cache_policy=policy, io_threads=io_threads)
     with model.record_routing() as record:
         for t in prompt:
             model.eval([t])

@@ -4,8 +4,10 @@
         [--policies lru lfu edgemoe belady] [--decode-only]
 
 Tokens are replayed one at a time, layer by layer, the way the engine decodes:
-within a layer it computes the experts already cached first (in index order),
-then the misses, each acquired and released in turn. Belady's policy (evict
+within a layer the experts already cached are used first (in index order),
+then the misses (likewise), whose slots are never taken from the layer's own
+experts: the engine pins the cached ones and claims slots for all the misses
+before any of them is read, to read them side by side. Belady's policy (evict
 the expert whose next use is farthest away) needs the future and is the upper
 bound any real policy can reach.
 """
@@ -132,7 +134,7 @@ def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Cal
             else:
                 misses += 1
                 if len(cached) >= slots:
-                    cached.remove(policy.victim(list(cached), layer, i))
+                    cached.remove(policy.victim([k for k in cached if k not in chosen], layer, i))
                 cached.add(key)
             policy.on_access(key, i)
     total = hits + misses

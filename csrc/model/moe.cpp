@@ -70,6 +70,30 @@ void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up
   if (math.down_bias) add_bias(y, math.down_bias, m, H);
 }
 
+// Experts pinned in the cache for as long as it lives.
+struct PinnedExperts {
+  ExpertSource& source;
+  int layer;
+  std::vector<int> ids;
+  std::vector<ExpertView> views;
+  PinnedExperts(ExpertSource& s, int l, const std::vector<int>& experts) : source(s), layer(l) {
+    ids.reserve(experts.size());
+    views.reserve(experts.size());
+    try {
+      for (int e : experts) {
+        views.push_back(source.acquire(layer, e));
+        ids.push_back(e);
+      }
+    } catch (...) {  // a read failed: no destructor runs for a half-built object, so unpin here
+      for (int e : ids) source.release(layer, e);
+      throw;
+    }
+  }
+  ~PinnedExperts() {
+    for (int e : ids) source.release(layer, e);
+  }
+};
+
 }  // namespace
 
 void Transformer::limit_to_groups(float* choice, RoutingScratch& s) const {
@@ -166,7 +190,7 @@ void Transformer::route_softmax(float* p, RoutingScratch& scratch, std::vector<i
 
 void Transformer::moe(int layer, int64_t n, float* out) {
   const LayerWeights& L = w_.layers[layer];
-  const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k, I = cfg_.expert_intermediate;
+  const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k;
   if (cfg_.expert_norms) {
     // Gemma 4: the shared MLP reads xn_ (ffn_norm); the router, then the experts, read norms of their own.
     shared_expert(layer, n, out);
@@ -180,42 +204,35 @@ void Transformer::moe(int layer, int64_t n, float* out) {
   // Group (token, rank) pairs by expert.
   std::vector<std::vector<int64_t>> users(E);  // entries t * K + r
   for (int64_t i = 0; i < n * K; ++i) users[topk_idx_[i]].push_back(i);
-  // Cached experts first: computing them before the misses keeps them from
-  // being evicted by this layer's own reads when the cache is small. Ask the
-  // cache once per expert: a background prefetch can finish at any moment,
+  // Ask the cache once per expert: a background prefetch can finish at any moment,
   // and an expert seen as a miss by one question and as cached by a second
   // would fall between the two lists and never be computed.
-  std::vector<int> needed, misses;
+  std::vector<int> cached, misses;
   for (int e = 0; e < E; ++e)
-    if (!users[e].empty()) (experts_.is_cached(layer, e) ? needed : misses).push_back(e);
-  if (n == 1 && needed.size() > 1) {
-    // Decode: the cached experts run together, their gate/up and then their
+    if (!users[e].empty()) (experts_.is_cached(layer, e) ? cached : misses).push_back(e);
+  if (n == 1) {
+    // Decode: the cached experts are pinned, the misses' reads start side by
+    // side, and the cached experts run meanwhile, their gate/up and then their
     // down projections one parallel loop each (per weight type), instead of
-    // two thread hand-offs per expert; results are bit-identical, every row
-    // being computed by the same kernel either way. Misses follow one by one:
-    // each needs a slot of its own to be read into.
-    moe_decode_cached(layer, needed, users);
-    needed.clear();
-  }
-  needed.insert(needed.end(), misses.begin(), misses.end());
-
-  for (int e : needed) {
-    const std::vector<int64_t>& u = users[e];
-    const int64_t m = (int64_t)u.size();
-    for (int64_t j = 0; j < m; ++j) {
-      const float* src = &xn_[(u[j] / K) * H];
-      std::copy(src, src + H, &ex_in_[j * H]);
+    // two thread hand-offs per expert (results are bit-identical, every row
+    // being computed by the same kernel either way). Pinned first, so that the
+    // misses' slots are never taken from them.
+    {
+      PinnedExperts pinned(experts_, layer, cached);
+      experts_.read_ahead(layer, misses.data(), misses.size());
+      if (!cached.empty()) moe_decode_cached(layer, cached, pinned.views, users);
     }
-    ExpertView ev = experts_.acquire(layer, e);
-    try {
-      gated_mlp(pool_, ev.type, ev.gate, ev.up, ev.down, I, H, ex_in_.data(), m, ex_gate_.data(), ex_up_.data(),
-                xq_.data(), ex_out_.data(), routed_math(cfg_, L, e));
-    } catch (...) {
-      experts_.release(layer, e);
-      throw;
+    for (int e : misses) routed_expert(layer, e, users[e]);
+  } else {
+    // A batch: cached experts first (computing them before the misses keeps
+    // them from being evicted by this layer's own reads when the cache is
+    // small), then the misses, each with the next few being read meanwhile.
+    for (int e : cached) routed_expert(layer, e, users[e]);
+    const size_t lanes = (size_t)std::max(1, experts_.read_lanes());
+    for (size_t i = 0; i < misses.size(); ++i) {
+      experts_.read_ahead(layer, &misses[i], std::min(misses.size() - i, 1 + lanes));
+      routed_expert(layer, misses[i], users[misses[i]]);
     }
-    experts_.release(layer, e);
-    for (int64_t j = 0; j < m; ++j) store_routed(u[j], &ex_out_[j * H]);
   }
   // Under expert_norms the experts' sum is normalised before it joins `out`: it is gathered in
   // ex_in_, free once the experts have run.
@@ -235,35 +252,27 @@ void Transformer::moe(int layer, int64_t n, float* out) {
   }
 }
 
-namespace {
 
-// Experts pinned in the cache for as long as it lives.
-struct PinnedExperts {
-  ExpertSource& source;
-  int layer;
-  std::vector<int> ids;
-  std::vector<ExpertView> views;
-  PinnedExperts(ExpertSource& s, int l, const std::vector<int>& experts) : source(s), layer(l) {
-    ids.reserve(experts.size());
-    views.reserve(experts.size());
-    try {
-      for (int e : experts) {
-        views.push_back(source.acquire(layer, e));
-        ids.push_back(e);
-      }
-    } catch (...) {  // a read failed: no destructor runs for a half-built object, so unpin here
-      for (int e : ids) source.release(layer, e);
-      throw;
-    }
+void Transformer::routed_expert(int layer, int e, const std::vector<int64_t>& u) {
+  const int H = cfg_.hidden, K = cfg_.top_k;
+  const int64_t m = (int64_t)u.size();
+  for (int64_t j = 0; j < m; ++j) {
+    const float* src = &xn_[(u[j] / K) * H];
+    std::copy(src, src + H, &ex_in_[j * H]);
   }
-  ~PinnedExperts() {
-    for (int e : ids) source.release(layer, e);
+  ExpertView ev = experts_.acquire(layer, e);
+  try {
+    gated_mlp(pool_, ev.type, ev.gate, ev.up, ev.down, cfg_.expert_intermediate, H, ex_in_.data(), m, ex_gate_.data(),
+              ex_up_.data(), xq_.data(), ex_out_.data(), routed_math(cfg_, w_.layers[layer], e));
+  } catch (...) {
+    experts_.release(layer, e);
+    throw;
   }
-};
+  experts_.release(layer, e);
+  for (int64_t j = 0; j < m; ++j) store_routed(u[j], &ex_out_[j * H]);
+}
 
-}  // namespace
-
-void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
+void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, const std::vector<ExpertView>& views,
                                     const std::vector<std::vector<int64_t>>& users) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, I = cfg_.expert_intermediate;
@@ -273,20 +282,19 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
   const int64_t cap = std::min<int64_t>({kMaxMatmulParts / 2, (int64_t)ex_gate_.size() / I,
                                          (int64_t)ex_out_.size() / H,
                                          (int64_t)xq_.size() / std::max<int64_t>(1, blocks_per_row)});
-  PinnedExperts pinned(experts_, layer, experts);
   std::vector<size_t> order(experts.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return (int)pinned.views[a].type < (int)pinned.views[b].type; });
+                   [&](size_t a, size_t b) { return (int)views[a].type < (int)views[b].type; });
   MatmulPart parts[kMaxMatmulParts];
   Activations rows[kMaxMatmulParts];
   for (size_t s = 0; s < order.size();) {
-    const QType t = pinned.views[order[s]].type;
+    const QType t = views[order[s]].type;
     int64_t m = 0;
-    while (s + m < order.size() && m < std::max<int64_t>(1, cap) && pinned.views[order[s + m]].type == t) ++m;
+    while (s + m < order.size() && m < std::max<int64_t>(1, cap) && views[order[s + m]].type == t) ++m;
     Activations a = prepare(pool_, t, xn_.data(), 1, H, xq_.data());
     for (int64_t j = 0; j < m; ++j) {
-      const ExpertView& v = pinned.views[order[s + j]];
+      const ExpertView& v = views[order[s + j]];
       parts[2 * j] = {v.gate, I, &ex_gate_[j * I]};
       parts[2 * j + 1] = {v.up, I, &ex_up_[j * I]};
     }
@@ -298,7 +306,7 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts,
     Activations h = prepare(pool_, t, ex_gate_.data(), m, I, xq_.data());
     for (int64_t j = 0; j < m; ++j) {
       rows[j] = {h.x + j * I, h.xq ? h.xq + j * blocks_per_row : nullptr, 1, I};
-      parts[j] = {pinned.views[order[s + j]].down, H, &ex_out_[j * H], &rows[j]};
+      parts[j] = {views[order[s + j]].down, H, &ex_out_[j * H], &rows[j]};
     }
     matmul_many(pool_, t, parts, (int)m, h);
     for (int64_t j = 0; j < m; ++j) {

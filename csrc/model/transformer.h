@@ -84,9 +84,11 @@ class Transformer {
   void route_softmax(float* p, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
-  // Decode: the token's experts that are already cached, batched (moe.cpp).
-  void moe_decode_cached(int layer, const std::vector<int>& experts,
+  // Decode: the token's experts that are already cached (acquired: views), batched (moe.cpp).
+  void moe_decode_cached(int layer, const std::vector<int>& experts, const std::vector<ExpertView>& views,
                          const std::vector<std::vector<int64_t>>& users);
+  // One routed expert over the tokens that chose it (entries t * top_k + rank), acquired and released here.
+  void routed_expert(int layer, int expert, const std::vector<int64_t>& users);
   // routed_out_ row `slot` (= token * top_k + rank) = an expert's output times its routing weight.
   void store_routed(int64_t slot, const float* out);
   void shared_expert(int layer, int64_t n, float* out);

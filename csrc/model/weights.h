@@ -1,5 +1,6 @@
 // Plain structs of pointers into the resident weight buffer (llama2.c style).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -65,6 +66,12 @@ class ExpertSource {
   virtual ExpertView acquire(int layer, int expert) = 0;
   virtual void release(int layer, int expert) = 0;
   virtual bool is_cached(int layer, int expert) const = 0;
+  // The model will acquire these experts of `layer` next, in this order: a
+  // source may start reading the uncached ones now, side by side.
+  virtual void read_ahead(int /*layer*/, const int* /*experts*/, size_t /*n*/) {}
+  // How many reads the source keeps in flight: the window a long list of
+  // misses (a prefill batch's) is read ahead in.
+  virtual int read_lanes() const { return 1; }
 };
 
 }  // namespace edgemoe

@@ -167,6 +167,10 @@ void Engine::release(int layer, int expert) { store_->release(layer, expert); }
 
 bool Engine::is_cached(int layer, int expert) const { return store_->is_cached(layer, expert); }
 
+void Engine::read_ahead(int layer, const int* experts, size_t n) { store_->read_ahead(layer, experts, n); }
+
+int Engine::read_lanes() const { return store_->io_workers(); }
+
 void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const {
   if (n < 1) throw std::invalid_argument("no tokens to evaluate");
   for (int64_t i = 0; i < n; ++i)
@@ -252,16 +256,8 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
   store_->set_cursor(base + layer, layer);
   // Prefetch while this layer's experts compute. Decode only: a prefill batch
   // reads each expert it needs once anyway, grouped by expert.
+  // (This layer's own misses are read side by side by the MoE block: read_ahead.)
   if (predictor_ && n == 1) {
-    // This layer's own misses beyond the first: the MoE block reads the first
-    // itself right away; the worker reads the others meanwhile, last-needed
-    // first, so two reads are in flight instead of one after the other.
-    misses_.clear();
-    for (int r = 0; r < cfg_.top_k; ++r)
-      if (!store_->is_cached(layer, ids[r])) misses_.push_back(ids[r]);
-    std::sort(misses_.begin(), misses_.end());  // the MoE block's order for misses
-    for (size_t i = misses_.size(); i-- > 1;) store_->prefetch(layer, misses_[i], base + layer);
-
     guesses_.clear();
     predictor_->predict(layer, hidden, ids, &guesses_);
     for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);

@@ -74,6 +74,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   ExpertView acquire(int layer, int expert) override;
   void release(int layer, int expert) override;
   bool is_cached(int layer, int expert) const override;
+  void read_ahead(int layer, const int* experts, size_t n) override;
+  int read_lanes() const override;
   // ForwardObserver
   void on_routing(int layer, int64_t pos0, int64_t n, const int* ids, const float* weights,
                   const float* hidden) override;
@@ -99,7 +101,6 @@ class Engine final : public ExpertSource, public ForwardObserver {
   const int first_moe_layer_;  // the first layer that routes (dense leading layers do not)
   int64_t step_ = 0;  // counts passes through the first MoE layer: with the layer, orders prefetch deadlines
   std::vector<std::pair<int, int>> guesses_;
-  std::vector<int> misses_;
   std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;

@@ -33,9 +33,11 @@ struct EngineOptions {
   // on-demand loading while reading 10-70 % more bytes; when on, guesses below 0.5 confidence cost
   // more than they hide (auto at 25 %: 0.86x of none ungated, 0.94-1.15x gated at 0.3-0.7).
   PredictorOptions predictor{"none", 1, 0, 0.5f};
-  // Background threads that read prefetched experts. 0 reads them in the compute thread when
-  // predicted: no overlap, but the same reads in the same order on every run (for debugging).
-  int io_threads = 1;
+  // Background threads that read a layer's misses side by side (and prefetched experts). Four:
+  // decode under a 25 % limit 1.3-1.5x one thread's on this machine's storage (bench/RESULTS.md,
+  // "Reads in flight"); BigMoeOnEdge measured 2 to 4 lanes +15-20 % on a phone's flash. 0 reads
+  // everything in the compute thread: no overlap, the same reads in the same order on every run.
+  int io_threads = 4;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };
 

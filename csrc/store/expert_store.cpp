@@ -1,6 +1,7 @@
 // The expert store: a fixed pool of slots, a (layer, expert) -> slot map, a
 // cache policy that picks victims among unpinned slots, one direct read per
-// miss, and an I/O worker thread that fills slots ahead of need.
+// miss, and I/O worker threads that read a layer's misses side by side
+// (read_ahead) and fill slots ahead of need (prefetch).
 //
 // All memory is taken at construction (one aligned block for every slot, the
 // map, the queue), so acquire never allocates on the hot path and the
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -34,8 +36,10 @@ namespace edgemoe {
 namespace {
 
 // Empty: holds nothing. Loading: claimed for an expert whose bytes are being
-// read without the lock (by a demand reader or the I/O worker): never evicted,
-// never handed out; acquirers wait for it. Ready: holds a verified expert.
+// read without the lock (by a demand reader or an I/O worker), or are about
+// to be (read_ahead, no reader yet): never evicted, never handed out;
+// acquirers wait for it, or read it themselves if no reader has taken it.
+// Ready: holds a verified expert.
 enum class SlotState : uint8_t { kEmpty, kLoading, kReady };
 
 struct Slot {
@@ -45,6 +49,12 @@ struct Slot {
   int64_t owner = -1;       // flat index of the expert held, -1 if none
   uint64_t last_use = 0;    // store clock at the last acquire (or prefetch)
   bool prefetched = false;  // filled by a prefetch and not used since
+  int64_t needed_at = 0;    // of a prefetched expert: the stamp it was predicted for
+  // Claimed by read_ahead: the caller's coming acquire counts it as the miss it
+  // was, and until then (while the cursor has not moved) it is not evicted.
+  bool read_ahead = false;
+  bool awaiting_reader = false;  // Loading, queued for a worker that has not taken it yet
+  int64_t claimed_at = 0;        // the cursor when read_ahead claimed it
 };
 
 // A queued prefetch: the earliest needed (smallest stamp) is read first.
@@ -98,15 +108,24 @@ struct ExpertStore::Impl {
   ~Impl();
 
   size_t flat_index(int layer, int expert) const;
-  size_t claim_slot(int layer, int expert);
+  size_t claim_slot(std::unique_lock<std::mutex>& lock, int layer, int expert);
   int64_t pick_victim(int prefetch_layer) const;
   int distance(int layer) const;
   bool less_valuable(const Slot& a, const Slot& b) const;
   double priority(size_t flat) const;
   void evict(size_t s);
   void read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* staging, int layer, int expert, IoCost* cost);
+  void read_claimed(std::unique_lock<std::mutex>& lock, size_t f, size_t s, int layer, int expert);
   void worker_loop(int index);
   void service(std::unique_lock<std::mutex>& lock, const Request& r, uint8_t* staging_buf);
+  void service_read_ahead(std::unique_lock<std::mutex>& lock, size_t f, uint8_t* staging_buf);
+  bool held_for_caller(const Slot& slot) const { return slot.read_ahead && slot.claimed_at == cursor; }
+  // Ready and not pinned or held; or claimed by a read_ahead whose layer is over with no reader
+  // having taken it (nobody will: the caller moved on without acquiring it).
+  bool evictable(const Slot& slot) const {
+    if (slot.state == SlotState::kLoading) return slot.awaiting_reader && slot.claimed_at != cursor;
+    return slot.state == SlotState::kReady && !slot.pins && !held_for_caller(slot);
+  }
 
   DirectFile file;
   StoreOptions options;
@@ -131,8 +150,11 @@ struct ExpertStore::Impl {
   int64_t cursor = std::numeric_limits<int64_t>::min();
   StoreStats stats;
 
-  // Prefetch queue and its worker. queued[f] marks a live request; a request
-  // whose flag was cleared (demanded meanwhile, or superseded) is skipped.
+  // Read-ahead queue (a layer's misses, served first, in order) and prefetch
+  // queue, and their workers. queued[f] marks a live prefetch request; a
+  // request whose flag was cleared (demanded meanwhile, or superseded) is
+  // skipped. A read-ahead entry whose slot no longer awaits a reader is skipped.
+  std::deque<size_t> read_aheads;
   std::priority_queue<Request> requests;
   std::vector<uint8_t> queued;
   uint64_t request_order = 0;
@@ -261,7 +283,14 @@ int ExpertStore::Impl::distance(int layer) const {
 }
 
 // True if slot a should be evicted before slot b under the store's policy.
+// A prefetched expert not used yet goes last until the step it was read for
+// has passed: it is about to be needed, and its count of uses (none yet) says
+// nothing of that. After that step it was a wrong guess, valued as it counts.
 bool ExpertStore::Impl::less_valuable(const Slot& a, const Slot& b) const {
+  const bool stale_a = a.state == SlotState::kLoading, stale_b = b.state == SlotState::kLoading;  // evictable(): unread claims
+  if (stale_a != stale_b) return stale_a;
+  const bool awaited_a = a.prefetched && a.needed_at >= cursor, awaited_b = b.prefetched && b.needed_at >= cursor;
+  if (awaited_a != awaited_b) return awaited_b;
   if (options.policy != CachePolicy::Lru) {
     const double pa = priority(size_t(a.owner)), pb = priority(size_t(b.owner));
     if (pa != pb) return pa < pb;
@@ -280,7 +309,7 @@ int64_t ExpertStore::Impl::pick_victim(int prefetch_layer) const {
   int64_t best = -1;
   for (size_t s = 0; s < slots.size(); ++s) {
     const Slot& slot = slots[s];
-    if (slot.state != SlotState::kReady || slot.pins) continue;
+    if (!evictable(slot)) continue;
     const int owner_layer = layer_of[size_t(slot.owner)];
     if (prefetch_layer >= 0 &&
         (slot.prefetched || owner_layer == current_layer || distance(owner_layer) <= min_distance))
@@ -296,26 +325,43 @@ void ExpertStore::Impl::evict(size_t s) {
   slot_of[size_t(slot.owner)] = kNoSlot;
   slot.owner = -1;
   slot.prefetched = false;
+  slot.read_ahead = false;
+  slot.awaiting_reader = false;
   slot.state = SlotState::kEmpty;
 }
 
 // An Empty slot if there is one, else the policy's victim (forgetting the
-// expert it held). The slot returned is Empty.
-size_t ExpertStore::Impl::claim_slot(int layer, int expert) {
-  if (!free_slots.empty()) {
-    const size_t s = size_t(free_slots.back());
-    free_slots.pop_back();
-    return s;
+// expert it held). The slot returned is Empty. When every slot is pinned,
+// claimed or being read, waits for a read in flight (a prefetch) to finish;
+// throws BudgetError when none is in flight, as none would then free a slot.
+// Nothing can start reading expert f meanwhile: the caller has dequeued it.
+size_t ExpertStore::Impl::claim_slot(std::unique_lock<std::mutex>& lock, int layer, int expert) {
+  for (;;) {
+    if (!free_slots.empty()) {
+      const size_t s = size_t(free_slots.back());
+      free_slots.pop_back();
+      return s;
+    }
+    const int64_t victim = pick_victim(-1);
+    if (victim >= 0) {
+      evict(size_t(victim));
+      return size_t(victim);
+    }
+    const auto in_flight = [&] {
+      for (const Slot& slot : slots)
+        if (slot.state == SlotState::kLoading && !slot.awaiting_reader) return true;
+      return false;
+    };
+    if (!in_flight()) {
+      throw BudgetError("cannot load expert " + expert_name(layer, expert) + ": all " +
+                        std::to_string(slots.size()) +
+                        " expert slots are pinned (acquired and not released) or claimed for experts about "
+                        "to be; the memory budget is too small for the experts used at once");
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    ready_cv.wait(lock);  // every read that ends notifies
+    stats.io_wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  const int64_t victim = pick_victim(-1);
-  if (victim < 0) {
-    throw BudgetError("cannot load expert " + expert_name(layer, expert) + ": all " +
-                      std::to_string(slots.size()) +
-                      " expert slots are pinned (acquired and not released); the memory budget "
-                      "is too small for the experts used at once");
-  }
-  evict(size_t(victim));
-  return size_t(victim);
 }
 
 // Reads one blob into dst and checks it: a raw blob straight into dst, a
@@ -377,13 +423,20 @@ void ExpertStore::Impl::read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* st
 void ExpertStore::Impl::worker_loop(int index) {
   std::unique_lock<std::mutex> lock(mu);
   for (;;) {
-    work_cv.wait(lock, [&] { return stopping || !requests.empty(); });
+    work_cv.wait(lock, [&] { return stopping || !read_aheads.empty() || !requests.empty(); });
     if (stopping) return;
+    uint8_t* const staging_buf = staging.empty() ? nullptr : staging[size_t(1 + index)].get();
+    if (!read_aheads.empty()) {  // the layer being computed waits for these: before any prefetch
+      const size_t f = read_aheads.front();
+      read_aheads.pop_front();
+      service_read_ahead(lock, f, staging_buf);
+      continue;
+    }
     const Request r = requests.top();
     requests.pop();
     if (!queued[r.flat]) continue;  // demanded or superseded meanwhile
     queued[r.flat] = 0;
-    service(lock, r, staging.empty() ? nullptr : staging[size_t(1 + index)].get());
+    service(lock, r, staging_buf);
   }
 }
 
@@ -427,6 +480,7 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
     if (ok) {
       slot.state = SlotState::kReady;
       slot.prefetched = true;
+      slot.needed_at = r.stamp;
       slot.last_use = ++clock;
       ++stats.prefetch_loaded;
     } else {
@@ -437,6 +491,77 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
     }
     ready_cv.notify_all();
   }
+}
+
+// Read one read-ahead claim into its slot, unless the caller took it over
+// meanwhile. Called with the lock held; drops it around the read itself.
+void ExpertStore::Impl::service_read_ahead(std::unique_lock<std::mutex>& lock, size_t f, uint8_t* staging_buf) {
+  if (slot_of[f] == kNoSlot) return;
+  const auto s = size_t(slot_of[f]);
+  Slot& slot = slots[s];
+  if (slot.state != SlotState::kLoading || !slot.awaiting_reader) return;
+  slot.awaiting_reader = false;
+  const int layer = layer_of[f];
+  const int expert = int(f - layer_start[size_t(layer)]);
+  IoCost cost;
+  bool ok = true;
+  lock.unlock();
+  try {
+    read_blob(blobs[f], slot.data, staging_buf, layer, expert, &cost);
+  } catch (...) {
+    ok = false;  // the caller's acquire reads it again and reports the error
+  }
+  lock.lock();
+  stats.bytes_read += cost.bytes;
+  if (ok) {
+    slot.state = SlotState::kReady;
+  } else {
+    slot_of[f] = kNoSlot;
+    slot.owner = -1;
+    slot.read_ahead = false;
+    slot.state = SlotState::kEmpty;
+    free_slots.push_back(int32_t(s));
+  }
+  ready_cv.notify_all();
+}
+
+// Read expert f into slot s, claimed for it (Loading, owner f), in the calling
+// thread, pinned for the caller. Called with the lock held; drops it around the
+// read. On failure the slot goes back empty and the error is rethrown.
+void ExpertStore::Impl::read_claimed(std::unique_lock<std::mutex>& lock, size_t f, size_t s, int layer, int expert) {
+  Slot& slot = slots[s];
+  slot.pins = 1;
+  slot.read_ahead = false;
+  IoCost cost;
+  lock.unlock();
+  try {
+    if (blobs[f].stored) {
+      std::lock_guard<std::mutex> staging_lock(demand_mu);  // one demand staging buffer
+      read_blob(blobs[f], slot.data, staging[0].get(), layer, expert, &cost);
+    } else {
+      read_blob(blobs[f], slot.data, nullptr, layer, expert, &cost);
+    }
+  } catch (...) {
+    // Whatever arrived is not trusted: the slot goes back empty, the expert
+    // stays uncached, and the next acquire of it reads it again.
+    lock.lock();
+    stats.bytes_read += cost.bytes;
+    stats.io_wait_s += cost.seconds;
+    slot_of[f] = kNoSlot;
+    slot.owner = -1;
+    slot.pins = 0;
+    slot.state = SlotState::kEmpty;
+    free_slots.push_back(int32_t(s));
+    ready_cv.notify_all();
+    throw;
+  }
+  lock.lock();
+  stats.bytes_read += cost.bytes;
+  stats.io_wait_s += cost.seconds;
+  slot.state = SlotState::kReady;
+  slot.last_use = ++clock;
+  freq[f] += 1.0;
+  ready_cv.notify_all();
 }
 
 bool zstd_supported() {
@@ -488,6 +613,12 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
     const auto s = size_t(m.slot_of[f]);
     Slot& slot = m.slots[s];
     if (slot.state == SlotState::kLoading) {
+      if (slot.awaiting_reader) {  // claimed by read_ahead, and no worker has taken it yet: read it here
+        slot.awaiting_reader = false;
+        ++m.stats.misses;
+        m.read_claimed(lock, f, s, layer, expert);
+        return slot.data;
+      }
       // A read of this expert is in flight: wait for it rather than read twice.
       const auto t0 = std::chrono::steady_clock::now();
       m.ready_cv.wait(lock, [&] { return m.slot_of[f] != int32_t(s) || slot.state != SlotState::kLoading; });
@@ -495,11 +626,16 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
       continue;  // Ready now, or the read failed and the expert is uncached again
     }
     ++slot.pins;
-    ++m.stats.hits;
-    if (slot.prefetched) {
-      ++m.stats.prefetch_hits;
-      slot.prefetched = false;
+    if (m.held_for_caller(slot)) {
+      ++m.stats.misses;  // read ahead of this acquire: the miss it was
+    } else {
+      ++m.stats.hits;
+      if (slot.prefetched) {
+        ++m.stats.prefetch_hits;
+        slot.prefetched = false;
+      }
     }
+    slot.read_ahead = false;
     slot.last_use = ++m.clock;
     m.freq[f] += 1.0;
     return slot.data;
@@ -507,43 +643,12 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
 
   ++m.stats.misses;
   m.queued[f] = 0;  // a queued prefetch of it is superseded by this demand read
-  const size_t s = m.claim_slot(layer, expert);
+  const size_t s = m.claim_slot(lock, layer, expert);
   Slot& slot = m.slots[s];
   slot.state = SlotState::kLoading;
   slot.owner = int64_t(f);
-  slot.pins = 1;
   m.slot_of[f] = int32_t(s);
-
-  IoCost cost;
-  lock.unlock();
-  try {
-    if (m.blobs[f].stored) {
-      std::lock_guard<std::mutex> staging_lock(m.demand_mu);  // one demand staging buffer
-      m.read_blob(m.blobs[f], slot.data, m.staging[0].get(), layer, expert, &cost);
-    } else {
-      m.read_blob(m.blobs[f], slot.data, nullptr, layer, expert, &cost);
-    }
-  } catch (...) {
-    // Whatever arrived is not trusted: the slot goes back empty, the expert
-    // stays uncached, and the next acquire of it reads it again.
-    lock.lock();
-    m.stats.bytes_read += cost.bytes;
-    m.stats.io_wait_s += cost.seconds;
-    m.slot_of[f] = kNoSlot;
-    slot.owner = -1;
-    slot.pins = 0;
-    slot.state = SlotState::kEmpty;
-    m.free_slots.push_back(int32_t(s));
-    m.ready_cv.notify_all();
-    throw;
-  }
-  lock.lock();
-  m.stats.bytes_read += cost.bytes;
-  m.stats.io_wait_s += cost.seconds;
-  slot.state = SlotState::kReady;
-  slot.last_use = ++m.clock;
-  m.freq[f] += 1.0;
-  m.ready_cv.notify_all();
+  m.read_claimed(lock, f, s, layer, expert);
   return slot.data;
 }
 
@@ -565,6 +670,39 @@ void ExpertStore::set_cursor(int64_t stamp, int layer) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->cursor = stamp;
   impl_->current_layer = layer;
+}
+
+size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {
+  Impl& m = *impl_;
+  size_t claimed = 0;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t f = m.flat_index(layer, experts[i]);
+      if (m.slot_of[f] != kNoSlot) continue;  // cached, or already being read
+      int64_t s = -1;
+      if (!m.free_slots.empty()) {
+        s = m.free_slots.back();
+        m.free_slots.pop_back();
+      } else {
+        s = m.pick_victim(-1);
+        if (s < 0) break;  // every slot is pinned or held: acquire() reads the rest one by one
+        m.evict(size_t(s));
+      }
+      Slot& slot = m.slots[size_t(s)];
+      slot.state = SlotState::kLoading;
+      slot.owner = int64_t(f);
+      slot.read_ahead = true;
+      slot.awaiting_reader = true;
+      slot.claimed_at = m.cursor;
+      m.slot_of[f] = int32_t(s);
+      m.queued[f] = 0;  // a queued prefetch of it is superseded
+      if (!m.workers.empty()) m.read_aheads.push_back(f);
+      ++claimed;
+    }
+  }
+  if (claimed && !m.workers.empty()) m.work_cv.notify_all();
+  return claimed;
 }
 
 bool ExpertStore::prefetch(int layer, int expert, int64_t stamp) {
@@ -609,6 +747,8 @@ bool ExpertStore::is_cached(int layer, int expert) const {
 }
 
 size_t ExpertStore::n_slots() const { return impl_->slots.size(); }
+
+int ExpertStore::io_workers() const { return int(impl_->workers.size()); }
 
 size_t ExpertStore::slot_bytes() const { return impl_->slot_bytes; }
 

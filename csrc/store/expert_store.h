@@ -4,7 +4,8 @@
 // It knows nothing of the model's architecture: an expert is (layer, index) ->
 // a blob of bytes at an offset of the file. A background I/O worker fills
 // slots ahead of need (prefetch); a demand miss is read at once by the
-// thread that needs it, ahead of any queued prefetch.
+// thread that needs it, ahead of any queued prefetch; a layer's misses can be
+// read side by side by the workers (read_ahead).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -96,6 +97,15 @@ class ExpertStore {
   void release(int layer, int expert);
 
   // --- the compute/I-O pipeline ---
+  // The caller is about to acquire these experts of `layer` (a layer's
+  // misses): claim a slot for each now, evicting as a demand read would, and
+  // have the I/O workers read them side by side, ahead of any prefetch. A
+  // claimed expert is not evicted before its acquire (while the cursor stays);
+  // that acquire waits for its read, or does it itself if no worker has
+  // started it, and counts it as a miss. Stops claiming when no slot can be
+  // freed (acquire then reads the rest one at a time). Without I/O workers it
+  // claims the slots and acquire reads. Returns how many were claimed.
+  size_t read_ahead(int layer, const int* experts, size_t n);
   // Computation has reached `stamp` (a monotonic (token, layer) counter) in
   // layer `layer`: queued prefetches for earlier stamps are dropped, and the
   // EdgeMoE policy measures layer distances from `layer`.
@@ -110,6 +120,7 @@ class ExpertStore {
 
   bool is_cached(int layer, int expert) const;
   size_t n_slots() const;
+  int io_workers() const;              // I/O worker threads (0: reads happen in the caller's thread)
   size_t slot_bytes() const;           // bytes reserved per slot
   uint64_t allocated_bytes() const;    // slots and staging buffers
   bool direct_io() const;              // true if O_DIRECT (or equivalent) is in use

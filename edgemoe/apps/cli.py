@@ -63,8 +63,8 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help=f"prefetch only guesses at least this likely (router probability, or how often the "
                         f"profile saw it); fewer, surer reads (default {d.prefetch_min_confidence})")
     p.add_argument("--io-threads", type=_bounded(int, 0, 16), default=None,
-                   help=f"threads reading prefetched experts (default {d.io_threads}; 2 can help on fast NVMe; "
-                        f"0 reads them in the compute thread, the same way on every run)")
+                   help=f"threads reading a layer's missing experts side by side, and prefetches (default "
+                        f"{d.io_threads}; 0 reads them in the compute thread, the same way on every run)")
     p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
@@ -96,9 +96,16 @@ def _sampling(args):
 
 
 def _load(args):
+    import warnings
+
     from ..api import default_model_path, load
 
-    return load(args.model or default_model_path(), load_options(args))
+    with warnings.catch_warnings():  # load's notices, printed here without a Python warning's file and line
+        warnings.simplefilter("ignore")
+        model = load(args.model or default_model_path(), load_options(args))
+    for notice in model.notices:
+        print(f"edgemoe: {notice}", file=sys.stderr)
+    return model
 
 
 def cmd_convert(args) -> int:

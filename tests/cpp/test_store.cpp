@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -573,6 +574,98 @@ void test_threads(const std::string& dir) {
   CHECK(st.hits + st.misses == 3000);
 }
 
+// A layer's misses claimed together: each read once, counted as the miss it
+// was, never evicted before its acquire, with workers or without; a claim
+// never takes a pinned slot; a corrupt blob read by a worker is reported by
+// the acquire.
+void test_read_ahead(const std::string& dir) {
+  const Container c = make_container(dir + "/read_ahead.bin", kSizes, 13);
+  for (int workers : {0, 3}) {
+    StoreOptions o;
+    o.io_threads = workers;
+    o.async_io = workers > 0;
+    ExpertStore s(c.path, c.table, 4, o);
+    const int layer1[] = {0, 1, 2};
+    CHECK(s.read_ahead(1, layer1, 3) == 3);
+    CHECK(s.read_ahead(1, layer1, 3) == 0);  // already claimed: nothing read twice
+    // Another layer's demand read must not take the three claimed slots: the fourth is free.
+    CHECK(touch(s, c, 0, 0));
+    for (int e = 0; e < 3; ++e) CHECK(touch(s, c, 1, e));
+    StoreStats st = s.stats();
+    CHECK(st.misses == 4 && st.hits == 0);
+    CHECK(touch(s, c, 1, 1));  // cached now: a hit
+    st = s.stats();
+    CHECK(st.hits == 1 && st.misses == 4);
+    CHECK(st.bytes_read >= 5000 + 12000 + 8191 + 300);  // each read once
+
+    // With (1,0) pinned, the claims take the three other slots (least recent first), and
+    // then there is none left to claim.
+    const uint8_t* pinned = s.acquire(1, 0);
+    const int two[] = {1, 2}, one[] = {2}, zero[] = {0};
+    CHECK(s.read_ahead(0, two, 2) == 2);   // evict (0,0), then (1,2)
+    CHECK(s.read_ahead(1, one, 1) == 1);   // (1,2) again: evicts (1,1)
+    CHECK(s.read_ahead(0, zero, 1) == 0);  // pinned or claimed, every slot
+    CHECK(same(pinned, c.payload[1][0]));
+    s.release(1, 0);
+    CHECK(touch(s, c, 0, 1) && touch(s, c, 0, 2) && touch(s, c, 1, 2));
+    st = s.stats();
+    CHECK(st.hits == 2 && st.misses == 7);
+
+    // A claim never acquired (an error mid-layer) is held only until the cursor moves on.
+    // The cache holds (1,0), (0,1), (0,2), (1,2), least recent first.
+    s.set_cursor(7, 0);
+    CHECK(s.read_ahead(0, zero, 1) == 1);  // takes (1,0)'s slot
+    s.set_cursor(8, 1);
+    const uint8_t* others[] = {s.acquire(0, 1), s.acquire(0, 2), s.acquire(1, 2)};
+    const uint8_t* p = s.acquire(1, 0);  // the only slot it can have is the stale claim's
+    CHECK(same(p, c.payload[1][0]) && same(others[0], c.payload[0][1]) && same(others[2], c.payload[1][2]));
+    s.release(1, 0);
+    s.release(0, 1);
+    s.release(0, 2);
+    s.release(1, 2);
+  }
+
+  // A claim whose read fails: the acquire reads again and reports it; the slot is usable after.
+  Container bad = make_container(dir + "/read_ahead_bad.bin", kSizes, 14);
+  const int fd = ::open(bad.path.c_str(), O_WRONLY);
+  const uint8_t flipped = uint8_t(bad.payload[1][0][10] ^ 0x01);
+  CHECK(::pwrite(fd, &flipped, 1, off_t(bad.table[1][0].offset + 10)) == 1);
+  ::close(fd);
+  StoreOptions o;
+  o.io_threads = 2;
+  ExpertStore s(bad.path, bad.table, 2, o);
+  const int both[] = {0, 1};
+  CHECK(s.read_ahead(1, both, 2) == 2);
+  CHECK_THROWS(StorageError, s.acquire(1, 0), "checksum mismatch in expert 1/0");
+  CHECK(touch(s, bad, 1, 1));
+  CHECK(touch(s, bad, 0, 0));
+}
+
+ssize_t slow_pread(int fd, void* buf, size_t n, off_t off) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));
+  return ::pread(fd, buf, n, off);
+}
+
+// A demand read that finds every slot taken by prefetches still being read
+// waits for one of them instead of failing as if every slot were pinned.
+void test_demand_waits_for_prefetches(const std::string& dir) {
+  const Container c = make_container(dir + "/wait.bin", kSizes, 15);
+  StoreOptions o;
+  o.io_threads = 2;
+  ExpertStore s(c.path, c.table, 2, o);
+  DirectFile::set_pread_for_testing(slow_pread);
+  CHECK(s.prefetch(1, 0, 10) && s.prefetch(1, 1, 10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));  // both workers are reading: no slot is free
+  try {
+    CHECK(touch(s, c, 0, 0));
+  } catch (const BudgetError& e) {
+    std::printf("demand read beside prefetches in flight: %s\n", e.what());
+    CHECK(false);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the other prefetch is done
+  DirectFile::set_pread_for_testing(nullptr);
+}
+
 void run_store_tests(const std::string& base, bool force_buffered) {
   std::string tmpl = base + "/edgemoe_store_test_XXXXXX";
   if (!::mkdtemp(&tmpl[0])) {
@@ -608,6 +701,8 @@ void run_store_tests(const std::string& base, bool force_buffered) {
   test_faults(dir);
   test_direct_file(dir);
   test_threads(dir);
+  test_read_ahead(dir);
+  test_demand_waits_for_prefetches(dir);
 
   ::unsetenv("EDGEMOE_DIRECT_IO");
   const std::string rm = "rm -rf '" + dir + "'";
