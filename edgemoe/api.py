@@ -15,7 +15,7 @@ from .budget import (DEFAULT_BUDGET_SHARE, MemoryPlan, available_memory, check_f
 from .format.container import Container, open_container
 from .format.model_config import moe_layers
 from .errors import BudgetError, EdgeMoEError
-from .generate import Generation
+from .generate import Generation, GenerationStats
 from .options import LoadOptions
 from .format.profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
@@ -124,6 +124,7 @@ class Model:
                              f"`edgemoe profile {container.path} --calib TEXTFILE` first")
         self._engine = core.Engine(container.native, dict(engine_options, expert_slots=self.plan.n_slots), profile)
         self._tokenizer: Optional[Tokenizer] = None
+        self.last_generation: Optional[GenerationStats] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
     # ------------------------------------------------------------ tokens
@@ -205,6 +206,7 @@ class Model:
         generation = Generation(self, ids, max_tokens, Sampler(params, seed),
                                 stop_ids=self.eos_token_ids if stop_at_eos else (), stop_strings=stop,
                                 cancel=cancel, trace=trace)
+        self.last_generation = generation.stats  # filled in as it runs (the CLI's --stats reads it)
         if stream:
             return iter(generation)
         for _ in generation:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from .errors import Cancelled
 from .sampling import Sampler
@@ -37,6 +37,9 @@ class GenerationStats:
     generated_tokens: int = 0
     decode_s: float = 0.0
     stop_reason: str = ""       # one of the reasons above
+    # The engine's counters (Model.stats()) over each phase: where the time went, what was read.
+    prefill_engine: Dict[str, float] = field(default_factory=dict)
+    decode_engine: Dict[str, float] = field(default_factory=dict)
 
     @property
     def prefill_tok_s(self) -> float:
@@ -45,6 +48,15 @@ class GenerationStats:
     @property
     def decode_tok_s(self) -> float:
         return self.generated_tokens / self.decode_s if self.decode_s else 0.0
+
+
+# Model.stats() keys that count (the others are levels, like rss_bytes, or ratios).
+ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens")
+
+
+def counter_change(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
+    """What the engine's counters added between two Model.stats() snapshots."""
+    return {k: after[k] - before[k] for k in ENGINE_COUNTERS}
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -118,11 +130,13 @@ class Generation:
         decoder = StreamDecoder(model.tokenizer)
         hold = max((len(s) for s in self.stop_strings), default=1) - 1  # may still become a stop string
         sent = 0
+        counters = model.stats()
         try:
             t0 = time.perf_counter()
             logits = model.eval(self.prompt[keep:], cancel=self.cancel)
             stats.evaluated_tokens = len(self.prompt) - keep
             stats.prefill_s = time.perf_counter() - t0
+            stats.prefill_engine, counters = counter_change(counters, model.stats()), model.stats()
             t0 = time.perf_counter()
             stats.stop_reason = LENGTH
             for step in range(self.max_tokens):
@@ -148,6 +162,7 @@ class Generation:
                     break
                 logits = model.eval([token], cancel=self.cancel)
             stats.decode_s = time.perf_counter() - t0
+            stats.decode_engine = counter_change(counters, model.stats())
             if len(self.text) > sent:
                 yield self.text[sent:]
         except Cancelled:

@@ -1,5 +1,7 @@
 """The chat: driven through a pipe and through a real pseudo-terminal, plus the session's KV reuse."""
+import json
 import os
+import re
 import pty
 import select
 import signal
@@ -29,11 +31,15 @@ def chat_model(converted):
 
 def test_chat_through_a_pipe(chat_model):
     r = cli("chat", chat_model, "-n", "8", "--seed", "1", "--ctx-size", "512",
-            input="Hello there\n/stats\nHow are you?\n/reset\n/quit\n")
+            input="Hello there\n/stats\nHow are you?\n/stats json\n/reset\n/quit\n")
     assert r.returncode == 0, r.stderr
     replies = r.stdout.splitlines()
     assert len(replies) == 2 and all(replies), r.stdout  # one line per turn, nothing else on stdout
-    assert "decode_tok_s" in r.stderr and "cache_hit_rate" in r.stderr and "peak_rss_mb" in r.stderr
+    assert re.search(r"decode +\d+ tokens in [\d.]+ s, [\d.]+ tok/s \| [\d.]+ ms/token: compute [\d.]+, waiting for "
+                     r"storage [\d.]+ \| experts [\d.]+ % cached", r.stderr), r.stderr
+    assert re.search(r"memory +plan \d+ MiB \(\d+ expert slots of [\d.]+ MiB\), RSS \d+ MiB, peak \d+ MiB", r.stderr)
+    raw = json.loads(next(line for line in r.stderr.splitlines() if line.startswith("{")))
+    assert raw["decode"]["tokens"] > 0 and raw["cache_hits"] + raw["cache_misses"] > 0
     assert "[conversation cleared]" in r.stderr
 
 
@@ -58,10 +64,14 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
 def test_generate_command_and_stats(chat_model):
     r = cli("generate", chat_model, "-p", "It was the best of times", "-n", "6", "--temp", "0", "--stats")
     assert r.returncode == 0, r.stderr
-    import json
-
+    lines = r.stderr.strip().splitlines()[-3:]
+    assert lines[0].startswith("prefill ") and lines[1].startswith("decode   6 tokens") and lines[2].startswith("memory ")
+    r = cli("generate", chat_model, "-p", "It was the best of times", "-n", "6", "--temp", "0", "--stats-json")
     stats = json.loads(r.stderr.strip().splitlines()[-1])
-    assert stats["tokens"] > 0 and "cache_hits" in stats
+    # the decode phase: up to 5 evaluations after the prompt's, each looking up top_k (2) experts in both layers
+    decoded = stats["decode"]["tokens"]
+    assert 1 <= decoded <= 5 and stats["prefill"]["tokens"] + decoded == stats["tokens"]
+    assert stats["decode"]["cache_hits"] + stats["decode"]["cache_misses"] == decoded * 2 * 2
 
 
 def test_python_dash_m_equals_script(chat_model):
@@ -105,7 +115,7 @@ def test_chat_in_a_pseudo_terminal_with_ctrl_c():
         assert b"[reply stopped]" in out, out
         os.write(fd, b"/stats\r")
         out = _read_until(fd, b">>> ")
-        assert b"decode_tok_s" in out
+        assert b"tok/s | " in out and b"waiting for storage" in out
         os.write(fd, b"\x04")  # Ctrl-D leaves
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -1,7 +1,7 @@
 """`edgemoe chat`: an interactive terminal chat, or one turn per line when stdin is a pipe."""
 from __future__ import annotations
 
-import resource
+import json
 import sys
 from typing import Optional, TextIO
 
@@ -12,34 +12,20 @@ from ..session import ChatSession
 
 HELP = """commands:
   /reset   forget the conversation (keeps the system prompt)
-  /stats   speed of the last reply, expert cache and memory figures
+  /stats   speed of the last reply, where its time went, expert cache and memory (/stats json: raw)
   /help    this text
   /quit    leave (Ctrl-D too); Ctrl-C stops a reply without leaving"""
 
 
-def format_stats(session: ChatSession) -> str:
-    import psutil
+def format_stats(session: ChatSession, raw: bool = False) -> str:
+    """The last reply's figures for a person (timings.py), or with raw=True the counters as JSON."""
+    model, last = session.model, session.last
+    if raw:
+        return json.dumps(dict(model.stats(), context_tokens=model.n_past, prefill=last.prefill_engine,
+                               decode=last.decode_engine, memory_plan_bytes=model.plan.total_bytes))
+    from .timings import timing_lines
 
-    s, last = session.model.stats(), session.last
-    rss = psutil.Process().memory_info().rss
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    figures = {
-        "prefill_tok_s": round(last.prefill_tok_s, 2),
-        "decode_tok_s": round(last.decode_tok_s, 2),
-        "last_reply_tokens": last.generated_tokens,
-        "context_tokens": session.model.n_past,
-        "cache_hit_rate": round(s["cache_hit_rate"], 4),
-        "cache_hits": s["cache_hits"],
-        "cache_misses": s["cache_misses"],
-        "mb_read": round(s["bytes_read"] / 1e6, 2),
-        "io_wait_s": round(s["io_wait_s"], 3),
-        "prefetch_hits": s["prefetch_hits"],
-        "prefetch_wasted": s["prefetch_wasted"],
-        "rss_mb": round(rss / 1e6, 1),
-        "peak_rss_mb": round(peak / 1e6, 1),
-        "memory_plan_mb": round(session.model.plan.total_bytes / 1e6, 1),
-    }
-    return "\n".join(f"  {k:<18} {v}" for k, v in figures.items())
+    return "\n".join(timing_lines(last, model) + [f"{'context':<8} {model.n_past} of {model.ctx_size} tokens"])
 
 
 class ChatREPL:
@@ -73,7 +59,7 @@ class ChatREPL:
             self.session.reset()
             self._say("[conversation cleared]")
         elif cmd == "/stats":
-            self._say(format_stats(self.session))
+            self._say(format_stats(self.session, raw=line.split()[1:] == ["json"]))
         elif cmd in ("/help", "/?"):
             self._say(HELP)
         else:

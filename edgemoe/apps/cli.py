@@ -200,8 +200,13 @@ def cmd_generate(args) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    if args.stats:
-        print(json.dumps(model.stats()), file=sys.stderr)
+    if args.stats_json:
+        last = model.last_generation
+        print(json.dumps(dict(model.stats(), prefill=last.prefill_engine, decode=last.decode_engine)), file=sys.stderr)
+    elif args.stats:
+        from .timings import timing_lines
+
+        print("\n".join(timing_lines(model.last_generation, model)), file=sys.stderr)
     return 0
 
 
@@ -322,7 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="one completion of a prompt to stdout")
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
     p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read stdin)")
-    p.add_argument("--stats", action="store_true", help="print the engine's counters to stderr as JSON")
+    p.add_argument("--stats", action="store_true", help="print speed, where the time went, expert cache and memory "
+                   "figures to stderr")
+    p.add_argument("--stats-json", action="store_true", help="print the engine's raw counters to stderr as JSON "
+                   "(in all, and over the prefill and the decode)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the completion before TEXT (repeatable)")
     p.add_argument("--trace", default=None, metavar="PATH",

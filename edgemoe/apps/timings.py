@@ -1,0 +1,41 @@
+"""A generation's figures for a person, one line per phase as llama.cpp prints its timings: how
+fast, where each token's time went (computing, or waiting for experts to arrive from storage),
+how many experts the cache already held and how much was read; then the memory in use.
+`--stats-json` (generate) and `/stats json` (chat) give the raw counters instead."""
+from __future__ import annotations
+
+import resource
+from typing import Dict, List
+
+from ..generate import GenerationStats
+
+MiB = 1 << 20
+
+
+def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float]) -> str:
+    rate = tokens / seconds if seconds else 0.0
+    line = f"{name:<8} {tokens} tokens in {seconds:.2f} s, {rate:.1f} tok/s"
+    evals = engine.get("tokens", 0)
+    if not evals:
+        return line
+    lookups = engine["cache_hits"] + engine["cache_misses"]
+    line += (f" | {1e3 * (engine['compute_s'] + engine['io_wait_s']) / evals:.1f} ms/token: "
+             f"compute {1e3 * engine['compute_s'] / evals:.1f}, waiting for storage "
+             f"{1e3 * engine['io_wait_s'] / evals:.1f}")
+    if lookups:
+        line += (f" | experts {100 * engine['cache_hits'] / lookups:.1f} % cached, "
+                 f"{engine['bytes_read'] / 1e6 / evals:.2f} MB read/token")
+    return line
+
+
+def timing_lines(stats: GenerationStats, model) -> List[str]:
+    """The prefill, decode and memory lines of one generation by `model`."""
+    plan = model.plan
+    rss = model.stats().get("rss_bytes", 0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return [
+        _phase("prefill", stats.evaluated_tokens, stats.prefill_s, stats.prefill_engine),
+        _phase("decode", stats.generated_tokens, stats.decode_s, stats.decode_engine),
+        f"{'memory':<8} plan {plan.total_bytes / MiB:.0f} MiB ({plan.n_slots} expert slots of "
+        f"{plan.slot_bytes / MiB:.2f} MiB), RSS {rss / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB",
+    ]
