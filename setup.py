@@ -46,6 +46,10 @@ def zstd_available() -> bool:
 
 
 sources = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
+# distutils rebuilds only sources older than their object; listing the headers makes a changed
+# header (a default in runtime/options.h, a class layout) rebuild every source instead of leaving
+# stale objects behind.
+headers = sorted(glob.glob("csrc/**/*.h", recursive=True))
 extra_flags = os.environ.get("EDGEMOE_EXTRA_CFLAGS", "").split()
 HAVE_ZSTD = zstd_available()
 cxx_flags = compile_flags() + extra_flags
@@ -57,6 +61,7 @@ ext = Pybind11Extension(
     "edgemoe._core",
     sources,
     include_dirs=["csrc"],
+    depends=headers,
     cxx_std=17,
     extra_compile_args=cxx_flags,
     extra_link_args=["-pthread"] + extra_flags,
