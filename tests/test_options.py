@@ -40,7 +40,7 @@ def test_the_cli_passes_only_what_was_given():
     ({"threads": 0}, "invalid option: threads = 0 is outside [1, 1024]"),
     ({"prefetch_depth": 0}, "invalid option: prefetch_depth = 0 is outside [1, 64]"),
     ({"prefetch_min_confidence": 1.5}, "prefetch_min_confidence = 1.500000 is outside [0, 1]"),
-    ({"cache_policy": "fifo"}, "unknown cache_policy 'fifo' (available: edgemoe, lru, lfu)"),
+    ({"cache_policy": "fifo"}, "unknown cache_policy 'fifo' (available: edgemoe, lru, lfu, recent)"),
     ({"threads": 2.5}, "threads must be an integer"),
 ])
 def test_the_runtime_refuses_bad_options(converted, given, message):

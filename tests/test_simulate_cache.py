@@ -10,7 +10,7 @@ from edgemoe.trace import read_trace, write_trace
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import simulate_cache as sim  # noqa: E402
 
-POLICIES = ["lru", "lfu", "edgemoe", "belady"]
+POLICIES = ["lru", "lfu", "edgemoe", "recent", "belady"]
 
 
 def steps_of(seq):
@@ -54,7 +54,7 @@ def test_belady_is_an_upper_bound(slots):
         assert run(seq, slots, name)["hits"] <= best
 
 
-@pytest.mark.parametrize("policy", ["lru", "lfu", "edgemoe"])
+@pytest.mark.parametrize("policy", ["lru", "lfu", "edgemoe", "recent"])
 @pytest.mark.parametrize("slots,io_threads", [(2, 4), (4, 0), (4, 4), (7, 1)])
 def test_simulated_policy_matches_the_engine(converted, tmp_path, slots, policy, io_threads):
     # The engine decoding token by token with a cache of `slots` experts must

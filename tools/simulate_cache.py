@@ -39,6 +39,9 @@ class Policy:
         self.n_layers = n_layers
         self.clock = 0
 
+    def on_step(self, layer: int, step: int) -> None:
+        """A step of `layer` begins (before any of its lookups, as the engine's cursor moves)."""
+
     def on_access(self, key: Key, step: int) -> None:
         self.clock += 1
 
@@ -97,6 +100,35 @@ class EdgeMoE(LFU):
         return min(cached, key=lambda k: (self.count[k] / self.distance(k[0], current_layer), self.last[k]))
 
 
+class Recent(EdgeMoE):
+    """EdgeMoE's weighing by layer distance, over a usage rate that forgets: each visit of its
+    layer multiplies an expert's rate by `decay` and adds 1 - decay if the expert was chosen (an
+    exponential moving average of "chosen at this layer's step"), so routing that drifts (a topic
+    that changes) moves the cache along, where lifetime counts hold on to the past."""
+
+    name = "recent"
+    decay = 0.99  # the engine's kRecentDecay (csrc/store/expert_store.h)
+
+    def __init__(self, n_layers: int):
+        super().__init__(n_layers)
+        self.visits: Dict[int, int] = defaultdict(int)   # steps of each layer so far
+        self.rate: Dict[Key, Tuple[float, int]] = {}      # (rate, visits of its layer when last updated)
+
+    def current_rate(self, key: Key) -> float:
+        r, at = self.rate.get(key, (0.0, 0))
+        return r * self.decay ** (self.visits[key[0]] - at)
+
+    def on_step(self, layer, step):
+        self.visits[layer] += 1
+
+    def on_access(self, key, step):
+        super().on_access(key, step)
+        self.rate[key] = (self.current_rate(key) + (1 - self.decay), self.visits[key[0]])
+
+    def victim(self, cached, current_layer, step):
+        return min(cached, key=lambda k: (self.current_rate(k) / self.distance(k[0], current_layer), self.last[k]))
+
+
 class Belady(Policy):
     name = "belady"
 
@@ -126,6 +158,7 @@ def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Cal
     hits = misses = 0
     for i, keys in enumerate(steps):
         layer = keys[0][0]
+        policy.on_step(layer, i)
         chosen = sorted(set(keys), key=lambda k: k[1])
         order = [k for k in chosen if k in cached] + [k for k in chosen if k not in cached]
         for key in order:
@@ -134,7 +167,9 @@ def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Cal
             else:
                 misses += 1
                 if len(cached) >= slots:
-                    cached.remove(policy.victim([k for k in cached if k not in chosen], layer, i))
+                    # (a step wider than the cache, as a whole prompt's is, evicts its own as the engine's prefill does)
+                    others = [k for k in cached if k not in chosen] or list(cached)
+                    cached.remove(policy.victim(others, layer, i))
                 cached.add(key)
             policy.on_access(key, i)
     total = hits + misses
@@ -145,6 +180,7 @@ POLICIES = {
     "lru": lambda L, steps: lambda: LRU(L),
     "lfu": lambda L, steps: lambda: LFU(L),
     "edgemoe": lambda L, steps: lambda: EdgeMoE(L),
+    "recent": lambda L, steps: lambda: Recent(L),
     "belady": lambda L, steps: lambda: Belady(L, steps),
 }
 

@@ -7,7 +7,8 @@ namespace {
 
 const std::pair<const char*, bool> kKvCaches[] = {{"f16", true}, {"f32", false}};
 const std::pair<const char*, CachePolicy> kCachePolicies[] = {
-    {"edgemoe", CachePolicy::EdgeMoE}, {"lru", CachePolicy::Lru}, {"lfu", CachePolicy::Lfu}};
+    {"edgemoe", CachePolicy::EdgeMoE}, {"lru", CachePolicy::Lru}, {"lfu", CachePolicy::Lfu},
+    {"recent", CachePolicy::Recent}};
 // stats and token need a routing profile (`edgemoe profile`); auto picks the best the model has
 const char* const kPredictors[] = {"none", "gate", "stats", "token", "auto"};
 const char* const kWhat = "invalid option";

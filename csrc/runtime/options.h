@@ -27,16 +27,19 @@ struct EngineOptions {
   // fp16 like llama.cpp's default: half the memory, 1.2x decode at 0.5-2k tokens, perplexity
   // unchanged (bench/RESULTS.md, "KV cache: f32 vs f16").
   bool kv_f16 = true;
-  // The EdgeMoE policy beats LRU at every budget (bench/RESULTS.md, "Expert prediction and prefetch").
-  CachePolicy policy = CachePolicy::EdgeMoE;
+  // Recent: as many hits as EdgeMoE's policy or more on every routing replayed (skewed, balanced,
+  // drifting between texts: +4 points there), which beat LRU on the demo model (bench/RESULTS.md,
+  // "Cache policies on four routings"); LRU still wins where tokens repeat their experts most.
+  CachePolicy policy = CachePolicy::Recent;
   // Prefetch is opt-in: on this 2-core machine's fast NVMe any predictor decodes within noise of
   // on-demand loading while reading 10-70 % more bytes; when on, guesses below 0.5 confidence cost
   // more than they hide (auto at 25 %: 0.86x of none ungated, 0.94-1.15x gated at 0.3-0.7).
   PredictorOptions predictor{"none", 1, 0, 0.5f};
   // Background threads that read a layer's misses side by side (and prefetched experts). Four:
-  // decode under a 25 % limit 1.3-1.5x one thread's on this machine's storage (bench/RESULTS.md,
-  // "Reads in flight"); BigMoeOnEdge measured 2 to 4 lanes +15-20 % on a phone's flash. 0 reads
-  // everything in the compute thread: no overlap, the same reads in the same order on every run.
+  // ahead of one where a layer misses most of its experts (12.5 % limit) in both sweeps of
+  // bench/RESULTS.md "Reads in flight" (this machine's storage is too noisy to rank them at 25 %),
+  // and BigMoeOnEdge measured 2 to 4 lanes +15-20 % on a phone's flash. 0 reads everything in
+  // the compute thread: no overlap, the same reads in the same order on every run.
   int io_threads = 4;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };

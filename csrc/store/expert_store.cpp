@@ -8,6 +8,7 @@
 // store's footprint is exactly what the memory budget granted.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -113,6 +114,8 @@ struct ExpertStore::Impl {
   int distance(int layer) const;
   bool less_valuable(const Slot& a, const Slot& b) const;
   double priority(size_t flat) const;
+  double current_rate(size_t flat) const;
+  void count_use(size_t flat);
   void evict(size_t s);
   void read_blob(const BlobRef& blob, uint8_t* dst, uint8_t* staging, int layer, int expert, IoCost* cost);
   void read_claimed(std::unique_lock<std::mutex>& lock, size_t f, size_t s, int layer, int expert);
@@ -145,6 +148,10 @@ struct ExpertStore::Impl {
   std::vector<int32_t> free_slots;  // Empty slots: used before evicting anything
   std::vector<int32_t> layer_of;    // flat index -> layer
   std::vector<double> freq;         // flat index -> activations counted (plus any seeded profile)
+  // The Recent policy: rate[f] as of the visit rate_at[f] of its layer; visits[l]: steps of layer l so far.
+  std::vector<double> rate;
+  std::vector<uint64_t> rate_at;
+  std::vector<uint64_t> visits;
   uint64_t clock = 0;
   int current_layer = 0;
   int64_t cursor = std::numeric_limits<int64_t>::min();
@@ -211,6 +218,9 @@ ExpertStore::Impl::Impl(const std::string& path, std::vector<std::vector<BlobRef
   layer_start.push_back(blobs.size());
   slot_of.assign(blobs.size(), kNoSlot);
   freq.assign(blobs.size(), 0.0);
+  rate.assign(blobs.size(), 0.0);
+  rate_at.assign(blobs.size(), 0);
+  visits.assign(table.size(), 0);
   queued.assign(blobs.size(), 0);
 
   const StoreSizes sizes = ExpertStore::sizes_for(table, options);
@@ -271,8 +281,20 @@ size_t ExpertStore::Impl::flat_index(int layer, int expert) const {
 
 // How much an expert is worth keeping, for the frequency-based policies.
 double ExpertStore::Impl::priority(size_t f) const {
+  if (options.policy == CachePolicy::Recent) return current_rate(f) / distance(layer_of[f]);
   if (options.policy != CachePolicy::EdgeMoE) return freq[f];
   return freq[f] / distance(layer_of[f]);
+}
+
+double ExpertStore::Impl::current_rate(size_t f) const {
+  return rate[f] * std::pow(kRecentDecay, double(visits[size_t(layer_of[f])] - rate_at[f]));
+}
+
+// An acquire of expert f: its frequency count and its recent rate.
+void ExpertStore::Impl::count_use(size_t f) {
+  freq[f] += 1.0;
+  rate[f] = current_rate(f) + (1.0 - kRecentDecay);
+  rate_at[f] = visits[size_t(layer_of[f])];
 }
 
 // In token-by-token decoding, how many layers from now `layer` is computed
@@ -560,7 +582,7 @@ void ExpertStore::Impl::read_claimed(std::unique_lock<std::mutex>& lock, size_t 
   stats.io_wait_s += cost.seconds;
   slot.state = SlotState::kReady;
   slot.last_use = ++clock;
-  freq[f] += 1.0;
+  count_use(f);
   ready_cv.notify_all();
 }
 
@@ -637,7 +659,7 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
     }
     slot.read_ahead = false;
     slot.last_use = ++m.clock;
-    m.freq[f] += 1.0;
+    m.count_use(f);
     return slot.data;
   }
 
@@ -667,9 +689,11 @@ void ExpertStore::release(int layer, int expert) {
 }
 
 void ExpertStore::set_cursor(int64_t stamp, int layer) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  impl_->cursor = stamp;
-  impl_->current_layer = layer;
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  if (stamp != m.cursor && layer >= 0 && size_t(layer) < m.visits.size()) ++m.visits[size_t(layer)];  // a new step of it
+  m.cursor = stamp;
+  m.current_layer = layer;
 }
 
 size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {

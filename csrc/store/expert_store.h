@@ -48,7 +48,12 @@ enum class CachePolicy {
   Lru,      // least recently used
   Lfu,      // least frequently used (ties: least recent)
   EdgeMoE,  // lowest frequency / distance to its layer (EdgeMoE's policy)
+  Recent,   // lowest recent usage rate / distance: EdgeMoE's weighing over a rate that forgets
 };
+
+// The Recent policy's rate: at each step of its layer an expert's rate is multiplied by this and
+// gains 1 - this if the expert is used (an exponential moving average of "used at this step").
+constexpr double kRecentDecay = 0.99;  // tools/simulate_cache.py's Recent.decay: bench/RESULTS.md, "Cache policies"
 
 struct StoreOptions {
   CachePolicy policy = CachePolicy::Lru;
@@ -107,8 +112,9 @@ class ExpertStore {
   // claims the slots and acquire reads. Returns how many were claimed.
   size_t read_ahead(int layer, const int* experts, size_t n);
   // Computation has reached `stamp` (a monotonic (token, layer) counter) in
-  // layer `layer`: queued prefetches for earlier stamps are dropped, and the
-  // EdgeMoE policy measures layer distances from `layer`.
+  // layer `layer`: queued prefetches for earlier stamps are dropped, the
+  // EdgeMoE and Recent policies measure layer distances from `layer`, and a
+  // new stamp is a step of `layer` for the Recent policy's rates.
   void set_cursor(int64_t stamp, int layer);
   // Ask the I/O worker to read an expert that will be needed at `stamp`.
   // Returns false (and queues nothing) if it is cached, loading or queued.
