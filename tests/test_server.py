@@ -116,4 +116,8 @@ def test_disconnect_mid_stream_frees_the_engine(base_url, client):
     assert r.choices[0].message.content is not None
     after = httpx.get(base_url + "/metrics").json()
     assert after["requests"] >= before["requests"] + 1
+    # where the last reply's decode time went, per token (a reply of one token has no decode step)
+    if r.usage.completion_tokens >= 2:
+        assert after["last_decode_compute_ms"] > 0 and after["last_decode_io_wait_ms"] >= 0
+        assert 0 <= after["last_decode_cache_hit_rate"] <= 1 and after["last_decode_mb_read"] >= 0
     assert after["completion_tokens"] - before["completion_tokens"] < 200 + 4  # the long one was cut short

@@ -60,6 +60,7 @@ class Metrics:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     last_decode_tok_s: float = 0.0
+    last_decode: Dict[str, float] = field(default_factory=dict)  # the engine's counters over the last decode
     started: float = field(default_factory=time.time)
 
 
@@ -187,6 +188,7 @@ class Server:
         self.metrics.completion_tokens += stats.generated_tokens  # a stop string's tokens included
         if stats.generated_tokens:
             self.metrics.last_decode_tok_s = stats.decode_tok_s
+            self.metrics.last_decode = stats.decode_engine
         result["completion_tokens"] = stats.generated_tokens
         yield "", FINISH_REASONS[stats.stop_reason]
 
@@ -197,8 +199,16 @@ class Server:
     def metrics_dict(self) -> Dict[str, Any]:
         s = self.model.stats()
         m = self.metrics
+        d, evals = m.last_decode, m.last_decode.get("tokens", 0)
+        lookups = d.get("cache_hits", 0) + d.get("cache_misses", 0)
+        per_token = {  # where the last reply's decode time went, per token
+            "last_decode_compute_ms": round(1e3 * d["compute_s"] / evals, 2) if evals else None,
+            "last_decode_io_wait_ms": round(1e3 * d["io_wait_s"] / evals, 2) if evals else None,
+            "last_decode_mb_read": round(d["bytes_read"] / 1e6 / evals, 3) if evals else None,
+            "last_decode_cache_hit_rate": round(d["cache_hits"] / lookups, 4) if lookups else None}
         return {"requests": m.requests, "cancelled": m.cancelled, "prompt_tokens": m.prompt_tokens,
                 "completion_tokens": m.completion_tokens, "last_decode_tok_s": round(m.last_decode_tok_s, 2),
+                **per_token,
                 "cache_hit_rate": round(s["cache_hit_rate"], 4), "bytes_read": s["bytes_read"],
                 "rss_bytes": s.get("rss_bytes"), "uptime_s": round(time.time() - m.started, 1),
                 "memory_plan_bytes": self.model.plan.total_bytes}
