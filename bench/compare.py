@@ -66,7 +66,7 @@ prompt = a["prompt"]
 CHILD_OURS = CHILD_COMMON + r"""
 import edgemoe
 budget = None if a["limit"] is None else a["limit"] - base_rss - a["headroom"]
-m = edgemoe.load(a["path"], memory_budget=budget, threads=a["threads"], ctx_size=a["ctx"])
+m = edgemoe.load(a["path"], memory_budget=budget, threads=a["threads"], ctx_size=a["ctx"], **a.get("load", {}))
 def prefill():
     m.reset(); return m.eval(prompt)
 def step(tok):
@@ -128,12 +128,13 @@ for i, tok in enumerate(a["decode_ids"]):
 """
 
 
-def run_child(engine: str, path: str, args: dict, time_limit: float) -> dict:
-    """One run in a fresh process; stopped after time_limit seconds, reporting the tokens done."""
+def run_child(engine: str, path: str, args: dict, time_limit: float, root: str = ROOT) -> dict:
+    """One run in a fresh process; stopped after time_limit seconds, reporting the tokens done.
+    root: the source tree edgemoe is imported from (another build, for A/B runs)."""
     code = {"edgemoe": CHILD_OURS, "llama.cpp": CHILD_LLAMA, "onnxruntime": CHILD_ORT}[engine] + CHILD_RUN
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    env = dict(os.environ, PYTHONPATH=root)
     proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(dict(args, path=path))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=root)
     stopped = False
     try:
         out, err = proc.communicate(timeout=time_limit)

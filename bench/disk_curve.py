@@ -29,12 +29,16 @@ from bench_util import drop_page_cache, report  # noqa: E402
 ALIGN = 4096
 
 
-def bandwidth(path: str, size: int, depth: int, seconds: float, seed: int) -> float:
-    """Bytes per second of `depth` concurrent O_DIRECT readers of `size`-byte random ranges."""
+def bandwidth(path: str, size: int, depth: int, seconds: float, seed: int, starts=None) -> float:
+    """Bytes per second of `depth` concurrent O_DIRECT readers of `size`-byte random ranges: anywhere
+    in the file, or at random ones of `starts` (aligned offsets: a container's expert blobs)."""
+    size = -(-size // ALIGN) * ALIGN  # direct reads are whole pages
     file_size = os.path.getsize(path)
     slots = (file_size - size) // ALIGN
     if slots < 1:
         raise SystemExit(f"{path} is smaller than one {size}-byte read")
+    if starts is not None:
+        starts = [int(o) for o in starts if o % ALIGN == 0 and o + size <= file_size]
     deadline = time.perf_counter() + seconds
     done: List[int] = [0] * depth
 
@@ -44,7 +48,8 @@ def bandwidth(path: str, size: int, depth: int, seconds: float, seed: int) -> fl
         buf = mmap.mmap(-1, size)  # page-aligned, as O_DIRECT needs
         try:
             while time.perf_counter() < deadline:
-                done[i] += os.preadv(fd, [buf], int(rng.integers(slots)) * ALIGN)
+                offset = int(rng.choice(starts)) if starts else int(rng.integers(slots)) * ALIGN
+                done[i] += os.preadv(fd, [buf], offset)
         finally:
             buf.close()
             os.close(fd)
