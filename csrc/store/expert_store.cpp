@@ -52,10 +52,14 @@ struct Slot {
   bool prefetched = false;  // filled by a prefetch and not used since
   int64_t needed_at = 0;    // of a prefetched expert: the stamp it was predicted for
   // Claimed by read_ahead: the caller's coming acquire counts it as the miss it
-  // was, and until then (while the cursor has not moved) it is not evicted.
+  // was (while the cursor has not moved).
   bool read_ahead = false;
   bool awaiting_reader = false;  // Loading, queued for a worker that has not taken it yet
   int64_t claimed_at = 0;        // the cursor when read_ahead claimed it
+  // Named by read_ahead (claimed, or already there): about to be acquired, so not
+  // evicted while the cursor stays at held_at.
+  bool held = false;
+  int64_t held_at = 0;
 };
 
 // A queued prefetch: the earliest needed (smallest stamp) is read first.
@@ -122,11 +126,12 @@ struct ExpertStore::Impl {
   void worker_loop(int index);
   void service(std::unique_lock<std::mutex>& lock, const Request& r, uint8_t* staging_buf);
   void service_read_ahead(std::unique_lock<std::mutex>& lock, size_t f, uint8_t* staging_buf);
-  bool held_for_caller(const Slot& slot) const { return slot.read_ahead && slot.claimed_at == cursor; }
+  bool held_for_caller(const Slot& slot) const { return slot.held && slot.held_at == cursor; }
+  bool counts_as_miss(const Slot& slot) const { return slot.read_ahead && slot.claimed_at == cursor; }
   // Ready and not pinned or held; or claimed by a read_ahead whose layer is over with no reader
   // having taken it (nobody will: the caller moved on without acquiring it).
   bool evictable(const Slot& slot) const {
-    if (slot.state == SlotState::kLoading) return slot.awaiting_reader && slot.claimed_at != cursor;
+    if (slot.state == SlotState::kLoading) return slot.awaiting_reader && !held_for_caller(slot);
     return slot.state == SlotState::kReady && !slot.pins && !held_for_caller(slot);
   }
 
@@ -349,14 +354,16 @@ void ExpertStore::Impl::evict(size_t s) {
   slot.prefetched = false;
   slot.read_ahead = false;
   slot.awaiting_reader = false;
+  slot.held = false;
   slot.state = SlotState::kEmpty;
 }
 
 // An Empty slot if there is one, else the policy's victim (forgetting the
 // expert it held). The slot returned is Empty. When every slot is pinned,
-// claimed or being read, waits for a read in flight (a prefetch) to finish;
-// throws BudgetError when none is in flight, as none would then free a slot.
-// Nothing can start reading expert f meanwhile: the caller has dequeued it.
+// held or being read, waits for a read in flight to finish; with none in
+// flight, takes a held slot nobody has pinned or started reading, and throws
+// BudgetError only when every slot is pinned. Nothing can start reading
+// expert f meanwhile: the caller has dequeued it.
 size_t ExpertStore::Impl::claim_slot(std::unique_lock<std::mutex>& lock, int layer, int expert) {
   for (;;) {
     if (!free_slots.empty()) {
@@ -375,10 +382,19 @@ size_t ExpertStore::Impl::claim_slot(std::unique_lock<std::mutex>& lock, int lay
       return false;
     };
     if (!in_flight()) {
+      // Every slot is pinned or held for experts about to be acquired. A held one
+      // that is not pinned (nor being read) gives way: its own acquire reads it again.
+      for (size_t h = 0; h < slots.size(); ++h) {
+        const Slot& slot = slots[h];
+        if (!slot.pins && (slot.state == SlotState::kReady || (slot.state == SlotState::kLoading && slot.awaiting_reader))) {
+          evict(h);
+          return h;
+        }
+      }
       throw BudgetError("cannot load expert " + expert_name(layer, expert) + ": all " +
                         std::to_string(slots.size()) +
-                        " expert slots are pinned (acquired and not released) or claimed for experts about "
-                        "to be; the memory budget is too small for the experts used at once");
+                        " expert slots are pinned (acquired and not released); the memory budget "
+                        "is too small for the experts used at once");
     }
     const auto t0 = std::chrono::steady_clock::now();
     ready_cv.wait(lock);  // every read that ends notifies
@@ -554,6 +570,7 @@ void ExpertStore::Impl::read_claimed(std::unique_lock<std::mutex>& lock, size_t 
   Slot& slot = slots[s];
   slot.pins = 1;
   slot.read_ahead = false;
+  slot.held = false;
   IoCost cost;
   lock.unlock();
   try {
@@ -648,7 +665,8 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
       continue;  // Ready now, or the read failed and the expert is uncached again
     }
     ++slot.pins;
-    if (m.held_for_caller(slot)) {
+    slot.held = false;
+    if (m.counts_as_miss(slot)) {
       ++m.stats.misses;  // read ahead of this acquire: the miss it was
     } else {
       ++m.stats.hits;
@@ -701,6 +719,20 @@ size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {
   size_t claimed = 0;
   {
     std::lock_guard<std::mutex> lock(m.mu);
+    // First hold the named experts that already have a slot, so that claiming
+    // slots for the others never evicts them; a claim left unread by an
+    // earlier, abandoned layer is the caller's again.
+    for (size_t i = 0; i < n; ++i) {
+      const size_t f = m.flat_index(layer, experts[i]);
+      if (m.slot_of[f] == kNoSlot) continue;
+      Slot& slot = m.slots[size_t(m.slot_of[f])];
+      slot.held = true;
+      slot.held_at = m.cursor;
+      if (slot.state == SlotState::kLoading && slot.awaiting_reader) {  // still queued (or, with no workers, for acquire)
+        slot.read_ahead = true;
+        slot.claimed_at = m.cursor;
+      }
+    }
     for (size_t i = 0; i < n; ++i) {
       const size_t f = m.flat_index(layer, experts[i]);
       if (m.slot_of[f] != kNoSlot) continue;  // cached, or already being read
@@ -719,6 +751,8 @@ size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {
       slot.read_ahead = true;
       slot.awaiting_reader = true;
       slot.claimed_at = m.cursor;
+      slot.held = true;
+      slot.held_at = m.cursor;
       m.slot_of[f] = int32_t(s);
       m.queued[f] = 0;  // a queued prefetch of it is superseded
       if (!m.workers.empty()) m.read_aheads.push_back(f);

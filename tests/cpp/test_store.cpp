@@ -625,6 +625,18 @@ void test_read_ahead(const std::string& dir) {
     s.release(1, 2);
   }
 
+  // Claiming slots for the missing never evicts a named expert that is already cached.
+  {
+    ExpertStore s(c.path, c.table, 2);  // LRU
+    CHECK(touch(s, c, 1, 0) && touch(s, c, 0, 0));  // (1,0) is the least recent
+    const int named[] = {0, 1};
+    CHECK(s.read_ahead(1, named, 2) == 1);  // claims (1,1) in (0,0)'s slot, not in (1,0)'s
+    CHECK(s.is_cached(1, 0) && !s.is_cached(0, 0));
+    CHECK(touch(s, c, 1, 0) && touch(s, c, 1, 1));
+    const StoreStats st = s.stats();
+    CHECK(st.hits == 1 && st.misses == 3);
+  }
+
   // A claim whose read fails: the acquire reads again and reports it; the slot is usable after.
   Container bad = make_container(dir + "/read_ahead_bad.bin", kSizes, 14);
   const int fd = ::open(bad.path.c_str(), O_WRONLY);
