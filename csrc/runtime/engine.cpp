@@ -39,10 +39,10 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
             throw FormatError("the routing profile names experts of dense layer " + std::to_string(l));
     // The profile's activation shares count as if this many tokens had been seen already.
     constexpr double kProfilePriorTokens = 100.0;
-    std::vector<std::vector<double>> seed(cfg_.n_layers, std::vector<double>(cfg_.n_experts));
+    std::vector<std::vector<double>> shares(cfg_.n_layers, std::vector<double>(cfg_.n_experts));
     for (int l = 0; l < cfg_.n_layers; ++l)
-      for (int e = 0; e < cfg_.n_experts; ++e) seed[l][e] = kProfilePriorTokens * p.freq[(size_t)l * cfg_.n_experts + e];
-    store_->seed_frequencies(seed);
+      for (int e = 0; e < cfg_.n_experts; ++e) shares[l][e] = p.freq[(size_t)l * cfg_.n_experts + e];
+    store_->seed_frequencies(shares, kProfilePriorTokens);
   }
   predictor_ = make_predictor(opt_.predictor, cfg_, weights_, opt_.profile);
   pool_ = std::make_unique<ThreadPool>(opt.threads);

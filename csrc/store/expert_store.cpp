@@ -787,12 +787,16 @@ bool ExpertStore::prefetch(int layer, int expert, int64_t stamp) {
   return true;
 }
 
-void ExpertStore::seed_frequencies(const std::vector<std::vector<double>>& freq) {
+void ExpertStore::seed_frequencies(const std::vector<std::vector<double>>& shares, double prior_tokens) {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mu);
-  for (size_t l = 0; l < freq.size() && l + 1 < m.layer_start.size(); ++l)
-    for (size_t e = 0; e < freq[l].size() && m.layer_start[l] + e < m.layer_start[l + 1]; ++e)
-      m.freq[m.layer_start[l] + e] += freq[l][e];
+  for (size_t l = 0; l < shares.size() && l + 1 < m.layer_start.size(); ++l)
+    for (size_t e = 0; e < shares[l].size() && m.layer_start[l] + e < m.layer_start[l + 1]; ++e) {
+      const size_t f = m.layer_start[l] + e;
+      m.freq[f] += prior_tokens * shares[l][e];
+      m.rate[f] = shares[l][e];
+      m.rate_at[f] = m.visits[l];
+    }
 }
 
 CachePolicy ExpertStore::policy() const { return impl_->options.policy; }

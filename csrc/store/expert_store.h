@@ -121,8 +121,10 @@ class ExpertStore {
   // A prefetch never evicts a pinned expert, an expert of the current layer
   // or a prefetched expert not yet used; without such a victim it is dropped.
   bool prefetch(int layer, int expert, int64_t stamp);
-  // Start frequency counts from an offline profile ([layer][expert] activations per token).
-  void seed_frequencies(const std::vector<std::vector<double>>& freq);
+  // Start from an offline profile: shares[layer][expert] = activations per token. The
+  // frequency counts start as if `prior_tokens` tokens had been seen, the Recent policy's
+  // rates at the shares (what they average to).
+  void seed_frequencies(const std::vector<std::vector<double>>& shares, double prior_tokens);
 
   bool is_cached(int layer, int expert) const;
   size_t n_slots() const;

@@ -637,6 +637,17 @@ void test_read_ahead(const std::string& dir) {
     CHECK(st.hits == 1 && st.misses == 3);
   }
 
+  // A profile seeds the Recent policy's rates: the expert it says is used most stays, though
+  // least recent; unseeded, the two tie and the least recent goes.
+  for (const bool seeded : {true, false}) {
+    StoreOptions o;
+    o.policy = CachePolicy::Recent;
+    ExpertStore s(c.path, c.table, 2, o);
+    if (seeded) s.seed_frequencies({{0.9, 0.0, 0.0}, {0.0, 0.0, 0.0}}, 100.0);
+    CHECK(touch(s, c, 0, 0) && touch(s, c, 0, 1) && touch(s, c, 0, 2));
+    CHECK(s.is_cached(0, 0) == seeded && s.is_cached(0, 1) == !seeded);
+  }
+
   // A claim whose read fails: the acquire reads again and reports it; the slot is usable after.
   Container bad = make_container(dir + "/read_ahead_bad.bin", kSizes, 14);
   const int fd = ::open(bad.path.c_str(), O_WRONLY);
