@@ -15,7 +15,7 @@ greedily from it in RAM. This engine and llama.cpp are fed those tokens one by o
 path, teacher forced so both compute the same positions); BigMoeOnEdge's CLI takes text, so it
 decodes greedily from the same prompt (the same path while its argmax agrees).
 
-BigMoeOnEdge (`--bmoe`, its bmoe-cli binary; see /work/peers/BUILD_NOTES.md for a build against
+BigMoeOnEdge (`--bmoe`, its bmoe-cli binary; see bench/PEERS.md for a build against
 the llama.cpp that llama-cpp-python vendors) streams experts with direct reads through an LRU
 cache of --cache-mb MiB, beside its dense weights, KV cache and compute buffers. It is given the
 largest cache its own memory leaves under the limit: the limit minus its peak anonymous memory
