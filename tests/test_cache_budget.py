@@ -126,12 +126,15 @@ def test_too_little_memory_is_a_budget_error_at_load(monkeypatch):
     plan = edgemoe.load(edgemoe.default_model_path()).plan
     shortest = edgemoe.load(edgemoe.default_model_path(), ctx_size=256).plan  # the least default context
     monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(shortest.min_budget - 1))
-    with pytest.raises(edgemoe.BudgetError, match="needs at least .* but only .* is available"):
+    # too little even at the shortest default context: shortened first (the notice), then refused
+    with pytest.raises(edgemoe.BudgetError, match="needs at least .* but only .* is available"), \
+            pytest.warns(UserWarning, match="context reduced to 256 tokens"):
         edgemoe.load(edgemoe.default_model_path())
     monkeypatch.setenv("EDGEMOE_AVAILABLE_MEMORY", str(plan.min_budget + 1))
     with pytest.raises(edgemoe.BudgetError, match="exceeds .* available; pass a memory_budget of at most"):
         edgemoe.load(edgemoe.default_model_path(), memory_budget=plan.total_bytes)  # a promise it cannot keep
-    with pytest.raises(edgemoe.BudgetError, match=r"at most \d+ expert slots fit"):
+    with pytest.raises(edgemoe.BudgetError, match=r"at most \d+ expert slots fit"), \
+            pytest.warns(UserWarning, match="context reduced to 256 tokens"):
         edgemoe.load(edgemoe.default_model_path(), cache_experts=plan.n_slots)
 
 
