@@ -252,7 +252,6 @@ void Transformer::moe(int layer, int64_t n, float* out) {
   }
 }
 
-
 void Transformer::routed_expert(int layer, int e, const std::vector<int64_t>& u) {
   const int H = cfg_.hidden, K = cfg_.top_k;
   const int64_t m = (int64_t)u.size();

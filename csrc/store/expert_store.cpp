@@ -51,15 +51,14 @@ struct Slot {
   uint64_t last_use = 0;    // store clock at the last acquire (or prefetch)
   bool prefetched = false;  // filled by a prefetch and not used since
   int64_t needed_at = 0;    // of a prefetched expert: the stamp it was predicted for
-  // Claimed by read_ahead: the caller's coming acquire counts it as the miss it
-  // was (while the cursor has not moved).
-  bool read_ahead = false;
-  bool awaiting_reader = false;  // Loading, queued for a worker that has not taken it yet
-  int64_t claimed_at = 0;        // the cursor when read_ahead claimed it
   // Named by read_ahead (claimed, or already there): about to be acquired, so not
   // evicted while the cursor stays at held_at.
   bool held = false;
   int64_t held_at = 0;
+  // Claimed by read_ahead (so held_at is when): the caller's coming acquire
+  // counts it as the miss it was, while the cursor has not moved.
+  bool read_ahead = false;
+  bool awaiting_reader = false;  // Loading, queued for a worker that has not taken it yet
 };
 
 // A queued prefetch: the earliest needed (smallest stamp) is read first.
@@ -127,13 +126,16 @@ struct ExpertStore::Impl {
   void service(std::unique_lock<std::mutex>& lock, const Request& r, uint8_t* staging_buf);
   void service_read_ahead(std::unique_lock<std::mutex>& lock, size_t f, uint8_t* staging_buf);
   bool held_for_caller(const Slot& slot) const { return slot.held && slot.held_at == cursor; }
-  bool counts_as_miss(const Slot& slot) const { return slot.read_ahead && slot.claimed_at == cursor; }
-  // Ready and not pinned or held; or claimed by a read_ahead whose layer is over with no reader
-  // having taken it (nobody will: the caller moved on without acquiring it).
-  bool evictable(const Slot& slot) const {
-    if (slot.state == SlotState::kLoading) return slot.awaiting_reader && !held_for_caller(slot);
-    return slot.state == SlotState::kReady && !slot.pins && !held_for_caller(slot);
+  bool counts_as_miss(const Slot& slot) const { return slot.read_ahead && slot.held_at == cursor; }
+  // Ready and unpinned, or claimed by a read_ahead with no reader started: nothing lost but a read.
+  bool unpinned_unread(const Slot& slot) const {
+    return !slot.pins && (slot.state == SlotState::kReady || (slot.state == SlotState::kLoading && slot.awaiting_reader));
   }
+  // What the policy may evict: that, unless held for the caller (an unread claim of a layer that
+  // is over is not: nobody will read it, the caller moved on without acquiring it).
+  bool evictable(const Slot& slot) const { return unpinned_unread(slot) && !held_for_caller(slot); }
+  void discard_read(size_t s);
+  int64_t take_slot(int prefetch_layer);
 
   DirectFile file;
   StoreOptions options;
@@ -358,6 +360,27 @@ void ExpertStore::Impl::evict(size_t s) {
   slot.state = SlotState::kEmpty;
 }
 
+// A read into slot s failed: what arrived is not trusted. Its expert is
+// uncached again (its next acquire reads it and reports the error), the slot free.
+void ExpertStore::Impl::discard_read(size_t s) {
+  slots[s].pins = 0;
+  evict(s);
+  free_slots.push_back(int32_t(s));
+}
+
+// An Empty slot if there is one, else the policy's victim for a demand read
+// (prefetch_layer -1) or a prefetch (pick_victim), forgotten; -1 if neither.
+int64_t ExpertStore::Impl::take_slot(int prefetch_layer) {
+  if (!free_slots.empty()) {
+    const int32_t s = free_slots.back();
+    free_slots.pop_back();
+    return s;
+  }
+  const int64_t victim = pick_victim(prefetch_layer);
+  if (victim >= 0) evict(size_t(victim));
+  return victim;
+}
+
 // An Empty slot if there is one, else the policy's victim (forgetting the
 // expert it held). The slot returned is Empty. When every slot is pinned,
 // held or being read, waits for a read in flight to finish; with none in
@@ -366,16 +389,8 @@ void ExpertStore::Impl::evict(size_t s) {
 // expert f meanwhile: the caller has dequeued it.
 size_t ExpertStore::Impl::claim_slot(std::unique_lock<std::mutex>& lock, int layer, int expert) {
   for (;;) {
-    if (!free_slots.empty()) {
-      const size_t s = size_t(free_slots.back());
-      free_slots.pop_back();
-      return s;
-    }
-    const int64_t victim = pick_victim(-1);
-    if (victim >= 0) {
-      evict(size_t(victim));
-      return size_t(victim);
-    }
+    const int64_t taken = take_slot(-1);
+    if (taken >= 0) return size_t(taken);
     const auto in_flight = [&] {
       for (const Slot& slot : slots)
         if (slot.state == SlotState::kLoading && !slot.awaiting_reader) return true;
@@ -384,13 +399,11 @@ size_t ExpertStore::Impl::claim_slot(std::unique_lock<std::mutex>& lock, int lay
     if (!in_flight()) {
       // Every slot is pinned or held for experts about to be acquired. A held one
       // that is not pinned (nor being read) gives way: its own acquire reads it again.
-      for (size_t h = 0; h < slots.size(); ++h) {
-        const Slot& slot = slots[h];
-        if (!slot.pins && (slot.state == SlotState::kReady || (slot.state == SlotState::kLoading && slot.awaiting_reader))) {
+      for (size_t h = 0; h < slots.size(); ++h)
+        if (unpinned_unread(slots[h])) {
           evict(h);
           return h;
         }
-      }
       throw BudgetError("cannot load expert " + expert_name(layer, expert) + ": all " +
                         std::to_string(slots.size()) +
                         " expert slots are pinned (acquired and not released); the memory budget "
@@ -486,17 +499,10 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
       if (r.stamp < cursor) ++stats.prefetch_cancelled;  // its layer has been computed
       return;
     }
-    int64_t s = -1;
-    if (!free_slots.empty()) {
-      s = free_slots.back();
-      free_slots.pop_back();
-    } else {
-      s = pick_victim(layer_of[r.flat]);
-      if (s < 0) {
-        ++stats.prefetch_cancelled;
-        return;
-      }
-      evict(size_t(s));
+    const int64_t s = take_slot(layer_of[r.flat]);
+    if (s < 0) {
+      ++stats.prefetch_cancelled;
+      return;
     }
     Slot& slot = slots[size_t(s)];
     slot.state = SlotState::kLoading;
@@ -522,10 +528,7 @@ void ExpertStore::Impl::service(std::unique_lock<std::mutex>& lock, const Reques
       slot.last_use = ++clock;
       ++stats.prefetch_loaded;
     } else {
-      slot_of[r.flat] = kNoSlot;
-      slot.owner = -1;
-      slot.state = SlotState::kEmpty;
-      free_slots.push_back(int32_t(s));
+      discard_read(size_t(s));
     }
     ready_cv.notify_all();
   }
@@ -551,15 +554,10 @@ void ExpertStore::Impl::service_read_ahead(std::unique_lock<std::mutex>& lock, s
   }
   lock.lock();
   stats.bytes_read += cost.bytes;
-  if (ok) {
+  if (ok)
     slot.state = SlotState::kReady;
-  } else {
-    slot_of[f] = kNoSlot;
-    slot.owner = -1;
-    slot.read_ahead = false;
-    slot.state = SlotState::kEmpty;
-    free_slots.push_back(int32_t(s));
-  }
+  else
+    discard_read(s);
   ready_cv.notify_all();
 }
 
@@ -581,16 +579,10 @@ void ExpertStore::Impl::read_claimed(std::unique_lock<std::mutex>& lock, size_t 
       read_blob(blobs[f], slot.data, nullptr, layer, expert, &cost);
     }
   } catch (...) {
-    // Whatever arrived is not trusted: the slot goes back empty, the expert
-    // stays uncached, and the next acquire of it reads it again.
     lock.lock();
     stats.bytes_read += cost.bytes;
     stats.io_wait_s += cost.seconds;
-    slot_of[f] = kNoSlot;
-    slot.owner = -1;
-    slot.pins = 0;
-    slot.state = SlotState::kEmpty;
-    free_slots.push_back(int32_t(s));
+    discard_read(s);
     ready_cv.notify_all();
     throw;
   }
@@ -728,29 +720,18 @@ size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {
       Slot& slot = m.slots[size_t(m.slot_of[f])];
       slot.held = true;
       slot.held_at = m.cursor;
-      if (slot.state == SlotState::kLoading && slot.awaiting_reader) {  // still queued (or, with no workers, for acquire)
-        slot.read_ahead = true;
-        slot.claimed_at = m.cursor;
-      }
+      if (slot.state == SlotState::kLoading && slot.awaiting_reader) slot.read_ahead = true;  // still queued
     }
     for (size_t i = 0; i < n; ++i) {
       const size_t f = m.flat_index(layer, experts[i]);
       if (m.slot_of[f] != kNoSlot) continue;  // cached, or already being read
-      int64_t s = -1;
-      if (!m.free_slots.empty()) {
-        s = m.free_slots.back();
-        m.free_slots.pop_back();
-      } else {
-        s = m.pick_victim(-1);
-        if (s < 0) break;  // every slot is pinned or held: acquire() reads the rest one by one
-        m.evict(size_t(s));
-      }
+      const int64_t s = m.take_slot(-1);
+      if (s < 0) break;  // every slot is pinned or held: acquire() reads the rest one by one
       Slot& slot = m.slots[size_t(s)];
       slot.state = SlotState::kLoading;
       slot.owner = int64_t(f);
       slot.read_ahead = true;
       slot.awaiting_reader = true;
-      slot.claimed_at = m.cursor;
       slot.held = true;
       slot.held_at = m.cursor;
       m.slot_of[f] = int32_t(s);
