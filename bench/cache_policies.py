@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from compare import steps_of_trace
 from routing_stats import trace_model
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
@@ -34,9 +35,8 @@ def main() -> None:
     texts = [None if t == "held-out" else t for t in (a.text or ["held-out"])]
     experts = np.concatenate([trace_model(a.model, text, a.tokens)[1] for text in texts])
     T, L, _ = experts.shape
-    moe = [l for l in range(L) if (experts[:, l] >= 0).any()]
-    steps = [[(l, int(e)) for e in experts[t, l]] for t in range(T) for l in moe]
-    print(f"{os.path.basename(a.model)}: {T} tokens, {len(moe)} MoE layers")
+    _, steps = steps_of_trace(experts, 0)  # every token one step per MoE layer, as decoding runs
+    print(f"{os.path.basename(a.model)}: {T} tokens, {len(steps) // T} MoE layers")
     print("| slots | " + " | ".join(a.policies) + " |")
     print("|---|" + "---|" * len(a.policies))
     for slots in a.slots:

@@ -233,8 +233,14 @@ def routing_steps(emoe: str, prompt, decode_ids):
         "print(json.dumps(r.experts.tolist()))\n")
     out = subprocess.run([sys.executable, "-c", code, json.dumps({"path": emoe, "prompt": prompt, "ids": decode_ids})],
                          capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    experts = np.asarray(json.loads(out.stdout.strip().splitlines()[-1]))  # [tokens, L, K]
-    n_prompt, L = len(prompt), experts.shape[1]
+    return steps_of_trace(json.loads(out.stdout.strip().splitlines()[-1]), len(prompt))
+
+
+def steps_of_trace(experts, n_prompt: int):
+    """Cache steps of a routing trace (experts [tokens][layers][top_k], -1 in dense layers): the
+    first n_prompt tokens as one step per layer, then one step per token and layer."""
+    experts = np.asarray(experts)
+    L = experts.shape[1]
     moe = [l for l in range(L) if (experts[:, l] >= 0).any()]  # dense layers route nowhere (-1)
     prompt_steps = [[(l, int(e)) for e in sorted(set(experts[:n_prompt, l].ravel().tolist()))] for l in moe]
     decode_steps = [[(l, int(e)) for e in experts[t, l]] for t in range(n_prompt, len(experts)) for l in moe]

@@ -47,7 +47,7 @@ import tempfile
 import time
 
 from bench_util import drop_page_cache, set_cgroup_limit
-from compare import ROOT, least_decode_reads, model_bytes, run_child
+from compare import ROOT, least_decode_reads, model_bytes, run_child, steps_of_trace
 from disk_curve import bandwidth
 
 MiB = 1 << 20
@@ -85,15 +85,6 @@ def prepare(emoe: str, a) -> dict:
     out = subprocess.run([sys.executable, "-c", PREPARE, json.dumps(args)], capture_output=True, text=True,
                          check=True, env=dict(os.environ, PYTHONPATH=ROOT))
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def routing_steps(experts, n_prompt: int):
-    """As compare.routing_steps, from a trace already taken."""
-    L = len(experts[0])
-    moe = [l for l in range(L) if any(experts[t][l][0] >= 0 for t in range(len(experts)))]
-    prompt_steps = [[(l, e) for e in sorted({x for t in range(n_prompt) for x in experts[t][l]})] for l in moe]
-    decode_steps = [[(l, e) for e in experts[t][l]] for t in range(n_prompt, len(experts)) for l in moe]
-    return prompt_steps, decode_steps
 
 
 def best_direct_read(emoe: str) -> tuple:
@@ -174,7 +165,7 @@ def main() -> None:
     prep = prepare(a.emoe, a)
     mb = model_bytes(a.emoe)
     disk_gbs, depth = best_direct_read(a.emoe)
-    prompt_steps, decode_steps = routing_steps(prep["experts"], len(prep["prompt"]))
+    prompt_steps, decode_steps = steps_of_trace(prep["experts"], len(prep["prompt"]))
     n_layers = len(prompt_steps)
     common = {"threads": a.threads, "prompt": prep["prompt"], "ctx": a.prompt + a.decode + 16,
               "headroom": a.headroom_mb * MiB, "decode_ids": prep["ids"], "warm": False}

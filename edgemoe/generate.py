@@ -59,6 +59,18 @@ def counter_change(before: Dict[str, float], after: Dict[str, float]) -> Dict[st
     return {k: after[k] - before[k] for k in ENGINE_COUNTERS}
 
 
+def per_token(phase: Dict[str, float]) -> Dict[str, Optional[float]]:
+    """A phase's counters (counter_change) per evaluated token: milliseconds computing and waiting
+    for storage, MB read, and the share of expert lookups the cache answered. None where the
+    phase evaluated no token (or looked up no expert: a dense model)."""
+    evals = phase.get("tokens", 0)
+    lookups = phase.get("cache_hits", 0) + phase.get("cache_misses", 0)
+    return {"compute_ms": 1e3 * phase["compute_s"] / evals if evals else None,
+            "io_wait_ms": 1e3 * phase["io_wait_s"] / evals if evals else None,
+            "mb_read": phase["bytes_read"] / 1e6 / evals if evals else None,
+            "cache_hit_rate": phase["cache_hits"] / lookups if lookups else None}
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -136,7 +148,8 @@ class Generation:
             logits = model.eval(self.prompt[keep:], cancel=self.cancel)
             stats.evaluated_tokens = len(self.prompt) - keep
             stats.prefill_s = time.perf_counter() - t0
-            stats.prefill_engine, counters = counter_change(counters, model.stats()), model.stats()
+            after = model.stats()
+            stats.prefill_engine, counters = counter_change(counters, after), after
             t0 = time.perf_counter()
             stats.stop_reason = LENGTH
             for step in range(self.max_tokens):

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ..chat_template import load_chat_template
 from ..api import CancelToken
 from ..errors import Cancelled, EdgeMoEError
-from ..generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation
+from ..generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation, per_token
 from ..sampling import Sampler, SamplingParams
 from ..session import chat_stop_ids
 
@@ -199,16 +199,12 @@ class Server:
     def metrics_dict(self) -> Dict[str, Any]:
         s = self.model.stats()
         m = self.metrics
-        d, evals = m.last_decode, m.last_decode.get("tokens", 0)
-        lookups = d.get("cache_hits", 0) + d.get("cache_misses", 0)
-        per_token = {  # where the last reply's decode time went, per token
-            "last_decode_compute_ms": round(1e3 * d["compute_s"] / evals, 2) if evals else None,
-            "last_decode_io_wait_ms": round(1e3 * d["io_wait_s"] / evals, 2) if evals else None,
-            "last_decode_mb_read": round(d["bytes_read"] / 1e6 / evals, 3) if evals else None,
-            "last_decode_cache_hit_rate": round(d["cache_hits"] / lookups, 4) if lookups else None}
+        digits = {"compute_ms": 2, "io_wait_ms": 2, "mb_read": 3, "cache_hit_rate": 4}
+        last = {f"last_decode_{k}": None if v is None else round(v, digits[k])  # the last reply's decode, per token
+                for k, v in per_token(m.last_decode).items()}
         return {"requests": m.requests, "cancelled": m.cancelled, "prompt_tokens": m.prompt_tokens,
                 "completion_tokens": m.completion_tokens, "last_decode_tok_s": round(m.last_decode_tok_s, 2),
-                **per_token,
+                **last,
                 "cache_hit_rate": round(s["cache_hit_rate"], 4), "bytes_read": s["bytes_read"],
                 "rss_bytes": s.get("rss_bytes"), "uptime_s": round(time.time() - m.started, 1),
                 "memory_plan_bytes": self.model.plan.total_bytes}

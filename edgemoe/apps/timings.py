@@ -7,7 +7,7 @@ from __future__ import annotations
 import resource
 from typing import Dict, List
 
-from ..generate import GenerationStats
+from ..generate import GenerationStats, per_token
 
 MiB = 1 << 20
 
@@ -15,16 +15,13 @@ MiB = 1 << 20
 def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float]) -> str:
     rate = tokens / seconds if seconds else 0.0
     line = f"{name:<8} {tokens} tokens in {seconds:.2f} s, {rate:.1f} tok/s"
-    evals = engine.get("tokens", 0)
-    if not evals:
+    if not engine.get("tokens"):
         return line
-    lookups = engine["cache_hits"] + engine["cache_misses"]
-    line += (f" | {1e3 * (engine['compute_s'] + engine['io_wait_s']) / evals:.1f} ms/token: "
-             f"compute {1e3 * engine['compute_s'] / evals:.1f}, waiting for storage "
-             f"{1e3 * engine['io_wait_s'] / evals:.1f}")
-    if lookups:
-        line += (f" | experts {100 * engine['cache_hits'] / lookups:.1f} % cached, "
-                 f"{engine['bytes_read'] / 1e6 / evals:.2f} MB read/token")
+    t = per_token(engine)
+    line += (f" | {t['compute_ms'] + t['io_wait_ms']:.1f} ms/token: compute {t['compute_ms']:.1f}, "
+             f"waiting for storage {t['io_wait_ms']:.1f}")
+    if t["cache_hit_rate"] is not None:
+        line += f" | experts {100 * t['cache_hit_rate']:.1f} % cached, {t['mb_read']:.2f} MB read/token"
     return line
 
 
