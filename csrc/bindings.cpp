@@ -297,11 +297,11 @@ py::array_t<float> engine_logits(Engine& e, const TokenIds& ids, int vocab, cons
   return out;
 }
 
-py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel) {
+py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel, bool all_logits) {
   std::vector<int32_t> tokens = token_vector(ids);
-  py::array_t<float> out(vocab);
+  py::array_t<float> out = all_logits ? py::array_t<float>({(int64_t)tokens.size(), (int64_t)vocab}) : py::array_t<float>(vocab);
   float* p = out.mutable_data();
-  run_interruptible(cancel, [&](StopFlags stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop); });
+  run_interruptible(cancel, [&](StopFlags stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop, all_logits); });
   return out;
 }
 
@@ -331,6 +331,7 @@ py::dict engine_stats(const Engine& e) {
   d["io_wait_s"] = s.store.io_wait_s;
   d["compute_s"] = s.compute_s;
   d["tokens"] = s.tokens;
+  d["skipped_choices"] = s.skipped_choices;
   d["prefetch_issued"] = s.store.prefetch_issued;
   d["prefetch_loaded"] = s.store.prefetch_loaded;
   d["prefetch_hits"] = s.store.prefetch_hits;
@@ -438,7 +439,8 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::arg("container"), py::arg("options"), py::arg("profile") = py::none())
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
-      .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
+      .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr,
+           py::arg("all_logits") = false)
       .def("reset", [](Engine& e) {
         py::gil_scoped_release nogil;
         e.reset();
@@ -446,6 +448,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_tracing", &Engine::set_tracing, py::arg("on"), py::arg("with_hidden") = false)
       .def("take_trace", &engine_take_trace, py::arg("n_layers"), py::arg("top_k"))
       .def("truncate", &Engine::truncate, py::arg("n"), py::call_guard<py::gil_scoped_release>())
+      .def_property("skip_missed_below", &Engine::skip_missed_below, &Engine::set_skip_missed_below)
       .def_property_readonly("n_past", &Engine::n_past)
       .def_property_readonly("slot_bytes", &Engine::slot_bytes)
       .def_property_readonly("n_slots", &Engine::n_slots)

@@ -14,6 +14,7 @@ from .budget import (DEFAULT_BUDGET_SHARE, MemoryPlan, available_memory, check_f
                      format_size, parse_size)
 from .format.container import Container, open_container
 from .format.model_config import moe_layers
+from .draft import check_mode as check_draft_mode
 from .errors import BudgetError, EdgeMoEError
 from .generate import Generation, GenerationStats
 from .options import LoadOptions
@@ -92,6 +93,7 @@ class Model:
         self.threads, self.ctx_size = engine_options["threads"], engine_options["ctx_size"]
         self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
         self.predictor, self.cache_policy = options.predictor, options.cache_policy
+        self.draft = check_draft_mode(options.draft)
         cache_experts = options.cache_experts
         if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
             raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
@@ -114,6 +116,10 @@ class Model:
                 warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
                 engine_options = at_ctx(ctx)
                 self.ctx_size, self.max_batch = ctx, engine_options["max_batch"]
+        if options.skip_missed_below:
+            self.notices.append(f"LOSSY: skip_missed_below={options.skip_missed_below:g} leaves out missed experts "
+                                f"weighed below it, so the output differs from the model's")
+            warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
         self.plan: MemoryPlan = plan(budget)
         if budget is None and cache_experts is None:  # no promise asked for: fit what is free
             self.plan = plan(min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
@@ -182,30 +188,34 @@ class Model:
     def n_past(self) -> int:
         return self._engine.n_past
 
-    def eval(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None) -> np.ndarray:
-        """Append tokens to the context; returns the last position's logits [vocab]."""
+    def eval(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None,
+             all_logits: bool = False) -> np.ndarray:
+        """Append tokens to the context; returns the last position's logits [vocab], or with
+        all_logits every new position's [len(token_ids), vocab] (what verifying drafts needs)."""
         ids = self._ids(token_ids)
         self.check_room(len(ids), from_empty=False)
-        return self._engine.eval(ids, self.config["vocab"], _flag(cancel))
+        return self._engine.eval(ids, self.config["vocab"], _flag(cancel), all_logits)
 
     # ------------------------------------------------------------ generation
 
     def generate(self, prompt_or_ids: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.0,
                  top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
                  seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True,
-                 stop: Sequence[str] = (), trace: Optional[str] = None, cancel: Optional[CancelToken] = None):
+                 stop: Sequence[str] = (), trace: Optional[str] = None, cancel: Optional[CancelToken] = None,
+                 draft: Optional[str] = None):
         """Generate from a fresh context. Returns the text (or, for an id prompt, the new ids);
         with stream=True yields text pieces as they are decoded. `stop` lists strings that end
         the text (cut before them); `trace` names a file that receives every evaluated token's
         routing (docs/TRACE.md); `cancel` stops it from another thread. The loop itself, and
-        what happens at a full context, is edgemoe.generate.Generation's."""
+        what happens at a full context, is edgemoe.generate.Generation's. `draft` overrides the
+        model's drafting (load's `draft`) for this call; the output is the same either way."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty)
         text_prompt = isinstance(prompt_or_ids, str)
         ids = self.tokenize(prompt_or_ids) if text_prompt else list(self._ids(prompt_or_ids))
         generation = Generation(self, ids, max_tokens, Sampler(params, seed),
                                 stop_ids=self.eos_token_ids if stop_at_eos else (), stop_strings=stop,
-                                cancel=cancel, trace=trace)
+                                cancel=cancel, trace=trace, draft=self.draft if draft is None else draft)
         self.last_generation = generation.stats  # filled in as it runs (the CLI's --stats reads it)
         if stream:
             return iter(generation)
@@ -289,6 +299,8 @@ class Model:
                                if isinstance(m.get("bit_allocation"), dict) else None),
             "predictor": self.predictor,
             "cache_policy": self.cache_policy,
+            "draft": self.draft,
+            "lossy": {"skip_missed_below": self._engine.skip_missed_below} if self._engine.skip_missed_below else None,
             "ctx_size": self.ctx_size,
             "kv_cache": self.kv_cache,
             "threads": self.threads,
@@ -323,10 +335,13 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     stats, token, auto; stats and token need `edgemoe profile`) and `cache_policy` which cached
     expert is evicted (edgemoe [default], lru, lfu). `prefetch_depth`/`prefetch_width` say how
     many layers ahead and how many experts per layer are guessed, `prefetch_min_confidence` drops
-    guesses less likely than that. None of these changes results, only what is read and when.
-    `kv_cache` "f16" (the default) keeps the attention cache in half precision (half its memory,
-    faster long-context decode; logits move by ~1e-3); "f32" computes exactly like transformers'
-    f32 forward pass."""
+    guesses less likely than that. `draft` (none [default], ngram, cache, auto) drafts tokens to
+    verify several per forward pass (edgemoe/draft.py). None of these changes results, only what
+    is read and when. `kv_cache` "f16" (the default) keeps the attention cache in half precision
+    (half its memory, faster long-context decode; logits move by ~1e-3); "f32" computes exactly
+    like transformers' f32 forward pass. LOSSY, off by default: `skip_missed_below` W leaves out
+    a missed expert that every token weighs below W (no read; the token's other experts make up
+    its weight), changing the output (bench/RESULTS.md "Lossy options" has its KL divergence)."""
     given = {k: v for k, v in kwargs.items() if v is not None}
     options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
     return Model(open_container(path), options)

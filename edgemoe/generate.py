@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from .draft import Drafting, check_mode
 from .errors import Cancelled
 from .sampling import Sampler
 from .tokenizer import StreamDecoder
@@ -40,6 +41,8 @@ class GenerationStats:
     # The engine's counters (Model.stats()) over each phase: where the time went, what was read.
     prefill_engine: Dict[str, float] = field(default_factory=dict)
     decode_engine: Dict[str, float] = field(default_factory=dict)
+    # With drafting: tokens drafted, of which kept, and verification passes (edgemoe/draft.py).
+    draft: Dict[str, int] = field(default_factory=dict)
 
     @property
     def prefill_tok_s(self) -> float:
@@ -51,7 +54,7 @@ class GenerationStats:
 
 
 # Model.stats() keys that count (the others are levels, like rss_bytes, or ratios).
-ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens")
+ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens", "skipped_choices")
 
 
 def counter_change(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:
@@ -90,11 +93,13 @@ class Generation:
         still turn into one is held back until it cannot.
     cancel: an edgemoe.CancelToken that stops it from another thread.
     trace: a file that receives the routing of every evaluated token (docs/TRACE.md).
+    draft: "none", or how to draft tokens to verify several at once (edgemoe/draft.py; the
+        output is the same either way). Off while tracing: a trace holds only kept tokens.
     """
 
     def __init__(self, model, prompt_ids: Sequence[int], max_tokens: int, sampler: Sampler,
                  stop_ids=(), stop_strings: Sequence[str] = (), context: Optional[Sequence[int]] = None,
-                 cancel=None, trace: Optional[str] = None):
+                 cancel=None, trace: Optional[str] = None, draft: str = "none"):
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         self.model = model
@@ -112,6 +117,11 @@ class Generation:
         self.tokens: List[int] = []   # generated ids (a stop string's tokens included)
         self.text = ""                # generated text, cut before a stop string
         self.stats = GenerationStats(prompt_tokens=len(self.prompt))
+        check_mode(draft)
+        self.drafting = Drafting(model, draft) if draft != "none" and trace is None else None
+        self._in_context: Optional[int] = None  # history tokens the context holds (once decoding)
+        self._round_drafted = False
+        self._accepted_before = 0
 
     @property
     def history(self) -> List[int]:
@@ -152,10 +162,20 @@ class Generation:
             stats.prefill_engine, counters = counter_change(counters, after), after
             t0 = time.perf_counter()
             stats.stop_reason = LENGTH
+            rows = [logits]  # logits for the positions after history[-1], history[-1] + drafts[0], ...
+            drafts: List[int] = []  # evaluated after history[-1], each kept while it is what is sampled
+            self._in_context = len(self.prompt)  # history tokens the context holds, drafts aside
+            step_started = time.perf_counter()
             for step in range(self.max_tokens):
                 if self.cancel is not None and self.cancel.cancelled:
                     raise Cancelled("the generation was cancelled")
-                token = self.sampler(logits, self.history)
+                token = self.sampler(rows.pop(0), self.history)
+                if drafts:
+                    if token == drafts.pop(0):
+                        self._in_context += 1
+                        self.drafting.accepted += 1
+                    else:
+                        drafts, rows = [], []
                 if token in self.stop_ids:
                     stats.stop_reason = STOP
                     break
@@ -170,10 +190,16 @@ class Generation:
                     sent = len(self.text) - hold
                 if step + 1 == self.max_tokens:
                     break
+                if rows:  # the position after this token was evaluated with it as a draft
+                    continue
+                self._end_step(step_started)
+                step_started = time.perf_counter()
+                self._rewind(self._in_context)
                 if model.n_past >= model.ctx_size:
                     stats.stop_reason = CONTEXT
                     break
-                logits = model.eval([token], cancel=self.cancel)
+                rows, drafts = self._evaluate(token, room=min(model.ctx_size - model.n_past - 1,
+                                                              self.max_tokens - step - 2))
             stats.decode_s = time.perf_counter() - t0
             stats.decode_engine = counter_change(counters, model.stats())
             if len(self.text) > sent:
@@ -186,6 +212,48 @@ class Generation:
             raise
         finally:
             stats.generated_tokens = len(self.tokens)
+            if self.drafting is not None:
+                stats.draft = self.drafting.counts()
+                if self._in_context is not None and model.n_past > self._in_context:  # drafts nobody kept: callers read n_past
+                    model.truncate(self._in_context)
+
+    def _evaluate(self, token: int, room: int):
+        """Evaluate the sampled token, with drafts after it where drafting proposes any: the
+        logits rows for the positions after it and the drafts, and the drafts."""
+        drafts = self.drafting.propose(self.history, room, cancel=self.cancel) if self.drafting else []
+        if not drafts:
+            rows = [self.model.eval([token], cancel=self.cancel)]
+            self._in_context += 1
+            return rows, []
+        self._rewind(self._in_context)  # the cache drafter leaves its own passes in the context
+        rows = self.model.eval([token] + drafts, cancel=self.cancel, all_logits=True)
+        self._in_context += 1
+        self.drafting.drafted += len(drafts)
+        self.drafting.rounds += 1
+        self._round_drafted = True
+        return list(rows), drafts
+
+    def _end_step(self, started: float) -> None:
+        """Tell drafting how long the last plain step or drafting round took, per token."""
+        if self.drafting is None or self.drafting.switch is None:
+            return
+        seconds = time.perf_counter() - started
+        if self._round_drafted:
+            self.drafting.switch.draft_round(seconds, self.drafting.accepted - self._accepted_before + 1)
+        else:
+            self.drafting.switch.plain_step(seconds)
+        self._round_drafted = False
+        self._accepted_before = self.drafting.accepted
+
+    def _rewind(self, n: int) -> None:
+        """Cut the context back to the history's first n tokens (a sliding-window model may
+        forget more: what it forgot is evaluated again)."""
+        model = self.model
+        if model.n_past <= n:
+            return
+        model.truncate(n)
+        if model.n_past < n:
+            model.eval(self.history[model.n_past:n], cancel=self.cancel)
 
     def _stop_string_at(self, start: int) -> int:
         found = [i for i in (self.text.find(s, max(0, start)) for s in self.stop_strings) if i >= 0]

@@ -2,8 +2,9 @@
 
 The engine's options take their defaults and allowed names from the C++ runtime
 (csrc/runtime/options.h), which also checks them (ValueError naming the option); the CLI builds
-its flags' choices from CHOICES. Three options are Python's own: the memory budget and the expert
-slot count (inputs of the memory plan), and the automatic thread count and context size.
+its flags' choices from CHOICES. Four options are Python's own: the memory budget and the expert
+slot count (inputs of the memory plan), the automatic thread count and context size, and drafting
+(edgemoe/draft.py, a matter of the generation loop).
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ class LoadOptions:
     prefetch_min_confidence: float = _DEFAULTS["prefetch_min_confidence"]
     io_threads: int = _DEFAULTS["io_threads"]  # threads reading misses side by side and prefetches; 0: in the compute thread
     verify_checksums: bool = _DEFAULTS["verify_checksums"]
+    # Lossless speculative decoding (edgemoe/draft.py): "none", "ngram", "cache" or "auto".
+    draft: str = "none"
+    # LOSSY, off at 0: a missed expert every token weighs below this is not read (KL figures in
+    # bench/RESULTS.md "Lossy options").
+    skip_missed_below: float = _DEFAULTS["skip_missed_below"]
 
     @classmethod
     def names(cls):
@@ -60,7 +66,7 @@ class LoadOptions:
                "kv_cache": self.kv_cache, "predictor": self.predictor, "cache_policy": self.cache_policy,
                "prefetch_depth": self.prefetch_depth, "prefetch_width": self.prefetch_width,
                "prefetch_min_confidence": float(self.prefetch_min_confidence),
-               "io_threads": self.io_threads,
+               "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
             out["expert_slots"] = expert_slots

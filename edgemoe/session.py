@@ -89,7 +89,7 @@ class ChatSession:
 
     def _reply(self, ids: List[int]) -> Iterator[str]:
         generation = Generation(self.model, ids, self.max_tokens, self.sampler, stop_ids=self.stop_ids,
-                                context=self.cached)
+                                context=self.cached, draft=self.model.draft)
         self.last = generation.stats
         try:
             yield from generation

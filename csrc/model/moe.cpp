@@ -210,6 +210,7 @@ void Transformer::moe(int layer, int64_t n, float* out) {
   std::vector<int> cached, misses;
   for (int e = 0; e < E; ++e)
     if (!users[e].empty()) (experts_.is_cached(layer, e) ? cached : misses).push_back(e);
+  if (skip_missed_below_ > 0.f && !misses.empty()) skip_light_misses(n, misses, users);
   if (n == 1) {
     // Decode: the cached experts are pinned, the misses' reads start side by
     // side, and the cached experts run meanwhile, their gate/up and then their
@@ -249,6 +250,37 @@ void Transformer::moe(int layer, int64_t n, float* out) {
     for (int64_t i = 0; i < n * H; ++i) out[i] += routed[i];
   } else if (cfg_.shared_intermediate) {
     shared_expert(layer, n, out);
+  }
+}
+
+void Transformer::skip_light_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users) {
+  const int H = cfg_.hidden, K = cfg_.top_k;
+  std::vector<float> total(n, 0.f);
+  for (int64_t i = 0; i < n * K; ++i) total[i / K] += topk_w_[i];
+  std::vector<int> read;
+  bool skipped = false;
+  for (int e : misses) {
+    const bool light = std::all_of(users[e].begin(), users[e].end(),
+                                   [&](int64_t slot) { return topk_w_[slot] < skip_missed_below_; });
+    if (!light) {  // read for some token anyway, so computed for all of them
+      read.push_back(e);
+      continue;
+    }
+    for (int64_t slot : users[e]) {
+      topk_w_[slot] = 0.f;
+      std::fill(&routed_out_[slot * H], &routed_out_[slot * H] + H, 0.f);
+    }
+    if (std::isfinite(skip_missed_below_)) skipped_choices_ += users[e].size();  // +inf drafts: verified, not lossy
+    users[e].clear();
+    skipped = true;
+  }
+  misses.swap(read);
+  if (!skipped) return;
+  for (int64_t t = 0; t < n; ++t) {
+    float kept = 0.f;
+    for (int r = 0; r < K; ++r) kept += topk_w_[t * K + r];
+    if (kept > 0.f && kept < total[t])
+      for (int r = 0; r < K; ++r) topk_w_[t * K + r] *= total[t] / kept;
   }
 }
 

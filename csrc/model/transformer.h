@@ -46,6 +46,14 @@ class Transformer {
   void truncate(int64_t n);
   int64_t n_past() const { return n_past_; }
   int ctx_size() const { return ctx_size_; }
+  // Lossy, off at 0: a routed expert that is not cached and that every token of the batch
+  // weighs below `weight` is not read; each such token's other experts are scaled up to the
+  // total weight it gave them all. +inf routes among cached experts only (no reads: drafting).
+  void set_skip_missed_below(float weight) { skip_missed_below_ = weight; }
+  float skip_missed_below() const { return skip_missed_below_; }
+  // (token, rank) choices left out so far by a finite set_skip_missed_below (the lossy option).
+  uint64_t skipped_choices() const { return skipped_choices_; }
+  void reset_skipped_choices() { skipped_choices_ = 0; }
 
   // Memory the forward pass allocates, for the memory plan (runtime/memory_plan.h);
   // allocated_bytes() is what this one holds, which tests compare with the two.
@@ -84,6 +92,9 @@ class Transformer {
   void route_softmax(float* p, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
+  // Drops the misses every user of which weighs below skip_missed_below_ (their users' slots of
+  // routed_out_ zeroed, the users' other weights scaled to their old total) from `misses`.
+  void skip_light_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users);
   // Decode: the token's experts that are already cached (acquired: views), batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts, const std::vector<ExpertView>& views,
                          const std::vector<std::vector<int64_t>>& users);
@@ -111,6 +122,8 @@ class Transformer {
   int max_batch_;
   int64_t n_past_ = 0;
   ForwardObserver* observer_ = nullptr;
+  float skip_missed_below_ = 0.f;
+  uint64_t skipped_choices_ = 0;
 
   KVCache kv_;
   RopeFrequencies rope_;

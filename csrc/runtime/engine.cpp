@@ -49,6 +49,7 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch,
                                                opt.kv_f16);
   transformer_->set_observer(this);
+  transformer_->set_skip_missed_below(opt_.skip_missed_below);
 }
 
 void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
@@ -232,7 +233,7 @@ void Engine::logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop
   run(tokens, n, out, true, stop);
 }
 
-void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits, StopFlags stop) {
+void Engine::eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop, bool all_logits) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
   if (predictor_ && n == 1) {  // a decode step: the token alone may already predict its experts
@@ -241,7 +242,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, float* last_logits, StopFlag
     const int64_t base = (step_ + 1) * cfg_.n_layers;  // the coming pass through the layers
     for (const auto& g : token_guesses_) store_->prefetch(g.first, g.second, base + g.first);
   }
-  run(tokens, n, last_logits, false, stop);
+  run(tokens, n, out, all_logits, stop);
 }
 
 void Engine::reset() {
@@ -308,13 +309,22 @@ uint64_t Engine::allocated_bytes() const {
          store_->allocated_bytes();
 }
 
-EngineStats Engine::stats() const { return EngineStats{store_->stats(), compute_s_, tokens_}; }
+EngineStats Engine::stats() const {
+  return EngineStats{store_->stats(), compute_s_, tokens_, transformer_->skipped_choices()};
+}
+
+void Engine::set_skip_missed_below(float weight) {
+  if (!(weight >= 0.f)) throw std::invalid_argument("skip_missed_below must be >= 0");
+  std::lock_guard<std::mutex> lock(run_mu_);
+  transformer_->set_skip_missed_below(weight);
+}
 
 void Engine::reset_stats() {
   std::lock_guard<std::mutex> lock(run_mu_);
   store_->reset_stats();
   compute_s_ = 0.0;
   tokens_ = 0;
+  transformer_->reset_skipped_choices();
 }
 
 }  // namespace edgemoe

@@ -24,6 +24,7 @@ struct EngineStats {
   StoreStats store;
   double compute_s = 0.0;
   uint64_t tokens = 0;
+  uint64_t skipped_choices = 0;  // (token, rank) choices left out by skip_missed_below (lossy)
 };
 
 // Routing decisions recorded while tracing is on: [token][layer][rank].
@@ -49,8 +50,9 @@ class Engine final : public ExpertSource, public ForwardObserver {
   // Both calls stop at a layer boundary once a stop flag is set (see
   // Transformer::forward for what the context then holds).
   void logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {});
-  // Appends tokens to the context; writes the last position's logits [vocab].
-  void eval(const int32_t* tokens, int64_t n, float* last_logits, StopFlags stop = {});
+  // Appends tokens to the context; writes the last position's logits [vocab],
+  // or with all_logits every new position's [n, vocab] (to verify drafted tokens).
+  void eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {}, bool all_logits = false);
   void reset();
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);
@@ -61,6 +63,10 @@ class Engine final : public ExpertSource, public ForwardObserver {
   // over what was recorded and starts a new record.
   void set_tracing(bool on, bool with_hidden = false);
   RoutingTrace take_trace();
+
+  // Lossy (options.h): set for the passes that follow, as drafting does with +inf (cached experts only).
+  void set_skip_missed_below(float weight);
+  float skip_missed_below() const { return transformer_->skip_missed_below(); }
 
   EngineStats stats() const;
   void reset_stats();

@@ -27,6 +27,7 @@ void visit_options(Options& o, Visitor& v) {
   v.integer("prefetch_width", o.predictor.width, 0, 4096, Optional);
   v.number("prefetch_min_confidence", o.predictor.min_confidence, 0.0, 1.0, Optional);
   v.integer("io_threads", o.io_threads, 0, 16, Optional);
+  v.number("skip_missed_below", o.skip_missed_below, 0.0, 1.0, Optional);
 }
 
 }  // namespace

@@ -41,6 +41,9 @@ struct EngineOptions {
   // and BigMoeOnEdge measured 2 to 4 lanes +15-20 % on a phone's flash. 0 reads everything in
   // the compute thread: no overlap, the same reads in the same order on every run.
   int io_threads = 4;
+  // Lossy, off (0): a missed expert weighed below this by every token that chose it is not read
+  // (model/transformer.h); bench/RESULTS.md "Lossy options" has its KL divergence and speed.
+  float skip_missed_below = 0.f;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };
 

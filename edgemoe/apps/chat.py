@@ -22,7 +22,7 @@ def format_stats(session: ChatSession, raw: bool = False) -> str:
     model, last = session.model, session.last
     if raw:
         return json.dumps(dict(model.stats(), context_tokens=model.n_past, prefill=last.prefill_engine,
-                               decode=last.decode_engine, memory_plan_bytes=model.plan.total_bytes))
+                               decode=last.decode_engine, draft=last.draft, memory_plan_bytes=model.plan.total_bytes))
     from .timings import timing_lines
 
     return "\n".join(timing_lines(last, model) + [f"{'context':<8} {model.n_past} of {model.ctx_size} tokens"])

@@ -40,6 +40,7 @@ def parse_size_arg(text: str) -> int:
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     """The flags of edgemoe.LoadOptions, one each; a flag left out keeps the option's default."""
+    from ..draft import DRAFT_MODES
     from ..options import CHOICES, LoadOptions
 
     d = LoadOptions()
@@ -65,6 +66,13 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--io-threads", type=_bounded(int, 0, 16), default=None,
                    help=f"threads reading a layer's missing experts side by side, and prefetches (default "
                         f"{d.io_threads}; 0 reads them in the compute thread, the same way on every run)")
+    p.add_argument("--draft", default=None, choices=DRAFT_MODES,
+                   help="draft tokens and verify several per forward pass, the output unchanged: ngram "
+                        "(prompt lookup), cache (the model routed among cached experts only, no reads), "
+                        "auto (either, paused while it does not pay); default none")
+    p.add_argument("--skip-missed-below", type=_bounded(float, 0.0, 1.0), default=None, metavar="WEIGHT",
+                   help="LOSSY, off by default: do not read a missed expert every token weighs below WEIGHT "
+                        "(changes the output; see bench/RESULTS.md \"Lossy options\" for its KL divergence)")
     p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
@@ -202,7 +210,8 @@ def cmd_generate(args) -> int:
     sys.stdout.write("\n")
     if args.stats_json:
         last = model.last_generation
-        print(json.dumps(dict(model.stats(), prefill=last.prefill_engine, decode=last.decode_engine)), file=sys.stderr)
+        print(json.dumps(dict(model.stats(), prefill=last.prefill_engine, decode=last.decode_engine, draft=last.draft)),
+              file=sys.stderr)
     elif args.stats:
         from .timings import timing_lines
 

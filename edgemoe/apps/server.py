@@ -61,6 +61,7 @@ class Metrics:
     completion_tokens: int = 0
     last_decode_tok_s: float = 0.0
     last_decode: Dict[str, float] = field(default_factory=dict)  # the engine's counters over the last decode
+    draft: Dict[str, int] = field(default_factory=lambda: {"drafted": 0, "accepted": 0, "rounds": 0})  # summed
     started: float = field(default_factory=time.time)
 
 
@@ -176,7 +177,7 @@ class Server:
         Runs in a worker thread while the lock is held. `cancel` (set when the client goes away)
         stops even a long prefill at its next layer."""
         generation = Generation(self.model, req.prompt_ids, req.max_tokens, Sampler(req.params, req.seed),
-                                stop_ids=req.stop_ids, stop_strings=req.stop, cancel=cancel)
+                                stop_ids=req.stop_ids, stop_strings=req.stop, cancel=cancel, draft=self.model.draft)
         try:
             for piece in generation:
                 yield piece, None
@@ -189,6 +190,8 @@ class Server:
         if stats.generated_tokens:
             self.metrics.last_decode_tok_s = stats.decode_tok_s
             self.metrics.last_decode = stats.decode_engine
+        for k, v in stats.draft.items():
+            self.metrics.draft[k] += v
         result["completion_tokens"] = stats.generated_tokens
         yield "", FINISH_REASONS[stats.stop_reason]
 
@@ -204,7 +207,8 @@ class Server:
                 for k, v in per_token(m.last_decode).items()}
         return {"requests": m.requests, "cancelled": m.cancelled, "prompt_tokens": m.prompt_tokens,
                 "completion_tokens": m.completion_tokens, "last_decode_tok_s": round(m.last_decode_tok_s, 2),
-                **last,
+                **last, "draft": self.model.draft, **{f"draft_{k}": v for k, v in m.draft.items()},
+                "skipped_expert_choices": s["skipped_choices"],
                 "cache_hit_rate": round(s["cache_hit_rate"], 4), "bytes_read": s["bytes_read"],
                 "rss_bytes": s.get("rss_bytes"), "uptime_s": round(time.time() - m.started, 1),
                 "memory_plan_bytes": self.model.plan.total_bytes}

@@ -22,7 +22,16 @@ def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float]) -> 
              f"waiting for storage {t['io_wait_ms']:.1f}")
     if t["cache_hit_rate"] is not None:
         line += f" | experts {100 * t['cache_hit_rate']:.1f} % cached, {t['mb_read']:.2f} MB read/token"
+    if engine.get("skipped_choices"):
+        line += f" | LOSSY: {int(engine['skipped_choices'])} expert choices skipped"
     return line
+
+
+def _draft_line(draft: Dict[str, int]) -> str:
+    kept = 100 * draft["accepted"] / draft["drafted"] if draft["drafted"] else 0.0
+    per_pass = (draft["accepted"] + draft["rounds"]) / draft["rounds"] if draft["rounds"] else 0.0
+    return (f"{'draft':<8} {draft['drafted']} tokens drafted, {draft['accepted']} kept ({kept:.0f} %), "
+            f"{draft['rounds']} verify passes giving {per_pass:.2f} tokens each")
 
 
 def timing_lines(stats: GenerationStats, model) -> List[str]:
@@ -33,6 +42,7 @@ def timing_lines(stats: GenerationStats, model) -> List[str]:
     return [
         _phase("prefill", stats.evaluated_tokens, stats.prefill_s, stats.prefill_engine),
         _phase("decode", stats.generated_tokens, stats.decode_s, stats.decode_engine),
+    ] + ([_draft_line(stats.draft)] if stats.draft else []) + [
         f"{'memory':<8} plan {plan.total_bytes / MiB:.0f} MiB ({plan.n_slots} expert slots of "
         f"{plan.slot_bytes / MiB:.2f} MiB), RSS {rss / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB",
     ]

@@ -1,0 +1,207 @@
+"""Speculative decoding (edgemoe/draft.py) changes how fast tokens come, never which tokens.
+
+What makes that possible is checked first: a batch evaluated at once gives every position the
+logits evaluating it token by token gives, bit for bit, on every kernel set of this machine. Then
+the generation loop with each drafter against plain decoding, greedy and sampled (seed for seed:
+the sampler draws once per token either way, so the distributions are the same), and the context
+it leaves behind. Then the cache-only routing the cache drafter uses, and the lossy option built
+on the same mechanism."""
+import numpy as np
+import pytest
+
+import edgemoe
+from edgemoe import _core
+from edgemoe.draft import DraftSwitch, NgramDrafter
+from edgemoe.generate import Generation
+from edgemoe.sampling import Sampler, SamplingParams
+from edgemoe.session import ChatSession
+
+MODES = ("ngram", "cache", "auto")
+# sliding windows (gemma4, gpt_oss), latent attention (deepseek_v3), q4k and mxfp4 experts
+FIXTURE_WIDTHS = [("mixtral", "8"), ("gemma4", "4k"), ("deepseek_v3", "8"), ("gpt_oss_mxfp4", "mxfp4"),
+                  ("qwen3_moe", "4k")]
+
+
+def _tight(path):
+    """The model with one layer's top-k + 1 expert slots: drafts from cached experts only are
+    often wrong, and every verify pass reads."""
+    top_k = edgemoe.load(path, threads=2).config["top_k"]
+    return edgemoe.load(path, threads=2, cache_experts=top_k + 1)
+
+
+def _generate(model, ids, draft, n=40, temperature=0.0, seed=0, ctx_tokens=None):
+    g = Generation(model, ids, n, Sampler(SamplingParams(temperature=temperature, top_k=0), seed), draft=draft)
+    list(g)
+    return g
+
+
+@pytest.fixture(params=_core.available_isas())
+def isa(request):
+    before = _core.current_isa()
+    _core.set_isa(request.param)
+    yield request.param
+    _core.set_isa(before)
+
+
+@pytest.mark.parametrize("name,bits", FIXTURE_WIDTHS)
+def test_a_batch_gives_each_position_the_logits_of_one_token_at_a_time(converted, name, bits, isa):
+    model = _tight(converted(name, bits))
+    ids = np.random.default_rng(1).integers(0, model.config["vocab"], 24).tolist()
+    model.reset()
+    model.eval(ids[:16])
+    one_by_one = np.stack([model.eval([t]) for t in ids[16:]])
+    model.truncate(16)
+    together = model.eval(ids[16:], all_logits=True)
+    assert together.shape == one_by_one.shape
+    assert np.array_equal(together, one_by_one)  # measured: equal on every fixture and kernel set
+
+
+@pytest.mark.parametrize("name,bits", FIXTURE_WIDTHS)
+def test_greedy_output_and_context_are_those_of_plain_decoding(converted, name, bits):
+    model = _tight(converted(name, bits))
+    ids = np.random.default_rng(2).integers(0, model.config["vocab"], 12).tolist()
+    ids = ids + ids  # a repeat gives prompt lookup something to draft
+    plain = _generate(model, ids, "none")
+    plain_past = model.n_past
+    for mode in MODES:
+        g = _generate(model, ids, mode)
+        assert g.tokens == plain.tokens, mode
+        assert g.stats.stop_reason == plain.stats.stop_reason
+        assert model.n_past == plain_past  # rejected drafts are cut from the context
+        assert g.stats.draft["rounds"] > 0 or mode == "ngram"
+
+
+def test_sampled_output_is_that_of_plain_decoding_seed_for_seed(converted):
+    model = _tight(converted("qwen3_moe", "8"))
+    ids = np.random.default_rng(3).integers(0, model.config["vocab"], 10).tolist() * 2
+    for seed in range(3):
+        plain = _generate(model, ids, "none", temperature=1.0, seed=seed)
+        for mode in MODES:
+            assert _generate(model, ids, mode, temperature=1.0, seed=seed).tokens == plain.tokens
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return edgemoe.load(edgemoe.default_model_path(), threads=2, ctx_size=128)
+
+
+def test_drafts_are_kept_on_text_that_repeats(demo):
+    ids = demo.tokenize("The fox")  # the demo model, greedy, soon repeats "and the house of the LORD"
+    g = _generate(demo, ids, "ngram", n=60)
+    assert g.tokens == _generate(demo, ids, "none", n=60).tokens
+    assert g.stats.draft["accepted"] > 0
+
+
+def test_a_full_context_and_max_tokens_end_drafting_as_they_end_plain_decoding(converted):
+    path = converted("mixtral", "8")
+    for ctx, n in [(30, 64), (64, 9), (64, 1), (64, 0)]:
+        model = edgemoe.load(path, threads=2, ctx_size=ctx, cache_experts=3)
+        ids = np.random.default_rng(4).integers(0, model.config["vocab"], 10).tolist() * 2
+        plain = _generate(model, ids, "none", n=n)
+        past = model.n_past
+        for mode in MODES:
+            g = _generate(model, ids, mode, n=n)
+            assert (g.tokens, g.stats.stop_reason, model.n_past) == (plain.tokens, plain.stats.stop_reason, past)
+
+
+def test_a_chat_with_drafting_reuses_its_context_like_one_without(converted):
+    path = converted("qwen3_moe", "8")
+    replies, contexts = {}, {}
+    for mode in ("none", "ngram", "cache"):
+        session = ChatSession(edgemoe.load(path, threads=2, cache_experts=9, draft=mode), max_tokens=12)
+        replies[mode] = ["".join(session.send(text)) for text in ("hello there", "and again", "once more")]
+        contexts[mode] = session.cached
+        assert len(session.cached) == session.model.n_past
+    assert replies["ngram"] == replies["cache"] == replies["none"]
+    assert contexts["ngram"] == contexts["cache"] == contexts["none"]
+
+
+def test_prompt_lookup_proposes_what_followed_the_latest_earlier_occurrence():
+    d = NgramDrafter(max_ngram=3, min_ngram=2)
+    assert d.propose([1, 2, 3, 4, 1, 2], 2) == [3, 4]
+    assert d.propose([1, 2, 3, 4, 1, 2, 9, 1, 2], 3) == [9, 1, 2]  # the latest occurrence wins
+    assert d.propose([5, 6, 7], 4) == []  # the history's own ending is no match
+    assert NgramDrafter().propose([8, 8], 3) == []
+
+
+def test_the_switch_pauses_drafting_that_is_slower_per_token_than_plain_steps():
+    s = DraftSwitch(pause=8)
+    assert not s.want_draft()  # plain steps are timed first
+    s.plain_step(0.010)
+    assert s.want_draft()
+    s.draft_round(0.030, tokens=2)  # 15 ms per token: slower
+    assert not s.want_draft()
+    for _ in range(8):
+        s.plain_step(0.010)
+    assert s.want_draft()  # tried again
+    s.draft_round(0.030, tokens=4)  # 7.5 ms per token: it pays
+    assert s.want_draft()
+    s.draft_round(0.030, tokens=4)
+    assert not s.want_draft()  # a plain step is timed again every `pause` tokens
+
+
+def test_unknown_draft_modes_are_refused(demo):
+    with pytest.raises(ValueError, match="draft must be one of"):
+        edgemoe.load(edgemoe.default_model_path(), draft="medusa")
+    with pytest.raises(ValueError, match="draft must be one of"):
+        demo.generate("hi", max_tokens=2, draft="medusa")
+
+
+def test_cache_drafting_reads_nothing(converted):
+    from edgemoe.draft import CacheDrafter
+
+    model = _tight(converted("qwen3_moe", "8"))
+    model.eval(list(range(1, 9)))
+    before = model.stats()
+    drafts = CacheDrafter(model).propose(9, 4)
+    after = model.stats()
+    assert len(drafts) == 4
+    assert after["bytes_read"] == before["bytes_read"] and after["cache_misses"] == before["cache_misses"]
+    assert after["skipped_choices"] == before["skipped_choices"]  # drafting is verified, not lossy
+    assert model._engine.skip_missed_below == 0.0  # restored
+
+
+def test_skipping_light_missed_experts_is_lossy_and_labelled(converted):
+    path = converted("qwen3_moe", "8")
+    ids = np.random.default_rng(5).integers(0, 300, 16).tolist()
+    exact = edgemoe.load(path, threads=2, cache_experts=9)
+    zero = edgemoe.load(path, threads=2, cache_experts=9, skip_missed_below=0.0)
+    assert np.array_equal(exact.logits(ids), zero.logits(ids))
+    with pytest.warns(UserWarning, match="LOSSY"):
+        lossy = edgemoe.load(path, threads=2, cache_experts=9, skip_missed_below=1.0)
+    out = lossy.logits(ids)
+    assert lossy.stats()["skipped_choices"] > 0
+    assert lossy.stats()["bytes_read"] < exact.stats()["bytes_read"]
+    assert not np.allclose(out, exact.logits(ids), atol=1e-3)
+    assert lossy.info()["lossy"] == {"skip_missed_below": 1.0}
+    with pytest.raises(ValueError, match="skip_missed_below"):
+        edgemoe.load(path, skip_missed_below=1.5)
+
+
+def test_skipped_experts_give_their_weight_to_the_token_s_other_experts(tmp_path):
+    """With every expert of a layer computing the same function, leaving some out and scaling
+    the others up to the token's total weight changes nothing (within f32 rounding; without the
+    scaling the MoE output would shrink by the skipped share). The fixture normalises its top-2
+    weights, so a threshold of 1/2 never leaves out a token's first choice."""
+    import re
+    from safetensors.numpy import load_file, save_file
+
+    from conftest import fixture_folder
+    from edgemoe.convert import convert_hf
+
+    src = fixture_folder(tmp_path, "qwen3_moe")
+    weights = load_file(str(src / "model.safetensors"))
+    for name in list(weights):
+        m = re.match(r"(model\.layers\.\d+\.mlp\.experts\.)\d+(\..*)", name)
+        if m:
+            weights[name] = weights[m.group(1) + "0" + m.group(2)].copy()
+    save_file(weights, str(src / "model.safetensors"))
+    path = str(tmp_path / "same.emoe")
+    convert_hf(str(src), path, bits="f32", progress=False)
+    ids = np.random.default_rng(6).integers(0, 300, 8).tolist()
+    exact = edgemoe.load(path, threads=2, kv_cache="f32", cache_experts=9).logits(ids)
+    with pytest.warns(UserWarning, match="LOSSY"):
+        lossy = edgemoe.load(path, threads=2, kv_cache="f32", cache_experts=9, skip_missed_below=0.5)
+    out = lossy.logits(ids)
+    assert lossy.stats()["skipped_choices"] > 0
+    np.testing.assert_allclose(out, exact, rtol=0, atol=1e-5)  # measured: 1.4e-6
