@@ -17,7 +17,7 @@ from .format.model_config import moe_layers
 from .draft import check_mode as check_draft_mode
 from .errors import BudgetError, EdgeMoEError
 from .generate import Generation, GenerationStats
-from .options import LoadOptions
+from .options import LoadOptions, lossy_settings
 from .format.profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
@@ -116,9 +116,10 @@ class Model:
                 warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
                 engine_options = at_ctx(ctx)
                 self.ctx_size, self.max_batch = ctx, engine_options["max_batch"]
-        if options.skip_missed_below:
-            self.notices.append(f"LOSSY: skip_missed_below={options.skip_missed_below:g} leaves out missed experts "
-                                f"weighed below it, so the output differs from the model's")
+        self.lossy = lossy_settings(options, cfg["top_k"])
+        if self.lossy:
+            self.notices.append(f"LOSSY: {', '.join(f'{k}={v:g}' for k, v in self.lossy.items())} "
+                                f"changes what the model computes (bench/RESULTS.md has the KL divergence)")
             warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
         self.plan: MemoryPlan = plan(budget)
         if budget is None and cache_experts is None:  # no promise asked for: fit what is free
@@ -300,7 +301,7 @@ class Model:
             "predictor": self.predictor,
             "cache_policy": self.cache_policy,
             "draft": self.draft,
-            "lossy": {"skip_missed_below": self._engine.skip_missed_below} if self._engine.skip_missed_below else None,
+            "lossy": self.lossy or None,
             "ctx_size": self.ctx_size,
             "kv_cache": self.kv_cache,
             "threads": self.threads,
@@ -339,9 +340,10 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     verify several per forward pass (edgemoe/draft.py). None of these changes results, only what
     is read and when. `kv_cache` "f16" (the default) keeps the attention cache in half precision
     (half its memory, faster long-context decode; logits move by ~1e-3); "f32" computes exactly
-    like transformers' f32 forward pass. LOSSY, off by default: `skip_missed_below` W leaves out
-    a missed expert that every token weighs below W (no read; the token's other experts make up
-    its weight), changing the output (bench/RESULTS.md "Lossy options" has its KL divergence)."""
+    like transformers' f32 forward pass. LOSSY, off by default, changing the output
+    (bench/RESULTS.md has their KL divergence): `skip_missed_below` W leaves out a missed expert
+    that every token weighs below W (no read; the token's other experts make up its weight);
+    `active_experts` K routes each token to its first K choices only."""
     given = {k: v for k, v in kwargs.items() if v is not None}
     options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
     return Model(open_container(path), options)

@@ -43,6 +43,8 @@ class LoadOptions:
     # LOSSY, off at 0: a missed expert every token weighs below this is not read (KL figures in
     # bench/RESULTS.md "Lossy options").
     skip_missed_below: float = _DEFAULTS["skip_missed_below"]
+    # LOSSY, off at 0: each token uses only its first this many of the model's top-k experts.
+    active_experts: int = _DEFAULTS["active_experts"]
 
     @classmethod
     def names(cls):
@@ -67,6 +69,7 @@ class LoadOptions:
                "prefetch_depth": self.prefetch_depth, "prefetch_width": self.prefetch_width,
                "prefetch_min_confidence": float(self.prefetch_min_confidence),
                "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
+               "active_experts": self.active_experts,
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
             out["expert_slots"] = expert_slots
@@ -81,3 +84,15 @@ def _physical_cores() -> int:
     except Exception:
         n = None
     return max(1, n or os.cpu_count() or 1)
+
+
+LOSSY_OPTIONS = ("skip_missed_below", "active_experts")  # each off at 0
+
+
+def lossy_settings(options: LoadOptions, top_k: int) -> Dict[str, float]:
+    """The options that change what the model computes and are on, by name (active_experts of a
+    model's whole top_k changes nothing)."""
+    on = {name: getattr(options, name) for name in LOSSY_OPTIONS if getattr(options, name)}
+    if on.get("active_experts", 0) >= top_k:
+        del on["active_experts"]
+    return on

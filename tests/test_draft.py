@@ -12,6 +12,7 @@ import pytest
 import edgemoe
 from edgemoe import _core
 from edgemoe.draft import DraftSwitch, NgramDrafter
+from edgemoe.format.model_config import moe_layers
 from edgemoe.generate import Generation
 from edgemoe.sampling import Sampler, SamplingParams
 from edgemoe.session import ChatSession
@@ -200,8 +201,24 @@ def test_skipped_experts_give_their_weight_to_the_token_s_other_experts(tmp_path
     convert_hf(str(src), path, bits="f32", progress=False)
     ids = np.random.default_rng(6).integers(0, 300, 8).tolist()
     exact = edgemoe.load(path, threads=2, kv_cache="f32", cache_experts=9).logits(ids)
-    with pytest.warns(UserWarning, match="LOSSY"):
-        lossy = edgemoe.load(path, threads=2, kv_cache="f32", cache_experts=9, skip_missed_below=0.5)
-    out = lossy.logits(ids)
-    assert lossy.stats()["skipped_choices"] > 0
-    np.testing.assert_allclose(out, exact, rtol=0, atol=1e-5)  # measured: 1.4e-6
+    for lossy_option in ({"skip_missed_below": 0.5}, {"active_experts": 1}):
+        with pytest.warns(UserWarning, match="LOSSY"):
+            lossy = edgemoe.load(path, threads=2, kv_cache="f32", cache_experts=9, **lossy_option)
+        out = lossy.logits(ids)
+        assert lossy.stats()["skipped_choices"] > 0
+        np.testing.assert_allclose(out, exact, rtol=0, atol=1e-5)  # measured: 1.4e-6
+
+
+def test_fewer_active_experts_is_lossy_labelled_and_bounded(converted):
+    path = converted("qwen3_moe", "8")
+    ids = np.random.default_rng(7).integers(0, 300, 12).tolist()
+    exact = edgemoe.load(path, threads=2).logits(ids)
+    top_k = edgemoe.load(path).config["top_k"]
+    assert np.array_equal(edgemoe.load(path, threads=2, active_experts=top_k).logits(ids), exact)
+    with pytest.warns(UserWarning, match="LOSSY: active_experts=1"):
+        fewer = edgemoe.load(path, threads=2, active_experts=1)
+    assert not np.allclose(fewer.logits(ids), exact, atol=1e-3)
+    assert fewer.stats()["skipped_choices"] == len(ids) * (top_k - 1) * len(moe_layers(fewer.config))
+    assert fewer.info()["lossy"] == {"active_experts": 1}
+    with pytest.raises(ValueError, match="active_experts must be at most"):
+        edgemoe.load(path, active_experts=top_k + 1)

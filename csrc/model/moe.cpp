@@ -201,9 +201,12 @@ void Transformer::moe(int layer, int64_t n, float* out) {
 
   if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data(), x_.data());
 
-  // Group (token, rank) pairs by expert.
+  // Group (token, rank) pairs by expert; under active_experts only each token's first choices.
+  const int active = active_experts_ > 0 ? std::min(active_experts_, K) : K;
+  if (active < K) keep_first_choices(n, active);
   std::vector<std::vector<int64_t>> users(E);  // entries t * K + r
-  for (int64_t i = 0; i < n * K; ++i) users[topk_idx_[i]].push_back(i);
+  for (int64_t i = 0; i < n * K; ++i)
+    if (i % K < active) users[topk_idx_[i]].push_back(i);
   // Ask the cache once per expert: a background prefetch can finish at any moment,
   // and an expert seen as a miss by one question and as cached by a second
   // would fall between the two lists and never be computed.
@@ -253,8 +256,33 @@ void Transformer::moe(int layer, int64_t n, float* out) {
   }
 }
 
+void Transformer::drop_choice(int64_t slot) {
+  const int H = cfg_.hidden;
+  topk_w_[slot] = 0.f;
+  std::fill(&routed_out_[slot * H], &routed_out_[slot * H] + H, 0.f);
+}
+
+void Transformer::rescale_choices(int64_t t, float total) {
+  const int K = cfg_.top_k;
+  float kept = 0.f;
+  for (int r = 0; r < K; ++r) kept += topk_w_[t * K + r];
+  if (kept > 0.f && kept < total)
+    for (int r = 0; r < K; ++r) topk_w_[t * K + r] *= total / kept;
+}
+
+void Transformer::keep_first_choices(int64_t n, int active) {
+  const int K = cfg_.top_k;
+  for (int64_t t = 0; t < n; ++t) {
+    float total = 0.f;
+    for (int r = 0; r < K; ++r) total += topk_w_[t * K + r];
+    for (int r = active; r < K; ++r) drop_choice(t * K + r);
+    rescale_choices(t, total);
+  }
+  skipped_choices_ += (uint64_t)n * (K - active);
+}
+
 void Transformer::skip_light_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users) {
-  const int H = cfg_.hidden, K = cfg_.top_k;
+  const int K = cfg_.top_k;
   std::vector<float> total(n, 0.f);
   for (int64_t i = 0; i < n * K; ++i) total[i / K] += topk_w_[i];
   std::vector<int> read;
@@ -266,22 +294,14 @@ void Transformer::skip_light_misses(int64_t n, std::vector<int>& misses, std::ve
       read.push_back(e);
       continue;
     }
-    for (int64_t slot : users[e]) {
-      topk_w_[slot] = 0.f;
-      std::fill(&routed_out_[slot * H], &routed_out_[slot * H] + H, 0.f);
-    }
+    for (int64_t slot : users[e]) drop_choice(slot);
     if (std::isfinite(skip_missed_below_)) skipped_choices_ += users[e].size();  // +inf drafts: verified, not lossy
     users[e].clear();
     skipped = true;
   }
   misses.swap(read);
-  if (!skipped) return;
-  for (int64_t t = 0; t < n; ++t) {
-    float kept = 0.f;
-    for (int r = 0; r < K; ++r) kept += topk_w_[t * K + r];
-    if (kept > 0.f && kept < total[t])
-      for (int r = 0; r < K; ++r) topk_w_[t * K + r] *= total[t] / kept;
-  }
+  if (skipped)
+    for (int64_t t = 0; t < n; ++t) rescale_choices(t, total[t]);
 }
 
 void Transformer::routed_expert(int layer, int e, const std::vector<int64_t>& u) {

@@ -51,7 +51,11 @@ class Transformer {
   // total weight it gave them all. +inf routes among cached experts only (no reads: drafting).
   void set_skip_missed_below(float weight) { skip_missed_below_ = weight; }
   float skip_missed_below() const { return skip_missed_below_; }
-  // (token, rank) choices left out so far by a finite set_skip_missed_below (the lossy option).
+  // Lossy, off at 0: each token uses only its first `k` (< top_k) routed choices, their
+  // weights scaled to the total of all top_k.
+  void set_active_experts(int k) { active_experts_ = k; }
+  // (token, rank) choices left out so far by the lossy options (active experts, a finite
+  // skip_missed_below).
   uint64_t skipped_choices() const { return skipped_choices_; }
   void reset_skipped_choices() { skipped_choices_ = 0; }
 
@@ -92,6 +96,12 @@ class Transformer {
   void route_softmax(float* p, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
+  // Leaves routed choice `slot` (token * top_k + rank) out: no weight, no output.
+  void drop_choice(int64_t slot);
+  // Scales token t's remaining routing weights up to `total`, their sum before choices were dropped.
+  void rescale_choices(int64_t t, float total);
+  // Leaves out every token's choices after its first `active`.
+  void keep_first_choices(int64_t n, int active);
   // Drops the misses every user of which weighs below skip_missed_below_ (their users' slots of
   // routed_out_ zeroed, the users' other weights scaled to their old total) from `misses`.
   void skip_light_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users);
@@ -123,6 +133,7 @@ class Transformer {
   int64_t n_past_ = 0;
   ForwardObserver* observer_ = nullptr;
   float skip_missed_below_ = 0.f;
+  int active_experts_ = 0;
   uint64_t skipped_choices_ = 0;
 
   KVCache kv_;

@@ -50,6 +50,9 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
                                                opt.kv_f16);
   transformer_->set_observer(this);
   transformer_->set_skip_missed_below(opt_.skip_missed_below);
+  if (opt_.active_experts > cfg_.top_k)
+    throw std::invalid_argument("active_experts must be at most the model's top_k (" + std::to_string(cfg_.top_k) + ")");
+  transformer_->set_active_experts(opt_.active_experts);
 }
 
 void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {

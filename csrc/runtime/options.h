@@ -44,6 +44,8 @@ struct EngineOptions {
   // Lossy, off (0): a missed expert weighed below this by every token that chose it is not read
   // (model/transformer.h); bench/RESULTS.md "Lossy options" has its KL divergence and speed.
   float skip_missed_below = 0.f;
+  // Lossy, off (0): route each token to only this many of the model's top-k experts.
+  int active_experts = 0;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };
 

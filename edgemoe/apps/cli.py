@@ -73,6 +73,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-missed-below", type=_bounded(float, 0.0, 1.0), default=None, metavar="WEIGHT",
                    help="LOSSY, off by default: do not read a missed expert every token weighs below WEIGHT "
                         "(changes the output; see bench/RESULTS.md \"Lossy options\" for its KL divergence)")
+    p.add_argument("--active-experts", type=_bounded(int, 0), default=None, metavar="K",
+                   help="LOSSY, off by default: route each token to only its first K of the model's top-k "
+                        "experts (changes the output; see bench/RESULTS.md for its KL divergence)")
     p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
