@@ -62,7 +62,11 @@ def decode_kl(path: str, ids, slots: int, lossy: dict, threads: int) -> float:
     time (as decoding does) with `slots` expert slots, the cache the limited runs had: what is
     skipped depends on what is cached. Lossless logits do not depend on the cache."""
     sys.path.insert(0, ROOT)
+    import warnings
+
     import edgemoe
+
+    warnings.simplefilter("ignore")  # the LOSSY notice: this run is about its cost
 
     def per_token(model) -> np.ndarray:
         return np.stack([model.eval([t]) for t in ids])

@@ -297,11 +297,12 @@ py::array_t<float> engine_logits(Engine& e, const TokenIds& ids, int vocab, cons
   return out;
 }
 
-py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel, bool all_logits) {
+py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel, bool all_logits,
+                              bool cached_only) {
   std::vector<int32_t> tokens = token_vector(ids);
   py::array_t<float> out = all_logits ? py::array_t<float>({(int64_t)tokens.size(), (int64_t)vocab}) : py::array_t<float>(vocab);
   float* p = out.mutable_data();
-  run_interruptible(cancel, [&](StopFlags stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop, all_logits); });
+  run_interruptible(cancel, [&](StopFlags stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop, all_logits, cached_only); });
   return out;
 }
 
@@ -440,7 +441,7 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init(&make_engine), py::arg("container"), py::arg("options"), py::arg("profile") = py::none())
       .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr,
-           py::arg("all_logits") = false)
+           py::arg("all_logits") = false, py::arg("cached_only") = false)
       .def("reset", [](Engine& e) {
         py::gil_scoped_release nogil;
         e.reset();
@@ -448,7 +449,6 @@ PYBIND11_MODULE(_core, m) {
       .def("set_tracing", &Engine::set_tracing, py::arg("on"), py::arg("with_hidden") = false)
       .def("take_trace", &engine_take_trace, py::arg("n_layers"), py::arg("top_k"))
       .def("truncate", &Engine::truncate, py::arg("n"), py::call_guard<py::gil_scoped_release>())
-      .def_property("skip_missed_below", &Engine::skip_missed_below, &Engine::set_skip_missed_below)
       .def_property_readonly("n_past", &Engine::n_past)
       .def_property_readonly("slot_bytes", &Engine::slot_bytes)
       .def_property_readonly("n_slots", &Engine::n_slots)

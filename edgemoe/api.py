@@ -94,6 +94,8 @@ class Model:
         self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
         self.predictor, self.cache_policy = options.predictor, options.cache_policy
         self.draft = check_draft_mode(options.draft)
+        if not 0.0 <= options.draft_min_p <= 1.0:
+            raise ValueError("draft_min_p must be in [0, 1]")
         cache_experts = options.cache_experts
         if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
             raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
@@ -190,12 +192,14 @@ class Model:
         return self._engine.n_past
 
     def eval(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None,
-             all_logits: bool = False) -> np.ndarray:
+             all_logits: bool = False, cached_only: bool = False) -> np.ndarray:
         """Append tokens to the context; returns the last position's logits [vocab], or with
-        all_logits every new position's [len(token_ids), vocab] (what verifying drafts needs)."""
+        all_logits every new position's [len(token_ids), vocab] (what verifying drafts needs).
+        cached_only computes only the chosen experts already cached and reads nothing: not the
+        model's output, a cheap guess at it (the cache drafter's, edgemoe/draft.py)."""
         ids = self._ids(token_ids)
         self.check_room(len(ids), from_empty=False)
-        return self._engine.eval(ids, self.config["vocab"], _flag(cancel), all_logits)
+        return self._engine.eval(ids, self.config["vocab"], _flag(cancel), all_logits, cached_only)
 
     # ------------------------------------------------------------ generation
 
@@ -209,7 +213,8 @@ class Model:
         the text (cut before them); `trace` names a file that receives every evaluated token's
         routing (docs/TRACE.md); `cancel` stops it from another thread. The loop itself, and
         what happens at a full context, is edgemoe.generate.Generation's. `draft` overrides the
-        model's drafting (load's `draft`) for this call; the output is the same either way."""
+        model's drafting (load's `draft`) for this call; the output is the same either way
+        unless a lossy option is on."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty)
         text_prompt = isinstance(prompt_or_ids, str)
@@ -342,8 +347,9 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     (half its memory, faster long-context decode; logits move by ~1e-3); "f32" computes exactly
     like transformers' f32 forward pass. LOSSY, off by default, changing the output
     (bench/RESULTS.md has their KL divergence): `skip_missed_below` W leaves out a missed expert
-    that every token weighs below W (no read; the token's other experts make up its weight);
-    `active_experts` K routes each token to its first K choices only."""
+    that every token gives less than the share W of its routing weight (no read; never a token's
+    heaviest; the token's other experts make up its weight); `active_experts` K routes each token
+    to its K heaviest choices only."""
     given = {k: v for k, v in kwargs.items() if v is not None}
     options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
     return Model(open_container(path), options)

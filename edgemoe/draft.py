@@ -24,9 +24,10 @@ faster. A drafter asked for by name drafts at every step.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 DRAFT_MODES = ("none", "ngram", "cache", "auto")
 DEFAULT_DRAFT_TOKENS = 4  # drafts per round: llama.cpp's lookup decoding and HF's prompt lookup use 3-10
@@ -65,40 +66,42 @@ class NgramDrafter:
 
 
 class CacheDrafter:
-    """The model's greedy continuation with every layer routed among its cached experts only."""
+    """The model's greedy continuation with each layer computing only the chosen experts that are
+    already cached (Model.eval(cached_only=True): nothing read, nothing prefetched), for as long
+    as it is sure of it: a draft it gives less than `min_p` probability ends the drafts (as
+    llama.cpp's --draft-p-min does), since every draft widens the verification pass's reads and
+    unsure ones are seldom kept."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, min_p: float = 0.75):
+        self.model, self.min_p = model, min_p
 
     def propose(self, token: int, k: int, cancel=None) -> List[int]:
-        """Drafts after `token`, the last sampled one (not yet in the context). Leaves the drafted
-        positions in the context: the caller's verification pass overwrites them."""
-        engine = self.model._engine
-        saved = engine.skip_missed_below
-        engine.skip_missed_below = math.inf
+        """Drafts after `token`, the last sampled one (not yet in the context). Leaves its passes
+        in the context (one more than the drafts): the caller cuts them before verifying."""
         drafts: List[int] = []
-        try:
-            last = token
-            for _ in range(k):
-                last = int(self.model.eval([last], cancel=cancel).argmax())
-                drafts.append(last)
-        finally:
-            engine.skip_missed_below = saved
+        last = token
+        for _ in range(k):
+            logits = self.model.eval([last], cancel=cancel, cached_only=True)
+            last = int(logits.argmax())
+            if 1.0 / np.exp(logits - logits[last]).sum() < self.min_p:
+                break
+            drafts.append(last)
         return drafts
 
 
 class DraftSwitch:
-    """Turns a drafter off while it does not pay, from measured times.
+    """Pauses drafting while it does not pay, from measured times.
 
-    Plain steps and drafting rounds each keep a running mean of seconds per generated token; a
-    drafter whose rounds are slower per token than plain steps is paused for `pause` tokens, then
-    tried again (what pays changes as the cache warms and the text changes). Until both are
-    measured, drafting runs, and a plain step is timed at least every `pause` tokens."""
+    Plain steps and drafting rounds each keep a running mean of seconds per generated token. A
+    plain step is timed first; then drafting runs, and whenever its rounds are slower per token
+    than plain steps it is paused for `pause` plain steps, then tried again (what pays changes
+    as the cache warms and the text changes). While drafting runs, a plain step is still timed
+    every `pause` tokens."""
 
     def __init__(self, pause: int = 32, smoothing: float = 0.25):
         self.pause, self.smoothing = pause, smoothing
         self.plain_s: Optional[float] = None   # seconds per token, plain steps
-        self.draft_s: Optional[float] = None   # seconds per kept token, drafting rounds
+        self.draft_s: Optional[float] = None   # seconds per generated token, drafting rounds
         self.paused_for = 0
         self.since_plain = 0
 
@@ -106,9 +109,7 @@ class DraftSwitch:
         return new if old is None else old + self.smoothing * (new - old)
 
     def want_draft(self) -> bool:
-        if self.paused_for > 0 or self.since_plain >= self.pause or self.plain_s is None:
-            return False
-        return True
+        return self.plain_s is not None and self.paused_for == 0 and self.since_plain < self.pause
 
     def plain_step(self, seconds: float) -> None:
         self.plain_s = self._mean(self.plain_s, seconds)
@@ -124,30 +125,59 @@ class DraftSwitch:
 
 
 class Drafting:
-    """One generation's drafting: which drafter proposes, how many, and whether it pays now."""
+    """One generation's drafting: which drafter proposes, how many, whether it pays now (auto),
+    and what it did (counts())."""
 
-    def __init__(self, model, mode: str, max_tokens: int = DEFAULT_DRAFT_TOKENS):
+    def __init__(self, model, mode: str, per_round: int = DEFAULT_DRAFT_TOKENS):
         self.mode = check_mode(mode)
         self.model = model
-        self.max_tokens = max_tokens
+        self.per_round = per_round
         self.ngram = NgramDrafter() if mode in ("ngram", "auto") else None
-        self.cache = CacheDrafter(model) if mode in ("cache", "auto") and model.config["n_experts"] else None
+        self.cache = CacheDrafter(model, model.options.draft_min_p) if mode in ("cache", "auto") else None
         self.switch = DraftSwitch() if mode == "auto" else None  # asked for by name: always drafts
         self.drafted = 0    # tokens proposed
         self.accepted = 0   # of which kept
         self.rounds = 0     # verification passes
-        self._clock = time.perf_counter
+        # The step being timed: when it started, whether drafting worked in it, the kept count then.
+        self._started: Optional[float] = None
+        self._worked = False
+        self._accepted_before = 0
 
-    def propose(self, history: Sequence[int], room: int, cancel=None) -> List[int]:
-        """Drafts to follow history (its last token not yet evaluated), at most `room`."""
-        k = min(self.max_tokens, room)
+    def room(self, n_past: int, room: int) -> int:
+        """How many drafts may follow the token at position n_past: at most `room` (context and
+        max_tokens), one batch (a sliding-window model rewinds at most that far), and none past
+        the trained length under dynamic NTK rope, whose frequencies then follow the length of
+        the pass (a batch would not compute what token-by-token decoding does)."""
+        k = min(self.per_round, room, self.model.max_batch - 1)
+        cfg = self.model.config
+        if cfg.get("rope_scaling") == "dynamic":
+            k = min(k, cfg["rope_original_max_position"] - n_past - 1)
+        return k
+
+    def propose(self, history: Sequence[int], n_past: int, room: int, cancel=None) -> List[int]:
+        """Drafts to follow history (its last token, at position n_past, not yet evaluated)."""
+        k = self.room(n_past, room)
         if k <= 0 or (self.switch is not None and not self.switch.want_draft()):
             return []
+        self._worked = True
         if self.ngram is not None:
             drafts = self.ngram.propose(history, k)
             if drafts or self.cache is None:
+                self._worked = bool(drafts)
                 return drafts
         return self.cache.propose(history[-1], k, cancel=cancel)
+
+    def step_done(self) -> None:
+        """Called as each step or drafting round ends (the next token is about to be evaluated):
+        under auto, its time per generated token goes to the switch."""
+        now = time.perf_counter()
+        if self.switch is not None and self._started is not None:
+            tokens = self.accepted - self._accepted_before + 1
+            if self._worked:  # a drafting pass that found nothing to propose costs all the same
+                self.switch.draft_round(now - self._started, tokens)
+            else:
+                self.switch.plain_step(now - self._started)
+        self._started, self._worked, self._accepted_before = now, False, self.accepted
 
     def counts(self) -> Dict[str, int]:
         return {"drafted": self.drafted, "accepted": self.accepted, "rounds": self.rounds}

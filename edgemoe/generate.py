@@ -117,11 +117,8 @@ class Generation:
         self.tokens: List[int] = []   # generated ids (a stop string's tokens included)
         self.text = ""                # generated text, cut before a stop string
         self.stats = GenerationStats(prompt_tokens=len(self.prompt))
-        check_mode(draft)
-        self.drafting = Drafting(model, draft) if draft != "none" and trace is None else None
+        self.drafting = Drafting(model, draft) if check_mode(draft) != "none" and trace is None else None
         self._in_context: Optional[int] = None  # history tokens the context holds (once decoding)
-        self._round_drafted = False
-        self._accepted_before = 0
 
     @property
     def history(self) -> List[int]:
@@ -165,14 +162,12 @@ class Generation:
             rows = [logits]  # logits for the positions after history[-1], history[-1] + drafts[0], ...
             drafts: List[int] = []  # evaluated after history[-1], each kept while it is what is sampled
             self._in_context = len(self.prompt)  # history tokens the context holds, drafts aside
-            step_started = time.perf_counter()
             for step in range(self.max_tokens):
                 if self.cancel is not None and self.cancel.cancelled:
                     raise Cancelled("the generation was cancelled")
                 token = self.sampler(rows.pop(0), self.history)
                 if drafts:
                     if token == drafts.pop(0):
-                        self._in_context += 1
                         self.drafting.accepted += 1
                     else:
                         drafts, rows = [], []
@@ -190,10 +185,11 @@ class Generation:
                     sent = len(self.text) - hold
                 if step + 1 == self.max_tokens:
                     break
-                if rows:  # the position after this token was evaluated with it as a draft
+                if rows:  # this token was evaluated as a draft: the next position's logits are there
+                    self._in_context += 1
                     continue
-                self._end_step(step_started)
-                step_started = time.perf_counter()
+                if self.drafting is not None:
+                    self.drafting.step_done()
                 self._rewind(self._in_context)
                 if model.n_past >= model.ctx_size:
                     stats.stop_reason = CONTEXT
@@ -220,30 +216,18 @@ class Generation:
     def _evaluate(self, token: int, room: int):
         """Evaluate the sampled token, with drafts after it where drafting proposes any: the
         logits rows for the positions after it and the drafts, and the drafts."""
-        drafts = self.drafting.propose(self.history, room, cancel=self.cancel) if self.drafting else []
+        drafts = (self.drafting.propose(self.history, self._in_context, room, cancel=self.cancel)
+                  if self.drafting else [])
+        self._rewind(self._in_context)  # the cache drafter leaves its own passes in the context
         if not drafts:
             rows = [self.model.eval([token], cancel=self.cancel)]
             self._in_context += 1
             return rows, []
-        self._rewind(self._in_context)  # the cache drafter leaves its own passes in the context
         rows = self.model.eval([token] + drafts, cancel=self.cancel, all_logits=True)
         self._in_context += 1
         self.drafting.drafted += len(drafts)
         self.drafting.rounds += 1
-        self._round_drafted = True
         return list(rows), drafts
-
-    def _end_step(self, started: float) -> None:
-        """Tell drafting how long the last plain step or drafting round took, per token."""
-        if self.drafting is None or self.drafting.switch is None:
-            return
-        seconds = time.perf_counter() - started
-        if self._round_drafted:
-            self.drafting.switch.draft_round(seconds, self.drafting.accepted - self._accepted_before + 1)
-        else:
-            self.drafting.switch.plain_step(seconds)
-        self._round_drafted = False
-        self._accepted_before = self.drafting.accepted
 
     def _rewind(self, n: int) -> None:
         """Cut the context back to the history's first n tokens (a sliding-window model may

@@ -40,10 +40,12 @@ class LoadOptions:
     verify_checksums: bool = _DEFAULTS["verify_checksums"]
     # Lossless speculative decoding (edgemoe/draft.py): "none", "ngram", "cache" or "auto".
     draft: str = "none"
-    # LOSSY, off at 0: a missed expert every token weighs below this is not read (KL figures in
-    # bench/RESULTS.md "Lossy options").
+    # The cache drafter stops at a draft it gives less than this probability (llama.cpp's --draft-p-min).
+    draft_min_p: float = 0.75
+    # LOSSY, off at 0: a missed expert every token gives less than this share of its routing weight
+    # is not read (KL figures in bench/RESULTS.md).
     skip_missed_below: float = _DEFAULTS["skip_missed_below"]
-    # LOSSY, off at 0: each token uses only its first this many of the model's top-k experts.
+    # LOSSY, off at 0: each token uses only its this many heaviest of the model's top-k experts.
     active_experts: int = _DEFAULTS["active_experts"]
 
     @classmethod

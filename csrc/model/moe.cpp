@@ -201,19 +201,18 @@ void Transformer::moe(int layer, int64_t n, float* out) {
 
   if (observer_) observer_->on_routing(layer, n_past_, n, topk_idx_.data(), topk_w_.data(), x_.data());
 
-  // Group (token, rank) pairs by expert; under active_experts only each token's first choices.
-  const int active = active_experts_ > 0 ? std::min(active_experts_, K) : K;
-  if (active < K) keep_first_choices(n, active);
+  if (active_experts_ > 0 && active_experts_ < K) keep_heaviest_choices(n, active_experts_);
+  // Group (token, rank) pairs by expert (choices left out above are marked -1).
   std::vector<std::vector<int64_t>> users(E);  // entries t * K + r
   for (int64_t i = 0; i < n * K; ++i)
-    if (i % K < active) users[topk_idx_[i]].push_back(i);
+    if (topk_idx_[i] >= 0) users[topk_idx_[i]].push_back(i);
   // Ask the cache once per expert: a background prefetch can finish at any moment,
   // and an expert seen as a miss by one question and as cached by a second
   // would fall between the two lists and never be computed.
   std::vector<int> cached, misses;
   for (int e = 0; e < E; ++e)
     if (!users[e].empty()) (experts_.is_cached(layer, e) ? cached : misses).push_back(e);
-  if (skip_missed_below_ > 0.f && !misses.empty()) skip_light_misses(n, misses, users);
+  if ((cached_only_ || skip_missed_below_ > 0.f) && !misses.empty()) leave_out_misses(n, misses, users);
   if (n == 1) {
     // Decode: the cached experts are pinned, the misses' reads start side by
     // side, and the cached experts run meanwhile, their gate/up and then their
@@ -259,48 +258,66 @@ void Transformer::moe(int layer, int64_t n, float* out) {
 void Transformer::drop_choice(int64_t slot) {
   const int H = cfg_.hidden;
   topk_w_[slot] = 0.f;
+  topk_idx_[slot] = -1;
   std::fill(&routed_out_[slot * H], &routed_out_[slot * H] + H, 0.f);
+  if (!cached_only_) skipped_choices_.fetch_add(1, std::memory_order_relaxed);
+}
+
+float Transformer::choice_total(int64_t t) const {
+  const int K = cfg_.top_k;
+  float total = 0.f;
+  for (int r = 0; r < K; ++r) total += topk_w_[t * K + r];
+  return total;
 }
 
 void Transformer::rescale_choices(int64_t t, float total) {
   const int K = cfg_.top_k;
-  float kept = 0.f;
-  for (int r = 0; r < K; ++r) kept += topk_w_[t * K + r];
+  const float kept = choice_total(t);
   if (kept > 0.f && kept < total)
     for (int r = 0; r < K; ++r) topk_w_[t * K + r] *= total / kept;
 }
 
-void Transformer::keep_first_choices(int64_t n, int active) {
+void Transformer::keep_heaviest_choices(int64_t n, int active) {
   const int K = cfg_.top_k;
+  std::vector<int> ranks(K);
   for (int64_t t = 0; t < n; ++t) {
-    float total = 0.f;
-    for (int r = 0; r < K; ++r) total += topk_w_[t * K + r];
-    for (int r = active; r < K; ++r) drop_choice(t * K + r);
+    const float total = choice_total(t);
+    const float* w = &topk_w_[t * K];
+    std::iota(ranks.begin(), ranks.end(), 0);
+    // Heaviest first, ties to the lower rank: ranks follow the router's choice, which for
+    // sigmoid routing with a correction bias is not the order of the weights.
+    std::stable_sort(ranks.begin(), ranks.end(), [&](int a, int b) { return w[a] > w[b]; });
+    for (int i = active; i < K; ++i) drop_choice(t * K + ranks[i]);
     rescale_choices(t, total);
   }
-  skipped_choices_ += (uint64_t)n * (K - active);
 }
 
-void Transformer::skip_light_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users) {
+void Transformer::leave_out_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users) {
   const int K = cfg_.top_k;
-  std::vector<float> total(n, 0.f);
-  for (int64_t i = 0; i < n * K; ++i) total[i / K] += topk_w_[i];
+  std::vector<float> total(n);
+  std::vector<int64_t> heaviest(n);
+  for (int64_t t = 0; t < n; ++t) {
+    total[t] = choice_total(t);
+    heaviest[t] = t * K + (std::max_element(&topk_w_[t * K], &topk_w_[t * K] + K) - &topk_w_[t * K]);
+  }
+  // A share, not a weight: weights carry routed_scaling_factor and per-expert scales.
+  auto light = [&](int64_t slot) {
+    const int64_t t = slot / K;
+    return slot != heaviest[t] && topk_w_[slot] < skip_missed_below_ * total[t];
+  };
   std::vector<int> read;
-  bool skipped = false;
+  bool left_out = false;
   for (int e : misses) {
-    const bool light = std::all_of(users[e].begin(), users[e].end(),
-                                   [&](int64_t slot) { return topk_w_[slot] < skip_missed_below_; });
-    if (!light) {  // read for some token anyway, so computed for all of them
-      read.push_back(e);
+    if (!cached_only_ && !std::all_of(users[e].begin(), users[e].end(), light)) {
+      read.push_back(e);  // read for some token anyway, so computed for all of them
       continue;
     }
     for (int64_t slot : users[e]) drop_choice(slot);
-    if (std::isfinite(skip_missed_below_)) skipped_choices_ += users[e].size();  // +inf drafts: verified, not lossy
     users[e].clear();
-    skipped = true;
+    left_out = true;
   }
   misses.swap(read);
-  if (skipped)
+  if (left_out)
     for (int64_t t = 0; t < n; ++t) rescale_choices(t, total[t]);
 }
 

@@ -46,17 +46,19 @@ class Transformer {
   void truncate(int64_t n);
   int64_t n_past() const { return n_past_; }
   int ctx_size() const { return ctx_size_; }
-  // Lossy, off at 0: a routed expert that is not cached and that every token of the batch
-  // weighs below `weight` is not read; each such token's other experts are scaled up to the
-  // total weight it gave them all. +inf routes among cached experts only (no reads: drafting).
-  void set_skip_missed_below(float weight) { skip_missed_below_ = weight; }
-  float skip_missed_below() const { return skip_missed_below_; }
-  // Lossy, off at 0: each token uses only its first `k` (< top_k) routed choices, their
-  // weights scaled to the total of all top_k.
+  // Lossy, off at 0: a routed expert that is not cached, and that every token of the batch
+  // gives less than this share of its routing weight, is not read (a token's heaviest choice
+  // always is); each such token's other experts are scaled up to its total weight.
+  void set_skip_missed_below(float share) { skip_missed_below_ = share; }
+  // Lossy, off at 0: each token uses only its `k` (< top_k) heaviest routed choices, scaled up
+  // to the total weight of all top_k.
   void set_active_experts(int k) { active_experts_ = k; }
-  // (token, rank) choices left out so far by the lossy options (active experts, a finite
-  // skip_missed_below).
-  uint64_t skipped_choices() const { return skipped_choices_; }
+  // For the passes that follow: compute only the chosen experts that are cached and read
+  // nothing (a token with none cached gets no routed output). What drafting runs: its output
+  // is checked by a normal pass, so what it leaves out is not counted as lossy.
+  void set_cached_only(bool on) { cached_only_ = on; }
+  // (token, rank) choices left out so far by the lossy options.
+  uint64_t skipped_choices() const { return skipped_choices_.load(std::memory_order_relaxed); }
   void reset_skipped_choices() { skipped_choices_ = 0; }
 
   // Memory the forward pass allocates, for the memory plan (runtime/memory_plan.h);
@@ -96,15 +98,18 @@ class Transformer {
   void route_softmax(float* p, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
-  // Leaves routed choice `slot` (token * top_k + rank) out: no weight, no output.
+  // Leaves routed choice `slot` (token * top_k + rank) out: no weight, no output, expert -1.
   void drop_choice(int64_t slot);
+  // Token t's routing weights summed (over the choices not dropped).
+  float choice_total(int64_t t) const;
   // Scales token t's remaining routing weights up to `total`, their sum before choices were dropped.
   void rescale_choices(int64_t t, float total);
-  // Leaves out every token's choices after its first `active`.
-  void keep_first_choices(int64_t n, int active);
-  // Drops the misses every user of which weighs below skip_missed_below_ (their users' slots of
-  // routed_out_ zeroed, the users' other weights scaled to their old total) from `misses`.
-  void skip_light_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users);
+  // Leaves out every token's choices but its `active` heaviest.
+  void keep_heaviest_choices(int64_t n, int active);
+  // Takes out of `misses` the experts not to read (all under cached_only_, else those every user
+  // gives less than skip_missed_below_ of its weight, never its heaviest), dropping their users'
+  // choices and scaling up those tokens' other weights.
+  void leave_out_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users);
   // Decode: the token's experts that are already cached (acquired: views), batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts, const std::vector<ExpertView>& views,
                          const std::vector<std::vector<int64_t>>& users);
@@ -134,7 +139,8 @@ class Transformer {
   ForwardObserver* observer_ = nullptr;
   float skip_missed_below_ = 0.f;
   int active_experts_ = 0;
-  uint64_t skipped_choices_ = 0;
+  bool cached_only_ = false;
+  std::atomic<uint64_t> skipped_choices_{0};  // read by Engine::stats while a pass runs
 
   KVCache kv_;
   RopeFrequencies rope_;

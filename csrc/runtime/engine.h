@@ -24,7 +24,7 @@ struct EngineStats {
   StoreStats store;
   double compute_s = 0.0;
   uint64_t tokens = 0;
-  uint64_t skipped_choices = 0;  // (token, rank) choices left out by skip_missed_below (lossy)
+  uint64_t skipped_choices = 0;  // (token, rank) choices left out by the lossy options
 };
 
 // Routing decisions recorded while tracing is on: [token][layer][rank].
@@ -52,7 +52,10 @@ class Engine final : public ExpertSource, public ForwardObserver {
   void logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {});
   // Appends tokens to the context; writes the last position's logits [vocab],
   // or with all_logits every new position's [n, vocab] (to verify drafted tokens).
-  void eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {}, bool all_logits = false);
+  // cached_only: compute only the chosen experts already cached, read and prefetch nothing
+  // (drafting: Transformer::set_cached_only).
+  void eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {}, bool all_logits = false,
+            bool cached_only = false);
   void reset();
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);
@@ -63,10 +66,6 @@ class Engine final : public ExpertSource, public ForwardObserver {
   // over what was recorded and starts a new record.
   void set_tracing(bool on, bool with_hidden = false);
   RoutingTrace take_trace();
-
-  // Lossy (options.h): set for the passes that follow, as drafting does with +inf (cached experts only).
-  void set_skip_missed_below(float weight);
-  float skip_missed_below() const { return transformer_->skip_missed_below(); }
 
   EngineStats stats() const;
   void reset_stats();
@@ -110,6 +109,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;
+  bool cached_only_ = false;  // the current pass: eval(cached_only), no prefetch
   bool trace_hidden_ = false;
   RoutingTrace trace_;
   size_t trace_base_ = 0;  // index in trace_.positions of the current forward call's first token

@@ -41,10 +41,10 @@ struct EngineOptions {
   // and BigMoeOnEdge measured 2 to 4 lanes +15-20 % on a phone's flash. 0 reads everything in
   // the compute thread: no overlap, the same reads in the same order on every run.
   int io_threads = 4;
-  // Lossy, off (0): a missed expert weighed below this by every token that chose it is not read
-  // (model/transformer.h); bench/RESULTS.md "Lossy options" has its KL divergence and speed.
+  // Lossy, off (0): a missed expert that every token choosing it gives less than this share of
+  // its routing weight is not read (model/transformer.h); bench/RESULTS.md has its KL divergence.
   float skip_missed_below = 0.f;
-  // Lossy, off (0): route each token to only this many of the model's top-k experts.
+  // Lossy, off (0): route each token to only its this many heaviest of the model's top-k experts.
   int active_experts = 0;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };

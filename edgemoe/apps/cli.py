@@ -68,14 +68,17 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                         f"{d.io_threads}; 0 reads them in the compute thread, the same way on every run)")
     p.add_argument("--draft", default=None, choices=DRAFT_MODES,
                    help="draft tokens and verify several per forward pass, the output unchanged: ngram "
-                        "(prompt lookup), cache (the model routed among cached experts only, no reads), "
+                        "(prompt lookup), cache (the model computing only its cached experts, no reads), "
                         "auto (either, paused while it does not pay); default none")
-    p.add_argument("--skip-missed-below", type=_bounded(float, 0.0, 1.0), default=None, metavar="WEIGHT",
-                   help="LOSSY, off by default: do not read a missed expert every token weighs below WEIGHT "
-                        "(changes the output; see bench/RESULTS.md \"Lossy options\" for its KL divergence)")
+    p.add_argument("--draft-p-min", dest="draft_min_p", type=_bounded(float, 0.0, 1.0), default=None, metavar="P",
+                   help=f"the cache drafter stops at a draft it is less sure of than P (default {d.draft_min_p})")
+    p.add_argument("--skip-missed-below", type=_bounded(float, 0.0, 1.0), default=None, metavar="SHARE",
+                   help="LOSSY, off by default: do not read a missed expert to which every token gives less "
+                        "than this share of its routing weight (changes the output; KL divergence in "
+                        "bench/RESULTS.md)")
     p.add_argument("--active-experts", type=_bounded(int, 0), default=None, metavar="K",
-                   help="LOSSY, off by default: route each token to only its first K of the model's top-k "
-                        "experts (changes the output; see bench/RESULTS.md for its KL divergence)")
+                   help="LOSSY, off by default: route each token to only its K heaviest of the model's top-k "
+                        "experts (changes the output; KL divergence in bench/RESULTS.md)")
     p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
