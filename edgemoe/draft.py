@@ -134,14 +134,19 @@ class Drafting:
         self.per_round = per_round
         self.ngram = NgramDrafter() if mode in ("ngram", "auto") else None
         self.cache = CacheDrafter(model, model.options.draft_min_p) if mode in ("cache", "auto") else None
-        self.switch = DraftSwitch() if mode == "auto" else None  # asked for by name: always drafts
+        # Under auto, each drafter is paused on its own measurements (a costly cache drafter must
+        # not pause the free prompt lookup); a drafter asked for by name always drafts.
+        self.switches = {"ngram": DraftSwitch(), "cache": DraftSwitch()} if mode == "auto" else None
         self.drafted = 0    # tokens proposed
         self.accepted = 0   # of which kept
         self.rounds = 0     # verification passes
-        # The step being timed: when it started, whether drafting worked in it, the kept count then.
+        # The step being timed: when it started, which drafter worked in it, the kept count then.
         self._started: Optional[float] = None
-        self._worked = False
+        self._worked: Optional[str] = None
         self._accepted_before = 0
+
+    def _may(self, name: str) -> bool:
+        return getattr(self, name) is not None and (self.switches is None or self.switches[name].want_draft())
 
     def room(self, n_past: int, room: int) -> int:
         """How many drafts may follow the token at position n_past: at most `room` (context and
@@ -157,27 +162,30 @@ class Drafting:
     def propose(self, history: Sequence[int], n_past: int, room: int, cancel=None) -> List[int]:
         """Drafts to follow history (its last token, at position n_past, not yet evaluated)."""
         k = self.room(n_past, room)
-        if k <= 0 or (self.switch is not None and not self.switch.want_draft()):
+        if k <= 0:
             return []
-        self._worked = True
-        if self.ngram is not None:
+        if self._may("ngram"):
             drafts = self.ngram.propose(history, k)
-            if drafts or self.cache is None:
-                self._worked = bool(drafts)
+            if drafts:
+                self._worked = "ngram"
                 return drafts
-        return self.cache.propose(history[-1], k, cancel=cancel)
+        if self._may("cache"):
+            self._worked = "cache"  # its pass costs the same whether or not it proposes anything
+            return self.cache.propose(history[-1], k, cancel=cancel)
+        return []
 
     def step_done(self) -> None:
         """Called as each step or drafting round ends (the next token is about to be evaluated):
         under auto, its time per generated token goes to the switch."""
         now = time.perf_counter()
-        if self.switch is not None and self._started is not None:
-            tokens = self.accepted - self._accepted_before + 1
-            if self._worked:  # a drafting pass that found nothing to propose costs all the same
-                self.switch.draft_round(now - self._started, tokens)
+        if self.switches is not None and self._started is not None:
+            seconds, tokens = now - self._started, self.accepted - self._accepted_before + 1
+            if self._worked:
+                self.switches[self._worked].draft_round(seconds, tokens)
             else:
-                self.switch.plain_step(now - self._started)
-        self._started, self._worked, self._accepted_before = now, False, self.accepted
+                for switch in self.switches.values():
+                    switch.plain_step(seconds)
+        self._started, self._worked, self._accepted_before = now, None, self.accepted
 
     def counts(self) -> Dict[str, int]:
         return {"drafted": self.drafted, "accepted": self.accepted, "rounds": self.rounds}

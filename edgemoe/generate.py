@@ -62,11 +62,12 @@ def counter_change(before: Dict[str, float], after: Dict[str, float]) -> Dict[st
     return {k: after[k] - before[k] for k in ENGINE_COUNTERS}
 
 
-def per_token(phase: Dict[str, float]) -> Dict[str, Optional[float]]:
-    """A phase's counters (counter_change) per evaluated token: milliseconds computing and waiting
-    for storage, MB read, and the share of expert lookups the cache answered. None where the
-    phase evaluated no token (or looked up no expert: a dense model)."""
-    evals = phase.get("tokens", 0)
+def per_token(phase: Dict[str, float], tokens: Optional[int] = None) -> Dict[str, Optional[float]]:
+    """A phase's counters (counter_change) per token: milliseconds computing and waiting for
+    storage, MB read, and the share of expert lookups the cache answered. Per evaluated token,
+    or per `tokens` (the tokens a drafting decode generated: its passes also evaluate drafts
+    that are not kept). None where there is no token (or no expert lookup: a dense model)."""
+    evals = phase.get("tokens", 0) if tokens is None else tokens
     lookups = phase.get("cache_hits", 0) + phase.get("cache_misses", 0)
     return {"compute_ms": 1e3 * phase["compute_s"] / evals if evals else None,
             "io_wait_ms": 1e3 * phase["io_wait_s"] / evals if evals else None,

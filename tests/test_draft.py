@@ -313,3 +313,31 @@ def test_the_server_drafts_when_asked_and_counts_it():
     metrics = servers["ngram"].metrics_dict()
     assert metrics["draft"] == "ngram" and metrics["draft_accepted"] > 0
     assert servers["none"].metrics_dict()["draft_drafted"] == 0
+
+
+def test_auto_pauses_a_costly_drafter_and_keeps_the_one_that_pays(demo, monkeypatch):
+    """Times from a fake clock: prompt lookup's rounds come out at 5 ms per token against plain
+    steps' 10 ms, the cache drafter's at 50 ms; only the cache drafter is paused."""
+    from edgemoe import draft
+
+    clock = [0.0]
+    monkeypatch.setattr(draft.time, "perf_counter", lambda: clock[0])
+    d = draft.Drafting(demo, "auto")
+    demo.reset()
+    demo.eval([5, 6, 7])
+
+    def step(ms: float, history, kept: int = 0):
+        drafts = d.propose(history, n_past=demo.n_past, room=8)
+        demo.truncate(3)
+        d.accepted += min(kept, len(drafts))
+        clock[0] += ms / 1e3
+        d.step_done()
+        return drafts
+
+    d.step_done()  # the first decode pass starts the clock
+    assert step(10, [5, 6, 7, 8]) == []  # nothing measured yet: a plain step
+    assert step(20, [1, 2, 3, 9, 1, 2], kept=3) == [3, 9, 1, 2]  # lookup: 4 tokens in 20 ms
+    assert d.switches["ngram"].want_draft() and d.switches["cache"].want_draft()
+    step(50, [5, 6, 7, 8])  # no lookup match: the cache drafter's pass, nothing kept
+    assert not d.switches["cache"].want_draft()
+    assert d.switches["ngram"].want_draft()

@@ -12,12 +12,12 @@ from ..generate import GenerationStats, per_token
 MiB = 1 << 20
 
 
-def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float]) -> str:
+def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float], per_generated: bool = False) -> str:
     rate = tokens / seconds if seconds else 0.0
     line = f"{name:<8} {tokens} tokens in {seconds:.2f} s, {rate:.1f} tok/s"
-    if not engine.get("tokens"):
+    if not engine.get("tokens") or (per_generated and not tokens):
         return line
-    t = per_token(engine)
+    t = per_token(engine, tokens if per_generated else None)
     line += (f" | {t['compute_ms'] + t['io_wait_ms']:.1f} ms/token: compute {t['compute_ms']:.1f}, "
              f"waiting for storage {t['io_wait_ms']:.1f}")
     if t["cache_hit_rate"] is not None:
@@ -41,7 +41,8 @@ def timing_lines(stats: GenerationStats, model) -> List[str]:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return [
         _phase("prefill", stats.evaluated_tokens, stats.prefill_s, stats.prefill_engine),
-        _phase("decode", stats.generated_tokens, stats.decode_s, stats.decode_engine),
+        # with drafting, per generated token: its passes also evaluate drafts that are not kept
+        _phase("decode", stats.generated_tokens, stats.decode_s, stats.decode_engine, per_generated=bool(stats.draft)),
     ] + ([_draft_line(stats.draft)] if stats.draft else []) + [
         f"{'memory':<8} plan {plan.total_bytes / MiB:.0f} MiB ({plan.n_slots} expert slots of "
         f"{plan.slot_bytes / MiB:.2f} MiB), RSS {rss / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB",
