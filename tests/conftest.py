@@ -96,9 +96,23 @@ def llama_logits(path, ids) -> np.ndarray:
     """llama.cpp's logits (llama-cpp-python) for every position of `ids` on the GGUF at `path`;
     skips the calling test if llama-cpp-python is not installed."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[test]')")
-    # f32 KV cache: llama.cpp's default f16 cache alone moves logits by ~1e-3
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(64, len(ids)), n_batch=len(ids), n_threads=2,
-                          logits_all=True, verbose=False, type_k=llama_cpp.GGML_TYPE_F32,
-                          type_v=llama_cpp.GGML_TYPE_F32)
+    # No extra buffer types (weights repacked for AMX or SIMD): on a CPU with AMX whose kernel
+    # does not grant the tiles to the process (this CI's VMs), llama.cpp's AMX matmul of
+    # quantized weights segfaults; repacking changes speed, not what the reference computes.
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_cpp.llama_cpp.llama_model_default_params = without_extra_buffers
+    try:
+        # f32 KV cache: llama.cpp's default f16 cache alone moves logits by ~1e-3
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(64, len(ids)), n_batch=len(ids), n_threads=2,
+                              logits_all=True, verbose=False, type_k=llama_cpp.GGML_TYPE_F32,
+                              type_v=llama_cpp.GGML_TYPE_F32)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = defaults
     llm.eval(list(ids))
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
