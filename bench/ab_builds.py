@@ -1,4 +1,4 @@
-"""Decode speed of two builds of edgemoe side by side: A/B of a runtime change.
+"""Decode and prefill speed of two builds of edgemoe side by side: A/B of a runtime change.
 
     git worktree add /tmp/old HEAD~1 && (cd /tmp/old && python setup.py build_ext --inplace)
     python bench/ab_builds.py MODEL.emoe /tmp/old . [--model-a OLD.emoe] [--runs 5] [--prompt 128]
@@ -11,7 +11,8 @@ expert is cached after a warm-up, so this measures compute, not storage. With
 --memory-fraction F each run is limited to F x its container's size (cgroup v1, root) with the
 page cache dropped, and loads with the memory budget that limit leaves after the interpreter's
 own footprint, as bench/compare.py's memory-limited scenario does: experts stream from storage.
-Prints the median tokens/s of each and their ratio.
+Prints the median decode and prefill tokens/s of each and their ratios (in RAM, prefill is the
+--prompt tokens after the warm-up, one timing per run).
 """
 import argparse
 import json
@@ -38,17 +39,20 @@ ids = np.random.default_rng(0).integers(0, m.config["vocab"], a["prompt"]).tolis
 if a["limit"] is None:
     m.logits(ids)  # warm-up: the prompt's experts are read once
     m.reset()
+t0 = time.perf_counter()
 tok = int(np.argmax(m.eval(ids)))
+prefill_tok_s = len(ids) / (time.perf_counter() - t0)
 for _ in range(16):
     tok = int(np.argmax(m.eval([tok])))
 t0 = time.perf_counter()
 for _ in range(a["decode"]):
     tok = int(np.argmax(m.eval([tok])))
-print(json.dumps({"package": edgemoe.__file__, "tok_s": a["decode"] / (time.perf_counter() - t0)}))
+print(json.dumps({"package": edgemoe.__file__, "tok_s": a["decode"] / (time.perf_counter() - t0),
+                  "prefill_tok_s": prefill_tok_s}))
 """
 
 
-def run(tree: str, model: str, a) -> float:
+def run(tree: str, model: str, a) -> dict:
     limit = None if a.memory_fraction is None else int(os.path.getsize(model) * a.memory_fraction)
     args = {"path": model, "prompt": a.prompt, "decode": a.decode, "threads": a.threads, "limit": limit,
             "headroom": a.headroom_mb << 20, "cgroup": None}
@@ -61,7 +65,7 @@ def run(tree: str, model: str, a) -> float:
     r = json.loads(out.stdout.strip().splitlines()[-1])
     if not r["package"].startswith(os.path.abspath(tree)):
         sys.exit(f"{tree}: imported {r['package']} instead; build it in place first")
-    return r["tok_s"]
+    return r
 
 
 def main() -> None:
@@ -82,10 +86,12 @@ def main() -> None:
     for _ in range(a.runs):
         results["A"].append(run(a.a, a.model_a or a.model, a))
         results["B"].append(run(a.b, a.model, a))
-    ma, mb = statistics.median(results["A"]), statistics.median(results["B"])
-    print(f"A {a.a}: {[round(x, 1) for x in results['A']]} median {ma:.1f} tok/s")
-    print(f"B {a.b}: {[round(x, 1) for x in results['B']]} median {mb:.1f} tok/s")
-    print(f"B / A = {mb / ma:.3f}")
+    for phase, key in (("decode", "tok_s"), ("prefill", "prefill_tok_s")):
+        ra, rb = ([r[key] for r in results[x]] for x in ("A", "B"))
+        ma, mb = statistics.median(ra), statistics.median(rb)
+        print(f"{phase}: A {a.a}: {[round(x, 1) for x in ra]} median {ma:.1f} tok/s")
+        print(f"{phase}: B {a.b}: {[round(x, 1) for x in rb]} median {mb:.1f} tok/s")
+        print(f"{phase}: B / A = {mb / ma:.3f}")
 
 
 if __name__ == "__main__":
