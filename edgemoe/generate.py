@@ -211,7 +211,8 @@ class Generation:
             stats.generated_tokens = len(self.tokens)
             if self.drafting is not None:
                 stats.draft = self.drafting.counts()
-                if self._in_context is not None and model.n_past > self._in_context:  # drafts nobody kept: callers read n_past
+                # drafts nobody kept leave the context: callers read what it holds from n_past
+                if self._in_context is not None and model.n_past > self._in_context:
                     model.truncate(self._in_context)
 
     def _evaluate(self, token: int, room: int):
