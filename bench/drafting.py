@@ -26,7 +26,7 @@ import sys
 
 import numpy as np
 
-from bench_util import drop_page_cache, set_cgroup_limit
+from bench_util import drop_page_cache, report, set_cgroup_limit
 from compare import CHILD_COMMON, ROOT
 
 MiB = 1 << 20
@@ -152,11 +152,7 @@ def main() -> None:
             lines.append(f"| {label} | {med:.2f} ({speeds}) | "
                          f"{med / base:.2f}x | {statistics.median(r['mb_per_token'] for r in rs):.1f} | {drafts} | "
                          f"{'identical' if same else 'differs'} | {kl:.4f} | {max(r['peak_rss_mb'] for r in rs):.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(text)
+    report("\n".join(lines) + "\n", a.write)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import platform
 import statistics
 import sys
 
-from bench_util import drop_page_cache, set_cgroup_limit
+from bench_util import drop_page_cache, report, set_cgroup_limit
 from compare import run_child
 from streaming_peers import prepare
 
@@ -66,11 +66,7 @@ def main() -> None:
         lines.append(f"| {v} | {median[v]:.2f} ({speeds}) | {median[v] / one:.2f}x | "
                      f"{statistics.median(r['read_mb_per_tok'] for r in rs):.1f} | "
                      f"{max(r['peak_rss_mb'] for r in rs):.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(text)
+    report("\n".join(lines) + "\n", a.write)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ Drafters:
 - ngram: prompt lookup. The longest n-gram ending the history that occurred before proposes
   the tokens that followed its latest occurrence (free; wins on text that repeats its context:
   code edits, quotes, summaries, lists).
-- cache: the model itself, each token routed only among the experts already cached, so drafting
-  reads nothing (csrc Transformer::set_skip_missed_below(+inf)); its greedy choices are drafts.
+- cache: the model itself, each layer computing only the chosen experts already cached, so drafting
+  reads nothing (Model.eval(cached_only=True)); its greedy choices, while it is sure of them, are drafts.
 - auto: ngram where it has a match, else cache; paused while drafting does not pay.
 
 What pays is measured, not assumed: under auto, `DraftSwitch` compares the time per token of
@@ -129,7 +129,7 @@ class Drafting:
     and what it did (counts())."""
 
     def __init__(self, model, mode: str, per_round: int = DEFAULT_DRAFT_TOKENS):
-        self.mode = check_mode(mode)
+        """mode: one of DRAFT_MODES but none (Generation checks it)."""
         self.model = model
         self.per_round = per_round
         self.ngram = NgramDrafter() if mode in ("ngram", "auto") else None

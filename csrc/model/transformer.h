@@ -57,6 +57,7 @@ class Transformer {
   // nothing (a token with none cached gets no routed output). What drafting runs: its output
   // is checked by a normal pass, so what it leaves out is not counted as lossy.
   void set_cached_only(bool on) { cached_only_ = on; }
+  bool cached_only() const { return cached_only_; }
   // (token, rank) choices left out so far by the lossy options.
   uint64_t skipped_choices() const { return skipped_choices_.load(std::memory_order_relaxed); }
   void reset_skipped_choices() { skipped_choices_ = 0; }

@@ -239,12 +239,12 @@ void Engine::logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop
 void Engine::eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop, bool all_logits, bool cached_only) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
-  // The pass's mode, undone however it ends.
+  // The pass's mode (the transformer holds it; on_routing reads it there), undone however it ends.
   struct CachedOnly {
-    Engine& e;
-    CachedOnly(Engine& engine, bool on) : e(engine) { e.cached_only_ = on, e.transformer_->set_cached_only(on); }
-    ~CachedOnly() { e.cached_only_ = false, e.transformer_->set_cached_only(false); }
-  } mode(*this, cached_only);
+    Transformer& t;
+    CachedOnly(Transformer& transformer, bool on) : t(transformer) { t.set_cached_only(on); }
+    ~CachedOnly() { t.set_cached_only(false); }
+  } mode(*transformer_, cached_only);
   if (predictor_ && n == 1 && !cached_only) {  // a decode step: the token alone may already predict its experts
     token_guesses_.clear();
     predictor_->on_token(tokens[0], &token_guesses_);
@@ -267,7 +267,7 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
   // Prefetch while this layer's experts compute. Decode only: a prefill batch
   // reads each expert it needs once anyway, grouped by expert.
   // (This layer's own misses are read side by side by the MoE block: read_ahead.)
-  if (predictor_ && n == 1 && !cached_only_) {
+  if (predictor_ && n == 1 && !transformer_->cached_only()) {
     guesses_.clear();
     predictor_->predict(layer, hidden, ids, &guesses_);
     for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
@@ -321,7 +321,6 @@ uint64_t Engine::allocated_bytes() const {
 EngineStats Engine::stats() const {
   return EngineStats{store_->stats(), compute_s_, tokens_, transformer_->skipped_choices()};
 }
-
 
 void Engine::reset_stats() {
   std::lock_guard<std::mutex> lock(run_mu_);

@@ -109,7 +109,6 @@ class Engine final : public ExpertSource, public ForwardObserver {
   std::vector<std::pair<int, int>> token_guesses_;  // from on_token, traced once the token's row exists
   std::mutex run_mu_;  // one forward pass at a time per engine
   bool tracing_ = false;
-  bool cached_only_ = false;  // the current pass: eval(cached_only), no prefetch
   bool trace_hidden_ = false;
   RoutingTrace trace_;
   size_t trace_base_ = 0;  // index in trace_.positions of the current forward call's first token
