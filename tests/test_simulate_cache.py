@@ -10,7 +10,7 @@ from edgemoe.trace import read_trace, write_trace
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import simulate_cache as sim  # noqa: E402
 
-POLICIES = ["lru", "lfu", "edgemoe", "recent", "belady"]
+POLICIES = ["lru", "lfu", "edgemoe", "recent", "per-layer", "lookahead1", "lookahead3", "belady"]
 
 
 def steps_of(seq):
@@ -41,6 +41,30 @@ def test_edgemoe_prefers_experts_of_nearer_layers():
         policy.on_access(key, 0)
     # computing layer 0: layer 1 is 1 layer away, layer 3 is 3 away
     assert policy.victim([(1, 0), (3, 0)], current_layer=0, step=0) == (3, 0)
+
+
+def test_lookahead_keeps_what_the_next_steps_use():
+    # one layer, experts 0..2 cached; the next step uses 0, the one after 1: the bound evicts 2
+    steps = steps_of([5, 0, 1, 2])
+    policy = sim.RouterLookahead(n_layers=1, steps=steps, horizon=2)
+    for e in (2, 1, 0):  # 2 the most recent and frequent: recent alone would keep it
+        policy.on_step(0, 0)
+        policy.on_access((0, e), 0)
+    policy.on_access((0, 2), 0)
+    assert sim.Recent.victim(policy, [(0, 0), (0, 1), (0, 2)], 0, 0) != (0, 2)
+    assert policy.victim([(0, 0), (0, 1), (0, 2)], current_layer=0, step=0) == (0, 2)
+
+
+def test_per_layer_pool_evicts_from_its_own_layer():
+    policy = sim.PerLayerRecent(n_layers=2, slots=4)  # two slots per layer
+    for key in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        policy.on_access(key, 0)
+    for _ in range(5):
+        policy.on_access((1, 0), 0)  # layer 1's experts are worth more, yet layer 1 evicts its own
+    for _ in range(3):
+        policy.on_access((1, 1), 0)
+    assert sim.Recent.victim(policy, [(0, 0), (0, 1), (1, 0), (1, 1)], 1, 0)[0] == 0
+    assert policy.victim([(0, 0), (0, 1), (1, 0), (1, 1)], current_layer=1, step=0) == (1, 1)
 
 
 @pytest.mark.parametrize("slots", [2, 3, 5, 8])

@@ -129,6 +129,41 @@ class Recent(EdgeMoE):
         return min(cached, key=lambda k: (self.current_rate(k) / self.distance(k[0], current_layer), self.last[k]))
 
 
+class PerLayerRecent(Recent):
+    """The `recent` weighing inside per-layer pools: each layer owns an equal share of the slots,
+    and a miss evicts one of its own layer's experts once the layer holds its share (a global
+    pool lets busy layers take slots from quiet ones; this measures what that is worth)."""
+
+    name = "per-layer"
+
+    def __init__(self, n_layers: int, slots: int):
+        super().__init__(n_layers)
+        self.share = max(1, slots // n_layers)
+
+    def victim(self, cached, current_layer, step):
+        own = [k for k in cached if k[0] == current_layer]
+        if len(own) >= self.share:
+            return min(own, key=lambda k: (self.current_rate(k), self.last[k]))
+        return super().victim(cached, current_layer, step)
+
+
+class RouterLookahead(Recent):
+    """An upper bound for eviction that heeds the router's guess of the next layer(s): the `recent`
+    policy, but an expert the next `horizon` layer steps will use (the trace's truth, which no
+    router guess beats) is evicted only when nothing else can be. Measures what reading the
+    router ahead could buy before anyone builds it (bench/RESULTS.md, "Cache policies")."""
+
+    def __init__(self, n_layers: int, steps: List[List[Key]], horizon: int):
+        super().__init__(n_layers)
+        self.steps, self.horizon = steps, horizon
+        self.name = f"lookahead{horizon}"
+
+    def victim(self, cached, current_layer, step):
+        soon = {k for s in self.steps[step + 1:step + 1 + self.horizon] for k in s}
+        return min(cached, key=lambda k: (k in soon, self.current_rate(k) / self.distance(k[0], current_layer),
+                                          self.last[k]))
+
+
 class Belady(Policy):
     name = "belady"
 
@@ -152,8 +187,8 @@ class Belady(Policy):
         return max(cached, key=lambda k: self.next_use(k, step))
 
 
-def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Callable[[], Policy]) -> Dict[str, float]:
-    policy = make_policy()
+def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Callable[..., Policy]) -> Dict[str, float]:
+    policy = make_policy(slots)
     cached: set = set()
     hits = misses = 0
     for i, keys in enumerate(steps):
@@ -176,12 +211,16 @@ def simulate(steps: List[List[Key]], n_layers: int, slots: int, make_policy: Cal
     return {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}
 
 
+# name -> (n_layers, steps) -> (slots) -> a fresh policy
 POLICIES = {
-    "lru": lambda L, steps: lambda: LRU(L),
-    "lfu": lambda L, steps: lambda: LFU(L),
-    "edgemoe": lambda L, steps: lambda: EdgeMoE(L),
-    "recent": lambda L, steps: lambda: Recent(L),
-    "belady": lambda L, steps: lambda: Belady(L, steps),
+    "lru": lambda L, steps: lambda slots: LRU(L),
+    "lfu": lambda L, steps: lambda slots: LFU(L),
+    "edgemoe": lambda L, steps: lambda slots: EdgeMoE(L),
+    "recent": lambda L, steps: lambda slots: Recent(L),
+    "per-layer": lambda L, steps: lambda slots: PerLayerRecent(L, slots),
+    "lookahead1": lambda L, steps: lambda slots: RouterLookahead(L, steps, 1),
+    "lookahead3": lambda L, steps: lambda slots: RouterLookahead(L, steps, 3),
+    "belady": lambda L, steps: lambda slots: Belady(L, steps),
 }
 
 
