@@ -203,9 +203,9 @@ py::dict tensor_table(const Container& c) {
   return out;
 }
 
-py::list expert_table(const Container& c) {
+py::list expert_table(const std::vector<std::vector<ExpertEntry>>& table) {
   py::list out;
-  for (const auto& row : c.experts) {
+  for (const auto& row : table) {
     py::list r;
     for (const ExpertEntry& x : row) {
       py::dict d, parts;
@@ -333,6 +333,7 @@ py::dict engine_stats(const Engine& e) {
   d["compute_s"] = s.compute_s;
   d["tokens"] = s.tokens;
   d["skipped_choices"] = s.skipped_choices;
+  d["low_bit_choices"] = s.low_bit_choices;
   d["prefetch_issued"] = s.store.prefetch_issued;
   d["prefetch_loaded"] = s.store.prefetch_loaded;
   d["prefetch_hits"] = s.store.prefetch_hits;
@@ -431,7 +432,12 @@ PYBIND11_MODULE(_core, m) {
         return d;
       })
       .def_property_readonly("tensors", &tensor_table)
-      .def_property_readonly("experts", &expert_table);
+      .def_property_readonly("experts", [](const Container& c) { return expert_table(c.experts); })
+      .def_property_readonly("low_bit_experts",
+                             [](const Container& c) -> py::object {
+                               if (c.low_bit_experts.empty()) return py::none();
+                               return expert_table(c.low_bit_experts);
+                             });
   m.def("open_container", [](const std::string& path) {
     py::gil_scoped_release nogil;
     return open_container(path);

@@ -289,6 +289,8 @@ class Model:
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],
             "expert_types": [[b["type"] for b in row] for row in experts],  # q4 and q4k are both 4 bits
+            # the experts' second, low-bit copies (convert --low-bit-copy), 0 without
+            "low_bit_copy_bytes": sum(b["size"] for row in self.container.low_bit_experts or [] for b in row),
             "quantization": m.get("quantization", {}),
             "min_memory_budget": self.plan.min_budget,
             "memory_plan": {
@@ -339,7 +341,7 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     scratch + expert cache; `cache_experts` sets the expert slot count directly. `predictor`
     chooses how experts of the next layers are prefetched during decoding (none [default], gate,
     stats, token, auto; stats and token need `edgemoe profile`) and `cache_policy` which cached
-    expert is evicted (edgemoe [default], lru, lfu). `prefetch_depth`/`prefetch_width` say how
+    expert is evicted (recent [default], edgemoe, lru, lfu). `prefetch_depth`/`prefetch_width` say how
     many layers ahead and how many experts per layer are guessed, `prefetch_min_confidence` drops
     guesses less likely than that. `draft` (none [default], ngram, cache, auto) drafts tokens to
     verify several per forward pass (edgemoe/draft.py). None of these changes results, only what
@@ -348,8 +350,10 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     like transformers' f32 forward pass. LOSSY, off by default, changing the output
     (bench/RESULTS.md has their KL divergence): `skip_missed_below` W leaves out a missed expert
     that every token gives less than the share W of its routing weight (no read; never a token's
-    heaviest; the token's other experts make up its weight); `active_experts` K routes each token
-    to its K heaviest choices only."""
+    heaviest; the token's other experts make up its weight); `low_bit_missed_below` W reads such
+    an expert (W 1: any missed expert) in its low-bit copy, which the container must carry (`edgemoe
+    convert --low-bit-copy BITS`); `active_experts` K routes each token to its K heaviest choices
+    only."""
     given = {k: v for k, v in kwargs.items() if v is not None}
     options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
     return Model(open_container(path), options)

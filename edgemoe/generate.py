@@ -54,7 +54,8 @@ class GenerationStats:
 
 
 # Model.stats() keys that count (the others are levels, like rss_bytes, or ratios).
-ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens", "skipped_choices")
+ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens", "skipped_choices",
+                   "low_bit_choices")
 
 
 def counter_change(before: Dict[str, float], after: Dict[str, float]) -> Dict[str, float]:

@@ -45,6 +45,9 @@ class LoadOptions:
     # LOSSY, off at 0: a missed expert every token gives less than this share of its routing weight
     # is not read (KL figures in bench/RESULTS.md).
     skip_missed_below: float = _DEFAULTS["skip_missed_below"]
+    # LOSSY, off at 0: a missed expert every token gives less than this share of its routing weight
+    # (1: every missed expert) is read and computed in its low-bit copy (`convert --low-bit-copy`).
+    low_bit_missed_below: float = _DEFAULTS["low_bit_missed_below"]
     # LOSSY, off at 0: each token uses only its this many heaviest of the model's top-k experts.
     active_experts: int = _DEFAULTS["active_experts"]
 
@@ -71,6 +74,7 @@ class LoadOptions:
                "prefetch_depth": self.prefetch_depth, "prefetch_width": self.prefetch_width,
                "prefetch_min_confidence": float(self.prefetch_min_confidence),
                "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
+               "low_bit_missed_below": float(self.low_bit_missed_below),
                "active_experts": self.active_experts,
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
@@ -88,7 +92,7 @@ def _physical_cores() -> int:
     return max(1, n or os.cpu_count() or 1)
 
 
-LOSSY_OPTIONS = ("skip_missed_below", "active_experts")  # each off at 0
+LOSSY_OPTIONS = ("skip_missed_below", "low_bit_missed_below", "active_experts")  # each off at 0
 
 
 def lossy_settings(options: LoadOptions, top_k: int) -> Dict[str, float]:

@@ -4,8 +4,9 @@ and reach the runtime's reader exactly as a converted file's would."""
 from edgemoe.format.container import encode_index, open_container, replace_section
 
 
-def replace_tables(path, config=None, tensors=None, experts=None) -> None:
+def replace_tables(path, config=None, tensors=None, experts=None, low_bit_experts=None) -> None:
     c = open_container(str(path))
     replace_section(str(path), "index", encode_index(c.config if config is None else config,
                                                       c.tensors if tensors is None else tensors,
-                                                      c.experts if experts is None else experts))
+                                                      c.experts if experts is None else experts,
+                                                      c.low_bit_experts if low_bit_experts is None else low_bit_experts))

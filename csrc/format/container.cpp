@@ -214,7 +214,8 @@ void read_tensors(Container& c, Cursor& in) {
   }
 }
 
-void read_experts(Container& c, Cursor& in) {
+// One [layer][expert] table of blobs (`kind`: "expert" or "low-bit copy of expert", for messages).
+std::vector<std::vector<ExpertEntry>> read_expert_table(const Container& c, Cursor& in, const std::string& kind) {
   const ModelConfig& cfg = c.config;
   const uint32_t layers = in.get<uint32_t>(), per_layer = in.get<uint32_t>();
   if ((int64_t)layers != cfg.n_layers || (int64_t)per_layer != cfg.n_experts)
@@ -226,11 +227,11 @@ void read_experts(Container& c, Cursor& in) {
     in.fail("expert table ends early (truncated or corrupt)");
   const int64_t I = cfg.expert_intermediate, H = cfg.hidden;
   const Section& section = c.experts_section;
-  c.experts.assign(layers, {});
+  std::vector<std::vector<ExpertEntry>> table(layers);
   for (uint32_t l = 0; l < layers; ++l) {
     if (cfg.is_dense((int)l)) continue;
     for (uint32_t e = 0; e < per_layer; ++e) {
-      const std::string what = "expert " + std::to_string(l) + "/" + std::to_string(e);
+      const std::string what = kind + " " + std::to_string(l) + "/" + std::to_string(e);
       ExpertEntry x;
       x.offset = in.get<uint64_t>();
       x.size = in.get<uint64_t>();
@@ -266,9 +267,10 @@ void read_experts(Container& c, Cursor& in) {
       if (x.size > end + kBlobAlign)
         in.fail(what + ": the blob (" + std::to_string(x.size) + " bytes) is larger than its projections (" +
                 std::to_string(end) + " bytes)");
-      c.experts[l].push_back(x);
+      table[l].push_back(x);
     }
   }
+  return table;
 }
 
 }  // namespace
@@ -299,8 +301,14 @@ Container open_container(const std::string& path) {
     throw FormatError(path + ": " + e.what());
   }
   read_tensors(c, in);
-  read_experts(c, in);
-  if (in.remaining()) in.fail(std::to_string(in.remaining()) + " bytes follow the expert table");
+  c.experts = read_expert_table(c, in, "expert");
+  // Optionally, the low-bit copies' table, announced by one byte.
+  if (in.remaining()) {
+    const uint8_t what = in.get<uint8_t>();
+    if (what != kLowBitTable) in.fail("unknown table (" + std::to_string(what) + ") after the expert table");
+    c.low_bit_experts = read_expert_table(c, in, "low-bit copy of expert");
+  }
+  if (in.remaining()) in.fail(std::to_string(in.remaining()) + " bytes follow the expert tables");
   return c;
 }
 

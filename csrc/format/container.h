@@ -70,6 +70,7 @@ struct ExpertEntry {
 };
 
 constexpr const char* kExpertPartNames[3] = {"gate", "up", "down"};
+constexpr uint8_t kLowBitTable = 1;  // announces the low-bit copies' table (docs/FORMAT.md)
 
 struct Container {
   std::string path;
@@ -80,6 +81,8 @@ struct Container {
   ModelConfig config;    // the same, checked
   std::vector<TensorEntry> tensors;
   std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]; a dense layer's row is empty
+  // A second, low-bit copy of every routed expert, in the same form; empty if the container has none.
+  std::vector<std::vector<ExpertEntry>> low_bit_experts;
   std::string manifest_json;  // the manifest's bytes, checksum verified, not parsed
 };
 

@@ -25,8 +25,10 @@ struct ExpertMath {
   const float* down_bias = nullptr;
 };
 
+// `expert` may be an id of a low-bit copy (n_experts + expert): the copy shares the expert's biases.
 ExpertMath routed_math(const ModelConfig& c, const LayerWeights& L, int expert) {
   ExpertMath m{c.expert_activation, c.swiglu_alpha, c.swiglu_limit};
+  expert %= c.n_experts;
   if (c.expert_bias) {
     m.gate_bias = L.expert_gate_bias.f32() + (size_t)expert * c.expert_intermediate;
     m.up_bias = L.expert_up_bias.f32() + (size_t)expert * c.expert_intermediate;
@@ -213,6 +215,7 @@ void Transformer::moe(int layer, int64_t n, float* out) {
   for (int e = 0; e < E; ++e)
     if (!users[e].empty()) (experts_.is_cached(layer, e) ? cached : misses).push_back(e);
   if ((cached_only_ || skip_missed_below_ > 0.f) && !misses.empty()) leave_out_misses(n, misses, users);
+  if (low_bit_missed_below_ > 0.f && !misses.empty()) use_low_bit_copies(layer, n, cached, misses, users);
   if (n == 1) {
     // Decode: the cached experts are pinned, the misses' reads start side by
     // side, and the cached experts run meanwhile, their gate/up and then their
@@ -319,6 +322,26 @@ void Transformer::leave_out_misses(int64_t n, std::vector<int>& misses, std::vec
   misses.swap(read);
   if (left_out)
     for (int64_t t = 0; t < n; ++t) rescale_choices(t, total[t]);
+}
+
+void Transformer::use_low_bit_copies(int layer, int64_t n, std::vector<int>& cached, std::vector<int>& misses,
+                                     std::vector<std::vector<int64_t>>& users) {
+  const int K = cfg_.top_k, E = cfg_.n_experts;
+  std::vector<float> total(n);
+  for (int64_t t = 0; t < n; ++t) total[t] = choice_total(t);
+  auto light = [&](int64_t slot) { return low_bit_missed_below_ >= 1.f || topk_w_[slot] < low_bit_missed_below_ * total[slot / K]; };
+  users.resize(2 * (size_t)E);
+  std::vector<int> full;
+  for (int e : misses) {
+    if (!std::all_of(users[e].begin(), users[e].end(), light)) {
+      full.push_back(e);
+      continue;
+    }
+    low_bit_choices_.fetch_add(users[e].size(), std::memory_order_relaxed);
+    users[E + e].swap(users[e]);
+    (experts_.is_cached(layer, E + e) ? cached : full).push_back(E + e);
+  }
+  misses.swap(full);
 }
 
 void Transformer::routed_expert(int layer, int e, const std::vector<int64_t>& u) {

@@ -50,6 +50,10 @@ class Transformer {
   // gives less than this share of its routing weight, is not read (a token's heaviest choice
   // always is); each such token's other experts are scaled up to its total weight.
   void set_skip_missed_below(float share) { skip_missed_below_ = share; }
+  // Lossy, off at 0: a routed expert that is not cached, and that every token of the batch gives
+  // less than this share of its routing weight (1: any), is acquired as expert id n_experts +
+  // expert: the engine's low-bit copy of it (runtime/memory_plan.h, store_blob_table).
+  void set_low_bit_missed_below(float share) { low_bit_missed_below_ = share; }
   // Lossy, off at 0: each token uses only its `k` (< top_k) heaviest routed choices, scaled up
   // to the total weight of all top_k.
   void set_active_experts(int k) { active_experts_ = k; }
@@ -60,7 +64,9 @@ class Transformer {
   bool cached_only() const { return cached_only_; }
   // (token, rank) choices left out so far by the lossy options.
   uint64_t skipped_choices() const { return skipped_choices_.load(std::memory_order_relaxed); }
-  void reset_skipped_choices() { skipped_choices_ = 0; }
+  // (token, rank) choices computed from a low-bit copy so far.
+  uint64_t low_bit_choices() const { return low_bit_choices_.load(std::memory_order_relaxed); }
+  void reset_lossy_counts() { skipped_choices_ = 0, low_bit_choices_ = 0; }
 
   // Memory the forward pass allocates, for the memory plan (runtime/memory_plan.h);
   // allocated_bytes() is what this one holds, which tests compare with the two.
@@ -111,6 +117,10 @@ class Transformer {
   // gives less than skip_missed_below_ of its weight, never its heaviest), dropping their users'
   // choices and scaling up those tokens' other weights.
   void leave_out_misses(int64_t n, std::vector<int>& misses, std::vector<std::vector<int64_t>>& users);
+  // Turns the misses every user gives less than low_bit_missed_below_ of its weight into their
+  // low-bit copies' ids (n_experts + expert; users moves along), into `cached` where the copy is.
+  void use_low_bit_copies(int layer, int64_t n, std::vector<int>& cached, std::vector<int>& misses,
+                          std::vector<std::vector<int64_t>>& users);
   // Decode: the token's experts that are already cached (acquired: views), batched (moe.cpp).
   void moe_decode_cached(int layer, const std::vector<int>& experts, const std::vector<ExpertView>& views,
                          const std::vector<std::vector<int64_t>>& users);
@@ -139,9 +149,11 @@ class Transformer {
   int64_t n_past_ = 0;
   ForwardObserver* observer_ = nullptr;
   float skip_missed_below_ = 0.f;
+  float low_bit_missed_below_ = 0.f;
   int active_experts_ = 0;
   bool cached_only_ = false;
   std::atomic<uint64_t> skipped_choices_{0};  // read by Engine::stats while a pass runs
+  std::atomic<uint64_t> low_bit_choices_{0};
 
   KVCache kv_;
   RopeFrequencies rope_;

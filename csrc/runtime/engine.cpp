@@ -7,15 +7,20 @@
 #include <stdexcept>
 
 #include "../common/errors.h"
+#include "memory_plan.h"
 
 namespace edgemoe {
 
 Engine::Engine(const Container& container, const EngineOptions& opt)
-    : cfg_(container.config), opt_(opt), experts_(container.experts), first_moe_layer_(cfg_.next_moe_layer(-1)) {
+    : cfg_(container.config),
+      opt_(opt),
+      experts_(container.experts),
+      low_bit_experts_(container.low_bit_experts),
+      first_moe_layer_(cfg_.next_moe_layer(-1)) {
   if (opt.n_slots < 1) throw BudgetError("the expert cache needs at least one slot");
   if (opt.ctx_size < 1 || opt.max_batch < 1 || opt.threads < 1)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");
-  std::vector<std::vector<BlobRef>> blobs = blob_table(experts_);
+  std::vector<std::vector<BlobRef>> blobs = store_blob_table(container, opt);
   const Section& r = container.resident;
   resident_ = std::make_unique<ResidentSection>(container.path, r.offset, r.size, r.crc32, opt.verify_checksums);
   bind_weights(container.tensors);
@@ -50,6 +55,7 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
                                                opt.kv_f16);
   transformer_->set_observer(this);
   transformer_->set_skip_missed_below(opt_.skip_missed_below);
+  transformer_->set_low_bit_missed_below(opt_.low_bit_missed_below);
   if (opt_.active_experts > cfg_.top_k)
     throw std::invalid_argument("active_experts must be at most the model's top_k (" + std::to_string(cfg_.top_k) + ")");
   transformer_->set_active_experts(opt_.active_experts);
@@ -163,7 +169,8 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
 
 ExpertView Engine::acquire(int layer, int expert) {
   const uint8_t* blob = store_->acquire(layer, expert);
-  const ExpertEntry& x = experts_[layer][expert];
+  const int E = cfg_.n_experts;  // ids from E on are the low-bit copies (store_blob_table)
+  const ExpertEntry& x = expert < E ? experts_[layer][expert] : low_bit_experts_[layer][expert - E];
   return ExpertView{x.type, blob + x.parts[0].offset, blob + x.parts[1].offset, blob + x.parts[2].offset};
 }
 
@@ -319,7 +326,8 @@ uint64_t Engine::allocated_bytes() const {
 }
 
 EngineStats Engine::stats() const {
-  return EngineStats{store_->stats(), compute_s_, tokens_, transformer_->skipped_choices()};
+  return EngineStats{store_->stats(), compute_s_, tokens_, transformer_->skipped_choices(),
+                     transformer_->low_bit_choices()};
 }
 
 void Engine::reset_stats() {
@@ -327,7 +335,7 @@ void Engine::reset_stats() {
   store_->reset_stats();
   compute_s_ = 0.0;
   tokens_ = 0;
-  transformer_->reset_skipped_choices();
+  transformer_->reset_lossy_counts();
 }
 
 }  // namespace edgemoe

@@ -25,6 +25,7 @@ struct EngineStats {
   double compute_s = 0.0;
   uint64_t tokens = 0;
   uint64_t skipped_choices = 0;  // (token, rank) choices left out by the lossy options
+  uint64_t low_bit_choices = 0;  // (token, rank) choices computed from an expert's low-bit copy
 };
 
 // Routing decisions recorded while tracing is on: [token][layer][rank].
@@ -97,6 +98,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   ModelConfig cfg_;
   EngineOptions opt_;
   std::vector<std::vector<ExpertEntry>> experts_;
+  std::vector<std::vector<ExpertEntry>> low_bit_experts_;  // empty unless the container has them
   std::unique_ptr<ResidentSection> resident_;
   std::unique_ptr<ExpertStore> store_;
   ModelWeights weights_;

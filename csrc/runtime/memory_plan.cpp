@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 
 #include "../common/errors.h"
 #include "../model/transformer.h"
@@ -20,10 +21,21 @@ std::string format_size(uint64_t n) {
   return std::to_string(n) + " B";
 }
 
+std::vector<std::vector<BlobRef>> store_blob_table(const Container& container, const EngineOptions& opt) {
+  std::vector<std::vector<BlobRef>> table = blob_table(container.experts);
+  if (opt.low_bit_missed_below <= 0.f) return table;
+  if (container.low_bit_experts.empty())
+    throw std::invalid_argument("low_bit_missed_below needs low-bit copies of the experts, which " + container.path +
+                                " does not carry: convert it with `edgemoe convert ... --low-bit-copy 2`");
+  const std::vector<std::vector<BlobRef>> low = blob_table(container.low_bit_experts);
+  for (size_t l = 0; l < table.size(); ++l) table[l].insert(table[l].end(), low[l].begin(), low[l].end());
+  return table;
+}
+
 MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std::optional<uint64_t> budget,
                        std::optional<int64_t> cache_experts) {
   const ModelConfig& cfg = container.config;
-  const std::vector<std::vector<BlobRef>> experts = blob_table(container.experts);
+  const std::vector<std::vector<BlobRef>> experts = store_blob_table(container, opt);
   MemoryPlan plan;
   plan.resident_bytes = ResidentSection::allocated_bytes_for(container.resident.size);
   plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.max_batch, opt.kv_f16);
@@ -33,7 +45,7 @@ MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std
   const StoreSizes store = ExpertStore::sizes_for(experts, store_options(opt));
   plan.slot_bytes = store.slot_bytes;
   plan.staging_bytes = store.staging_bytes();
-  for (const auto& row : experts) plan.total_experts += (int64_t)row.size();
+  for (const auto& row : container.experts) plan.total_experts += (int64_t)row.size();
   plan.min_slots = std::min<int64_t>(cfg.top_k, plan.total_experts);
   plan.n_slots = plan.total_experts;
   if (cache_experts) {

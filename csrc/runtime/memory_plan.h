@@ -31,6 +31,11 @@ struct MemoryPlan {
   uint64_t total_bytes() const { return fixed_bytes() + (uint64_t)n_slots * slot_bytes; }
 };
 
+// What the expert store of an engine of `opt` holds: [layer][id], the experts' blobs, then (when
+// the engine may read low-bit copies) their low-bit copies at ids n_experts + expert. Throws
+// std::invalid_argument when low-bit copies are asked for and the container has none.
+std::vector<std::vector<BlobRef>> store_blob_table(const Container& container, const EngineOptions& opt);
+
 // The plan of an engine of `opt` over this container. Slots: `cache_experts`
 // if given (at least min_slots; at most every expert), else every expert, then
 // as many as `budget` holds if one is given. Throws BudgetError with the

@@ -28,6 +28,7 @@ void visit_options(Options& o, Visitor& v) {
   v.number("prefetch_min_confidence", o.predictor.min_confidence, 0.0, 1.0, Optional);
   v.integer("io_threads", o.io_threads, 0, 16, Optional);
   v.number("skip_missed_below", o.skip_missed_below, 0.0, 1.0, Optional);
+  v.number("low_bit_missed_below", o.low_bit_missed_below, 0.0, 1.0, Optional);
   v.integer("active_experts", o.active_experts, 0, 1 << 16, Optional);
 }
 

@@ -44,6 +44,10 @@ struct EngineOptions {
   // Lossy, off (0): a missed expert that every token choosing it gives less than this share of
   // its routing weight is not read (model/transformer.h); bench/RESULTS.md has its KL divergence.
   float skip_missed_below = 0.f;
+  // Lossy, off (0): a missed expert that every token choosing it gives less than this share of its
+  // routing weight (1: every missed expert) is read and computed in its low-bit copy, which the
+  // container must carry (`edgemoe convert --low-bit-copy BITS`); bench/RESULTS.md has its KL.
+  float low_bit_missed_below = 0.f;
   // Lossy, off (0): route each token to only its this many heaviest of the model's top-k experts.
   int active_experts = 0;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)

@@ -76,6 +76,11 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="LOSSY, off by default: do not read a missed expert to which every token gives less "
                         "than this share of its routing weight (changes the output; KL divergence in "
                         "bench/RESULTS.md)")
+    p.add_argument("--low-bit-missed-below", type=_bounded(float, 0.0, 1.0), default=None, metavar="SHARE",
+                   help="LOSSY, off by default: read a missed expert to which every token gives less than this "
+                        "share of its routing weight (1: any missed expert) in its low-bit copy, which the model "
+                        "must carry (`edgemoe convert --low-bit-copy 2`); fewer bytes read (changes the output; "
+                        "KL divergence in bench/RESULTS.md)")
     p.add_argument("--active-experts", type=_bounded(int, 0), default=None, metavar="K",
                    help="LOSSY, off by default: route each token to only its K heaviest of the model's top-k "
                         "experts (changes the output; KL divergence in bench/RESULTS.md)")
@@ -127,7 +132,15 @@ def cmd_convert(args) -> int:
     from ..convert.gguf import convert_gguf, is_gguf
 
     t0 = time.perf_counter()
-    if args.bits == "auto":
+    if args.src.endswith(".emoe"):
+        from ..convert.low_bit_copy import add_low_bit_copies
+
+        if args.low_bit_copy is None or args.bits != "8" or args.resident_bits or args.compress != "none":
+            raise EdgeMoEError("a container converts only to itself with low-bit copies of its experts: "
+                               "`edgemoe convert MODEL.emoe -o OUT.emoe --low-bit-copy 2` (other widths need "
+                               "the original checkpoint)")
+        add_low_bit_copies(args.src, args.output, args.low_bit_copy, progress=not args.quiet)
+    elif args.bits == "auto":
         from ..convert.auto_bits import plan_expert_types
         from ..offline.perplexity import read_text
 
@@ -141,16 +154,17 @@ def cmd_convert(args) -> int:
                                           progress=not args.quiet)
         report["calibration_file"] = os.path.basename(args.calib)
         convert_hf(args.src, args.output, bits="8", resident_bits=args.resident_bits, progress=not args.quiet,
-                   expert_types=types, extra_manifest={"bit_allocation": report}, compress=args.compress)
+                   expert_types=types, extra_manifest={"bit_allocation": report}, compress=args.compress,
+                   low_bit_copy=args.low_bit_copy)
         if not args.quiet:
             print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts, measured calibration loss "
                   f"+{report['measured_loss_increase']:.4f} nats/token over 8-bit", file=sys.stderr)
     elif is_gguf(args.src):
         convert_gguf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
-                     progress=not args.quiet, compress=args.compress)
+                     progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy)
     else:
         convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
-                   progress=not args.quiet, compress=args.compress)
+                   progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy)
     if not args.quiet:
         print(f"wrote {args.output} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -192,6 +206,9 @@ def cmd_info(args) -> int:
     widest_first = sorted(types.items(), key=lambda tn: (-quant.BITS[quant.CODES[tn[0]]], tn[0]))
     widths = ", ".join(f"{t} x {n}" for t, n in widest_first) if len(types) > 1 else f"{next(iter(types))}"
     print(f"routed experts    {format_size(info['expert_bytes'])} ({widths})")
+    if info["low_bit_copy_bytes"]:
+        print(f"low-bit copies    {format_size(info['low_bit_copy_bytes'])} ({info['quantization'].get('low_bit_copy')}; "
+              f"read instead of missed experts with the LOSSY --low-bit-missed-below)")
     if info.get("bit_allocation"):
         a = info["bit_allocation"]
         print(f"bit allocation    by sensitivity on {a['calibration_tokens']} tokens of {a.get('calibration_file', '?')}; "
@@ -309,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a Hugging Face model folder or a GGUF file into an .emoe container")
-    p.add_argument("src", help="a Hugging Face model folder, or a .gguf file (llama.cpp)")
+    p.add_argument("src", help="a Hugging Face model folder, or a .gguf file (llama.cpp); or an .emoe container "
+                               "to give low-bit copies (--low-bit-copy)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4k", "4", "3", "2", "mxfp4", "auto"],
                    help="routed experts' encoding (4k: llama.cpp's Q4_K layout, 4.5 bits per weight, more accurate "
@@ -321,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", choices=["none", "zstd"], default="none",
                    help="store expert blobs zstd-compressed where that makes them smaller (saves 1-6 %% on "
                         "quantized experts and costs decompression time: bench/RESULTS.md)")
+    p.add_argument("--low-bit-copy", default=None, choices=["2", "3", "4"], metavar="BITS",
+                   help="also store a second copy of every routed expert in BITS (2, 3 or 4) bits, which "
+                        "the LOSSY run-time option --low-bit-missed-below reads instead of a missed expert "
+                        "(fewer bytes per miss; the file grows by the copies, 3.0/4.0/5.0 bits per weight)")
     p.add_argument("--calib", default=None, metavar="TEXTFILE", help="calibration text for --bits auto")
     p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",
                    help="--bits auto: routed experts in at most this many bytes (e.g. 12MB), least sensitivity")

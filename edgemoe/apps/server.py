@@ -208,7 +208,7 @@ class Server:
         return {"requests": m.requests, "cancelled": m.cancelled, "prompt_tokens": m.prompt_tokens,
                 "completion_tokens": m.completion_tokens, "last_decode_tok_s": round(m.last_decode_tok_s, 2),
                 **last, "draft": self.model.draft, **{f"draft_{k}": v for k, v in m.draft.items()},
-                "skipped_expert_choices": s["skipped_choices"],
+                "skipped_expert_choices": s["skipped_choices"], "low_bit_expert_choices": s["low_bit_choices"],
                 "cache_hit_rate": round(s["cache_hit_rate"], 4), "bytes_read": s["bytes_read"],
                 "rss_bytes": s.get("rss_bytes"), "uptime_s": round(time.time() - m.started, 1),
                 "memory_plan_bytes": self.model.plan.total_bytes}

@@ -24,6 +24,8 @@ def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float], per
         line += f" | experts {100 * t['cache_hit_rate']:.1f} % cached, {t['mb_read']:.2f} MB read/token"
     if engine.get("skipped_choices"):
         line += f" | LOSSY: {int(engine['skipped_choices'])} expert choices skipped"
+    if engine.get("low_bit_choices"):
+        line += f" | LOSSY: {int(engine['low_bit_choices'])} expert choices from low-bit copies"
     return line
 
 

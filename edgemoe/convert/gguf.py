@@ -563,14 +563,14 @@ def _section(ck: GGUFCheckpoint, tok: Dict[str, Any], tokenizer_config: Dict[str
 
 
 def convert_gguf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
-                 compress: Optional[str] = None) -> Dict[str, Any]:
+                 compress: Optional[str] = None, low_bit_copy: Optional[str] = None) -> Dict[str, Any]:
     """Convert the GGUF file `src` into the container `out`; returns its manifest config."""
     ck = GGUFCheckpoint(src)
     hf = hf_config(ck)
     tokenizer = tokenizer_section(ck)
     types = {ck.tensors[g].tensor_type.name for g, _ in ck.map.values()}
     return convert_checkpoint(ck, hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
-                              progress=progress, compress=compress,
+                              progress=progress, compress=compress, low_bit_copy=low_bit_copy,
                               source_format=f"gguf ({ck.arch_name}; {', '.join(sorted(types))})")
 
 

@@ -253,6 +253,24 @@ def parse_bits(bits: str) -> int:
     return table[key]
 
 
+LOW_BIT_COPY_WIDTHS = ("2", "3", "4")  # --low-bit-copy: each fewer bytes than any default expert width
+
+
+def parse_low_bit_copy(bits: str) -> int:
+    if str(bits) not in LOW_BIT_COPY_WIDTHS:
+        raise FormatError(f"unsupported low-bit copy width {bits!r}: choose one of {', '.join(LOW_BIT_COPY_WIDTHS)}")
+    return parse_bits(bits)
+
+
+def write_low_bit_copy(writer: ContainerWriter, layer: int, expert: int, weights: Dict[str, np.ndarray], qtype: int,
+                       compress: Optional[str]) -> None:
+    """An expert's second, low-bit copy from its float weights {gate, up, down} (one type per blob,
+    falling back whole as the expert itself does)."""
+    qtype = quant.storable_type(qtype, [w.shape[1] for w in weights.values()])
+    writer.add_expert(layer, expert, qtype, {p: (_encode(w, qtype)[0], w.shape) for p, w in weights.items()},
+                      compress=compress, low_bit_copy=True)
+
+
 def default_resident_type(expert_type: int) -> int:
     """Resident weights default to 8-bit, or to the experts' type where that is wider."""
     return expert_type if expert_type in (quant.F32, quant.F16) else quant.Q8
@@ -260,25 +278,27 @@ def default_resident_type(expert_type: int) -> int:
 
 def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
                expert_types: Optional[List[List[int]]] = None,
-               extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None) -> Dict[str, Any]:
+               extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None,
+               low_bit_copy: Optional[str] = None) -> Dict[str, Any]:
     """Convert the model folder `src` into the container `out`; returns its manifest config.
     expert_types[l][e], if given, sets each routed expert's type (`bits` then only picks the
     default resident type); extra_manifest adds top-level manifest entries; compress="zstd" stores
-    expert blobs zstd-compressed where that makes them smaller."""
+    expert blobs zstd-compressed where that makes them smaller; low_bit_copy (e.g. "2") adds a
+    second copy of every routed expert in that width, for the lossy `low_bit_missed_below`."""
     if not os.path.isdir(src):
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     tokenizer = _tokenizer_section(src, hf)
     return convert_checkpoint(open_checkpoint(src, hf), hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
                               progress=progress, expert_types=expert_types, extra_manifest=extra_manifest,
-                              compress=compress, source_format="huggingface")
+                              compress=compress, low_bit_copy=low_bit_copy, source_format="huggingface")
 
 
 def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out: str, where: str,
                        bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
                        expert_types: Optional[List[List[int]]] = None,
                        extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None,
-                       source_format: str = "huggingface") -> Dict[str, Any]:
+                       low_bit_copy: Optional[str] = None, source_format: str = "huggingface") -> Dict[str, Any]:
     """Write the container `out` from a checkpoint (Hugging Face names, as Checkpoint serves them),
     its transformers-style config `hf` and tokenizer section. A checkpoint may offer
     native(name, qtype) -> bytes for tensors it holds exactly in one of our encodings (a GGUF
@@ -292,6 +312,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     cfg = validate_config(cfg, where)
     expert_type = parse_bits(bits)
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
+    low_bit_type = None if low_bit_copy is None else parse_low_bit_copy(low_bit_copy)
 
     moe = moe_prefix(ckpt, arch, cfg)
     plan = resident_plan(cfg, arch, moe, ckpt, hf)
@@ -336,24 +357,28 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             for e in range(cfg["n_experts"]):
                 wanted = expert_type if expert_types is None else expert_types[l][e]
                 exact = experts.native(l, e, wanted)
+                weights = None
                 if exact is not None:  # the source's own blocks, copied
                     writer.add_expert(l, e, wanted, {p: (b, experts.shapes[p]) for p, b in exact.items()},
                                       compress=compress)
-                    bar.update(1)
-                    continue
-                weights = experts.read(l, e)
-                names = experts.names(l, e)
-                # One type per blob: if any projection cannot take the type, the expert falls back whole.
-                qtype = quant.storable_type(wanted, [w.shape[1] for w in weights.values()])
-                parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
-                         for p, w in weights.items()}
-                writer.add_expert(l, e, qtype, parts, compress=compress)
+                else:
+                    weights = experts.read(l, e)
+                    names = experts.names(l, e)
+                    # One type per blob: if any projection cannot take the type, the expert falls back whole.
+                    qtype = quant.storable_type(wanted, [w.shape[1] for w in weights.values()])
+                    parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
+                             for p, w in weights.items()}
+                    writer.add_expert(l, e, qtype, parts, compress=compress)
+                if low_bit_type is not None:
+                    write_low_bit_copy(writer, l, e, experts.read(l, e) if weights is None else weights,
+                                       low_bit_type, compress)
                 bar.update(1)
         writer.finish(cfg, {
             **(extra_manifest or {}),
             "tokenizer": tokenizer,
             "quantization": {"experts": quant.NAMES[expert_type] if expert_types is None else "mixed",
-                             "resident": quant.NAMES[resident_type], "compression": compress or "none"},
+                             "resident": quant.NAMES[resident_type], "compression": compress or "none",
+                             **({} if low_bit_type is None else {"low_bit_copy": quant.NAMES[low_bit_type]})},
             "source": {"format": source_format, "architecture": (hf.get("architectures") or [arch.name])[0]},
         })
     bar.close()

@@ -80,10 +80,26 @@ def _value(key: str, v: Any) -> bytes:
     raise FormatError(f"config field {key} has a value the container cannot store: {v!r}")
 
 
-def encode_index(config: Dict[str, Any], tensors: Dict[str, Dict[str, Any]], experts: List[List[Dict[str, Any]]]) -> bytes:
+def _expert_table(experts: List[List[Dict[str, Any]]]) -> List[bytes]:
+    # layers, then experts per MoE layer; a dense layer's row is empty (the config names them)
+    out = [struct.pack("<II", len(experts), max((len(row) for row in experts), default=0))]
+    for row in experts:
+        for b in row:
+            out.append(struct.pack("<QQQIBB", b["offset"], b["size"], b["stored"], b["crc32"], quant.CODES[b["type"]],
+                                   _COMPRESSION[b["compression"]]))
+            out.append(struct.pack("<3Q", *(b["parts"][p]["offset"] for p in EXPERT_PARTS)))
+    return out
+
+
+LOW_BIT_TABLE = 1  # the byte that announces the low-bit copies' table after the expert table
+
+
+def encode_index(config: Dict[str, Any], tensors: Dict[str, Dict[str, Any]], experts: List[List[Dict[str, Any]]],
+                 low_bit_experts: Optional[List[List[Dict[str, Any]]]] = None) -> bytes:
     """The index section: the config's fields, then the tables, in the form open_container()
     returns them (tensors {name: {type, shape, offset, nbytes}}; experts [layer][expert] of
-    {type, offset, size, stored, crc32, compression, parts: {gate, up, down: {offset}}})."""
+    {type, offset, size, stored, crc32, compression, parts: {gate, up, down: {offset}}}), then
+    the low-bit copies' table in the same form when the container has one."""
     out = [struct.pack("<I", len(config))]
     out += [_name(k) + _value(k, v) for k, v in config.items()]
     out.append(struct.pack("<I", len(tensors)))
@@ -91,13 +107,10 @@ def encode_index(config: Dict[str, Any], tensors: Dict[str, Dict[str, Any]], exp
         shape = t["shape"]
         out.append(_name(name) + struct.pack("<BBQQQQ", quant.CODES[t["type"]], len(shape),
                                              shape[0] if len(shape) == 2 else 1, shape[-1], t["offset"], t["nbytes"]))
-    # layers, then experts per MoE layer; a dense layer's row is empty (the config names them)
-    out.append(struct.pack("<II", len(experts), max((len(row) for row in experts), default=0)))
-    for row in experts:
-        for b in row:
-            out.append(struct.pack("<QQQIBB", b["offset"], b["size"], b["stored"], b["crc32"], quant.CODES[b["type"]],
-                                   _COMPRESSION[b["compression"]]))
-            out.append(struct.pack("<3Q", *(b["parts"][p]["offset"] for p in EXPERT_PARTS)))
+    out += _expert_table(experts)
+    if low_bit_experts:
+        out.append(struct.pack("<B", LOW_BIT_TABLE))
+        out += _expert_table(low_bit_experts)
     return b"".join(out)
 
 
@@ -118,6 +131,7 @@ class ContainerWriter:
         self._f.write(b"\0" * PAGE)  # header placeholder, written at finish()
         self.resident: Dict[str, Dict[str, Any]] = {}
         self.experts: Dict[Tuple[int, int], Dict[str, Any]] = {}
+        self.low_bit_experts: Dict[Tuple[int, int], Dict[str, Any]] = {}  # second, low-bit copies
         self._resident_offset = PAGE
         self._resident_crc = 0
         self._resident_open = True
@@ -167,13 +181,16 @@ class ContainerWriter:
             self._experts_offset = self._tell()
 
     def add_expert(self, layer: int, expert: int, qtype: int, parts: Dict[str, Tuple[np.ndarray, Tuple[int, int]]],
-                   compress: Optional[str] = None) -> None:
+                   compress: Optional[str] = None, low_bit_copy: bool = False) -> None:
         """Append one routed expert as a single page-aligned blob of its gate, up and down projections.
-        compress="zstd" stores the blob zstd-compressed when that makes it smaller."""
+        compress="zstd" stores the blob zstd-compressed when that makes it smaller. low_bit_copy: the
+        blob is the expert's second, low-bit copy (docs/FORMAT.md), which a container has for every
+        routed expert or for none."""
         self._close_resident()
         key = (layer, expert)
-        if key in self.experts:
-            raise RuntimeError(f"expert {layer}/{expert} written twice")
+        table = self.low_bit_experts if low_bit_copy else self.experts
+        if key in table:
+            raise RuntimeError(f"expert {layer}/{expert}{' (low-bit copy)' if low_bit_copy else ''} written twice")
         raw = bytearray()
         part_table = {}
         for part in EXPERT_PARTS:
@@ -198,7 +215,7 @@ class ContainerWriter:
         self._pad_to(PAGE)
         entry.update(offset=self._tell(), crc32=zlib.crc32(stored))
         self._f.write(stored)
-        self.experts[key] = entry
+        table[key] = entry
 
     def finish(self, config: Dict[str, Any], manifest: Dict[str, Any]) -> None:
         """Write the index (config and tables) and the manifest, then the header; flush to disk
@@ -214,9 +231,14 @@ class ContainerWriter:
         stray = [key for key in self.experts if key[0] not in routed or not 0 <= key[1] < n_experts]
         if stray:
             raise RuntimeError(f"expert {stray[0][0]}/{stray[0][1]} was written, but the config has no such expert")
-        table = [[self.experts[(l, e)] for e in range(n_experts)] if l in routed else []
-                 for l in range(config["n_layers"])]
-        index = encode_index(config, self.resident, table)
+        if self.low_bit_experts and set(self.low_bit_experts) != set(self.experts):
+            raise RuntimeError("low-bit copies were written for some experts only")
+
+        def rows(blobs: Dict[Tuple[int, int], Dict[str, Any]]) -> List[List[Dict[str, Any]]]:
+            return [[blobs[(l, e)] for e in range(n_experts)] if l in routed else [] for l in range(config["n_layers"])]
+
+        index = encode_index(config, self.resident, rows(self.experts),
+                             rows(self.low_bit_experts) if self.low_bit_experts else None)
         manifest = dict(manifest, format_version=FORMAT_VERSION)
         blob = json.dumps(manifest, separators=(",", ":")).encode("utf-8")
         index_offset = self._tell()
@@ -286,6 +308,11 @@ class Container:
     def experts(self) -> List[List[Dict[str, Any]]]:
         """[layer][expert]: {type, offset, size, stored, crc32, compression, parts}."""
         return self.native.experts
+
+    @functools.cached_property
+    def low_bit_experts(self) -> Optional[List[List[Dict[str, Any]]]]:
+        """The experts' second, low-bit copies in the form of `experts`; None if it has none."""
+        return self.native.low_bit_experts
 
 
 def open_container(path: str) -> Container:
