@@ -1,9 +1,12 @@
 """Speculative decoding under a memory limit: decode speed with each drafter against none, and
-the lossy skip of light missed experts beside it (with its KL divergence from the lossless model).
+the lossy options beside it (with their KL divergence from the lossless model).
 
     python bench/drafting.py MODEL.emoe [--fractions 0.25] [--modes none ngram cache auto]
-        [--skip 0.05 0.1] [--prompt 64] [--decode 48] [--repeats 3] [--threads 2]
-        [--text README.md] [--write bench/RESULTS.md]
+        [--skip 0.05 0.1] [--active 1] [--low-bit 0.2 1] [--prompt 64] [--decode 48] [--repeats 3]
+        [--threads 2] [--text README.md] [--write bench/RESULTS.md]
+
+--low-bit needs a MODEL with low-bit copies of its experts (`edgemoe convert --low-bit-copy`);
+the limits are then fractions of the file without the copies, the model the other settings run.
 
 Every run is a fresh process inside a cgroup-v1 limit of FRACTION x the container's size on the
 whole process, page cache dropped first, generating --decode tokens greedily (not teacher forced:
@@ -92,6 +95,7 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["none", "ngram", "cache", "auto"])
     p.add_argument("--skip", type=float, nargs="*", default=[0.05, 0.1], help="skip_missed_below values")
     p.add_argument("--active", type=int, nargs="*", default=[], help="active_experts values")
+    p.add_argument("--low-bit", type=float, nargs="*", default=[], help="low_bit_missed_below values")
     p.add_argument("--prompt", type=int, default=64)
     p.add_argument("--decode", type=int, default=48)
     p.add_argument("--kl-tokens", type=int, default=256, help="held-out positions the KL divergence averages")
@@ -112,18 +116,25 @@ def main() -> None:
     prompt, held_out = ids[:a.prompt], ids[a.prompt:a.prompt + a.kl_tokens]
     settings = ([(f"draft {mode}", mode, {}) for mode in a.modes]
                 + [(f"LOSSY skip_missed_below {s:g}", "none", {"skip_missed_below": s}) for s in a.skip]
-                + [(f"LOSSY active_experts {k}", "none", {"active_experts": k}) for k in a.active])
+                + [(f"LOSSY active_experts {k}", "none", {"active_experts": k}) for k in a.active]
+                + [(f"LOSSY low_bit_missed_below {s:g}", "none", {"low_bit_missed_below": s}) for s in a.low_bit])
+    from edgemoe.format.container import open_container
+
+    container = open_container(a.emoe)
+    copies = sum(b["size"] for row in container.low_bit_experts or [] for b in row)
+    model_bytes = os.path.getsize(a.emoe) - copies  # the limit is a fraction of the model the lossless runs read
     lines = [f"\n### Drafting and skipping light missed experts under a memory limit ({datetime.date.today()})\n",
              f"Command: `python bench/drafting.py {' '.join(sys.argv[1:])}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-             f"{os.path.basename(a.emoe)}, cold, "
+             f"{os.path.basename(a.emoe)}"
+             f"{f' (with {copies / MiB:.1f} MiB of low-bit copies, left out of the file size the limits are fractions of)' if copies else ''}, cold, "
              f"{'the limit as the engine memory budget' if a.engine_budget else 'a cgroup-v1 limit on the whole process'}; "
              f"{len(prompt)}-token prompt from {os.path.basename(a.text)}, {a.decode} tokens generated greedily, "
              f"{a.threads} compute threads; median of {a.repeats} interleaved runs (all runs in brackets). "
              f"KL: mean over {len(held_out)} held-out positions of the same text, decoded one token at a time "
              f"with the limited runs' expert slots, against the lossless logits.\n"]
     for fraction in a.fractions:
-        limit = int(fraction * os.path.getsize(a.emoe))
+        limit = int(fraction * model_bytes)
         common = {"threads": a.threads, "prompt": prompt, "decode": a.decode, "ctx": a.prompt + a.decode + 16,
                   "headroom": a.headroom_mb * MiB, "limit": limit}
         runs = {label: [] for label, _, _ in settings}
@@ -138,7 +149,7 @@ def main() -> None:
         plain = plain_runs[0]["tokens"]
         base = statistics.median(r["tok_s"] for r in plain_runs)
         slots = plain_runs[0]["slots"]
-        lines += [f"\nLimit {fraction:.1%} of the file ({limit / MiB:.0f} MiB):\n",
+        lines += [f"\nLimit {fraction:.1%} of the model ({limit / MiB:.0f} MiB):\n",
                   "| setting | decode tok/s | vs none | MB read/token | drafted / kept / passes | output | "
                   "KL (nats) | peak RSS MiB |", "|---|---|---|---|---|---|---|---|"]
         for label, mode, lossy in settings:
