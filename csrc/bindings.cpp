@@ -330,6 +330,7 @@ py::dict engine_stats(const Engine& e) {
   d["cache_misses"] = s.store.misses;
   d["bytes_read"] = s.store.bytes_read;
   d["io_wait_s"] = s.store.io_wait_s;
+  d["cache_s"] = s.store.cache_s;
   d["compute_s"] = s.compute_s;
   d["tokens"] = s.tokens;
   d["skipped_choices"] = s.skipped_choices;

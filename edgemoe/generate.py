@@ -54,7 +54,8 @@ class GenerationStats:
 
 
 # Model.stats() keys that count (the others are levels, like rss_bytes, or ratios).
-ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "compute_s", "tokens", "skipped_choices",
+ENGINE_COUNTERS = ("cache_hits", "cache_misses", "bytes_read", "io_wait_s", "cache_s", "compute_s", "tokens",
+                   "skipped_choices",
                    "low_bit_choices")
 
 
@@ -64,13 +65,14 @@ def counter_change(before: Dict[str, float], after: Dict[str, float]) -> Dict[st
 
 
 def per_token(phase: Dict[str, float], tokens: Optional[int] = None) -> Dict[str, Optional[float]]:
-    """A phase's counters (counter_change) per token: milliseconds computing and waiting for
-    storage, MB read, and the share of expert lookups the cache answered. Per evaluated token,
+    """A phase's counters (counter_change) per token: milliseconds computing, in the expert
+    cache's own work (lookups, evictions, its lock) and waiting for storage, MB read, and the share of expert lookups the cache answered. Per evaluated token,
     or per `tokens` (the tokens a drafting decode generated: its passes also evaluate drafts
     that are not kept). None where there is no token (or no expert lookup: a dense model)."""
     evals = phase.get("tokens", 0) if tokens is None else tokens
     lookups = phase.get("cache_hits", 0) + phase.get("cache_misses", 0)
     return {"compute_ms": 1e3 * phase["compute_s"] / evals if evals else None,
+            "cache_ms": 1e3 * phase.get("cache_s", 0.0) / evals if evals else None,
             "io_wait_ms": 1e3 * phase["io_wait_s"] / evals if evals else None,
             "mb_read": phase["bytes_read"] / 1e6 / evals if evals else None,
             "cache_hit_rate": phase["cache_hits"] / lookups if lookups else None}

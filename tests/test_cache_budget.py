@@ -25,7 +25,26 @@ def test_minimum_cache_gives_identical_logits(converted, name, bits):
     assert s["tokens"] == len(ids) + 8
     # the small cache must re-read experts the unlimited one keeps
     assert s["cache_misses"] > unlimited.stats()["cache_misses"]
-    assert s["io_wait_s"] >= 0 and s["compute_s"] > 0
+    assert s["io_wait_s"] >= 0 and s["compute_s"] > 0 and s["cache_s"] > 0
+
+
+def test_compute_cache_work_and_storage_waits_split_the_wall_time(converted):
+    """The three parts of a pass's time do not overlap: together they are the time the passes
+    took (measured from Python around them, which adds only the call overhead)."""
+    import time
+
+    path = converted("qwen2_moe", "4")
+    model = edgemoe.load(path, cache_experts=4, threads=2)
+    ids = reference("qwen2_moe")["input_ids"].tolist()
+    t0 = time.perf_counter()
+    model.logits(ids)
+    for t in ids[:8]:
+        model.eval([t])
+    wall = time.perf_counter() - t0
+    s = model.stats()
+    parts = s["compute_s"] + s["cache_s"] + s["io_wait_s"]
+    assert s["cache_s"] > 0 and s["io_wait_s"] > 0
+    assert 0.5 * wall < parts <= wall
 
 
 def test_unlimited_cache_reads_each_expert_once(converted):

@@ -35,8 +35,8 @@ def test_chat_through_a_pipe(chat_model):
     assert r.returncode == 0, r.stderr
     replies = r.stdout.splitlines()
     assert len(replies) == 2 and all(replies), r.stdout  # one line per turn, nothing else on stdout
-    assert re.search(r"decode +\d+ tokens in [\d.]+ s, [\d.]+ tok/s \| [\d.]+ ms/token: compute [\d.]+, waiting for "
-                     r"storage [\d.]+ \| experts [\d.]+ % cached", r.stderr), r.stderr
+    assert re.search(r"decode +\d+ tokens in [\d.]+ s, [\d.]+ tok/s \| [\d.]+ ms/token: compute [\d.]+, expert cache [\d.]+, "
+                     r"waiting for storage [\d.]+ \| experts [\d.]+ % cached", r.stderr), r.stderr
     assert re.search(r"memory +plan \d+ MiB \(\d+ expert slots of [\d.]+ MiB\), RSS \d+ MiB, peak \d+ MiB", r.stderr)
     raw = json.loads(next(line for line in r.stderr.splitlines() if line.startswith("{")))
     assert raw["decode"]["tokens"] > 0 and raw["cache_hits"] + raw["cache_misses"] > 0

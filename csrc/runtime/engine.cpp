@@ -207,7 +207,7 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, 
     record_predictions(token_guesses_);
   }
   token_guesses_.clear();
-  const double io0 = store_->stats().io_wait_s;
+  const StoreStats before = store_->stats();
   const int64_t pos0 = transformer_->n_past();
   try {
     transformer_->forward(tokens, n, out, all_logits, stop);
@@ -219,7 +219,8 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, 
     throw;
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  compute_s_ += wall - (store_->stats().io_wait_s - io0);
+  const StoreStats after = store_->stats();
+  compute_s_ += wall - (after.io_wait_s - before.io_wait_s) - (after.cache_s - before.cache_s);
   tokens_ += (uint64_t)n;
 }
 

@@ -114,7 +114,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   bool trace_hidden_ = false;
   RoutingTrace trace_;
   size_t trace_base_ = 0;  // index in trace_.positions of the current forward call's first token
-  double compute_s_ = 0.0;
+  double compute_s_ = 0.0;  // forward passes' wall time besides waiting for reads and the cache's own work
   uint64_t tokens_ = 0;
 };
 

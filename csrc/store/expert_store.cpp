@@ -7,6 +7,7 @@
 // map, the queue), so acquire never allocates on the hot path and the
 // store's footprint is exactly what the memory budget granted.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -98,6 +99,21 @@ size_t checked_slot_count(size_t n_slots) {
   return n_slots;
 }
 
+// Times one call into the store from the caller's side, adding it to `total` (nanoseconds) when
+// the call returns or throws; stats() subtracts the part that waited for reads.
+class CallTimer {
+ public:
+  explicit CallTimer(std::atomic<uint64_t>& total) : total_(total), t0_(std::chrono::steady_clock::now()) {}
+  ~CallTimer() {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0_);
+    total_.fetch_add(uint64_t(ns.count()), std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<uint64_t>& total_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
 // Cost of one blob read, accounted into the stats by whoever holds the lock.
 struct IoCost {
   uint64_t bytes = 0;
@@ -163,6 +179,7 @@ struct ExpertStore::Impl {
   int current_layer = 0;
   int64_t cursor = std::numeric_limits<int64_t>::min();
   StoreStats stats;
+  mutable std::atomic<uint64_t> call_ns{0};  // the caller's time in the store's calls (CallTimer)
 
   // Read-ahead queue (a layer's misses, served first, in order) and prefetch
   // queue, and their workers. queued[f] marks a live prefetch request; a
@@ -637,6 +654,7 @@ ExpertStore::~ExpertStore() = default;
 
 const uint8_t* ExpertStore::acquire(int layer, int expert) {
   Impl& m = *impl_;
+  CallTimer timed(m.call_ns);
   std::unique_lock<std::mutex> lock(m.mu);
   const size_t f = m.flat_index(layer, expert);
 
@@ -686,6 +704,7 @@ const uint8_t* ExpertStore::acquire(int layer, int expert) {
 
 void ExpertStore::release(int layer, int expert) {
   Impl& m = *impl_;
+  CallTimer timed(m.call_ns);
   std::lock_guard<std::mutex> lock(m.mu);
   const size_t f = m.flat_index(layer, expert);
   const int32_t s = m.slot_of[f];
@@ -700,6 +719,7 @@ void ExpertStore::release(int layer, int expert) {
 
 void ExpertStore::set_cursor(int64_t stamp, int layer) {
   Impl& m = *impl_;
+  CallTimer timed(m.call_ns);
   std::lock_guard<std::mutex> lock(m.mu);
   if (stamp != m.cursor && layer >= 0 && size_t(layer) < m.visits.size()) ++m.visits[size_t(layer)];  // a new step of it
   m.cursor = stamp;
@@ -708,6 +728,7 @@ void ExpertStore::set_cursor(int64_t stamp, int layer) {
 
 size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {
   Impl& m = *impl_;
+  CallTimer timed(m.call_ns);
   size_t claimed = 0;
   {
     std::lock_guard<std::mutex> lock(m.mu);
@@ -746,6 +767,7 @@ size_t ExpertStore::read_ahead(int layer, const int* experts, size_t n) {
 
 bool ExpertStore::prefetch(int layer, int expert, int64_t stamp) {
   Impl& m = *impl_;
+  CallTimer timed(m.call_ns);
   {
     std::unique_lock<std::mutex> lock(m.mu);
     const size_t f = m.flat_index(layer, expert);
@@ -784,6 +806,7 @@ CachePolicy ExpertStore::policy() const { return impl_->options.policy; }
 
 bool ExpertStore::is_cached(int layer, int expert) const {
   const Impl& m = *impl_;
+  CallTimer timed(m.call_ns);
   std::lock_guard<std::mutex> lock(m.mu);
   const int32_t s = m.slot_of[m.flat_index(layer, expert)];
   return s != kNoSlot && m.slots[size_t(s)].state == SlotState::kReady;
@@ -803,12 +826,16 @@ uint64_t ExpertStore::allocated_bytes() const {
 
 StoreStats ExpertStore::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->stats;
+  StoreStats s = impl_->stats;
+  // A call still running (another thread's) has not added its time yet: never below zero.
+  s.cache_s = std::max(0.0, double(impl_->call_ns.load(std::memory_order_relaxed)) * 1e-9 - s.io_wait_s);
+  return s;
 }
 
 void ExpertStore::reset_stats() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->stats = StoreStats{};
+  impl_->call_ns = 0;
 }
 
 }  // namespace edgemoe

@@ -36,6 +36,9 @@ struct StoreStats {
   uint64_t misses = 0;
   uint64_t bytes_read = 0;   // bytes transferred from storage (padded reads count in full), prefetches included
   double io_wait_s = 0.0;    // wall time acquire() spent waiting for reads (demand reads and in-flight prefetches)
+  // Wall time the caller spent in the store's calls (acquire, release, is_cached, read_ahead,
+  // set_cursor, prefetch) besides io_wait_s: the cache's own work (lookups, victims, the lock).
+  double cache_s = 0.0;
   uint64_t prefetch_issued = 0;     // requests queued
   uint64_t prefetch_loaded = 0;     // of which read into a slot
   uint64_t prefetch_hits = 0;       // prefetched experts that were then used

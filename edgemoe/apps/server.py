@@ -202,7 +202,7 @@ class Server:
     def metrics_dict(self) -> Dict[str, Any]:
         s = self.model.stats()
         m = self.metrics
-        digits = {"compute_ms": 2, "io_wait_ms": 2, "mb_read": 3, "cache_hit_rate": 4}
+        digits = {"compute_ms": 2, "cache_ms": 3, "io_wait_ms": 2, "mb_read": 3, "cache_hit_rate": 4}
         last = {f"last_decode_{k}": None if v is None else round(v, digits[k])  # the last reply's decode, per token
                 for k, v in per_token(m.last_decode).items()}
         return {"requests": m.requests, "cancelled": m.cancelled, "prompt_tokens": m.prompt_tokens,

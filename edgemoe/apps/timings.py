@@ -18,8 +18,8 @@ def _phase(name: str, tokens: int, seconds: float, engine: Dict[str, float], per
     if not engine.get("tokens") or (per_generated and not tokens):
         return line
     t = per_token(engine, tokens if per_generated else None)
-    line += (f" | {t['compute_ms'] + t['io_wait_ms']:.1f} ms/token: compute {t['compute_ms']:.1f}, "
-             f"waiting for storage {t['io_wait_ms']:.1f}")
+    line += (f" | {t['compute_ms'] + t['cache_ms'] + t['io_wait_ms']:.1f} ms/token: compute {t['compute_ms']:.1f}, "
+             f"expert cache {t['cache_ms']:.2f}, waiting for storage {t['io_wait_ms']:.1f}")
     if t["cache_hit_rate"] is not None:
         line += f" | experts {100 * t['cache_hit_rate']:.1f} % cached, {t['mb_read']:.2f} MB read/token"
     if engine.get("skipped_choices"):
