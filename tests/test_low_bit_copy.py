@@ -72,7 +72,8 @@ def test_narrow_copies_read_fewer_bytes_are_labelled_and_compute_the_narrow_mode
     assert lossy.info()["lossy"] == {"low_bit_missed_below": 1.0}
     assert lossy._engine.allocated_bytes == lossy.plan.total_bytes == exact.plan.total_bytes  # copies fit the slots
     # a share: only the misses every token gives little weight are read in their copies
-    some = edgemoe.load(path, threads=2, cache_experts=slots, low_bit_missed_below=0.3)
+    with pytest.warns(UserWarning, match="LOSSY"):
+        some = edgemoe.load(path, threads=2, cache_experts=slots, low_bit_missed_below=0.3)
     some.logits(ids)
     assert 0 < some.stats()["low_bit_choices"] < s["low_bit_choices"]
 

@@ -304,8 +304,8 @@ Container open_container(const std::string& path) {
   c.experts = read_expert_table(c, in, "expert");
   // Optionally, the low-bit copies' table, announced by one byte.
   if (in.remaining()) {
-    const uint8_t what = in.get<uint8_t>();
-    if (what != kLowBitTable) in.fail("unknown table (" + std::to_string(what) + ") after the expert table");
+    const size_t left = in.remaining();
+    if (in.get<uint8_t>() != kLowBitTable) in.fail(std::to_string(left) + " bytes follow the expert table");
     c.low_bit_experts = read_expert_table(c, in, "low-bit copy of expert");
   }
   if (in.remaining()) in.fail(std::to_string(in.remaining()) + " bytes follow the expert tables");
