@@ -131,7 +131,10 @@ def cmd_convert(args) -> int:
     from ..convert import convert_hf
     from ..convert.gguf import convert_gguf, is_gguf
 
+    from ..convert.hub import resolve_source
+
     t0 = time.perf_counter()
+    args.src = resolve_source(args.src, progress=not args.quiet)  # a Hugging Face repo id: its cached or fetched files
     if args.src.endswith(".emoe"):
         from ..convert.low_bit_copy import add_low_bit_copies
 
@@ -326,8 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert a Hugging Face model folder or a GGUF file into an .emoe container")
-    p.add_argument("src", help="a Hugging Face model folder, or a .gguf file (llama.cpp); or an .emoe container "
-                               "to give low-bit copies (--low-bit-copy)")
+    p.add_argument("src", help="a Hugging Face model folder or repository id (Qwen/Qwen3-30B-A3B, optionally "
+                               "@revision; fetched into the Hugging Face cache, or found there), a .gguf file "
+                               "(llama.cpp; the first part of a split one) or a GGUF repository with the "
+                               "quantization to take (unsloth/Qwen3-30B-A3B-GGUF:Q4_K_M); or an .emoe "
+                               "container to give low-bit copies (--low-bit-copy)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--bits", default="8", choices=["f32", "f16", "8", "4k", "4", "3", "2", "mxfp4", "auto"],
                    help="routed experts' encoding (4k: llama.cpp's Q4_K layout, 4.5 bits per weight, more accurate "

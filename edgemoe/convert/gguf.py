@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -196,18 +197,50 @@ def _open(path: str):
         raise FormatError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
 
 
+_SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
+
+
+def split_parts(path: str) -> List[str]:
+    """The files of the GGUF model `path` names: itself, or every part of a split model (llama.cpp's
+    gguf-split and the hub name them MODEL-00001-of-00003.gguf; the first part is given)."""
+    m = _SPLIT_NAME.search(os.path.basename(path))
+    if not m:
+        return [path]
+    no, count = int(m.group(1)), int(m.group(2))
+    if not 1 <= no <= count:
+        raise FormatError(f"{path}: a split GGUF's name says part {no} of {count}")
+    first = path[:len(path) - len(m.group(0))] + f"-00001-of-{count:05d}.gguf"
+    if no != 1:
+        raise FormatError(f"{path} is part {no} of {count} of a split GGUF model: give its first part, {first}")
+    parts = [path[:len(path) - len(m.group(0))] + f"-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    missing = [p for p in parts if not os.path.isfile(p)]
+    if missing:
+        raise FormatError(f"{path}: the split GGUF model lacks {len(missing)} of its {count} parts, "
+                          f"e.g. {missing[0]}")
+    return parts
+
+
 class GGUFCheckpoint:
-    """A GGUF file served under Hugging Face tensor names (what convert_checkpoint reads)."""
+    """A GGUF file (or every part of a split one) served under Hugging Face tensor names (what
+    convert_checkpoint reads)."""
 
     def __init__(self, path: str):
         self.path = path
-        self.gguf, self.reader = _open(path)
+        parts = split_parts(path)
+        self.gguf, self.reader = _open(parts[0])
         self.fields = self.reader.fields
+        readers = [self.reader] + [_open(p)[1] for p in parts[1:]]
+        self._check_split(parts, readers)
         self.arch_name = self.field("general.architecture")
         if self.arch_name not in GGUF_ARCHS:
             raise UnsupportedModelError(f"{path}: GGUF architecture {self.arch_name!r} is not supported "
                                         f"(supported: {', '.join(sorted(GGUF_ARCHS))})")
-        self.tensors = {t.name: t for t in self.reader.tensors}
+        self.tensors = {}
+        for part, reader in zip(parts, readers):
+            for t in reader.tensors:
+                if t.name in self.tensors:
+                    raise FormatError(f"{part}: tensor {t.name} is also in an earlier part of the model")
+                self.tensors[t.name] = t
         self.hf_class = GGUF_ARCHS[self.arch_name]
         if self.arch_name == "deepseek2" and self.field("deepseek2.expert_gating_func", 1) == SIGMOID_GATING:
             self.hf_class = "DeepseekV3ForCausalLM"
@@ -257,6 +290,17 @@ class GGUFCheckpoint:
                     n_experts = int(t.shape[-1]) if len(t.shape) == 3 else 0
                     for e in range(n_experts):
                         self.map[f"{base}.{moe}.experts.{e}.{self.arch.expert_names[part]}.weight"] = (gname, e)
+
+    def _check_split(self, parts: List[str], readers) -> None:
+        """The parts' own split.* metadata (llama.cpp's) must agree with their names and order."""
+        count = self.field("split.count", 1)
+        if int(count) != len(parts):
+            raise FormatError(f"{self.path}: the GGUF says it is split into {count} parts, its name into {len(parts)}"
+                              + ("" if len(parts) > 1 else " (a split model's parts keep their -0000k-of-0000N names)"))
+        for i, (part, reader) in enumerate(zip(parts, readers)):
+            no = reader.fields.get("split.no")
+            if len(parts) > 1 and (no is None or int(no.contents()) != i):
+                raise FormatError(f"{part}: its split.no metadata does not say part {i + 1} of {len(parts)}")
 
     def field(self, key: str, default: Any = None) -> Any:
         f = self.fields.get(key)
