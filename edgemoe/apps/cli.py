@@ -114,14 +114,15 @@ def _sampling(args):
                           repeat_penalty=args.repeat_penalty)
 
 
-def _load(args):
+def _load(args, path=None):
+    """The model the arguments name (or `path`) under their runtime flags."""
     import warnings
 
     from ..api import default_model_path, load
 
     with warnings.catch_warnings():  # load's notices, printed here without a Python warning's file and line
         warnings.simplefilter("ignore")
-        model = load(args.model or default_model_path(), load_options(args))
+        model = load(path or args.model or default_model_path(), load_options(args))
     for notice in model.notices:
         print(f"edgemoe: {notice}", file=sys.stderr)
     return model
@@ -130,7 +131,6 @@ def _load(args):
 def cmd_convert(args) -> int:
     from ..convert import convert_hf
     from ..convert.gguf import convert_gguf, is_gguf
-
     from ..convert.hub import resolve_source
 
     t0 = time.perf_counter()
@@ -254,17 +254,37 @@ def cmd_perplexity(args) -> int:
     if args.max_tokens:
         ids = ids[:args.max_tokens]
     window = min(args.window or 512, model.ctx_size)
-    stride = args.stride or max(1, window // 2)
+    stride = min(args.stride or max(1, window // 2), window - 1)
     from tqdm import tqdm
 
+    from ..offline import kl_divergence as kl
+
     with tqdm(total=len(ids), unit="tok", desc="perplexity", disable=not sys.stderr.isatty()) as bar:
-        r = perplexity(model, ids, window, stride, progress=lambda done, total: bar.update(done - bar.n))
+        progress = lambda done, total: bar.update(done - bar.n)  # noqa: E731
+        if args.kl_divergence:
+            if args.kl_divergence.endswith(".npz"):
+                reference = kl.SavedLogits(args.kl_divergence, ids, window, stride)
+            else:
+                reference = _load(args, path=args.kl_divergence)
+            r = kl.kl_divergence(model, reference, ids, window, stride, progress=progress)
+        elif args.save_logits:
+            r = kl.save_logits(model, ids, window, stride, args.save_logits, progress=progress)
+        else:
+            r = perplexity(model, ids, window, stride, progress=progress)
     r.update(window=window, stride=stride, file=args.file)
     if args.json:
         print(json.dumps(r))
-    else:
-        print(f"perplexity {r['perplexity']:.3f} over {r['tokens']} tokens of {args.file} "
-              f"(window {window}, stride {stride}; {r['seconds']:.1f} s)")
+        return 0
+    print(f"perplexity {r['perplexity']:.3f} over {r['tokens']} tokens of {args.file} "
+          f"(window {window}, stride {stride}; {r['seconds']:.1f} s)")
+    if args.save_logits:
+        print(f"log-probabilities saved to {args.save_logits}: pass it to --kl-divergence")
+    if args.kl_divergence:  # llama.cpp's --kl-divergence figures
+        print(f"reference perplexity {r['reference_perplexity']:.3f} ({args.kl_divergence}); "
+              f"ratio {r['perplexity_ratio']:.4f}")
+        print(f"KL divergence  mean {r['kl_mean']:.6f} +- {r['kl_stderr']:.6f}, median {r['kl_median']:.6f}, "
+              f"99th percentile {r['kl_p99']:.6f}, max {r['kl_max']:.6f} nats")
+        print(f"same top token {100 * r['top1_agreement']:.2f} %")
     return 0
 
 
@@ -398,6 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens newly scored per window after the first, at most window - 1; each token "
                         "is scored once, with at least window - stride tokens of context (default: half the window)")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None, help="score only the first N tokens")
+    p.add_argument("--kl-divergence", default=None, metavar="REFERENCE",
+                   help="also compare each token's predicted distribution with a REFERENCE (a higher-precision "
+                        ".emoe of the same model, or an .npz from --save-logits): mean, median, 99th percentile "
+                        "and max KL divergence, top-token agreement and the perplexity ratio, as llama.cpp's "
+                        "--kl-divergence reports them")
+    p.add_argument("--save-logits", default=None, metavar="FILE.npz",
+                   help="save this model's log-probabilities for --kl-divergence (2 bytes per vocabulary "
+                        "entry per token)")
     p.add_argument("--json", action="store_true")
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_perplexity)

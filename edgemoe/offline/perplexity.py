@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,25 +39,33 @@ def token_nll(logits: np.ndarray, targets: List[int]) -> np.ndarray:
     return log_norm - z[np.arange(len(targets)), targets]
 
 
-def perplexity(model, ids: List[int], ctx: int, stride: Optional[int] = None,
-               progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
-    """Sliding-window perplexity of `ids` under `model` (an edgemoe.Model); see the module doc."""
+def scored_windows(model, ids: List[int], ctx: int, stride: Optional[int] = None,
+                   progress: Optional[Callable[[int, int], None]] = None) -> Iterator[Tuple[int, int, int, np.ndarray]]:
+    """The module doc's windows: (begin, first, end, rows) per window of ids[begin:end], rows being
+    `model`'s logits predicting tokens first .. end - 1 (each token after the first exactly once)."""
     stride = min(stride or ctx - 1, ctx - 1)
     if ctx < 2 or stride < 1:
         raise ValueError(f"need ctx >= 2 and stride >= 1 (got ctx={ctx}, stride={stride})")
     if len(ids) < 2:
         raise ValueError("the text is too short to score (fewer than 2 tokens)")
-    nll, scored_until = 0.0, 1  # token 0 has no context: never scored
-    t0 = time.perf_counter()
+    scored_until = 1  # token 0 has no context: never scored
     while scored_until < len(ids):
         end = min(len(ids), max(ctx, scored_until + stride))
         begin = max(0, end - ctx)
         logits = model.logits(ids[begin:end])  # row i predicts the window's token i + 1
-        rows = logits[scored_until - begin - 1:end - begin - 1]
-        nll += float(token_nll(rows, ids[scored_until:end]).sum())
+        yield begin, scored_until, end, logits[scored_until - begin - 1:end - begin - 1]
         scored_until = end
         if progress:
             progress(end, len(ids))
+
+
+def perplexity(model, ids: List[int], ctx: int, stride: Optional[int] = None,
+               progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
+    """Sliding-window perplexity of `ids` under `model` (an edgemoe.Model); see the module doc."""
+    nll = 0.0
+    t0 = time.perf_counter()
+    for _, first, end, rows in scored_windows(model, ids, ctx, stride, progress):
+        nll += float(token_nll(rows, ids[first:end]).sum())
     scored = len(ids) - 1
     return {"perplexity": math.exp(nll / scored), "nll": nll / scored, "tokens": scored,
             "seconds": time.perf_counter() - t0}
