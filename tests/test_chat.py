@@ -77,6 +77,12 @@ def test_generate_command_and_stats(chat_model):
 def test_python_dash_m_equals_script(chat_model):
     r = cli("info", chat_model)
     assert r.returncode == 0 and "parameters" in r.stdout and "M active per token" in r.stdout
+    # the console script pip installed next to this interpreter
+    script = os.path.join(os.path.dirname(sys.executable), "edgemoe")
+    assert os.path.exists(script), f"no edgemoe console script next to {sys.executable}"
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    s = subprocess.run([script, "info", chat_model], capture_output=True, text=True, env=env, timeout=120)
+    assert s.returncode == 0 and s.stdout == r.stdout, s.stderr
 
 
 def _read_until(fd, marker: bytes, timeout: float = 60.0) -> bytes:

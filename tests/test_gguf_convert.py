@@ -64,7 +64,12 @@ def test_requantizing_a_gguf_to_other_widths(tmp_path):
     model = edgemoe.load(str(out), threads=1)
     assert {b["type"] for row in open_container(out).experts for b in row} == {"q3"}
     assert np.isfinite(model.logits(reference("qwen3_moe")["input_ids"].tolist())).all()
-    assert model.tokenize("Hello world") == model.tokenize("Hello world")  # the rebuilt tokenizer loads
+    # the tokenizer rebuilt from the GGUF's vocabulary splits text as the checkpoint's own did
+    from tokenizers import Tokenizer
+
+    original = Tokenizer.from_file(str(FIXTURES / "qwen3_moe" / "tokenizer.json"))
+    for text in ("Hello world", "  two  spaces, digits 12345 and UTF-8: caf\u00e9 \u4e2d\u6587\n\tend"):
+        assert model.tokenize(text, add_special_tokens=False) == original.encode(text, add_special_tokens=False).ids
 
 
 def test_truncated_and_garbled_gguf_fail_cleanly(tmp_path):

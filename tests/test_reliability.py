@@ -113,3 +113,4 @@ def test_compute_releases_the_gil():
     # Holding the GIL through each call would leave the spinning thread only the gaps between
     # calls (a small fraction of the time); released, it keeps most of its pace (2 cores).
     assert busy > 0.4 * alone, (busy, alone)
+

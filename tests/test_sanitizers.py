@@ -3,6 +3,7 @@ build, every finding fatal): the expert store (fault injection, threads), the Mo
 changing cache answers, and whole forward passes of fixture containers with a small cache. Then
 the Python tests that drive the engine, against an extension built with both sanitizers."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,8 @@ PYTHON_SUITE = ["test_errors.py", "test_interrupt.py", "test_storage_faults.py",
 # Also left out: the two interrupt tests that time a 480-token scalar forward pass of the demo
 # model several times over (140 of the run's 185 s under ASan); test_interrupt.py's server test
 # of a client leaving during prefill still unwinds a cancelled pass with the sanitizers.
+# The inner run's passes, measured 2026-12-04: 363 (4 deselected). Far fewer means tests stopped running.
+MIN_PASSED_UNDER_ASAN = 300
 NOT_UNDER_ASAN = "not within_the_budget and not stops_a_long_forward_pass and not stops_a_call_from_another_thread"
 
 
@@ -119,4 +122,8 @@ def test_python_suite_under_sanitizers(tmp_path):
                           cwd=pkg, capture_output=True, text=True, timeout=1500, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "ERROR: AddressSanitizer" not in out and "runtime error:" not in out, out[-6000:]
-    print(out.strip().splitlines()[-1])
+    summary = out.strip().splitlines()[-1]
+    print(summary)
+    # The inner suite ran: a run where everything skipped (or nothing was collected) also exits 0.
+    passed = re.search(r"(\d+) passed", summary)
+    assert passed and int(passed.group(1)) >= MIN_PASSED_UNDER_ASAN and "skipped" not in summary, summary
