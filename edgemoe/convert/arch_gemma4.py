@@ -52,6 +52,9 @@ class _TextModelView:
     def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
         return self.ckpt.get_raw(self._name(name), index)
 
+    def lazy(self, name: str):
+        return self.ckpt.lazy(self._name(name))
+
     def dtype(self, name: str) -> str:
         return self.ckpt.dtype(self._name(name))
 

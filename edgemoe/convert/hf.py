@@ -236,11 +236,12 @@ class ExpertReader:
 # ------------------------------------------------------------ encoding
 
 
-def _encode(w: np.ndarray, qtype: int) -> Tuple[np.ndarray, int]:
-    """Encode a tensor; rows that cannot take the type fall back (quant.storable_type)."""
+def _encode(w, qtype: int, blocks: bool = False) -> Tuple[Any, int]:
+    """Encode a tensor (an array, or a checkpoint's RowReader); rows that cannot take the type
+    fall back (quant.storable_type). blocks: the encoding as quant.quantize_blocks yields it."""
     w2 = w.reshape(1, -1) if w.ndim == 1 else w
     qtype = quant.storable_type(qtype, (w2.shape[1],))
-    return quant.quantize(np.ascontiguousarray(w2, dtype=np.float32), qtype), qtype
+    return (quant.quantize_blocks(w2, qtype) if blocks else quant.quantize(w2, qtype)), qtype
 
 
 def parse_bits(bits: str) -> int:
@@ -329,11 +330,13 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                           f"(empty for the dense layers {cfg['dense_layers']})")
     native = getattr(ckpt, "native", None)
 
-    def encode(name: str, w: Optional[np.ndarray], qtype: int) -> Tuple[np.ndarray, int]:
+    def encode(name: str, w: Optional[np.ndarray], qtype: int, blocks: bool = False) -> Tuple[Any, int]:
         exact = native(name, qtype) if native else None
         if exact is not None:
             return exact, qtype
-        return _encode(ckpt.get(name) if w is None else w, qtype)
+        if w is None:  # the tensor as stored: read a block of rows at a time where the checkpoint can
+            w = ckpt.lazy(name) if hasattr(ckpt, "lazy") else ckpt.get(name)
+        return _encode(w, qtype, blocks)
 
     n_steps = len(plan) + len(routed) * cfg["n_experts"]
     bar = _progress(n_steps, os.path.basename(out), progress)
@@ -345,7 +348,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                      DENSE: one_type(cfg["dense_intermediate"])}
         for r in plan:
             if r.take is None:
-                data, qtype = encode(r.source, None, kind_type[r.kind])
+                data, qtype = encode(r.source, None, kind_type[r.kind], blocks=True)
                 shape = r.shape
             else:
                 w = np.ascontiguousarray(r.take(ckpt.get(r.source)))

@@ -86,6 +86,21 @@ class SafetensorsFile:
     def dtype(self, name: str) -> str:
         return self.tensors[name][0]
 
+    def rows(self, name: str, r0: int, r1: int) -> np.ndarray:
+        """Rows r0 .. r1 - 1 of a 2-D tensor as float32, reading only their bytes."""
+        dtype, shape, begin, end = self.tensors[name]
+        if len(shape) != 2 or not 0 <= r0 <= r1 <= shape[0]:
+            raise FormatError(f"{self.path}: rows {r0}..{r1} of tensor {name} of shape {shape}")
+        np_dtype = _DTYPES[dtype]
+        row = shape[1] * np_dtype.itemsize
+        raw = np.empty((r1 - r0) * shape[1], dtype=np_dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + begin + r0 * row)
+            if f.readinto(memoryview(raw).cast("B")) != (r1 - r0) * row:
+                raise FormatError(f"{self.path}: file ends inside tensor {name} (truncated)")
+        raw = raw.reshape(r1 - r0, shape[1])
+        return (raw.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else raw.astype(np.float32)
+
     def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
         """Like get(), in the stored dtype (BF16 as its uint16 bits)."""
         dtype, shape, begin, end = self.tensors[name]
@@ -104,6 +119,22 @@ class SafetensorsFile:
 
     def shape(self, name: str) -> Tuple[int, ...]:
         return self.tensors[name][1]
+
+
+class RowReader:
+    """A 2-D tensor of a safetensors file that reads rows when sliced (w[r0:r1] -> float32):
+    what edgemoe.format.quant.quantize takes in place of an array."""
+
+    def __init__(self, shard: SafetensorsFile, name: str):
+        self.shard, self.name = shard, name
+        self.shape = shard.shape(name)
+        self.ndim = 2
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        r0, r1, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("RowReader reads contiguous rows only")
+        return self.shard.rows(self.name, r0, max(r0, r1))
 
 
 class Checkpoint:
@@ -154,6 +185,14 @@ class Checkpoint:
         if name not in self._where:
             raise FormatError(f"checkpoint has no tensor {name}")
         return self._where[name].get_raw(name, index)
+
+    def lazy(self, name: str):
+        """A 2-D tensor as rows read on demand (RowReader), else the whole tensor as get() gives it:
+        the quantizer then holds one block of rows of a 2.5 GB embedding at a time, not all of it."""
+        if name not in self._where:
+            raise FormatError(f"checkpoint has no tensor {name}")
+        shard = self._where[name]
+        return RowReader(shard, name) if len(shard.shape(name)) == 2 else shard.get(name)
 
     def dtype(self, name: str) -> str:
         if name not in self._where:

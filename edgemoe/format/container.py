@@ -155,22 +155,27 @@ class ContainerWriter:
             if crc_resident:
                 self._resident_crc = zlib.crc32(zeros, self._resident_crc)
 
-    def add_resident(self, name: str, qtype: int, data: np.ndarray, shape: Tuple[int, ...]) -> None:
-        """Append one resident tensor, already encoded (flat uint8 bytes of `qtype`)."""
+    def add_resident(self, name: str, qtype: int, data, shape: Tuple[int, ...]) -> None:
+        """Append one resident tensor, already encoded: flat uint8 bytes of `qtype`, or an iterable
+        of such blocks written one after another (quant.quantize_blocks), so a large tensor is
+        never whole in memory."""
         if not self._resident_open:
             raise RuntimeError("resident tensors must all be written before the first expert")
         if name in self.resident:
             raise RuntimeError(f"resident tensor {name} written twice")
         self._pad_to(TENSOR_ALIGN, crc_resident=True)
-        buf = memoryview(np.ascontiguousarray(data).view(np.uint8)).cast("B")
         offset = self._tell() - self._resident_offset
-        self._f.write(buf)
-        self._resident_crc = zlib.crc32(buf, self._resident_crc)
+        nbytes = 0
+        for block in ([data] if isinstance(data, np.ndarray) else data):
+            buf = memoryview(np.ascontiguousarray(block).view(np.uint8)).cast("B")
+            self._f.write(buf)
+            self._resident_crc = zlib.crc32(buf, self._resident_crc)
+            nbytes += len(buf)
         self.resident[name] = {
             "type": quant.NAMES[qtype],
             "shape": [int(s) for s in shape],
             "offset": offset,
-            "nbytes": len(buf),
+            "nbytes": nbytes,
         }
 
     def _close_resident(self) -> None:

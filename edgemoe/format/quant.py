@@ -41,6 +41,8 @@ weights); ``q4`` keeps min-max, which bounds every element's error by d/2.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from ..errors import FormatError
@@ -86,9 +88,10 @@ assert (_BLOCK_Q8.itemsize, _BLOCK_Q4.itemsize, _BLOCK_Q3.itemsize, _BLOCK_Q2.it
         _BLOCK_Q4K.itemsize) == (34, 20, 16, 12, 144)
 _BLOCKS = {Q8: _BLOCK_Q8, Q4: _BLOCK_Q4, Q3: _BLOCK_Q3, Q2: _BLOCK_Q2, Q4K: _BLOCK_Q4K, MXFP4: mxfp4.BLOCK}
 
-# Rows per chunk are chosen so each temporary holds about this many elements
-# (~16 MB as float32), bounding peak memory on very large matrices.
-_CHUNK_ELEMS = 1 << 22
+# Rows per chunk are chosen so each temporary holds about this many elements (4 MB as float32):
+# an encoder makes several such temporaries per chunk, and the converter holds one chunk of a
+# large tensor at a time (tests/test_convert_api.py measures what that costs).
+_CHUNK_ELEMS = 1 << 20
 
 
 def _check_qtype(qtype: int) -> None:
@@ -364,13 +367,20 @@ def codes(b: np.ndarray, qtype: int) -> np.ndarray:
 
 def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
     """Encode a [M, K] matrix; returns flat uint8 bytes, M rows of row_bytes(qtype, K)."""
-    w = np.asarray(w)
-    if w.ndim != 2:
+    if not hasattr(w, "shape"):
+        w = np.asarray(w)
+    blocks = [block.reshape(-1) for block in quantize_blocks(w, qtype)]
+    return np.concatenate(blocks) if blocks else np.empty(0, np.uint8)
+
+
+def quantize_blocks(w, qtype: int) -> Iterator[np.ndarray]:
+    """quantize() a block of rows at a time: uint8 [rows, row_bytes(qtype, K)] per block. `w` may
+    also be anything with a 2-D `shape` whose row slices are arrays (a checkpoint's RowReader),
+    so a tensor is never whole in memory, in floats or encoded."""
+    if len(w.shape) != 2:
         raise FormatError(f"expected a 2-D weight matrix, got shape {w.shape}")
     m, k = w.shape
     rb = row_bytes(qtype, k)
-    out = np.empty(m * rb, dtype=np.uint8)
-    rows = out.reshape(m, rb)
     for r0, r1 in _row_chunks(m, k):
         chunk = np.asarray(w[r0:r1], dtype=np.float32)
         if not np.all(np.isfinite(chunk)):
@@ -387,8 +397,7 @@ def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
             enc = mxfp4.quantize_rows(chunk)
         else:
             enc = _quantize_low_bit(chunk, qtype)
-        rows[r0:r1] = np.ascontiguousarray(enc).view(np.uint8).reshape(r1 - r0, rb)
-    return out
+        yield np.ascontiguousarray(enc).view(np.uint8).reshape(r1 - r0, rb)
 
 
 def dequantize(buf, qtype: int, shape) -> np.ndarray:
