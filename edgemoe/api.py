@@ -80,6 +80,54 @@ class RoutingRecord:
             engine.set_tracing(False)
 
 
+@dataclasses.dataclass
+class EngineSetup:
+    """What a model loaded with these options would be given: its engine's options and memory plan."""
+    engine_options: Dict[str, Any]
+    plan: MemoryPlan
+    notices: List[str]       # what was chosen for the user that they should know (the CLI prints them)
+    lossy: Dict[str, float]  # the lossy options on
+    budget: Optional[int]    # the budget asked for, in bytes (None: none)
+    available: int           # the machine's available memory when planned
+
+
+def plan_engine(container: Container, options: LoadOptions) -> EngineSetup:
+    """The engine options and memory plan `load` uses for this container: the default context
+    shortened to fit a tight budget, the default budget from the machine's free memory. Also what
+    `edgemoe doctor` predicts from before anything is converted (edgemoe/apps/doctor.py)."""
+    core = _core()
+    cfg = container.config
+    engine_options = options.engine_options(cfg["max_position"])
+    cache_experts = options.cache_experts
+    if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
+        raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
+
+    def at_ctx(ctx: int) -> Dict[str, Any]:
+        return dict(engine_options, ctx_size=ctx, max_batch=min(engine_options["max_batch"], ctx))
+
+    def plan(budget: Optional[int], opts: Optional[Dict[str, Any]] = None) -> MemoryPlan:
+        return MemoryPlan(**core.plan_memory(container.native, opts or engine_options, budget, cache_experts))
+
+    budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
+    avail = available_memory()  # read once: the default budget and the check must agree
+    notices: List[str] = []
+    if options.ctx_size is None:
+        room = budget if budget is not None else int(avail * DEFAULT_BUDGET_SHARE)
+        ctx = default_ctx(lambda c: plan(None, at_ctx(c)), engine_options["ctx_size"], room)
+        if ctx < engine_options["ctx_size"]:
+            notices.append(f"context reduced to {ctx} tokens (from {engine_options['ctx_size']}) to fit the memory "
+                           f"budget of {format_size(room)}; pass ctx_size (--ctx-size) to choose")
+            engine_options = at_ctx(ctx)
+    lossy = lossy_settings(options, cfg["top_k"])
+    if lossy:
+        notices.append(f"LOSSY: {', '.join(f'{k}={v:g}' for k, v in lossy.items())} "
+                       f"changes what the model computes (bench/RESULTS.md has the KL divergence)")
+    chosen = plan(budget)
+    if budget is None and cache_experts is None:  # no promise asked for: fit what is free
+        chosen = plan(min(chosen.total_bytes, default_budget(chosen.min_budget, avail)))
+    return EngineSetup(engine_options, chosen, notices, lossy, budget, avail)
+
+
 class Model:
     """A loaded model. Not for use from several threads at once: calls are serialised by the engine."""
 
@@ -89,44 +137,17 @@ class Model:
         self.container = container
         self.config: Dict[str, Any] = container.config
         cfg = self.config
-        engine_options = options.engine_options(cfg["max_position"])
-        self.threads, self.ctx_size = engine_options["threads"], engine_options["ctx_size"]
-        self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
         self.predictor, self.cache_policy = options.predictor, options.cache_policy
         self.draft = check_draft_mode(options.draft)
         if not 0.0 <= options.draft_min_p <= 1.0:
             raise ValueError("draft_min_p must be in [0, 1]")
-        cache_experts = options.cache_experts
-        if cache_experts is not None and (isinstance(cache_experts, bool) or not isinstance(cache_experts, int)):
-            raise BudgetError(f"cache_experts must be an integer, got {cache_experts!r}")
-
-        def at_ctx(ctx: int) -> Dict[str, Any]:
-            return dict(engine_options, ctx_size=ctx, max_batch=min(engine_options["max_batch"], ctx))
-
-        def plan(budget: Optional[int], opts: Optional[Dict[str, Any]] = None) -> MemoryPlan:
-            return MemoryPlan(**core.plan_memory(container.native, opts or engine_options, budget, cache_experts))
-
-        budget = parse_size(options.memory_budget) if options.memory_budget is not None else None
-        avail = available_memory()  # read once: the default budget and the check must agree
-        self.notices: List[str] = []  # what load chose for the user that they should know (the CLI prints them)
-        if options.ctx_size is None:
-            room = budget if budget is not None else int(avail * DEFAULT_BUDGET_SHARE)
-            ctx = default_ctx(lambda c: plan(None, at_ctx(c)), self.ctx_size, room)
-            if ctx < self.ctx_size:
-                self.notices.append(f"context reduced to {ctx} tokens (from {self.ctx_size}) to fit the memory "
-                                    f"budget of {format_size(room)}; pass ctx_size (--ctx-size) to choose")
-                warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
-                engine_options = at_ctx(ctx)
-                self.ctx_size, self.max_batch = ctx, engine_options["max_batch"]
-        self.lossy = lossy_settings(options, cfg["top_k"])
-        if self.lossy:
-            self.notices.append(f"LOSSY: {', '.join(f'{k}={v:g}' for k, v in self.lossy.items())} "
-                                f"changes what the model computes (bench/RESULTS.md has the KL divergence)")
-            warnings.warn("edgemoe: " + self.notices[-1], stacklevel=3)
-        self.plan: MemoryPlan = plan(budget)
-        if budget is None and cache_experts is None:  # no promise asked for: fit what is free
-            self.plan = plan(min(self.plan.total_bytes, default_budget(self.plan.min_budget, avail)))
-        check_fits_in_memory(self.plan, explicit_budget=budget is not None, avail=avail)
+        setup = plan_engine(container, options)
+        engine_options, self.plan, self.notices, self.lossy = setup.engine_options, setup.plan, setup.notices, setup.lossy
+        for notice in self.notices:
+            warnings.warn("edgemoe: " + notice, stacklevel=3)
+        self.threads, self.ctx_size = engine_options["threads"], engine_options["ctx_size"]
+        self.max_batch, self.kv_cache = engine_options["max_batch"], options.kv_cache
+        check_fits_in_memory(self.plan, explicit_budget=setup.budget is not None, avail=setup.available)
         profile = profile_arrays(container.manifest, cfg)
         if options.predictor in ("stats", "token") and profile is None:
             raise ValueError(f"predictor {options.predictor!r} needs routing statistics: run "

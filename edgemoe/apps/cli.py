@@ -288,6 +288,20 @@ def cmd_perplexity(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from ..options import LoadOptions
+    from .doctor import diagnose, print_report
+
+    options = LoadOptions(memory_budget=args.memory_budget, ctx_size=args.ctx_size)
+    report = diagnose(args.source, args.bits or ["8", "4k", "2"], options, probe_dir=args.probe_dir,
+                      probe=not args.no_probe, progress=not args.json)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
+    return 0
+
+
 def make_server(args):
     """The Server for `edgemoe serve`'s arguments (tests build it the same way)."""
     from .server import Server
@@ -380,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resident weights' encoding (default: 8-bit, or the experts' if wider)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("doctor", help="before converting: sizes at each width, whether the model fits, and its "
+                                      "predicted decode speed on this machine")
+    p.add_argument("source", help="a Hugging Face folder or repository id (only its config is fetched), a .gguf "
+                                  "file or an .emoe container")
+    p.add_argument("--bits", action="append", default=None, choices=["f16", "8", "4k", "4", "3", "2", "mxfp4"],
+                   help="widths to lay out (repeatable; default 8, 4k and 2)")
+    p.add_argument("--memory-budget", type=parse_size_arg, default=None, metavar="BYTES",
+                   help="the budget to plan for (default: as load chooses from free memory)")
+    p.add_argument("--ctx-size", type=_bounded(int, 1), default=None)
+    p.add_argument("--probe-dir", default=None, help="the folder whose storage to probe (default: the source's)")
+    p.add_argument("--no-probe", action="store_true", help="do not probe the storage (use the last probe, if any)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("info", help="describe a converted model and its memory plan")
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")

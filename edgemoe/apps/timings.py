@@ -48,4 +48,17 @@ def timing_lines(stats: GenerationStats, model) -> List[str]:
     ] + ([_draft_line(stats.draft)] if stats.draft else []) + [
         f"{'memory':<8} plan {plan.total_bytes / MiB:.0f} MiB ({plan.n_slots} expert slots of "
         f"{plan.slot_bytes / MiB:.2f} MiB), RSS {rss / MiB:.0f} MiB, peak {peak / MiB:.0f} MiB",
-    ]
+    ] + _doctor_line(model)
+
+
+def _doctor_line(model) -> List[str]:
+    """`edgemoe doctor`'s prediction for this plan, beside the measured decode line, where the
+    doctor has probed this model's storage."""
+    from .doctor import predict_decode, saved_storage_probe
+
+    probe = saved_storage_probe(model.container.path)
+    if not probe or "memory_gbs" not in probe:
+        return []
+    p = predict_decode(model.container, model.plan, probe["read_gbs"], probe["memory_gbs"])
+    return [f"{'doctor':<8} predicted at least {p['tok_s']:.1f} tok/s decode at this plan ({100 * p['hit_rate']:.0f} % "
+            f"of experts cached, {p['mb_read']:.1f} MB read/token; storage probed at {probe['read_gbs']:.2f} GB/s)"]

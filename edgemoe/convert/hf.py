@@ -272,6 +272,22 @@ def write_low_bit_copy(writer: ContainerWriter, layer: int, expert: int, weights
                       compress=compress, low_bit_copy=True)
 
 
+def resident_kind_types(cfg: Dict[str, Any], resident_type: int) -> Dict[str, int]:
+    """The type each kind of resident tensor (arch_base.Resident) is stored in; a tensor whose rows
+    cannot take it falls back as _encode says."""
+    def one_type(width: int) -> int:  # for an MLP's three projections (gate/up rows of hidden, down of width)
+        return quant.storable_type(resident_type, (cfg["hidden"], width)) if width else resident_type
+
+    return {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: one_type(cfg["shared_intermediate"]),
+            DENSE: one_type(cfg["dense_intermediate"])}
+
+
+def expert_blob_type(wanted: int, cfg: Dict[str, Any]) -> int:
+    """A routed expert's type: one per blob, so if any projection's rows (hidden for gate and up,
+    the expert width for down) cannot take `wanted`, the expert falls back whole."""
+    return quant.storable_type(wanted, [cfg["hidden"], cfg["hidden"], cfg["expert_intermediate"]])
+
+
 def default_resident_type(expert_type: int) -> int:
     """Resident weights default to 8-bit, or to the experts' type where that is wider."""
     return expert_type if expert_type in (quant.F32, quant.F16) else quant.Q8
@@ -341,11 +357,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     n_steps = len(plan) + len(routed) * cfg["n_experts"]
     bar = _progress(n_steps, os.path.basename(out), progress)
     with ContainerWriter(out) as writer:
-        def one_type(width: int) -> int:  # for an MLP's three projections (gate/up rows of hidden, down of width)
-            return quant.storable_type(resident_type, (cfg["hidden"], width)) if width else resident_type
-
-        kind_type = {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: one_type(cfg["shared_intermediate"]),
-                     DENSE: one_type(cfg["dense_intermediate"])}
+        kind_type = resident_kind_types(cfg, resident_type)
         for r in plan:
             if r.take is None:
                 data, qtype = encode(r.source, None, kind_type[r.kind], blocks=True)
@@ -367,8 +379,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                 else:
                     weights = experts.read(l, e)
                     names = experts.names(l, e)
-                    # One type per blob: if any projection cannot take the type, the expert falls back whole.
-                    qtype = quant.storable_type(wanted, [w.shape[1] for w in weights.values()])
+                    qtype = expert_blob_type(wanted, cfg)
                     parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
                              for p, w in weights.items()}
                     writer.add_expert(l, e, qtype, parts, compress=compress)

@@ -26,6 +26,9 @@ CHECKPOINT_FILES = ["config.json", "generation_config.json", "tokenizer.json", "
                     "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
                     "*.safetensors", "*.safetensors.index.json"]
 
+# What `edgemoe doctor` reads of a checkpoint: its config (sizes come from it, not the weights).
+CONFIG_FILES = ["config.json", "generation_config.json", "tokenizer_config.json"]
+
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
 
@@ -41,9 +44,9 @@ def parse_repo_id(src: str) -> Optional[Tuple[str, Optional[str], Optional[str]]
     return (m["repo"], m["rev"], m["quant"]) if m else None
 
 
-def resolve_source(src: str, progress: bool = True) -> str:
+def resolve_source(src: str, progress: bool = True, files: Optional[List[str]] = None) -> str:
     """A local path for `src`: itself if it is one, else the cached or downloaded checkpoint
-    folder, or the (first) GGUF file of the named quantization."""
+    folder (only `files` of it, when given), or the (first) GGUF file of the named quantization."""
     parsed = parse_repo_id(src)
     if parsed is None:
         return src
@@ -55,7 +58,7 @@ def resolve_source(src: str, progress: bool = True) -> str:
     except ImportError:
         raise HubError(f"{src} looks like a Hugging Face repository id, but huggingface_hub is not "
                        f"installed (pip install huggingface_hub), and there is no such local path") from None
-    patterns = CHECKPOINT_FILES if quant is None else _quant_patterns(quant)
+    patterns = (files or CHECKPOINT_FILES) if quant is None else _quant_patterns(quant)
     if not progress:
         disable_progress_bars()
     try:

@@ -178,6 +178,35 @@ class ContainerWriter:
             "nbytes": nbytes,
         }
 
+    # --- a skeleton: the layout of a container without its weights (edgemoe doctor) ---
+    # Reserved bytes are skipped, not written (a sparse file): the runtime reads the layout and plans
+    # an engine's memory from it, but loading an engine fails the resident section's checksum.
+
+    def reserve_resident(self, name: str, qtype: int, shape: Tuple[int, ...]) -> None:
+        """A resident tensor's place, of the size `qtype` gives `shape`, left unwritten."""
+        rows, cols = (1, shape[0]) if len(shape) == 1 else shape
+        self._pad_to(TENSOR_ALIGN, crc_resident=True)
+        self.resident[name] = {"type": quant.NAMES[qtype], "shape": [int(s) for s in shape],
+                               "offset": self._tell() - self._resident_offset,
+                               "nbytes": int(rows) * quant.row_bytes(qtype, int(cols))}
+        self._f.seek(self.resident[name]["nbytes"], os.SEEK_CUR)
+
+    def reserve_expert(self, layer: int, expert: int, qtype: int, shapes: Dict[str, Tuple[int, int]],
+                       low_bit_copy: bool = False) -> None:
+        """A routed expert's blob place, left unwritten (add_expert's layout)."""
+        self._close_resident()
+        size, parts = 0, {}
+        for part in EXPERT_PARTS:
+            rows, cols = shapes[part]
+            size = _align(size, TENSOR_ALIGN)
+            parts[part] = {"offset": size, "nbytes": rows * quant.row_bytes(qtype, cols), "shape": [rows, cols]}
+            size += parts[part]["nbytes"]
+        self._pad_to(PAGE)
+        (self.low_bit_experts if low_bit_copy else self.experts)[(layer, expert)] = {
+            "type": quant.NAMES[qtype], "parts": parts, "size": size, "stored": 0, "compression": "none",
+            "offset": self._tell(), "crc32": 0}
+        self._f.seek(size, os.SEEK_CUR)
+
     def _close_resident(self) -> None:
         if self._resident_open:
             self._pad_to(PAGE, crc_resident=True)
