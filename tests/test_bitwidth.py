@@ -85,10 +85,18 @@ def test_convert_auto_cli(tmp_path, capsys):
     assert a["measured_loss_increase"] <= 0.05 and a["calibration_file"] == "calib.txt"
     assert main(["info", str(out)]) == 0
     assert "bit allocation" in capsys.readouterr().out
+    # a KL budget: met as measured, and reported beside the loss
+    assert main(["convert", src, "-o", str(tmp_path / "k.emoe"), "--bits", "auto", "--calib", str(calib),
+                 "--max-kl", "0.02", "-q"]) == 0
+    k = open_container(tmp_path / "k.emoe").manifest["bit_allocation"]
+    assert 0 < k["measured_kl"] <= 0.02 and k["max_kl"] == 0.02 and 0 < k["top1_agreement"] <= 1
+    assert a["measured_kl"] > 0 and "measured_kl_p99" in a
     # exactly one budget, and a calibration text, are required
     assert main(["convert", src, "-o", str(tmp_path / "b.emoe"), "--bits", "auto", "--calib", str(calib)]) == 1
     assert main(["convert", src, "-o", str(tmp_path / "c.emoe"), "--bits", "auto", "--target-size", "1MB"]) == 1
-    assert not (tmp_path / "b.emoe").exists() and not (tmp_path / "c.emoe").exists()
+    assert main(["convert", src, "-o", str(tmp_path / "d.emoe"), "--bits", "auto", "--calib", str(calib),
+                 "--max-kl", "0.02", "--max-loss-increase", "0.05"]) == 1
+    assert not any((tmp_path / f"{x}.emoe").exists() for x in "bcd")
 
 
 def test_candidates_use_q4k_where_every_expert_row_can():

@@ -148,20 +148,23 @@ def cmd_convert(args) -> int:
         from ..offline.perplexity import read_text
 
         if not args.calib:
-            raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size or --max-loss-increase)")
+            raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size, --max-loss-increase or --max-kl)")
         if is_gguf(args.src):
             raise EdgeMoEError("--bits auto converts Hugging Face folders only (it replays the experts' original "
                                "weights); convert the GGUF with a fixed --bits, or auto-convert its source folder")
         types, report = plan_expert_types(args.src, read_text(args.calib), target_size=args.target_size,
-                                          max_loss_increase=args.max_loss_increase, threads=args.threads,
+                                          max_loss_increase=args.max_loss_increase, max_kl=args.max_kl,
+                                          threads=args.threads,
                                           progress=not args.quiet)
         report["calibration_file"] = os.path.basename(args.calib)
         convert_hf(args.src, args.output, bits="8", resident_bits=args.resident_bits, progress=not args.quiet,
                    expert_types=types, extra_manifest={"bit_allocation": report}, compress=args.compress,
                    low_bit_copy=args.low_bit_copy)
         if not args.quiet:
-            print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts, measured calibration loss "
-                  f"+{report['measured_loss_increase']:.4f} nats/token over 8-bit", file=sys.stderr)
+            print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts; against 8-bit experts on the "
+                  f"calibration text: loss {report['measured_loss_increase']:+.4f} nats/token, mean KL divergence "
+                  f"{report['measured_kl']:.4f} nats, same top token {100 * report['top1_agreement']:.1f} %",
+                  file=sys.stderr)
     elif is_gguf(args.src):
         convert_gguf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
                      progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy)
@@ -215,7 +218,8 @@ def cmd_info(args) -> int:
     if info.get("bit_allocation"):
         a = info["bit_allocation"]
         print(f"bit allocation    by sensitivity on {a['calibration_tokens']} tokens of {a.get('calibration_file', '?')}; "
-              f"measured loss +{a['measured_loss_increase']:.4f} nats/token over 8-bit")
+              f"measured loss {a['measured_loss_increase']:+.4f} nats/token over 8-bit"
+              + (f", mean KL divergence {a['measured_kl']:.4f} nats" if "measured_kl" in a else ""))
     plan = info["memory_plan"]
     print(f"expert slots      {plan['expert_slots']} x {format_size(plan['slot_bytes'])}")
     print(f"memory plan       {format_size(plan['total_bytes'])} (minimum budget {format_size(info['min_memory_budget'])})")
@@ -388,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--bits auto: routed experts in at most this many bytes (e.g. 12MB), least sensitivity")
     p.add_argument("--max-loss-increase", type=_bounded(float, 0.0), default=None, metavar="NATS",
                    help="--bits auto: smallest experts whose measured calibration loss stays within this many "
-                        "nats/token of all-8-bit experts")
+                        "nats/token of all-8-bit experts (blind where the loss barely moves: see --max-kl)")
+    p.add_argument("--max-kl", type=_bounded(float, 0.0), default=None, metavar="NATS",
+                   help="--bits auto: smallest experts whose mean KL divergence from all-8-bit experts' "
+                        "next-token distributions, on the calibration text, stays within this (e.g. 0.01); "
+                        "sees what the loss budget misses where the loss barely moves")
     p.add_argument("--threads", "-t", type=_bounded(int, 1), default=None)
     p.add_argument("--resident-bits", default=None, choices=["f32", "f16", "8", "4k", "4", "3", "2"],
                    help="resident weights' encoding (default: 8-bit, or the experts' if wider)")

@@ -1,5 +1,12 @@
-"""`edgemoe convert SRC --bits auto --calib TEXT (--target-size BYTES | --max-loss-increase X)`:
-choose each routed expert's width from its measured sensitivity (edgemoe/offline/bitwidth.py)."""
+"""`edgemoe convert SRC --bits auto --calib TEXT (--target-size BYTES | --max-loss-increase X | --max-kl X)`:
+choose each routed expert's width from its measured sensitivity (edgemoe/offline/bitwidth.py).
+
+Every candidate is measured against the all-8-bit conversion on the calibration text, in both
+of the figures users judge a quantization by: the calibration loss increase and the mean KL
+divergence from the 8-bit model's next-token distributions (llama.cpp's --kl-divergence). The
+loss budget is blind where the loss barely moves: on a random-weight Mixtral checkpoint
+`--max-loss-increase 0.05` chose 2 bits for every expert and kept 33 % top-1 agreement, because
+the loss of a model that predicts nothing well does not get worse. The KL budget sees that."""
 from __future__ import annotations
 
 import os
@@ -26,12 +33,13 @@ def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
 
 def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = None,
                       max_loss_increase: Optional[float] = None, window: int = 256, max_tokens: int = 8192,
-                      threads: Optional[int] = None, progress: bool = True) -> Tuple[List[List[int]], Dict[str, Any]]:
+                      threads: Optional[int] = None, progress: bool = True,
+                      max_kl: Optional[float] = None) -> Tuple[List[List[int]], Dict[str, Any]]:
     """Per-expert weight types [L][E] and a report (stored in the container's manifest)."""
-    if (target_size is None) == (max_loss_increase is None):
-        raise EdgeMoEError("--bits auto needs exactly one of --target-size and --max-loss-increase")
+    if sum(b is not None for b in (target_size, max_loss_increase, max_kl)) != 1:
+        raise EdgeMoEError("--bits auto needs exactly one of --target-size, --max-loss-increase and --max-kl")
     from ..api import load
-    from ..offline.perplexity import perplexity
+    from ..offline.kl_divergence import StoredLogits, kl_divergence, record_logits
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)
@@ -58,19 +66,30 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
                                           cfg["n_experts"], candidates, progress=lambda: bar.update(1),
                                           activation=cfg["expert_activation"])
         stride = window - 1
-        base_nll = perplexity(model, ids, window, stride)["nll"]
+        # The 8-bit model's log-probabilities, mapped from a file (2 bytes per vocabulary entry per
+        # token): every trial is measured against them without the two models loaded at once.
+        base = np.lib.format.open_memmap(os.path.join(tmp, "base.npy"), mode="w+", dtype=np.uint16,
+                                         shape=(len(ids) - 1, cfg["vocab"]))
+        record_logits(model, ids, window, stride, base)
+        base.flush()
         del model
+        trials: Dict[bytes, Dict[str, float]] = {}  # each choice measured: its figures
 
-        def measure(choice: np.ndarray) -> float:
-            path = os.path.join(tmp, "trial.emoe")
-            convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates, cfg))
-            return perplexity(load(path, threads=threads), ids, window, stride)["nll"] - base_nll
+        def figures(choice: np.ndarray) -> Dict[str, float]:
+            if choice.tobytes() not in trials:
+                path = os.path.join(tmp, "trial.emoe")
+                convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates, cfg))
+                r = kl_divergence(load(path, threads=threads), StoredLogits(base), ids, window, stride)
+                trials[choice.tobytes()] = {"loss": float(np.log(r["perplexity_ratio"])), "kl": r["kl_mean"],
+                                            "kl_p99": r["kl_p99"], "top1": r["top1_agreement"]}
+            return trials[choice.tobytes()]
 
         if target_size is not None:
             choice = bitwidth.choose_for_size(sens, sizes, int(target_size))
-            increase = measure(choice)
         else:
-            choice, increase = bitwidth.choose_for_loss(sens, sizes, float(max_loss_increase), measure)
+            budget, key = (max_kl, "kl") if max_kl is not None else (max_loss_increase, "loss")
+            choice, _ = bitwidth.choose_for_loss(sens, sizes, float(budget), lambda c: figures(c)[key])
+        measured = figures(choice)
     types = _types(choice, candidates, cfg)
     chosen_bytes = int(np.take_along_axis(sizes, choice[..., None], axis=2).sum())
     report = {
@@ -78,7 +97,12 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
         "calibration_tokens": len(ids),
         "target_size": target_size,
         "max_loss_increase": max_loss_increase,
-        "measured_loss_increase": round(float(increase), 6),  # nats/token over all-8-bit experts, on the calibration text
+        "max_kl": max_kl,
+        # against the all-8-bit conversion, on the calibration text
+        "measured_loss_increase": round(measured["loss"], 6),  # nats/token
+        "measured_kl": round(measured["kl"], 6),  # mean KL divergence, nats
+        "measured_kl_p99": round(measured["kl_p99"], 6),
+        "top1_agreement": round(measured["top1"], 6),
         "expert_bytes": chosen_bytes,
         "candidates": [quant.NAMES[q] for q in candidates],
         "sensitivity": np.round(sens, 9).tolist(),

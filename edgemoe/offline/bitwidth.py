@@ -159,9 +159,9 @@ def choose_for_sensitivity(sens: np.ndarray, sizes: np.ndarray, budget: float) -
 
 def choose_for_loss(sens: np.ndarray, sizes: np.ndarray, max_increase: float,
                     measure: Callable[[np.ndarray], float], iterations: int = 8) -> Tuple[np.ndarray, float]:
-    """The narrowest greedy choice whose *measured* calibration loss increase (measure(choice),
-    nats per token over the all-widest choice) is <= max_increase, found by bisecting the
-    sensitivity budget. Returns (choice, measured increase)."""
+    """The narrowest greedy choice whose *measured* figure (measure(choice) against the all-widest
+    choice: the calibration loss increase or the mean KL divergence, nats) is <= max_increase,
+    found by bisecting the sensitivity budget. Returns (choice, measured figure)."""
     L, E, C = sens.shape
     widest = np.zeros((L, E), dtype=np.int64)
     lo, hi = float(sens[:, :, 0].sum()), float(sens[:, :, -1].sum())

@@ -41,7 +41,31 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-class SavedLogits:
+class StoredLogits:
+    """A reference's log-probabilities as 16-bit codes [tokens - 1, vocab] (encode_logprobs), in
+    memory or mapped from a file, served window by window."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows, self.vocab = rows, rows.shape[1]
+
+    def rows_for(self, first: int, end: int) -> np.ndarray:
+        """Log-probabilities predicting tokens first .. end-1."""
+        return decode_logprobs(self.rows[first - 1:end - 1])
+
+
+def record_logits(model, ids: List[int], ctx: int, stride: int, rows: np.ndarray,
+                  progress: Optional[Callable[[int, int], None]] = None) -> float:
+    """Fill rows [len(ids) - 1, vocab] (uint16, e.g. a memory map) with `model`'s encoded
+    log-probabilities of every scored token; returns its mean -log p of the text's tokens."""
+    nll = 0.0
+    for _, first, end, logits in scored_windows(model, ids, ctx, stride, progress):
+        lp = log_softmax(logits)
+        rows[first - 1:end - 1] = encode_logprobs(lp)
+        nll -= float(lp[np.arange(end - first), ids[first:end]].sum())
+    return nll / (len(ids) - 1)
+
+
+class SavedLogits(StoredLogits):
     """A reference's log-probabilities saved by save_logits(), served window by window."""
 
     def __init__(self, path: str, ids: List[int], ctx: int, stride: int):
@@ -61,10 +85,6 @@ class SavedLogits:
             raise FormatError(f"{path}: {self.rows.shape} log-probabilities for {len(ids)} tokens")
         self.vocab = self.rows.shape[1]
 
-    def rows_for(self, first: int, end: int) -> np.ndarray:
-        """Log-probabilities predicting tokens first .. end-1."""
-        return decode_logprobs(self.rows[first - 1:end - 1])
-
 
 def save_logits(model, ids: List[int], ctx: int, stride: int, path: str,
                 progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
@@ -73,11 +93,7 @@ def save_logits(model, ids: List[int], ctx: int, stride: int, path: str,
     whole."""
     rows = np.empty((len(ids) - 1, model.config["vocab"]), np.uint16)
     t0 = time.perf_counter()
-    nll = 0.0
-    for _, first, end, logits in scored_windows(model, ids, ctx, stride, progress):
-        lp = log_softmax(logits)
-        rows[first - 1:end - 1] = encode_logprobs(lp)
-        nll -= float(lp[np.arange(end - first), ids[first:end]].sum())
+    nll = record_logits(model, ids, ctx, stride, rows, progress)
     tmp = path + ".partial.npz"
     try:
         np.savez(tmp, format=SAVED_FORMAT, window=ctx, stride=stride, ids=np.asarray(ids, np.int64), logprobs=rows)
@@ -85,16 +101,15 @@ def save_logits(model, ids: List[int], ctx: int, stride: int, path: str,
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    n = len(ids) - 1
-    return {"perplexity": math.exp(nll / n), "tokens": n, "seconds": time.perf_counter() - t0}
+    return {"perplexity": math.exp(nll), "tokens": len(ids) - 1, "seconds": time.perf_counter() - t0}
 
 
 def kl_divergence(model, reference, ids: List[int], ctx: int, stride: int,
                   progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
     """The figures llama.cpp's --kl-divergence prints, for `model` against `reference` (an
-    edgemoe.Model of the same vocabulary, or SavedLogits)."""
+    edgemoe.Model of the same vocabulary, or StoredLogits)."""
     vocab = model.config["vocab"]
-    ref_vocab = reference.vocab if isinstance(reference, SavedLogits) else reference.config["vocab"]
+    ref_vocab = reference.vocab if isinstance(reference, StoredLogits) else reference.config["vocab"]
     if ref_vocab != vocab:
         raise FormatError(f"the reference has a vocabulary of {ref_vocab} tokens, the model {vocab}: "
                           f"not the same model")
@@ -102,7 +117,7 @@ def kl_divergence(model, reference, ids: List[int], ctx: int, stride: int,
     t0 = time.perf_counter()
     for begin, first, end, logits in scored_windows(model, ids, ctx, stride, progress):
         q = log_softmax(logits)
-        if isinstance(reference, SavedLogits):
+        if isinstance(reference, StoredLogits):
             p = reference.rows_for(first, end)
         else:  # the same window through the reference
             p = log_softmax(reference.logits(ids[begin:end])[first - begin - 1:end - begin - 1])
