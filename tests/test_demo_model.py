@@ -39,3 +39,17 @@ def test_chat_without_a_model_argument_uses_the_demo_model():
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip()) > 0
+
+
+def test_demo_model_ships_profiled_so_every_predictor_works():
+    """Routing statistics of its training split are inside: the profile-based predictors run on it
+    as shipped, prefetching only (the output is plain decoding's)."""
+    path = edgemoe.default_model_path()
+    profile = edgemoe.format.container.open_container(path).manifest.get("profile")
+    assert profile and profile["tokens"] >= 100_000
+    plain = edgemoe.load(path, threads=2, cache_experts=32).generate("And the LORD said", max_tokens=24,
+                                                                     temperature=0.0)
+    for predictor in ("stats", "token", "auto"):
+        model = edgemoe.load(path, threads=2, cache_experts=32, predictor=predictor)
+        assert model.generate("And the LORD said", max_tokens=24, temperature=0.0) == plain
+        assert model.stats()["prefetch_issued"] > 0, predictor

@@ -24,7 +24,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import edgemoe  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 from edgemoe.offline.perplexity import perplexity, read_text  # noqa: E402
+from edgemoe.offline.profile import profile_container  # noqa: E402
 
+PROFILE_TOKENS = 200_000  # of the training split, for the shipped routing profile
 PROMPTS = ["It was a fine morning, and Elizabeth", "And the LORD said unto Moses,", "MARRIAGE, n."]
 
 
@@ -103,6 +105,10 @@ def main() -> None:
     os.makedirs(a.out, exist_ok=True)
     emoe = os.path.join(a.out, "demo.emoe")
     convert_hf(final, emoe, bits=a.bits, progress=False)
+    # Shipped profiled, so --predictor stats|token|auto work on it out of the box: routing
+    # statistics of the training split (prefetch guesses only; nothing the model computes).
+    profile_container(emoe, read_text(os.path.join(a.train_dir, "corpus", "train.jsonl")), max_tokens=PROFILE_TOKENS,
+                      source="train.jsonl")
     info = json.load(open(os.path.join(final, "training_info.json")))
     report = json.load(open(os.path.join(final, "report.json")))
     plot_loss(os.path.join(a.train_dir, "train_log.csv"), os.path.join(a.out, "loss_curve.png"))
@@ -139,6 +145,8 @@ def main() -> None:
         f"active per token.",
         f"- Shipped as `demo.emoe`: {os.path.getsize(emoe) / 1e6:.1f} MB, experts {m_info['quantization']['experts']}, "
         f"resident weights {m_info['quantization']['resident']} (`edgemoe convert --bits {a.bits}`).",
+        f"- Routing profile inside (`edgemoe profile` on {PROFILE_TOKENS:,} tokens of the training split), so "
+        f"`--predictor stats|token|auto` work as shipped.",
         "",
         "## Training",
         "",

@@ -334,13 +334,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_profile(args) -> int:
+    from ..offline.perplexity import read_text
     from ..offline.profile import profile_container
 
-    try:
-        with open(args.calib, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise EdgeMoEError(f"cannot read calibration text {args.calib}: {e.strerror}") from None
+    text = read_text(args.calib)
     summary = profile_container(args.model, text, window=args.window, max_tokens=args.max_tokens,
                                 source=os.path.basename(args.calib))
     print(f"profiled {summary['tokens']} tokens ({summary['distinct_tokens']} distinct) in "
@@ -440,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="gather routing statistics from calibration text into the container")
     p.add_argument("model")
-    p.add_argument("--calib", required=True, metavar="TEXTFILE", help="calibration text (UTF-8)")
+    p.add_argument("--calib", required=True, metavar="TEXTFILE",
+                   help="calibration text (UTF-8, or JSON Lines with a \"text\" field)")
     p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None)
     p.set_defaults(func=cmd_profile)
