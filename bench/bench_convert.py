@@ -21,6 +21,7 @@ import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from edgemoe.convert.safetensors_reader import Checkpoint  # noqa: E402
+from bench_util import report
 
 
 def main() -> None:
@@ -54,12 +55,12 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|\n"
              f"| {os.path.basename(os.path.normpath(a.src))} | {a.bits} | {source_bytes / mb:.0f} | {out_bytes / mb:.0f} | "
              f"{largest / mb:.1f} | {peak / mb:.0f} | {elapsed:.1f} | {source_bytes / mb / elapsed:.0f} |\n")
-    print(table)
     if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(f"\n### Converter ({datetime.date.today()})\n\nCommand: `python bench/bench_convert.py {a.src} "
-                    f"--bits {a.bits} --write {a.write}`  \nMachine: {platform.machine()}, {os.cpu_count()} CPUs\n\n"
-                    "Peak RSS includes the Python interpreter and numpy (~30 MB).\n\n" + table)
+        report(f"\n### Converter ({datetime.date.today()})\n\nCommand: `python bench/bench_convert.py {a.src} "
+               f"--bits {a.bits} --write {a.write}`  \nMachine: {platform.machine()}, {os.cpu_count()} CPUs\n\n"
+               "Peak RSS includes the Python interpreter and numpy (~30 MB).\n\n" + table, a.write)
+    else:
+        print(table)
 
 
 if __name__ == "__main__":

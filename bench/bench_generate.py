@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from bench_util import drop_page_cache
+from bench_util import drop_page_cache, report
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -127,14 +127,14 @@ def main() -> None:
         f"{r['decode_mb_read_per_tok']:.2f} | {r['peak_rss_mb']:.0f} | {r['baseline_rss_mb']:.0f} |\n"
         for r in rows)
     table = header + lines
-    print(table)
     if args.write:
         cmdline = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
-        with open(args.write, "a", encoding="utf-8") as f:
-            f.write(f"\n### bench_generate ({datetime.date.today()})\n\n")
-            f.write(f"Command: `{cmdline}`  \nMachine: {platform.machine()}, {os.cpu_count()} CPUs, "
-                    f"{platform.platform()}; page cache {'dropped' if args.cold else 'warm'} before each run.\n\n")
-            f.write(table)
+        report(f"\n### bench_generate ({datetime.date.today()})\n\n"
+               f"Command: `{cmdline}`  \nMachine: {platform.machine()}, {os.cpu_count()} CPUs, "
+               f"{platform.platform()}; page cache {'dropped' if args.cold else 'warm'} before each run.\n\n" + table,
+               args.write)
+    else:
+        print(table)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import tempfile
 
 import numpy as np
 
-from bench_util import decode_in_fresh_process, drop_page_cache
+from bench_util import decode_in_fresh_process, drop_page_cache, report
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
@@ -207,12 +207,12 @@ def main() -> None:
             lines.append(f"![decode tokens/s against expert-cache budget]({os.path.basename(a.plot)})\n")
 
     text = "\n".join(lines)
-    print(text)
     if a.write:
         cmd = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(f"\n### Expert prediction and prefetch ({datetime.date.today()})\n\nCommand: `{cmd}`  \n"
-                    f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n{text}\n")
+        report(f"\n### Expert prediction and prefetch ({datetime.date.today()})\n\nCommand: `{cmd}`  \n"
+               f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}\n\n{text}\n", a.write)
+    else:
+        print(text)
 
 
 if __name__ == "__main__":

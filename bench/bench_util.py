@@ -30,12 +30,46 @@ def set_cgroup_limit(limit: int) -> str:
     return CGROUP
 
 
-def report(text: str, write: str | None) -> None:
-    """Print a result section and, if asked, append it to a results file (bench/RESULTS.md)."""
+def section_key(argv=None) -> str:
+    """The key of the running benchmark's section in bench/RESULTS.md: the script's stem and the
+    basename of its first argument when that is a positional one (a model), as the file's
+    `<!-- section: KEY -->` markers name them."""
+    argv = sys.argv if argv is None else argv
+    stem = os.path.splitext(os.path.basename(argv[0]))[0]
+    first = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None
+    return f"{stem} {os.path.basename(os.path.normpath(first))}" if first else stem
+
+
+def replace_section(path: str, key: str, text: str) -> None:
+    """Put `text` between `key`'s markers in the results file at `path`, replacing what was there
+    (the benchmark's earlier run: history stays in git), or at the end for a new section. Written
+    to a temporary file and renamed, so an interrupted run leaves the old file."""
+    begin, end = f"<!-- section: {key} -->", f"<!-- end: {key} -->"
+    block = f"{begin}\n{text.strip()}\n{end}\n"
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    i = old.find(begin)
+    if i >= 0:
+        j = old.find(end, i)
+        if j < 0:
+            raise SystemExit(f"{path}: section {key!r} has no end marker")
+        new = old[:i] + block + old[j + len(end):].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(new)
+    os.replace(path + ".tmp", path)
+
+
+def report(text: str, write: str | None, key: str | None = None) -> None:
+    """Print a result section and, if asked, put it in a results file (bench/RESULTS.md) as the
+    current figures of this benchmark: its section (key, default section_key()) replaced."""
     print(text)
     if write:
-        with open(write, "a", encoding="utf-8") as f:
-            f.write(text)
+        replace_section(write, key or section_key(), text)
 
 
 _DECODE = (

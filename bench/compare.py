@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from bench_util import drop_page_cache, set_cgroup_limit
+from bench_util import drop_page_cache, set_cgroup_limit, replace_section, section_key
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MiB = 1 << 20
@@ -431,10 +431,8 @@ def main() -> None:
     if a.plot:
         plot(a.plot, bits, a.fractions, ram, limited)
         out(f"![decode tokens/s against memory]({os.path.basename(a.plot)})\n")
-    text = "\n".join(lines)
-    if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
+    if a.write:  # the lines were printed as they came
+        replace_section(a.write, section_key(), "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgemoe import _core
 from edgemoe.format import quant as Q
+from bench_util import replace_section, section_key
 
 SHAPES = ((65536, 2048), (16384, 8192), (262144, 512))  # rows x k: typical, long and short rows
 TYPES = (Q.Q8, Q.Q4K, Q.Q4, Q.F16)
@@ -52,9 +53,8 @@ def main() -> None:
                 cells.append(f"{buf.nbytes / best / 1e9:.1f} ({rows * k / best / 1e9:.1f})")
             lines.append(f"| {rows} x {k} | {isa} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
-    if a.write:
-        with open(a.write, "a") as f:
-            f.write("\n".join(lines) + "\n")
+    if a.write:  # the lines were printed as they came
+        replace_section(a.write, section_key(), "\n".join(lines))
 
 
 def _timed(fn) -> float:

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from edgemoe.format import quant  # noqa: E402
 from edgemoe.convert.safetensors_reader import SafetensorsFile  # noqa: E402
+from bench_util import report
 
 G = quant.GROUP
 
@@ -88,12 +89,12 @@ def main() -> None:
     bytes_per = {"q8 sym": 34, "q8 asym": 36, "q4 sym": 18, "q4 asym": 20}
     note = ("Relative RMS reconstruction error (lower is better), group 32, fp16 scale (and offset). "
             f"Bytes per 32 weights: {bytes_per}.\n")
-    print(note + table)
     if args.write:
-        with open(args.write, "a", encoding="utf-8") as f:
-            f.write(f"\n### Quantization error ({datetime.date.today()})\n\n")
-            f.write(f"Command: `python bench/quant_error.py --write {args.write}`  \n"
-                    f"Machine: {platform.machine()}, {platform.platform()}\n\n{note}\n{table}")
+        report(f"\n### Quantization error ({datetime.date.today()})\n\n"
+               f"Command: `python bench/quant_error.py --write {args.write}`  \n"
+               f"Machine: {platform.machine()}, {platform.platform()}\n\n{note}\n{table}", args.write)
+    else:
+        print(note + table)
 
 
 if __name__ == "__main__":

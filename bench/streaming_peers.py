@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from bench_util import drop_page_cache, set_cgroup_limit
+from bench_util import drop_page_cache, set_cgroup_limit, replace_section, section_key
 from compare import ROOT, least_decode_reads, model_bytes, run_child, steps_of_trace
 from disk_curve import bandwidth
 
@@ -250,9 +250,8 @@ def main() -> None:
                        f"{bound_ms:.1f} | {1e3 / r['decode_tok_s'] / bound_ms:.2f}x |")
             lines.append(row)
             print(row, flush=True)
-    if a.write:
-        with open(a.write, "a", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+    if a.write:  # the lines were printed as they came
+        replace_section(a.write, section_key(), "\n".join(lines))
 
 
 if __name__ == "__main__":
