@@ -8,6 +8,14 @@ import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_dir(tmp_path_factory):
+    """Tests (and the processes they start) get a cache folder of their own: `edgemoe doctor`'s
+    storage probe in the user's ~/.cache would otherwise add a line to every `--stats`."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
 ARCH_FIXTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_moe_stacked", "olmoe"]
 # tools/make_family_fixtures.py: rope scaling types and the newer families (tests/test_families.py)
 FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4", "glm4_moe",
