@@ -24,9 +24,9 @@ def test_f32_gguf_matches_llama_cpp_and_transformers(tmp_path):
     ids = reference("mixtral")["input_ids"].tolist()
     ours = edgemoe.load(str(out), threads=1, kv_cache="f32").logits(ids)
     hf = reference("mixtral")["logits"]
-    assert np.abs(ours - hf).max() / np.abs(hf).max() < 1e-3  # transformers' forward pass
+    assert np.abs(ours - hf).max() / np.abs(hf).max() < 2e-5  # transformers' forward pass: measured 1.6e-6
     theirs = llama_logits(GGUF / "mixtral-f32.gguf", ids)
-    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 1e-3
+    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 1e-5  # measured 8.4e-7
     assert open_container(out).manifest["source"]["format"].startswith("gguf (llama")
 
 
@@ -328,7 +328,7 @@ def test_dense_leading_layers_and_latent_attention_ggufs_match_llama_cpp(tmp_pat
     ours = edgemoe.load(str(out), threads=2, kv_cache="f32").logits(ids)
     theirs = llama_logits(src, ids)
     assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 2e-5
-    assert np.abs(ours - ref["logits"]).max() / np.abs(ref["logits"]).max() < 4e-5
+    assert np.abs(ours - ref["logits"]).max() / np.abs(ref["logits"]).max() < 3e-5  # measured 2.1e-6 to 3.8e-6
     cfg = open_container(out).config
     assert (cfg["architecture"], cfg["dense_layers"]) == (architecture, [0])
 

@@ -30,7 +30,7 @@ def test_f16_cache_logits_close_to_transformers(converted, name):
     model.reset()
     model.eval(ids[:4])
     steps = np.stack([model.eval([t]) for t in ids[4:9]])
-    assert rel_error(steps, logits[4:9]).max() < 1e-5
+    np.testing.assert_array_equal(steps, logits[4:9])  # measured bit-identical on every fixture
 
 
 def test_f16_cache_halves_the_kv_memory(converted):

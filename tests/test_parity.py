@@ -82,7 +82,9 @@ def test_prefill_matches_token_by_token_decode(converted):
     full = model.logits(ids)
     model.reset()
     steps = np.stack([model.eval([t]) for t in ids])
-    np.testing.assert_allclose(steps, full, rtol=0, atol=1e-4 * np.abs(full).max())
+    # each position's row goes through the same kernels in a batch as alone: measured bit-identical
+    # (tests/test_draft.py checks that on every kernel set)
+    np.testing.assert_array_equal(steps, full)
 
 
 def test_thread_count_does_not_change_results(converted):

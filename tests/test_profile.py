@@ -32,9 +32,10 @@ def test_profile_is_stored_and_consistent(profiled):
     assert p["tokens"] == summary["tokens"] > 100 and p["source"] == "calib.txt"
     freq, next_layer, tokens, _ = profile_arrays(c.manifest, c.config)
     top_k = c.config["top_k"]
-    np.testing.assert_allclose(freq.sum(axis=1), top_k, atol=1e-4)  # each token picks top_k per layer
+    # each token picks top_k per layer (float32 shares summed: measured 9.5e-7 and 1.0e-5 off)
+    np.testing.assert_allclose(freq.sum(axis=1), top_k, atol=1e-5)
     seen = next_layer.sum(axis=2) > 0
-    np.testing.assert_allclose(next_layer.sum(axis=2)[seen], top_k, atol=1e-3)
+    np.testing.assert_allclose(next_layer.sum(axis=2)[seen], top_k, atol=1e-4)
     model = edgemoe.load(path)
     ids = model.tokenize(CALIB, add_special_tokens=False)
     assert (tokens[ids[0]] >= 0).all()
