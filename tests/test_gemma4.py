@@ -16,7 +16,7 @@ from container_edit import replace_tables
 from edgemoe.format.container import open_container
 from edgemoe.format.model_config import validate_config
 
-F32_REL_TOL = 5e-5  # as test_parity.py holds this fixture to (measured 1.5e-5; see there)
+F32_REL_TOL = 5e-5  # as test_parity.py holds this fixture to (measured 1.5e-5 and 2.2e-5; see there)
 BROKEN = 1e-3  # each planted bug below moves the logits by more than this
 
 
