@@ -424,6 +424,8 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("file_size", &Container::file_size)
       .def_property_readonly("config", &config_dict)
       .def_property_readonly("manifest_bytes", [](const Container& c) { return py::bytes(c.manifest_json); })
+      // Python parses the manifest once; the runtime never reads it: its bytes need not stay twice.
+      .def("release_manifest_bytes", [](Container& c) { std::string().swap(c.manifest_json); })
       .def_property_readonly("sections", [](const Container& c) {
         py::dict d;
         d["index"] = section_dict(c.index);

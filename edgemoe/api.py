@@ -153,6 +153,9 @@ class Model:
             raise ValueError(f"predictor {options.predictor!r} needs routing statistics: run "
                              f"`edgemoe profile {container.path} --calib TEXTFILE` first")
         self._engine = core.Engine(container.native, dict(engine_options, expert_slots=self.plan.n_slots), profile)
+        if profile is not None:  # the engine holds its own copy: keep only what info() shows of the record
+            container.manifest["profile"] = {k: container.manifest["profile"][k] for k in ("source", "tokens")}
+        del profile
         self._tokenizer: Optional[Tokenizer] = None
         self.last_generation: Optional[GenerationStats] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))

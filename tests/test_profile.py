@@ -119,3 +119,16 @@ def test_the_runtime_checks_the_profile_width_without_python(profiled, width_cha
     with pytest.raises(edgemoe.FormatError, match="routing profile does not match"):
         _core.Engine(c.native, {"expert_slots": 4, "threads": 1, "ctx_size": 64, "max_batch": 8, "cache_policy": "lru",
                       "predictor": "stats", "prefetch_min_confidence": 0.0}, (freq, nxt, tok, shares))
+
+
+def test_a_version_1_profile_still_loads(profiled):
+    """Version 1 kept the per-token tables as JSON lists: the same arrays come back from it."""
+    c = open_container(profiled[0])
+    freq, nxt, tokens, shares = profile_arrays(c.manifest, c.config)
+    seen = [t for t in range(len(tokens)) if (tokens[t] >= 0).any()]
+    v1 = {k: v for k, v in c.manifest["profile"].items() if k not in ("token_ids", "token_experts", "token_shares")}
+    v1.update(version=1, token_experts={str(t): tokens[t].tolist() for t in seen},
+              token_shares={str(t): shares[t].tolist() for t in seen})
+    old = profile_arrays(dict(c.manifest, profile=v1), c.config)
+    for a, b in zip(old, (freq, nxt, tokens, shares)):
+        np.testing.assert_array_equal(a, b)

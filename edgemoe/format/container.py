@@ -357,6 +357,7 @@ def open_container(path: str) -> Container:
     native = _core.open_container(path)
     try:
         manifest = json.loads(native.manifest_bytes.decode("utf-8"))
+        native.release_manifest_bytes()
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: manifest is not valid JSON: {e}") from None
     if not isinstance(manifest, dict):

@@ -71,4 +71,4 @@ def profile_container(path: str, text: str, window: int = 256, max_tokens: Optio
     del model
     update_manifest(path, {"profile": profile})
     return {"tokens": len(ids), "seconds": time.perf_counter() - t0,
-            "distinct_tokens": len(profile["token_experts"])}
+            "distinct_tokens": len(np.unique(np.asarray(ids)))}
