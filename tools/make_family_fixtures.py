@@ -117,6 +117,22 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
         rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                          "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                             "rope_theta": 1000000.0}}))
+    # Issue 22's hybrids (docs/HYBRID_MODELS.md): Gated DeltaNet linear-attention layers beside gated
+    # full-attention ones, 3 query heads on 1 KV head, 2 key heads under 6 value heads (r = 3), rope
+    # on 4 of 16 dims, a shared expert with its gate; Qwen3-Next with a dense layer. Their prompt
+    # runs past transformers' 64-token prefill chunk, so the chunked form is what is recorded.
+    hybrid = dict(**{k: v for k, v in common.items() if k not in ("num_attention_heads", "num_key_value_heads")},
+                  num_hidden_layers=4, num_attention_heads=3, num_key_value_heads=1, head_dim=16,
+                  linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                  linear_num_value_heads=6, moe_intermediate_size=24, shared_expert_intermediate_size=40,
+                  num_experts=5, num_experts_per_tok=2, max_position_embeddings=256,
+                  layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25})
+    out["qwen3_next"] = dict(seed=3111, prompt_len=80, config=transformers.Qwen3NextConfig(
+        **hybrid, intermediate_size=48, decoder_sparse_step=1, mlp_only_layers=[2], norm_topk_prob=True))
+    out["qwen3_5_moe"] = dict(seed=3112, prompt_len=80, config=transformers.Qwen3_5MoeTextConfig(
+        **dict(hybrid, rope_parameters=dict(hybrid["rope_parameters"], mrope_section=[1, 1, 0],
+                                            mrope_interleaved=True))))
     # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the
     # reference computed by transformers on exactly the values those blocks decode to.
     out["gpt_oss_mxfp4"] = dict(out["gpt_oss"], seed=3106, mxfp4=True)
@@ -222,11 +238,13 @@ def main(argv=None):
     tok = base.build_tokenizer()
     vocab = tok.get_vocab_size()
     bos, eos = tok.token_to_id(base.BOS_TOKEN), tok.token_to_id(base.EOS_TOKEN)
-    prompt = tok.encode(base.CORPUS).ids[:PROMPT_LEN]
+    corpus_ids = tok.encode(base.CORPUS).ids
     greedy_prompt = tok.encode(base.GREEDY_TEXT).ids
     table = specs(vocab, bos, eos)
     for name in args.only or list(table):
         spec = table[name]
+        prompt = corpus_ids[:spec.get("prompt_len", PROMPT_LEN)]
+        assert len(prompt) == spec.get("prompt_len", PROMPT_LEN), f"{name}: the corpus is shorter than its prompt"
         folder = os.path.join(args.out, name)
         os.makedirs(folder, exist_ok=True)
         for fn in os.listdir(folder):  # only what this tool writes
