@@ -15,7 +15,7 @@ from .budget import (DEFAULT_BUDGET_SHARE, MemoryPlan, available_memory, check_f
 from .format.container import Container, open_container
 from .format.model_config import moe_layers
 from .draft import check_mode as check_draft_mode
-from .errors import BudgetError, EdgeMoEError
+from .errors import BudgetError, EdgeMoEError, FormatError
 from .generate import Generation, GenerationStats
 from .options import LoadOptions, lossy_settings
 from .format.profile_record import profile_arrays
@@ -154,7 +154,7 @@ class Model:
                              f"`edgemoe profile {container.path} --calib TEXTFILE` first")
         self._engine = core.Engine(container.native, dict(engine_options, expert_slots=self.plan.n_slots), profile)
         if profile is not None:  # the engine holds its own copy: keep only what info() shows of the record
-            container.manifest["profile"] = {k: container.manifest["profile"][k] for k in ("source", "tokens")}
+            container.manifest["profile"] = {k: container.manifest["profile"].get(k) for k in ("source", "tokens")}
         del profile
         self._tokenizer: Optional[Tokenizer] = None
         self.last_generation: Optional[GenerationStats] = None
@@ -326,7 +326,7 @@ class Model:
                 "expert_slots": self.plan.n_slots,
                 "total_bytes": self.plan.total_bytes,
             },
-            "profile": ({k: m["profile"][k] for k in ("source", "tokens")} if "profile" in m else None),
+            "profile": ({k: m["profile"].get(k) for k in ("source", "tokens")} if "profile" in m else None),
             "bit_allocation": ({k: v for k, v in m["bit_allocation"].items() if k != "sensitivity"}
                                if isinstance(m.get("bit_allocation"), dict) else None),
             "predictor": self.predictor,
@@ -380,4 +380,7 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     only."""
     given = {k: v for k, v in kwargs.items() if v is not None}
     options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
-    return Model(open_container(path), options)
+    container = open_container(path)
+    if container.manifest.get("skeleton"):
+        raise FormatError(f"{path} is a skeleton laid out by `edgemoe doctor`: it has no weights to run")
+    return Model(container, options)

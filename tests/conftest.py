@@ -14,8 +14,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _own_cache_dir(tmp_path_factory):
     """Tests (and the processes they start) get a cache folder of their own: `edgemoe doctor`'s
     storage probe in the user's ~/.cache would otherwise add a line to every `--stats`."""
+    before = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 ARCH_FIXTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_moe_stacked", "olmoe"]
 # tools/make_family_fixtures.py: rope scaling types and the newer families (tests/test_families.py)
 FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4", "glm4_moe",
@@ -147,4 +152,5 @@ def pytest_sessionfinish(session, exitstatus):
         reporter.write_line(f"CI: {len(unexpected)} unexpected skip(s), failing the run:", red=True)
         for r in unexpected:
             reporter.write_line(f"  {r.nodeid}: {_skip_reason(r)}")
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its own status
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

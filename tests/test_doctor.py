@@ -60,8 +60,8 @@ def test_the_skeleton_of_a_gguf_is_its_conversion_s_layout(tmp_path):
 def test_a_skeleton_cannot_be_loaded_as_a_model(tmp_path):
     path = str(tmp_path / "skeleton.emoe")
     skeleton(str(FIXTURES / "qwen3_moe"), "8", path)
-    with pytest.raises(edgemoe.EdgeMoEError):
-        edgemoe.load(path).logits([1, 2, 3])
+    with pytest.raises(edgemoe.FormatError, match="skeleton laid out by `edgemoe doctor`"):
+        edgemoe.load(path)
 
 
 def test_diagnose_reports_each_width_with_the_plan_load_would_make(converted):

@@ -1,5 +1,7 @@
 """`edgemoe perplexity --kl-divergence`: a conversion's per-token distributions against a
 reference's, as llama.cpp reports them, from a reference container or from saved log-probabilities."""
+import os
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,7 @@ def test_saved_log_probabilities_stand_in_for_the_reference(pair, tmp_path):
     model, reference = pair
     ids = model.tokenize(TEXT)
     live = kl_divergence(model, reference, ids, ctx=32, stride=16)
-    path = str(tmp_path / "ref.npz")
+    path = str(tmp_path / "ref.npy")
     save_logits(reference, ids, 32, 16, path)
     saved = kl_divergence(model, SavedLogits(path, ids, 32, 16), ids, ctx=32, stride=16)
     assert saved["top1_agreement"] == live["top1_agreement"]
@@ -57,9 +59,14 @@ def test_saved_log_probabilities_stand_in_for_the_reference(pair, tmp_path):
         SavedLogits(path, ids, 32, 8)
     with pytest.raises(edgemoe.FormatError, match="same text"):
         SavedLogits(path, ids[:-1], 32, 16)
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    for meta in (b"not json", b'{"format": [1, 2]}'):  # unreadable, or not the record save_logits writes
+        (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY")
+        (tmp_path / "junk.npy.json").write_bytes(meta)
+        with pytest.raises(edgemoe.FormatError, match="not logits saved by|format"):
+            SavedLogits(str(tmp_path / "junk.npy"), ids, 32, 16)
+    os.unlink(path + ".json")  # the codes without the record of what they are for
     with pytest.raises(edgemoe.FormatError, match="not logits saved by"):
-        SavedLogits(str(tmp_path / "junk.npz"), ids, 32, 16)
+        SavedLogits(path, ids, 32, 16)
 
 
 def test_a_reference_of_another_vocabulary_is_refused(pair):
@@ -77,10 +84,14 @@ def test_the_cli_prints_llama_cpp_s_figures(converted, tmp_path, capsys):
 
     text = tmp_path / "t.txt"
     text.write_text(TEXT)
-    saved = str(tmp_path / "ref.npz")
+    saved = str(tmp_path / "ref.npy")
     assert main(["perplexity", converted("qwen3_moe", "f32"), str(text), "--window", "32", "--save-logits", saved]) == 0
     assert main(["perplexity", converted("qwen3_moe", "4"), str(text), "--window", "32", "--kl-divergence", saved]) == 0
     out = capsys.readouterr().out
     assert "KL divergence  mean" in out and "99th percentile" in out and "same top token" in out
     assert main(["perplexity", converted("qwen3_moe", "4"), str(text), "--window", "32", "--kl-divergence",
                  converted("qwen3_moe", "f32")]) == 0
+    # the reference runs as it is: a lossy flag of this run applies to the model measured only
+    assert main(["perplexity", converted("qwen3_moe", "8"), str(text), "--window", "32", "--active-experts", "1",
+                 "--kl-divergence", converted("qwen3_moe", "8")]) == 0
+    assert "KL divergence  mean 0.000000" not in capsys.readouterr().out

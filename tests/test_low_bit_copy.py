@@ -6,6 +6,8 @@ exactly what the experts do: that checks the whole path (the second table, the s
 n_experts, the copy's own type, an expert's biases) without any quantization error to hide in.
 Narrower copies are then checked for what they promise: fewer bytes read, labelled as lossy,
 and within the copy's quantization error of the lossless model."""
+import os
+
 import numpy as np
 import pytest
 
@@ -114,6 +116,20 @@ def test_an_existing_container_gets_copies_of_its_own_experts(tmp_path, converte
                     assert np.array_equal(copy, quant.quantize(w, quant.Q2).reshape(-1))
     with pytest.raises(edgemoe.FormatError, match="new file"):
         add_low_bit_copies(out, out, "2", progress=False)
+    # a corrupt source does not become a valid container with copies of the corruption
+    import shutil
+
+    bad = str(tmp_path / "bad.emoe")
+    shutil.copy(src, bad)
+    blob = a.experts[0][1]
+    with open(bad, "r+b") as f:
+        f.seek(blob["offset"] + 100)
+        byte = f.read(1)
+        f.seek(blob["offset"] + 100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(edgemoe.FormatError, match="checksum mismatch"):
+        add_low_bit_copies(bad, str(tmp_path / "from-bad.emoe"), "2", progress=False)
+    assert not os.path.exists(tmp_path / "from-bad.emoe")
     with pytest.raises(edgemoe.FormatError, match="low-bit copy width"):
         add_low_bit_copies(src, str(tmp_path / "x.emoe"), "8", progress=False)
 

@@ -132,3 +132,17 @@ def test_a_version_1_profile_still_loads(profiled):
     old = profile_arrays(dict(c.manifest, profile=v1), c.config)
     for a, b in zip(old, (freq, nxt, tokens, shares)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("table,value", [("token_shares", -0.5), ("token_shares", 2.0), ("token_experts", 99)])
+def test_a_profile_with_values_out_of_range_is_refused(profiled, table, value):
+    import base64
+
+    c = open_container(profiled[0])
+    p = dict(c.manifest["profile"])
+    dtype = "<f2" if table == "token_shares" else "<i2"
+    a = np.frombuffer(base64.b64decode(p[table]), dtype=dtype).copy()
+    a[0] = value
+    p[table] = base64.b64encode(a.tobytes()).decode("ascii")
+    with pytest.raises(edgemoe.FormatError, match="routing profile is malformed"):
+        profile_arrays(dict(c.manifest, profile=p), c.config)

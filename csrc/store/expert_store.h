@@ -35,7 +35,8 @@ struct StoreStats {
   uint64_t hits = 0;
   uint64_t misses = 0;
   uint64_t bytes_read = 0;   // bytes transferred from storage (padded reads count in full), prefetches included
-  double io_wait_s = 0.0;    // wall time acquire() spent waiting for reads (demand reads and in-flight prefetches)
+  double io_wait_s = 0.0;    // wall time acquire() spent waiting for reads (demand reads and in-flight prefetches),
+                             // their checksum and decompression included
   // Wall time the caller spent in the store's calls (acquire, release, is_cached, read_ahead,
   // set_cursor, prefetch) besides io_wait_s: the cache's own work (lookups, victims, the lock).
   double cache_s = 0.0;

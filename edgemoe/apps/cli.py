@@ -266,10 +266,12 @@ def cmd_perplexity(args) -> int:
     with tqdm(total=len(ids), unit="tok", desc="perplexity", disable=not sys.stderr.isatty()) as bar:
         progress = lambda done, total: bar.update(done - bar.n)  # noqa: E731
         if args.kl_divergence:
-            if args.kl_divergence.endswith(".npz"):
+            if not args.kl_divergence.endswith(".emoe"):
                 reference = kl.SavedLogits(args.kl_divergence, ids, window, stride)
-            else:
-                reference = _load(args, path=args.kl_divergence)
+            else:  # the reference as it is: none of this run's lossy or memory flags, a context for the window
+                from ..api import load
+
+                reference = load(args.kl_divergence, threads=args.threads, ctx_size=window)
             r = kl.kl_divergence(model, reference, ids, window, stride, progress=progress)
         elif args.save_logits:
             r = kl.save_logits(model, ids, window, stride, args.save_logits, progress=progress)
@@ -283,7 +285,7 @@ def cmd_perplexity(args) -> int:
           f"(window {window}, stride {stride}; {r['seconds']:.1f} s)")
     if args.save_logits:
         print(f"log-probabilities saved to {args.save_logits}: pass it to --kl-divergence")
-    if args.kl_divergence:  # llama.cpp's --kl-divergence figures
+    if args.kl_divergence and not args.json:  # llama.cpp's --kl-divergence figures
         print(f"reference perplexity {r['reference_perplexity']:.3f} ({args.kl_divergence}); "
               f"ratio {r['perplexity_ratio']:.4f}")
         print(f"KL divergence  mean {r['kl_mean']:.6f} +- {r['kl_stderr']:.6f}, median {r['kl_median']:.6f}, "
@@ -452,12 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens newly scored per window after the first, at most window - 1; each token "
                         "is scored once, with at least window - stride tokens of context (default: half the window)")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None, help="score only the first N tokens")
-    p.add_argument("--kl-divergence", default=None, metavar="REFERENCE",
+    saved = p.add_mutually_exclusive_group()
+    saved.add_argument("--kl-divergence", default=None, metavar="REFERENCE",
                    help="also compare each token's predicted distribution with a REFERENCE (a higher-precision "
-                        ".emoe of the same model, or an .npz from --save-logits): mean, median, 99th percentile "
+                        ".emoe of the same model, or an .npy from --save-logits, with its .json): mean, median, 99th percentile "
                         "and max KL divergence, top-token agreement and the perplexity ratio, as llama.cpp's "
                         "--kl-divergence reports them")
-    p.add_argument("--save-logits", default=None, metavar="FILE.npz",
+    saved.add_argument("--save-logits", default=None, metavar="FILE.npy",
                    help="save this model's log-probabilities for --kl-divergence (2 bytes per vocabulary "
                         "entry per token)")
     p.add_argument("--json", action="store_true")
@@ -486,7 +489,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except EdgeMoEError as e:
+    except (EdgeMoEError, ValueError) as e:  # ValueError: the engine's checks of an option's value
         print(f"edgemoe: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -43,12 +43,16 @@ def _device(path: str) -> str:
 
 
 def saved_storage_probe(path: str) -> Optional[Dict[str, float]]:
-    """The last probe of the device `path` lies on, if `edgemoe doctor` measured one."""
+    """The last probe of the device `path` lies on, if `edgemoe doctor` measured one (and the
+    cached record is one: positive speeds)."""
     try:
         with open(probe_cache_path(), encoding="utf-8") as f:
-            return json.load(f).get(_device(path))
+            probe = json.load(f).get(_device(path))
     except (OSError, ValueError, AttributeError):
         return None
+    ok = isinstance(probe, dict) and all(isinstance(probe.get(k), (int, float)) and probe[k] > 0
+                                         for k in ("read_gbs", "memory_gbs", "block_bytes", "readers"))
+    return probe if ok else None
 
 
 def probe_storage(folder: str, block: int, memory_gbs: float, total: int = PROBE_BYTES,
@@ -77,15 +81,20 @@ def probe_storage(folder: str, block: int, memory_gbs: float, total: int = PROBE
         offsets = list(range(0, total, block))
         np.random.default_rng(1).shuffle(offsets)
         lock = threading.Lock()
+        failures: List[BaseException] = []
 
         def reader() -> None:
             buf = mmap.mmap(-1, block)  # page aligned, as direct reads need
-            while True:
-                with lock:
-                    if not offsets:
-                        return
-                    at = offsets.pop()
-                os.preadv(rfd, [buf], at)
+            try:
+                while True:
+                    with lock:
+                        if not offsets:
+                            return
+                        at = offsets.pop()
+                    if os.preadv(rfd, [buf], at) != block:
+                        raise OSError(f"short read at {at}")
+            except OSError as e:
+                failures.append(e)
 
         t0 = time.perf_counter()
         threads = [threading.Thread(target=reader) for _ in range(readers)]
@@ -95,6 +104,8 @@ def probe_storage(folder: str, block: int, memory_gbs: float, total: int = PROBE
             t.join()
         seconds = time.perf_counter() - t0
         os.close(rfd)
+        if failures:
+            raise failures[0]
     finally:
         os.unlink(path)
     result = {"read_gbs": total / seconds / 1e9, "block_bytes": block, "readers": readers, "memory_gbs": memory_gbs,
@@ -208,8 +219,12 @@ def diagnose(source: str, bits: List[str], options, probe_dir: Optional[str] = N
                 containers.append((b, open_container(path)))
         block = max(b["size"] for row in containers[0][1].experts for b in row)
         report["memory_gbs"] = memory_bandwidth_gbs()
-        stored = saved_storage_probe(folder)
-        report["storage"] = probe_storage(folder, block, report["memory_gbs"]) if probe else stored
+        report["storage"] = saved_storage_probe(folder)
+        if probe:
+            try:
+                report["storage"] = probe_storage(folder, block, report["memory_gbs"])
+            except OSError as e:  # a folder it cannot write or read: the sizes and plan stand without a speed
+                report["storage_error"] = f"{folder}: {e.strerror or e}"
         for label, c in containers:
             blobs = [b["size"] for row in c.experts for b in row]
             row = {"bits": label, "file_bytes": c.file_size, "resident_bytes": c.sections["resident"]["size"],
@@ -232,7 +247,8 @@ def print_report(r: Dict[str, Any]) -> None:
     print(f"source            {r['source']}")
     print(f"this machine      {format_size(r['available_bytes'])} free, memory {r['memory_gbs']:.1f} GB/s"
           + (f", storage {r['storage']['read_gbs']:.2f} GB/s direct reads of {format_size(r['storage']['block_bytes'])}"
-             f" ({r['storage']['readers']} in flight)" if r["storage"] else ", storage not probed"))
+             f" ({r['storage']['readers']} in flight)" if r["storage"] else
+             f", storage not probed ({r['storage_error']})" if r.get("storage_error") else ", storage not probed"))
     print("bits | file | resident | experts (each) | experts read per token at most | minimum budget | plan "
           "(expert slots) | predicted decode")
     for w in r["widths"]:

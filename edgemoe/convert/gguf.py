@@ -294,12 +294,18 @@ class GGUFCheckpoint:
     def _check_split(self, parts: List[str], readers) -> None:
         """The parts' own split.* metadata (llama.cpp's) must agree with their names and order."""
         count = self.field("split.count", 1)
-        if int(count) != len(parts):
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise FormatError(f"{self.path}: GGUF metadata split.count is not an integer: {count!r}")
+        if count != len(parts):
             raise FormatError(f"{self.path}: the GGUF says it is split into {count} parts, its name into {len(parts)}"
                               + ("" if len(parts) > 1 else " (a split model's parts keep their -0000k-of-0000N names)"))
         for i, (part, reader) in enumerate(zip(parts, readers)):
             no = reader.fields.get("split.no")
-            if len(parts) > 1 and (no is None or int(no.contents()) != i):
+            try:
+                no = None if no is None else no.contents()
+            except Exception:
+                no = None
+            if len(parts) > 1 and (not isinstance(no, int) or no != i):
                 raise FormatError(f"{part}: its split.no metadata does not say part {i + 1} of {len(parts)}")
 
     def field(self, key: str, default: Any = None) -> Any:

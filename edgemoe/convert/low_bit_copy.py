@@ -10,6 +10,7 @@ within their rounding of that one). Copies the container already has are replace
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any, Dict
 
 import numpy as np
@@ -29,12 +30,17 @@ def _read(f, offset: int, n: int, what: str) -> bytes:
 
 
 def _payload(f, blob: Dict[str, Any], what: str) -> bytes:
+    """The blob's payload, its checksum verified (a corrupt source must not become a valid copy)."""
     stored = _read(f, blob["offset"], blob["stored"] or blob["size"], what)
+    if zlib.crc32(stored) != blob["crc32"]:
+        raise FormatError(f"{what}: checksum mismatch: the container is corrupt; re-convert it")
     if blob["compression"] != "zstd":
         return stored
     import zstandard
 
-    try:
+    try:  # a frame states its own size: it must be the blob's, as the runtime's reader requires
+        if zstandard.frame_content_size(stored) != blob["size"]:
+            raise FormatError(f"{what}: the zstd frame is not of the blob's {blob['size']} bytes")
         return zstandard.ZstdDecompressor().decompress(stored, max_output_size=blob["size"])
     except zstandard.ZstdError as e:
         raise FormatError(f"{what}: corrupt zstd frame ({e})") from None
@@ -53,6 +59,11 @@ def add_low_bit_copies(src: str, out: str, bits: str, progress: bool = True) -> 
     routed = [(l, e) for l, row in enumerate(c.experts) for e in range(len(row))]
     bar = _progress(len(c.tensors) + len(routed), os.path.basename(out), progress)
     with open(src, "rb") as f, ContainerWriter(out) as writer:
+        resident, crc = c.sections["resident"], 0
+        for at in range(0, resident["size"], 64 << 20):  # in blocks: a resident section can be gigabytes
+            crc = zlib.crc32(_read(f, resident["offset"] + at, min(64 << 20, resident["size"] - at), "the resident section"), crc)
+        if crc != resident["crc32"]:
+            raise FormatError(f"{src}: the resident section's checksum does not match: the container is corrupt")
         for name, t in c.tensors.items():
             data = np.frombuffer(_read(f, resident_at + t["offset"], t["nbytes"], f"tensor {name}"), np.uint8)
             writer.add_resident(name, quant.CODES[t["type"]], data, tuple(t["shape"]))

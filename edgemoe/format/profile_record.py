@@ -73,6 +73,7 @@ def profile_arrays(manifest: Dict[str, Any], cfg: Dict[str, Any]
     except (KeyError, ValueError, TypeError, IndexError, AttributeError, base64.binascii.Error) as e:
         raise FormatError(f"the container's routing profile is malformed ({e}); run `edgemoe profile` again") from None
     if (tokens.min() < -1 or tokens.max() >= E or not np.isfinite(freq).all() or not np.isfinite(next_layer).all()
-            or not np.isfinite(shares).all()):
+            or not np.isfinite(shares).all() or (shares < 0).any() or (shares > 1).any() or (freq < 0).any()
+            or (freq > K).any() or (next_layer < 0).any()):
         raise FormatError("the container's routing profile is malformed; run `edgemoe profile` again")
     return freq, next_layer, tokens, shares
