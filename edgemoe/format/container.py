@@ -117,6 +117,18 @@ def encode_index(config: Dict[str, Any], tensors: Dict[str, Dict[str, Any]], exp
 # ---------------------------------------------------------------- writing
 
 
+def _blob_layout(parts: Dict[str, Tuple[int, Tuple[int, ...]]]) -> Tuple[Dict[str, Dict[str, Any]], int]:
+    """An expert blob's layout from {part: (nbytes, shape)}: gate, up, down one after another,
+    each on a TENSOR_ALIGN boundary. Returns ({part: {offset, nbytes, shape}}, blob size)."""
+    table, size = {}, 0
+    for part in EXPERT_PARTS:
+        nbytes, shape = parts[part]
+        size = _align(size, TENSOR_ALIGN)
+        table[part] = {"offset": size, "nbytes": int(nbytes), "shape": [int(s) for s in shape]}
+        size += int(nbytes)
+    return table, size
+
+
 class ContainerWriter:
     """Streams a container to disk: resident tensors first, then expert blobs, then the manifest.
 
@@ -159,24 +171,32 @@ class ContainerWriter:
         """Append one resident tensor, already encoded: flat uint8 bytes of `qtype`, or an iterable
         of such blocks written one after another (quant.quantize_blocks), so a large tensor is
         never whole in memory."""
-        if not self._resident_open:
-            raise RuntimeError("resident tensors must all be written before the first expert")
-        if name in self.resident:
-            raise RuntimeError(f"resident tensor {name} written twice")
-        self._pad_to(TENSOR_ALIGN, crc_resident=True)
-        offset = self._tell() - self._resident_offset
+        offset = self._start_resident(name)
         nbytes = 0
         for block in ([data] if isinstance(data, np.ndarray) else data):
             buf = memoryview(np.ascontiguousarray(block).view(np.uint8)).cast("B")
             self._f.write(buf)
             self._resident_crc = zlib.crc32(buf, self._resident_crc)
             nbytes += len(buf)
-        self.resident[name] = {
-            "type": quant.NAMES[qtype],
-            "shape": [int(s) for s in shape],
-            "offset": offset,
-            "nbytes": nbytes,
-        }
+        self.resident[name] = {"type": quant.NAMES[qtype], "shape": [int(s) for s in shape], "offset": offset,
+                               "nbytes": nbytes}
+
+    def _start_resident(self, name: str) -> int:
+        """Where resident tensor `name` begins (aligned), within the resident section."""
+        if not self._resident_open:
+            raise RuntimeError("resident tensors must all be written before the first expert")
+        if name in self.resident:
+            raise RuntimeError(f"resident tensor {name} written twice")
+        self._pad_to(TENSOR_ALIGN, crc_resident=True)
+        return self._tell() - self._resident_offset
+
+    def _expert_table(self, layer: int, expert: int, low_bit_copy: bool) -> Dict[Tuple[int, int], Dict[str, Any]]:
+        """The table an expert's blob goes into; each (layer, expert) once per table."""
+        self._close_resident()
+        table = self.low_bit_experts if low_bit_copy else self.experts
+        if (layer, expert) in table:
+            raise RuntimeError(f"expert {layer}/{expert}{' (low-bit copy)' if low_bit_copy else ''} written twice")
+        return table
 
     # --- a skeleton: the layout of a container without its weights (edgemoe doctor) ---
     # Reserved bytes are skipped, not written (a sparse file): the runtime reads the layout and plans
@@ -185,26 +205,21 @@ class ContainerWriter:
     def reserve_resident(self, name: str, qtype: int, shape: Tuple[int, ...]) -> None:
         """A resident tensor's place, of the size `qtype` gives `shape`, left unwritten."""
         rows, cols = (1, shape[0]) if len(shape) == 1 else shape
-        self._pad_to(TENSOR_ALIGN, crc_resident=True)
-        self.resident[name] = {"type": quant.NAMES[qtype], "shape": [int(s) for s in shape],
-                               "offset": self._tell() - self._resident_offset,
-                               "nbytes": int(rows) * quant.row_bytes(qtype, int(cols))}
-        self._f.seek(self.resident[name]["nbytes"], os.SEEK_CUR)
+        offset = self._start_resident(name)
+        nbytes = int(rows) * quant.row_bytes(qtype, int(cols))
+        self.resident[name] = {"type": quant.NAMES[qtype], "shape": [int(s) for s in shape], "offset": offset,
+                               "nbytes": nbytes}
+        self._f.seek(nbytes, os.SEEK_CUR)
 
     def reserve_expert(self, layer: int, expert: int, qtype: int, shapes: Dict[str, Tuple[int, int]],
                        low_bit_copy: bool = False) -> None:
         """A routed expert's blob place, left unwritten (add_expert's layout)."""
-        self._close_resident()
-        size, parts = 0, {}
-        for part in EXPERT_PARTS:
-            rows, cols = shapes[part]
-            size = _align(size, TENSOR_ALIGN)
-            parts[part] = {"offset": size, "nbytes": rows * quant.row_bytes(qtype, cols), "shape": [rows, cols]}
-            size += parts[part]["nbytes"]
+        table = self._expert_table(layer, expert, low_bit_copy)
+        parts, size = _blob_layout({p: (rows * quant.row_bytes(qtype, cols), (rows, cols))
+                                    for p, (rows, cols) in shapes.items()})
         self._pad_to(PAGE)
-        (self.low_bit_experts if low_bit_copy else self.experts)[(layer, expert)] = {
-            "type": quant.NAMES[qtype], "parts": parts, "size": size, "stored": 0, "compression": "none",
-            "offset": self._tell(), "crc32": 0}
+        table[(layer, expert)] = {"type": quant.NAMES[qtype], "parts": parts, "size": size, "stored": 0,
+                                  "compression": "none", "offset": self._tell(), "crc32": 0}
         self._f.seek(size, os.SEEK_CUR)
 
     def _close_resident(self) -> None:
@@ -220,21 +235,14 @@ class ContainerWriter:
         compress="zstd" stores the blob zstd-compressed when that makes it smaller. low_bit_copy: the
         blob is the expert's second, low-bit copy (docs/FORMAT.md), which a container has for every
         routed expert or for none."""
-        self._close_resident()
-        key = (layer, expert)
-        table = self.low_bit_experts if low_bit_copy else self.experts
-        if key in table:
-            raise RuntimeError(f"expert {layer}/{expert}{' (low-bit copy)' if low_bit_copy else ''} written twice")
-        raw = bytearray()
-        part_table = {}
-        for part in EXPERT_PARTS:
-            data, shape = parts[part]
-            raw += b"\0" * (_align(len(raw), TENSOR_ALIGN) - len(raw))
-            buf = memoryview(np.ascontiguousarray(data).view(np.uint8)).cast("B")
-            part_table[part] = {"offset": len(raw), "nbytes": len(buf), "shape": [int(s) for s in shape]}
-            raw += buf
+        table = self._expert_table(layer, expert, low_bit_copy)
+        bufs = {p: memoryview(np.ascontiguousarray(parts[p][0]).view(np.uint8)).cast("B") for p in EXPERT_PARTS}
+        part_table, size = _blob_layout({p: (len(bufs[p]), parts[p][1]) for p in EXPERT_PARTS})
+        raw = bytearray(size)
+        for p, buf in bufs.items():
+            raw[part_table[p]["offset"]:part_table[p]["offset"] + len(buf)] = buf
         stored = bytes(raw)
-        entry: Dict[str, Any] = {"type": quant.NAMES[qtype], "parts": part_table, "size": len(raw),
+        entry: Dict[str, Any] = {"type": quant.NAMES[qtype], "parts": part_table, "size": size,
                                  "stored": 0, "compression": "none"}
         if compress == "zstd":
             import zstandard
@@ -249,7 +257,7 @@ class ContainerWriter:
         self._pad_to(PAGE)
         entry.update(offset=self._tell(), crc32=zlib.crc32(stored))
         self._f.write(stored)
-        table[key] = entry
+        table[(layer, expert)] = entry
 
     def finish(self, config: Dict[str, Any], manifest: Dict[str, Any]) -> None:
         """Write the index (config and tables) and the manifest, then the header; flush to disk
