@@ -369,8 +369,14 @@ def quantize(w: np.ndarray, qtype: int) -> np.ndarray:
     """Encode a [M, K] matrix; returns flat uint8 bytes, M rows of row_bytes(qtype, K)."""
     if not hasattr(w, "shape"):
         w = np.asarray(w)
-    blocks = [block.reshape(-1) for block in quantize_blocks(w, qtype)]
-    return np.concatenate(blocks) if blocks else np.empty(0, np.uint8)
+    if len(w.shape) != 2:
+        raise FormatError(f"expected a 2-D weight matrix, got shape {w.shape}")
+    rows = np.empty((w.shape[0], row_bytes(qtype, w.shape[1])), dtype=np.uint8)  # filled in place: no second copy
+    r = 0
+    for block in quantize_blocks(w, qtype):
+        rows[r:r + len(block)] = block
+        r += len(block)
+    return rows.reshape(-1)
 
 
 def quantize_blocks(w, qtype: int) -> Iterator[np.ndarray]:
