@@ -139,20 +139,24 @@ def memory_bandwidth_gbs(n_bytes: int = 256 << 20) -> float:
     return 2 * n_bytes / best / 1e9
 
 
+def expert_bytes_per_token(container) -> float:
+    """Expert bytes a token computes with (and reads at most): top_k mean-sized experts per MoE layer."""
+    blobs = [b["size"] for row in container.experts for b in row]
+    moe = sum(1 for row in container.experts if row)
+    return container.config["top_k"] * moe * sum(blobs) / len(blobs) if blobs else 0.0
+
+
 def predict_decode(container, plan, storage_gbs: float, memory_gbs: float) -> Dict[str, float]:
     """Decode speed at a memory plan, a floor. Assumptions, stated: every token reads its top_k experts
     in every MoE layer, routing spreads evenly over a layer's experts (as load-balanced trained
     models' does), so a cache holding a share s of all experts hits s of them (the cache policy
     does better where tokens reuse their neighbours' experts: 34 % at a 12.5 % share on the
-    realistic Qwen3-shaped benchmark model, bench/RESULTS.md "Cache policies"); misses are read at the probed speed, not overlapped with compute; compute
-    streams the resident weights and the active experts from RAM at COMPUTE_OVER_BANDWIDTH_FLOOR
+    realistic Qwen3-shaped benchmark model, bench/RESULTS.md "Cache policies"); misses are read
+    at the probed speed, not overlapped with compute; compute streams the resident weights and the active experts from RAM at COMPUTE_OVER_BANDWIDTH_FLOOR
     times the memory-bandwidth floor."""
-    cfg = container.config
-    blobs = [b["size"] for row in container.experts for b in row]
-    moe = sum(1 for row in container.experts if row)
-    mean_blob = sum(blobs) / len(blobs) if blobs else 0
-    active = cfg["top_k"] * moe * mean_blob
-    hit = min(1.0, plan.n_slots / len(blobs)) if blobs else 1.0
+    active = expert_bytes_per_token(container)
+    total = sum(len(row) for row in container.experts)
+    hit = min(1.0, plan.n_slots / total) if total else 1.0
     read = active * (1 - hit)
     compute_s = COMPUTE_OVER_BANDWIDTH_FLOOR * (container.sections["resident"]["size"] + active) / (memory_gbs * 1e9)
     read_s = read / (storage_gbs * 1e9) if storage_gbs > 0 else 0.0
@@ -229,7 +233,7 @@ def diagnose(source: str, bits: List[str], options, probe_dir: Optional[str] = N
             blobs = [b["size"] for row in c.experts for b in row]
             row = {"bits": label, "file_bytes": c.file_size, "resident_bytes": c.sections["resident"]["size"],
                    "expert_bytes": sum(blobs), "expert_blob_bytes": max(blobs),
-                   "expert_bytes_per_token": c.config["top_k"] * sum(1 for r in c.experts if r) * sum(blobs) / len(blobs)}
+                   "expert_bytes_per_token": expert_bytes_per_token(c)}
             try:
                 setup = plan_engine(c, options)
                 row.update(min_budget=setup.plan.min_budget, plan_bytes=setup.plan.total_bytes,
