@@ -152,8 +152,8 @@ def predict_decode(container, plan, storage_gbs: float, memory_gbs: float) -> Di
     models' does), so a cache holding a share s of all experts hits s of them (the cache policy
     does better where tokens reuse their neighbours' experts: 34 % at a 12.5 % share on the
     realistic Qwen3-shaped benchmark model, bench/RESULTS.md "Cache policies"); misses are read
-    at the probed speed, not overlapped with compute; compute streams the resident weights and the active experts from RAM at COMPUTE_OVER_BANDWIDTH_FLOOR
-    times the memory-bandwidth floor."""
+    at the probed speed, not overlapped with compute; compute streams the resident weights and
+    the active experts from RAM at COMPUTE_OVER_BANDWIDTH_FLOOR times the memory-bandwidth floor."""
     active = expert_bytes_per_token(container)
     total = sum(len(row) for row in container.experts)
     hit = min(1.0, plan.n_slots / total) if total else 1.0
