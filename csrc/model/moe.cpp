@@ -329,7 +329,9 @@ void Transformer::use_low_bit_copies(int layer, int64_t n, std::vector<int>& cac
   const int K = cfg_.top_k, E = cfg_.n_experts;
   std::vector<float> total(n);
   for (int64_t t = 0; t < n; ++t) total[t] = choice_total(t);
-  auto light = [&](int64_t slot) { return low_bit_missed_below_ >= 1.f || topk_w_[slot] < low_bit_missed_below_ * total[slot / K]; };
+  auto light = [&](int64_t slot) {
+    return low_bit_missed_below_ >= 1.f || topk_w_[slot] < low_bit_missed_below_ * total[slot / K];
+  };
   users.resize(2 * (size_t)E);
   std::vector<int> full;
   for (int e : misses) {
