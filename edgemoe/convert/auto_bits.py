@@ -39,7 +39,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
     if sum(b is not None for b in (target_size, max_loss_increase, max_kl)) != 1:
         raise EdgeMoEError("--bits auto needs exactly one of --target-size, --max-loss-increase and --max-kl")
     from ..api import load
-    from ..offline.kl_divergence import StoredLogits, kl_divergence, record_logits
+    from ..offline.kl_divergence import SavedLogits, kl_divergence, save_logits
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)
@@ -68,10 +68,9 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
         stride = window - 1
         # The 8-bit model's log-probabilities, mapped from a file (2 bytes per vocabulary entry per
         # token): every trial is measured against them without the two models loaded at once.
-        base = np.lib.format.open_memmap(os.path.join(tmp, "base.npy"), mode="w+", dtype=np.uint16,
-                                         shape=(len(ids) - 1, cfg["vocab"]))
-        record_logits(model, ids, window, stride, base)
-        base.flush()
+        logits_path = os.path.join(tmp, "q8-logprobs.npy")
+        save_logits(model, ids, window, stride, logits_path)
+        base = SavedLogits(logits_path, ids, window, stride)
         del model
         trials: Dict[bytes, Dict[str, float]] = {}  # each choice measured: its figures
 
@@ -79,7 +78,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
             if choice.tobytes() not in trials:
                 path = os.path.join(tmp, "trial.emoe")
                 convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates, cfg))
-                r = kl_divergence(load(path, threads=threads), StoredLogits(base), ids, window, stride)
+                r = kl_divergence(load(path, threads=threads), base, ids, window, stride)
                 trials[choice.tobytes()] = {"loss": float(np.log(r["perplexity_ratio"])), "kl": r["kl_mean"],
                                             "kl_p99": r["kl_p99"], "top1": r["top1_agreement"]}
             return trials[choice.tobytes()]

@@ -44,18 +44,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-class StoredLogits:
-    """A reference's log-probabilities as 16-bit codes [tokens - 1, vocab] (encode_logprobs), in
-    memory or mapped from a file, served window by window."""
-
-    def __init__(self, rows: np.ndarray):
-        self.rows, self.vocab = rows, rows.shape[1]
-
-    def rows_for(self, first: int, end: int) -> np.ndarray:
-        """Log-probabilities predicting tokens first .. end-1."""
-        return decode_logprobs(self.rows[first - 1:end - 1])
-
-
 # Rows handled at a time: the float64 log-probabilities of a window of a 152k vocabulary would
 # otherwise be several temporaries of 600 MB each.
 ROW_BLOCK = 32
@@ -83,9 +71,10 @@ def _meta_path(path: str) -> str:
     return path + ".json"
 
 
-class SavedLogits(StoredLogits):
-    """A reference's log-probabilities saved by save_logits(): the .npy of codes, memory-mapped (a
-    long text's are gigabytes), and its .json beside it (the tokens and windows they are for)."""
+class SavedLogits:
+    """A reference's log-probabilities saved by save_logits(): the .npy of 16-bit codes
+    [tokens - 1, vocab], memory-mapped (a long text's are gigabytes), and its .json beside it (the
+    tokens and windows they are for); served window by window."""
 
     def __init__(self, path: str, ids: List[int], ctx: int, stride: int):
         try:
@@ -105,7 +94,11 @@ class SavedLogits(StoredLogits):
                               f"--window and --stride")
         if rows.dtype != np.uint16 or rows.ndim != 2 or len(rows) != len(ids) - 1:
             raise FormatError(f"{path}: {rows.shape} log-probabilities for {len(ids)} tokens")
-        super().__init__(rows)
+        self.rows, self.vocab = rows, rows.shape[1]
+
+    def rows_for(self, first: int, end: int) -> np.ndarray:
+        """Log-probabilities predicting tokens first .. end-1."""
+        return decode_logprobs(self.rows[first - 1:end - 1])
 
 
 def save_logits(model, ids: List[int], ctx: int, stride: int, path: str,
@@ -135,20 +128,20 @@ def save_logits(model, ids: List[int], ctx: int, stride: int, path: str,
 def kl_divergence(model, reference, ids: List[int], ctx: int, stride: int,
                   progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, float]:
     """The figures llama.cpp's --kl-divergence prints, for `model` against `reference` (an
-    edgemoe.Model of the same vocabulary, or StoredLogits)."""
+    edgemoe.Model of the same vocabulary, or SavedLogits)."""
     vocab = model.config["vocab"]
-    ref_vocab = reference.vocab if isinstance(reference, StoredLogits) else reference.config["vocab"]
+    ref_vocab = reference.vocab if isinstance(reference, SavedLogits) else reference.config["vocab"]
     if ref_vocab != vocab:
         raise FormatError(f"the reference has a vocabulary of {ref_vocab} tokens, the model {vocab}: "
                           f"not the same model")
     kl, agree, nll, ref_nll = [], 0, 0.0, 0.0
     t0 = time.perf_counter()
     for begin, first, end, logits in scored_windows(model, ids, ctx, stride, progress):
-        if not isinstance(reference, StoredLogits):  # the same window through the reference
+        if not isinstance(reference, SavedLogits):  # the same window through the reference
             ref_logits = reference.logits(ids[begin:end])[first - begin - 1:end - begin - 1]
         for r0, r1 in _row_blocks(end - first):
             q = log_softmax(logits[r0:r1])
-            if isinstance(reference, StoredLogits):
+            if isinstance(reference, SavedLogits):
                 p = reference.rows_for(first + r0, first + r1)
             else:
                 p = log_softmax(ref_logits[r0:r1])
