@@ -285,7 +285,7 @@ def cmd_perplexity(args) -> int:
           f"(window {window}, stride {stride}; {r['seconds']:.1f} s)")
     if args.save_logits:
         print(f"log-probabilities saved to {args.save_logits}: pass it to --kl-divergence")
-    if args.kl_divergence and not args.json:  # llama.cpp's --kl-divergence figures
+    if args.kl_divergence:  # llama.cpp's --kl-divergence figures
         print(f"reference perplexity {r['reference_perplexity']:.3f} ({args.kl_divergence}); "
               f"ratio {r['perplexity_ratio']:.4f}")
         print(f"KL divergence  mean {r['kl_mean']:.6f} +- {r['kl_stderr']:.6f}, median {r['kl_median']:.6f}, "

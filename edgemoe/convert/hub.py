@@ -87,9 +87,9 @@ def resolve_source(src: str, progress: bool = True, files: Optional[List[str]] =
 
 
 def _quant_patterns(quant: str) -> List[str]:
-    # fnmatch is case-sensitive; repositories spell tags Q4_K_M or q4_k_m
-    return sorted({f"*{q}*.gguf" for q in (quant, quant.upper(), quant.lower())} |
-                  {f"*/*{q}*.gguf" for q in (quant, quant.upper(), quant.lower())})
+    # fnmatch is case-sensitive (repositories spell tags Q4_K_M or q4_k_m); its * also matches
+    # "/", so files in subfolders match too
+    return sorted({f"*{q}*.gguf" for q in (quant, quant.upper(), quant.lower())})
 
 
 def _ggufs(folder: str) -> List[str]:
