@@ -97,6 +97,21 @@ def assert_rewind_resumes(path, ids, written: int, kept: int, upto: int) -> None
     np.testing.assert_array_equal(resumed, fresh)
 
 
+def hub_cache_entry(root, repo: str, files) -> None:
+    """A Hugging Face cache entry under `root` (what HF_HUB_CACHE names) as huggingface_hub lays it
+    out: refs/main -> a snapshot folder holding copies of `files`."""
+    import shutil
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    entry = Path(root) / ("models--" + repo.replace("/", "--"))
+    snapshot = entry / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(revision)
+    for f in files:
+        shutil.copy(f, snapshot / Path(f).name)
+
+
 def reference(name: str):
     return np.load(FIXTURES / name / "reference.npz")
 

@@ -14,7 +14,7 @@ from edgemoe.apps.doctor import diagnose, predict_decode, probe_storage, saved_s
 from edgemoe.format.container import open_container
 from edgemoe.options import LoadOptions
 
-from conftest import FIXTURES
+from conftest import FIXTURES, hub_cache_entry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,12 +99,7 @@ def test_the_probe_and_the_prediction_reach_generate_stats(converted, tmp_path, 
 
 def test_doctor_from_a_repo_id_fetches_only_the_config(tmp_path):
     cache = tmp_path / "hub"
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = cache / "models--test-org--tiny" / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    (cache / "models--test-org--tiny" / "refs").mkdir()
-    (cache / "models--test-org--tiny" / "refs" / "main").write_text(revision)
-    shutil.copy(FIXTURES / "qwen3_moe" / "config.json", snapshot / "config.json")  # no weights cached at all
+    hub_cache_entry(cache, "test-org/tiny", [FIXTURES / "qwen3_moe" / "config.json"])  # no weights cached at all
     env = dict(os.environ, PYTHONPATH=ROOT, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1",
                XDG_CACHE_HOME=str(tmp_path / "cache"))
     r = subprocess.run([sys.executable, "-m", "edgemoe", "doctor", "test-org/tiny", "--no-probe", "--json",

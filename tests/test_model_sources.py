@@ -13,7 +13,7 @@ from edgemoe.convert.gguf import convert_gguf, split_parts
 from edgemoe.convert.hub import parse_repo_id
 from edgemoe.format.container import open_container
 
-from conftest import FIXTURES
+from conftest import FIXTURES, hub_cache_entry
 
 GGUF = FIXTURES / "gguf" / "qwen3_moe-q8_0.gguf"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,18 +91,6 @@ def test_repo_ids_are_told_from_paths(tmp_path):
         assert parse_repo_id(path) is None
 
 
-def _hub_cache(root, repo: str, files) -> None:
-    """A Hugging Face cache entry as huggingface_hub lays it out (refs/main -> a snapshot folder)."""
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    entry = root / ("models--" + repo.replace("/", "--"))
-    snapshot = entry / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    (entry / "refs").mkdir()
-    (entry / "refs" / "main").write_text(revision)
-    for f in files:
-        shutil.copy(f, snapshot / os.path.basename(f))
-
-
 def _convert(args, cache):
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "edgemoe", "convert", *args, "-q"], capture_output=True, text=True,
@@ -111,9 +99,9 @@ def _convert(args, cache):
 
 def test_repo_ids_convert_from_the_hugging_face_cache_offline(tmp_path, converted):
     cache = tmp_path / "hub"
-    _hub_cache(cache, "test-org/tiny-qwen3", [p for p in (FIXTURES / "qwen3_moe").iterdir() if p.is_file()])
+    hub_cache_entry(cache, "test-org/tiny-qwen3", [p for p in (FIXTURES / "qwen3_moe").iterdir() if p.is_file()])
     first = write_split(GGUF, tmp_path / "tiny-Q8_0", max_tensors=9)
-    _hub_cache(cache, "test-org/tiny-qwen3-GGUF", split_parts(first) + [str(FIXTURES / "gguf" / "qwen3_moe-q4_0.gguf")])
+    hub_cache_entry(cache, "test-org/tiny-qwen3-GGUF", split_parts(first) + [str(FIXTURES / "gguf" / "qwen3_moe-q4_0.gguf")])
 
     out = str(tmp_path / "from-repo.emoe")
     r = _convert(["test-org/tiny-qwen3", "-o", out, "--bits", "8"], cache)
