@@ -138,6 +138,8 @@ class AutoPredictor final : public Predictor {
 
 }  // namespace
 
+bool predictor_reads_profile(const std::string& kind) { return kind == "stats" || kind == "token" || kind == "auto"; }
+
 std::unique_ptr<Predictor> make_predictor(const PredictorOptions& opt, const ModelConfig& cfg,
                                           const ModelWeights& weights, const RoutingProfile& profile) {
   const int width = std::min(cfg.n_experts, opt.width > 0 ? opt.width : cfg.top_k);

@@ -34,6 +34,10 @@ class Predictor {
   virtual void on_token(int32_t token, std::vector<std::pair<int, int>>* out) {}
 };
 
+// True if a predictor of this kind keeps reading the routing profile it was made with (the
+// others never look at it: the engine may free it).
+bool predictor_reads_profile(const std::string& kind);
+
 // nullptr for kind "none". Throws std::invalid_argument for an unknown kind,
 // or for "stats"/"token" without a profile.
 std::unique_ptr<Predictor> make_predictor(const PredictorOptions& opt, const ModelConfig& cfg,

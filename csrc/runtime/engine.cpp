@@ -50,11 +50,9 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
     store_->seed_frequencies(shares, kProfilePriorTokens);
   }
   predictor_ = make_predictor(opt_.predictor, cfg_, weights_, opt_.profile);
-  // Only the stats and token predictors (auto's included) read the profile after this: the cache
-  // policies were seeded above. The per-token tables are the vocabulary times the layers times
-  // top-k, memory outside the plan that nothing else would use.
-  const std::string& kind = opt_.predictor.kind;
-  if (kind != "stats" && kind != "token" && kind != "auto") opt_.profile = RoutingProfile{};
+  // The cache policies were seeded above; unless the predictor reads it, the profile (per-token
+  // tables of the vocabulary times the layers times top-k, memory outside the plan) goes.
+  if (!predictor_reads_profile(opt_.predictor.kind)) opt_.profile = RoutingProfile{};
   pool_ = std::make_unique<ThreadPool>(opt.threads);
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch,
                                                opt.kv_f16);
