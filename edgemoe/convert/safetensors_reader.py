@@ -30,6 +30,11 @@ _DTYPES = {
 _MAX_HEADER = 100 << 20
 
 
+def _as_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Stored values as float32 (BF16, kept as its uint16 bits, shifted into the high half)."""
+    return (raw.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else raw.astype(np.float32, copy=False)
+
+
 class SafetensorsFile:
     """One .safetensors file: its tensor table and a read-only memory map."""
 
@@ -78,10 +83,7 @@ class SafetensorsFile:
         Only the requested bytes are read, so one expert of a stacked [E, ...]
         tensor costs that expert's bytes, not the whole stack's.
         """
-        raw = self.get_raw(name, index)
-        if self.tensors[name][0] == "BF16":
-            return (raw.astype(np.uint32) << 16).view(np.float32)
-        return raw.astype(np.float32, copy=False)
+        return _as_float32(self.get_raw(name, index), self.tensors[name][0])
 
     def dtype(self, name: str) -> str:
         return self.tensors[name][0]
@@ -91,31 +93,29 @@ class SafetensorsFile:
         dtype, shape, begin, end = self.tensors[name]
         if len(shape) != 2 or not 0 <= r0 <= r1 <= shape[0]:
             raise FormatError(f"{self.path}: rows {r0}..{r1} of tensor {name} of shape {shape}")
-        np_dtype = _DTYPES[dtype]
-        row = shape[1] * np_dtype.itemsize
-        raw = np.empty((r1 - r0) * shape[1], dtype=np_dtype)
-        with open(self.path, "rb") as f:
-            f.seek(self._data_start + begin + r0 * row)
-            if f.readinto(memoryview(raw).cast("B")) != (r1 - r0) * row:
-                raise FormatError(f"{self.path}: file ends inside tensor {name} (truncated)")
-        raw = raw.reshape(r1 - r0, shape[1])
-        return (raw.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else raw.astype(np.float32)
+        row = shape[1] * _DTYPES[dtype].itemsize
+        raw = self._read(name, begin + r0 * row, begin + r1 * row).reshape(r1 - r0, shape[1])
+        return _as_float32(raw, dtype)
 
-    def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
-        """Like get(), in the stored dtype (BF16 as its uint16 bits)."""
-        dtype, shape, begin, end = self.tensors[name]
-        np_dtype = _DTYPES[dtype]
-        if index is not None:
-            if not shape or not 0 <= index < shape[0]:
-                raise FormatError(f"{self.path}: index {index} out of range for tensor {name} of shape {shape}")
-            stride = (end - begin) // shape[0]
-            begin, end, shape = begin + index * stride, begin + (index + 1) * stride, shape[1:]
+    def _read(self, name: str, begin: int, end: int) -> np.ndarray:
+        """Bytes [begin, end) of the data section, as tensor `name`'s dtype (flat)."""
+        np_dtype = _DTYPES[self.tensors[name][0]]
         raw = np.empty((end - begin) // np_dtype.itemsize, dtype=np_dtype)
         with open(self.path, "rb") as f:
             f.seek(self._data_start + begin)
             if f.readinto(memoryview(raw).cast("B")) != end - begin:
                 raise FormatError(f"{self.path}: file ends inside tensor {name} (truncated)")
-        return raw.reshape(shape)
+        return raw
+
+    def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        """Like get(), in the stored dtype (BF16 as its uint16 bits)."""
+        _, shape, begin, end = self.tensors[name]
+        if index is not None:
+            if not shape or not 0 <= index < shape[0]:
+                raise FormatError(f"{self.path}: index {index} out of range for tensor {name} of shape {shape}")
+            stride = (end - begin) // shape[0]
+            begin, end, shape = begin + index * stride, begin + (index + 1) * stride, shape[1:]
+        return self._read(name, begin, end).reshape(shape)
 
     def shape(self, name: str) -> Tuple[int, ...]:
         return self.tensors[name][1]
