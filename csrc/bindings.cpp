@@ -65,6 +65,29 @@ py::array_t<float> py_matmul(int type_code, py::array_t<uint8_t, py::array::c_st
   return y;
 }
 
+// The gated delta rule over n tokens of one head (kernels.h), from state S [dk, dv]: the new state
+// and the outputs [n, dv]. q, k [n, dk]; v [n, dv]; decay, beta [n].
+py::tuple py_gated_delta_rule(py::array_t<float, py::array::c_style | py::array::forcecast> S,
+                              py::array_t<float, py::array::c_style | py::array::forcecast> q,
+                              py::array_t<float, py::array::c_style | py::array::forcecast> k,
+                              py::array_t<float, py::array::c_style | py::array::forcecast> v,
+                              py::array_t<float, py::array::c_style | py::array::forcecast> decay,
+                              py::array_t<float, py::array::c_style | py::array::forcecast> beta) {
+  if (S.ndim() != 2 || q.ndim() != 2 || k.ndim() != 2 || v.ndim() != 2 || decay.ndim() != 1 || beta.ndim() != 1)
+    throw std::invalid_argument("S, q, k, v must be 2-D; decay and beta 1-D");
+  const int64_t dk = S.shape(0), dv = S.shape(1), n = q.shape(0);
+  if (q.shape(1) != dk || k.shape(0) != n || k.shape(1) != dk || v.shape(0) != n || v.shape(1) != dv ||
+      decay.shape(0) != n || beta.shape(0) != n)
+    throw std::invalid_argument("shapes disagree: S [dk, dv], q and k [n, dk], v [n, dv], decay and beta [n]");
+  py::array_t<float> state({dk, dv}), out({n, dv});
+  std::copy(S.data(), S.data() + dk * dv, state.mutable_data());
+  DeltaRuleTokens x;
+  x.n = n, x.q = q.data(), x.k = k.data(), x.qk_stride = dk, x.v = v.data(), x.v_stride = dv;
+  x.decay = decay.data(), x.beta = beta.data(), x.gate_stride = 1, x.out = out.mutable_data(), x.out_stride = dv;
+  gated_delta_rule(state.mutable_data(), dk, dv, x);
+  return py::make_tuple(state, out);
+}
+
 py::array_t<float> py_dequantize_row(int type_code, py::array_t<uint8_t, py::array::c_style> row, int64_t k) {
   QType t = qtype_arg(type_code);
   if (!qtype_supports(t, k) || (size_t)row.size() != qtype_row_bytes(t, k))
@@ -388,6 +411,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
+  m.def("gated_delta_rule", &py_gated_delta_rule, py::arg("S"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("decay"), py::arg("beta"), "(new state [dk, dv], outputs [n, dv]) of the gated delta rule kernel");
   m.def("check_config", [](const py::dict& cfg) {
     const Values given = values_from_dict<FormatError>(cfg, "invalid model config");
     return dict_from_values(config_with_defaults(config_from_values(given), given));
@@ -395,8 +420,10 @@ PYBIND11_MODULE(_core, m) {
      "the rest at their defaults (FormatError names the first bad one)");
   m.def("kv_cache_bytes", [](const py::dict& cfg, const py::dict& options) {
     const EngineOptions o = options_from_dict(options);
-    return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.max_batch, o.kv_f16);
-  }, py::arg("config"), py::arg("options"), "the KV cache the engine allocates (options: ctx_size, kv_cache)");
+    return Transformer::kv_cache_bytes(config_from_dict(cfg), o.ctx_size, o.max_batch, o.kv_f16, o.state_checkpoints);
+  }, py::arg("config"), py::arg("options"),
+     "the context the engine allocates: KV cache and linear-attention state (options: ctx_size, kv_cache, "
+     "state_checkpoints)");
   m.def("layer_kinds", [](const py::dict& cfg) {
     const ModelConfig c = config_from_dict(cfg);
     std::vector<std::string> kinds;

@@ -36,7 +36,8 @@ def _core():
 class CancelToken:
     """Stops the calls it is passed to (logits, eval, generate) from another thread: cancel()
     ends the running forward pass at its next layer and the call raises edgemoe.Cancelled; the
-    context then holds the prefill batches that completed (model.n_past). A cancelled token
+    context then holds the prefill batches that completed (model.n_past; a hybrid model stopped part
+    way through a batch goes back to its newest state checkpoint). A cancelled token
     stays cancelled: use a new one per request."""
 
     def __init__(self) -> None:

@@ -38,6 +38,9 @@ class LoadOptions:
     prefetch_min_confidence: float = _DEFAULTS["prefetch_min_confidence"]
     io_threads: int = _DEFAULTS["io_threads"]  # threads reading misses side by side and prefetches; 0: in the compute thread
     verify_checksums: bool = _DEFAULTS["verify_checksums"]
+    # Hybrid models (Qwen3.5-MoE, Qwen3-Next): copies of the linear-attention state kept to go back
+    # to, each as large as that state (csrc/model/recurrent_state.h); 0 for other models.
+    state_checkpoints: int = _DEFAULTS["state_checkpoints"]
     # Lossless speculative decoding (edgemoe/draft.py): "none", "ngram", "cache" or "auto".
     draft: str = "none"
     # The cache drafter stops at a draft it gives less than this probability (llama.cpp's --draft-p-min).
@@ -75,7 +78,7 @@ class LoadOptions:
                "prefetch_min_confidence": float(self.prefetch_min_confidence),
                "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
                "low_bit_missed_below": float(self.low_bit_missed_below),
-               "active_experts": self.active_experts,
+               "active_experts": self.active_experts, "state_checkpoints": self.state_checkpoints,
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
             out["expert_slots"] = expert_slots

@@ -19,9 +19,10 @@ from edgemoe.sampling import Sampler, SamplingParams
 from edgemoe.session import ChatSession
 
 MODES = ("ngram", "cache", "auto")
-# sliding windows (gemma4, gpt_oss), latent attention (deepseek_v3), q4k and mxfp4 experts
+# sliding windows (gemma4, gpt_oss), latent attention (deepseek_v3), linear attention's recurrent state
+# (qwen3_5_moe, qwen3_next: a rejected draft goes back to a checkpoint), q4k and mxfp4 experts
 FIXTURE_WIDTHS = [("mixtral", "8"), ("gemma4", "4k"), ("deepseek_v3", "8"), ("gpt_oss_mxfp4", "mxfp4"),
-                  ("qwen3_moe", "4k")]
+                  ("qwen3_moe", "4k"), ("qwen3_5_moe", "8"), ("qwen3_next", "f16")]
 
 
 def _top_k(path) -> int:

@@ -224,7 +224,7 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"qkv_bias": 1}, "qkv_bias must be true or false"),
     ({"n_layers": 2.0}, "n_layers must be an integer"),
     ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, glm4_moe, "
-                               "deepseek_v2, deepseek_v3, gemma4)"),
+                               "deepseek_v2, deepseek_v3, gemma4, qwen3_next, qwen3_5_moe)"),
     ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
     ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
     ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),
@@ -319,11 +319,3 @@ def test_the_runtime_checks_offsets_that_wrap_around_without_python(converted, t
     with pytest.raises(edgemoe.FormatError, match="outside its blob|inconsistent size or offset|resident section|"
                                                   "larger than its projections"):
         _core.open_container(str(path))
-
-@pytest.mark.parametrize("name,cls", [("qwen3_next", "Qwen3NextForCausalLM"), ("qwen3_5_moe", "Qwen3_5MoeForCausalLM")])
-def test_hybrid_linear_attention_models_are_refused_by_name_for_now(tmp_path, name, cls):
-    # Issue 22 builds them (docs/HYBRID_MODELS.md; the fixtures and their references are ready):
-    # until then, a clear refusal and no file, never a model computing something else.
-    with pytest.raises(edgemoe.UnsupportedModelError, match=f"architecture {cls} is not supported"):
-        convert_hf(str(FIXTURES / name), str(tmp_path / "out.emoe"), progress=False)
-    assert not (tmp_path / "out.emoe").exists()

@@ -27,7 +27,11 @@ QUANT_MEDIAN_REL_TOL = {"8": 0.15, "4": 0.4}
 # gemma4 attends with scores unscaled (q and k RMS-normalised, scale 1), which makes the random
 # fixture more sensitive still: measured 0.22 at 8 bits (transformers itself, run on the same
 # weights rounded to q8, is 0.21 from its f32 logits) and 0.49 at 4 bits.
-QUANT_MEDIAN_REL_TOL_OF = {"gemma4": {"8": 0.4, "4": 0.7}}
+# The hybrid models' random fixtures too: transformers on the same weights rounded to q8 is 0.10
+# (qwen3_next) and 0.15 (qwen3_5_moe) from its f32 logits; ours measured 0.12 and 0.19 (their experts
+# are too narrow for 8 or 4 bits and stay f16: the resident weights' 8 bits are what differs).
+QUANT_MEDIAN_REL_TOL_OF = {"gemma4": {"8": 0.4, "4": 0.7}, "qwen3_next": {"8": 0.4, "4": 0.4},
+                           "qwen3_5_moe": {"8": 0.4, "4": 0.4}}
 
 
 @pytest.mark.parametrize("bits", ["8", "4"])

@@ -82,6 +82,11 @@ void attention_weighted_sum_f16(const float* p, const uint16_t* v, int64_t n_key
   active().load(std::memory_order_relaxed)->weighted_sum_f16(p, v, n_keys, stride, d, out);
 }
 
+void gated_delta_rule(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x) {
+  if (dv > kMaxDeltaRuleDim) throw std::invalid_argument("gated_delta_rule: dv exceeds kMaxDeltaRuleDim");
+  active().load(std::memory_order_relaxed)->delta_rule(S, dk, dv, x);
+}
+
 void matmul_rows(QType type, const void* W, int64_t k, int64_t r0, int64_t r1, const float* x,
                  const BlockQ8A* xq, int64_t n, float* y, int64_t ldy) {
   // Cheap guards against caller bugs that would otherwise read out of bounds.

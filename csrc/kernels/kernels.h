@@ -39,6 +39,28 @@ void attention_scores_f16(const float* q, const uint16_t* k, int64_t n_keys, int
 void attention_weighted_sum_f16(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
                                 float* out);
 
+// Gated DeltaNet's recurrence (the gated delta rule) for one value head over x.n tokens, in order.
+// S [dk, dv] (row-major) is the head's state, updated in place; dv <= kMaxDeltaRuleDim. Token t
+// reads q and k (dk values: l2-normalised, q already scaled) at q/k + t * qk_stride, v (dv values)
+// at v + t * v_stride, decay (exp of the gate) and beta at t * gate_stride, and writes out (dv
+// values) at out + t * out_stride:
+//   S = decay * S;   S += k (x) beta * (v - S^T k);   out = S^T q   (the updated S)
+constexpr int64_t kMaxDeltaRuleDim = 4096;
+struct DeltaRuleTokens {
+  int64_t n = 0;
+  const float* q = nullptr;
+  const float* k = nullptr;
+  int64_t qk_stride = 0;
+  const float* v = nullptr;
+  int64_t v_stride = 0;
+  const float* decay = nullptr;
+  const float* beta = nullptr;
+  int64_t gate_stride = 0;
+  float* out = nullptr;
+  int64_t out_stride = 0;
+};
+void gated_delta_rule(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x);
+
 // Decode one row of k elements to floats (embedding lookups, tests).
 void dequantize_row(QType type, const void* row, int64_t k, float* out);
 

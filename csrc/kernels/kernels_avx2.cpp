@@ -443,7 +443,7 @@ EDGEMOE_AVX2 void matmul_rows_avx2(QType type, const void* W, int64_t k, int64_t
 }
 
 const KernelTable kAvx2 = {Isa::Avx2, quantize_activations_avx2, matmul_rows_avx2,
-                           to_f16_avx2, scores_f16_avx2, weighted_sum_f16_avx2};
+                           to_f16_avx2, scores_f16_avx2, weighted_sum_f16_avx2, delta_rule_avx2};
 
 }  // namespace
 

@@ -409,7 +409,8 @@ const KernelTable* avx512_kernels() {
       return nullptr;
     // The KV-cache loops are memory-bound: AVX2's serve (kv_f16.cpp).
     static const KernelTable t = {Isa::Avx512, avx2->quantize_activations, matmul_rows_avx512,
-                                  avx2->to_f16, avx2->scores_f16, avx2->weighted_sum_f16};
+                                  avx2->to_f16, avx2->scores_f16, avx2->weighted_sum_f16,
+                                  delta_rule_avx512};
     return &t;
   }();
   return table;

@@ -454,7 +454,7 @@ void matmul_rows_neon(QType type, const void* W, int64_t k, int64_t r0, int64_t 
 }
 
 const KernelTable kNeon = {Isa::Neon, quantize_activations_neon, matmul_rows_neon,
-                           to_f16_neon, scores_f16_neon, weighted_sum_f16_neon};
+                           to_f16_neon, scores_f16_neon, weighted_sum_f16_neon, delta_rule_neon};
 
 #if EDGEMOE_HAVE_SDOT
 // flatten: inline the whole tile tree here, so it is compiled with the
@@ -466,7 +466,7 @@ void matmul_rows_neon_sdot(QType type, const void* W, int64_t k, int64_t r0, int
 }
 
 const KernelTable kNeonSdot = {Isa::Neon, quantize_activations_neon, matmul_rows_neon_sdot,
-                               to_f16_neon, scores_f16_neon, weighted_sum_f16_neon};
+                               to_f16_neon, scores_f16_neon, weighted_sum_f16_neon, delta_rule_neon};
 
 bool cpu_has_dotprod() {
 #if defined(__ARM_FEATURE_DOTPROD)

@@ -166,7 +166,7 @@ void matmul_rows_scalar(QType type, const void* W, int64_t k, int64_t r0, int64_
 }
 
 const KernelTable kScalar = {Isa::Scalar, quantize_activations_scalar, matmul_rows_scalar,
-                             to_f16_scalar, scores_f16_scalar, weighted_sum_f16_scalar};
+                             to_f16_scalar, scores_f16_scalar, weighted_sum_f16_scalar, delta_rule_scalar};
 
 }  // namespace
 

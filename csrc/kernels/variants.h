@@ -25,6 +25,7 @@ struct KernelTable {
                      float* scores);
   void (*weighted_sum_f16)(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
                            float* out);
+  void (*delta_rule)(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x);  // delta_rule.cpp
 };
 
 // kv_f16.cpp's variants, for the tables.
@@ -46,6 +47,16 @@ void scores_f16_neon(const float* q, const uint16_t* k, int64_t n_keys, int64_t 
                      float* scores);
 void weighted_sum_f16_neon(const float* p, const uint16_t* v, int64_t n_keys, int64_t stride, int64_t d,
                            float* out);
+#endif
+
+// delta_rule.cpp's variants, for the tables.
+void delta_rule_scalar(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x);
+#if defined(__x86_64__) || defined(__i386__)
+void delta_rule_avx2(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x);
+void delta_rule_avx512(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x);
+#endif
+#if defined(__aarch64__)
+void delta_rule_neon(float* S, int64_t dk, int64_t dv, const DeltaRuleTokens& x);
 #endif
 
 const KernelTable* scalar_kernels();  // never null

@@ -11,6 +11,7 @@
 namespace edgemoe {
 
 void Transformer::attention(int layer, int64_t n) {
+  if (cfg_.is_linear(layer)) return linear_attention(layer, n);
   if (cfg_.latent()) return latent_attention(layer, n);
   const LayerWeights& L = w_.layers[layer];
   // This layer's widths (Gemma 4's global layers have wider heads and fewer of them than its sliding ones).
@@ -21,10 +22,13 @@ void Transformer::attention(int layer, int64_t n) {
   Activations a = prepare(pool_, L.wq.type, xn_.data(), n, H, xq_.data());
   // Without wv (global_k_eq_v) a layer's values start as its key projection.
   const Tensor& wv = L.wv.empty() ? L.wk : L.wv;
-  if (L.wk.type == L.wq.type && wv.type == L.wq.type) {
-    const MatmulPart qkv[3] = {{L.wq.data, L.wq.rows, q_.data()}, {L.wk.data, L.wk.rows, k_.data()},
-                               {wv.data, wv.rows, v_.data()}};
-    matmul_many(pool_, L.wq.type, qkv, L.wv.empty() ? 2 : 3, a);
+  const bool gated = cfg_.attn_output_gate;
+  if (L.wk.type == L.wq.type && wv.type == L.wq.type && (!gated || L.wq_gate.type == L.wq.type)) {
+    MatmulPart parts[4] = {{L.wq.data, L.wq.rows, q_.data()}, {L.wk.data, L.wk.rows, k_.data()}};
+    int count = 2;
+    if (!L.wv.empty()) parts[count++] = {wv.data, wv.rows, v_.data()};
+    if (gated) parts[count++] = {L.wq_gate.data, L.wq_gate.rows, gate_.data()};
+    matmul_many(pool_, L.wq.type, parts, count, a);
   } else {  // mixed types need their own activations
     matmul(pool_, L.wq, a, q_.data());
     if (L.wk.type != L.wq.type) a = prepare(pool_, L.wk.type, xn_.data(), n, H, xq_.data());
@@ -32,6 +36,11 @@ void Transformer::attention(int layer, int64_t n) {
     if (!L.wv.empty()) {
       if (L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
       matmul(pool_, L.wv, a, v_.data());
+    }
+    if (gated) {
+      const Tensor* gate[1] = {&L.wq_gate};
+      float* out[1] = {gate_.data()};
+      project(gate, out, 1, n);
     }
   }
   if (cfg_.qkv_bias) {
@@ -79,6 +88,9 @@ void Transformer::attention(int layer, int64_t n) {
       attend(layer, n_past_ + t, q, hd, col, col, hd, sink, scores, &attn_out_[t * qd + h * hd]);
     }
   }, grain);
+
+  if (cfg_.attn_output_gate)
+    for (int64_t i = 0; i < n * qd; ++i) attn_out_[i] /= 1.f + std::exp(-gate_[i]);
 
   a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection

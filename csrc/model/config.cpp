@@ -6,7 +6,7 @@ namespace edgemoe {
 namespace {
 
 const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "glm4_moe", "deepseek_v2",
-                                     "deepseek_v3", "gemma4"};
+                                     "deepseek_v3", "gemma4", "qwen3_next", "qwen3_5_moe"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
 const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
@@ -59,6 +59,13 @@ void visit_fields(Config& c, Visitor& v) {
   v.integer("v_head_dim", c.v_head_dim, 0, kMaxHeadDim, Optional);
   v.number("attention_scale", c.attention_scale, 0.0, 1e3, Optional);
   v.number("latent_norm_eps", c.latent_norm_eps, 0.0, 1.0, Optional);
+  v.integers("linear_layers", c.linear_layers, 0, 1023, Optional);
+  v.integer("linear_conv_kernel", c.linear_conv_kernel, 0, 64, Optional);
+  v.integer("linear_key_heads", c.linear_key_heads, 0, 1024, Optional);
+  v.integer("linear_value_heads", c.linear_value_heads, 0, 1024, Optional);
+  v.integer("linear_key_head_dim", c.linear_key_head_dim, 0, kMaxHeadDim, Optional);
+  v.integer("linear_value_head_dim", c.linear_value_head_dim, 0, kMaxHeadDim, Optional);
+  v.flag("attn_output_gate", c.attn_output_gate, Optional);
   v.integer("global_head_dim", c.global_head_dim, 0, kMaxHeadDim, Optional);
   v.integer("global_kv_heads", c.global_kv_heads, 0, 1024, Optional);
   v.number("global_rope_theta", c.global_rope_theta, 0.0, 1e12, Optional);
@@ -135,6 +142,30 @@ void check_global(const ModelConfig& c) {
   if (c.rotary_dim) throw bad("rotary_dim does not combine with the global_* fields");
 }
 
+// Gated DeltaNet layers: every width given, heads that divide, a state that fits an int64 product
+// and the runtime's scratch, and no feature the linear layers would silently skip.
+void check_linear(const ModelConfig& c) {
+  const bool widths = c.linear_conv_kernel || c.linear_key_heads || c.linear_value_heads || c.linear_key_head_dim ||
+                      c.linear_value_head_dim;
+  if (!c.has_linear()) {
+    if (widths) throw bad("linear_* widths describe linear-attention layers: linear_layers names none");
+    return;
+  }
+  check_layer_list(c, "linear_layers", c.linear_layers);
+  if ((int)c.linear_layers.size() == c.n_layers) throw bad("every layer is linear attention: no layer attends");
+  if (c.linear_conv_kernel < 1 || !c.linear_key_heads || !c.linear_value_heads || !c.linear_key_head_dim ||
+      !c.linear_value_head_dim)
+    throw bad("linear attention needs linear_conv_kernel, linear_key_heads, linear_value_heads, "
+              "linear_key_head_dim and linear_value_head_dim");
+  if (c.linear_value_heads % c.linear_key_heads) throw bad("linear_value_heads is not a multiple of linear_key_heads");
+  // (each factor is at most 4096, so the products below are exact in int64)
+  if (c.linear_conv_dim() > (1 << 20) || c.linear_recurrent_state() > (int64_t(1) << 28))
+    throw bad("linear attention's widths are too large (" + std::to_string(c.linear_conv_dim()) + " convolved channels, " +
+              std::to_string(c.linear_recurrent_state()) + " state values per layer)");
+  if (c.latent() || c.sliding_window || c.attention_sinks || c.sandwich_norms)
+    throw bad("linear attention does not combine with latent attention, sliding windows, sinks or sandwich norms");
+}
+
 // What no single field's bounds can say.
 void check_relations(const ModelConfig& c) {
   if (c.top_k > c.n_experts)
@@ -168,6 +199,8 @@ void check_relations(const ModelConfig& c) {
   if (c.rotary_dim % 2 || c.rotary_dim > c.head_dim) throw bad("rotary_dim must be even and at most head_dim");
   check_latent(c);
   check_global(c);
+  check_linear(c);
+  if (c.attn_output_gate && c.latent()) throw bad("attn_output_gate does not combine with latent attention");
   if (c.expert_norms && !c.shared_intermediate) throw bad("expert_norms needs a shared MLP (shared_intermediate)");
   // (the shared MLP's output must not reach the residual stream the router and experts read)
   if (c.expert_norms && !c.sandwich_norms) throw bad("expert_norms needs sandwich_norms");
@@ -201,7 +234,10 @@ Values config_with_defaults(const ModelConfig& c, const Values& given) {
 }
 
 std::string layer_kind(const ModelConfig& c, int layer) {
-  std::string attention = c.latent() ? "latent attention (" + std::to_string(c.kv_lora_rank) + " + " +
+  std::string attention = c.is_linear(layer)
+                              ? "Gated DeltaNet linear attention (" + std::to_string(c.linear_state_floats() * 4 / 1024) +
+                                    " KiB of state)"
+                          : c.latent() ? "latent attention (" + std::to_string(c.kv_lora_rank) + " + " +
                                            std::to_string(c.qk_rope_head_dim) + " cached per position)"
                           : c.is_sliding(layer)
                               ? "sliding-window attention (" + std::to_string(c.sliding_window) + ")"
@@ -210,6 +246,7 @@ std::string layer_kind(const ModelConfig& c, int layer) {
     attention += " (" + std::to_string(c.kv_heads_of(layer)) + " KV heads of " + std::to_string(c.head_dim_of(layer)) +
                  (c.has_wv(layer) ? "" : ", values from keys") + ")";
   if (c.attention_sinks) attention += " with sinks";
+  if (c.attn_output_gate && !c.is_linear(layer)) attention = "gated " + attention;
   const std::string shared = c.expert_norms ? " + MLP (" + std::to_string(c.shared_intermediate) + ")" : "";
   return attention + (c.is_dense(layer) ? " + dense MLP (" + std::to_string(c.dense_intermediate) + ")"
                                         : shared + " + MoE");

@@ -118,6 +118,20 @@ struct ModelConfig {
   float embedding_scale = 1.f;        // token embeddings are multiplied by it (Gemma: sqrt(hidden))
   float final_logit_softcap = 0.f;    // logits = cap * tanh(logits / cap); 0: none
   float latent_norm_eps = 1e-6f;      // the q and kv latents' RMSNorms (transformers builds them with 1e-6)
+  // Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5-MoE; docs/HYBRID_MODELS.md): the layers in
+  // linear_layers mix tokens through a recurrent state instead of a KV cache. Each has
+  // linear_key_heads query/key heads of linear_key_head_dim and linear_value_heads value heads of
+  // linear_value_head_dim (value head j reads key head j / (value heads / key heads)), a causal
+  // depthwise convolution of linear_conv_kernel taps over q, k and v, and per value head a
+  // [key_head_dim, value_head_dim] state. The other layers are full attention.
+  std::vector<int64_t> linear_layers;
+  int linear_conv_kernel = 0;
+  int linear_key_heads = 0;
+  int linear_value_heads = 0;
+  int linear_key_head_dim = 0;
+  int linear_value_head_dim = 0;
+  // Full attention's output gated per element by sigmoid of a second query projection (wq_gate).
+  bool attn_output_gate = false;
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;
@@ -151,6 +165,23 @@ struct ModelConfig {
     return layer;
   }
   bool latent() const { return kv_lora_rank > 0; }
+  bool is_linear(int layer) const {
+    for (int64_t l : linear_layers)
+      if (l == layer) return true;
+    return false;
+  }
+  bool has_linear() const { return !linear_layers.empty(); }
+  int64_t linear_key_dim() const { return (int64_t)linear_key_heads * linear_key_head_dim; }
+  int64_t linear_value_dim() const { return (int64_t)linear_value_heads * linear_value_head_dim; }
+  // The convolved channels: q, k and v of every head.
+  int64_t linear_conv_dim() const { return 2 * linear_key_dim() + linear_value_dim(); }
+  // One linear layer's state in floats: the last linear_conv_kernel - 1 inputs of each convolved
+  // channel, then each value head's [key_head_dim, value_head_dim] matrix.
+  int64_t linear_conv_state() const { return linear_conv_dim() * (linear_conv_kernel - 1); }
+  int64_t linear_recurrent_state() const {
+    return (int64_t)linear_value_heads * linear_key_head_dim * linear_value_head_dim;
+  }
+  int64_t linear_state_floats() const { return linear_conv_state() + linear_recurrent_state(); }
   // A full-attention layer of a model with sliding ones, which the global_* fields describe.
   bool is_global(int layer) const { return !sliding_layers.empty() && !is_sliding(layer); }
   int head_dim_of(int layer) const { return is_global(layer) && global_head_dim ? global_head_dim : head_dim; }
@@ -168,8 +199,11 @@ struct ModelConfig {
   int qk_nope_head_dim() const { return head_dim - qk_rope_head_dim; }  // latent attention
   int attn_out_dim(int layer) const { return n_heads * (latent() ? v_head_dim : head_dim_of(layer)); }  // what wo takes
   // One cached position's keys and values (a latent layer's values are its latent: no V rows).
-  int kv_k_width(int layer) const { return latent() ? kv_lora_rank + qk_rope_head_dim : kv_dim(layer); }
-  int kv_v_width(int layer) const { return latent() ? 0 : kv_dim(layer); }
+  // (none for a linear-attention layer: its state is not per position)
+  int kv_k_width(int layer) const {
+    return is_linear(layer) ? 0 : latent() ? kv_lora_rank + qk_rope_head_dim : kv_dim(layer);
+  }
+  int kv_v_width(int layer) const { return latent() || is_linear(layer) ? 0 : kv_dim(layer); }
   float softmax_scale(int layer) const {
     return attention_scale > 0.f ? attention_scale : 1.f / std::sqrt((float)head_dim_of(layer));
   }

@@ -56,6 +56,9 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * (c.max_q_dim() + std::max(c.max_q_dim(), c.max_attn_out_dim()));  // q_, attn_out_
   floats += (size_t)B * (c.max_kv_k_width() + c.max_kv_v_width()); // k_, v_
   floats += c.sandwich_norms ? (size_t)B * c.hidden : 0;    // ffn_out_
+  floats += c.attn_output_gate ? (size_t)B * c.max_q_dim() : 0;  // gate_
+  if (c.has_linear())                                        // lin_mixed_, lin_z_, lin_b_, lin_a_, lin_o_
+    floats += (size_t)B * (c.linear_conv_dim() + 2 * c.linear_value_dim() + 2 * c.linear_value_heads);
   floats += latent_sizes(c, B).total();
   floats += (size_t)n_threads * ctx;                        // scores_
   floats += (size_t)B * c.n_experts;                        // router_
@@ -70,9 +73,9 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
 }
 
 Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
-                         int ctx_size, int max_batch, bool kv_f16)
+                         int ctx_size, int max_batch, bool kv_f16, int state_checkpoints)
     : cfg_(cfg), w_(w), experts_(experts), pool_(pool), ctx_size_(ctx_size), max_batch_(max_batch),
-      kv_(cfg, ctx_size, max_batch, kv_f16) {
+      kv_(cfg, ctx_size, max_batch, kv_f16), state_(cfg, state_checkpoints) {
   const size_t B = max_batch;
 
   rope_ = rope_frequencies(cfg, 0);
@@ -93,6 +96,14 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   k_.resize(B * cfg.max_kv_k_width());
   v_.resize(B * cfg.max_kv_v_width());
   if (cfg.sandwich_norms) ffn_out_.resize(B * cfg.hidden);
+  if (cfg.attn_output_gate) gate_.resize(B * cfg.max_q_dim());
+  if (cfg.has_linear()) {
+    lin_mixed_.resize(B * cfg.linear_conv_dim());
+    lin_z_.resize(B * cfg.linear_value_dim());
+    lin_b_.resize(B * cfg.linear_value_heads);
+    lin_a_.resize(B * cfg.linear_value_heads);
+    lin_o_.resize(B * cfg.linear_value_dim());
+  }
   const LatentSizes latent = latent_sizes(cfg, B);
   q_a_.resize(latent.q_a);
   q_latent_.resize(latent.q_latent);
@@ -112,18 +123,19 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
 
 size_t Transformer::allocated_bytes() const {
   size_t floats = 0;
-  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &global_cos_, &global_sin_, &ffn_out_, &x_, &xn_, &q_, &k_, &v_, &q_a_, &q_latent_,
+  for (const std::vector<float>* v : {&rope_cos_, &rope_sin_, &global_cos_, &global_sin_, &ffn_out_, &gate_, &lin_mixed_, &lin_z_, &lin_b_, &lin_a_, &lin_o_, &x_, &xn_, &q_, &k_, &v_, &q_a_, &q_latent_,
                                       &head_in_, &head_out_,
                                       &attn_out_, &scores_, &router_, &routed_out_, &ex_in_, &ex_gate_, &ex_up_,
                                       &ex_out_, &topk_w_})
     floats += v->size();
-  return floats * sizeof(float) + kv_.allocated_bytes() +
+  return floats * sizeof(float) + kv_.allocated_bytes() + state_.allocated_bytes() +
          xq_.size() * sizeof(BlockQ8A) + topk_idx_.size() * sizeof(int);
 }
 
 void Transformer::truncate(int64_t n) {
   if (n >= n_past_) return;
   n_past_ = n > 0 && kv_.can_keep(n_past_, n) ? n : 0;
+  if (cfg_.has_linear()) n_past_ = state_.restore(n_past_);
 }
 
 void Transformer::embed(const int32_t* tokens, int64_t n) {
@@ -153,18 +165,32 @@ void Transformer::rotary_angles(int64_t n) {
 }
 
 void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop) {
-  for (int64_t done = 0; done < n; done += max_batch_) {
-    const int64_t b = std::min<int64_t>(max_batch_, n - done);
-    const bool last_batch = done + b == n;
-    float* out = all_logits ? logits + (size_t)done * cfg_.vocab : logits;
-    // Intermediate batches of a last-logits-only call need no output head.
-    forward_batch(tokens + done, b, (all_logits || last_batch) ? out : nullptr, all_logits, stop);
+  const bool recurrent = cfg_.has_linear();
+  if (recurrent && n_past_ == 0) state_.clear();
+  // Where a model's state cannot be cut back, keep it at both ends of a call of several tokens
+  // (recurrent_state.h): a prompt's ends, a drafting pass's start.
+  if (recurrent && n > 1) state_.save(n_past_);
+  try {
+    for (int64_t done = 0; done < n; done += max_batch_) {
+      const int64_t b = std::min<int64_t>(max_batch_, n - done);
+      const bool last_batch = done + b == n;
+      float* out = all_logits ? logits + (size_t)done * cfg_.vocab : logits;
+      // Intermediate batches of a last-logits-only call need no output head.
+      forward_batch(tokens + done, b, (all_logits || last_batch) ? out : nullptr, all_logits, stop);
+    }
+  } catch (...) {
+    // A batch stopped between layers may have advanced some layers' state and not the others':
+    // go back to a state that matches a position.
+    if (recurrent && batch_moved_state_) n_past_ = state_.restore(n_past_);
+    throw;
   }
+  if (recurrent && n > 1) state_.save(n_past_);
 }
 
 void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
                                 StopFlags stop) {
   const int H = cfg_.hidden;
+  batch_moved_state_ = false;
   embed(tokens, n);
   rotary_angles(n);
   for (int l = 0; l < cfg_.n_layers; ++l) {

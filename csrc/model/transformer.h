@@ -11,6 +11,7 @@
 #include "config.h"
 #include "kv_cache.h"
 #include "observer.h"
+#include "recurrent_state.h"
 #include "rope.h"
 #include "weights.h"
 
@@ -27,8 +28,10 @@ class Transformer {
  public:
   // kv_f16: keep the KV cache in fp16 (half the memory and the bytes long-
   // context attention reads; logits move by ~1e-3 relative) instead of f32.
+  // state_checkpoints: copies of the linear-attention layers' state kept to go back to
+  // (recurrent_state.h); none for a model without such layers.
   Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSource& experts, ThreadPool& pool,
-              int ctx_size, int max_batch, bool kv_f16 = false);
+              int ctx_size, int max_batch, bool kv_f16 = false, int state_checkpoints = 0);
 
   // Runs tokens at positions [n_past, n_past + n) through the model and
   // appends them to the KV cache. Writes the logits of every position into
@@ -36,13 +39,16 @@ class Transformer {
   // The caller guarantees n_past + n <= ctx_size.
   // When a stop flag becomes true the pass throws at the next layer boundary
   // (no expert held); n_past then counts only the prefill batches that
-  // completed, so the KV cache stays consistent with it.
+  // completed, so the KV cache stays consistent with it (a model with linear-attention layers
+  // stopped part way through a batch goes back to its newest state checkpoint, as truncate does).
   void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop = {});
   void set_observer(ForwardObserver* observer) { observer_ = observer; }
   void reset() { n_past_ = 0; }
   // Forget every position from n on (n <= n_past): the next forward() overwrites them.
   // Where a sliding-window layer has already overwritten keys position n needs (a
-  // rewind by more than about one batch), everything is forgotten: n_past says what was kept.
+  // rewind by more than about one batch), everything is forgotten; a model with linear-attention
+  // layers goes back to its newest state checkpoint at or before n (recurrent_state.h):
+  // n_past says what was kept.
   void truncate(int64_t n);
   int64_t n_past() const { return n_past_; }
   int ctx_size() const { return ctx_size_; }
@@ -70,8 +76,14 @@ class Transformer {
 
   // Memory the forward pass allocates, for the memory plan (runtime/memory_plan.h);
   // allocated_bytes() is what this one holds, which tests compare with the two.
-  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, bool kv_f16) {
-    return KVCache::bytes(cfg, ctx_size, max_batch, kv_f16);
+  // The context: the KV cache and the linear-attention layers' state with its checkpoints.
+  static size_t kv_cache_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, bool kv_f16, int state_checkpoints) {
+    return KVCache::bytes(cfg, ctx_size, max_batch, kv_f16) + RecurrentState::bytes(cfg, state_checkpoints);
+  }
+  static size_t kv_layer_bytes(const ModelConfig& cfg, int layer, int ctx_size, int max_batch, bool kv_f16,
+                               int state_checkpoints) {
+    return KVCache::layer_bytes(cfg, layer, ctx_size, max_batch, kv_f16) +
+           RecurrentState::layer_bytes(cfg, layer, state_checkpoints);
   }
   static size_t scratch_bytes(const ModelConfig& cfg, int ctx_size, int max_batch, int n_threads);
   size_t allocated_bytes() const;
@@ -79,6 +91,10 @@ class Transformer {
  private:
   void forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop);
   void attention(int layer, int64_t n);
+  // Gated DeltaNet (linear_attention.cpp), on the layers config.h's linear_layers names.
+  void linear_attention(int layer, int64_t n);
+  // outs[i] [n, rows] = xn_ [n, hidden] @ weights[i]^T, in one parallel loop where the types agree.
+  void project(const Tensor* const* weights, float* const* outs, int count, int64_t n);
   // DeepSeek's multi-head latent attention, absorbed: each head's query is taken into the latent
   // space (wk_b), attends over the cached latents and rotated keys, and its latent context
   // comes out through wv_b (latent_attention.cpp).
@@ -156,6 +172,8 @@ class Transformer {
   std::atomic<uint64_t> low_bit_choices_{0};
 
   KVCache kv_;
+  RecurrentState state_;
+  bool batch_moved_state_ = false;  // a linear layer has run in the batch under way
   RopeFrequencies rope_;
   int64_t rope_len_ = 0;                    // the (effective) sequence length rope_ is for (dynamic NTK)
   std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][rope_dims / 2]
@@ -165,6 +183,10 @@ class Transformer {
   // Scratch, sized for max_batch tokens once at construction.
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, scores_;
   std::vector<float> ffn_out_;  // sandwich_norms only: the MLP block's output before its norm
+  std::vector<float> gate_;     // attn_output_gate only: [token][q_dim]
+  // Linear attention only (linear_attention.cpp): [token][conv_dim], [token][value_dim],
+  // [token][value_heads] twice, [token][value_dim].
+  std::vector<float> lin_mixed_, lin_z_, lin_b_, lin_a_, lin_o_;
   // Latent attention only: q's bottleneck [token][q_lora_rank], each (token, head)'s query in the
   // latent space [kv_lora_rank + qk_rope_head_dim], and the per-head matmuls' inputs
   // [head][token][max(nope, kv_lora_rank)] and outputs [head][token][max(kv_lora_rank, v_head_dim)].

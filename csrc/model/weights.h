@@ -25,6 +25,14 @@ struct LayerWeights {
   // wk_b holds each head's kv_lora_rank rows of qk_nope values (the key up-projection,
   // transposed, so a query takes it into the latent space); wv_b each head's value rows.
   Tensor wq_a, q_a_norm, wq_b, wkv_a, kv_a_norm, wk_b, wv_b;
+  Tensor wq_gate;           // attn_output_gate only: [q_dim, hidden], the output gate's projection
+  // Gated DeltaNet (linear layers, config.h) instead of the attention projections: q, k and v of
+  // every head in one projection [conv_dim, hidden] (all q heads, then k, then v), z (the output
+  // gate's input) [value_dim, hidden], b (beta's) and a (the decay's) [value_heads, hidden]; the
+  // depthwise convolution [conv_dim, conv_kernel] (f32, the last tap on the newest input);
+  // dt_bias and decay_rate = -exp(A_log) [value_heads] (f32); the gated output norm
+  // [value_head_dim] (f32, a plain weight); out [hidden, value_dim].
+  Tensor lin_qkv, lin_z, lin_b, lin_a, lin_conv, lin_dt_bias, lin_decay_rate, lin_norm, lin_out;
   Tensor bq, bk, bv;        // qkv_bias only
   Tensor bo;                // o_bias only
   Tensor sinks;             // attention_sinks only: [n_heads]

@@ -55,7 +55,7 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
   if (!predictor_reads_profile(opt_.predictor.kind)) opt_.profile = RoutingProfile{};
   pool_ = std::make_unique<ThreadPool>(opt.threads);
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch,
-                                               opt.kv_f16);
+                                               opt.kv_f16, opt.state_checkpoints);
   transformer_->set_observer(this);
   transformer_->set_skip_missed_below(opt_.skip_missed_below);
   transformer_->set_low_bit_missed_below(opt_.low_bit_missed_below);
@@ -114,26 +114,39 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.kv_a_norm = get(p + "kv_a_norm", 1, R, true);
       L.wk_b = get(p + "wk_b", (int64_t)heads * R, cfg_.qk_nope_head_dim(), false);
       L.wv_b = get(p + "wv_b", (int64_t)heads * cfg_.v_head_dim, R, false);
+    } else if (cfg_.is_linear(l)) {
+      const int64_t Nv = cfg_.linear_value_heads, VD = cfg_.linear_value_dim();
+      L.lin_qkv = get(p + "lin_qkv", cfg_.linear_conv_dim(), H, false);
+      L.lin_z = get(p + "lin_z", VD, H, false);
+      L.lin_b = get(p + "lin_b", Nv, H, false);
+      L.lin_a = get(p + "lin_a", Nv, H, false);
+      L.lin_conv = get(p + "lin_conv", cfg_.linear_conv_dim(), cfg_.linear_conv_kernel, true);
+      L.lin_dt_bias = get(p + "lin_dt_bias", 1, Nv, true);
+      L.lin_decay_rate = get(p + "lin_decay_rate", 1, Nv, true);
+      L.lin_norm = get(p + "lin_norm", 1, cfg_.linear_value_head_dim, true);
+      L.lin_out = get(p + "lin_out", H, VD, false);
     } else {
       L.wq = get(p + "wq", qd, H, false);
       L.wk = get(p + "wk", kvd, H, false);
       if (cfg_.has_wv(l)) L.wv = get(p + "wv", kvd, H, false);
+      if (cfg_.attn_output_gate) L.wq_gate = get(p + "wq_gate", qd, H, false);
     }
-    L.wo = get(p + "wo", H, cfg_.attn_out_dim(l), false);
+    if (!cfg_.is_linear(l)) L.wo = get(p + "wo", H, cfg_.attn_out_dim(l), false);
     L.ffn_norm = get(p + "ffn_norm", 1, H, true);
     if (cfg_.sandwich_norms) {
       L.post_attn_norm = get(p + "post_attn_norm", 1, H, true);
       L.post_ffn_norm = get(p + "post_ffn_norm", 1, H, true);
     }
     if (cfg_.layer_output_scale) L.layer_scale = get(p + "layer_scale", 1, 1, true);
-    if (cfg_.qkv_bias) {
+    if (cfg_.qkv_bias && !cfg_.is_linear(l)) {
       L.bq = get(p + "bq", 1, qd, true);
       L.bk = get(p + "bk", 1, kvd, true);
       if (cfg_.has_wv(l)) L.bv = get(p + "bv", 1, kvd, true);
     }
-    if (cfg_.o_bias) L.bo = get(p + "bo", 1, H, true);
+    if (cfg_.o_bias && !cfg_.is_linear(l)) L.bo = get(p + "bo", 1, H, true);
     if (cfg_.attention_sinks) L.sinks = get(p + "sinks", 1, cfg_.n_heads, true);
-    if (cfg_.qk_norm == QKNorm::Head) {
+    if (cfg_.is_linear(l)) {  // no q/k norms: the linear layers l2-normalise theirs
+    } else if (cfg_.qk_norm == QKNorm::Head) {
       L.q_norm = get(p + "q_norm", 1, hd, true);
       L.k_norm = get(p + "k_norm", 1, hd, true);
     } else if (cfg_.qk_norm == QKNorm::Full) {

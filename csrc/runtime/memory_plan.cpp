@@ -38,9 +38,11 @@ MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std
   const std::vector<std::vector<BlobRef>> experts = store_blob_table(container, opt);
   MemoryPlan plan;
   plan.resident_bytes = ResidentSection::allocated_bytes_for(container.resident.size);
-  plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.max_batch, opt.kv_f16);
+  plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.max_batch, opt.kv_f16,
+                                                     opt.state_checkpoints);
   for (int l = 0; l < cfg.n_layers; ++l)
-    plan.kv_layer_bytes.push_back(KVCache::layer_bytes(cfg, l, opt.ctx_size, opt.max_batch, opt.kv_f16));
+    plan.kv_layer_bytes.push_back(
+        Transformer::kv_layer_bytes(cfg, l, opt.ctx_size, opt.max_batch, opt.kv_f16, opt.state_checkpoints));
   plan.scratch_bytes = Transformer::scratch_bytes(cfg, opt.ctx_size, opt.max_batch, opt.threads);
   const StoreSizes store = ExpertStore::sizes_for(experts, store_options(opt));
   plan.slot_bytes = store.slot_bytes;

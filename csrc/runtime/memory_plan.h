@@ -17,8 +17,8 @@ namespace edgemoe {
 
 struct MemoryPlan {
   uint64_t resident_bytes = 0;  // dense weights, read once at load (aligned copy)
-  uint64_t kv_cache_bytes = 0;
-  std::vector<uint64_t> kv_layer_bytes;  // kv_cache_bytes per layer (a sliding layer holds only its window)
+  uint64_t kv_cache_bytes = 0;  // the context: KV cache, and linear-attention state with its checkpoints
+  std::vector<uint64_t> kv_layer_bytes;  // per layer (a sliding layer holds only its window, a linear one its state)
   uint64_t scratch_bytes = 0;   // the forward pass's activations, rope tables
   uint64_t staging_bytes = 0;   // the expert store's buffers for compressed blobs
   uint64_t slot_bytes = 0;      // one expert cache slot

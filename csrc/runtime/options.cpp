@@ -30,6 +30,7 @@ void visit_options(Options& o, Visitor& v) {
   v.number("skip_missed_below", o.skip_missed_below, 0.0, 1.0, Optional);
   v.number("low_bit_missed_below", o.low_bit_missed_below, 0.0, 1.0, Optional);
   v.integer("active_experts", o.active_experts, 0, 1 << 16, Optional);
+  v.integer("state_checkpoints", o.state_checkpoints, 0, 64, Optional);
 }
 
 }  // namespace

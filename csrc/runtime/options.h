@@ -50,6 +50,10 @@ struct EngineOptions {
   float low_bit_missed_below = 0.f;
   // Lossy, off (0): route each token to only its this many heaviest of the model's top-k experts.
   int active_experts = 0;
+  // Copies of a hybrid model's linear-attention state kept to go back to (model/recurrent_state.h):
+  // two, the ends of the last call of several tokens (a prompt; a drafting pass), which is where a
+  // chat's next turn or a rejected draft goes back to. 0 for a model without such layers.
+  int state_checkpoints = 2;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };
 

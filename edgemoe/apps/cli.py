@@ -66,6 +66,10 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--io-threads", type=_bounded(int, 0, 16), default=None,
                    help=f"threads reading a layer's missing experts side by side, and prefetches (default "
                         f"{d.io_threads}; 0 reads them in the compute thread, the same way on every run)")
+    p.add_argument("--state-checkpoints", type=_bounded(int, 0, 64), default=None, metavar="N",
+                   help=f"hybrid models (Qwen3.5-MoE, Qwen3-Next): copies of the linear-attention state kept so a "
+                        f"chat turn or a rejected draft resumes from one instead of from the start (default "
+                        f"{d.state_checkpoints}; each as large as the state, which edgemoe info shows)")
     p.add_argument("--draft", default=None, choices=DRAFT_MODES,
                    help="draft tokens and verify several per forward pass, the output unchanged: ngram "
                         "(prompt lookup), cache (the model computing only its cached experts, no reads), "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
+import numpy as np
+
 from ..errors import UnsupportedModelError
 from .rope import rope_config
 
@@ -30,6 +32,53 @@ class Resident(NamedTuple):
     take: Optional[Callable[[Any], Any]] = None
 
 
+TEXT_PREFIX = "model.language_model."  # multimodal checkpoints keep their text model here
+
+
+class TextModelView:
+    """A multimodal checkpoint (Gemma4ForConditionalGeneration, Qwen3_5MoeForConditionalGeneration)
+    seen under the text model's own names (model.language_model.X as model.X); every other tensor
+    under model. (the vision tower) stays hidden."""
+
+    def __init__(self, ckpt):
+        self.ckpt = ckpt
+
+    def _name(self, name: str) -> str:
+        return TEXT_PREFIX + name[len("model."):] if name.startswith("model.") else name
+
+    def __contains__(self, name: str) -> bool:
+        return self._name(name) in self.ckpt
+
+    def names(self) -> List[str]:
+        return ["model." + n[len(TEXT_PREFIX):] for n in self.ckpt.names() if n.startswith(TEXT_PREFIX)]
+
+    def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        return self.ckpt.get(self._name(name), index)
+
+    def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        return self.ckpt.get_raw(self._name(name), index)
+
+    def lazy(self, name: str):
+        return self.ckpt.lazy(self._name(name))
+
+    def dtype(self, name: str) -> str:
+        return self.ckpt.dtype(self._name(name))
+
+    def shape(self, name: str) -> Tuple[int, ...]:
+        return self.ckpt.shape(self._name(name))
+
+
+def text_config(hf: Dict[str, Any]) -> Dict[str, Any]:
+    """The language model's config: the whole config of a text model, text_config of a multimodal one."""
+    text = hf.get("text_config")
+    return text if isinstance(text, dict) else hf
+
+
+def one_plus(w: np.ndarray) -> np.ndarray:
+    """A zero-centred RMSNorm weight (the norm multiplies by 1 + w, in float32) as a plain one."""
+    return w.astype(np.float32) + np.float32(1.0)
+
+
 class HFArch:
     name = ""                       # canonical architecture name
     hf_classes: Tuple[str, ...] = ()
@@ -44,6 +93,12 @@ class HFArch:
     # The norm whose output the routed experts read (the tensor model.layers.{l}.<name>.weight;
     # --bits auto recomputes expert inputs with it).
     expert_input_norm = "post_attention_layernorm"
+    # Set where every attention layer's tensors are the architecture's own (attention_residents
+    # gives them all, its q/k norms included), not the common q/k/v/o projections.
+    own_attention = False
+    # Applied to every RMSNorm weight of the common plan (attn_norm, ffn_norm, q/k norms, norm):
+    # one_plus for architectures whose norms multiply by 1 + w.
+    norm_take: Optional[Callable[[Any], Any]] = None
     # An architecture whose layers do not follow the Llama naming sets layer_plan to a function
     # (cfg, layer) -> [Resident] giving all of a layer's resident tensors (hf.resident_plan).
     layer_plan = None
@@ -58,7 +113,7 @@ class HFArch:
 
     def attention_residents(self, cfg: Dict[str, Any], l: int, hf: Dict[str, Any]) -> List[Resident]:
         """Layer l's attention tensors where they are not the common q/k/v/o projections
-        (latent attention, cfg["kv_lora_rank"] > 0); hf is the source's config."""
+        (latent attention, cfg["kv_lora_rank"] > 0; own_attention); hf is the source's config."""
         raise NotImplementedError
 
     def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:

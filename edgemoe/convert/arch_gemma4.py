@@ -14,12 +14,13 @@ Gemma4ForConditionalGeneration, e.g. gemma-4-26B-A4B), as transformers' modeling
 Refused, by name: the per-layer input embeddings and KV sharing of the small E2B/E4B models (dense,
 not MoE), and bidirectional attention over text.
 """
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .arch_base import F32_ONLY, RESIDENT, SHARED, HFArch, Resident, common_config, require, unsupported
+from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, require,
+                        text_config, unsupported)
 
 LAYER_TYPES = {"sliding_attention": True, "full_attention": False}
 SLIDING_PATTERN = 6  # transformers' default: five sliding layers, then a full one
@@ -27,46 +28,6 @@ DEFAULT_ROPE = {"sliding_attention": {"rope_type": "default", "rope_theta": 10_0
                 "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
                                    "rope_theta": 1_000_000.0}}
 DEFAULT_GLOBAL_HEAD_DIM = 512  # transformers' Gemma4TextConfig when a config names none
-TEXT_PREFIX = "model.language_model."  # the hub's multimodal checkpoints keep the text model here
-
-
-class _TextModelView:
-    """A Gemma4ForConditionalGeneration checkpoint seen under the text model's own names
-    (model.language_model.X as model.X); every other tensor (the vision tower) stays hidden."""
-
-    def __init__(self, ckpt):
-        self.ckpt = ckpt
-
-    def _name(self, name: str) -> str:
-        return TEXT_PREFIX + name[len("model."):] if name.startswith("model.") else name
-
-    def __contains__(self, name: str) -> bool:
-        return self._name(name) in self.ckpt
-
-    def names(self) -> List[str]:
-        return ["model." + n[len(TEXT_PREFIX):] for n in self.ckpt.names() if n.startswith(TEXT_PREFIX)]
-
-    def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
-        return self.ckpt.get(self._name(name), index)
-
-    def get_raw(self, name: str, index: Optional[int] = None) -> np.ndarray:
-        return self.ckpt.get_raw(self._name(name), index)
-
-    def lazy(self, name: str):
-        return self.ckpt.lazy(self._name(name))
-
-    def dtype(self, name: str) -> str:
-        return self.ckpt.dtype(self._name(name))
-
-    def shape(self, name: str) -> Tuple[int, ...]:
-        return self.ckpt.shape(self._name(name))
-
-
-def _text_config(hf: Dict[str, Any]) -> Dict[str, Any]:
-    """The language model's config: the whole config of Gemma4ForCausalLM, text_config of the hub's
-    multimodal one."""
-    text = hf.get("text_config")
-    return text if isinstance(text, dict) else hf
 
 
 class Gemma4(HFArch):
@@ -75,10 +36,10 @@ class Gemma4(HFArch):
     expert_input_norm = "pre_feedforward_layernorm_2"
 
     def checkpoint_view(self, ckpt):
-        return _TextModelView(ckpt) if f"{TEXT_PREFIX}embed_tokens.weight" in ckpt else ckpt
+        return TextModelView(ckpt) if f"{TEXT_PREFIX}embed_tokens.weight" in ckpt else ckpt
 
     def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
-        t = _text_config(hf)
+        t = text_config(hf)
         arch = self.name
         if not t.get("enable_moe_block"):
             raise UnsupportedModelError(f"{arch}: this Gemma 4 has no MoE block (enable_moe_block is off): it is a "

@@ -25,10 +25,11 @@ from .arch_mixtral import Mixtral
 from .arch_olmoe import Olmoe
 from .arch_qwen2_moe import Qwen2Moe
 from .arch_qwen3_moe import Qwen3Moe
+from .arch_qwen3_next import Qwen35Moe, Qwen3Next
 from .safetensors_reader import Checkpoint
 
 ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe(), DeepseekV2(), DeepseekV3(),
-                       Gemma4()]
+                       Gemma4(), Qwen3Next(), Qwen35Moe()]
 
 
 def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
@@ -114,8 +115,8 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
             plan += arch.layer_plan(cfg, l)
             continue
         p, c = _layer(l), f"layers.{l}"
-        plan.append((f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY))
-        if cfg["kv_lora_rank"]:  # latent attention: the architecture's own tensors
+        plan.append((f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY, arch.norm_take))
+        if cfg["kv_lora_rank"] or arch.own_attention:  # the architecture's own tensors
             plan += arch.attention_residents(cfg, l, hf or {})
         else:
             plan += [
@@ -124,18 +125,20 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
                 (f"{c}.wv", f"{p}.self_attn.v_proj.weight", (kv_dim, H), RESIDENT),
                 (f"{c}.wo", f"{p}.self_attn.o_proj.weight", (H, q_dim), RESIDENT),
             ]
-        plan.append((f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY))
+        plan.append((f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY, arch.norm_take))
         if cfg["qkv_bias"]:
             plan += [
                 (f"{c}.bq", f"{p}.self_attn.q_proj.bias", (q_dim,), F32_ONLY),
                 (f"{c}.bk", f"{p}.self_attn.k_proj.bias", (kv_dim,), F32_ONLY),
                 (f"{c}.bv", f"{p}.self_attn.v_proj.bias", (kv_dim,), F32_ONLY),
             ]
-        if cfg["qk_norm"] != "none":
+        if cfg["qk_norm"] != "none" and not arch.own_attention:
             per_head = cfg["qk_norm"] == "head"
             plan += [
-                (f"{c}.q_norm", f"{p}.self_attn.q_norm.weight", (cfg["head_dim"] if per_head else q_dim,), F32_ONLY),
-                (f"{c}.k_norm", f"{p}.self_attn.k_norm.weight", (cfg["head_dim"] if per_head else kv_dim,), F32_ONLY),
+                (f"{c}.q_norm", f"{p}.self_attn.q_norm.weight", (cfg["head_dim"] if per_head else q_dim,), F32_ONLY,
+                 arch.norm_take),
+                (f"{c}.k_norm", f"{p}.self_attn.k_norm.weight", (cfg["head_dim"] if per_head else kv_dim,), F32_ONLY,
+                 arch.norm_take),
             ]
         if l in dense:  # a resident MLP instead of the router and experts
             D = cfg["dense_intermediate"]
@@ -157,7 +160,7 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
             if cfg["shared_gate"]:
                 plan.append((f"{c}.shared_expert_gate", f"{m}.shared_expert_gate.weight", (1, H), F32_ONLY))
         plan += arch.layer_residents(cfg, l, moe, ckpt)
-    plan.append(("norm", "model.norm.weight", (H,), F32_ONLY))
+    plan.append(("norm", "model.norm.weight", (H,), F32_ONLY, arch.norm_take))
     if not cfg["tie_embeddings"]:
         plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
     return [Resident(*entry) for entry in plan]

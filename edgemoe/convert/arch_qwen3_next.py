@@ -1,0 +1,181 @@
+"""Qwen3-Next (Qwen3NextForCausalLM) and Qwen3.5/3.6-MoE (Qwen3_5MoeForCausalLM, and the text model of
+Qwen3_5MoeForConditionalGeneration), as transformers' modeling files compute them (docs/HYBRID_MODELS.md):
+
+* most layers are Gated DeltaNet linear attention (layer_types, or every full_attention_interval-th
+  layer full attention): a recurrent state instead of a KV cache;
+* the other layers are full attention with per-head q/k norms, partial rotary embeddings and an
+  output gate: q_proj holds each head's query and then its gate;
+* every RMSNorm but the linear layers' gated one multiplies by 1 + w (stored here as a plain weight);
+* a MoE block with a sigmoid-gated shared expert; top-k renormalised (always, for Qwen3.5).
+
+Qwen3-Next's fused in_proj_qkvz / in_proj_ba, grouped per key head, are gathered into Qwen3.5's
+layout (all q, all k, all v; z; b; a), which is what the runtime reads. A multimodal checkpoint
+converts its text model; its vision tower is left out. Multi-token-prediction (mtp.*) weights are
+not converted yet.
+"""
+from typing import Any, Dict, List
+
+import numpy as np
+
+from ..errors import UnsupportedModelError
+from .arch_base import (F32_ONLY, RESIDENT, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, one_plus,
+                        qwen_dense_layers, require, text_config, unsupported)
+from .rope import rope_parameters
+
+LAYER_KINDS = ("linear_attention", "full_attention")
+# Set in the config by a source that holds Qwen3-Next's linear projections already split as
+# Qwen3.5's are (llama.cpp's qwen3next GGUFs: attn_qkv, attn_gate, ssm_ba split by the reader).
+SPLIT_PROJECTIONS = "edgemoe_split_linear_projections"
+
+
+def layer_types(t: Dict[str, Any], arch: str) -> List[str]:
+    """Each layer's kind: layer_types where given, else full attention every full_attention_interval
+    layers (transformers' Qwen3NextConfig.__post_init__)."""
+    n = require(t, "num_hidden_layers", arch)
+    types = t.get("layer_types")
+    if types is None:
+        interval = t.get("full_attention_interval", 4)
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            raise UnsupportedModelError(f"{arch}: full_attention_interval = {interval!r} is not a positive layer count")
+        types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n)]
+    if not isinstance(types, list) or len(types) != n or any(k not in LAYER_KINDS for k in types):
+        raise UnsupportedModelError(f"{arch}: layer_types must name {n} layers, each one of {', '.join(LAYER_KINDS)}")
+    return types
+
+
+def _positive(t: Dict[str, Any], key: str, arch: str) -> int:
+    v = require(t, key, arch)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise UnsupportedModelError(f"{arch}: {key} = {v!r} is not a positive integer")
+    return v
+
+
+class _HybridQwen(HFArch):
+    own_attention = True
+    norm_take = staticmethod(one_plus)
+
+    def checkpoint_view(self, ckpt):
+        return TextModelView(ckpt) if f"{TEXT_PREFIX}embed_tokens.weight" in ckpt else ckpt
+
+    def config(self, hf: Dict[str, Any]) -> Dict[str, Any]:
+        t = text_config(hf)
+        arch = self.name
+        if t.get("attention_bias"):
+            raise unsupported(arch, "attention_bias")
+        types = layer_types(t, arch)
+        partial = float(rope_parameters(t).get("partial_rotary_factor", t.get("partial_rotary_factor", 0.25)))
+        cfg = common_config(dict(t, partial_rotary_factor=1.0), arch)
+        Nk, Nv = _positive(t, "linear_num_key_heads", arch), _positive(t, "linear_num_value_heads", arch)
+        if Nv % Nk:
+            raise UnsupportedModelError(f"{arch}: linear_num_value_heads ({Nv}) is not a multiple of "
+                                        f"linear_num_key_heads ({Nk})")
+        shared = int(t.get("shared_expert_intermediate_size") or 0)
+        cfg.update(
+            tie_embeddings=bool(t.get("tie_word_embeddings", hf.get("tie_word_embeddings", False))),
+            expert_intermediate=require(t, "moe_intermediate_size", arch),
+            shared_intermediate=shared, shared_gate=shared > 0,
+            norm_topk_prob=self.norm_topk_prob(t),
+            qk_norm="head", attn_output_gate=True,
+            rotary_dim=int(cfg["head_dim"] * partial),
+            linear_layers=[l for l, kind in enumerate(types) if kind == "linear_attention"],
+            linear_conv_kernel=_positive(t, "linear_conv_kernel_dim", arch),
+            linear_key_heads=Nk, linear_value_heads=Nv,
+            linear_key_head_dim=_positive(t, "linear_key_head_dim", arch),
+            linear_value_head_dim=_positive(t, "linear_value_head_dim", arch),
+        )
+        cfg.update(self.dense_layers(t))
+        return cfg
+
+    def norm_topk_prob(self, t: Dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def dense_layers(self, t: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def attention_residents(self, cfg: Dict[str, Any], l: int, hf: Dict[str, Any]) -> List[Resident]:
+        p, c = f"model.layers.{l}", f"layers.{l}"
+        H = cfg["hidden"]
+        if l not in cfg["linear_layers"]:
+            return self._gated_attention(cfg, p, c, H)
+        Nk, Nv = cfg["linear_key_heads"], cfg["linear_value_heads"]
+        dk, dv, Kc = cfg["linear_key_head_dim"], cfg["linear_value_head_dim"], cfg["linear_conv_kernel"]
+        KD, VD = Nk * dk, Nv * dv
+        a = f"{p}.linear_attn"
+        decay_rate = lambda w: -np.exp(w.astype(np.float32))  # noqa: E731 (g = decay_rate * softplus(a + dt_bias))
+        return [Resident(*r) for r in [
+            *self.linear_projections(a, c, H, Nk, Nv, dk, dv, hf),
+            (f"{c}.lin_conv", f"{a}.conv1d.weight", (2 * KD + VD, 1, Kc), F32_ONLY, lambda w: w.reshape(w.shape[0], -1)),
+            (f"{c}.lin_dt_bias", f"{a}.dt_bias", (Nv,), F32_ONLY),
+            (f"{c}.lin_decay_rate", f"{a}.A_log", (Nv,), F32_ONLY, decay_rate),
+            (f"{c}.lin_norm", f"{a}.norm.weight", (dv,), F32_ONLY),  # a plain weight
+            (f"{c}.lin_out", f"{a}.out_proj.weight", (H, VD), RESIDENT),
+        ]]
+
+    def linear_projections(self, a: str, c: str, H: int, Nk: int, Nv: int, dk: int, dv: int, hf) -> list:
+        """The lin_qkv, lin_z, lin_b and lin_a tensors from the checkpoint's projections."""
+        KD, VD = Nk * dk, Nv * dv
+        return [(f"{c}.lin_qkv", f"{a}.in_proj_qkv.weight", (2 * KD + VD, H), RESIDENT),
+                (f"{c}.lin_z", f"{a}.in_proj_z.weight", (VD, H), RESIDENT),
+                (f"{c}.lin_b", f"{a}.in_proj_b.weight", (Nv, H), RESIDENT),
+                (f"{c}.lin_a", f"{a}.in_proj_a.weight", (Nv, H), RESIDENT)]
+
+    @staticmethod
+    def _gated_attention(cfg: Dict[str, Any], p: str, c: str, H: int) -> List[Resident]:
+        nh, hd = cfg["n_heads"], cfg["head_dim"]
+        kv_dim = cfg["n_kv_heads"] * hd
+        a = f"{p}.self_attn"
+
+        def half(i):  # q_proj's rows are [query | gate] per head
+            return lambda w: w.reshape(nh, 2, hd, w.shape[-1])[:, i].reshape(nh * hd, w.shape[-1])
+
+        return [Resident(*r) for r in [
+            (f"{c}.wq", f"{a}.q_proj.weight", (nh * 2 * hd, H), RESIDENT, half(0)),
+            (f"{c}.wq_gate", f"{a}.q_proj.weight", (nh * 2 * hd, H), RESIDENT, half(1)),
+            (f"{c}.wk", f"{a}.k_proj.weight", (kv_dim, H), RESIDENT),
+            (f"{c}.wv", f"{a}.v_proj.weight", (kv_dim, H), RESIDENT),
+            (f"{c}.wo", f"{a}.o_proj.weight", (H, nh * hd), RESIDENT),
+            (f"{c}.q_norm", f"{a}.q_norm.weight", (hd,), F32_ONLY, one_plus),
+            (f"{c}.k_norm", f"{a}.k_norm.weight", (hd,), F32_ONLY, one_plus),
+        ]]
+
+
+class Qwen35Moe(_HybridQwen):
+    name = "qwen3_5_moe"
+    hf_classes = ("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration")
+
+    def norm_topk_prob(self, t):
+        return True  # Qwen3_5MoeTopKRouter always renormalises
+
+    def dense_layers(self, t):
+        return {}  # every layer is MoE
+
+
+
+class Qwen3Next(_HybridQwen):
+    name = "qwen3_next"
+    hf_classes = ("Qwen3NextForCausalLM",)
+
+    def norm_topk_prob(self, t):
+        return bool(t.get("norm_topk_prob", True))
+
+    def dense_layers(self, t):
+        return qwen_dense_layers(t, self.name)
+
+    def linear_projections(self, a, c, H, Nk, Nv, dk, dv, hf):
+        if hf.get(SPLIT_PROJECTIONS):
+            return super().linear_projections(a, c, H, Nk, Nv, dk, dv, hf)
+        r = Nv // Nk
+        G = 2 * dk + 2 * r * dv  # in_proj_qkvz's rows per key head: q, k, its r value heads' v, then z
+        heads = range(Nv)
+        q = [g * G + i for g in range(Nk) for i in range(dk)]
+        k = [g * G + dk + i for g in range(Nk) for i in range(dk)]
+        v = [(j // r) * G + 2 * dk + (j % r) * dv + i for j in heads for i in range(dv)]
+        z = [(j // r) * G + 2 * dk + r * dv + (j % r) * dv + i for j in heads for i in range(dv)]
+        b = [(j // r) * 2 * r + j % r for j in heads]  # in_proj_ba's rows per key head: r b's, then r a's
+        a_rows = [(j // r) * 2 * r + r + j % r for j in heads]
+        qkvz, ba = f"{a}.in_proj_qkvz.weight", f"{a}.in_proj_ba.weight"
+        rows = lambda idx: (lambda w: w[np.asarray(idx)])  # noqa: E731
+        return [(f"{c}.lin_qkv", qkvz, (Nk * G, H), RESIDENT, rows(q + k + v)),
+                (f"{c}.lin_z", qkvz, (Nk * G, H), RESIDENT, rows(z)),
+                (f"{c}.lin_b", ba, (2 * Nv, H), RESIDENT, rows(b)),
+                (f"{c}.lin_a", ba, (2 * Nv, H), RESIDENT, rows(a_rows))]
