@@ -6,6 +6,7 @@
     python bench/make_synthetic.py OUT_DIR --arch gpt_oss [--layers 4]
     python bench/make_synthetic.py OUT_DIR --arch deepseek_v2 [--layers 4]
     python bench/make_synthetic.py OUT_DIR --arch gemma4 [--layers 6]
+    python bench/make_synthetic.py OUT_DIR --arch qwen3_5_moe --routing realistic [--layers 8]
 
 --arch gpt_oss writes gpt-oss-20b's shape (hidden 2880, 64 query and 8 KV heads of 64, 32 experts
 of width 2880, top-4, window 128 on alternate layers, YaRN) as the hub ships it: experts as MXFP4
@@ -18,6 +19,12 @@ width 1408, top-6, 2 shared; YaRN factor 40 with mscale_all_dim), per expert as 
 with a 1024 window to each global layer of 2 KV heads of 512 whose values come from the keys,
 proportional rope on a quarter of them; a 2112-wide gelu MLP beside 128 experts of width 704,
 top-8; soft-capped logits), experts stacked as transformers stores them.
+
+--arch qwen3_5_moe writes Qwen3.5/3.6-35B-A3B's shape (hidden 2048; three Gated DeltaNet layers of 16
+key and 32 value heads of 128, a 4-tap convolution, to each gated full-attention layer of 16 query and
+2 KV heads of 256 with a quarter of each rotating; 256 experts of width 512, top-8, and a 512-wide
+gated shared expert), experts stacked as the hub ships them; --layers, --experts, --top-k, --vocab and
+--routing apply (realistic: as for qwen3_moe).
 
 --arch qwen3_moe writes Qwen3-30B-A3B's shape (hidden 2048, 32 query and 4 KV heads of 128, 128
 experts of width 768, top-8), per expert as the hub ships it.
@@ -104,7 +111,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=384, help="the fixture tokenizer's size by default")
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--arch", default="olmoe", choices=["olmoe", "qwen3_moe", "gpt_oss", "deepseek_v2", "gemma4"])
+    p.add_argument("--arch", default="olmoe", choices=["olmoe", "qwen3_moe", "gpt_oss", "deepseek_v2", "gemma4",
+                                                      "qwen3_5_moe"])
     p.add_argument("--routing", default="random", choices=["random", "realistic"],
                    help="olmoe, qwen3_moe: realistic scales the residual branches and chains the routers (see the doc)")
     p.add_argument("--residual-scale", type=float, default=0.1, help="realistic: o_proj and expert down scale")
@@ -117,9 +125,10 @@ def main() -> None:
                    help="realistic: the text whose token frequencies the routers are balanced on")
     a = p.parse_args()
     if a.top_k is None:
-        a.top_k = {"olmoe": 8, "qwen3_moe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8}[a.arch]
+        a.top_k = {"olmoe": 8, "qwen3_moe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8, "qwen3_5_moe": 8}[a.arch]
     if a.experts is None:
-        a.experts = {"olmoe": 64, "qwen3_moe": 128, "gpt_oss": 32, "deepseek_v2": 64, "gemma4": 128}[a.arch]
+        a.experts = {"olmoe": 64, "qwen3_moe": 128, "gpt_oss": 32, "deepseek_v2": 64, "gemma4": 128,
+                     "qwen3_5_moe": 256}[a.arch]
     os.makedirs(a.out, exist_ok=True)
     if a.arch == "gpt_oss":
         return write_gpt_oss(a)
@@ -129,6 +138,8 @@ def main() -> None:
         return write_gemma4(a)
     if a.arch == "qwen3_moe":
         return write_qwen3_moe(a)
+    if a.arch == "qwen3_5_moe":
+        return write_qwen3_5_moe(a)
     write_olmoe(a)
 
 
@@ -225,6 +236,66 @@ def write_qwen3_moe(a) -> None:
                      (f"{p_}.mlp.experts.{e}.down_proj.weight", (H, I))]
     plan += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
     ShardWriter(a.out, plan, np.float16, 1 << 30).write(weight_maker(a, np.random.default_rng(a.seed)))
+
+
+def write_qwen3_5_moe(a) -> None:
+    """Qwen3.5/3.6-35B-A3B's widths (module doc): Gated DeltaNet layers, every fourth layer gated
+    full attention, 256 stacked experts and a gated shared expert; its 1 + w norms at 0."""
+    H, I, S, E, V = 2048, 512, 512, a.experts, a.vocab
+    heads, kv, hd, Nk, Nv, dk, dv, Kc = 16, 2, 256, 16, 32, 128, 128, 4
+    types = ["full_attention" if (l + 1) % 4 == 0 else "linear_attention" for l in range(a.layers)]
+    cfg = {
+        "architectures": ["Qwen3_5MoeForCausalLM"], "model_type": "qwen3_5_moe_text", "hidden_size": H,
+        "num_hidden_layers": a.layers, "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd,
+        "layer_types": types, "linear_conv_kernel_dim": Kc, "linear_num_key_heads": Nk,
+        "linear_num_value_heads": Nv, "linear_key_head_dim": dk, "linear_value_head_dim": dv,
+        "num_experts": E, "num_experts_per_tok": a.top_k, "moe_intermediate_size": I,
+        "shared_expert_intermediate_size": S, "vocab_size": V, "max_position_embeddings": 262144,
+        "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "hidden_act": "silu", "eos_token_id": 2,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
+    }
+    write_config_and_tokenizer(a, cfg)
+    plan = [("model.embed_tokens.weight", (V, H))]
+    for l, kind in enumerate(types):
+        p_ = f"model.layers.{l}"
+        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,))]
+        if kind == "full_attention":
+            at = f"{p_}.self_attn"
+            plan += [(f"{at}.q_proj.weight", (heads * 2 * hd, H)), (f"{at}.k_proj.weight", (kv * hd, H)),
+                     (f"{at}.v_proj.weight", (kv * hd, H)), (f"{at}.o_proj.weight", (H, heads * hd)),
+                     (f"{at}.q_norm.weight", (hd,)), (f"{at}.k_norm.weight", (hd,))]
+        else:
+            la = f"{p_}.linear_attn"
+            plan += [(f"{la}.in_proj_qkv.weight", (2 * Nk * dk + Nv * dv, H)), (f"{la}.in_proj_z.weight", (Nv * dv, H)),
+                     (f"{la}.in_proj_b.weight", (Nv, H)), (f"{la}.in_proj_a.weight", (Nv, H)),
+                     (f"{la}.conv1d.weight", (2 * Nk * dk + Nv * dv, 1, Kc)), (f"{la}.dt_bias", (Nv,)),
+                     (f"{la}.A_log", (Nv,)), (f"{la}.norm.weight", (dv,)), (f"{la}.out_proj.weight", (H, Nv * dv))]
+        m = f"{p_}.mlp"
+        plan += [(f"{m}.gate.weight", (E, H)), (f"{m}.experts.gate_up_proj", (E, 2 * I, H)),
+                 (f"{m}.experts.down_proj", (E, H, I)), (f"{m}.shared_expert.gate_proj.weight", (S, H)),
+                 (f"{m}.shared_expert.up_proj.weight", (S, H)), (f"{m}.shared_expert.down_proj.weight", (H, S)),
+                 (f"{m}.shared_expert_gate.weight", (1, H))]
+    plan += [("model.norm.weight", (H,)), ("lm_head.weight", (V, H))]
+    rng = np.random.default_rng(a.seed)
+    common = weight_maker(a, rng)
+
+    def make(name, shape):
+        if name.endswith("A_log"):
+            return np.log(rng.uniform(1, 16, shape)).astype(np.float32)  # transformers' initialisation
+        if name.endswith(("dt_bias", "linear_attn.norm.weight")):
+            return np.ones(shape, np.float32)
+        if name.endswith("norm.weight"):  # 1 + w norms: 0 is a plain unit weight
+            return np.zeros(shape, np.float32)
+        if name.endswith("conv1d.weight"):
+            return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[-1])
+        if name.endswith("out_proj.weight"):  # a residual branch, scaled as common scales o_proj
+            return common(name[:-len("out_proj.weight")] + "o_proj.weight", shape)
+        if len(shape) == 3:  # stacked experts: each N(0, 1/fan-in), the down ones scaled as common's
+            w = rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[2])
+            return w * a.residual_scale if a.routing == "realistic" and name.endswith("down_proj") else w
+        return common(name, shape)
+
+    ShardWriter(a.out, plan, np.float16, 1 << 30).write(make)
 
 
 def token_statistics(embedding: np.ndarray, text_file: str):

@@ -18,7 +18,9 @@ and Mixtral (`llama` with experts; q/k rows permuted to llama.cpp's rotary
 layout, as its own converter does), gpt-oss (`gpt-oss`), GLM-4.5 MoE (`glm4moe`)
 DeepSeek-V2/V3 (`deepseek2`: latent attention with kv_b split into k_b and v_b
 as llama.cpp's converter writes them, rotary pairs interleaved as the checkpoint has them) and
-Gemma 4 MoE (`gemma4`: the vocabulary stays byte-level BPE, not llama.cpp's gemma4 tokenizer).
+Gemma 4 MoE (`gemma4`: the vocabulary stays byte-level BPE, not llama.cpp's gemma4 tokenizer),
+Qwen3-Next (`qwen3next`) and Qwen3.5-MoE (`qwen35moe`: value heads tiled as llama.cpp's converter
+orders them; either can be written from a Qwen3.5 folder, whose layers are Qwen3-Next's).
 """
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ from edgemoe.errors import UnsupportedModelError  # noqa: E402
 from edgemoe.format import quant  # noqa: E402
 
 GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama", "gpt_oss": "gpt-oss",
-             "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "gemma4": "gemma4"}
+             "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "gemma4": "gemma4",
+             "qwen3_next": "qwen3next", "qwen3_5_moe": "qwen35moe"}
+HYBRIDS = ("qwen3next", "qwen35moe")
 # our resident name (after "layers.{l}.") -> llama.cpp's
 LAYER_NAMES = {
     "attn_norm": "attn_norm.weight", "wq": "attn_q.weight", "wk": "attn_k.weight", "wv": "attn_v.weight",
@@ -57,6 +61,9 @@ LAYER_NAMES = {
     "wq_a": "attn_q_a.weight", "q_a_norm": "attn_q_a_norm.weight", "wq_b": "attn_q_b.weight",
     "wkv_a": "attn_kv_a_mqa.weight", "kv_a_norm": "attn_kv_a_norm.weight",
     "wk_b": "attn_k_b.weight", "wv_b": "attn_v_b.weight",
+    "lin_qkv": "attn_qkv.weight", "lin_z": "attn_gate.weight", "lin_b": "ssm_beta.weight",
+    "lin_a": "ssm_alpha.weight", "lin_conv": "ssm_conv1d.weight", "lin_dt_bias": "ssm_dt.bias",
+    "lin_decay_rate": "ssm_a", "lin_norm": "ssm_norm.weight", "lin_out": "ssm_out.weight",
 }
 # llama.cpp's gpt-oss names the post-attention norm after the attention, not the FFN
 ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"},
@@ -68,7 +75,9 @@ ARCH_LAYER_NAMES = {"gpt-oss": {"ffn_norm": "post_attention_norm.weight"},
                                "post_ffn_norm": "post_ffw_norm.weight", "post_ffn_norm_1": "post_ffw_norm_1.weight",
                                "ffn_norm_2": "pre_ffw_norm_2.weight", "post_ffn_norm_2": "post_ffw_norm_2.weight",
                                "router_norm": "ffn_gate_inp.scale", "router_expert_scale": "ffn_down_exps.scale",
-                               "layer_scale": "layer_output_scale.weight"}}
+                               "layer_scale": "layer_output_scale.weight"},
+                    "qwen3next": {"ffn_norm": "post_attention_norm.weight"},
+                    "qwen35moe": {"ffn_norm": "post_attention_norm.weight"}}
 TOP_NAMES = {"tok_embeddings": "token_embd.weight", "norm": "output_norm.weight", "output": "output.weight"}
 # llama.cpp's LLAMA_FTYPE_MOSTLY_*; mxfp4_moe: experts MXFP4, the rest Q8_0 (how gpt-oss GGUFs ship)
 QUANT_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_1": 3, "q4_k_m": 15, "q6_k": 18, "mxfp4_moe": 38}
@@ -177,6 +186,44 @@ def gemma4_rope_freqs(cfg: Dict) -> np.ndarray:
     return np.array([1.0] * angles + [1e30] * (half - angles), dtype=np.float32)
 
 
+def add_hybrid_keys(w, cfg: Dict, hf: Dict, name: str, src: str) -> None:
+    """qwen3next's and qwen35moe's linear-attention keys as llama.cpp's converter writes them."""
+    from edgemoe.convert.rope import rope_parameters
+
+    if cfg["linear_key_head_dim"] != cfg["linear_value_head_dim"]:
+        raise UnsupportedModelError(f"{src}: llama.cpp's {name} needs linear_key_head_dim == linear_value_head_dim")
+    if cfg["dense_layers"]:
+        raise UnsupportedModelError(f"{src}: llama.cpp's {name} has no dense layers")
+    w.add_ssm_conv_kernel(cfg["linear_conv_kernel"])
+    w.add_ssm_state_size(cfg["linear_key_head_dim"])
+    w.add_ssm_group_count(cfg["linear_key_heads"])
+    w.add_ssm_time_step_rank(cfg["linear_value_heads"])
+    w.add_ssm_inner_size(cfg["linear_value_heads"] * cfg["linear_value_head_dim"])
+    w.add_array(f"{name}.attention.recurrent_layers", [l in cfg["linear_layers"] for l in range(cfg["n_layers"])])
+    if name == "qwen35moe":
+        sections = list(rope_parameters(hf.get("text_config") or hf).get("mrope_section") or [11, 11, 10])
+        w.add_rope_dimension_sections(sections + [0] * (4 - len(sections)))
+
+
+def tile_value_heads(ours: str, t: np.ndarray, cfg: Dict) -> np.ndarray:
+    """qwen35moe's value-head order: llama.cpp's converter moves value head g * r + t (grouped by key
+    head, transformers' order) to t * key_heads + g (tiled)."""
+    Nk, Nv, dv = cfg["linear_key_heads"], cfg["linear_value_heads"], cfg["linear_value_head_dim"]
+    r = Nv // Nk
+    order = np.array([g * r + t for t in range(r) for g in range(Nk)])  # new head -> old head
+    short = ours.split(".", 2)[-1]
+    if short in ("lin_b", "lin_a", "lin_dt_bias", "lin_decay_rate"):
+        return t[order]
+    if short == "lin_z":
+        return t.reshape(Nv, dv, -1)[order].reshape(t.shape)
+    if short in ("lin_qkv", "lin_conv"):
+        KD = 2 * cfg["linear_key_heads"] * cfg["linear_key_head_dim"]
+        return np.concatenate([t[:KD], t[KD:].reshape(Nv, dv, -1)[order].reshape(-1, t.shape[1])])
+    if short == "lin_out":
+        return t.reshape(t.shape[0], Nv, dv)[:, order].reshape(t.shape)
+    return t
+
+
 def add_tokenizer(writer, tokenizer_json: Dict, vocab_size: int, eos_ids: List[int], pre: str = "default") -> None:
     import gguf
 
@@ -243,7 +290,8 @@ def add_spm_tokenizer(writer, vocab) -> None:
 
 
 def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "default",
-           experts_mxfp4: bool = False, spm_vocab=None, nextn: int = 0, gemma4_bos: Optional[int] = None) -> Dict:
+           experts_mxfp4: bool = False, spm_vocab=None, nextn: int = 0, gemma4_bos: Optional[int] = None,
+           gguf_arch: Optional[str] = None) -> Dict:
     """Write the checkpoint `src` as a GGUF; tokenizer_pre names llama.cpp's pre-tokenizer type
     for the vocabulary ("default": GPT-2's split, "qwen2": Qwen2's). experts_mxfp4: keep the
     checkpoint's own MXFP4 expert blocks (gpt-oss from the hub), as llama.cpp's converter does.
@@ -252,7 +300,8 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     many copies of the last layer as multi-token-prediction blocks (nextn_predict_layers), where
     llama.cpp's converter puts GLM-4.5's and DeepSeek's MTP layers; neither engine runs them.
     gemma4_bos: write the folder's tokenizer (a U+2581-escaped BPE) as llama.cpp's gemma4 type,
-    with that BOS id."""
+    with that BOS id. gguf_arch: "qwen3next" writes a Qwen3.5 folder as llama.cpp's qwen3next (the
+    same layers; llama.cpp renormalises both's top-k)."""
     import gguf
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -269,6 +318,10 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     moe = moe_prefix(ckpt, arch, cfg)
     dtype = np.float32 if out_type == "f32" else np.float16
     name = GGUF_ARCH[arch.name]
+    if gguf_arch is not None:
+        if gguf_arch != name and {name, gguf_arch} != set(HYBRIDS):
+            raise UnsupportedModelError(f"{src}: {arch.name} is not written as {gguf_arch}")
+        name = gguf_arch
 
     w = gguf.GGUFWriter(out + ".partial", name)
     w.add_name(os.path.basename(os.path.normpath(src)))
@@ -333,11 +386,32 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         add_tokenizer(w, json.loads(tok["tokenizer_json"]), cfg["vocab"],
                       _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
+    if name in HYBRIDS:
+        add_hybrid_keys(w, cfg, hf, name, src)
+    held = {}  # hybrids: a full-attention layer's wq, written with its wq_gate as one attn_q
     for r in resident_plan(cfg, arch, moe, ckpt, hf):
         ours = r.name
         t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
         if r.take is not None and not (name == "gemma4" and ours.endswith(".router_norm")):
             t = np.ascontiguousarray(r.take(t))
+        if name == "qwen35moe":
+            t = tile_value_heads(ours, t, cfg)
+        if name in HYBRIDS and ours.endswith(".wq"):
+            held[ours] = t
+            continue
+        if name in HYBRIDS and ours.endswith(".wq_gate"):  # each head's query rows, then its gate rows
+            q, hd = held.pop(ours[:-len("_gate")]), cfg["head_dim"]
+            t, ours = np.stack([q.reshape(-1, hd, q.shape[1]), t.reshape(-1, hd, t.shape[1])], 1).reshape(-1, q.shape[1]), \
+                ours[:-len("_gate")]
+        if name == "qwen3next" and ours.endswith((".lin_b", ".lin_a")):  # one ssm_ba, grouped by key head
+            held[ours] = t
+            if not ours.endswith(".lin_a"):
+                continue
+            b, a = held.pop(ours[:-1] + "b"), held.pop(ours)
+            groups = cfg["linear_key_heads"]
+            t = np.concatenate([b.reshape(groups, -1, b.shape[1]), a.reshape(groups, -1, a.shape[1])], 1)
+            add(f"blk.{ours.split('.')[1]}.ssm_ba.weight", t.reshape(-1, b.shape[1]).astype(dtype))
+            continue
         if name == "deepseek2":
             t = deepseek2_layout(ours, t, cfg)
         if name == "llama" and ours.endswith((".wq", ".bq")):
@@ -345,7 +419,7 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         elif name == "llama" and ours.endswith((".wk", ".bk")):
             t = permute_for_llama_rope(t, cfg["n_kv_heads"])
         # norms, biases and routers stay f32, as llama.cpp's own converter keeps 1-D tensors
-        keep_f32 = t.ndim == 1 or ours.endswith((".router", "_bias"))
+        keep_f32 = t.ndim == 1 or ours.endswith((".router", "_bias", ".lin_conv"))
         add(gguf_name(ours, name), t if keep_f32 else t.astype(dtype))
     if name == "gemma4":
         add("rope_freqs.weight", gemma4_rope_freqs(cfg))

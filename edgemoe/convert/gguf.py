@@ -27,6 +27,7 @@ from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
 from .rope import yarn_mscale
 from .gguf_gemma4 import gemma4_config, gemma4_tokenizer
+from .gguf_qwen_hybrid import ARCHS as HYBRID_ARCHS, LAYER_TENSORS as HYBRID_LAYER_TENSORS, hybrid_config, hybrid_tensors
 from .spm_tokenizer import spm_tokenizer
 from .hf import ARCHS, convert_checkpoint
 
@@ -34,7 +35,8 @@ from .hf import ARCHS, convert_checkpoint
 GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "qwen2moe": "Qwen2MoeForCausalLM",
               "llama": "MixtralForCausalLM", "gpt-oss": "GptOssForCausalLM", "glm4moe": "Glm4MoeForCausalLM",
               "deepseek2": "DeepseekV2ForCausalLM",  # deepseek2 with sigmoid gating: DeepseekV3ForCausalLM
-              "gemma4": "Gemma4ForCausalLM"}
+              "gemma4": "Gemma4ForCausalLM", "qwen3next": "Qwen3NextForCausalLM",
+              "qwen35moe": "Qwen3_5MoeForCausalLM"}
 SIGMOID_GATING = 2  # llama.cpp's expert_gating_func (1: softmax)
 GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
 # Qwen2/2.5/3 (and their MoE models): llama.cpp's "qwen2" pre-tokenizer type is the split
@@ -86,7 +88,8 @@ ARCH_LAYER_TENSORS = {"gemma4": {
     "pre_ffw_norm_2.weight": "pre_feedforward_layernorm_2.weight",
     "post_ffw_norm_2.weight": "post_feedforward_layernorm_2.weight",
     "ffn_gate_inp.weight": "router.proj.weight", "ffn_gate_inp.scale": "router.scale",
-    "ffn_down_exps.scale": "router.per_expert_scale", "layer_output_scale.weight": "layer_scalar"}}
+    "ffn_down_exps.scale": "router.per_expert_scale", "layer_output_scale.weight": "layer_scalar"},
+    **{a: HYBRID_LAYER_TENSORS for a in HYBRID_ARCHS}}
 # Stacked expert tensors served whole under transformers' stacked names (one expert read at a time).
 STACKED_EXPERTS = {"gemma4": {"ffn_gate_up_exps.weight": "experts.gate_up_proj",
                               "ffn_down_exps.weight": "experts.down_proj"}}
@@ -291,6 +294,9 @@ class GGUFCheckpoint:
                     for e in range(n_experts):
                         self.map[f"{base}.{moe}.experts.{e}.{self.arch.expert_names[part]}.weight"] = (gname, e)
 
+        # tensors whose values llama.cpp's converter changed: {name: (GGUF tensor, transform, shape)}
+        self.derived = hybrid_tensors(self) if self.arch_name in HYBRID_ARCHS else {}
+
     def _check_split(self, parts: List[str], readers) -> None:
         """The parts' own split.* metadata (llama.cpp's) must agree with their names and order."""
         count = self.field("split.count", 1)
@@ -322,15 +328,17 @@ class GGUFCheckpoint:
 
     # --- the Checkpoint interface ---
     def __contains__(self, name: str) -> bool:
-        return name in self.map or name in self.kv_b
+        return name in self.map or name in self.kv_b or name in self.derived
 
     def names(self) -> List[str]:
-        return list(self.map) + list(self.kv_b)
+        return list(dict.fromkeys(list(self.map) + list(self.kv_b) + list(self.derived)))
 
     def _dims(self, gname: str) -> List[int]:
         return [int(d) for d in reversed(self.tensors[gname].shape.tolist())]  # GGUF lists the fastest dim first
 
     def shape(self, name: str) -> Tuple[int, ...]:
+        if name in self.derived:
+            return self.derived[name][2]
         if name in self.kv_b:  # k_b [heads, kv_lora, nope], v_b [heads, v, kv_lora]
             k_b, v_b = (self._dims(g) for g in self.kv_b[name])
             if len(k_b) != 3 or len(v_b) != 3 or k_b[0] != v_b[0] or k_b[1] != v_b[2]:
@@ -363,6 +371,11 @@ class GGUFCheckpoint:
                                         f"cannot be decoded ({e})") from None
 
     def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
+        if name in self.derived:
+            gname, transform, shape = self.derived[name]
+            t = self.tensors[gname]
+            w = np.ascontiguousarray(transform(self._decode(t, t.data).reshape(self._dims(gname)))).reshape(shape)
+            return w if index is None else w[index]
         if name in self.kv_b:  # each head's key rows (k_b transposed back), then its value rows
             shape = self.shape(name)  # checks the two agree
             k_b, v_b = (self._decode(self.tensors[g], self.tensors[g].data).reshape(self._dims(g))
@@ -379,8 +392,8 @@ class GGUFCheckpoint:
         """The tensor's bytes in our encoding `qtype` when its GGUF blocks are exactly that, else None."""
         if self.arch_name == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             return None  # rows are permuted on the way in
-        if name in self.kv_b:
-            return None  # assembled from two tensors
+        if name in self.kv_b or name in self.derived:
+            return None  # assembled from two tensors, or changed on the way in
         t, data = self._raw(name)
         Q = self.gguf.GGMLQuantizationType
         raw = np.ascontiguousarray(np.asarray(data)).view(np.uint8).reshape(-1)
@@ -454,6 +467,8 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
         cfg.update(latent_attention_config(ck, cfg))
     if a == "gemma4":
         cfg.update(gemma4_config(ck, cfg))
+    if a in HYBRID_ARCHS:
+        cfg.update(hybrid_config(ck, cfg))
     return cfg
 
 
