@@ -308,8 +308,9 @@ class Model:
             "top_k": cfg["top_k"],
             "hidden": cfg["hidden"],
             "vocab": cfg["vocab"],
-            "layers": [{"kind": kind, "kv_cache_bytes": kv}
-                       for kind, kv in zip(_core().layer_kinds(cfg), self.plan.kv_layer_bytes)],
+            # kv_cache_bytes: a linear-attention layer's (recurrent) is its state and its checkpoints
+            "layers": [{"kind": kind, "kv_cache_bytes": kv, "recurrent": l in cfg.get("linear_layers", ())}
+                       for l, (kind, kv) in enumerate(zip(_core().layer_kinds(cfg), self.plan.kv_layer_bytes))],
             "resident_bytes": self.container.sections["resident"]["size"],
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],

@@ -234,9 +234,7 @@ Values config_with_defaults(const ModelConfig& c, const Values& given) {
 }
 
 std::string layer_kind(const ModelConfig& c, int layer) {
-  std::string attention = c.is_linear(layer)
-                              ? "Gated DeltaNet linear attention (" + std::to_string(c.linear_state_floats() * 4 / 1024) +
-                                    " KiB of state)"
+  std::string attention = c.is_linear(layer) ? "Gated DeltaNet linear attention"
                           : c.latent() ? "latent attention (" + std::to_string(c.kv_lora_rank) + " + " +
                                            std::to_string(c.qk_rope_head_dim) + " cached per position)"
                           : c.is_sliding(layer)

@@ -31,23 +31,6 @@ void l2_normalise(float* x, int64_t n, float scale) {
 float softplus(float x) { return x > 20.f ? x : std::log1p(std::exp(x)); }
 }  // namespace
 
-void Transformer::project(const Tensor* const* weights, float* const* outs, int count, int64_t n) {
-  const int H = cfg_.hidden;
-  bool same = true;
-  for (int i = 1; i < count; ++i) same = same && weights[i]->type == weights[0]->type;
-  if (same) {
-    MatmulPart parts[kMaxMatmulParts];
-    for (int i = 0; i < count; ++i) parts[i] = {weights[i]->data, weights[i]->rows, outs[i]};
-    const Activations a = prepare(pool_, weights[0]->type, xn_.data(), n, H, xq_.data());
-    matmul_many(pool_, weights[0]->type, parts, count, a);
-    return;
-  }
-  for (int i = 0; i < count; ++i) {  // mixed types need their own activations
-    const Activations a = prepare(pool_, weights[i]->type, xn_.data(), n, H, xq_.data());
-    matmul(pool_, *weights[i], a, outs[i]);
-  }
-}
-
 void Transformer::linear_attention(int layer, int64_t n) {
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, Kc = cfg_.linear_conv_kernel, dk = cfg_.linear_key_head_dim,

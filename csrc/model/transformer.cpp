@@ -138,6 +138,23 @@ void Transformer::truncate(int64_t n) {
   if (cfg_.has_linear()) n_past_ = state_.restore(n_past_);
 }
 
+void Transformer::project(const Tensor* const* weights, float* const* outs, int count, int64_t n) {
+  const int H = cfg_.hidden;
+  bool same = true;
+  for (int i = 1; i < count; ++i) same = same && weights[i]->type == weights[0]->type;
+  if (same) {
+    MatmulPart parts[kMaxMatmulParts];
+    for (int i = 0; i < count; ++i) parts[i] = {weights[i]->data, weights[i]->rows, outs[i]};
+    const Activations a = prepare(pool_, weights[0]->type, xn_.data(), n, H, xq_.data());
+    matmul_many(pool_, weights[0]->type, parts, count, a);
+    return;
+  }
+  for (int i = 0; i < count; ++i) {  // mixed types need their own activations
+    const Activations a = prepare(pool_, weights[i]->type, xn_.data(), n, H, xq_.data());
+    matmul(pool_, *weights[i], a, outs[i]);
+  }
+}
+
 void Transformer::embed(const int32_t* tokens, int64_t n) {
   const Tensor& e = w_.tok_embeddings;
   const size_t row = qtype_row_bytes(e.type, e.cols);

@@ -181,15 +181,16 @@ def cmd_convert(args) -> int:
 
 
 def _layer_groups(layers):
-    """(kind, "0,2,4" or "0-23", KV bytes) per distinct kind of layer, in order of first appearance."""
+    """(kind, "0,2,4" or "0-23", context bytes, recurrent) per distinct kind of layer, in order of first
+    appearance."""
     groups = {}
     for i, layer in enumerate(layers):
-        groups.setdefault((layer["kind"], layer["kv_cache_bytes"]), []).append(i)
+        groups.setdefault((layer["kind"], layer["kv_cache_bytes"], layer["recurrent"]), []).append(i)
     out = []
-    for (kind, kv), idx in groups.items():
+    for (kind, kv, recurrent), idx in groups.items():
         contiguous = idx == list(range(idx[0], idx[-1] + 1))
         text = f"{idx[0]}-{idx[-1]}" if contiguous and len(idx) > 2 else ",".join(map(str, idx))
-        out.append((kind, text if len(text) <= 40 else text[:37] + "...", kv))
+        out.append((kind, text if len(text) <= 40 else text[:37] + "...", kv, recurrent))
     return out
 
 
@@ -208,8 +209,11 @@ def cmd_info(args) -> int:
     types = Counter(t for row in info["expert_types"] for t in row)
     print(f"architecture      {info['architecture']}")
     print(f"layers            {info['n_layers']}   experts/layer {info['n_experts']}   top-k {info['top_k']}")
-    for kind, layers, kv in _layer_groups(info["layers"]):
-        print(f"  layers {layers:9s} {kind}; KV cache {format_size(kv)} each")
+    checkpoints = model.options.state_checkpoints
+    for kind, layers, kv, recurrent in _layer_groups(info["layers"]):
+        context = (f"state {format_size(kv)} each (live and {checkpoints} checkpoints)" if recurrent
+                   else f"KV cache {format_size(kv)} each")
+        print(f"  layers {layers:9s} {kind}; {context}")
     print(f"parameters        {info['params_total'] / 1e6:.1f} M total, {info['params_active'] / 1e6:.1f} M active per token")
     print(f"file              {format_size(info['file_bytes'])}")
     print(f"resident weights  {format_size(info['resident_bytes'])} ({info['quantization'].get('resident')})")
