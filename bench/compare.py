@@ -19,8 +19,8 @@ STEM-f16.gguf --type f16 --quantize q8_0 --quantize q4_0 --quantize q4_k_m`). Op
    limit minus the Python process's own footprint before loading. Reports tokens/s, bytes
    read from storage (/proc/PID/io read_bytes) and peak RSS.
 3. Limits: memory read bandwidth and direct-read storage bandwidth, measured here; the least
-   possible time per decoded token and each engine's ratio to it. In RAM: resident bytes +
-   the token's active experts, read once at memory bandwidth. Under a limit: the expert reads
+   possible time per decoded token and each engine's ratio to it. In RAM: resident bytes (of the
+   token embeddings, one row) + the token's active experts, read once at memory bandwidth. Under a limit: the expert reads
    Belady's optimal cache would still need on this very token sequence (routing traced by
    this engine), with every byte of the limit beyond the resident weights holding experts,
    at the storage bandwidth.
@@ -215,7 +215,12 @@ def model_bytes(emoe: str) -> dict:
     c = open_container(emoe)
     cfg = c.config
     experts = [b for row in c.experts for b in row]
-    return {"resident": c.sections["resident"]["size"], "expert": int(np.mean([b["size"] for b in experts])),
+    # A decoded token reads one row of the token embeddings (unless they are also the output head):
+    # at a large vocabulary counting the whole table would put the bound above what engines reach.
+    embed = c.tensors["tok_embeddings"]["nbytes"]
+    unread = 0 if cfg["tie_embeddings"] else embed - embed // cfg["vocab"]
+    return {"resident": c.sections["resident"]["size"], "read_resident": c.sections["resident"]["size"] - unread,
+            "expert": int(np.mean([b["size"] for b in experts])),
             "active": sum(1 for row in c.experts if row) * cfg["top_k"], "total": len(experts)}
 
 
@@ -262,7 +267,7 @@ def least_decode_reads(prompt_steps, decode_steps, n_layers: int, slots: int) ->
 def min_ms_per_token(mb: dict, mem_gbs: float, disk_gbs: float, reads_per_token: float = 0.0) -> float:
     """The least time per decoded token: every byte it touches read once from memory at the
     measured bandwidth, or, if longer, the expert reads it cannot avoid at the storage bandwidth."""
-    touched = mb["resident"] + mb["active"] * mb["expert"]
+    touched = mb["read_resident"] + mb["active"] * mb["expert"]
     return 1e3 * max(touched / (mem_gbs * 1e9), reads_per_token * mb["expert"] / (disk_gbs * 1e9))
 
 

@@ -229,3 +229,22 @@ def test_the_server_answers_a_hybrid_model_as_generate_does(converted):
     assert answer() == first
     ids = server.chat_request(body).prompt_ids
     assert model.detokenize(model.generate(ids, max_tokens=8, stop_at_eos=False)).startswith(first)
+
+
+def test_auto_bits_measure_experts_behind_the_norm_the_engine_applies():
+    # --bits auto replays each expert's input as the post-attention norm of the residual stream:
+    # for these models that norm multiplies by 1 + w, as the container stores it.
+    import json
+
+    from safetensors.numpy import load_file
+
+    from edgemoe.convert.auto_bits import expert_input_norms
+    from edgemoe.convert.hf import open_checkpoint, pick_arch
+
+    src = FIXTURES / "qwen3_5_moe"
+    hf_cfg = json.loads((src / "config.json").read_text())
+    arch = pick_arch(hf_cfg)
+    norms = expert_input_norms(open_checkpoint(str(src), hf_cfg), arch, arch.config(hf_cfg))
+    hf = load_file(str(src / "model.safetensors"))
+    for l in range(4):
+        np.testing.assert_array_equal(norms[l], hf[f"model.layers.{l}.post_attention_layernorm.weight"] + np.float32(1))

@@ -31,6 +31,13 @@ def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
     return sizes
 
 
+def expert_input_norms(ckpt, arch, cfg: Dict[str, Any]) -> List[np.ndarray]:
+    """Each layer's norm weights in front of its experts, as the multiplier the engine applies
+    (1 + w where the architecture's norms multiply by that)."""
+    take = arch.norm_take or (lambda w: w)
+    return [take(ckpt.get(f"model.layers.{l}.{arch.expert_input_norm}.weight")) for l in range(cfg["n_layers"])]
+
+
 def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = None,
                       max_loss_increase: Optional[float] = None, window: int = 256, max_tokens: int = 8192,
                       threads: Optional[int] = None, progress: bool = True,
@@ -47,7 +54,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
     ckpt = open_checkpoint(src, hf)
     moe = moe_prefix(ckpt, arch, cfg)
     reader = ExpertReader(ckpt, cfg, arch, moe)
-    ffn_norms = [ckpt.get(f"model.layers.{l}.{arch.expert_input_norm}.weight") for l in range(cfg["n_layers"])]
+    ffn_norms = expert_input_norms(ckpt, arch, cfg)
     candidates = bitwidth.candidates_for(cfg)
     sizes = _expert_sizes(cfg, candidates)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(src)) or ".") as tmp:
