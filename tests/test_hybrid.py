@@ -248,3 +248,40 @@ def test_auto_bits_measure_experts_behind_the_norm_the_engine_applies():
     hf = load_file(str(src / "model.safetensors"))
     for l in range(4):
         np.testing.assert_array_equal(norms[l], hf[f"model.layers.{l}.post_attention_layernorm.weight"] + np.float32(1))
+
+
+def test_value_heads_wider_than_every_other_activation(tmp_path):
+    # A linear layer's output projection reads value_heads x value_head_dim values per token: here
+    # 256, wider than hidden (64), the attention (48) and the MLPs (40), so the buffer its input is
+    # quantized into must be sized for it (under the sanitizers, test_sanitizers.py, an undersized
+    # one is a heap overflow). Random weights of the new widths; prefill equals token by token.
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / "wide"
+    shutil.copytree(FIXTURES / "qwen3_5_moe", src)
+    cfg = json.loads((src / "config.json").read_text())
+    Nk, Nv, d, H, Kc = cfg["linear_num_key_heads"], 32, cfg["linear_value_head_dim"], cfg["hidden_size"], 4
+    cfg["linear_num_value_heads"] = Nv
+    (src / "config.json").write_text(json.dumps(cfg))
+    tensors = load_file(str(src / "model.safetensors"))
+    rng = np.random.default_rng(5)
+    conv = 2 * Nk * d + Nv * d
+    shapes = {"in_proj_qkv.weight": (conv, H), "in_proj_z.weight": (Nv * d, H), "in_proj_b.weight": (Nv, H),
+              "in_proj_a.weight": (Nv, H), "conv1d.weight": (conv, 1, Kc), "dt_bias": (Nv,), "A_log": (Nv,),
+              "out_proj.weight": (H, Nv * d)}
+    for name in list(tensors):
+        for suffix, shape in shapes.items():
+            if name.endswith("linear_attn." + suffix):
+                tensors[name] = (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+    save_file(tensors, str(src / "model.safetensors"))
+    out = tmp_path / "wide.emoe"
+    convert_hf(str(src), str(out), bits="8", progress=False)
+    ids = reference("qwen3_5_moe")["input_ids"].tolist()[:40]
+    whole = f32(out).logits(ids)
+    engine, vocab = small_batch_engine(out, max_batch=40, ctx_size=64)
+    single = np.stack([np.asarray(engine.eval([t], vocab)) for t in ids])
+    np.testing.assert_array_equal(single, whole)
+    assert np.isfinite(whole).all()

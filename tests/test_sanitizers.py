@@ -58,7 +58,7 @@ def test_forward_passes_under_sanitizers(tmp_path, converted):
     srcs = ["tests/cpp/forward_pass.cpp"] + [s for s in sources("common", "format", "kernels", "model", "prefetch",
                                                                   "runtime", "store")]
     binary = None
-    for name, bits in (("qwen2_moe", "8"), ("mixtral", "4"), ("olmoe", "f32")):
+    for name, bits in (("qwen2_moe", "8"), ("mixtral", "4"), ("olmoe", "f32"), ("qwen3_5_moe", "8")):
         args = [converted(name, bits), str(write_tokens(reference(name)["input_ids"].tolist(), tmp_path / f"{name}.txt")),
                 str(tmp_path / "out.f32")]
         if binary is None:
@@ -79,7 +79,7 @@ def test_forward_passes_under_sanitizers(tmp_path, converted):
 PYTHON_SUITE = ["test_errors.py", "test_interrupt.py", "test_storage_faults.py", "test_reliability.py",
                 "test_cache_budget.py", "test_pipeline.py", "test_parity.py", "test_compress.py", "test_trace.py",
                 "test_profile.py", "test_demo_model.py", "test_kernels.py", "test_server.py", "test_dense_layers.py",
-                "test_latent_attention.py", "test_gemma4.py"]
+                "test_latent_attention.py", "test_gemma4.py", "test_hybrid.py", "test_delta_rule.py"]
 # Also left out: the two interrupt tests that time a 480-token scalar forward pass of the demo
 # model several times over (140 of the run's 185 s under ASan); test_interrupt.py's server test
 # of a client leaving during prefill still unwinds a cancelled pass with the sanitizers.

@@ -19,7 +19,9 @@ int64_t widest_mlp(const ModelConfig& c) {
 int64_t widest_activation(const ModelConfig& c) {
   // (latent attention quantizes every head's rows of a per-head matmul at once)
   const int64_t per_head = c.latent() ? (int64_t)c.n_heads * std::max(c.qk_nope_head_dim(), c.kv_lora_rank) : 0;
-  return std::max<int64_t>({c.hidden, c.max_q_dim(), c.max_attn_out_dim(), widest_mlp(c), c.q_lora_rank, per_head});
+  // (a linear-attention layer's output projection takes its value heads' outputs)
+  return std::max<int64_t>({c.hidden, c.max_q_dim(), c.max_attn_out_dim(), widest_mlp(c), c.q_lora_rank, per_head,
+                            c.linear_value_dim()});
 }
 
 // cos and sin (times f's attention factor) of positions [first, first + n) at each of f's
