@@ -94,6 +94,21 @@ def test_truncation_goes_back_to_the_newest_checkpoint_and_resumes_exactly(conve
     np.testing.assert_array_equal(model.eval(ids[:40]), whole[39])
 
 
+def test_the_cache_drafters_passes_go_back_to_where_they_started(converted):
+    # The cache drafter runs one-token passes on cached experts only, then the context goes back to
+    # where they began: a checkpoint there, so no real token is evaluated again.
+    model = f32(converted("qwen3_next"))
+    ids = reference("qwen3_next")["input_ids"].tolist()
+    model.logits(ids[:10])
+    for t in ids[10:13]:
+        model.eval([t])
+    engine, vocab = model._engine, model.config["vocab"]
+    for t in ids[13:16]:
+        engine.eval([t], vocab, None, False, True)  # cached_only
+    model.truncate(13)
+    assert model.n_past == 13
+
+
 def test_without_checkpoints_truncation_starts_over(converted):
     model = f32(converted("qwen3_5_moe"), state_checkpoints=0)
     ids = reference("qwen3_5_moe")["input_ids"].tolist()

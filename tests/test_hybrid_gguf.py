@@ -81,10 +81,11 @@ def test_a_q8_0_hybrid_gguf_stays_close_to_llama_cpp(hybrid_gguf, tmp_path):
     ({"attention.recurrent_layers": [True, False]}, "does not name each of the 4 layers"),
 ])
 def test_inconsistent_hybrid_metadata_is_refused(hybrid_gguf, monkeypatch, fields, message):
+    # (read as the file is opened, and again as its config is made: either refuses)
     arch, src = hybrid_gguf
-    ck = GGUFCheckpoint(str(src))
-    real = ck.field
+    real = GGUFCheckpoint.field
     changed = {f"{arch}.{k}": v for k, v in fields.items()}
-    monkeypatch.setattr(ck, "field", lambda key, default=None: changed[key] if key in changed else real(key, default))
+    monkeypatch.setattr(GGUFCheckpoint, "field",
+                        lambda self, key, default=None: changed[key] if key in changed else real(self, key, default))
     with pytest.raises(FormatError, match=message):
-        hf_config(ck)
+        hf_config(GGUFCheckpoint(str(src)))

@@ -194,6 +194,12 @@ def add_hybrid_keys(w, cfg: Dict, hf: Dict, name: str, src: str) -> None:
         raise UnsupportedModelError(f"{src}: llama.cpp's {name} needs linear_key_head_dim == linear_value_head_dim")
     if cfg["dense_layers"]:
         raise UnsupportedModelError(f"{src}: llama.cpp's {name} has no dense layers")
+    if not cfg["norm_topk_prob"]:
+        raise UnsupportedModelError(f"{src}: llama.cpp's {name} always renormalises the top-k routing weights")
+    if cfg["rms_norm_eps"] != 1e-6:
+        # llama.cpp's l2norm of q and k uses rms_norm_eps, transformers' a fixed 1e-6
+        raise UnsupportedModelError(f"{src}: llama.cpp's {name} would l2-normalise q and k with eps "
+                                    f"{cfg['rms_norm_eps']} where transformers uses 1e-6")
     w.add_ssm_conv_kernel(cfg["linear_conv_kernel"])
     w.add_ssm_state_size(cfg["linear_key_head_dim"])
     w.add_ssm_group_count(cfg["linear_key_heads"])

@@ -30,15 +30,13 @@ void RecurrentState::clear() {
 
 void RecurrentState::save(int64_t pos) {
   if (pos <= 0 || checkpoints_.empty()) return;
-  Checkpoint* slot = &checkpoints_[0];
-  for (Checkpoint& k : checkpoints_) {
+  for (const Checkpoint& k : checkpoints_)
     if (k.pos == pos) return;
-    if (k.pos < 0) {
-      slot = &k;
-      break;
-    }
-    if (k.saved_at < slot->saved_at) slot = &k;
-  }
+  // a free slot, else the oldest copy
+  auto slot = std::find_if(checkpoints_.begin(), checkpoints_.end(), [](const Checkpoint& k) { return k.pos < 0; });
+  if (slot == checkpoints_.end())
+    slot = std::min_element(checkpoints_.begin(), checkpoints_.end(),
+                            [](const Checkpoint& a, const Checkpoint& b) { return a.saved_at < b.saved_at; });
   std::copy(live_.begin(), live_.end(), slot->state.begin());
   slot->pos = pos;
   slot->saved_at = ++saves_;

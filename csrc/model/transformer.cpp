@@ -187,8 +187,11 @@ void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool 
   const bool recurrent = cfg_.has_linear();
   if (recurrent && n_past_ == 0) state_.clear();
   // Where a model's state cannot be cut back, keep it at both ends of a call of several tokens
-  // (recurrent_state.h): a prompt's ends, a drafting pass's start.
-  if (recurrent && n > 1) state_.save(n_past_);
+  // (recurrent_state.h): a prompt's ends, a verifying pass's start; and before the first of the
+  // cache drafter's passes, which are thrown away after it.
+  const bool drafting_starts = cached_only_ && !last_pass_cached_only_;
+  last_pass_cached_only_ = cached_only_;
+  if (recurrent && (n > 1 || drafting_starts)) state_.save(n_past_);
   try {
     for (int64_t done = 0; done < n; done += max_batch_) {
       const int64_t b = std::min<int64_t>(max_batch_, n - done);

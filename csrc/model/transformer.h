@@ -174,6 +174,7 @@ class Transformer {
   KVCache kv_;
   RecurrentState state_;
   bool batch_moved_state_ = false;  // a linear layer has run in the batch under way
+  bool last_pass_cached_only_ = false;  // the previous forward() was a drafting pass
   RopeFrequencies rope_;
   int64_t rope_len_ = 0;                    // the (effective) sequence length rope_ is for (dynamic NTK)
   std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][rope_dims / 2]

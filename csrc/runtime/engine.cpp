@@ -231,7 +231,8 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, 
     // Interrupted, or a read failed: the context keeps the batches that
     // completed, and so does the trace (rows of tokens that never ran would
     // read as routed to expert -1, and come back when the tokens are redone).
-    if (tracing_) trim_trace(trace_base_ + size_t(transformer_->n_past() - pos0));
+    // (a hybrid model may go back before pos0, to a state checkpoint: none of this call's rows stay)
+    if (tracing_) trim_trace(trace_base_ + (size_t)std::max<int64_t>(0, transformer_->n_past() - pos0));
     throw;
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -27,18 +27,19 @@ ONE_PLUS_NORMS = ("attn_norm.weight", "post_attention_norm.weight", "attn_q_norm
 ARCHS = ("qwen3next", "qwen35moe")
 
 
+def _count(ck, key: str) -> int:
+    """The GGUF's {arch}.{key}, which must be a positive integer."""
+    v = ck.field(f"{ck.arch_name}.{key}")
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise FormatError(f"{ck.path}: GGUF metadata {ck.arch_name}.{key} = {v!r} is not a positive integer")
+    return v
+
+
 def hybrid_config(ck, cfg: Dict[str, Any]) -> Dict[str, Any]:
     """The transformers config fields of a qwen3next / qwen35moe GGUF."""
     a = ck.arch_name
-
-    def count(key: str) -> int:
-        v = ck.field(f"{a}.{key}")
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise FormatError(f"{ck.path}: GGUF metadata {a}.{key} = {v!r} is not a positive integer")
-        return v
-
-    Nk, Nv, dk = count("ssm.group_count"), count("ssm.time_step_rank"), count("ssm.state_size")
-    inner = count("ssm.inner_size")
+    Nk, Nv, dk = _count(ck, "ssm.group_count"), _count(ck, "ssm.time_step_rank"), _count(ck, "ssm.state_size")
+    inner = _count(ck, "ssm.inner_size")
     if inner % Nv:
         raise FormatError(f"{ck.path}: ssm.inner_size {inner} is not a multiple of ssm.time_step_rank {Nv}")
     n = ck.n_layers
@@ -56,7 +57,7 @@ def hybrid_config(ck, cfg: Dict[str, Any]) -> Dict[str, Any]:
     rot = int(ck.field(f"{a}.rope.dimension_count", head_dim))
     return {
         "layer_types": ["linear_attention" if x else "full_attention" for x in linear],
-        "linear_conv_kernel_dim": count("ssm.conv_kernel"),
+        "linear_conv_kernel_dim": _count(ck, "ssm.conv_kernel"),
         "linear_num_key_heads": Nk, "linear_num_value_heads": Nv,
         "linear_key_head_dim": dk, "linear_value_head_dim": inner // Nv,
         "shared_expert_intermediate_size": int(ck.field(f"{a}.expert_shared_feed_forward_length", 0)),
@@ -73,13 +74,13 @@ def hybrid_tensors(ck) -> Dict[str, Tuple[str, Callable[[np.ndarray], np.ndarray
     for every tensor that is not the GGUF's as it is."""
     a = ck.arch_name
     derived = {}
-    Nk, Nv = int(ck.field(f"{a}.ssm.group_count")), int(ck.field(f"{a}.ssm.time_step_rank"))
+    Nk, Nv = _count(ck, "ssm.group_count"), _count(ck, "ssm.time_step_rank")
     if Nv % Nk:
         raise FormatError(f"{ck.path}: ssm.time_step_rank {Nv} is not a multiple of ssm.group_count {Nk}")
     r = Nv // Nk
     # transformers' value head j is at the GGUF's head (j % r) * Nk + j // r where it tiles them
     heads = np.array([(j % r) * Nk + j // r for j in range(Nv)]) if a == "qwen35moe" else np.arange(Nv)
-    key_dim = 2 * Nk * int(ck.field(f"{a}.ssm.state_size"))
+    key_dim = 2 * Nk * _count(ck, "ssm.state_size")
 
     def rows_per_head(w: np.ndarray, first: int = 0) -> np.ndarray:
         """w's rows from `first` on, Nv heads of equal size, in transformers' head order."""
