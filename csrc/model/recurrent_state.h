@@ -6,9 +6,11 @@
 // them. So copies of it ("checkpoints") are kept at a few positions, and going
 // back to position n means going back to the newest checkpoint at or before
 // n (or to the empty state) and evaluating the tokens after it again.
-// Transformer::forward takes a checkpoint before and after every call of
-// more than one token: a prompt's start and end (a chat turn's boundaries)
-// and a drafting pass's start (where a rejected draft rolls back to).
+// Transformer::forward takes a checkpoint before every call of more than one
+// token and after those that want only the last position's logits: a prompt's
+// start and end (a chat turn's boundaries), a verifying pass's start (where a
+// rejected draft rolls back to), and before the cache drafter's passes. Each
+// copy is the whole state (63 MiB on Qwen3.6-35B-A3B, ~8 ms to copy here).
 #pragma once
 #include <cstdint>
 #include <vector>

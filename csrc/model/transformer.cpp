@@ -186,9 +186,9 @@ void Transformer::rotary_angles(int64_t n) {
 void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop) {
   const bool recurrent = cfg_.has_linear();
   if (recurrent && n_past_ == 0) state_.clear();
-  // Where a model's state cannot be cut back, keep it at both ends of a call of several tokens
-  // (recurrent_state.h): a prompt's ends, a verifying pass's start; and before the first of the
-  // cache drafter's passes, which are thrown away after it.
+  // Where a model's state cannot be cut back, keep it at the start of a call of several tokens
+  // (recurrent_state.h): a prompt's, a verifying pass's; and before the first of the cache
+  // drafter's passes, which are thrown away after it.
   const bool drafting_starts = cached_only_ && !last_pass_cached_only_;
   last_pass_cached_only_ = cached_only_;
   if (recurrent && (n > 1 || drafting_starts)) state_.save(n_past_);
@@ -206,7 +206,9 @@ void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool 
     if (recurrent && batch_moved_state_) n_past_ = state_.restore(n_past_);
     throw;
   }
-  if (recurrent && n > 1) state_.save(n_past_);
+  // (not at the end of a call that asks for every position's logits: it scores text or verifies
+  // drafts, and is not where a later call comes back to; each copy is the whole state)
+  if (recurrent && n > 1 && !all_logits) state_.save(n_past_);
 }
 
 void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits, bool all_logits,
