@@ -411,6 +411,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("matmul", &py_matmul, py::arg("type"), py::arg("w"), py::arg("rows"), py::arg("x"),
         "y[n, rows] = x[n, k] @ W^T with W in the given weight encoding (raw bytes)");
   m.def("dequantize_row", &py_dequantize_row, py::arg("type"), py::arg("row"), py::arg("k"));
+  m.attr("KEPT_FOR_LATER_PREFIX") = kKeptForLaterPrefix;
   m.def("gated_delta_rule", &py_gated_delta_rule, py::arg("S"), py::arg("q"), py::arg("k"), py::arg("v"),
         py::arg("decay"), py::arg("beta"), "(new state [dk, dv], outputs [n, dv]) of the gated delta rule kernel");
   m.def("check_config", [](const py::dict& cfg) {
@@ -461,6 +462,8 @@ PYBIND11_MODULE(_core, m) {
         d["experts"] = section_dict(c.experts_section);
         return d;
       })
+      .def_readonly("resident_loaded", &Container::resident_loaded,
+                    "the resident bytes an engine loads (the rest: tensors kept for later, mtp.*)")
       .def_property_readonly("tensors", &tensor_table)
       .def_property_readonly("experts", [](const Container& c) { return expert_table(c.experts); })
       .def_property_readonly("low_bit_experts",

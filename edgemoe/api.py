@@ -296,7 +296,8 @@ class Model:
     def info(self) -> Dict[str, Any]:
         cfg, m, experts = self.config, self.container.manifest, self.container.experts
         per_expert = [sum(_elements(p["shape"]) for p in b["parts"].values()) for row in experts for b in row]
-        resident_params = sum(_elements(t["shape"]) for t in self.container.tensors.values())
+        kept = _core().KEPT_FOR_LATER_PREFIX  # a multi-token-prediction head: not the model's forward pass
+        resident_params = sum(_elements(t["shape"]) for n, t in self.container.tensors.items() if not n.startswith(kept))
         return {
             "architecture": cfg["architecture"],
             "params_total": resident_params + sum(per_expert),
@@ -312,6 +313,8 @@ class Model:
             "layers": [{"kind": kind, "kv_cache_bytes": kv, "recurrent": l in cfg.get("linear_layers", ())}
                        for l, (kind, kv) in enumerate(zip(_core().layer_kinds(cfg), self.plan.kv_layer_bytes))],
             "resident_bytes": self.container.sections["resident"]["size"],
+            # tensors the container keeps and no engine loads yet (a multi-token-prediction head)
+            "kept_for_later_bytes": sum(t["nbytes"] for n, t in self.container.tensors.items() if n.startswith(kept)),
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],
             "expert_types": [[b["type"] for b in row] for row in experts],  # q4 and q4k are both 4 bits

@@ -300,3 +300,117 @@ def test_value_heads_wider_than_every_other_activation(tmp_path):
     single = np.stack([np.asarray(engine.eval([t], vocab)) for t in ids])
     np.testing.assert_array_equal(single, whole)
     assert np.isfinite(whole).all()
+
+
+def _with_mtp_head(tmp_path, stacked: bool):
+    """The Qwen3.5 fixture with a random multi-token-prediction head (mtp.*, one layer) added, as
+    the released checkpoints carry one: experts per expert or stacked."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / ("mtp-stacked" if stacked else "mtp")
+    shutil.copytree(FIXTURES / "qwen3_5_moe", src)
+    cfg = json.loads((src / "config.json").read_text())
+    H, E, I, S = cfg["hidden_size"], cfg["num_experts"], cfg["moe_intermediate_size"], cfg["shared_expert_intermediate_size"]
+    nh, kv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    shapes = {"mtp.fc.weight": (H, 2 * H), "mtp.pre_fc_norm_embedding.weight": (H,),
+              "mtp.pre_fc_norm_hidden.weight": (H,), "mtp.norm.weight": (H,)}
+    p = "mtp.layers.0"
+    shapes.update({f"{p}.input_layernorm.weight": (H,), f"{p}.post_attention_layernorm.weight": (H,),
+                   f"{p}.self_attn.q_proj.weight": (nh * 2 * hd, H), f"{p}.self_attn.k_proj.weight": (kv * hd, H),
+                   f"{p}.self_attn.v_proj.weight": (kv * hd, H), f"{p}.self_attn.o_proj.weight": (H, nh * hd),
+                   f"{p}.self_attn.q_norm.weight": (hd,), f"{p}.self_attn.k_norm.weight": (hd,),
+                   f"{p}.mlp.gate.weight": (E, H), f"{p}.mlp.shared_expert.gate_proj.weight": (S, H),
+                   f"{p}.mlp.shared_expert.up_proj.weight": (S, H), f"{p}.mlp.shared_expert.down_proj.weight": (H, S),
+                   f"{p}.mlp.shared_expert_gate.weight": (1, H)})
+    if stacked:
+        shapes.update({f"{p}.mlp.experts.gate_up_proj": (E, 2 * I, H), f"{p}.mlp.experts.down_proj": (E, H, I)})
+    else:
+        for e in range(E):
+            shapes.update({f"{p}.mlp.experts.{e}.gate_proj.weight": (I, H), f"{p}.mlp.experts.{e}.up_proj.weight": (I, H),
+                           f"{p}.mlp.experts.{e}.down_proj.weight": (H, I)})
+    rng = np.random.default_rng(7)
+    tensors = load_file(str(src / "model.safetensors"))
+    head = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    save_file({**tensors, **head}, str(src / "model.safetensors"))
+    return src, head
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_multi_token_prediction_head_is_kept_and_not_loaded(tmp_path, converted, stacked):
+    from edgemoe.format.container import open_container
+
+    src, head = _with_mtp_head(tmp_path, stacked)
+    out = tmp_path / "mtp.emoe"
+    convert_hf(str(src), str(out), bits="f32", progress=False)
+    c, plain = open_container(str(out)), open_container(converted("qwen3_5_moe"))
+    kept = {n: t for n, t in c.tensors.items() if n.startswith(_core.KEPT_FOR_LATER_PREFIX)}
+    assert len(kept) == 4 + 14 + 3 * c.config["n_experts"]  # fc and 3 norms; a layer of 14; experts
+    # loaded: the tensors the plain conversion has, up to its page padding
+    assert plain.sections["resident"]["size"] - 4096 < c.resident_loaded <= plain.sections["resident"]["size"]
+    assert min(t["offset"] for t in kept.values()) >= c.resident_loaded
+
+    def stored(name):  # an f32 tensor's values, read from the file
+        t = c.tensors[name]
+        data = np.fromfile(str(out), np.float32, int(np.prod(t["shape"])), offset=c.sections["resident"]["offset"] +
+                           t["offset"])
+        return data.reshape(t["shape"])
+
+    hd, I = c.config["head_dim"], c.config["expert_intermediate"]
+    q = head["mtp.layers.0.self_attn.q_proj.weight"].reshape(-1, 2, hd, c.config["hidden"])
+    np.testing.assert_array_equal(stored("mtp.layers.0.wq_gate"), q[:, 1].reshape(-1, c.config["hidden"]))
+    np.testing.assert_array_equal(stored("mtp.norm_hidden"), head["mtp.pre_fc_norm_hidden.weight"] + np.float32(1))
+    up = head["mtp.layers.0.mlp.experts.gate_up_proj"][3, I:] if stacked else head["mtp.layers.0.mlp.experts.3.up_proj.weight"]
+    np.testing.assert_array_equal(stored("mtp.layers.0.experts.3.up"), up)
+    # An engine loads what it would without the head, and computes the same.
+    model = f32(out)
+    assert model.plan.resident_bytes <= f32(converted("qwen3_5_moe")).plan.resident_bytes
+    assert model._engine.allocated_bytes == model.plan.total_bytes
+    ids = reference("qwen3_5_moe")["input_ids"].tolist()
+    np.testing.assert_array_equal(model.logits(ids), f32(converted("qwen3_5_moe")).logits(ids))
+
+
+def test_the_kept_head_is_checksummed_with_the_resident_section(tmp_path):
+    from edgemoe.format.container import open_container
+
+    src, _ = _with_mtp_head(tmp_path, stacked=False)
+    out = tmp_path / "mtp.emoe"
+    convert_hf(str(src), str(out), bits="f32", progress=False)
+    c = open_container(str(out))
+    t = c.tensors["mtp.layers.0.experts.2.down"]
+    with open(out, "r+b") as f:  # one flipped bit in a tensor no engine loads
+        f.seek(c.sections["resident"]["offset"] + t["offset"] + 5)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(edgemoe.FormatError, match="resident section checksum mismatch"):
+        edgemoe.load(str(out), threads=1)
+
+
+def test_a_tensor_after_the_kept_ones_is_refused_by_the_writer(tmp_path):
+    from edgemoe.format import quant
+    from edgemoe.format.container import ContainerWriter
+
+    with ContainerWriter(str(tmp_path / "x.emoe")) as w:
+        w.add_resident("mtp.fc", quant.F32, np.zeros(4, np.float32), (4,))
+        with pytest.raises(RuntimeError, match="after the tensors kept for later"):
+            w.add_resident("norm", quant.F32, np.zeros(4, np.float32), (4,))
+
+
+def test_a_container_with_a_tensor_after_the_kept_ones_is_refused(tmp_path):
+    # An engine loads the resident section up to its first kept tensor: a tensor it binds must not
+    # lie beyond, where it would read past what it loaded.
+    from container_edit import replace_tables
+    from edgemoe.format.container import open_container
+
+    src, _ = _with_mtp_head(tmp_path, stacked=False)
+    out = tmp_path / "mtp.emoe"
+    convert_hf(str(src), str(out), bits="f32", progress=False)
+    tensors = dict(open_container(str(out)).tensors)
+    tensors["norm"], tensors["mtp.norm"] = dict(tensors["mtp.norm"], shape=tensors["norm"]["shape"]), \
+        dict(tensors["norm"], shape=tensors["mtp.norm"]["shape"])
+    replace_tables(out, tensors=tensors)
+    with pytest.raises(edgemoe.FormatError, match="lies after a tensor kept for later"):
+        open_container(str(out))

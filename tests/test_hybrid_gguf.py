@@ -89,3 +89,33 @@ def test_inconsistent_hybrid_metadata_is_refused(hybrid_gguf, monkeypatch, field
                         lambda self, key, default=None: changed[key] if key in changed else real(self, key, default))
     with pytest.raises(FormatError, match=message):
         hf_config(GGUFCheckpoint(str(src)))
+
+
+def test_a_gguf_keeps_the_multi_token_prediction_head_as_a_folder_does(tmp_path):
+    # llama.cpp's converter writes the head as a NextN block after the layers (its nextn.* tensors
+    # and a full-attention MoE layer); converted, it is the same kept tensors as from the folder.
+    from edgemoe import _core
+    from edgemoe.convert import convert_hf
+    from edgemoe.format.container import open_container
+    from test_hybrid import _with_mtp_head
+
+    src, _ = _with_mtp_head(tmp_path, stacked=True)
+    gguf_path = tmp_path / "mtp.gguf"
+    tools_export_gguf().export(str(src), str(gguf_path), "f32")
+    from_gguf, from_folder = tmp_path / "g.emoe", tmp_path / "f.emoe"
+    convert_gguf(str(gguf_path), str(from_gguf), bits="f32", progress=False)
+    convert_hf(str(src), str(from_folder), bits="f32", progress=False)
+    a, b = open_container(str(from_gguf)), open_container(str(from_folder))
+    kept = [n for n in b.tensors if n.startswith(_core.KEPT_FOR_LATER_PREFIX)]
+    assert kept and sorted(n for n in a.tensors if n.startswith(_core.KEPT_FOR_LATER_PREFIX)) == sorted(kept)
+
+    def values(c, path, name):
+        t = c.tensors[name]
+        return np.fromfile(str(path), np.float32, int(np.prod(t["shape"])),
+                           offset=c.sections["resident"]["offset"] + t["offset"])
+
+    for name in kept:  # exactly: (1 + w) - 1 + 1 is 1 + w again in float32
+        np.testing.assert_array_equal(values(a, from_gguf, name), values(b, from_folder, name), err_msg=name)
+    ids = reference("qwen3_5_moe")["input_ids"].tolist()
+    ours = edgemoe.load(str(from_gguf), threads=2, kv_cache="f32").logits(ids)
+    assert rel_error(ours, llama_logits(gguf_path, ids)).max() < F32_REL_TOL  # llama.cpp skips the head too

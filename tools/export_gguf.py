@@ -186,7 +186,18 @@ def gemma4_rope_freqs(cfg: Dict) -> np.ndarray:
     return np.array([1.0] * angles + [1e30] * (half - angles), dtype=np.float32)
 
 
-def add_hybrid_keys(w, cfg: Dict, hf: Dict, name: str, src: str) -> None:
+def mtp_name(ours: str, n_layers: int) -> str:
+    """Our name of a multi-token-prediction tensor as the exporter handles it: the head's own as
+    llama.cpp's nextn names in the first NextN block, its layers' as layers.{n_layers + i}.*."""
+    own = {"mtp.fc": "nextn.eh_proj.weight", "mtp.norm_embedding": "nextn.enorm.weight",
+           "mtp.norm_hidden": "nextn.hnorm.weight", "mtp.norm": "nextn.shared_head_norm.weight"}
+    if ours in own:
+        return f"blk.{n_layers}.{own[ours]}"
+    _, _, i, short = ours.split(".", 3)  # mtp.layers.{i}.{short}
+    return f"layers.{n_layers + int(i)}.{short}"
+
+
+def add_hybrid_keys(w, cfg: Dict, hf: Dict, name: str, src: str, nextn: int = 0) -> None:
     """qwen3next's and qwen35moe's linear-attention keys as llama.cpp's converter writes them."""
     from edgemoe.convert.rope import rope_parameters
 
@@ -205,7 +216,8 @@ def add_hybrid_keys(w, cfg: Dict, hf: Dict, name: str, src: str) -> None:
     w.add_ssm_group_count(cfg["linear_key_heads"])
     w.add_ssm_time_step_rank(cfg["linear_value_heads"])
     w.add_ssm_inner_size(cfg["linear_value_heads"] * cfg["linear_value_head_dim"])
-    w.add_array(f"{name}.attention.recurrent_layers", [l in cfg["linear_layers"] for l in range(cfg["n_layers"])])
+    w.add_array(f"{name}.attention.recurrent_layers",
+                [l in cfg["linear_layers"] for l in range(cfg["n_layers"])] + [False] * nextn)
     if name == "qwen35moe":
         sections = list(rope_parameters(hf.get("text_config") or hf).get("mrope_section") or [11, 11, 10])
         w.add_rope_dimension_sections(sections + [0] * (4 - len(sections)))
@@ -334,6 +346,14 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     w.add_file_type(gguf.LlamaFileType.ALL_F32 if out_type == "f32" else gguf.LlamaFileType.MOSTLY_F16)
     w.add_context_length(int(hf.get("max_position_embeddings", 4096)))
     w.add_embedding_length(cfg["hidden"])
+    from edgemoe import _core
+
+    plan = resident_plan(cfg, arch, moe, ckpt, hf)
+    kept = _core.KEPT_FOR_LATER_PREFIX
+    # a hybrid's multi-token-prediction head (mtp.*) becomes llama.cpp's NextN blocks after the layers
+    mtp_layers = len({r.name.split(".")[2] for r in plan if r.name.startswith(kept + "layers.")}) \
+        if name in HYBRIDS else 0
+    nextn = nextn or mtp_layers
     w.add_block_count(cfg["n_layers"] + nextn)
     if nextn:
         w.add_nextn_predict_layers(nextn)
@@ -393,13 +413,29 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
                       _eos_ids(hf, tok["generation_config"], cfg["vocab"]), tokenizer_pre)
 
     if name in HYBRIDS:
-        add_hybrid_keys(w, cfg, hf, name, src)
+        add_hybrid_keys(w, cfg, hf, name, src, nextn)
     held = {}  # hybrids: a full-attention layer's wq, written with its wq_gate as one attn_q
-    for r in resident_plan(cfg, arch, moe, ckpt, hf):
+    mtp_experts = {}  # (NextN block, part) -> {expert: array}, stacked after the loop
+
+    for r in plan:
         ours = r.name
-        t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
+        if ours.startswith(kept):
+            if not mtp_layers:
+                continue
+            ours = mtp_name(ours, cfg["n_layers"])
+        if r.index is None:
+            t = np.asarray(ckpt.get(r.source), dtype=np.float32).reshape(r.shape)
+        else:
+            t = np.asarray(ckpt.get(r.source, r.index), dtype=np.float32)
         if r.take is not None and not (name == "gemma4" and ours.endswith(".router_norm")):
             t = np.ascontiguousarray(r.take(t))
+        if ".experts." in ours:  # a NextN block's expert, e.g. layers.4.experts.3.up
+            _, block, _, e, part = ours.split(".")
+            mtp_experts.setdefault((int(block), part), {})[int(e)] = t
+            continue
+        if ours.startswith("blk."):  # a NextN block's own tensor, named already
+            add(ours, t if t.ndim == 1 else t.astype(dtype))
+            continue
         if name == "qwen35moe":
             t = tile_value_heads(ours, t, cfg)
         if name in HYBRIDS and ours.endswith(".wq"):
@@ -448,7 +484,9 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         for part in ("gate", "up", "down"):
             stacked = np.stack([np.asarray(p[part], dtype=np.float32) for p in parts]).astype(dtype)
             add(f"blk.{l}.ffn_{part}_exps.weight", stacked)
-    for k in range(nextn):
+    for (block, part), by_expert in sorted(mtp_experts.items()):
+        add(f"blk.{block}.ffn_{part}_exps.weight", np.stack([by_expert[e] for e in sorted(by_expert)]).astype(dtype))
+    for k in range(nextn if not mtp_layers else 0):
         for short, t, kwargs in last_layer:
             w.add_tensor(f"blk.{cfg['n_layers'] + k}.{short}", t, **kwargs)
     w.write_header_to_file()

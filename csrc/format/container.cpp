@@ -212,6 +212,14 @@ void read_tensors(Container& c, Cursor& in) {
       in.fail(what + " has an inconsistent size or offset: it lies outside the resident section or is misaligned");
     c.tensors.push_back(std::move(t));
   }
+  // Everything the engine binds must lie before the first tensor kept for later.
+  c.resident_loaded = c.resident.size;
+  for (const TensorEntry& t : c.tensors)
+    if (t.name.rfind(kKeptForLaterPrefix, 0) == 0) c.resident_loaded = std::min(c.resident_loaded, t.offset);
+  for (const TensorEntry& t : c.tensors)
+    if (t.name.rfind(kKeptForLaterPrefix, 0) != 0 && t.offset + t.nbytes > c.resident_loaded)
+      in.fail("resident tensor " + t.name.substr(0, 128) + " lies after a tensor kept for later (" +
+              kKeptForLaterPrefix + "*), in the part of the section an engine does not load");
 }
 
 // One [layer][expert] table of blobs (`kind`: "expert" or "low-bit copy of expert", for messages).

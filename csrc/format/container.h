@@ -42,6 +42,9 @@ struct Section {
 };
 
 // One resident tensor: `rows` x `cols` of `type`, at `offset` within the resident section.
+// Resident tensors under this name prefix are kept for later and not loaded (Container::resident_loaded).
+constexpr const char* kKeptForLaterPrefix = "mtp.";
+
 struct TensorEntry {
   std::string name;
   QType type = QType::F32;
@@ -80,6 +83,9 @@ struct Container {
   Values config_values;  // the config as written (Python sees these: doubles stay doubles)
   ModelConfig config;    // the same, checked
   std::vector<TensorEntry> tensors;
+  // The resident bytes an engine loads: the section up to its first tensor kept for later (a
+  // multi-token-prediction head, "mtp." names, which the writer puts last), all of it without.
+  uint64_t resident_loaded = 0;
   std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]; a dense layer's row is empty
   // A second, low-bit copy of every routed expert, in the same form; empty if the container has none.
   std::vector<std::vector<ExpertEntry>> low_bit_experts;

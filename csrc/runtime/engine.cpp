@@ -22,7 +22,8 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");
   std::vector<std::vector<BlobRef>> blobs = store_blob_table(container, opt);
   const Section& r = container.resident;
-  resident_ = std::make_unique<ResidentSection>(container.path, r.offset, r.size, r.crc32, opt.verify_checksums);
+  resident_ = std::make_unique<ResidentSection>(container.path, r.offset, r.size, container.resident_loaded, r.crc32,
+                                                opt.verify_checksums);
   bind_weights(container.tensors);
   store_ = std::make_unique<ExpertStore>(container.path, std::move(blobs), (size_t)opt.n_slots, store_options(opt));
   if (!opt_.profile.empty()) {

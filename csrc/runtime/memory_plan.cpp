@@ -37,7 +37,7 @@ MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std
   const ModelConfig& cfg = container.config;
   const std::vector<std::vector<BlobRef>> experts = store_blob_table(container, opt);
   MemoryPlan plan;
-  plan.resident_bytes = ResidentSection::allocated_bytes_for(container.resident.size);
+  plan.resident_bytes = ResidentSection::allocated_bytes_for(container.resident_loaded);
   plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.max_batch, opt.kv_f16,
                                                      opt.state_checkpoints);
   for (int l = 0; l < cfg.n_layers; ++l)

@@ -217,6 +217,8 @@ def cmd_info(args) -> int:
     print(f"parameters        {info['params_total'] / 1e6:.1f} M total, {info['params_active'] / 1e6:.1f} M active per token")
     print(f"file              {format_size(info['file_bytes'])}")
     print(f"resident weights  {format_size(info['resident_bytes'])} ({info['quantization'].get('resident')})")
+    if info["kept_for_later_bytes"]:
+        print(f"kept, not loaded  {format_size(info['kept_for_later_bytes'])} (multi-token-prediction head)")
     widest_first = sorted(types.items(), key=lambda tn: (-quant.BITS[quant.CODES[tn[0]]], tn[0]))
     widths = ", ".join(f"{t} x {n}" for t, n in widest_first) if len(types) > 1 else f"{next(iter(types))}"
     print(f"routed experts    {format_size(info['expert_bytes'])} ({widths})")

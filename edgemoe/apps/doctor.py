@@ -186,9 +186,9 @@ def skeleton(src: str, bits: str, out: str) -> None:
     moe = moe_prefix(ckpt, arch, cfg) if ckpt is not None else arch.moe_prefixes[0]
     with ContainerWriter(out) as w:
         for r in resident_plan(cfg, arch, moe, ckpt, hf):
-            shape = r.shape
+            shape = r.shape if r.index is None else r.shape[1:]
             if r.take is not None:  # the stored tensor's shape, from a stand-in that holds no memory
-                shape = r.take(np.broadcast_to(np.zeros((), np.float32), r.shape)).shape
+                shape = r.take(np.broadcast_to(np.zeros((), np.float32), shape)).shape
             cols = shape[-1]
             w.reserve_resident(r.name, quant.storable_type(kind_type[r.kind], (cols,)), tuple(shape))
         qtype = expert_blob_type(expert_type, cfg)

@@ -23,13 +23,15 @@ class Resident(NamedTuple):
 
     kind: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), or SHARED / DENSE (the
     resident type, but the shared expert's, or a dense layer's, three projections must share one
-    type, as routed experts do). shape is the checkpoint tensor's; take, if set, derives the stored tensor
-    from it (a slice of a fused tensor)."""
+    type, as routed experts do). shape is the checkpoint tensor's; index, if set, reads only that
+    entry of its first axis (one expert of a stacked tensor); take, if set, derives the stored tensor
+    from what was read (a slice of a fused tensor)."""
     name: str
     source: str
     shape: Tuple[int, ...]
     kind: str
     take: Optional[Callable[[Any], Any]] = None
+    index: Optional[int] = None
 
 
 TEXT_PREFIX = "model.language_model."  # multimodal checkpoints keep their text model here
@@ -50,7 +52,9 @@ class TextModelView:
         return self._name(name) in self.ckpt
 
     def names(self) -> List[str]:
-        return ["model." + n[len(TEXT_PREFIX):] for n in self.ckpt.names() if n.startswith(TEXT_PREFIX)]
+        names = self.ckpt.names()
+        return (["model." + n[len(TEXT_PREFIX):] for n in names if n.startswith(TEXT_PREFIX)] +
+                [n for n in names if not n.startswith("model.")])  # lm_head, mtp.*: under their own names
 
     def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
         return self.ckpt.get(self._name(name), index)
@@ -115,6 +119,12 @@ class HFArch:
         """Layer l's attention tensors where they are not the common q/k/v/o projections
         (latent attention, cfg["kv_lora_rank"] > 0; own_attention); hf is the source's config."""
         raise NotImplementedError
+
+    def kept_for_later(self, cfg: Dict[str, Any], ckpt) -> List[Resident]:
+        """Tensors the container keeps without an engine loading them (names under
+        _core.KEPT_FOR_LATER_PREFIX, written last): a multi-token-prediction head, where the
+        checkpoint has one."""
+        return []
 
     def layer_residents(self, cfg: Dict[str, Any], l: int, moe: str, ckpt=None) -> List[Resident]:
         """Resident tensors of layer l beyond those every architecture has (hf.resident_plan),

@@ -10,15 +10,15 @@ Qwen3_5MoeForConditionalGeneration), as transformers' modeling files compute the
 
 Qwen3-Next's fused in_proj_qkvz / in_proj_ba, grouped per key head, are gathered into Qwen3.5's
 layout (all q, all k, all v; z; b; a), which is what the runtime reads. A multimodal checkpoint
-converts its text model; its vision tower is left out. Multi-token-prediction (mtp.*) weights are
-not converted yet.
+converts its text model; its vision tower is left out. A multi-token-prediction head (mtp.*) is kept
+in the container, last in the resident section, where no engine loads it (kept_for_later).
 """
 from typing import Any, Dict, List
 
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .arch_base import (F32_ONLY, RESIDENT, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, one_plus,
+from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, one_plus,
                         qwen_dense_layers, require, text_config, unsupported)
 from .rope import rope_parameters
 
@@ -85,6 +85,46 @@ class _HybridQwen(HFArch):
         )
         cfg.update(self.dense_layers(t))
         return cfg
+
+    def kept_for_later(self, cfg: Dict[str, Any], ckpt) -> List[Resident]:
+        """The multi-token-prediction head (docs/HYBRID_MODELS.md section 7), where the checkpoint
+        has one under mtp.*: its input projection and norms, then each of its layers (a gated
+        full-attention layer with MoE) in this format's names and conventions, experts one tensor
+        each. Kept for a drafter; no engine loads it yet."""
+        names = ckpt.names() if hasattr(ckpt, "names") else []
+        layers = sorted({int(n.split(".")[2]) for n in names if n.startswith("mtp.layers.") and n.split(".")[2].isdigit()})
+        if "mtp.fc.weight" not in ckpt or layers != list(range(len(layers))):
+            return []
+        H, E, I, S = cfg["hidden"], cfg["n_experts"], cfg["expert_intermediate"], cfg["shared_intermediate"]
+        plan = [Resident("mtp.fc", "mtp.fc.weight", (H, 2 * H), RESIDENT),
+                Resident("mtp.norm_embedding", "mtp.pre_fc_norm_embedding.weight", (H,), F32_ONLY, one_plus),
+                Resident("mtp.norm_hidden", "mtp.pre_fc_norm_hidden.weight", (H,), F32_ONLY, one_plus),
+                Resident("mtp.norm", "mtp.norm.weight", (H,), F32_ONLY, one_plus)]
+        for i in layers:
+            p, c = f"mtp.layers.{i}", f"mtp.layers.{i}"
+            m = f"{p}.mlp"
+            plan += [Resident(f"{c}.attn_norm", f"{p}.input_layernorm.weight", (H,), F32_ONLY, one_plus),
+                     *self._gated_attention(cfg, p, c, H),
+                     Resident(f"{c}.ffn_norm", f"{p}.post_attention_layernorm.weight", (H,), F32_ONLY, one_plus),
+                     Resident(f"{c}.router", f"{m}.gate.weight", (E, H), F32_ONLY)]
+            if S:
+                plan += [Resident(f"{c}.shared_gate_proj", f"{m}.shared_expert.gate_proj.weight", (S, H), SHARED),
+                         Resident(f"{c}.shared_up_proj", f"{m}.shared_expert.up_proj.weight", (S, H), SHARED),
+                         Resident(f"{c}.shared_down_proj", f"{m}.shared_expert.down_proj.weight", (H, S), SHARED),
+                         Resident(f"{c}.shared_expert_gate", f"{m}.shared_expert_gate.weight", (1, H), F32_ONLY)]
+            stacked = f"{m}.experts.gate_up_proj" in ckpt
+            for e in range(E):
+                x = f"{c}.experts.{e}"
+                if stacked:  # one expert's slice of the stacked tensors: gate rows, then up rows
+                    plan += [Resident(f"{x}.gate", f"{m}.experts.gate_up_proj", (E, 2 * I, H), RESIDENT,
+                                      lambda w: w[:I], e),
+                             Resident(f"{x}.up", f"{m}.experts.gate_up_proj", (E, 2 * I, H), RESIDENT,
+                                      lambda w: w[I:], e),
+                             Resident(f"{x}.down", f"{m}.experts.down_proj", (E, H, I), RESIDENT, None, e)]
+                else:
+                    plan += [Resident(f"{x}.{part}", f"{m}.experts.{e}.{part}_proj.weight", shape, RESIDENT)
+                             for part, shape in (("gate", (I, H)), ("up", (I, H)), ("down", (H, I)))]
+        return plan
 
     def norm_topk_prob(self, t: Dict[str, Any]) -> bool:
         raise NotImplementedError

@@ -27,7 +27,8 @@ from ..errors import FormatError, UnsupportedModelError
 from .arch_base import HFArch
 from .rope import yarn_mscale
 from .gguf_gemma4 import gemma4_config, gemma4_tokenizer
-from .gguf_qwen_hybrid import ARCHS as HYBRID_ARCHS, LAYER_TENSORS as HYBRID_LAYER_TENSORS, hybrid_config, hybrid_tensors
+from .gguf_qwen_hybrid import ARCHS as HYBRID_ARCHS, LAYER_TENSORS as HYBRID_LAYER_TENSORS, NEXTN_TENSORS, hybrid_config, \
+    hybrid_tensors
 from .spm_tokenizer import spm_tokenizer
 from .hf import ARCHS, convert_checkpoint
 
@@ -271,9 +272,15 @@ class GGUFCheckpoint:
             if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit():
                 continue
             layer, short = int(parts[1]), parts[2]
-            if layer >= self.n_layers:
-                continue  # a NextN block
             base = f"model.layers.{layer}"
+            if layer >= self.n_layers:  # a NextN (multi-token-prediction) block: kept where the mapping keeps one
+                if self.arch_name not in HYBRID_ARCHS:
+                    continue
+                base = f"mtp.layers.{layer - self.n_layers}"
+                if short in NEXTN_TENSORS:
+                    if layer == self.n_layers:  # (the head's own tensors: one set, as transformers has)
+                        self.map[NEXTN_TENSORS[short]] = (gname, None)
+                    continue
             own = ARCH_LAYER_TENSORS.get(self.arch_name, {})
             if short in own:
                 self.map[f"{base}.{own[short]}"] = (gname, None)

@@ -23,6 +23,9 @@ LAYER_TENSORS = {
     "ssm_a": "linear_attn.A_log", "ssm_norm.weight": "linear_attn.norm.weight",
     "ssm_out.weight": "linear_attn.out_proj.weight",
 }
+# The multi-token-prediction head's own tensors (in the first NextN block) -> transformers' names.
+NEXTN_TENSORS = {"nextn.eh_proj.weight": "mtp.fc.weight", "nextn.enorm.weight": "mtp.pre_fc_norm_embedding.weight",
+                 "nextn.hnorm.weight": "mtp.pre_fc_norm_hidden.weight", "nextn.shared_head_norm.weight": "mtp.norm.weight"}
 ONE_PLUS_NORMS = ("attn_norm.weight", "post_attention_norm.weight", "attn_q_norm.weight", "attn_k_norm.weight")
 ARCHS = ("qwen3next", "qwen35moe")
 
@@ -89,11 +92,15 @@ def hybrid_tensors(ck) -> Dict[str, Tuple[str, Callable[[np.ndarray], np.ndarray
 
     for gname in ck.tensors:
         parts = gname.split(".", 2)
-        if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit() or int(parts[1]) >= ck.n_layers:
+        if len(parts) != 3 or parts[0] != "blk" or not parts[1].isdigit():
             continue
-        base, short = f"model.layers.{parts[1]}", parts[2]
+        layer, short = int(parts[1]), parts[2]
+        base = f"model.layers.{layer}" if layer < ck.n_layers else f"mtp.layers.{layer - ck.n_layers}"
         shape = tuple(ck._dims(gname))
-        if short in ONE_PLUS_NORMS:
+        if short in NEXTN_TENSORS and short != "nextn.eh_proj.weight":  # the head's norms: 1 + w too
+            if layer == ck.n_layers:
+                derived[NEXTN_TENSORS[short]] = (gname, lambda w: w - np.float32(1), shape)
+        elif short in ONE_PLUS_NORMS:
             name = {"attn_norm.weight": "input_layernorm.weight",
                     "post_attention_norm.weight": "post_attention_layernorm.weight",
                     "attn_q_norm.weight": "self_attn.q_norm.weight",

@@ -163,7 +163,8 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
     plan.append(("norm", "model.norm.weight", (H,), F32_ONLY, arch.norm_take))
     if not cfg["tie_embeddings"]:
         plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
-    return [Resident(*entry) for entry in plan]
+    plan += arch.kept_for_later(cfg, ckpt) if ckpt is not None else []
+    return [entry if isinstance(entry, Resident) else Resident(*entry) for entry in plan]
 
 
 ARCH_OWN, STACKED, PER_EXPERT = "arch", "stacked", "per_expert"
@@ -362,11 +363,12 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     with ContainerWriter(out) as writer:
         kind_type = resident_kind_types(cfg, resident_type)
         for r in plan:
-            if r.take is None:
+            if r.take is None and r.index is None:
                 data, qtype = encode(r.source, None, kind_type[r.kind], blocks=True)
                 shape = r.shape
             else:
-                w = np.ascontiguousarray(r.take(ckpt.get(r.source)))
+                w = ckpt.get(r.source) if r.index is None else ckpt.get(r.source, r.index)
+                w = np.ascontiguousarray(w if r.take is None else r.take(w))
                 data, qtype = _encode(w, kind_type[r.kind])
                 shape = w.shape
             writer.add_resident(r.name, qtype, data, shape)

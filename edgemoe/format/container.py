@@ -187,6 +187,13 @@ class ContainerWriter:
             raise RuntimeError("resident tensors must all be written before the first expert")
         if name in self.resident:
             raise RuntimeError(f"resident tensor {name} written twice")
+        from .. import _core
+
+        later = _core.KEPT_FOR_LATER_PREFIX  # not loaded by an engine: they must come last
+        if name.startswith(later):
+            self._kept_for_later = True
+        elif getattr(self, "_kept_for_later", False):
+            raise RuntimeError(f"resident tensor {name} written after the tensors kept for later ({later}*)")
         self._pad_to(TENSOR_ALIGN, crc_resident=True)
         return self._tell() - self._resident_offset
 
@@ -345,6 +352,11 @@ class Container:
     def tensors(self) -> Dict[str, Dict[str, Any]]:
         """{name: {type, shape, offset, nbytes}}, offsets within the resident section."""
         return self.native.tensors
+
+    @property
+    def resident_loaded(self) -> int:
+        """The resident bytes an engine loads: all but the tensors kept for later (mtp.*, last)."""
+        return self.native.resident_loaded
 
     @functools.cached_property
     def experts(self) -> List[List[Dict[str, Any]]]:
