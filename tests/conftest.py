@@ -24,7 +24,7 @@ def _own_cache_dir(tmp_path_factory):
 ARCH_FIXTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_moe_stacked", "olmoe"]
 # tools/make_family_fixtures.py: rope scaling types and the newer families (tests/test_families.py)
 FAMILY_FIXTURES = ["qwen3_moe_yarn", "mixtral_dynamic", "olmoe_linear", "gpt_oss", "gpt_oss_mxfp4", "glm4_moe",
-                   "deepseek_v2", "deepseek_v2_groups", "deepseek_v3", "gemma4", "qwen3_next", "qwen3_5_moe"]
+                   "deepseek_v2", "deepseek_v2_groups", "deepseek_v3", "gemma4", "qwen3_next", "qwen3_5_moe", "qwen3_next_wide_values"]
 
 
 @pytest.fixture(scope="session")

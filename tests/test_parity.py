@@ -13,11 +13,12 @@ F32_REL_TOL = 1e-5
 # gemma4: measured 1.5e-5 (2.2e-5 in a later audit) at its worst position, where transformers' own f32 logits are 1.6e-5 from
 # its float64 ones (ours: 8.5e-6 from float64): Gemma's post-norms rescale small sub-block outputs,
 # amplifying rounding. Its planted-bug tests (test_gemma4.py) move the logits by more than 1e-3.
-# The hybrid linear-attention models (Qwen3-Next, Qwen3.5-MoE): measured 8.9e-5 and 6.3e-5, where
+# The hybrid linear-attention models (Qwen3-Next, Qwen3.5-MoE): measured 8.9e-5 and 6.3e-5 (3.4e-5 with
+# value heads wider than key heads, qwen3_next_wide_values), where
 # transformers' own f32 logits are 6.6e-5 and 9.3e-5 from its float64 ones (ours: 3.0e-5 and 5.7e-5
 # from float64): its chunked prefill in f32 rounds more than the recurrence does. Dropping the output
 # gate, the 1 + w norms or the value-head grouping moves them by more than 0.1 (test_hybrid.py).
-F32_REL_TOL_OF = {"gemma4": 5e-5, "qwen3_next": 5e-4, "qwen3_5_moe": 5e-4}
+F32_REL_TOL_OF = {"gemma4": 5e-5, "qwen3_next": 5e-4, "qwen3_5_moe": 5e-4, "qwen3_next_wide_values": 5e-4}
 Q8_ARGMAX_AGREEMENT = 0.98
 
 

@@ -133,6 +133,11 @@ def specs(vocab: int, bos: int, eos: int) -> "OrderedDict[str, dict]":
     out["qwen3_5_moe"] = dict(seed=3112, prompt_len=80, config=transformers.Qwen3_5MoeTextConfig(
         **dict(hybrid, rope_parameters=dict(hybrid["rope_parameters"], mrope_section=[1, 1, 0],
                                             mrope_interleaved=True))))
+    # Value heads wider than key heads (transformers allows it, llama.cpp does not): 12 against 8, and
+    # four value heads to each key head.
+    out["qwen3_next_wide_values"] = dict(seed=3113, prompt_len=80, config=transformers.Qwen3NextConfig(
+        **dict(hybrid, linear_value_head_dim=12, linear_num_value_heads=8), intermediate_size=48,
+        decoder_sparse_step=1, mlp_only_layers=[], norm_topk_prob=True))
     # The same shape as the hub ships gpt-oss: experts as MXFP4 blocks and scales (uint8), the
     # reference computed by transformers on exactly the values those blocks decode to.
     out["gpt_oss_mxfp4"] = dict(out["gpt_oss"], seed=3106, mxfp4=True)
