@@ -19,35 +19,18 @@ void Transformer::attention(int layer, int64_t n) {
   const int qd = cfg_.q_dim(layer), kvd = cfg_.kv_dim(layer);
   const float eps = cfg_.rms_norm_eps;
 
-  Activations a = prepare(pool_, L.wq.type, xn_.data(), n, H, xq_.data());
-  // Without wv (global_k_eq_v) a layer's values start as its key projection.
-  const Tensor& wv = L.wv.empty() ? L.wk : L.wv;
-  const bool gated = cfg_.attn_output_gate;
-  if (L.wk.type == L.wq.type && wv.type == L.wq.type && (!gated || L.wq_gate.type == L.wq.type)) {
-    MatmulPart parts[4] = {{L.wq.data, L.wq.rows, q_.data()}, {L.wk.data, L.wk.rows, k_.data()}};
-    int count = 2;
-    if (!L.wv.empty()) parts[count++] = {wv.data, wv.rows, v_.data()};
-    if (gated) parts[count++] = {L.wq_gate.data, L.wq_gate.rows, gate_.data()};
-    matmul_many(pool_, L.wq.type, parts, count, a);
-  } else {  // mixed types need their own activations
-    matmul(pool_, L.wq, a, q_.data());
-    if (L.wk.type != L.wq.type) a = prepare(pool_, L.wk.type, xn_.data(), n, H, xq_.data());
-    matmul(pool_, L.wk, a, k_.data());
-    if (!L.wv.empty()) {
-      if (L.wv.type != L.wk.type) a = prepare(pool_, L.wv.type, xn_.data(), n, H, xq_.data());
-      matmul(pool_, L.wv, a, v_.data());
-    }
-    if (gated) {
-      const Tensor* gate[1] = {&L.wq_gate};
-      float* out[1] = {gate_.data()};
-      project(gate, out, 1, n);
-    }
-  }
+  const Tensor* weights[4] = {&L.wq, &L.wk};
+  float* outs[4] = {q_.data(), k_.data()};
+  int count = 2;
+  if (!L.wv.empty()) weights[count] = &L.wv, outs[count++] = v_.data();
+  if (cfg_.attn_output_gate) weights[count] = &L.wq_gate, outs[count++] = gate_.data();
+  project(weights, outs, count, n);
   if (cfg_.qkv_bias) {
     add_bias(q_.data(), L.bq.f32(), n, qd);
     add_bias(k_.data(), L.bk.f32(), n, kvd);
     if (!L.wv.empty()) add_bias(v_.data(), L.bv.f32(), n, kvd);
   }
+  // Without wv (global_k_eq_v) a layer's values start as its key projection.
   if (L.wv.empty()) std::copy(k_.begin(), k_.begin() + n * kvd, v_.begin());
 
   // The first rope_dims_of(layer) of each head rotate, the rest pass.
@@ -90,9 +73,9 @@ void Transformer::attention(int layer, int64_t n) {
   }, grain);
 
   if (cfg_.attn_output_gate)
-    for (int64_t i = 0; i < n * qd; ++i) attn_out_[i] /= 1.f + std::exp(-gate_[i]);
+    for (int64_t i = 0; i < n * qd; ++i) attn_out_[i] *= sigmoid(gate_[i]);
 
-  a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
+  const Activations a = prepare(pool_, L.wo.type, attn_out_.data(), n, qd, xq_.data());
   matmul(pool_, L.wo, a, xn_.data());  // xn_ is free again: reuse it for the projection
   if (cfg_.o_bias) add_bias(xn_.data(), L.bo.f32(), n, H);
   if (cfg_.sandwich_norms) norm_rows(xn_.data(), L.post_attn_norm, n, xn_.data());

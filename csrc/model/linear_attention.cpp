@@ -80,8 +80,7 @@ void Transformer::linear_attention(int layer, int64_t n) {
       l2_normalise(row + KD + h * dk, dk, 1.f);
     }
     for (int j = 0; j < Nv; ++j) {
-      float& b = beta[t * Nv + j];
-      b = 1.f / (1.f + std::exp(-b));
+      beta[t * Nv + j] = sigmoid(beta[t * Nv + j]);
       float& a = decay[t * Nv + j];
       a = std::exp(L.lin_decay_rate.f32()[j] * softplus(a + L.lin_dt_bias.f32()[j]));
     }

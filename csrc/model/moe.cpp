@@ -121,7 +121,7 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, RoutingScratch&
   std::vector<float>& choice = s.choice;
   std::vector<int>& order = s.order;
   for (int e = 0; e < E; ++e) {
-    p[e] = 1.f / (1.f + std::exp(-p[e]));
+    p[e] = sigmoid(p[e]);
     choice[e] = p[e] + (cfg_.router_correction_bias ? L.router_correction_bias.f32()[e] : 0.f);
   }
   if (cfg_.n_group > 1) limit_to_groups(choice.data(), s);
@@ -442,7 +442,7 @@ void Transformer::shared_expert(int layer, int64_t n, float* out) {
       const float* g = L.shared_expert_gate.f32();
       float z = 0.f;
       for (int i = 0; i < H; ++i) z += g[i] * xn_[t * H + i];
-      scale = 1.f / (1.f + std::exp(-z));
+      scale = sigmoid(z);
     }
     for (int i = 0; i < H; ++i) out[t * H + i] += scale * ex_out_[t * H + i];
   }

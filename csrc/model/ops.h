@@ -59,6 +59,7 @@ inline float gelu_tanh(float x) {
 }
 void add_bias(float* y, const float* b, int64_t n, int64_t k);
 inline float silu(float x) { return x / (1.f + __builtin_expf(-x)); }
+inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 void softmax(float* x, int64_t n);
 // softmax over x and one more logit, the sink, whose share is dropped (gpt-oss's attention sinks).
 void softmax_with_sink(float* x, int64_t n, float sink);
