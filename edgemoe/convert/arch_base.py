@@ -206,6 +206,26 @@ def dense_config(hf: Dict[str, Any], arch: str, dense: List[int]) -> Dict[str, A
     return {"dense_layers": dense, "dense_intermediate": require(hf, "intermediate_size", arch)}
 
 
+def positive_field(hf: Dict[str, Any], key: str, arch: str, default: Optional[int] = None) -> int:
+    """hf[key] (default where given, else required), which must be a positive integer (not a bool)."""
+    value = hf.get(key, default) if default is not None else require(hf, key, arch)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UnsupportedModelError(f"{arch}: {key} = {value!r} is not a positive integer")
+    return value
+
+
+def layer_types(hf: Dict[str, Any], arch: str, kinds, every: int, other: str) -> List[str]:
+    """Each layer's kind from hf's layer_types, each one of `kinds`; where it has none, layer i is
+    `other` when i + 1 is a multiple of `every` and kinds[0] otherwise (the families' defaults)."""
+    n = require(hf, "num_hidden_layers", arch)
+    types = hf.get("layer_types")
+    if types is None:
+        types = [other if (i + 1) % every == 0 else kinds[0] for i in range(n)]
+    if not isinstance(types, list) or len(types) != n or any(k not in kinds for k in types):
+        raise UnsupportedModelError(f"{arch}: layer_types must name {n} layers, each one of {', '.join(kinds)}")
+    return types
+
+
 def leading_dense_layers(hf: Dict[str, Any], arch: str, key: str, default: int) -> List[int]:
     """The first hf[key] layers (DeepSeek's and GLM's first_k_dense_replace)."""
     k = hf.get(key, default)

@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, require,
-                        text_config, unsupported)
+from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, layer_types,
+                        require, text_config, unsupported)
 
 LAYER_TYPES = {"sliding_attention": True, "full_attention": False}
 SLIDING_PATTERN = 6  # transformers' default: five sliding layers, then a full one
@@ -90,12 +90,7 @@ class Gemma4(HFArch):
 
     @staticmethod
     def _layer_types(t: Dict[str, Any], n_layers: int) -> List[str]:
-        types = t.get("layer_types")
-        if types is None:
-            types = ["sliding_attention" if (i + 1) % SLIDING_PATTERN else "full_attention" for i in range(n_layers)]
-        if not isinstance(types, list) or len(types) != n_layers or any(k not in LAYER_TYPES for k in types):
-            raise UnsupportedModelError(f"gemma4: layer_types must name {n_layers} layers, each one of "
-                                        f"{', '.join(LAYER_TYPES)}")
+        types = layer_types(t, "gemma4", tuple(LAYER_TYPES), SLIDING_PATTERN, "full_attention")
         return types[:-1] + ["full_attention"]  # transformers forces the last layer to full attention
 
     @staticmethod

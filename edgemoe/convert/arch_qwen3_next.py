@@ -18,36 +18,14 @@ from typing import Any, Dict, List
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config, one_plus,
-                        qwen_dense_layers, require, text_config, unsupported)
+from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config,
+                        layer_types, one_plus, positive_field, qwen_dense_layers, require, text_config, unsupported)
 from .rope import rope_parameters
 
 LAYER_KINDS = ("linear_attention", "full_attention")
 # Set in the config by a source that holds Qwen3-Next's linear projections already split as
 # Qwen3.5's are (llama.cpp's qwen3next GGUFs: attn_qkv, attn_gate, ssm_ba split by the reader).
 SPLIT_PROJECTIONS = "edgemoe_split_linear_projections"
-
-
-def layer_types(t: Dict[str, Any], arch: str) -> List[str]:
-    """Each layer's kind: layer_types where given, else full attention every full_attention_interval
-    layers (transformers' Qwen3NextConfig.__post_init__)."""
-    n = require(t, "num_hidden_layers", arch)
-    types = t.get("layer_types")
-    if types is None:
-        interval = t.get("full_attention_interval", 4)
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise UnsupportedModelError(f"{arch}: full_attention_interval = {interval!r} is not a positive layer count")
-        types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n)]
-    if not isinstance(types, list) or len(types) != n or any(k not in LAYER_KINDS for k in types):
-        raise UnsupportedModelError(f"{arch}: layer_types must name {n} layers, each one of {', '.join(LAYER_KINDS)}")
-    return types
-
-
-def _positive(t: Dict[str, Any], key: str, arch: str) -> int:
-    v = require(t, key, arch)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise UnsupportedModelError(f"{arch}: {key} = {v!r} is not a positive integer")
-    return v
 
 
 class _HybridQwen(HFArch):
@@ -62,10 +40,12 @@ class _HybridQwen(HFArch):
         arch = self.name
         if t.get("attention_bias"):
             raise unsupported(arch, "attention_bias")
-        types = layer_types(t, arch)
+        # (transformers' Qwen3NextConfig: every full_attention_interval-th layer attends in full)
+        every = positive_field(t, "full_attention_interval", arch, default=4) if t.get("layer_types") is None else 4
+        types = layer_types(t, arch, LAYER_KINDS, every, "full_attention")
         partial = float(rope_parameters(t).get("partial_rotary_factor", t.get("partial_rotary_factor", 0.25)))
         cfg = common_config(dict(t, partial_rotary_factor=1.0), arch)
-        Nk, Nv = _positive(t, "linear_num_key_heads", arch), _positive(t, "linear_num_value_heads", arch)
+        Nk, Nv = positive_field(t, "linear_num_key_heads", arch), positive_field(t, "linear_num_value_heads", arch)
         if Nv % Nk:
             raise UnsupportedModelError(f"{arch}: linear_num_value_heads ({Nv}) is not a multiple of "
                                         f"linear_num_key_heads ({Nk})")
@@ -78,10 +58,10 @@ class _HybridQwen(HFArch):
             qk_norm="head", attn_output_gate=True,
             rotary_dim=int(cfg["head_dim"] * partial),
             linear_layers=[l for l, kind in enumerate(types) if kind == "linear_attention"],
-            linear_conv_kernel=_positive(t, "linear_conv_kernel_dim", arch),
+            linear_conv_kernel=positive_field(t, "linear_conv_kernel_dim", arch),
             linear_key_heads=Nk, linear_value_heads=Nv,
-            linear_key_head_dim=_positive(t, "linear_key_head_dim", arch),
-            linear_value_head_dim=_positive(t, "linear_value_head_dim", arch),
+            linear_key_head_dim=positive_field(t, "linear_key_head_dim", arch),
+            linear_value_head_dim=positive_field(t, "linear_value_head_dim", arch),
         )
         cfg.update(self.dense_layers(t))
         return cfg

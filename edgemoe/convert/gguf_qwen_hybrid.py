@@ -8,7 +8,7 @@ transformers' head g * r + t) where transformers groups them by key head.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -30,9 +30,9 @@ ONE_PLUS_NORMS = ("attn_norm.weight", "post_attention_norm.weight", "attn_q_norm
 ARCHS = ("qwen3next", "qwen35moe")
 
 
-def _count(ck, key: str) -> int:
-    """The GGUF's {arch}.{key}, which must be a positive integer."""
-    v = ck.field(f"{ck.arch_name}.{key}")
+def _count(ck, key: str, default: Optional[int] = None) -> int:
+    """The GGUF's {arch}.{key} (default where given, else required), which must be a positive integer."""
+    v = ck.field(f"{ck.arch_name}.{key}", default)
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
         raise FormatError(f"{ck.path}: GGUF metadata {ck.arch_name}.{key} = {v!r} is not a positive integer")
     return v
@@ -52,9 +52,7 @@ def hybrid_config(ck, cfg: Dict[str, Any]) -> Dict[str, Any]:
             raise FormatError(f"{ck.path}: {a}.attention.recurrent_layers does not name each of the {n} layers")
         linear = [bool(recurrent[i]) for i in range(n)]
     else:
-        interval = ck.field(f"{a}.full_attention_interval", 4)
-        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-            raise FormatError(f"{ck.path}: {a}.full_attention_interval = {interval!r} is not a positive integer")
+        interval = _count(ck, "full_attention_interval", default=4)
         linear = [(i + 1) % interval != 0 for i in range(n)]
     head_dim = cfg["head_dim"]
     rot = int(ck.field(f"{a}.rope.dimension_count", head_dim))
