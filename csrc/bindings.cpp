@@ -262,6 +262,7 @@ py::dict plan_dict(const MemoryPlan& p) {
   d["kv_layer_bytes"] = p.kv_layer_bytes;
   d["scratch_bytes"] = p.scratch_bytes;
   d["staging_bytes"] = p.staging_bytes;
+  d["vision_bytes"] = p.vision_bytes;
   d["slot_bytes"] = p.slot_bytes;
   d["n_slots"] = p.n_slots;
   d["min_slots"] = p.min_slots;
@@ -312,20 +313,61 @@ void run_interruptible(const CancelFlag* cancel, Compute&& compute) {
 
 using TokenIds = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 
-py::array_t<float> engine_logits(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel) {
+using FloatRows = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Python's images, [(first token, merged grid_h, grid_w, features [grid_h * grid_w, width])], as the
+// engine takes them; `keep` holds the arrays the ImageFeatures point into.
+std::vector<ImageFeatures> image_features(const py::list& images, int64_t width, std::vector<FloatRows>& keep) {
+  std::vector<ImageFeatures> out;
+  for (const py::handle& item : images) {
+    const auto t = item.cast<std::tuple<int64_t, int, int, FloatRows>>();
+    ImageFeatures f{std::get<0>(t), std::get<1>(t), std::get<2>(t), nullptr};
+    keep.push_back(std::get<3>(t));
+    const FloatRows& rows = keep.back();
+    if (rows.ndim() != 2 || rows.shape(0) != f.count() || rows.shape(1) != width)
+      throw std::invalid_argument("an image's features must be [grid_h * grid_w, " + std::to_string(width) + "]");
+    f.rows = rows.data();
+    out.push_back(f);
+  }
+  return out;
+}
+
+py::array_t<float> engine_logits(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel,
+                                 const py::list& images) {
   std::vector<int32_t> tokens = token_vector(ids);
+  std::vector<FloatRows> keep;
+  const std::vector<ImageFeatures> features = image_features(images, e.config().image_feature_width(), keep);
   py::array_t<float> out({(int64_t)tokens.size(), (int64_t)vocab});
   float* p = out.mutable_data();
-  run_interruptible(cancel, [&](StopFlags stop) { e.logits(tokens.data(), (int64_t)tokens.size(), p, stop); });
+  run_interruptible(cancel, [&](StopFlags stop) { e.logits(tokens.data(), (int64_t)tokens.size(), p, stop, features); });
   return out;
 }
 
 py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const CancelFlag* cancel, bool all_logits,
-                              bool cached_only) {
+                              bool cached_only, const py::list& images) {
   std::vector<int32_t> tokens = token_vector(ids);
+  std::vector<FloatRows> keep;
+  const std::vector<ImageFeatures> features = image_features(images, e.config().image_feature_width(), keep);
   py::array_t<float> out = all_logits ? py::array_t<float>({(int64_t)tokens.size(), (int64_t)vocab}) : py::array_t<float>(vocab);
   float* p = out.mutable_data();
-  run_interruptible(cancel, [&](StopFlags stop) { e.eval(tokens.data(), (int64_t)tokens.size(), p, stop, all_logits, cached_only); });
+  run_interruptible(cancel, [&](StopFlags stop) {
+    e.eval(tokens.data(), (int64_t)tokens.size(), p, stop, all_logits, cached_only, features);
+  });
+  return out;
+}
+
+// pixels [patches, patch values] of one image -> its image tokens' features (Engine::encode_image).
+py::array_t<float> engine_encode_image(Engine& e, const FloatRows& pixels, int grid_h, int grid_w,
+                                       const CancelFlag* cancel) {
+  const ModelConfig& c = e.config();
+  if (!c.has_vision()) throw std::invalid_argument("this model has no vision tower: it takes no images");
+  if (pixels.ndim() != 2 || pixels.shape(0) != (int64_t)grid_h * grid_w || pixels.shape(1) != c.vision_patch_values())
+    throw std::invalid_argument("pixels must be [grid_h * grid_w, " + std::to_string(c.vision_patch_values()) + "]");
+  const int64_t m = c.vision_merge;
+  py::array_t<float> out({(int64_t)grid_h * grid_w / (m * m), c.image_feature_width()});
+  float* p = out.mutable_data();
+  const float* x = pixels.data();
+  run_interruptible(cancel, [&](StopFlags stop) { e.encode_image(x, grid_h, grid_w, p, stop); });
   return out;
 }
 
@@ -478,9 +520,12 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<Engine>(m, "Engine")
       .def(py::init(&make_engine), py::arg("container"), py::arg("options"), py::arg("profile") = py::none())
-      .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr)
+      .def("logits", &engine_logits, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr,
+           py::arg("images") = py::list())
       .def("eval", &engine_eval, py::arg("ids"), py::arg("vocab"), py::arg("cancel") = nullptr,
-           py::arg("all_logits") = false, py::arg("cached_only") = false)
+           py::arg("all_logits") = false, py::arg("cached_only") = false, py::arg("images") = py::list())
+      .def("encode_image", &engine_encode_image, py::arg("pixels"), py::arg("grid_h"), py::arg("grid_w"),
+           py::arg("cancel") = nullptr)
       .def("reset", [](Engine& e) {
         py::gil_scoped_release nogil;
         e.reset();

@@ -1,5 +1,5 @@
 """EdgeMoE: on-device inference for Mixture-of-Experts language models."""
-from .errors import BudgetError, Cancelled, EdgeMoEError, FormatError, StorageError, UnsupportedModelError
+from .errors import BudgetError, Cancelled, EdgeMoEError, FormatError, ImageError, StorageError, UnsupportedModelError
 from .api import CancelToken, ContextLengthError, Model, default_model_path, load
 from .options import LoadOptions
 
@@ -16,6 +16,7 @@ __all__ = [
     "load",
     "EdgeMoEError",
     "FormatError",
+    "ImageError",
     "StorageError",
     "UnsupportedModelError",
 ]

@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import os
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -15,12 +15,15 @@ from .budget import (DEFAULT_BUDGET_SHARE, MemoryPlan, available_memory, check_f
 from .format.container import Container, open_container
 from .format.model_config import moe_layers
 from .draft import check_mode as check_draft_mode
-from .errors import BudgetError, EdgeMoEError, FormatError
+from .errors import BudgetError, EdgeMoEError, FormatError, ImageError
 from .generate import Generation, GenerationStats
 from .options import LoadOptions, lossy_settings
 from .format.profile_record import profile_arrays
 from .sampling import Sampler, SamplingParams
 from .tokenizer import Tokenizer
+from .vision.image_input import load_image
+from .vision.preprocess import ImageSettings, PreprocessedImage, preprocess
+from .vision.prompt import EncodedImage, expand_placeholders, image_spans, pixels_digest
 
 
 class ContextLengthError(EdgeMoEError, ValueError):
@@ -158,6 +161,7 @@ class Model:
             container.manifest["profile"] = {k: container.manifest["profile"].get(k) for k in ("source", "tokens")}
         del profile
         self._tokenizer: Optional[Tokenizer] = None
+        self._image_settings: Optional[ImageSettings] = None
         self.last_generation: Optional[GenerationStats] = None
         self.eos_token_ids: List[int] = list(cfg.get("eos_token_ids", []))
 
@@ -194,11 +198,13 @@ class Model:
             raise ContextLengthError(f"{past + n_new} tokens exceed the context size of {self.ctx_size}; "
                                      f"load the model with a larger ctx_size (at most {self.config['max_position']})")
 
-    def logits(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None) -> np.ndarray:
-        """Logits [len(token_ids), vocab] at every position, from an empty context."""
+    def logits(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None,
+               images: Sequence[Any] = ()) -> np.ndarray:
+        """Logits [len(token_ids), vocab] at every position, from an empty context. images: one per
+        run of image tokens in token_ids, in order (paths, PIL images, arrays, or encode_image's)."""
         ids = self._ids(token_ids)
         self.check_room(len(ids), from_empty=True)
-        return self._engine.logits(ids, self.config["vocab"], _flag(cancel))
+        return self._engine.logits(ids, self.config["vocab"], _flag(cancel), images=self._spans(ids, images, cancel))
 
     def reset(self) -> None:
         """Forget the context (the KV cache)."""
@@ -217,14 +223,77 @@ class Model:
         return self._engine.n_past
 
     def eval(self, token_ids: Sequence[int], cancel: Optional[CancelToken] = None,
-             all_logits: bool = False, cached_only: bool = False) -> np.ndarray:
+             all_logits: bool = False, cached_only: bool = False, images: Sequence[Any] = ()) -> np.ndarray:
         """Append tokens to the context; returns the last position's logits [vocab], or with
         all_logits every new position's [len(token_ids), vocab] (what verifying drafts needs).
         cached_only computes only the chosen experts already cached and reads nothing: not the
-        model's output, a cheap guess at it (the cache drafter's, edgemoe/draft.py)."""
+        model's output, a cheap guess at it (the cache drafter's, edgemoe/draft.py). images: as
+        logits takes them."""
         ids = self._ids(token_ids)
         self.check_room(len(ids), from_empty=False)
-        return self._engine.eval(ids, self.config["vocab"], _flag(cancel), all_logits, cached_only)
+        return self._engine.eval(ids, self.config["vocab"], _flag(cancel), all_logits, cached_only,
+                                 images=self._spans(ids, images, cancel))
+
+    # ------------------------------------------------------------ images
+
+    @property
+    def takes_images(self) -> bool:
+        return bool(self.config.get("vision_depth"))
+
+    @property
+    def image_settings(self) -> ImageSettings:
+        """How this model's images are prepared: its processor's settings, at most max_image_pixels."""
+        self._require_images()
+        if self._image_settings is None:
+            stored = self.container.manifest.get("image_processor")
+            if not isinstance(stored, dict):
+                raise FormatError(f"{self.container.path}: a model with a vision tower lacks its image_processor settings")
+            settings = ImageSettings.from_dict(stored)
+            self._image_settings = settings.with_max_pixels(min(settings.max_pixels, self.options.max_image_pixels))
+        return self._image_settings
+
+    def _require_images(self) -> None:
+        if not self.takes_images:
+            raise ImageError(f"{os.path.basename(self.container.path)} takes no images: it has no vision tower")
+
+    def prepare_image(self, image: Any) -> PreprocessedImage:
+        """One image (a path, encoded bytes, a data: URL, a PIL image or an HxWx3 uint8 array) decoded
+        and preprocessed as the model's processor does, within max_image_pixels (ImageError if it
+        cannot be read)."""
+        if isinstance(image, PreprocessedImage):
+            return image
+        self._require_images()
+        return preprocess(load_image(image), self.image_settings)
+
+    def encode_image(self, image: Any, cancel: Optional[CancelToken] = None) -> EncodedImage:
+        """One image (as prepare_image takes it, or prepared) through the vision tower: what stands
+        in for its image tokens."""
+        if isinstance(image, EncodedImage):
+            return image
+        pixels = self.prepare_image(image)
+        _, grid_h, grid_w = pixels.grid
+        features = self._engine.encode_image(pixels.pixel_values, grid_h, grid_w, _flag(cancel))
+        m = self.config["vision_merge"]
+        return EncodedImage(features, grid_h // m, grid_w // m, pixels_digest(pixels.pixel_values))
+
+    def prompt_with_images(self, ids: Sequence[int], images: Sequence[Any],
+                           cancel: Optional[CancelToken] = None) -> Tuple[List[int], List[EncodedImage]]:
+        """ids with each image's placeholder expanded to its tokens (edgemoe.vision.prompt), and the
+        images encoded."""
+        if not images:
+            return list(ids), []
+        self._require_images()
+        encoded = [self.encode_image(image, cancel) for image in images]
+        c = self.config
+        return expand_placeholders(ids, encoded, c["image_token_id"], c["vision_start_token_id"],
+                                   c["vision_end_token_id"]), encoded
+
+    def _spans(self, ids: Sequence[int], images: Sequence[Any], cancel: Optional[CancelToken]) -> list:
+        if not images:
+            return []
+        self._require_images()
+        encoded = [self.encode_image(image, cancel) for image in images]
+        return image_spans(ids, encoded, self.config["image_token_id"])
 
     # ------------------------------------------------------------ generation
 
@@ -232,21 +301,25 @@ class Model:
                  top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
                  seed: Optional[int] = None, stream: bool = False, stop_at_eos: bool = True,
                  stop: Sequence[str] = (), trace: Optional[str] = None, cancel: Optional[CancelToken] = None,
-                 draft: Optional[str] = None):
+                 draft: Optional[str] = None, images: Sequence[Any] = ()):
         """Generate from a fresh context. Returns the text (or, for an id prompt, the new ids);
         with stream=True yields text pieces as they are decoded. `stop` lists strings that end
         the text (cut before them); `trace` names a file that receives every evaluated token's
         routing (docs/TRACE.md); `cancel` stops it from another thread. The loop itself, and
         what happens at a full context, is edgemoe.generate.Generation's. `draft` overrides the
         model's drafting (load's `draft`) for this call; the output is the same either way
-        unless a lossy option is on."""
+        unless a lossy option is on. `images` (for a model with a vision tower): one per image
+        placeholder of the prompt (<|image_pad|>, as its chat template writes it), or, where the
+        prompt has none, placed before it; paths, PIL images, arrays or encode_image's."""
         params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repeat_penalty=repeat_penalty)
         text_prompt = isinstance(prompt_or_ids, str)
         ids = self.tokenize(prompt_or_ids) if text_prompt else list(self._ids(prompt_or_ids))
+        ids, encoded = self.prompt_with_images(ids, images, cancel)
         generation = Generation(self, ids, max_tokens, Sampler(params, seed),
                                 stop_ids=self.eos_token_ids if stop_at_eos else (), stop_strings=stop,
-                                cancel=cancel, trace=trace, draft=self.draft if draft is None else draft)
+                                cancel=cancel, trace=trace, draft=self.draft if draft is None else draft,
+                                images=encoded)
         self.last_generation = generation.stats  # filled in as it runs (the CLI's --stats reads it)
         if stream:
             return iter(generation)
@@ -326,6 +399,7 @@ class Model:
                 "resident_bytes": self.plan.resident_bytes,
                 "kv_cache_bytes": self.plan.kv_cache_bytes,
                 "scratch_bytes": self.plan.scratch_bytes,
+                "vision_bytes": self.plan.vision_bytes,
                 "staging_bytes": self.plan.staging_bytes,
                 "slot_bytes": self.plan.slot_bytes,
                 "expert_slots": self.plan.n_slots,

@@ -54,6 +54,7 @@ class MemoryPlan:
     kv_layer_bytes: List[int]  # per layer: a sliding-window layer holds only its window
     scratch_bytes: int
     staging_bytes: int   # buffers for compressed expert blobs
+    vision_bytes: int    # one image through the vision tower at max_image_pixels (0: no tower)
     slot_bytes: int
     n_slots: int
     min_slots: int

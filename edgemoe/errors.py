@@ -13,6 +13,10 @@ class UnsupportedModelError(FormatError):
     """The checkpoint uses an architecture or config feature edgemoe does not support."""
 
 
+class ImageError(EdgeMoEError, ValueError):
+    """An image is unreadable, corrupt, truncated, too large, or cannot go to this model."""
+
+
 class StorageError(EdgeMoEError, OSError):
     """Reading model data from storage failed (I/O error, short read, checksum mismatch)."""
 

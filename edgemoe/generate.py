@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from .draft import Drafting, check_mode
 from .errors import Cancelled
 from .sampling import Sampler
 from .tokenizer import StreamDecoder
+from .vision.prompt import check_images, cut_before_images, images_from, prompt_keys
 
 # Why a generation ended.
 STOP = "stop"                # a stop id (end of sequence) or a stop string
@@ -102,14 +103,19 @@ class Generation:
     """
 
     def __init__(self, model, prompt_ids: Sequence[int], max_tokens: int, sampler: Sampler,
-                 stop_ids=(), stop_strings: Sequence[str] = (), context: Optional[Sequence[int]] = None,
-                 cancel=None, trace: Optional[str] = None, draft: str = "none"):
+                 stop_ids=(), stop_strings: Sequence[str] = (), context: Optional[Sequence[Any]] = None,
+                 cancel=None, trace: Optional[str] = None, draft: str = "none", images: Sequence[Any] = ()):
         if max_tokens < 0:
             raise ValueError("max_tokens must be >= 0")
         self.model = model
         self.prompt = [int(t) for t in prompt_ids]
         if not self.prompt:
             raise ValueError("no prompt tokens given")
+        # images: the edgemoe.vision.EncodedImage of each run of image tokens in the prompt, in order
+        self.images = list(images)
+        self.image_token = int(model.config.get("image_token_id", -1))
+        if self.images:
+            check_images(self.prompt, self.images, self.image_token)
         model.check_room(len(self.prompt), from_empty=True)
         self.max_tokens = max_tokens
         self.sampler = sampler
@@ -129,6 +135,12 @@ class Generation:
         """The prompt and the generated ids; the context holds its first model.n_past."""
         return self.prompt + self.tokens
 
+    @property
+    def history_keys(self) -> List[Any]:
+        """history with each image token naming its image (edgemoe.vision.prompt_keys): what a
+        later generation's `context` compares with, so a different image is not taken for this one."""
+        return prompt_keys(self.prompt, self.images, self.image_token) + self.tokens
+
     def __iter__(self) -> Iterator[str]:
         if self.trace is None:
             yield from self._run()
@@ -145,9 +157,14 @@ class Generation:
         keep = 0
         if self.context is not None:
             # evaluate at least one token: its logits give the first sample
-            keep = min(common_prefix(self.context, self.prompt), len(self.prompt) - 1)
-            model.truncate(keep)
-            keep = model.n_past  # fewer where a sliding-window layer no longer holds what keep needs
+            keys = prompt_keys(self.prompt, self.images, self.image_token)
+            keep = min(common_prefix(self.context, keys), len(self.prompt) - 1)
+            while True:  # an image is evaluated whole: never keep part of one
+                keep = cut_before_images(keep, self.prompt, self.image_token)
+                model.truncate(keep)
+                if model.n_past == keep:
+                    break
+                keep = model.n_past  # fewer where a sliding-window layer no longer holds what keep needs
         else:
             model.reset()
         decoder = StreamDecoder(model.tokenizer)
@@ -156,7 +173,8 @@ class Generation:
         counters = model.stats()
         try:
             t0 = time.perf_counter()
-            logits = model.eval(self.prompt[keep:], cancel=self.cancel)
+            logits = model.eval(self.prompt[keep:], cancel=self.cancel,
+                                images=images_from(keep, self.prompt, self.images, self.image_token))
             stats.evaluated_tokens = len(self.prompt) - keep
             stats.prefill_s = time.perf_counter() - t0
             after = model.stats()

@@ -45,6 +45,10 @@ class LoadOptions:
     draft: str = "none"
     # The cache drafter stops at a draft it gives less than this probability (llama.cpp's --draft-p-min).
     draft_min_p: float = 0.75
+    # Models that take images: the most pixels an image is resized to (as the model's processor
+    # does with a lower max_pixels), bounding the vision tower's time and memory (the plan counts
+    # its activations at this size).
+    max_image_pixels: int = _DEFAULTS["max_image_pixels"]
     # LOSSY, off at 0: a missed expert every token gives less than this share of its routing weight
     # is not read (KL figures in bench/RESULTS.md).
     skip_missed_below: float = _DEFAULTS["skip_missed_below"]
@@ -79,6 +83,7 @@ class LoadOptions:
                "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
                "low_bit_missed_below": float(self.low_bit_missed_below),
                "active_experts": self.active_experts, "state_checkpoints": self.state_checkpoints,
+               "max_image_pixels": self.max_image_pixels,
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
             out["expert_slots"] = expert_slots

@@ -9,12 +9,14 @@ window over whole turns.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from .api import ContextLengthError, Model
+from .errors import ImageError
 from .chat_template import load_chat_template, token_text
 from .generate import Generation, GenerationStats
 from .sampling import Sampler, SamplingParams
+from .vision.prompt import expand_placeholders
 
 
 def chat_stop_ids(model: Model) -> set:
@@ -35,8 +37,10 @@ class ChatSession:
         self.system = system
         self.template = load_chat_template(model.tokenizer.config)
         self.stop_ids = chat_stop_ids(model)
-        self.messages: List[Dict[str, str]] = []
-        self.cached: List[int] = []  # the token ids currently in the model's KV cache
+        # a user turn with images holds them (edgemoe.vision.EncodedImage) under "images", its
+        # content then a list of parts: an image part per image, then the text
+        self.messages: List[Dict[str, Any]] = []
+        self.cached: List[Any] = []  # what the model's context holds: Generation.history_keys
         self.last = GenerationStats()
         self.dropped_turns = 0
         self.reset()
@@ -48,12 +52,22 @@ class ChatSession:
 
     # ------------------------------------------------------------ prompt
 
-    def _render(self, messages: List[Dict[str, str]]) -> List[int]:
+    def _render(self, messages: List[Dict[str, Any]]) -> List[int]:
         if self.template is not None:
             text = self.template.render(messages, add_generation_prompt=True)
-            return self.model.tokenize(text, add_special_tokens=False)
+            ids = self.model.tokenize(text, add_special_tokens=False)
+            images = self._images(messages)
+            if not images:
+                return ids
+            c = self.model.config
+            return expand_placeholders(ids, images, c["image_token_id"], c["vision_start_token_id"],
+                                       c["vision_end_token_id"], place_missing=False)
         text = "\n".join(m["content"] for m in messages)
         return self.model.tokenize(text)
+
+    @staticmethod
+    def _images(messages: List[Dict[str, Any]]) -> list:
+        return [image for m in messages for image in m.get("images", ())]
 
     def _fit(self) -> List[int]:
         """Render the conversation, dropping the oldest turns until it and a reply fit the context."""
@@ -73,27 +87,35 @@ class ChatSession:
 
     # ------------------------------------------------------------ turns
 
-    def send(self, user_text: str) -> Iterator[str]:
-        """Add a user turn and stream the reply's text pieces.
+    def send(self, user_text: str, images: Sequence[Any] = ()) -> Iterator[str]:
+        """Add a user turn and stream the reply's text pieces. images (a model with a vision tower):
+        paths, PIL images or arrays shown before the text; each is encoded once and kept with its turn.
 
         Stopping the iteration early (or Ctrl-C while iterating) keeps the
         partial reply in the conversation and the KV cache consistent.
         """
-        self.messages.append({"role": "user", "content": user_text})
+        message: Dict[str, Any] = {"role": "user", "content": user_text}
+        if images:
+            if self.template is None:
+                raise ImageError("this model has no chat template to place images with")
+            encoded = [self.model.encode_image(image) for image in images]
+            message = {"role": "user", "images": encoded,
+                       "content": [{"type": "image"} for _ in encoded] + [{"type": "text", "text": user_text}]}
+        self.messages.append(message)
         try:
             ids = self._fit()
-        except ContextLengthError:
+        except (ContextLengthError, ImageError):
             self.messages.pop()
             raise
         return self._reply(ids)
 
     def _reply(self, ids: List[int]) -> Iterator[str]:
         generation = Generation(self.model, ids, self.max_tokens, self.sampler, stop_ids=self.stop_ids,
-                                context=self.cached, draft=self.model.draft)
+                                context=self.cached, draft=self.model.draft, images=self._images(self.messages))
         self.last = generation.stats
         try:
             yield from generation
         finally:
             # Whatever happened, the context holds exactly model.n_past tokens of the history.
-            self.cached = generation.history[: self.model.n_past]
+            self.cached = generation.history_keys[: self.model.n_past]
             self.messages.append({"role": "assistant", "content": self.model.detokenize(generation.tokens)})

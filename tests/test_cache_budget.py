@@ -84,7 +84,7 @@ def test_the_default_context_keeps_the_kv_cache_to_a_quarter_of_the_budget():
 
     def plan_at(ctx):  # 1 KiB of KV cache per token, 100 KiB of the rest
         kv = ctx << 10
-        return MemoryPlan(0, kv, [kv], 0, 0, 1, 1, 1, 1, kv + (100 << 10), kv + (101 << 10), kv + (101 << 10))
+        return MemoryPlan(0, kv, [kv], 0, 0, 0, 1, 1, 1, 1, kv + (100 << 10), kv + (101 << 10), kv + (101 << 10))
 
     assert default_ctx(plan_at, 4096, 64 << 20) == 4096        # 4 MiB of KV in 64 MiB
     assert default_ctx(plan_at, 4096, 8 << 20) == 2048         # 2 MiB is a quarter of 8

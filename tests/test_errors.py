@@ -224,7 +224,7 @@ def test_the_runtime_checks_the_config_without_python(converted, tmp_path, field
     ({"qkv_bias": 1}, "qkv_bias must be true or false"),
     ({"n_layers": 2.0}, "n_layers must be an integer"),
     ({"architecture": "llama"}, "unknown architecture 'llama' (available: mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, glm4_moe, "
-                               "deepseek_v2, deepseek_v3, gemma4, qwen3_next, qwen3_5_moe)"),
+                               "deepseek_v2, deepseek_v3, gemma4, qwen3_next, qwen3_5_moe, qwen3_vl_moe)"),
     ({"qk_norm": "both"}, "unknown qk_norm 'both' (available: none, head, full)"),
     ({"eos_token_ids": [1, 1 << 40]}, "eos_token_ids holds 1099511627776"),
     ({"eos_token_ids": [100000]}, "eos_token_ids holds 100000, outside the vocabulary"),

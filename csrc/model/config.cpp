@@ -6,7 +6,7 @@ namespace edgemoe {
 namespace {
 
 const char* const kArchitectures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "glm4_moe", "deepseek_v2",
-                                     "deepseek_v3", "gemma4", "qwen3_next", "qwen3_5_moe"};
+                                     "deepseek_v3", "gemma4", "qwen3_next", "qwen3_5_moe", "qwen3_vl_moe"};
 const std::pair<const char*, QKNorm> kQKNorms[] = {{"none", QKNorm::None}, {"head", QKNorm::Head}, {"full", QKNorm::Full}};
 const std::pair<const char*, RopeScaling> kRopeScalings[] = {
     {"none", RopeScaling::None}, {"linear", RopeScaling::Linear}, {"dynamic", RopeScaling::Dynamic}, {"yarn", RopeScaling::Yarn}};
@@ -78,6 +78,20 @@ void visit_fields(Config& c, Visitor& v) {
   v.flag("layer_output_scale", c.layer_output_scale, Optional);
   v.number("embedding_scale", c.embedding_scale, 1e-6, 1e6, Optional);
   v.number("final_logit_softcap", c.final_logit_softcap, 0.0, 1e6, Optional);
+  v.integers("mrope_sections", c.mrope_sections, 0, kMaxHeadDim / 2, Optional);
+  v.integer("vision_depth", c.vision_depth, 0, 256, Optional);
+  v.integer("vision_hidden", c.vision_hidden, 0, 1 << 14, Optional);
+  v.integer("vision_intermediate", c.vision_intermediate, 0, 1 << 16, Optional);
+  v.integer("vision_heads", c.vision_heads, 0, 256, Optional);
+  v.integer("vision_patch_size", c.vision_patch_size, 0, 64, Optional);
+  v.integer("vision_temporal_patch", c.vision_temporal_patch, 0, 4, Optional);
+  v.integer("vision_merge", c.vision_merge, 0, 8, Optional);
+  v.integer("vision_position_side", c.vision_position_side, 0, 1024, Optional);
+  v.integers("vision_deepstack_layers", c.vision_deepstack_layers, 0, 255, Optional);
+  v.number("vision_norm_eps", c.vision_norm_eps, 0.0, 1.0, Optional);
+  v.integer("image_token_id", c.image_token_id, -1, (1 << 22) - 1, Optional);
+  v.integer("vision_start_token_id", c.vision_start_token_id, -1, (1 << 22) - 1, Optional);
+  v.integer("vision_end_token_id", c.vision_end_token_id, -1, (1 << 22) - 1, Optional);
   v.flag("norm_topk_prob", c.norm_topk_prob);
   v.flag("tie_embeddings", c.tie_embeddings);
   v.choice("qk_norm", c.qk_norm, kQKNorms);
@@ -166,6 +180,42 @@ void check_linear(const ModelConfig& c) {
     throw bad("linear attention does not combine with latent attention, sliding windows, sinks or sandwich norms");
 }
 
+// Multimodal positions and the vision tower: whole widths, sections that cover the rotary pairs,
+// DeepStack layers the tower and the language model both have, token ids in the vocabulary.
+void check_vision(const ModelConfig& c) {
+  if (c.mrope()) {
+    if (c.mrope_sections.size() != 3) throw bad("mrope_sections must give 3 sections (time, height, width)");
+    if (c.mrope_sections[0] + c.mrope_sections[1] + c.mrope_sections[2] != c.rope_dims() / 2)
+      throw bad("mrope_sections must sum to the rotary pairs of a head (" + std::to_string(c.rope_dims() / 2) + ")");
+    if (c.latent() || c.global_rope() || c.rope_scaling != RopeScaling::None)
+      throw bad("mrope_sections do not combine with latent attention, global layers' rope or rope_scaling");
+  }
+  for (int id : {c.image_token_id, c.vision_start_token_id, c.vision_end_token_id})
+    if (id >= c.vocab) throw bad("an image token id (" + std::to_string(id) + ") is outside the vocabulary");
+  const bool widths = c.vision_hidden || c.vision_intermediate || c.vision_heads || c.vision_patch_size ||
+                      c.vision_temporal_patch || c.vision_merge || c.vision_position_side ||
+                      !c.vision_deepstack_layers.empty();
+  if (!c.has_vision()) {
+    if (widths) throw bad("vision_* fields describe a vision tower: vision_depth is 0");
+    return;
+  }
+  if (!c.vision_hidden || !c.vision_intermediate || !c.vision_heads || !c.vision_patch_size ||
+      !c.vision_temporal_patch || !c.vision_merge || !c.vision_position_side)
+    throw bad("a vision tower needs vision_hidden, vision_intermediate, vision_heads, vision_patch_size, "
+              "vision_temporal_patch, vision_merge and vision_position_side");
+  if (c.vision_hidden % c.vision_heads || c.vision_head_dim() % 4)
+    throw bad("vision_hidden must split into vision_heads heads of a multiple of 4 (two rotary axes)");
+  if (!c.mrope() || c.image_token_id < 0)
+    throw bad("a vision tower needs mrope_sections and an image_token_id");
+  for (size_t i = 0; i < c.vision_deepstack_layers.size(); ++i) {
+    if (c.vision_deepstack_layers[i] >= c.vision_depth) throw bad("vision_deepstack_layers holds a block the tower lacks");
+    if (i && c.vision_deepstack_layers[i] <= c.vision_deepstack_layers[i - 1])
+      throw bad("vision_deepstack_layers must be ascending, without repeats");
+  }
+  if (c.n_deepstack() > c.n_layers) throw bad("more DeepStack layers than language layers to add them after");
+  if (c.embedding_scale != 1.f) throw bad("a vision tower does not combine with embedding_scale");
+}
+
 // What no single field's bounds can say.
 void check_relations(const ModelConfig& c) {
   if (c.top_k > c.n_experts)
@@ -200,6 +250,7 @@ void check_relations(const ModelConfig& c) {
   check_latent(c);
   check_global(c);
   check_linear(c);
+  check_vision(c);
   if (c.attn_output_gate && c.latent()) throw bad("attn_output_gate does not combine with latent attention");
   if (c.expert_norms && !c.shared_intermediate) throw bad("expert_norms needs a shared MLP (shared_intermediate)");
   // (the shared MLP's output must not reach the residual stream the router and experts read)

@@ -132,6 +132,31 @@ struct ModelConfig {
   int linear_value_head_dim = 0;
   // Full attention's output gated per element by sigmoid of a second query projection (wq_gate).
   bool attn_output_gate = false;
+  // Multimodal rotary positions (Qwen3-VL, Qwen3.5; docs/VISION_MODELS.md section 4): when given,
+  // the rotary pairs take their positions from three streams (time, height, width), sections
+  // [t, h, w] pairs of them, interleaved as transformers' apply_interleaved_mrope does (mrope_stream).
+  // Text tokens have one position in all three, so only image tokens rotate otherwise.
+  std::vector<int64_t> mrope_sections;
+  // The vision tower (vision_depth > 0; csrc/model/vision_tower.h): vision_depth pre-norm blocks of
+  // vision_hidden wide LayerNorm / attention (vision_heads) / gelu-tanh MLP (vision_intermediate)
+  // over 3-channel patches of vision_patch_size^2 pixels times vision_temporal_patch frames, a
+  // learned vision_position_side^2 position table, a merger of vision_merge^2 patches into one
+  // hidden-wide token, and DeepStack mergers after the blocks vision_deepstack_layers names, whose
+  // outputs join the residual stream after the first language layers.
+  int vision_depth = 0;
+  int vision_hidden = 0;
+  int vision_intermediate = 0;
+  int vision_heads = 0;
+  int vision_patch_size = 0;
+  int vision_temporal_patch = 0;
+  int vision_merge = 0;
+  int vision_position_side = 0;
+  std::vector<int64_t> vision_deepstack_layers;
+  float vision_norm_eps = 1e-6f;
+  // The tokens an image's features stand in for, and those around an image (Python's prompts); -1: none.
+  int image_token_id = -1;
+  int vision_start_token_id = -1;
+  int vision_end_token_id = -1;
   bool norm_topk_prob = false;   // renormalise the top-k routing weights to sum to 1
   bool tie_embeddings = false;   // output head = token embeddings
   QKNorm qk_norm = QKNorm::None;
@@ -182,6 +207,23 @@ struct ModelConfig {
     return (int64_t)linear_value_heads * linear_key_head_dim * linear_value_head_dim;
   }
   int64_t linear_state_floats() const { return linear_conv_state() + linear_recurrent_state(); }
+  bool mrope() const { return !mrope_sections.empty(); }
+  // Which stream (0 time, 1 height, 2 width) rotary pair j takes its position from: transformers'
+  // interleaved layout (t h w t h w ...), each stream while it has pairs left, the rest time.
+  int mrope_stream(int j) const {
+    if (j % 3 == 1 && j < 3 * mrope_sections[1]) return 1;
+    if (j % 3 == 2 && j < 3 * mrope_sections[2]) return 2;
+    return 0;
+  }
+  bool has_vision() const { return vision_depth > 0; }
+  int vision_head_dim() const { return vision_heads ? vision_hidden / vision_heads : 0; }
+  // One patch's input values: 3 channels of vision_temporal_patch frames of patch_size^2 pixels.
+  int64_t vision_patch_values() const { return 3LL * vision_temporal_patch * vision_patch_size * vision_patch_size; }
+  // The merger's input: vision_merge^2 patches side by side.
+  int64_t vision_merged_width() const { return (int64_t)vision_hidden * vision_merge * vision_merge; }
+  int n_deepstack() const { return (int)vision_deepstack_layers.size(); }
+  // An image token's features: its embedding, then one row per DeepStack layer.
+  int64_t image_feature_width() const { return (int64_t)hidden * (1 + n_deepstack()); }
   // A full-attention layer of a model with sliding ones, which the global_* fields describe.
   bool is_global(int layer) const { return !sliding_layers.empty() && !is_sliding(layer); }
   int head_dim_of(int layer) const { return is_global(layer) && global_head_dim ? global_head_dim : head_dim; }

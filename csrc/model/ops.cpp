@@ -66,6 +66,17 @@ void rms_norm(const float* x, const float* w, int64_t k, float eps, float* out) 
   for (int64_t i = 0; i < k; ++i) out[i] = x[i] * scale * w[i];
 }
 
+void layer_norm(const float* x, const float* w, const float* b, int64_t k, float eps, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < k; ++i) sum += x[i];
+  const double mean = sum / k;
+  double ss = 0.0;
+  for (int64_t i = 0; i < k; ++i) ss += (x[i] - mean) * (x[i] - mean);
+  const float scale = (float)(1.0 / std::sqrt(ss / k + eps));
+  const float m = (float)mean;
+  for (int64_t i = 0; i < k; ++i) out[i] = (x[i] - m) * scale * w[i] + b[i];
+}
+
 void add_bias(float* y, const float* b, int64_t n, int64_t k) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < k; ++i) y[t * k + i] += b[i];

@@ -58,6 +58,10 @@ inline float gelu_tanh(float x) {
   return 0.5f * x * (1.f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
 }
 void add_bias(float* y, const float* b, int64_t n, int64_t k);
+// gelu with erf (transformers' nn.GELU(), the vision mergers').
+inline float gelu_erf(float x) { return 0.5f * x * (1.f + std::erf(x * 0.7071067811865476f)); }
+// out = (x - mean) / sqrt(var + eps) * w + b over k values (torch's LayerNorm); out may be x.
+void layer_norm(const float* x, const float* w, const float* b, int64_t k, float eps, float* out);
 inline float silu(float x) { return x / (1.f + __builtin_expf(-x)); }
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
 void softmax(float* x, int64_t n);

@@ -70,6 +70,8 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * (c.rope_dims() / 2) * 2;            // rope_cos_, rope_sin_
   floats += c.global_rope() ? (size_t)B * (c.global_rope_dims() / 2) * 2 : 0;  // global_cos_, global_sin_
   size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
+  if (c.mrope())  // next_pos_, positions_, image_rows_
+    bytes += ((size_t)ctx + 1 + (size_t)B * 3) * sizeof(int64_t) + (size_t)B * sizeof(const float*);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
   return bytes;
 }
@@ -90,6 +92,11 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
     global_sin_.resize(B * global_rope_.inv_freq.size());
   }
 
+  if (cfg.mrope()) {
+    next_pos_.assign((size_t)ctx_size + 1, 0);
+    positions_.resize(B * 3);
+    image_rows_.resize(B);
+  }
   const size_t ffn = widest_mlp(cfg);
   x_.resize(B * cfg.hidden);
   xn_.resize(B * cfg.hidden);
@@ -131,7 +138,8 @@ size_t Transformer::allocated_bytes() const {
                                       &ex_out_, &topk_w_})
     floats += v->size();
   return floats * sizeof(float) + kv_.allocated_bytes() + state_.allocated_bytes() +
-         xq_.size() * sizeof(BlockQ8A) + topk_idx_.size() * sizeof(int);
+         xq_.size() * sizeof(BlockQ8A) + topk_idx_.size() * sizeof(int) +
+         (next_pos_.size() + positions_.size()) * sizeof(int64_t) + image_rows_.size() * sizeof(const float*);
 }
 
 void Transformer::truncate(int64_t n) {
@@ -161,8 +169,11 @@ void Transformer::embed(const int32_t* tokens, int64_t n) {
   const Tensor& e = w_.tok_embeddings;
   const size_t row = qtype_row_bytes(e.type, e.cols);
   for (int64_t t = 0; t < n; ++t)
-    dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
-  if (cfg_.embedding_scale != 1.f)
+    if (image_rows_.empty() || !image_rows_[t])
+      dequantize_row(e.type, e.data + (size_t)tokens[t] * row, e.cols, &x_[(size_t)t * cfg_.hidden]);
+    else
+      std::copy(image_rows_[t], image_rows_[t] + cfg_.hidden, &x_[(size_t)t * cfg_.hidden]);
+  if (cfg_.embedding_scale != 1.f)  // (config.h: no model with images scales its embeddings)
     for (int64_t i = 0; i < n * cfg_.hidden; ++i) x_[i] *= cfg_.embedding_scale;
 }
 
@@ -171,7 +182,40 @@ void Transformer::norm_rows(const float* from, const Tensor& w, int64_t n, float
   for (int64_t t = 0; t < n; ++t) rms_norm(&from[t * H], w.f32(), H, cfg_.rms_norm_eps, &to[t * H]);
 }
 
+void Transformer::place_images(int64_t n) {
+  const std::vector<ImageFeatures> none;
+  const std::vector<ImageFeatures>& images = images_ ? *images_ : none;
+  const int64_t width = cfg_.image_feature_width();
+  size_t next_image = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t index = batch_start_ + t, kv = n_past_ + t;  // in the call; in the context
+    while (next_image < images.size() && images[next_image].first + images[next_image].count() <= index) ++next_image;
+    int64_t* pos = &positions_[t * 3];
+    image_rows_[t] = nullptr;
+    if (next_image < images.size() && images[next_image].first <= index) {
+      const ImageFeatures& image = images[next_image];
+      const int64_t j = index - image.first;
+      const int64_t start = next_pos_[call_start_ + image.first];  // where its first token went
+      pos[0] = start, pos[1] = start + j / image.grid_w, pos[2] = start + j % image.grid_w;
+      image_rows_[t] = image.rows + j * width;
+    } else {
+      pos[0] = pos[1] = pos[2] = next_pos_[kv];
+    }
+    next_pos_[kv + 1] = std::max({next_pos_[kv], pos[1] + 1, pos[2] + 1, pos[0] + 1});
+  }
+}
+
 void Transformer::rotary_angles(int64_t n) {
+  if (cfg_.mrope()) {  // each pair's angle from its stream's position (config.h: mrope_stream)
+    const int64_t half = (int64_t)rope_.inv_freq.size();
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < half; ++i) {
+        const float angle = (float)positions_[t * 3 + cfg_.mrope_stream((int)i)] * rope_.inv_freq[i];
+        rope_cos_[t * half + i] = std::cos(angle) * rope_.attention_factor;
+        rope_sin_[t * half + i] = std::sin(angle) * rope_.attention_factor;
+      }
+    return;
+  }
   // Dynamic NTK's frequencies change only past the trained context: below it, every length
   // gives the trained ones, so they are not recomputed token by token there.
   const int64_t len = std::max<int64_t>(n_past_ + n, cfg_.rope_original_max_position);
@@ -183,8 +227,14 @@ void Transformer::rotary_angles(int64_t n) {
   rotary_table(global_rope_, n_past_, n, global_cos_.data(), global_sin_.data());  // none without global rope
 }
 
-void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop) {
+void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop,
+                          const std::vector<ImageFeatures>& images) {
   const bool recurrent = cfg_.has_linear();
+  struct CallImages {  // the call's images, for place_images, until the call ends however it ends
+    const std::vector<ImageFeatures>*& held;
+    ~CallImages() { held = nullptr; }
+  } call_images{images_ = &images};
+  call_start_ = n_past_;
   if (recurrent && n_past_ == 0) state_.clear();
   // Where a model's state cannot be cut back, keep it at the start of a call of several tokens
   // (recurrent_state.h): a prompt's, a verifying pass's; and before the first of the cache
@@ -197,6 +247,7 @@ void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool 
       const int64_t b = std::min<int64_t>(max_batch_, n - done);
       const bool last_batch = done + b == n;
       float* out = all_logits ? logits + (size_t)done * cfg_.vocab : logits;
+      batch_start_ = done;
       // Intermediate batches of a last-logits-only call need no output head.
       forward_batch(tokens + done, b, (all_logits || last_batch) ? out : nullptr, all_logits, stop);
     }
@@ -215,6 +266,7 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
                                 StopFlags stop) {
   const int H = cfg_.hidden;
   batch_moved_state_ = false;
+  if (cfg_.mrope()) place_images(n);
   embed(tokens, n);
   rotary_angles(n);
   for (int l = 0; l < cfg_.n_layers; ++l) {
@@ -239,6 +291,10 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, float* logits,
       const float s = L.layer_scale.f32()[0];
       for (int64_t i = 0; i < n * H; ++i) x_[i] *= s;
     }
+    if (l < cfg_.n_deepstack() && !image_rows_.empty())  // DeepStack: image tokens take the tower's layer-l row
+      for (int64_t t = 0; t < n; ++t)
+        if (const float* row = image_rows_[t])
+          for (int i = 0; i < H; ++i) x_[t * H + i] += row[(int64_t)(l + 1) * H + i];
   }
   n_past_ += n;
   if (!logits) return;

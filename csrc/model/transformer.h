@@ -24,6 +24,16 @@ struct StopFlags {
   const std::atomic<bool>* cancel = nullptr;
 };
 
+// An image's features standing in for grid_h * grid_w consecutive image tokens of a forward() call:
+// VisionTower::encode's rows (image_feature_width wide, raster over the merged grid). The tokens
+// take multimodal rotary positions (config.h: mrope_sections) from the image's place in the grid.
+struct ImageFeatures {
+  int64_t first = 0;           // index of its first token among the call's tokens
+  int grid_h = 0, grid_w = 0;  // the merged grid
+  const float* rows = nullptr;
+  int64_t count() const { return (int64_t)grid_h * grid_w; }
+};
+
 class Transformer {
  public:
   // kv_f16: keep the KV cache in fp16 (half the memory and the bytes long-
@@ -41,7 +51,10 @@ class Transformer {
   // (no expert held); n_past then counts only the prefill batches that
   // completed, so the KV cache stays consistent with it (a model with linear-attention layers
   // stopped part way through a batch goes back to its newest state checkpoint, as truncate does).
-  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop = {});
+  // images (ascending, not overlapping, inside the call; the caller checks) replace their tokens'
+  // embeddings and add their DeepStack rows after the first layers.
+  void forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop = {},
+               const std::vector<ImageFeatures>& images = {});
   void set_observer(ForwardObserver* observer) { observer_ = observer; }
   void reset() { n_past_ = 0; }
   // Forget every position from n on (n <= n_past): the next forward() overwrites them.
@@ -149,9 +162,13 @@ class Transformer {
   // A resident gated MLP (gate, up [width, hidden], down [hidden, width]; one type) of the n
   // tokens in xn_, into ex_out_.
   void resident_mlp(const Tensor& gate, const Tensor& up, const Tensor& down, int64_t n);
+  // The batch's embeddings into x_: token rows, or an image's features where image_rows_ has one.
   void embed(const int32_t* tokens, int64_t n);
-  // cos and sin of the batch's positions [n_past, n_past + n) into rope_cos_, rope_sin_ (and the
-  // global layers' own into global_cos_, global_sin_).
+  // Multimodal positions only: each batch token's image row (image_rows_), its three rotary
+  // positions (positions_) and the position a text token after it takes (next_pos_).
+  void place_images(int64_t n);
+  // cos and sin of the batch's positions ([n_past, n_past + n), or positions_ under mrope) into
+  // rope_cos_, rope_sin_ (and the global layers' own into global_cos_, global_sin_).
   void rotary_angles(int64_t n);
   // to [n, H] = rms_norm(from) * w, row by row; to may be from.
   void norm_rows(const float* from, const Tensor& w, int64_t n, float* to) const;
@@ -180,6 +197,15 @@ class Transformer {
   std::vector<float> rope_cos_, rope_sin_;  // [token of the batch][rope_dims / 2]
   RopeFrequencies global_rope_;             // global layers with a rope of their own (config.h)
   std::vector<float> global_cos_, global_sin_;
+  // Multimodal positions only. next_pos_ [ctx_size + 1]: the position a text token at each index
+  // takes, one past the largest before it (an image's tokens span its grid's rows and columns, so
+  // text after it resumes at the image's start plus its longer side, as transformers' get_rope_index).
+  std::vector<int64_t> next_pos_;
+  std::vector<int64_t> positions_;          // [token of the batch][time, height, width]
+  std::vector<const float*> image_rows_;    // [token of the batch]: its image features, or null
+  const std::vector<ImageFeatures>* images_ = nullptr;  // the running forward() call's
+  int64_t call_start_ = 0;   // n_past when the running forward() call began
+  int64_t batch_start_ = 0;  // the batch's first token, as an index into the call's tokens
 
   // Scratch, sized for max_batch tokens once at construction.
   std::vector<float> x_, xn_, q_, k_, v_, attn_out_, scores_;

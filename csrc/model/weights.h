@@ -52,9 +52,33 @@ struct LayerWeights {
   const Tensor& router_input_norm() const { return router_norm.empty() ? ffn_norm : router_norm; }
 };
 
+// A patch merger of the vision tower: a LayerNorm (over one patch before the vision_merge^2
+// patches are put side by side, or over all of them after: DeepStack's), then an MLP with exact
+// GELU from vision_merged_width to the language model's hidden width. Every Tensor with a _bias
+// partner is [out, in] weights, the biases f32 rows.
+struct MergerWeights {
+  Tensor norm, norm_bias, fc1, fc1_bias, fc2, fc2_bias;
+};
+
+// One pre-norm block of the vision tower: LayerNorms with biases, fused qkv (rows q, k, v, each
+// head after head), the attention's output projection, and a gelu-tanh MLP.
+struct VisionBlockWeights {
+  Tensor norm1, norm1_bias, qkv, qkv_bias, proj, proj_bias, norm2, norm2_bias, fc1, fc1_bias, fc2, fc2_bias;
+};
+
+// The vision tower (config.h: vision_*); empty blocks when the model has none.
+struct VisionWeights {
+  Tensor patch_embed, patch_bias;  // [vision_hidden, patch values] (Conv3d as a matrix), [vision_hidden]
+  Tensor position_table;           // [vision_position_side^2, vision_hidden] f32, row = y * side + x
+  std::vector<VisionBlockWeights> blocks;
+  MergerWeights merger;
+  std::vector<MergerWeights> deepstack;  // one per vision_deepstack_layers entry
+};
+
 struct ModelWeights {
   Tensor tok_embeddings, norm, output;  // output == tok_embeddings when tied
   std::vector<LayerWeights> layers;
+  VisionWeights vision;
 };
 
 // One routed expert's three projections, in the expert's own encoding.

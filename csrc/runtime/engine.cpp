@@ -58,6 +58,7 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch,
                                                opt.kv_f16, opt.state_checkpoints);
   transformer_->set_observer(this);
+  if (cfg_.has_vision()) vision_ = std::make_unique<VisionTower>(cfg_, weights_.vision, *pool_);
   transformer_->set_skip_missed_below(opt_.skip_missed_below);
   transformer_->set_low_bit_missed_below(opt_.low_bit_missed_below);
   if (opt_.active_experts > cfg_.top_k)
@@ -182,6 +183,7 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       if (cfg_.shared_gate) L.shared_expert_gate = get(p + "shared_expert_gate", 1, H, true);
     }
   }
+  weights_.vision = bind_vision_weights(cfg_, get);
 }
 
 ExpertView Engine::acquire(int layer, int expert) {
@@ -211,7 +213,34 @@ void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) con
                             std::to_string(transformer_->ctx_size()) + "; load the model with a larger ctx_size");
 }
 
-void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop) {
+void Engine::check_images(const int32_t* tokens, int64_t n, const std::vector<ImageFeatures>& images) const {
+  if (!images.empty() && !cfg_.has_vision())
+    throw std::invalid_argument("this model has no vision tower: it takes no images");
+  int64_t covered = 0;  // tokens before here are text or belong to an image already checked
+  for (const ImageFeatures& image : images) {
+    if (image.grid_h < 1 || image.grid_w < 1 || !image.rows || image.first < covered || image.first + image.count() > n)
+      throw std::invalid_argument("images must lie inside the tokens, in order and without overlapping");
+    for (int64_t i = image.first; i < image.first + image.count(); ++i)
+      if (tokens[i] != cfg_.image_token_id)
+        throw std::invalid_argument("an image's features must stand in for image tokens (" +
+                                    std::to_string(cfg_.image_token_id) + "); token " + std::to_string(i) + " is " +
+                                    std::to_string(tokens[i]));
+    covered = image.first + image.count();
+  }
+}
+
+void Engine::encode_image(const float* pixels, int grid_h, int grid_w, float* out, StopFlags stop) {
+  if (!vision_) throw std::invalid_argument("this model has no vision tower: it takes no images");
+  // (the memory plan counted one image of max_image_pixels: a larger one would break its promise)
+  if ((int64_t)grid_h * grid_w > VisionTower::max_patches(cfg_, opt_.max_image_pixels))
+    throw std::invalid_argument("an image of " + std::to_string(grid_h) + "x" + std::to_string(grid_w) +
+                                " patches exceeds max_image_pixels (" + std::to_string(opt_.max_image_pixels) + ")");
+  std::lock_guard<std::mutex> lock(run_mu_);  // the pool runs one pass at a time
+  vision_->encode(pixels, grid_h, grid_w, out, stop);
+}
+
+void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop,
+                 const std::vector<ImageFeatures>& images) {
   const auto t0 = std::chrono::steady_clock::now();
   if (tracing_) {
     trace_base_ = trace_.positions.size();
@@ -227,7 +256,7 @@ void Engine::run(const int32_t* tokens, int64_t n, float* out, bool all_logits, 
   const StoreStats before = store_->stats();
   const int64_t pos0 = transformer_->n_past();
   try {
-    transformer_->forward(tokens, n, out, all_logits, stop);
+    transformer_->forward(tokens, n, out, all_logits, stop, images);
   } catch (...) {
     // Interrupted, or a read failed: the context keeps the batches that
     // completed, and so does the trace (rows of tokens that never ran would
@@ -255,16 +284,20 @@ void Engine::trim_trace(size_t rows) {
   trace_.predicted.swap(kept);
 }
 
-void Engine::logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop) {
+void Engine::logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop,
+                    const std::vector<ImageFeatures>& images) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, true);
+  check_images(tokens, n, images);
   transformer_->reset();
-  run(tokens, n, out, true, stop);
+  run(tokens, n, out, true, stop, images);
 }
 
-void Engine::eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop, bool all_logits, bool cached_only) {
+void Engine::eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop, bool all_logits, bool cached_only,
+                  const std::vector<ImageFeatures>& images) {
   std::lock_guard<std::mutex> lock(run_mu_);
   check_tokens(tokens, n, false);
+  check_images(tokens, n, images);
   // The pass's mode (the transformer holds it; on_routing reads it there), undone however it ends.
   struct CachedOnly {
     Transformer& t;
@@ -277,7 +310,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop, 
     const int64_t base = (step_ + 1) * cfg_.n_layers;  // the coming pass through the layers
     for (const auto& g : token_guesses_) store_->prefetch(g.first, g.second, base + g.first);
   }
-  run(tokens, n, out, all_logits, stop);
+  run(tokens, n, out, all_logits, stop, images);
 }
 
 void Engine::reset() {

@@ -12,6 +12,7 @@
 #include "../format/container.h"
 #include "../model/config.h"
 #include "../model/transformer.h"
+#include "../model/vision_tower.h"
 #include "../model/weights.h"
 #include "../prefetch/predictor.h"
 #include "options.h"
@@ -50,13 +51,18 @@ class Engine final : public ExpertSource, public ForwardObserver {
   // Logits of every position of `tokens` from an empty context: out [n, vocab].
   // Both calls stop at a layer boundary once a stop flag is set (see
   // Transformer::forward for what the context then holds).
-  void logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {});
+  // images: features standing in for image tokens (Transformer::forward); checked here.
+  void logits(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {},
+              const std::vector<ImageFeatures>& images = {});
   // Appends tokens to the context; writes the last position's logits [vocab],
   // or with all_logits every new position's [n, vocab] (to verify drafted tokens).
   // cached_only: compute only the chosen experts already cached, read and prefetch nothing
   // (drafting: Transformer::set_cached_only).
   void eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop = {}, bool all_logits = false,
-            bool cached_only = false);
+            bool cached_only = false, const std::vector<ImageFeatures>& images = {});
+  // One image through the vision tower (VisionTower::encode): out [patches / merge^2,
+  // image_feature_width]. Throws std::invalid_argument for a model without one or a bad grid.
+  void encode_image(const float* pixels, int grid_h, int grid_w, float* out, StopFlags stop = {});
   void reset();
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);
@@ -89,7 +95,11 @@ class Engine final : public ExpertSource, public ForwardObserver {
  private:
   void bind_weights(const std::vector<TensorEntry>& tensors);
   void check_tokens(const int32_t* tokens, int64_t n, bool from_empty) const;
-  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop);
+  // Images inside the call, in order, each over image tokens only. (An image token without an image
+  // is a token like any other, as llama.cpp takes it: a model may sample one.)
+  void check_images(const int32_t* tokens, int64_t n, const std::vector<ImageFeatures>& images) const;
+  void run(const int32_t* tokens, int64_t n, float* out, bool all_logits, StopFlags stop,
+           const std::vector<ImageFeatures>& images);
   // Drop traced rows from `rows` on (tokens whose forward pass did not complete).
   void trim_trace(size_t rows);
   // Trace what the predictor asked for, against the current forward call's token.
@@ -104,6 +114,7 @@ class Engine final : public ExpertSource, public ForwardObserver {
   ModelWeights weights_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Transformer> transformer_;
+  std::unique_ptr<VisionTower> vision_;  // null without a vision tower
   std::unique_ptr<Predictor> predictor_;
   const int first_moe_layer_;  // the first layer that routes (dense leading layers do not)
   int64_t step_ = 0;  // counts passes through the first MoE layer: with the layer, orders prefetch deadlines

@@ -6,6 +6,7 @@
 
 #include "../common/errors.h"
 #include "../model/transformer.h"
+#include "../model/vision_tower.h"
 #include "../store/resident_section.h"
 
 namespace edgemoe {
@@ -44,6 +45,7 @@ MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std
     plan.kv_layer_bytes.push_back(
         Transformer::kv_layer_bytes(cfg, l, opt.ctx_size, opt.max_batch, opt.kv_f16, opt.state_checkpoints));
   plan.scratch_bytes = Transformer::scratch_bytes(cfg, opt.ctx_size, opt.max_batch, opt.threads);
+  plan.vision_bytes = VisionTower::encode_bytes(cfg, opt.max_image_pixels);
   const StoreSizes store = ExpertStore::sizes_for(experts, store_options(opt));
   plan.slot_bytes = store.slot_bytes;
   plan.staging_bytes = store.staging_bytes();
@@ -62,7 +64,9 @@ MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std
                         format_size(plan.min_budget()) + " (" + std::to_string(plan.min_budget()) +
                         " bytes: resident weights " + format_size(plan.resident_bytes) + ", KV cache " +
                         format_size(plan.kv_cache_bytes) + ", scratch " +
-                        format_size(plan.scratch_bytes + plan.staging_bytes) + ", " + std::to_string(plan.min_slots) +
+                        format_size(plan.scratch_bytes + plan.staging_bytes) +
+                        (plan.vision_bytes ? ", an image " + format_size(plan.vision_bytes) : std::string()) + ", " +
+                        std::to_string(plan.min_slots) +
                         " expert slots of " + format_size(plan.slot_bytes) + "); raise the budget or lower ctx_size");
     plan.n_slots = std::min<int64_t>(plan.n_slots, (int64_t)((*budget - plan.fixed_bytes()) / plan.slot_bytes));
   }

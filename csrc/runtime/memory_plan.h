@@ -21,12 +21,13 @@ struct MemoryPlan {
   std::vector<uint64_t> kv_layer_bytes;  // per layer (a sliding layer holds only its window, a linear one its state)
   uint64_t scratch_bytes = 0;   // the forward pass's activations, rope tables
   uint64_t staging_bytes = 0;   // the expert store's buffers for compressed blobs
+  uint64_t vision_bytes = 0;    // one image through the vision tower at max_image_pixels (0: none)
   uint64_t slot_bytes = 0;      // one expert cache slot
   int64_t n_slots = 0;          // expert cache slots
   int64_t min_slots = 0;        // one layer's top-k experts
   int64_t total_experts = 0;
 
-  uint64_t fixed_bytes() const { return resident_bytes + kv_cache_bytes + scratch_bytes + staging_bytes; }
+  uint64_t fixed_bytes() const { return resident_bytes + kv_cache_bytes + scratch_bytes + staging_bytes + vision_bytes; }
   uint64_t min_budget() const { return fixed_bytes() + (uint64_t)min_slots * slot_bytes; }
   uint64_t total_bytes() const { return fixed_bytes() + (uint64_t)n_slots * slot_bytes; }
 };

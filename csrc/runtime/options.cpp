@@ -31,6 +31,7 @@ void visit_options(Options& o, Visitor& v) {
   v.number("low_bit_missed_below", o.low_bit_missed_below, 0.0, 1.0, Optional);
   v.integer("active_experts", o.active_experts, 0, 1 << 16, Optional);
   v.integer("state_checkpoints", o.state_checkpoints, 0, 64, Optional);
+  v.integer("max_image_pixels", o.max_image_pixels, 1024, int64_t(1) << 28, Optional);
 }
 
 }  // namespace

@@ -54,6 +54,11 @@ struct EngineOptions {
   // two, the ends of the last call of several tokens (a prompt; a drafting pass), which is where a
   // chat's next turn or a rejected draft goes back to. 0 for a model without such layers.
   int state_checkpoints = 2;
+  // Models that take images: the most pixels an image may have once resized (Python's preprocessing
+  // resizes to at most this, as the model's processor does with a lower max_pixels); the memory plan
+  // counts the vision tower's activations at this size. 1 MiP: 1024 image tokens of Qwen3-VL's
+  // 32-pixel windows, whose attention over 4096 patches already costs 2 cores seconds per image.
+  int64_t max_image_pixels = 1 << 20;
   RoutingProfile profile;  // data, not an option: the container's routing profile (may be empty)
 };
 

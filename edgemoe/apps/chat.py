@@ -11,6 +11,7 @@ from ..generate import CONTEXT
 from ..session import ChatSession
 
 HELP = """commands:
+  /image PATH  attach an image to your next message (a model that takes images)
   /reset   forget the conversation (keeps the system prompt)
   /stats   speed of the last reply, where its time went, expert cache and memory (/stats json: raw)
   /help    this text
@@ -34,6 +35,7 @@ class ChatREPL:
         self.session = session
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.interactive = stdin.isatty() if interactive is None else interactive
+        self.images: list = []  # encoded by /image, sent with the next message
 
     def _say(self, text: str) -> None:
         # Notices go to the terminal in a chat, to stderr when scripted, so stdout carries replies only.
@@ -55,8 +57,11 @@ class ChatREPL:
         cmd = line.strip().split()[0].lower()
         if cmd in ("/quit", "/exit", "/bye"):
             return False
-        if cmd == "/reset":
+        if cmd == "/image":
+            self._attach(line.strip()[len(cmd):].strip().strip("\"'"))
+        elif cmd == "/reset":
             self.session.reset()
+            self.images = []
             self._say("[conversation cleared]")
         elif cmd == "/stats":
             self._say(format_stats(self.session, raw=line.split()[1:] == ["json"]))
@@ -66,10 +71,23 @@ class ChatREPL:
             self._say(f"unknown command {cmd}; /help lists them")
         return True
 
+    def _attach(self, path: str) -> None:
+        if not path:
+            self._say("usage: /image PATH")
+            return
+        try:  # encoded now: a bad file is reported before the message is written
+            image = self.session.model.encode_image(path)
+        except EdgeMoEError as e:
+            self._say(f"[error: {e}]")
+            return
+        self.images.append(image)
+        self._say(f"[image attached: {image.n_tokens} tokens; it goes with your next message]")
+
     def _turn(self, text: str) -> None:
         dropped = self.session.dropped_turns
+        images, self.images = self.images, []
         try:
-            pieces = self.session.send(text)
+            pieces = self.session.send(text, images=images)
         except ContextLengthError as e:
             self._say(f"[{e}]")
             return

@@ -70,6 +70,10 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help=f"hybrid models (Qwen3.5-MoE, Qwen3-Next): copies of the linear-attention state kept so a "
                         f"chat turn or a rejected draft resumes from one instead of from the start (default "
                         f"{d.state_checkpoints}; each as large as the state, which edgemoe info shows)")
+    p.add_argument("--max-image-pixels", type=_bounded(int, 1024), default=None, metavar="N",
+                   help=f"models that take images: resize each to at most N pixels, as the model's processor does "
+                        f"with a smaller budget; bounds the vision tower's time and memory (default "
+                        f"{d.max_image_pixels}, about {d.max_image_pixels // 1024} image tokens)")
     p.add_argument("--draft", default=None, choices=DRAFT_MODES,
                    help="draft tokens and verify several per forward pass, the output unchanged: ngram "
                         "(prompt lookup), cache (the model computing only its cached experts, no reads), "
@@ -244,7 +248,7 @@ def cmd_generate(args) -> int:
     for piece in model.generate(prompt, max_tokens=args.max_tokens, temperature=params.temperature,
                                 top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
                                 repeat_penalty=params.repeat_penalty, seed=args.seed, stream=True,
-                                stop=args.stop, trace=args.trace):
+                                stop=args.stop, trace=args.trace, images=args.image):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -443,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end the completion before TEXT (repeatable)")
     p.add_argument("--trace", default=None, metavar="PATH",
                    help="record every token's routing to PATH (JSON Lines, docs/TRACE.md)")
+    p.add_argument("--image", action="append", default=[], metavar="PATH",
+                   help="models that take images: an image for the prompt's next <|image_pad|> placeholder, or "
+                        "placed before the prompt when it has none (repeatable)")
     _add_sampling_flags(p)
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_generate)

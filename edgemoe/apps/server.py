@@ -5,7 +5,7 @@ GET /metrics. `stream: true` answers with server-sent events in OpenAI's chunk f
 with `data: [DONE]`. Requests are served one at a time (the engine holds one context); others
 wait their turn. A client that disconnects mid-stream stops its generation at the next token,
 which frees the engine for the next request. Bad input gets OpenAI-style JSON errors: 400
-(malformed JSON or parameters), 401 (missing or wrong API key), 404 (unknown model), 413
+(malformed JSON or parameters, and any image that cannot be read or placed), 401 (missing or wrong API key), 404 (unknown model), 413
 (prompt longer than the context).
 
 Needs the `serve` extra: pip install "edgemoe[serve]".
@@ -20,11 +20,16 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..chat_template import load_chat_template
 from ..api import CancelToken
-from ..errors import Cancelled, EdgeMoEError
+from ..errors import Cancelled, EdgeMoEError, ImageError
 from ..generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation, per_token
 from ..sampling import Sampler, SamplingParams
 from ..session import chat_stop_ids
+from ..vision.prompt import expand_placeholders
 
+
+# The longest data: URL an image_url part may carry (about 15 MiB of image): the request is held in
+# memory whole, and a device's memory is the budget's.
+MAX_IMAGE_URL_CHARS = 20 << 20
 
 # OpenAI's finish_reason for each way a generation ends ("cancelled" never reaches a client:
 # it means the client went away).
@@ -51,6 +56,7 @@ class Request:
     stop_ids: set
     stream: bool
     include_usage: bool = False
+    images: List[Any] = field(default_factory=list)  # preprocessed, one per run of image tokens in prompt_ids
 
 
 @dataclass
@@ -140,23 +146,57 @@ class Server:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' must be a non-empty list", param="messages")
-        clean = []
+        clean, images = [], []
         for m in messages:
             if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer"):
                 raise APIError(400, "each message needs a 'role' of system, user, assistant or developer",
                                param="messages")
             content = m.get("content")
-            if isinstance(content, list):  # OpenAI content parts: keep the text ones
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-            if not isinstance(content, str):
-                raise APIError(400, "message content must be a string", param="messages")
+            if isinstance(content, list):  # OpenAI content parts: text, and images where the model takes them
+                parts = []
+                for part in content:
+                    if isinstance(part, dict) and part.get("type") == "text":
+                        parts.append({"type": "text", "text": str(part.get("text", ""))})
+                    elif isinstance(part, dict) and part.get("type") == "image_url":
+                        images.append(self._image(part.get("image_url")))
+                        parts.append({"type": "image"})
+                content = parts if any(p["type"] == "image" for p in parts) else "".join(p["text"] for p in parts)
+            if not isinstance(content, (str, list)):
+                raise APIError(400, "message content must be a string or a list of content parts", param="messages")
             clean.append({"role": "system" if m["role"] == "developer" else m["role"], "content": content})
+        if images and self.template is None:
+            raise APIError(400, "this model has no chat template to place images with", param="messages")
         if self.template is not None:
             ids = self.model.tokenize(self.template.render(clean, add_generation_prompt=True),
                                       add_special_tokens=False)
         else:
             ids = self.model.tokenize("\n".join(m["content"] for m in clean))
-        return self._common(body, ids, self.defaults.get("max_tokens", 512), chat_stop_ids(self.model))
+        if images:
+            c = self.model.config
+            try:
+                ids = expand_placeholders(ids, images, c["image_token_id"], c["vision_start_token_id"],
+                                          c["vision_end_token_id"], place_missing=False)
+            except ImageError as e:
+                raise APIError(400, str(e), param="messages") from None
+        req = self._common(body, ids, self.defaults.get("max_tokens", 512), chat_stop_ids(self.model))
+        req.images = images
+        return req
+
+    def _image(self, image_url: Any):
+        """An image_url part's image, preprocessed (a 400 for anything wrong with it): a data: URL or a
+        local file (file:// or a path); remote URLs are refused, a device may be offline."""
+        url = image_url.get("url") if isinstance(image_url, dict) else image_url
+        if not isinstance(url, str) or not url:
+            raise APIError(400, "an image_url part needs a 'url'", param="messages")
+        if len(url) > MAX_IMAGE_URL_CHARS:
+            raise APIError(400, f"an image is larger than this server takes ({MAX_IMAGE_URL_CHARS // (1 << 20)} MiB "
+                                "of data URL)", param="messages")
+        if url.startswith("file://"):
+            url = url[len("file://"):]
+        try:
+            return self.model.prepare_image(url)
+        except ImageError as e:
+            raise APIError(400, str(e), param="messages") from None
 
     def completion_request(self, body: Dict[str, Any]) -> Request:
         prompt = body.get("prompt")
@@ -176,13 +216,21 @@ class Server:
         """Text pieces, then ("", finish_reason); result["completion_tokens"] is set at the end.
         Runs in a worker thread while the lock is held. `cancel` (set when the client goes away)
         stops even a long prefill at its next layer."""
-        generation = Generation(self.model, req.prompt_ids, req.max_tokens, Sampler(req.params, req.seed),
-                                stop_ids=req.stop_ids, stop_strings=req.stop, cancel=cancel, draft=self.model.draft)
-        try:
+        generation = None
+        try:  # the vision tower runs here, in the worker, with the engine's lock held
+            images = [self.model.encode_image(image, cancel) for image in req.images]
+            generation = Generation(self.model, req.prompt_ids, req.max_tokens, Sampler(req.params, req.seed),
+                                    stop_ids=req.stop_ids, stop_strings=req.stop, cancel=cancel,
+                                    draft=self.model.draft, images=images)
             for piece in generation:
                 yield piece, None
         except Cancelled:
             pass  # the client went away; the stats say so
+        if generation is None:  # it went away while its images were encoded
+            self.metrics.requests += 1
+            result["completion_tokens"] = 0
+            yield "", FINISH_REASONS[CANCELLED]
+            return
         stats = generation.stats
         self.metrics.requests += 1
         self.metrics.prompt_tokens += len(req.prompt_ids)

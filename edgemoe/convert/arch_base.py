@@ -46,6 +46,8 @@ class TextModelView:
         self.ckpt = ckpt
 
     def _name(self, name: str) -> str:
+        if name.startswith("model.visual."):  # the vision tower, where the model has one converted
+            return name
         return TEXT_PREFIX + name[len("model."):] if name.startswith("model.") else name
 
     def __contains__(self, name: str) -> bool:
@@ -119,6 +121,14 @@ class HFArch:
         """Layer l's attention tensors where they are not the common q/k/v/o projections
         (latent attention, cfg["kv_lora_rank"] > 0; own_attention); hf is the source's config."""
         raise NotImplementedError
+
+    def takes_images(self, hf: Dict[str, Any]) -> bool:
+        """Whether this checkpoint's model takes images (its vision tower is converted)."""
+        return False
+
+    def tower_residents(self, cfg: Dict[str, Any]) -> List[Resident]:
+        """Resident tensors beside the language model's: a vision tower, where the config has one."""
+        return []
 
     def kept_for_later(self, cfg: Dict[str, Any], ckpt) -> List[Resident]:
         """Tensors the container keeps without an engine loading them (names under

@@ -10,7 +10,7 @@ Qwen3_5MoeForConditionalGeneration), as transformers' modeling files compute the
 
 Qwen3-Next's fused in_proj_qkvz / in_proj_ba, grouped per key head, are gathered into Qwen3.5's
 layout (all q, all k, all v; z; b; a), which is what the runtime reads. A multimodal checkpoint
-converts its text model; its vision tower is left out. A multi-token-prediction head (mtp.*) is kept
+converts its text model and its vision tower (edgemoe/convert/vision_tower.py). A multi-token-prediction head (mtp.*) is kept
 in the container, last in the resident section, where no engine loads it (kept_for_later).
 """
 from typing import Any, Dict, List
@@ -21,11 +21,13 @@ from ..errors import UnsupportedModelError
 from .arch_base import (F32_ONLY, RESIDENT, SHARED, TEXT_PREFIX, HFArch, Resident, TextModelView, common_config,
                         layer_types, one_plus, positive_field, qwen_dense_layers, require, text_config, unsupported)
 from .rope import rope_parameters
+from .vision_tower import has_vision, mrope_sections, vision_config, vision_residents
 
 LAYER_KINDS = ("linear_attention", "full_attention")
 # Set in the config by a source that holds Qwen3-Next's linear projections already split as
 # Qwen3.5's are (llama.cpp's qwen3next GGUFs: attn_qkv, attn_gate, ssm_ba split by the reader).
 SPLIT_PROJECTIONS = "edgemoe_split_linear_projections"
+MROPE_SECTIONS = [11, 11, 10]  # Qwen3.5's, which transformers uses when a config gives none
 
 
 class _HybridQwen(HFArch):
@@ -64,7 +66,13 @@ class _HybridQwen(HFArch):
             linear_value_head_dim=positive_field(t, "linear_value_head_dim", arch),
         )
         cfg.update(self.dense_layers(t))
+        if self.takes_images(hf):
+            cfg["mrope_sections"] = mrope_sections(t, arch, cfg["rotary_dim"] // 2, MROPE_SECTIONS)
+            cfg.update(vision_config(hf, arch, cfg["hidden"], deepstack=False))
         return cfg
+
+    def tower_residents(self, cfg: Dict[str, Any]) -> List[Resident]:
+        return vision_residents(cfg) if cfg.get("vision_depth") else []
 
     def kept_for_later(self, cfg: Dict[str, Any], ckpt) -> List[Resident]:
         """The multi-token-prediction head (docs/HYBRID_MODELS.md section 7), where the checkpoint
@@ -162,6 +170,9 @@ class _HybridQwen(HFArch):
 class Qwen35Moe(_HybridQwen):
     name = "qwen3_5_moe"
     hf_classes = ("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration")
+
+    def takes_images(self, hf):
+        return has_vision(hf)
 
     def norm_topk_prob(self, t):
         return True  # Qwen3_5MoeTopKRouter always renormalises

@@ -26,10 +26,12 @@ from .arch_olmoe import Olmoe
 from .arch_qwen2_moe import Qwen2Moe
 from .arch_qwen3_moe import Qwen3Moe
 from .arch_qwen3_next import Qwen35Moe, Qwen3Next
+from .arch_qwen3_vl_moe import Qwen3VlMoe
 from .safetensors_reader import Checkpoint
+from ..vision.preprocess import ImageSettings
 
 ARCHS: List[HFArch] = [Mixtral(), Qwen2Moe(), Qwen3Moe(), Olmoe(), GptOss(), Glm4Moe(), DeepseekV2(), DeepseekV3(),
-                       Gemma4(), Qwen3Next(), Qwen35Moe()]
+                       Gemma4(), Qwen3Next(), Qwen35Moe(), Qwen3VlMoe()]
 
 
 def _read_json(path: str, required: bool) -> Optional[Dict[str, Any]]:
@@ -163,6 +165,7 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
     plan.append(("norm", "model.norm.weight", (H,), F32_ONLY, arch.norm_take))
     if not cfg["tie_embeddings"]:
         plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
+    plan += arch.tower_residents(cfg)
     plan += arch.kept_for_later(cfg, ckpt) if ckpt is not None else []
     return [entry if isinstance(entry, Resident) else Resident(*entry) for entry in plan]
 
@@ -310,6 +313,10 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     tokenizer = _tokenizer_section(src, hf)
+    if pick_arch(hf).takes_images(hf):  # how images are prepared for the tower: the model's own processor settings
+        processor = _read_json(os.path.join(src, "preprocessor_config.json"), required=True)
+        extra_manifest = dict(extra_manifest or {},
+                              image_processor=ImageSettings.from_preprocessor_config(processor).to_dict())
     return convert_checkpoint(open_checkpoint(src, hf), hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
                               progress=progress, expert_types=expert_types, extra_manifest=extra_manifest,
                               compress=compress, low_bit_copy=low_bit_copy, source_format="huggingface")
@@ -335,6 +342,9 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
     low_bit_type = None if low_bit_copy is None else parse_low_bit_copy(low_bit_copy)
 
+    if cfg.get("vision_depth") and "image_processor" not in (extra_manifest or {}):
+        raise FormatError(f"{where}: a model with a vision tower needs its image processor's settings "
+                          "(preprocessor_config.json)")
     moe = moe_prefix(ckpt, arch, cfg)
     plan = resident_plan(cfg, arch, moe, ckpt, hf)
     for r in plan:  # fail before writing anything
