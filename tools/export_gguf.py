@@ -43,7 +43,7 @@ from edgemoe.format import quant  # noqa: E402
 
 GGUF_ARCH = {"olmoe": "olmoe", "qwen3_moe": "qwen3moe", "qwen2_moe": "qwen2moe", "mixtral": "llama", "gpt_oss": "gpt-oss",
              "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2", "deepseek_v3": "deepseek2", "gemma4": "gemma4",
-             "qwen3_next": "qwen3next", "qwen3_5_moe": "qwen35moe"}
+             "qwen3_next": "qwen3next", "qwen3_5_moe": "qwen35moe", "qwen3_vl_moe": "qwen3vlmoe"}
 HYBRIDS = ("qwen3next", "qwen35moe")
 # our resident name (after "layers.{l}.") -> llama.cpp's
 LAYER_NAMES = {
@@ -383,8 +383,11 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
     w.add_expert_feed_forward_length(cfg["expert_intermediate"])
     if cfg["shared_intermediate"] and name != "gemma4":
         w.add_expert_shared_feed_forward_length(cfg["shared_intermediate"])
-    if name in ("qwen3moe", "qwen2moe", "llama"):
+    if name in ("qwen3moe", "qwen2moe", "llama", "qwen3vlmoe"):
         w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
+    if name == "qwen3vlmoe":  # (its vision tower goes to an mmproj file: tools/export_mmproj.py)
+        w.add_rope_dimension_sections(list(cfg["mrope_sections"]) + [0])
+        w.add_uint32(f"{name}.n_deepstack_layers", len(cfg.get("vision_deepstack_layers", [])))
     if name in ("glm4moe", "deepseek2"):
         add_moe_keys(w, cfg, hf, src)
     if cfg.get("sliding_window") and name != "gemma4":
@@ -419,6 +422,8 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
 
     for r in plan:
         ours = r.name
+        if ours.startswith("vision."):  # a vision tower is llama.cpp's mmproj file, not the model's
+            continue
         if ours.startswith(kept):
             if not mtp_layers:
                 continue

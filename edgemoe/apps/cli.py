@@ -143,6 +143,8 @@ def cmd_convert(args) -> int:
 
     t0 = time.perf_counter()
     args.src = resolve_source(args.src, progress=not args.quiet)  # a Hugging Face repo id: its cached or fetched files
+    if args.mmproj and not is_gguf(args.src):
+        raise EdgeMoEError("--mmproj goes with a GGUF model (a Hugging Face folder holds its vision tower itself)")
     if args.src.endswith(".emoe"):
         from ..convert.low_bit_copy import add_low_bit_copies
 
@@ -175,7 +177,8 @@ def cmd_convert(args) -> int:
                   file=sys.stderr)
     elif is_gguf(args.src):
         convert_gguf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
-                     progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy)
+                     progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy,
+                     mmproj=args.mmproj and resolve_source(args.mmproj, progress=not args.quiet))
     else:
         convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
                    progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy)
@@ -393,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "mxfp4: 4.25 bits, gpt-oss's own encoding, its blocks copied bit for bit from the hub's "
                         "checkpoints); "
                         "auto: a width per expert from its measured sensitivity on --calib text")
+    p.add_argument("--mmproj", default=None, metavar="GGUF",
+                   help="llama.cpp's mmproj file of a GGUF model that takes images (Qwen3-VL-MoE): its vision "
+                        "tower is converted with the model")
     p.add_argument("--compress", choices=["none", "zstd"], default="none",
                    help="store expert blobs zstd-compressed where that makes them smaller (saves 1-6 %% on "
                         "quantized experts and costs decompression time: bench/RESULTS.md)")

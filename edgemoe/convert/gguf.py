@@ -24,6 +24,7 @@ import numpy as np
 
 from ..format import quant
 from ..errors import FormatError, UnsupportedModelError
+from .gguf_mmproj import with_tower
 from .arch_base import HFArch
 from .rope import yarn_mscale
 from .gguf_gemma4 import gemma4_config, gemma4_tokenizer
@@ -37,7 +38,7 @@ GGUF_ARCHS = {"olmoe": "OlmoeForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM", "q
               "llama": "MixtralForCausalLM", "gpt-oss": "GptOssForCausalLM", "glm4moe": "Glm4MoeForCausalLM",
               "deepseek2": "DeepseekV2ForCausalLM",  # deepseek2 with sigmoid gating: DeepseekV3ForCausalLM
               "gemma4": "Gemma4ForCausalLM", "qwen3next": "Qwen3NextForCausalLM",
-              "qwen35moe": "Qwen3_5MoeForCausalLM"}
+              "qwen35moe": "Qwen3_5MoeForCausalLM", "qwen3vlmoe": "Qwen3VLMoeForConditionalGeneration"}
 SIGMOID_GATING = 2  # llama.cpp's expert_gating_func (1: softmax)
 GPT2_PRE_TOKENIZERS = ("default", "gpt2", "gpt-2", "olmo")
 # Qwen2/2.5/3 (and their MoE models): llama.cpp's "qwen2" pre-tokenizer type is the split
@@ -224,9 +225,8 @@ def split_parts(path: str) -> List[str]:
     return parts
 
 
-class GGUFCheckpoint:
-    """A GGUF file (or every part of a split one) served under Hugging Face tensor names (what
-    convert_checkpoint reads)."""
+class GGUFFile:
+    """A GGUF file (or every part of a split one): its metadata and tensors by GGUF name."""
 
     def __init__(self, path: str):
         self.path = path
@@ -235,16 +235,63 @@ class GGUFCheckpoint:
         self.fields = self.reader.fields
         readers = [self.reader] + [_open(p)[1] for p in parts[1:]]
         self._check_split(parts, readers)
-        self.arch_name = self.field("general.architecture")
-        if self.arch_name not in GGUF_ARCHS:
-            raise UnsupportedModelError(f"{path}: GGUF architecture {self.arch_name!r} is not supported "
-                                        f"(supported: {', '.join(sorted(GGUF_ARCHS))})")
         self.tensors = {}
         for part, reader in zip(parts, readers):
             for t in reader.tensors:
                 if t.name in self.tensors:
                     raise FormatError(f"{part}: tensor {t.name} is also in an earlier part of the model")
                 self.tensors[t.name] = t
+
+    def _check_split(self, parts: List[str], readers) -> None:
+        """The parts' own split.* metadata (llama.cpp's) must agree with their names and order."""
+        count = self.field("split.count", 1)
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise FormatError(f"{self.path}: GGUF metadata split.count is not an integer: {count!r}")
+        if count != len(parts):
+            raise FormatError(f"{self.path}: the GGUF says it is split into {count} parts, its name into {len(parts)}"
+                              + ("" if len(parts) > 1 else " (a split model's parts keep their -0000k-of-0000N names)"))
+        for i, (part, reader) in enumerate(zip(parts, readers)):
+            no = reader.fields.get("split.no")
+            try:
+                no = None if no is None else no.contents()
+            except Exception:
+                no = None
+            if len(parts) > 1 and (not isinstance(no, int) or no != i):
+                raise FormatError(f"{part}: its split.no metadata does not say part {i + 1} of {len(parts)}")
+
+    def field(self, key: str, default: Any = None) -> Any:
+        f = self.fields.get(key)
+        if f is None:
+            if default is None:
+                raise FormatError(f"{self.path}: GGUF metadata lacks {key}")
+            return default
+        try:
+            value = f.contents()
+        except Exception as e:
+            raise FormatError(f"{self.path}: GGUF metadata {key} is malformed ({e})") from None
+        return value
+
+    def _dims(self, gname: str) -> List[int]:
+        return [int(d) for d in reversed(self.tensors[gname].shape.tolist())]  # GGUF lists the fastest dim first
+
+    def _decode(self, t, data) -> np.ndarray:
+        """GGUF tensor t's `data` (all of it, or one expert's slice) as f32, flat as the reader gives it."""
+        try:
+            return np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
+        except (NotImplementedError, ValueError, KeyError) as e:
+            raise UnsupportedModelError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which "
+                                        f"cannot be decoded ({e})") from None
+
+
+class GGUFCheckpoint(GGUFFile):
+    """A GGUF model file served under Hugging Face tensor names (what convert_checkpoint reads)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.arch_name = self.field("general.architecture")
+        if self.arch_name not in GGUF_ARCHS:
+            raise UnsupportedModelError(f"{path}: GGUF architecture {self.arch_name!r} is not supported "
+                                        f"(supported: {', '.join(sorted(GGUF_ARCHS))})")
         self.hf_class = GGUF_ARCHS[self.arch_name]
         if self.arch_name == "deepseek2" and self.field("deepseek2.expert_gating_func", 1) == SIGMOID_GATING:
             self.hf_class = "DeepseekV3ForCausalLM"
@@ -304,44 +351,12 @@ class GGUFCheckpoint:
         # tensors whose values llama.cpp's converter changed: {name: (GGUF tensor, transform, shape)}
         self.derived = hybrid_tensors(self) if self.arch_name in HYBRID_ARCHS else {}
 
-    def _check_split(self, parts: List[str], readers) -> None:
-        """The parts' own split.* metadata (llama.cpp's) must agree with their names and order."""
-        count = self.field("split.count", 1)
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise FormatError(f"{self.path}: GGUF metadata split.count is not an integer: {count!r}")
-        if count != len(parts):
-            raise FormatError(f"{self.path}: the GGUF says it is split into {count} parts, its name into {len(parts)}"
-                              + ("" if len(parts) > 1 else " (a split model's parts keep their -0000k-of-0000N names)"))
-        for i, (part, reader) in enumerate(zip(parts, readers)):
-            no = reader.fields.get("split.no")
-            try:
-                no = None if no is None else no.contents()
-            except Exception:
-                no = None
-            if len(parts) > 1 and (not isinstance(no, int) or no != i):
-                raise FormatError(f"{part}: its split.no metadata does not say part {i + 1} of {len(parts)}")
-
-    def field(self, key: str, default: Any = None) -> Any:
-        f = self.fields.get(key)
-        if f is None:
-            if default is None:
-                raise FormatError(f"{self.path}: GGUF metadata lacks {key}")
-            return default
-        try:
-            value = f.contents()
-        except Exception as e:
-            raise FormatError(f"{self.path}: GGUF metadata {key} is malformed ({e})") from None
-        return value
-
     # --- the Checkpoint interface ---
     def __contains__(self, name: str) -> bool:
         return name in self.map or name in self.kv_b or name in self.derived
 
     def names(self) -> List[str]:
         return list(dict.fromkeys(list(self.map) + list(self.kv_b) + list(self.derived)))
-
-    def _dims(self, gname: str) -> List[int]:
-        return [int(d) for d in reversed(self.tensors[gname].shape.tolist())]  # GGUF lists the fastest dim first
 
     def shape(self, name: str) -> Tuple[int, ...]:
         if name in self.derived:
@@ -368,14 +383,6 @@ class GGUFCheckpoint:
         e = e if index is None else index
         data = t.data if e is None else t.data[e]
         return t, data
-
-    def _decode(self, t, data) -> np.ndarray:
-        """GGUF tensor t's `data` (all of it, or one expert's slice) as f32, flat as the reader gives it."""
-        try:
-            return np.asarray(self.gguf.quants.dequantize(np.asarray(data), t.tensor_type), dtype=np.float32)
-        except (NotImplementedError, ValueError, KeyError) as e:
-            raise UnsupportedModelError(f"{self.path}: tensor {t.name} has type {t.tensor_type.name}, which "
-                                        f"cannot be decoded ({e})") from None
 
     def get(self, name: str, index: Optional[int] = None) -> np.ndarray:
         if name in self.derived:
@@ -461,6 +468,10 @@ def hf_config(ck: GGUFCheckpoint) -> Dict[str, Any]:
         # llama.cpp renormalises the top-k weights for llama (Mixtral) and qwen3moe, not for the others
         "norm_topk_prob": bool(ck.field(f"{a}.expert_weights_norm", a in ("llama", "qwen3moe"))),
     }
+    if a == "qwen3vlmoe":  # its multimodal rope's [time, height, width] pairs (a fourth, 0, is llama.cpp's own)
+        sections = ck.field(f"{a}.rope.dimension_sections")
+        cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg["rope_theta"],
+                                  "mrope_section": [int(s) for s in list(sections)[:3]]}
     if a == "qwen2moe":
         cfg["shared_expert_intermediate_size"] = int(ck.field(f"{a}.expert_shared_feed_forward_length", 0))
     rope = rope_parameters(ck, cfg["rope_theta"], cfg["max_position_embeddings"])
@@ -635,15 +646,21 @@ def _section(ck: GGUFCheckpoint, tok: Dict[str, Any], tokenizer_config: Dict[str
 
 
 def convert_gguf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
-                 compress: Optional[str] = None, low_bit_copy: Optional[str] = None) -> Dict[str, Any]:
-    """Convert the GGUF file `src` into the container `out`; returns its manifest config."""
+                 compress: Optional[str] = None, low_bit_copy: Optional[str] = None,
+                 mmproj: Optional[str] = None) -> Dict[str, Any]:
+    """Convert the GGUF file `src` into the container `out`; returns its manifest config. mmproj:
+    llama.cpp's vision tower file of the model (Qwen3-VL-MoE), converted with it."""
     ck = GGUFCheckpoint(src)
     hf = hf_config(ck)
     tokenizer = tokenizer_section(ck)
     types = {ck.tensors[g].tensor_type.name for g, _ in ck.map.values()}
-    return convert_checkpoint(ck, hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
-                              progress=progress, compress=compress, low_bit_copy=low_bit_copy,
-                              source_format=f"gguf ({ck.arch_name}; {', '.join(sorted(types))})")
+    ckpt, extra = ck, {}
+    if mmproj is not None:
+        ckpt, extra = with_tower(ck, hf, mmproj)
+    return convert_checkpoint(ckpt, hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
+                              progress=progress, compress=compress, low_bit_copy=low_bit_copy, extra_manifest=extra,
+                              source_format=f"gguf ({ck.arch_name}; {', '.join(sorted(types))})" +
+                              (" + mmproj" if mmproj else ""))
 
 
 def is_gguf(path: str) -> bool:
