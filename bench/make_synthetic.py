@@ -26,6 +26,12 @@ key and 32 value heads of 128, a 4-tap convolution, to each gated full-attention
 gated shared expert), experts stacked as the hub ships them; --layers, --experts, --top-k, --vocab and
 --routing apply (realistic: as for qwen3_moe).
 
+--arch qwen3_vl_moe writes Qwen3-VL-30B-A3B's shape: the Qwen3-30B-A3B text model below (experts
+stacked as the hub ships them, [E, hidden, 2I] and [E, I, hidden]) under model.language_model, and its
+vision tower (27 blocks of 1152 with 16 heads and a 4304-wide MLP, 16-pixel patches over 2 frames,
+2x2 merging, a 48x48 position table, DeepStack after blocks 8, 16 and 24) with the hub's
+preprocessor_config.json; image tokens are ids 381-383 of the fixture tokenizer's vocabulary.
+
 --arch qwen3_moe writes Qwen3-30B-A3B's shape (hidden 2048, 32 query and 4 KV heads of 128, 128
 experts of width 768, top-8), per expert as the hub ships it.
 
@@ -112,7 +118,7 @@ def main() -> None:
     p.add_argument("--dtype", default="f16", choices=["f16", "f32"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arch", default="olmoe", choices=["olmoe", "qwen3_moe", "gpt_oss", "deepseek_v2", "gemma4",
-                                                      "qwen3_5_moe"])
+                                                      "qwen3_5_moe", "qwen3_vl_moe"])
     p.add_argument("--routing", default="random", choices=["random", "realistic"],
                    help="olmoe, qwen3_moe: realistic scales the residual branches and chains the routers (see the doc)")
     p.add_argument("--residual-scale", type=float, default=0.1, help="realistic: o_proj and expert down scale")
@@ -125,10 +131,11 @@ def main() -> None:
                    help="realistic: the text whose token frequencies the routers are balanced on")
     a = p.parse_args()
     if a.top_k is None:
-        a.top_k = {"olmoe": 8, "qwen3_moe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8, "qwen3_5_moe": 8}[a.arch]
+        a.top_k = {"olmoe": 8, "qwen3_moe": 8, "gpt_oss": 4, "deepseek_v2": 6, "gemma4": 8, "qwen3_5_moe": 8,
+                   "qwen3_vl_moe": 8}[a.arch]
     if a.experts is None:
         a.experts = {"olmoe": 64, "qwen3_moe": 128, "gpt_oss": 32, "deepseek_v2": 64, "gemma4": 128,
-                     "qwen3_5_moe": 256}[a.arch]
+                     "qwen3_5_moe": 256, "qwen3_vl_moe": 128}[a.arch]
     os.makedirs(a.out, exist_ok=True)
     if a.arch == "gpt_oss":
         return write_gpt_oss(a)
@@ -140,6 +147,8 @@ def main() -> None:
         return write_qwen3_moe(a)
     if a.arch == "qwen3_5_moe":
         return write_qwen3_5_moe(a)
+    if a.arch == "qwen3_vl_moe":
+        return write_qwen3_vl_moe(a)
     write_olmoe(a)
 
 
@@ -292,6 +301,73 @@ def write_qwen3_5_moe(a) -> None:
             return common(name[:-len("out_proj.weight")] + "o_proj.weight", shape)
         if len(shape) == 3:  # stacked experts: each N(0, 1/fan-in), the down ones scaled as common's
             w = rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[2])
+            return w * a.residual_scale if a.routing == "realistic" and name.endswith("down_proj") else w
+        return common(name, shape)
+
+    ShardWriter(a.out, plan, np.float16, 1 << 30).write(make)
+
+
+def write_qwen3_vl_moe(a) -> None:
+    """Qwen3-VL-30B-A3B's widths (module doc): Qwen3-30B-A3B's text model with stacked hub experts,
+    and the vision tower; its LayerNorms at 1, biases at 0, the position table small."""
+    H, I, E, V, heads, kv, hd = 2048, 768, a.experts, a.vocab, 32, 4, 128
+    D, F, depth, P, side, deepstack = 1152, 4304, 27, 16, 48, [8, 16, 24]
+    text = {"hidden_size": H, "intermediate_size": 6144, "moe_intermediate_size": I, "num_hidden_layers": a.layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": hd, "num_experts": E,
+            "num_experts_per_tok": a.top_k, "vocab_size": V, "max_position_embeddings": 262144, "rms_norm_eps": 1e-6,
+            "rope_theta": 5000000.0, "hidden_act": "silu", "decoder_sparse_step": 1, "mlp_only_layers": [],
+            "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True}}
+    vision = {"depth": depth, "hidden_size": D, "intermediate_size": F, "num_heads": 16, "patch_size": P,
+              "temporal_patch_size": 2, "spatial_merge_size": 2, "in_channels": 3, "out_hidden_size": H,
+              "num_position_embeddings": side * side, "deepstack_visual_indexes": deepstack,
+              "hidden_act": "gelu_pytorch_tanh"}
+    cfg = {"architectures": ["Qwen3VLMoeForConditionalGeneration"], "model_type": "qwen3_vl_moe",
+           "text_config": text, "vision_config": vision, "tie_word_embeddings": False, "eos_token_id": 2,
+           "vision_start_token_id": 381, "vision_end_token_id": 382, "image_token_id": 383, "video_token_id": 380}
+    write_config_and_tokenizer(a, cfg)
+    with open(os.path.join(a.out, "preprocessor_config.json"), "w") as f:
+        json.dump({"size": {"shortest_edge": 65536, "longest_edge": 16777216}, "patch_size": P,
+                   "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+                   "image_processor_type": "Qwen2VLImageProcessorFast"}, f, indent=1)
+    t = "model.language_model"
+    plan = [(f"{t}.embed_tokens.weight", (V, H))]
+    for l in range(a.layers):
+        p_, at = f"{t}.layers.{l}", f"{t}.layers.{l}.self_attn"
+        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
+                 (f"{at}.q_norm.weight", (hd,)), (f"{at}.k_norm.weight", (hd,)),
+                 (f"{at}.q_proj.weight", (heads * hd, H)), (f"{at}.k_proj.weight", (kv * hd, H)),
+                 (f"{at}.v_proj.weight", (kv * hd, H)), (f"{at}.o_proj.weight", (H, heads * hd)),
+                 (f"{p_}.mlp.gate.weight", (E, H)), (f"{p_}.mlp.experts.gate_up_proj", (E, H, 2 * I)),
+                 (f"{p_}.mlp.experts.down_proj", (E, I, H))]
+    plan += [(f"{t}.norm.weight", (H,)), ("lm_head.weight", (V, H))]
+    v = "model.visual"
+    plan += [(f"{v}.patch_embed.proj.weight", (D, 3, 2, P, P)), (f"{v}.patch_embed.proj.bias", (D,)),
+             (f"{v}.pos_embed.weight", (side * side, D))]
+    for b in range(depth):
+        s_ = f"{v}.blocks.{b}"
+        plan += [(f"{s_}.{n}.{k}", (D,)) for n in ("norm1", "norm2") for k in ("weight", "bias")]
+        plan += [(f"{s_}.attn.qkv.weight", (3 * D, D)), (f"{s_}.attn.qkv.bias", (3 * D,)),
+                 (f"{s_}.attn.proj.weight", (D, D)), (f"{s_}.attn.proj.bias", (D,)),
+                 (f"{s_}.mlp.linear_fc1.weight", (F, D)), (f"{s_}.mlp.linear_fc1.bias", (F,)),
+                 (f"{s_}.mlp.linear_fc2.weight", (D, F)), (f"{s_}.mlp.linear_fc2.bias", (D,))]
+    for m_, norm in [(f"{v}.merger", D)] + [(f"{v}.deepstack_merger_list.{k}", 4 * D) for k in range(len(deepstack))]:
+        plan += [(f"{m_}.norm.weight", (norm,)), (f"{m_}.norm.bias", (norm,)),
+                 (f"{m_}.linear_fc1.weight", (4 * D, 4 * D)), (f"{m_}.linear_fc1.bias", (4 * D,)),
+                 (f"{m_}.linear_fc2.weight", (H, 4 * D)), (f"{m_}.linear_fc2.bias", (H,))]
+    rng = np.random.default_rng(a.seed)
+    common = weight_maker(a, rng)
+
+    def make(name, shape):
+        if name.startswith(v):  # the tower: N(0, 1/fan-in) matrices, unit norms, zero biases
+            if name.endswith("bias"):
+                return np.zeros(shape, np.float32)
+            if len(shape) == 1:
+                return np.ones(shape, np.float32)
+            fan_in = int(np.prod(shape[1:])) if not name.endswith("pos_embed.weight") else 1.0 / 0.02 ** 2
+            return rng.standard_normal(shape, dtype=np.float32) / np.sqrt(fan_in)
+        name = name.replace("model.language_model.", "model.")  # the names weight_maker knows
+        if len(shape) == 3:  # hub-stacked experts: N(0, 1/fan-in), fan-in their middle axis
+            w = rng.standard_normal(shape, dtype=np.float32) / np.sqrt(shape[1])
             return w * a.residual_scale if a.routing == "realistic" and name.endswith("down_proj") else w
         return common(name, shape)
 

@@ -238,7 +238,7 @@ class Model:
 
     @property
     def takes_images(self) -> bool:
-        return bool(self.config.get("vision_depth"))
+        return bool(self.config.get("vision_depth")) and bool(self.options.vision)
 
     @property
     def image_settings(self) -> ImageSettings:
@@ -254,7 +254,9 @@ class Model:
 
     def _require_images(self) -> None:
         if not self.takes_images:
-            raise ImageError(f"{os.path.basename(self.container.path)} takes no images: it has no vision tower")
+            name = os.path.basename(self.container.path)
+            raise ImageError(f"{name} was loaded without its vision tower (vision=False, --no-vision)"
+                             if self.config.get("vision_depth") else f"{name} takes no images: it has no vision tower")
 
     def prepare_image(self, image: Any) -> PreprocessedImage:
         """One image (a path, encoded bytes, a data: URL, a PIL image or an HxWx3 uint8 array) decoded
@@ -388,6 +390,8 @@ class Model:
             "resident_bytes": self.container.sections["resident"]["size"],
             # tensors the container keeps and no engine loads yet (a multi-token-prediction head)
             "kept_for_later_bytes": sum(t["nbytes"] for n, t in self.container.tensors.items() if n.startswith(kept)),
+            # the vision tower's weights (resident when loaded with vision, the default), 0 without one
+            "vision_tower_bytes": sum(t["nbytes"] for n, t in self.container.tensors.items() if n.startswith("vision.")),
             "expert_bytes": sum(b["size"] for row in experts for b in row),
             "expert_bits": [[quant.BITS[quant.CODES[b["type"]]] for b in row] for row in experts],
             "expert_types": [[b["type"] for b in row] for row in experts],  # q4 and q4k are both 4 bits

@@ -49,6 +49,8 @@ class LoadOptions:
     # does with a lower max_pixels), bounding the vision tower's time and memory (the plan counts
     # its activations at this size).
     max_image_pixels: int = _DEFAULTS["max_image_pixels"]
+    # Models that take images: False leaves the vision tower on storage (text only; less memory).
+    vision: bool = _DEFAULTS["vision"]
     # LOSSY, off at 0: a missed expert every token gives less than this share of its routing weight
     # is not read (KL figures in bench/RESULTS.md).
     skip_missed_below: float = _DEFAULTS["skip_missed_below"]
@@ -83,7 +85,7 @@ class LoadOptions:
                "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
                "low_bit_missed_below": float(self.low_bit_missed_below),
                "active_experts": self.active_experts, "state_checkpoints": self.state_checkpoints,
-               "max_image_pixels": self.max_image_pixels,
+               "max_image_pixels": self.max_image_pixels, "vision": bool(self.vision),
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
             out["expert_slots"] = expert_slots

@@ -361,3 +361,46 @@ def test_the_server_takes_image_url_parts(converted, tmp_path):
     text_server = Server(edgemoe.load(converted("qwen3_5_moe"), threads=2), "text")
     r = TestClient(create_app(text_server)).post("/v1/chat/completions", json=body(png_data_url(ref["image0"])))
     assert r.status_code == 400 and "takes no images" in r.json()["error"]["message"]
+
+
+def test_without_vision_the_tower_stays_on_storage(converted):
+    with_tower = edgemoe.load(converted("qwen3_vl_moe"), threads=2, kv_cache="f32")
+    text_only = edgemoe.load(converted("qwen3_vl_moe"), threads=2, kv_cache="f32", vision=False)
+    tower = with_tower.info()["vision_tower_bytes"]
+    assert tower > 0 and text_only.plan.vision_bytes == 0
+    assert with_tower.plan.resident_bytes - text_only.plan.resident_bytes >= tower
+    assert text_only._engine.allocated_bytes < with_tower._engine.allocated_bytes - tower
+    ref = reference("qwen3_vl_moe")
+    np.testing.assert_array_equal(text_only.logits(ref["text_ids"].tolist()), with_tower.logits(ref["text_ids"].tolist()))
+    with pytest.raises(edgemoe.ImageError, match="without its vision tower"):
+        text_only.generate("hi", max_tokens=1, images=[ref["image0"]])
+
+
+def test_a_container_with_a_text_tensor_after_the_tower_is_refused(converted, tmp_path):
+    # Without vision an engine loads the resident section up to the tower's first tensor: a tensor
+    # it binds must not lie beyond, where it would read past what it loaded.
+    import shutil
+
+    from container_edit import replace_tables
+    from edgemoe.format.container import open_container
+
+    out = tmp_path / "vl.emoe"
+    shutil.copy(converted("qwen3_vl_moe"), out)
+    tensors = dict(open_container(str(out)).tensors)
+    a, b = "norm", "vision.merger.norm_bias"  # both f32 vectors
+    tensors[a], tensors[b] = dict(tensors[b], shape=tensors[a]["shape"]), dict(tensors[a], shape=tensors[b]["shape"])
+    tensors[a]["nbytes"], tensors[b]["nbytes"] = tensors[b]["nbytes"], tensors[a]["nbytes"]
+    replace_tables(out, tensors=tensors)
+    with pytest.raises(edgemoe.FormatError, match="lies after the vision tower"):
+        open_container(str(out))
+
+
+@pytest.mark.parametrize("bits,bound", [("f16", 5e-3),   # measured 4.6e-4
+                                        ("8", 0.1)])     # measured 2.0e-2 (8-bit rows, 8-bit activations)
+def test_a_quantized_tower_stays_near_transformers(converted, bits, bound):
+    model = edgemoe.load(converted("qwen3_vl_moe", bits), threads=2, kv_cache="f32")
+    ref, H = reference("qwen3_vl_moe"), model.config["hidden"]
+    types = {n: t["type"] for n, t in model.container.tensors.items() if n.startswith("vision.blocks.0.")}
+    assert types["vision.blocks.0.qkv"] == {"f16": "f16", "8": "q8"}[bits] and types["vision.blocks.0.norm1"] == "f32"
+    for i in range(IMAGES):
+        assert rel(model.encode_image(ref[f"image{i}"]).features[:, :H], ref[f"vision{i}"]) < bound

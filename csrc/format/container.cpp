@@ -220,6 +220,15 @@ void read_tensors(Container& c, Cursor& in) {
     if (t.name.rfind(kKeptForLaterPrefix, 0) != 0 && t.offset + t.nbytes > c.resident_loaded)
       in.fail("resident tensor " + t.name.substr(0, 128) + " lies after a tensor kept for later (" +
               kKeptForLaterPrefix + "*), in the part of the section an engine does not load");
+  // The language model's tensors before the vision tower's, which an engine without images leaves out.
+  c.resident_text = c.resident_loaded;
+  for (const TensorEntry& t : c.tensors)
+    if (t.name.rfind(kVisionPrefix, 0) == 0) c.resident_text = std::min(c.resident_text, t.offset);
+  for (const TensorEntry& t : c.tensors)
+    if (t.name.rfind(kVisionPrefix, 0) != 0 && t.name.rfind(kKeptForLaterPrefix, 0) != 0 &&
+        t.offset + t.nbytes > c.resident_text)
+      in.fail("resident tensor " + t.name.substr(0, 128) + " lies after the vision tower's (" + kVisionPrefix +
+              "*), which an engine without images does not load");
 }
 
 // One [layer][expert] table of blobs (`kind`: "expert" or "low-bit copy of expert", for messages).

@@ -44,6 +44,9 @@ struct Section {
 // One resident tensor: `rows` x `cols` of `type`, at `offset` within the resident section.
 // Resident tensors under this name prefix are kept for later and not loaded (Container::resident_loaded).
 constexpr const char* kKeptForLaterPrefix = "mtp.";
+// A vision tower's tensors (model/vision_tower.h): written after the language model's, so an engine
+// loaded without images stops before them (Container::resident_text).
+constexpr const char* kVisionPrefix = "vision.";
 
 struct TensorEntry {
   std::string name;
@@ -86,6 +89,8 @@ struct Container {
   // The resident bytes an engine loads: the section up to its first tensor kept for later (a
   // multi-token-prediction head, "mtp." names, which the writer puts last), all of it without.
   uint64_t resident_loaded = 0;
+  // The part of that a language model alone needs: up to its first vision tower tensor.
+  uint64_t resident_text = 0;
   std::vector<std::vector<ExpertEntry>> experts;  // [layer][expert]; a dense layer's row is empty
   // A second, low-bit copy of every routed expert, in the same form; empty if the container has none.
   std::vector<std::vector<ExpertEntry>> low_bit_experts;

@@ -22,8 +22,8 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
     throw std::invalid_argument("ctx_size, max_batch and threads must be positive");
   std::vector<std::vector<BlobRef>> blobs = store_blob_table(container, opt);
   const Section& r = container.resident;
-  resident_ = std::make_unique<ResidentSection>(container.path, r.offset, r.size, container.resident_loaded, r.crc32,
-                                                opt.verify_checksums);
+  resident_ = std::make_unique<ResidentSection>(container.path, r.offset, r.size, resident_bytes(container, opt),
+                                                r.crc32, opt.verify_checksums);
   bind_weights(container.tensors);
   store_ = std::make_unique<ExpertStore>(container.path, std::move(blobs), (size_t)opt.n_slots, store_options(opt));
   if (!opt_.profile.empty()) {
@@ -58,7 +58,7 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
   transformer_ = std::make_unique<Transformer>(cfg_, weights_, *this, *pool_, opt.ctx_size, opt.max_batch,
                                                opt.kv_f16, opt.state_checkpoints);
   transformer_->set_observer(this);
-  if (cfg_.has_vision()) vision_ = std::make_unique<VisionTower>(cfg_, weights_.vision, *pool_);
+  if (cfg_.has_vision() && opt_.vision) vision_ = std::make_unique<VisionTower>(cfg_, weights_.vision, *pool_);
   transformer_->set_skip_missed_below(opt_.skip_missed_below);
   transformer_->set_low_bit_missed_below(opt_.low_bit_missed_below);
   if (opt_.active_experts > cfg_.top_k)
@@ -81,6 +81,8 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       throw FormatError("resident tensor " + name + " has shape [" + std::to_string(e.rows) + ", " +
                         std::to_string(e.cols) + "], expected [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
     if (f32_only && t != QType::F32) throw FormatError("resident tensor " + name + " must be f32");
+    if (e.offset + e.nbytes > resident_->size())
+      throw FormatError("resident tensor " + name + " lies in the part of the section not loaded");
     return Tensor{t, rows, cols, resident_->data() + e.offset};
   };
 
@@ -183,7 +185,7 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       if (cfg_.shared_gate) L.shared_expert_gate = get(p + "shared_expert_gate", 1, H, true);
     }
   }
-  weights_.vision = bind_vision_weights(cfg_, get);
+  if (opt_.vision) weights_.vision = bind_vision_weights(cfg_, get);
 }
 
 ExpertView Engine::acquire(int layer, int expert) {
@@ -214,8 +216,9 @@ void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) con
 }
 
 void Engine::check_images(const int32_t* tokens, int64_t n, const std::vector<ImageFeatures>& images) const {
-  if (!images.empty() && !cfg_.has_vision())
-    throw std::invalid_argument("this model has no vision tower: it takes no images");
+  if (!images.empty() && !vision_)
+    throw std::invalid_argument(cfg_.has_vision() ? "this engine was loaded without its vision tower (vision off)"
+                                                  : "this model has no vision tower: it takes no images");
   int64_t covered = 0;  // tokens before here are text or belong to an image already checked
   for (const ImageFeatures& image : images) {
     if (image.grid_h < 1 || image.grid_w < 1 || !image.rows || image.first < covered || image.first + image.count() > n)
@@ -230,7 +233,9 @@ void Engine::check_images(const int32_t* tokens, int64_t n, const std::vector<Im
 }
 
 void Engine::encode_image(const float* pixels, int grid_h, int grid_w, float* out, StopFlags stop) {
-  if (!vision_) throw std::invalid_argument("this model has no vision tower: it takes no images");
+  if (!vision_)
+    throw std::invalid_argument(cfg_.has_vision() ? "this engine was loaded without its vision tower (vision off)"
+                                                  : "this model has no vision tower: it takes no images");
   // (the memory plan counted one image of max_image_pixels: a larger one would break its promise)
   if ((int64_t)grid_h * grid_w > VisionTower::max_patches(cfg_, opt_.max_image_pixels))
     throw std::invalid_argument("an image of " + std::to_string(grid_h) + "x" + std::to_string(grid_w) +

@@ -33,19 +33,23 @@ std::vector<std::vector<BlobRef>> store_blob_table(const Container& container, c
   return table;
 }
 
+uint64_t resident_bytes(const Container& container, const EngineOptions& opt) {
+  return opt.vision ? container.resident_loaded : container.resident_text;
+}
+
 MemoryPlan plan_memory(const Container& container, const EngineOptions& opt, std::optional<uint64_t> budget,
                        std::optional<int64_t> cache_experts) {
   const ModelConfig& cfg = container.config;
   const std::vector<std::vector<BlobRef>> experts = store_blob_table(container, opt);
   MemoryPlan plan;
-  plan.resident_bytes = ResidentSection::allocated_bytes_for(container.resident_loaded);
+  plan.resident_bytes = ResidentSection::allocated_bytes_for(resident_bytes(container, opt));
   plan.kv_cache_bytes = Transformer::kv_cache_bytes(cfg, opt.ctx_size, opt.max_batch, opt.kv_f16,
                                                      opt.state_checkpoints);
   for (int l = 0; l < cfg.n_layers; ++l)
     plan.kv_layer_bytes.push_back(
         Transformer::kv_layer_bytes(cfg, l, opt.ctx_size, opt.max_batch, opt.kv_f16, opt.state_checkpoints));
   plan.scratch_bytes = Transformer::scratch_bytes(cfg, opt.ctx_size, opt.max_batch, opt.threads);
-  plan.vision_bytes = VisionTower::encode_bytes(cfg, opt.max_image_pixels);
+  plan.vision_bytes = opt.vision ? VisionTower::encode_bytes(cfg, opt.max_image_pixels) : 0;
   const StoreSizes store = ExpertStore::sizes_for(experts, store_options(opt));
   plan.slot_bytes = store.slot_bytes;
   plan.staging_bytes = store.staging_bytes();

@@ -37,6 +37,9 @@ struct MemoryPlan {
 // std::invalid_argument when low-bit copies are asked for and the container has none.
 std::vector<std::vector<BlobRef>> store_blob_table(const Container& container, const EngineOptions& opt);
 
+// The resident section's bytes an engine of `opt` loads: without vision, up to the tower's.
+uint64_t resident_bytes(const Container& container, const EngineOptions& opt);
+
 // The plan of an engine of `opt` over this container. Slots: `cache_experts`
 // if given (at least min_slots; at most every expert), else every expert, then
 // as many as `budget` holds if one is given. Throws BudgetError with the

@@ -32,6 +32,7 @@ void visit_options(Options& o, Visitor& v) {
   v.integer("active_experts", o.active_experts, 0, 1 << 16, Optional);
   v.integer("state_checkpoints", o.state_checkpoints, 0, 64, Optional);
   v.integer("max_image_pixels", o.max_image_pixels, 1024, int64_t(1) << 28, Optional);
+  v.flag("vision", o.vision, Optional);
 }
 
 }  // namespace

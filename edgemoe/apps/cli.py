@@ -74,6 +74,9 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help=f"models that take images: resize each to at most N pixels, as the model's processor does "
                         f"with a smaller budget; bounds the vision tower's time and memory (default "
                         f"{d.max_image_pixels}, about {d.max_image_pixels // 1024} image tokens)")
+    p.add_argument("--no-vision", dest="vision", action="store_false", default=None,
+                   help="models that take images: leave the vision tower on storage and take text only "
+                        "(its weights' memory is saved: edgemoe info shows how much)")
     p.add_argument("--draft", default=None, choices=DRAFT_MODES,
                    help="draft tokens and verify several per forward pass, the output unchanged: ngram "
                         "(prompt lookup), cache (the model computing only its cached experts, no reads), "
