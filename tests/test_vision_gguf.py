@@ -141,3 +141,28 @@ def test_the_command_line_takes_the_mmproj(vl_gguf, tmp_path, capsys):
     capsys.readouterr()
     assert main(["convert", str(FIXTURES / NAME), "-o", str(tmp_path / "x.emoe"), "--mmproj", str(mmproj), "-q"]) != 0
     assert "--mmproj goes with a GGUF model" in capsys.readouterr().err
+
+
+def test_qwen3_5s_gguf_and_its_mmproj_compute_what_the_folder_does(converted, tmp_path):
+    """llama.cpp writes Qwen3.5-MoE's tower as the same projector (no DeepStack): with a qwen35moe GGUF
+    it converts to what the folder computes; llama.cpp's mtmd encodes the file's image as we do."""
+    name = "qwen3_5_moe_vl"
+    tools_export_gguf().export(str(FIXTURES / name), str(tmp_path / "text.gguf"), "f32", gguf_arch="qwen35moe")
+    tools_export_mmproj().export_mmproj(str(FIXTURES / name), str(tmp_path / "mmproj.gguf"))
+    convert_gguf(str(tmp_path / "text.gguf"), str(tmp_path / "m.emoe"), bits="f32", progress=False,
+                 mmproj=str(tmp_path / "mmproj.gguf"))
+    from_gguf = edgemoe.load(str(tmp_path / "m.emoe"), threads=2, kv_cache="f32")
+    folder = edgemoe.load(converted(name), threads=2, kv_cache="f32")
+    ref, cfg = reference(name), folder.config
+    assert from_gguf.config["mrope_sections"] == cfg["mrope_sections"]
+    ids = ref["prompt2_ids"].astype(np.int32)
+    ours, theirs = (m._engine.logits(ids, cfg["vocab"], images=prompt_spans(cfg, m._engine, ref, "prompt2"))
+                    for m in (from_gguf, folder))
+    # measured 2.5e-7 relative: the hybrid GGUF's norms are stored as 1 + w (gguf_qwen_hybrid.py)
+    assert np.abs(ours - theirs).max() / np.abs(theirs).max() < 5e-6
+    image = np.ascontiguousarray(ref["image2"][:128, :64])
+    _, llama_features, _ = llama_mtmd(tmp_path / "text.gguf", tmp_path / "mmproj.gguf",
+                                      "<|im_start|>user\n<__media__>what?<|im_end|>\n", image)
+    mine = folder.encode_image(image).features
+    # measured 4.3e-4 relative (llama.cpp's f16 patch embedding, tanh GELU in the merger)
+    assert np.abs(mine - llama_features).max() / np.abs(llama_features).max() < 5e-3

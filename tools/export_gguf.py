@@ -385,8 +385,9 @@ def export(src: str, out: str, out_type: str = "f32", tokenizer_pre: str = "defa
         w.add_expert_shared_feed_forward_length(cfg["shared_intermediate"])
     if name in ("qwen3moe", "qwen2moe", "llama", "qwen3vlmoe"):
         w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
-    if name == "qwen3vlmoe":  # (its vision tower goes to an mmproj file: tools/export_mmproj.py)
+    if cfg.get("mrope_sections"):  # (a vision tower goes to an mmproj file: tools/export_mmproj.py)
         w.add_rope_dimension_sections(list(cfg["mrope_sections"]) + [0])
+    if name == "qwen3vlmoe":
         w.add_uint32(f"{name}.n_deepstack_layers", len(cfg.get("vision_deepstack_layers", [])))
     if name in ("glm4moe", "deepseek2"):
         add_moe_keys(w, cfg, hf, src)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a Qwen3-VL-MoE folder's vision tower as llama.cpp's mmproj GGUF (projector qwen3vl_merger),
+"""Write a Qwen3-VL-MoE (or Qwen3.5-MoE) folder's vision tower as llama.cpp's mmproj GGUF (projector qwen3vl_merger),
 the file llama.cpp's convert_hf_to_gguf.py --mmproj writes (docs/VISION_MODELS.md part B.1), so tests
 can run llama.cpp's mtmd on our fixtures without torch. The text model is tools/export_gguf.py's.
 
@@ -31,8 +31,8 @@ def export_mmproj(src: str, out: str, out_type: str = "f32") -> None:
 
     hf = _read_json(os.path.join(src, "config.json"), required=True)
     arch = pick_arch(hf)
-    if arch.name != "qwen3_vl_moe":
-        raise UnsupportedModelError(f"{src}: only Qwen3-VL-MoE's tower is written as an mmproj")
+    if arch.name not in ("qwen3_vl_moe", "qwen3_5_moe"):
+        raise UnsupportedModelError(f"{src}: only Qwen3-VL-MoE's and Qwen3.5-MoE's towers are written as an mmproj")
     cfg = arch.config(hf)
     processor = _read_json(os.path.join(src, "preprocessor_config.json"), required=True)
     ck = Checkpoint(src)

@@ -143,6 +143,8 @@ class WithTower:
         return self._of(name).native(name, qtype)
 
 
+# The text models an mmproj of this projector goes with: Qwen3-VL-MoE's and Qwen3.5-MoE's.
+TEXT_ARCHS = ("qwen3vlmoe", "qwen35moe")
 # The tokens around and in an image, by their text in the model's vocabulary (Qwen's).
 IMAGE_TOKENS = {"image_token_id": "<|image_pad|>", "vision_start_token_id": "<|vision_start|>",
                 "vision_end_token_id": "<|vision_end|>"}
@@ -153,13 +155,18 @@ def with_tower(text, hf: Dict[str, Any], mmproj: str):
     config) given the vision_config and image token ids, and the manifest's image_processor entry."""
     from ..vision.preprocess import ImageSettings
 
-    if text.arch_name != "qwen3vlmoe":
-        raise UnsupportedModelError(f"{mmproj}: an mmproj is converted with a qwen3vlmoe GGUF, not {text.arch_name}")
+    a = text.arch_name
+    if a not in TEXT_ARCHS:
+        raise UnsupportedModelError(f"{mmproj}: an mmproj is converted with a {' or '.join(TEXT_ARCHS)} GGUF, not {a}")
     tower = MmprojCheckpoint(mmproj)
-    wanted = int(text.field("qwen3vlmoe.n_deepstack_layers", 0))
+    wanted = int(text.field(f"{a}.n_deepstack_layers", 0))
     if wanted != len(tower.deepstack):
         raise FormatError(f"{mmproj}: the text model takes {wanted} DeepStack features, the mmproj gives "
                           f"{len(tower.deepstack)}; are they of the same model?")
+    sections = text.fields.get(f"{a}.rope.dimension_sections")
+    if sections is not None:  # the multimodal rope's [time, height, width] pairs (a fourth, 0, is llama.cpp's)
+        hf["rope_parameters"] = dict(hf.get("rope_parameters") or {},
+                                     mrope_section=[int(s) for s in list(text.field(f"{a}.rope.dimension_sections"))[:3]])
     hf["vision_config"] = tower.vision_config(hf["hidden_size"])
     tokens = list(text.field("tokenizer.ggml.tokens", []))
     for key, token in IMAGE_TOKENS.items():
