@@ -229,6 +229,12 @@ def cmd_info(args) -> int:
     print(f"resident weights  {format_size(info['resident_bytes'])} ({info['quantization'].get('resident')})")
     if info["kept_for_later_bytes"]:
         print(f"kept, not loaded  {format_size(info['kept_for_later_bytes'])} (multi-token-prediction head)")
+    if info["vision_tower_bytes"]:
+        c, plan_vision = model.config, info["memory_plan"]["vision_bytes"]
+        state = (f"loaded; one image of up to {model.options.max_image_pixels} pixels needs {format_size(plan_vision)} more"
+                 if plan_vision else "not loaded (--no-vision)")
+        print(f"vision tower      {format_size(info['vision_tower_bytes'])}, {c['vision_depth']} blocks of "
+              f"{c['vision_hidden']} (of the resident weights); {state}")
     widest_first = sorted(types.items(), key=lambda tn: (-quant.BITS[quant.CODES[tn[0]]], tn[0]))
     widths = ", ".join(f"{t} x {n}" for t, n in widest_first) if len(types) > 1 else f"{next(iter(types))}"
     print(f"routed experts    {format_size(info['expert_bytes'])} ({widths})")
