@@ -49,7 +49,7 @@ def export_mmproj(src: str, out: str, out_type: str = "f32") -> None:
     w.add_uint32("clip.vision.image_size", cfg["vision_position_side"] * cfg["vision_patch_size"])
     w.add_uint32("clip.vision.patch_size", cfg["vision_patch_size"])
     w.add_uint32("clip.vision.embedding_length", D)
-    w.add_uint32("clip.vision.feed_forward_length", cfg["vision_intermediate"])
+    w.add_uint32("clip.vision.feed_forward_length", hf["vision_config"]["intermediate_size"])  # (ours pads it)
     w.add_uint32("clip.vision.block_count", depth)
     w.add_uint32("clip.vision.attention.head_count", cfg["vision_heads"])
     w.add_float32("clip.vision.attention.layer_norm_epsilon", cfg["rms_norm_eps"])  # as llama.cpp's converter

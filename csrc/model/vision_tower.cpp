@@ -90,6 +90,12 @@ VisionWeights bind_vision_weights(const ModelConfig& c, const TensorLookup& get)
   return w;
 }
 
+void VisionTower::each_row(int64_t n, int64_t work_per_row, const std::function<void(int64_t)>& f) const {
+  pool_.parallel_for(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i);
+  }, grain_for(work_per_row));
+}
+
 void VisionTower::linear(const Tensor& W, const Tensor& bias, const float* x, int64_t n, float* y,
                          VisionScratch& s) const {
   const Activations a = prepare(pool_, W.type, x, n, W.cols, s.xq.data());
@@ -135,12 +141,14 @@ void VisionTower::attention(const VisionBlockWeights& B, float* x, int64_t n, co
                             VisionScratch& s) const {
   const int D = cfg_.vision_hidden, heads = cfg_.vision_heads, hd = cfg_.vision_head_dim();
   const float scale = 1.f / std::sqrt((float)hd);
-  for (int64_t t = 0; t < n; ++t) layer_norm(x + t * D, B.norm1.f32(), B.norm1_bias.f32(), D, cfg_.vision_norm_eps, &s.xn[t * D]);
+  each_row(n, 8 * D, [&](int64_t t) {
+    layer_norm(x + t * D, B.norm1.f32(), B.norm1_bias.f32(), D, cfg_.vision_norm_eps, &s.xn[t * D]);
+  });
   linear(B.qkv, B.qkv_bias, s.xn.data(), n, s.qkv.data(), s);
   for (int h = 0; h < heads; ++h) {
     // This head's q and k (rotated by the patch's row and column) and v transposed, contiguous for the
     // matmul kernels: scores = q k^T, then out = softmax(scores) v.
-    for (int64_t t = 0; t < n; ++t) {
+    each_row(n, 8 * hd, [&](int64_t t) {
       const float* row = &s.qkv[t * 3 * D + (int64_t)h * hd];
       float* q = &s.qh[t * hd];
       float* k = &s.kh[t * hd];
@@ -149,7 +157,7 @@ void VisionTower::attention(const VisionBlockWeights& B, float* x, int64_t n, co
       rope(q, cos + t * (hd / 2), sin + t * (hd / 2), hd / 2);
       rope(k, cos + t * (hd / 2), sin + t * (hd / 2), hd / 2);
       for (int d = 0; d < hd; ++d) s.vt[(int64_t)d * n + t] = row[2 * D + d];
-    }
+    });
     for (int64_t q0 = 0; q0 < n; q0 += kQueryChunk) {
       const int64_t m = std::min(kQueryChunk, n - q0);
       matmul(pool_, QType::F32, reinterpret_cast<const uint8_t*>(s.kh.data()), n, {&s.qh[q0 * hd], nullptr, m, hd},
@@ -167,14 +175,18 @@ void VisionTower::attention(const VisionBlockWeights& B, float* x, int64_t n, co
     }
   }
   linear(B.proj, B.proj_bias, s.attn.data(), n, s.xn.data(), s);
-  for (int64_t i = 0; i < n * D; ++i) x[i] += s.xn[i];
+  each_row(n, D, [&](int64_t t) {
+    for (int64_t i = t * D; i < (t + 1) * D; ++i) x[i] += s.xn[i];
+  });
 }
 
 void VisionTower::merge(const MergerWeights& w, const float* in, int64_t m, float* out, int64_t out_stride,
                         VisionScratch& s) const {
   const int64_t M = cfg_.vision_merged_width(), H = cfg_.hidden;
   linear(w.fc1, w.fc1_bias, in, m, s.mlp.data(), s);
-  for (int64_t i = 0; i < m * M; ++i) s.mlp[i] = gelu_erf(s.mlp[i]);
+  each_row(m, 16 * M, [&](int64_t t) {
+    for (int64_t i = t * M; i < (t + 1) * M; ++i) s.mlp[i] = gelu_erf(s.mlp[i]);
+  });
   linear(w.fc2, w.fc2_bias, s.mlp.data(), m, s.attn.data(), s);
   for (int64_t t = 0; t < m; ++t) std::copy(&s.attn[t * H], &s.attn[t * H] + H, out + t * out_stride);
 }
@@ -212,24 +224,32 @@ void VisionTower::encode(const float* pixels, int grid_h, int grid_w, float* out
     if (stop.cancel && stop.cancel->load(std::memory_order_relaxed)) throw Cancelled("cancelled");
     const VisionBlockWeights& B = w_.blocks[b];
     attention(B, x.data(), n, s.cos.data(), s.sin.data(), s);
-    for (int64_t t = 0; t < n; ++t)
+    each_row(n, 8 * D, [&](int64_t t) {
       layer_norm(&x[t * D], B.norm2.f32(), B.norm2_bias.f32(), D, cfg_.vision_norm_eps, &s.xn[t * D]);
+    });
     linear(B.fc1, B.fc1_bias, s.xn.data(), n, s.mlp.data(), s);
-    for (int64_t i = 0; i < n * cfg_.vision_intermediate; ++i) s.mlp[i] = gelu_tanh(s.mlp[i]);
+    const int64_t I = cfg_.vision_intermediate;
+    each_row(n, 16 * I, [&](int64_t t) {
+      for (int64_t i = t * I; i < (t + 1) * I; ++i) s.mlp[i] = gelu_tanh(s.mlp[i]);
+    });
     linear(B.fc2, B.fc2_bias, s.mlp.data(), n, s.xn.data(), s);
-    for (int64_t i = 0; i < n * D; ++i) x[i] += s.xn[i];
+    each_row(n, D, [&](int64_t t) {
+      for (int64_t i = t * D; i < (t + 1) * D; ++i) x[i] += s.xn[i];
+    });
     if (next_deepstack < cfg_.n_deepstack() && cfg_.vision_deepstack_layers[next_deepstack] == b) {
       // DeepStack: this block's output, a merge window's patches side by side, normalised together.
       const MergerWeights& w = w_.deepstack[next_deepstack];
-      for (int64_t t = 0; t < tokens; ++t)
+      each_row(tokens, 8 * M, [&](int64_t t) {
         layer_norm(&x[t * M], w.norm.f32(), w.norm_bias.f32(), M, cfg_.vision_norm_eps, &s.xn[t * M]);
+      });
       ++next_deepstack;
       merge(w, s.xn.data(), tokens, out + next_deepstack * cfg_.hidden, width, s);
     }
   }
   // The main merger normalises each patch, then puts a window's patches side by side.
-  for (int64_t t = 0; t < n; ++t)
+  each_row(n, 8 * D, [&](int64_t t) {
     layer_norm(&x[t * D], w_.merger.norm.f32(), w_.merger.norm_bias.f32(), D, cfg_.vision_norm_eps, &s.xn[t * D]);
+  });
   merge(w_.merger, s.xn.data(), tokens, out, width, s);
 }
 

@@ -45,6 +45,8 @@ class VisionTower {
   // rows [m] at stride out_stride.
   void merge(const MergerWeights& w, const float* in, int64_t m, float* out, int64_t out_stride,
              struct VisionScratch& s) const;
+  // f(row) for rows [0, n), split across the pool (rows of about work_per_row operations).
+  void each_row(int64_t n, int64_t work_per_row, const std::function<void(int64_t)>& f) const;
   // y [n, W.rows] = x [n, W.cols] @ W^T + bias.
   void linear(const Tensor& W, const Tensor& bias, const float* x, int64_t n, float* y, struct VisionScratch& s) const;
 

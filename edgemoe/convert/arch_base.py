@@ -126,8 +126,9 @@ class HFArch:
         """Whether this checkpoint's model takes images (its vision tower is converted)."""
         return False
 
-    def tower_residents(self, cfg: Dict[str, Any]) -> List[Resident]:
-        """Resident tensors beside the language model's: a vision tower, where the config has one."""
+    def tower_residents(self, cfg: Dict[str, Any], hf: Dict[str, Any]) -> List[Resident]:
+        """Resident tensors beside the language model's: a vision tower, where the config has one (hf:
+        the source's config)."""
         return []
 
     def kept_for_later(self, cfg: Dict[str, Any], ckpt) -> List[Resident]:

@@ -71,8 +71,8 @@ class _HybridQwen(HFArch):
             cfg.update(vision_config(hf, arch, cfg["hidden"], deepstack=False))
         return cfg
 
-    def tower_residents(self, cfg: Dict[str, Any]) -> List[Resident]:
-        return vision_residents(cfg) if cfg.get("vision_depth") else []
+    def tower_residents(self, cfg: Dict[str, Any], hf: Dict[str, Any]) -> List[Resident]:
+        return vision_residents(cfg, hf) if cfg.get("vision_depth") else []
 
     def kept_for_later(self, cfg: Dict[str, Any], ckpt) -> List[Resident]:
         """The multi-token-prediction head (docs/HYBRID_MODELS.md section 7), where the checkpoint

@@ -38,8 +38,8 @@ class Qwen3VlMoe(Qwen3Moe):
     def takes_images(self, hf: Dict[str, Any]) -> bool:
         return has_vision(hf)
 
-    def tower_residents(self, cfg: Dict[str, Any]) -> List[Resident]:
-        return vision_residents(cfg) if cfg.get("vision_depth") else []
+    def tower_residents(self, cfg: Dict[str, Any], hf: Dict[str, Any]) -> List[Resident]:
+        return vision_residents(cfg, hf) if cfg.get("vision_depth") else []
 
     @staticmethod
     def _hub_layout(ckpt, cfg: Dict[str, Any], l: int, moe: str) -> bool:

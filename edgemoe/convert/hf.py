@@ -165,7 +165,7 @@ def resident_plan(cfg: Dict[str, Any], arch: HFArch, moe: str, ckpt=None, hf=Non
     plan.append(("norm", "model.norm.weight", (H,), F32_ONLY, arch.norm_take))
     if not cfg["tie_embeddings"]:
         plan.append(("output", "lm_head.weight", (V, H), RESIDENT))
-    plan += arch.tower_residents(cfg)
+    plan += arch.tower_residents(cfg, hf or {})
     plan += arch.kept_for_later(cfg, ckpt) if ckpt is not None else []
     return [entry if isinstance(entry, Resident) else Resident(*entry) for entry in plan]
 

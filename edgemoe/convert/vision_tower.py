@@ -10,11 +10,17 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List
 
+import numpy as np
+
 from ..errors import UnsupportedModelError
 from .arch_base import F32_ONLY, RESIDENT, Resident, positive_field
 from .rope import rope_parameters
 
 VISION_PREFIX = "model.visual."  # where transformers keeps the tower in a checkpoint
+# The blocks' MLP width is stored padded with zeros to whole quantization groups (fc1's extra rows and
+# biases 0, fc2's extra columns 0: the same outputs), so 8-bit resident weights take fc2 too
+# (Qwen3-VL's 4304 is not a multiple of 32; f16 there cost a fifth of an image's encode time).
+GROUP = 32
 # transformers' vision blocks use the tanh GELU and a rotary base the runtime has fixed.
 VISION_ACTIVATION, VISION_ROPE_THETA, IN_CHANNELS = "gelu_pytorch_tanh", 10000.0, 3
 
@@ -60,7 +66,7 @@ def vision_config(hf: Dict[str, Any], arch: str, text_hidden: int, deepstack: bo
     cfg = {
         "vision_depth": positive_field(v, "depth", arch),
         "vision_hidden": positive_field(v, "hidden_size", arch),
-        "vision_intermediate": positive_field(v, "intermediate_size", arch),
+        "vision_intermediate": -(-positive_field(v, "intermediate_size", arch) // GROUP) * GROUP,
         "vision_heads": positive_field(v, "num_heads", arch),
         "vision_patch_size": positive_field(v, "patch_size", arch),
         "vision_temporal_patch": positive_field(v, "temporal_patch_size", arch),
@@ -85,9 +91,19 @@ def _merger(name: str, source: str, norm_width: int, width: int, hidden: int) ->
             Resident(f"{name}.fc2_bias", f"{source}.linear_fc2.bias", (hidden,), F32_ONLY)]
 
 
-def vision_residents(cfg: Dict[str, Any]) -> List[Resident]:
-    """The tower's resident tensors (names as csrc/model/vision_tower.cpp binds them)."""
-    D, I, H = cfg["vision_hidden"], cfg["vision_intermediate"], cfg["hidden"]
+def _pad_rows(n: int):
+    return lambda w: np.concatenate([w, np.zeros((n - w.shape[0],) + w.shape[1:], w.dtype)]) if n > w.shape[0] else w
+
+
+def _pad_cols(n: int):
+    return lambda w: np.concatenate([w, np.zeros((w.shape[0], n - w.shape[1]), w.dtype)], 1) if n > w.shape[1] else w
+
+
+def vision_residents(cfg: Dict[str, Any], hf: Dict[str, Any]) -> List[Resident]:
+    """The tower's resident tensors (names as csrc/model/vision_tower.cpp binds them); hf: the
+    source's config (the MLP width the checkpoint holds, before padding)."""
+    D, I, H = cfg["vision_hidden"], hf["vision_config"]["intermediate_size"], cfg["hidden"]
+    padded = cfg["vision_intermediate"]
     T, P, m = cfg["vision_temporal_patch"], cfg["vision_patch_size"], cfg["vision_merge"]
     M, side, v = D * m * m, cfg["vision_position_side"], VISION_PREFIX
     plan = [Resident("vision.patch_embed", f"{v}patch_embed.proj.weight", (D, IN_CHANNELS, T, P, P), RESIDENT,
@@ -101,8 +117,10 @@ def vision_residents(cfg: Dict[str, Any]) -> List[Resident]:
             ("qkv", "attn.qkv.weight", (3 * D, D), RESIDENT), ("qkv_bias", "attn.qkv.bias", (3 * D,), F32_ONLY),
             ("proj", "attn.proj.weight", (D, D), RESIDENT), ("proj_bias", "attn.proj.bias", (D,), F32_ONLY),
             ("norm2", "norm2.weight", (D,), F32_ONLY), ("norm2_bias", "norm2.bias", (D,), F32_ONLY),
-            ("fc1", "mlp.linear_fc1.weight", (I, D), RESIDENT), ("fc1_bias", "mlp.linear_fc1.bias", (I,), F32_ONLY),
-            ("fc2", "mlp.linear_fc2.weight", (D, I), RESIDENT), ("fc2_bias", "mlp.linear_fc2.bias", (D,), F32_ONLY))]
+            ("fc2_bias", "mlp.linear_fc2.bias", (D,), F32_ONLY))]
+        plan += [Resident(f"{c}.fc1", f"{s}.mlp.linear_fc1.weight", (I, D), RESIDENT, _pad_rows(padded)),
+                 Resident(f"{c}.fc1_bias", f"{s}.mlp.linear_fc1.bias", (I,), F32_ONLY, _pad_rows(padded)),
+                 Resident(f"{c}.fc2", f"{s}.mlp.linear_fc2.weight", (D, I), RESIDENT, _pad_cols(padded))]
     plan += _merger("vision.merger", f"{v}merger", D, M, H)  # its norm: each patch, before they go side by side
     for k in range(len(cfg["vision_deepstack_layers"])):  # theirs: the side-by-side patches
         plan += _merger(f"vision.deepstack.{k}", f"{v}deepstack_merger_list.{k}", M, M, H)
