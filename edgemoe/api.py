@@ -265,7 +265,15 @@ class Model:
         if isinstance(image, PreprocessedImage):
             return image
         self._require_images()
-        return preprocess(load_image(image), self.image_settings)
+        pixels = preprocess(load_image(image), self.image_settings)
+        _, grid_h, grid_w = pixels.grid
+        size = grid_h * grid_w * self.config["vision_patch_size"] ** 2
+        if size > self.options.max_image_pixels:  # (an image of extreme aspect: its short side stays 32)
+            P = self.config["vision_patch_size"]
+            raise ImageError(f"this image comes out at {grid_h * P}x{grid_w * P} pixels in the model's 32-pixel "
+                             f"windows, above max_image_pixels ({self.options.max_image_pixels}); raise it "
+                             "(--max-image-pixels) or crop the image")
+        return pixels
 
     def encode_image(self, image: Any, cancel: Optional[CancelToken] = None) -> EncodedImage:
         """One image (as prepare_image takes it, or prepared) through the vision tower: what stands

@@ -158,13 +158,7 @@ class Generation:
         if self.context is not None:
             # evaluate at least one token: its logits give the first sample
             keys = prompt_keys(self.prompt, self.images, self.image_token)
-            keep = min(common_prefix(self.context, keys), len(self.prompt) - 1)
-            while True:  # an image is evaluated whole: never keep part of one
-                keep = cut_before_images(keep, self.prompt, self.image_token)
-                model.truncate(keep)
-                if model.n_past == keep:
-                    break
-                keep = model.n_past  # fewer where a sliding-window layer no longer holds what keep needs
+            keep = self._truncate(min(common_prefix(self.context, keys), len(self.prompt) - 1))
         else:
             model.reset()
         decoder = StreamDecoder(model.tokenizer)
@@ -252,15 +246,27 @@ class Generation:
         self.drafting.rounds += 1
         return list(rows), drafts
 
+    def _truncate(self, n: int) -> int:
+        """Keep at most the history's first n tokens, never part of an image (an image is evaluated
+        whole); returns what the context kept (fewer where a sliding-window layer no longer holds
+        what n needs, or a hybrid model went back to a state checkpoint)."""
+        while True:
+            n = cut_before_images(n, self.prompt, self.image_token)
+            self.model.truncate(n)
+            if self.model.n_past == n:
+                return n
+            n = self.model.n_past
+
     def _rewind(self, n: int) -> None:
         """Cut the context back to the history's first n tokens (a sliding-window model may
-        forget more: what it forgot is evaluated again)."""
+        forget more: what it forgot is evaluated again, its images with it)."""
         model = self.model
         if model.n_past <= n:
             return
-        model.truncate(n)
-        if model.n_past < n:
-            model.eval(self.history[model.n_past:n], cancel=self.cancel)
+        kept = self._truncate(n)
+        if kept < n:
+            model.eval(self.history[kept:n], cancel=self.cancel,
+                       images=images_from(kept, self.prompt[:n], self.images, self.image_token))
 
     def _stop_string_at(self, start: int) -> int:
         found = [i for i in (self.text.find(s, max(0, start)) for s in self.stop_strings) if i >= 0]

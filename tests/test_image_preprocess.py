@@ -349,7 +349,7 @@ def test_with_max_pixels():
     small = s.with_max_pixels(200_000)
     assert (small.min_pixels, small.max_pixels) == (65536, 200_000) and s.max_pixels == 16777216
     tiny = s.with_max_pixels(32 * 32)
-    assert (tiny.min_pixels, tiny.max_pixels) == (1024, 1024)
+    assert (tiny.min_pixels, tiny.max_pixels) == (512, 1024)  # (at most half the budget)
     assert preprocess(_rng_image(300, 400), tiny).n_tokens == 1
     assert s.with_max_pixels(10 ** 9) == s  # the model's own limit stays
     out = preprocess(_rng_image(1000, 1500), small)

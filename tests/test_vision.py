@@ -154,6 +154,21 @@ def test_a_text_model_takes_no_images(converted):
                              images=[(0, 1, 1, np.zeros((1, model.config["hidden"]), np.float32))])
 
 
+def test_a_processor_that_cuts_other_patches_is_refused(tmp_path):
+    import json
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "qwen3_vl_moe", src)
+    processor = json.loads((src / "preprocessor_config.json").read_text())
+    del processor["patch_size"]  # transformers' class default: 14
+    (src / "preprocessor_config.json").write_text(json.dumps(processor))
+    from edgemoe.convert import convert_hf
+    with pytest.raises(edgemoe.FormatError, match="14-pixel patches"):
+        convert_hf(str(src), str(tmp_path / "x.emoe"), progress=False)
+    assert not (tmp_path / "x.emoe").exists()
+
+
 @pytest.mark.parametrize("changes,message", [
     ({"vision_config": {"hidden_act": "silu"}}, "vision activation"),
     ({"vision_config": {"num_position_embeddings": 60}}, "not a square"),
@@ -290,6 +305,10 @@ def test_the_pixel_budget_bounds_the_image_and_the_plan_counts_it(converted):
     assert 0 < small.plan.vision_bytes < large.plan.vision_bytes
     text_model = edgemoe.load(converted("qwen3_5_moe"), threads=2)
     assert text_model.plan.vision_bytes == 0
+    # an image whose short side is already one window: the processor keeps it 32 pixels high and
+    # its long side over the budget (transformers too); refused, not computed beyond the plan
+    with pytest.raises(edgemoe.ImageError, match="max_image_pixels"):
+        small.encode_image(np.zeros((10, 1999, 3), np.uint8))
     with pytest.raises(ValueError, match="max_image_pixels"):  # the engine keeps the plan's promise
         small._engine.encode_image(ref["pixel_values2"], 10, 6)
 
@@ -337,10 +356,11 @@ def test_the_server_takes_image_url_parts(converted, tmp_path):
 
     ref = reference("qwen3_vl_moe")
     model = edgemoe.load(converted("qwen3_vl_moe"), threads=2, kv_cache="f32")
-    server = Server(model, "vl", defaults={"temperature": 0.0})
-    (tmp_path / "one.png").write_bytes(b"")
+    server = Server(model, "vl", defaults={"temperature": 0.0}, image_dir=str(tmp_path / "images"))
+    (tmp_path / "images").mkdir()
     from PIL import Image
-    Image.fromarray(ref["image0"]).save(tmp_path / "one.png")
+    Image.fromarray(ref["image0"]).save(tmp_path / "images" / "one.png")
+    Image.fromarray(ref["image0"]).save(tmp_path / "outside.png")
 
     def body(url, text="what is it?"):
         return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
@@ -348,7 +368,8 @@ def test_the_server_takes_image_url_parts(converted, tmp_path):
 
     fresh = ChatSession(edgemoe.load(converted("qwen3_vl_moe"), threads=2, kv_cache="f32"), max_tokens=4)
     want = "".join(fresh.send("what is it?", images=[ref["image0"]]))
-    for url in (png_data_url(ref["image0"]), str(tmp_path / "one.png"), "file://" + str(tmp_path / "one.png")):
+    for url in (png_data_url(ref["image0"]), str(tmp_path / "images" / "one.png"),
+                "file://" + str(tmp_path / "images" / "one.png")):
         req = server.chat_request(body(url))
         assert "".join(piece for piece, _ in server.generate(req, CancelToken(), {})) == want
 
@@ -358,12 +379,17 @@ def test_the_server_takes_image_url_parts(converted, tmp_path):
     from test_image_preprocess import _png_with_header_size
     huge = "data:image/png;base64," + base64.b64encode(_png_with_header_size(10000, 10000)).decode()
     for url in ("https://example.com/cat.png", "data:image/png;base64,!!!", png_data_url(ref["image0"])[:200],
-                str(tmp_path / "missing.png"), "data:image/png;base64," + "A" * (21 << 20), huge):
+                str(tmp_path / "images" / "missing.png"), "data:image/png;base64," + "A" * (21 << 20), huge,
+                str(tmp_path / "outside.png"),                     # outside --image-dir
+                str(tmp_path / "images" / ".." / "outside.png")):
         r = client.post("/v1/chat/completions", json=body(url))
         assert r.status_code == 400 and r.json()["error"]["message"], url
     two = body(png_data_url(ref["image0"]))
     two["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": png_data_url(ref["image0"])}})
     assert client.post("/v1/chat/completions", json=two).status_code == 200  # two images, two placeholders
+    many = body(png_data_url(ref["image0"]))
+    many["messages"][0]["content"] *= 9
+    assert client.post("/v1/chat/completions", json=many).status_code == 400  # more than a request takes
     text_server = Server(edgemoe.load(converted("qwen3_5_moe"), threads=2), "text")
     r = TestClient(create_app(text_server)).post("/v1/chat/completions", json=body(png_data_url(ref["image0"])))
     assert r.status_code == 400 and "takes no images" in r.json()["error"]["message"]
@@ -410,3 +436,32 @@ def test_a_quantized_tower_stays_near_transformers(converted, bits, bound):
     assert types["vision.blocks.0.qkv"] == {"f16": "f16", "8": "q8"}[bits] and types["vision.blocks.0.norm1"] == "f32"
     for i in range(IMAGES):
         assert rel(model.encode_image(ref[f"image{i}"]).features[:, :H], ref[f"vision{i}"]) < bound
+
+
+@pytest.mark.parametrize("name", VISION)
+def test_an_image_split_across_prefill_batches(converted, name):
+    """Batches of 5 tokens cut both images of prompt 2 (8 and 15 tokens): the positions and rows of
+    each image's later tokens come from where its first went (measured: bit-identical)."""
+    from conftest import small_batch_engine
+
+    ref = reference(name)
+    whole, vocab = small_batch_engine(converted(name), max_batch=256, ctx_size=64)
+    split, _ = small_batch_engine(converted(name), max_batch=5, ctx_size=64)
+    cfg = edgemoe.load(converted(name), threads=1).config
+    ids = ref["prompt2_ids"].astype(np.int32)
+    want = whole.logits(ids, vocab, images=prompt_spans(cfg, whole, ref, "prompt2"))
+    np.testing.assert_array_equal(split.logits(ids, vocab, images=prompt_spans(cfg, split, ref, "prompt2")), want)
+
+
+@pytest.mark.parametrize("draft", ["ngram", "cache"])
+def test_drafting_on_a_hybrid_without_checkpoints_keeps_its_images(converted, draft):
+    """Without state checkpoints a rejected draft sends a hybrid model back to the start: the
+    prompt is evaluated again with its images, and the output is plain decoding's."""
+    ref = reference("qwen3_5_moe_vl")
+    ids = one_placeholder(ref["prompt2_ids"], edgemoe.load(converted("qwen3_5_moe_vl"), threads=1).config["image_token_id"])
+    images = [ref["image1"], ref["image2"]]
+    plain = edgemoe.load(converted("qwen3_5_moe_vl"), threads=2, kv_cache="f32", state_checkpoints=0)
+    drafted = edgemoe.load(converted("qwen3_5_moe_vl"), threads=2, kv_cache="f32", state_checkpoints=0, draft=draft)
+    want = plain.generate(ids, max_tokens=12, stop_at_eos=False, images=images)
+    assert want == ref["prompt2_greedy"].tolist()
+    assert drafted.generate(ids, max_tokens=12, stop_at_eos=False, images=images) == want

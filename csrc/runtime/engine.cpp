@@ -221,7 +221,8 @@ void Engine::check_images(const int32_t* tokens, int64_t n, const std::vector<Im
                                                   : "this model has no vision tower: it takes no images");
   int64_t covered = 0;  // tokens before here are text or belong to an image already checked
   for (const ImageFeatures& image : images) {
-    if (image.grid_h < 1 || image.grid_w < 1 || !image.rows || image.first < covered || image.first + image.count() > n)
+    if (image.grid_h < 1 || image.grid_w < 1 || !image.rows || image.first < covered || image.first > n ||
+        image.count() > n - image.first)
       throw std::invalid_argument("images must lie inside the tokens, in order and without overlapping");
     for (int64_t i = image.first; i < image.first + image.count(); ++i)
       if (tokens[i] != cfg_.image_token_id)

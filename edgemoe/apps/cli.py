@@ -342,7 +342,7 @@ def make_server(args):
     model_id = os.path.splitext(os.path.basename(args.model or "demo.emoe"))[0]
     defaults = {"temperature": args.temp, "top_p": args.top_p, "top_k": args.top_k, "min_p": args.min_p,
                 "repeat_penalty": args.repeat_penalty, "max_tokens": args.max_tokens}
-    return Server(model, model_id, api_key=args.api_key, defaults=defaults)
+    return Server(model, model_id, api_key=args.api_key, defaults=defaults, image_dir=args.image_dir)
 
 
 def cmd_serve(args) -> int:
@@ -504,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=_bounded(int, 1, 65535), default=8080)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    p.add_argument("--image-dir", default=None, metavar="DIR",
+                   help="models that take images: let image_url parts name files under DIR (a path or file://); "
+                        "without it only data: URLs are taken, so a client cannot read the server's files")
     _add_sampling_flags(p)
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_serve)

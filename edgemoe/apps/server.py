@@ -12,6 +12,7 @@ Needs the `serve` extra: pip install "edgemoe[serve]".
 """
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -30,6 +31,8 @@ from ..vision.prompt import expand_placeholders
 # The longest data: URL an image_url part may carry (about 15 MiB of image): the request is held in
 # memory whole, and a device's memory is the budget's.
 MAX_IMAGE_URL_CHARS = 20 << 20
+# Images a request may carry: each is decoded and preprocessed as the request is read.
+MAX_IMAGES = 8
 
 # OpenAI's finish_reason for each way a generation ends ("cancelled" never reaches a client:
 # it means the client went away).
@@ -95,8 +98,11 @@ def _stops(body: Dict[str, Any]) -> List[str]:
 class Server:
     """The model, its lock and the request logic; create_app() puts HTTP around it."""
 
-    def __init__(self, model, model_id: str, api_key: Optional[str] = None, defaults: Optional[Dict] = None):
+    def __init__(self, model, model_id: str, api_key: Optional[str] = None, defaults: Optional[Dict] = None,
+                 image_dir: Optional[str] = None):
         self.model, self.model_id, self.api_key = model, model_id, api_key
+        # where image_url parts may name local files (None: nowhere, data: URLs only)
+        self.image_dir = os.path.realpath(image_dir) if image_dir else None
         self.defaults = defaults or {}
         self.template = load_chat_template(model.tokenizer.config)
         self.lock = asyncio.Lock()
@@ -158,6 +164,8 @@ class Server:
                     if isinstance(part, dict) and part.get("type") == "text":
                         parts.append({"type": "text", "text": str(part.get("text", ""))})
                     elif isinstance(part, dict) and part.get("type") == "image_url":
+                        if len(images) == MAX_IMAGES:
+                            raise APIError(400, f"a request takes at most {MAX_IMAGES} images", param="messages")
                         images.append(self._image(part.get("image_url")))
                         parts.append({"type": "image"})
                 content = parts if any(p["type"] == "image" for p in parts) else "".join(p["text"] for p in parts)
@@ -191,8 +199,12 @@ class Server:
         if len(url) > MAX_IMAGE_URL_CHARS:
             raise APIError(400, f"an image is larger than this server takes ({MAX_IMAGE_URL_CHARS // (1 << 20)} MiB "
                                 "of data URL)", param="messages")
-        if url.startswith("file://"):
-            url = url[len("file://"):]
+        if not url.startswith("data:") and not url.startswith(("http://", "https://")):
+            path = os.path.realpath(url[len("file://"):] if url.startswith("file://") else url)
+            if self.image_dir is None or os.path.commonpath([self.image_dir, path]) != self.image_dir:
+                raise APIError(400, "image_url: this server takes data: URLs, and local files only under the "
+                                    "folder it was started with (--image-dir)", param="messages")
+            url = path
         try:
             return self.model.prepare_image(url)
         except ImageError as e:

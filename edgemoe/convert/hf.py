@@ -342,9 +342,16 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
     resident_type = parse_bits(resident_bits) if resident_bits is not None else default_resident_type(expert_type)
     low_bit_type = None if low_bit_copy is None else parse_low_bit_copy(low_bit_copy)
 
-    if cfg.get("vision_depth") and "image_processor" not in (extra_manifest or {}):
-        raise FormatError(f"{where}: a model with a vision tower needs its image processor's settings "
-                          "(preprocessor_config.json)")
+    if cfg.get("vision_depth"):
+        if "image_processor" not in (extra_manifest or {}):
+            raise FormatError(f"{where}: a model with a vision tower needs its image processor's settings "
+                              "(preprocessor_config.json)")
+        settings = ImageSettings.from_dict(extra_manifest["image_processor"])
+        tower = (cfg["vision_patch_size"], cfg["vision_merge"], cfg["vision_temporal_patch"])
+        if (settings.patch_size, settings.merge_size, settings.temporal_patch_size) != tower:
+            raise FormatError(f"{where}: the image processor cuts {settings.patch_size}-pixel patches merged "
+                              f"{settings.merge_size}x{settings.merge_size} over {settings.temporal_patch_size} "
+                              f"frames, the vision tower takes {tower[0]}, {tower[1]}x{tower[1]}, {tower[2]}")
     moe = moe_prefix(ckpt, arch, cfg)
     plan = resident_plan(cfg, arch, moe, ckpt, hf)
     for r in plan:  # fail before writing anything

@@ -123,7 +123,9 @@ class ImageSettings:
                              f"{self.factor}x{self.factor} pixels), got {max_pixels!r}")
         if max_pixels >= self.max_pixels:
             return self
-        return replace(self, max_pixels=int(max_pixels), min_pixels=min(self.min_pixels, int(max_pixels)))
+        # (at most half the budget: smart_resize rounds an upscaled image's sides up, which could
+        # otherwise take a small image past the budget)
+        return replace(self, max_pixels=int(max_pixels), min_pixels=min(self.min_pixels, int(max_pixels) // 2))
 
 
 def _three_floats(name: str, value, positive: bool) -> tuple:

@@ -82,8 +82,10 @@ def image_spans(ids: Sequence[int], images: Sequence[EncodedImage],
 
 
 def images_from(keep: int, ids: Sequence[int], images: Sequence[EncodedImage], image_token: int) -> List[EncodedImage]:
-    """The images of ids[keep:] (keep not inside an image: cut_before_images)."""
-    return [image for (start, _), image in zip(image_runs(ids, image_token), images) if start >= keep]
+    """The images of ids[keep:] (keep not inside an image: cut_before_images; ids a prompt, or the
+    part of one being evaluated again)."""
+    return [image for (start, length), image in zip(image_runs(ids, image_token), images)
+            if start >= keep and length == image.n_tokens]
 
 
 def prompt_keys(ids: Sequence[int], images: Sequence[EncodedImage], image_token: int) -> List[Any]:
