@@ -360,7 +360,7 @@ py::array_t<float> engine_eval(Engine& e, const TokenIds& ids, int vocab, const 
 py::array_t<float> engine_encode_image(Engine& e, const FloatRows& pixels, int grid_h, int grid_w,
                                        const CancelFlag* cancel) {
   const ModelConfig& c = e.config();
-  if (!c.has_vision()) throw std::invalid_argument("this model has no vision tower: it takes no images");
+  e.require_vision();  // (before the shapes, which a model without a tower does not have)
   if (pixels.ndim() != 2 || pixels.shape(0) != (int64_t)grid_h * grid_w || pixels.shape(1) != c.vision_patch_values())
     throw std::invalid_argument("pixels must be [grid_h * grid_w, " + std::to_string(c.vision_patch_values()) + "]");
   const int64_t m = c.vision_merge;

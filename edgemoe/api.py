@@ -267,12 +267,11 @@ class Model:
         self._require_images()
         pixels = preprocess(load_image(image), self.image_settings)
         _, grid_h, grid_w = pixels.grid
-        size = grid_h * grid_w * self.config["vision_patch_size"] ** 2
-        if size > self.options.max_image_pixels:  # (an image of extreme aspect: its short side stays 32)
-            P = self.config["vision_patch_size"]
-            raise ImageError(f"this image comes out at {grid_h * P}x{grid_w * P} pixels in the model's 32-pixel "
-                             f"windows, above max_image_pixels ({self.options.max_image_pixels}); raise it "
-                             "(--max-image-pixels) or crop the image")
+        P = self.config["vision_patch_size"]
+        if grid_h * grid_w * P * P > self.options.max_image_pixels:  # (extreme aspect: its short side stays one window)
+            raise ImageError(f"this image comes out at {grid_h * P}x{grid_w * P} pixels in the model's "
+                             f"{self.image_settings.factor}-pixel windows, above max_image_pixels "
+                             f"({self.options.max_image_pixels}); raise it (--max-image-pixels) or crop the image")
         return pixels
 
     def encode_image(self, image: Any, cancel: Optional[CancelToken] = None) -> EncodedImage:
@@ -294,9 +293,15 @@ class Model:
             return list(ids), []
         self._require_images()
         encoded = [self.encode_image(image, cancel) for image in images]
+        return self.place_images(ids, encoded), encoded
+
+    def place_images(self, ids: Sequence[int], images: Sequence[Any], place_missing: bool = True) -> List[int]:
+        """ids with each image's placeholder made its image tokens (images: encoded or prepared, in
+        order); without placeholders, the images go first, or with place_missing=False it is an
+        ImageError (a chat template that does not place images)."""
         c = self.config
-        return expand_placeholders(ids, encoded, c["image_token_id"], c["vision_start_token_id"],
-                                   c["vision_end_token_id"]), encoded
+        return expand_placeholders(ids, images, c["image_token_id"], c["vision_start_token_id"],
+                                   c["vision_end_token_id"], place_missing=place_missing)
 
     def _spans(self, ids: Sequence[int], images: Sequence[Any], cancel: Optional[CancelToken]) -> list:
         if not images:

@@ -16,7 +16,6 @@ from .errors import ImageError
 from .chat_template import load_chat_template, token_text
 from .generate import Generation, GenerationStats
 from .sampling import Sampler, SamplingParams
-from .vision.prompt import expand_placeholders
 
 
 def chat_stop_ids(model: Model) -> set:
@@ -59,9 +58,7 @@ class ChatSession:
             images = self._images(messages)
             if not images:
                 return ids
-            c = self.model.config
-            return expand_placeholders(ids, images, c["image_token_id"], c["vision_start_token_id"],
-                                       c["vision_end_token_id"], place_missing=False)
+            return self.model.place_images(ids, images, place_missing=False)
         text = "\n".join(m["content"] for m in messages)
         return self.model.tokenize(text)
 

@@ -15,15 +15,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from edgemoe.convert.hf import _read_json, pick_arch  # noqa: E402
-from edgemoe.convert.gguf_mmproj import PROJECTOR  # noqa: E402
+from edgemoe.convert.gguf_mmproj import BLOCK_TENSORS, DEEPSTACK_TENSORS, PROJECTOR, TOP_TENSORS  # noqa: E402
 from edgemoe.convert.safetensors_reader import Checkpoint  # noqa: E402
 from edgemoe.convert.vision_tower import VISION_PREFIX  # noqa: E402
 from edgemoe.errors import UnsupportedModelError  # noqa: E402
-
-BLOCK = {"norm1": "ln1", "norm2": "ln2", "attn.qkv": "attn_qkv", "attn.proj": "attn_out",
-         "mlp.linear_fc1": "ffn_up", "mlp.linear_fc2": "ffn_down"}
-MERGER = {"norm": "v.post_ln", "linear_fc1": "mm.0", "linear_fc2": "mm.2"}
-DEEPSTACK = {"norm": "norm", "linear_fc1": "fc1", "linear_fc2": "fc2"}
 
 
 def export_mmproj(src: str, out: str, out_type: str = "f32") -> None:
@@ -64,17 +59,18 @@ def export_mmproj(src: str, out: str, out_type: str = "f32") -> None:
     patch = ck.get(f"{v}patch_embed.proj.weight")  # [D, 3, T, P, P]: one 2-D kernel per frame
     add("v.patch_embd.weight", patch[:, :, 0])
     add("v.patch_embd.weight.1", patch[:, :, 1])
-    add("v.patch_embd.bias", ck.get(f"{v}patch_embed.proj.bias"))
-    w.add_tensor("v.position_embd.weight", ck.get(f"{v}pos_embed.weight").astype(np.float32))
+    for theirs, ours in TOP_TENSORS.items():  # (the position table stays f32, as llama.cpp's converter keeps it)
+        t = ck.get(v + ours)
+        if theirs == "v.position_embd.weight":
+            w.add_tensor(theirs, t.astype(np.float32))
+        else:
+            add(theirs, t)
     for b in range(depth):
-        for ours, theirs in BLOCK.items():
+        for theirs, ours in BLOCK_TENSORS.items():
             for kind in ("weight", "bias"):
                 add(f"v.blk.{b}.{theirs}.{kind}", ck.get(f"{v}blocks.{b}.{ours}.{kind}"))
-    for ours, theirs in MERGER.items():
-        for kind in ("weight", "bias"):
-            add(f"{theirs}.{kind}", ck.get(f"{v}merger.{ours}.{kind}"))
     for k, block in enumerate(layers):  # named by the block they follow
-        for ours, theirs in DEEPSTACK.items():
+        for theirs, ours in DEEPSTACK_TENSORS.items():
             for kind in ("weight", "bias"):
                 add(f"v.deepstack.{block}.{theirs}.{kind}", ck.get(f"{v}deepstack_merger_list.{k}.{ours}.{kind}"))
     w.write_header_to_file()

@@ -46,6 +46,12 @@ std::vector<float> yarn_inv_freq(const ModelConfig& c) {
 
 }  // namespace
 
+std::vector<float> inverse_frequencies(double base, int dim) {
+  std::vector<float> f = position_frequencies(base, dim);
+  for (float& x : f) x = 1.f / x;
+  return f;
+}
+
 RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len) {
   RopeFrequencies r;
   r.attention_factor = c.rope_attention_factor;

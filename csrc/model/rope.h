@@ -22,6 +22,8 @@ RopeFrequencies rope_frequencies(const ModelConfig& c, int64_t seq_len);
 // global_rope_theta (or rope_theta) over their head_dim, unscaled; past global_rope_angles pairs, 0
 // (those dims do not turn: Gemma 4's proportional rope).
 RopeFrequencies global_rope_frequencies(const ModelConfig& c);
+// 1 / base^(2i / dim) for i < dim / 2, in f32 as torch computes it (the unscaled rope's frequencies).
+std::vector<float> inverse_frequencies(double base, int dim);
 inline bool rope_depends_on_length(const ModelConfig& c) { return c.rope_scaling == RopeScaling::Dynamic; }
 
 }  // namespace edgemoe

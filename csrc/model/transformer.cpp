@@ -24,14 +24,15 @@ int64_t widest_activation(const ModelConfig& c) {
                             c.linear_value_dim()});
 }
 
-// cos and sin (times f's attention factor) of positions [first, first + n) at each of f's
-// frequencies, into cos / sin [token][frequency].
-void rotary_table(const RopeFrequencies& f, int64_t first, int64_t n, float* cos, float* sin) {
+// cos and sin (times f's attention factor) of n tokens' positions at each of f's frequencies, into
+// cos / sin [token][frequency]; position(t, i): token t's position for frequency i.
+template <class Position>
+void rotary_table(const RopeFrequencies& f, int64_t n, Position position, float* cos, float* sin) {
   const int64_t half = (int64_t)f.inv_freq.size();
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < half; ++i) {
       // one f32 product, as transformers forms the angle
-      const float angle = (float)(first + t) * f.inv_freq[i];
+      const float angle = (float)position(t, i) * f.inv_freq[i];
       cos[t * half + i] = std::cos(angle) * f.attention_factor;
       sin[t * half + i] = std::sin(angle) * f.attention_factor;
     }
@@ -207,13 +208,8 @@ void Transformer::place_images(int64_t n) {
 
 void Transformer::rotary_angles(int64_t n) {
   if (cfg_.mrope()) {  // each pair's angle from its stream's position (config.h: mrope_stream)
-    const int64_t half = (int64_t)rope_.inv_freq.size();
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t i = 0; i < half; ++i) {
-        const float angle = (float)positions_[t * 3 + cfg_.mrope_stream((int)i)] * rope_.inv_freq[i];
-        rope_cos_[t * half + i] = std::cos(angle) * rope_.attention_factor;
-        rope_sin_[t * half + i] = std::sin(angle) * rope_.attention_factor;
-      }
+    const auto stream_position = [&](int64_t t, int64_t i) { return positions_[t * 3 + cfg_.mrope_stream((int)i)]; };
+    rotary_table(rope_, n, stream_position, rope_cos_.data(), rope_sin_.data());
     return;
   }
   // Dynamic NTK's frequencies change only past the trained context: below it, every length
@@ -223,8 +219,9 @@ void Transformer::rotary_angles(int64_t n) {
     rope_ = rope_frequencies(cfg_, len);
     rope_len_ = len;
   }
-  rotary_table(rope_, n_past_, n, rope_cos_.data(), rope_sin_.data());
-  rotary_table(global_rope_, n_past_, n, global_cos_.data(), global_sin_.data());  // none without global rope
+  const auto position = [&](int64_t t, int64_t) { return n_past_ + t; };
+  rotary_table(rope_, n, position, rope_cos_.data(), rope_sin_.data());
+  rotary_table(global_rope_, n, position, global_cos_.data(), global_sin_.data());  // none without global rope
 }
 
 void Transformer::forward(const int32_t* tokens, int64_t n, float* logits, bool all_logits, StopFlags stop,

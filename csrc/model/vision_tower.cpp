@@ -6,6 +6,7 @@
 
 #include "../common/errors.h"
 #include "ops.h"
+#include "rope.h"
 
 namespace edgemoe {
 
@@ -43,6 +44,14 @@ void scaled_softmax(float* row, int64_t n, float scale) {
   }
   const float inv = 1.f / (((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7])));
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
+}
+
+// Patch i's (row, column) in the image, the processor's rows being in merge-window order: (block
+// row, block column, row in the block, column in the block), m x m patches a block.
+void patch_place(int64_t i, int grid_w, int m, int& row, int& col) {
+  const int64_t window = i / (m * m), in = i % (m * m);
+  row = (int)(window / (grid_w / m)) * m + (int)(in / m);
+  col = (int)(window % (grid_w / m)) * m + (int)(in % m);
 }
 
 }  // namespace
@@ -133,9 +142,8 @@ void VisionTower::add_positions(float* x, int grid_h, int grid_w) const {
   const int64_t n = (int64_t)grid_h * grid_w;
   pool_.parallel_for(n, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      // merge-window order: (block row, block col, row in block, col in block)
-      const int64_t window = i / (m * m), in = i % (m * m);
-      const int r = (int)(window / (grid_w / m)) * m + (int)(in / m), col = (int)(window % (grid_w / m)) * m + (int)(in % m);
+      int r, col;
+      patch_place(i, grid_w, m, r, col);
       int th[2], tw[2];
       float wh[2], ww[2];
       taps(r, grid_h, th, wh);
@@ -217,12 +225,10 @@ void VisionTower::encode(const float* pixels, int grid_h, int grid_w, float* out
   // 2-D rotary angles: a head's first quarter of pairs turn with the patch's row, the second with
   // its column (transformers' axial rope; pairs (i, i + hd / 2)), base 10000.
   const int quarter = hd / 4;
-  std::vector<float> inv_freq(quarter);
-  for (int j = 0; j < quarter; ++j)
-    inv_freq[j] = 1.f / (float)std::pow(10000.0, (double)((float)(2 * j) / (float)(hd / 2)));
+  const std::vector<float> inv_freq = inverse_frequencies(10000.0, hd / 2);  // quarter of them
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t window = i / (m * m), in = i % (m * m);
-    const int r = (int)(window / (grid_w / m)) * m + (int)(in / m), c = (int)(window % (grid_w / m)) * m + (int)(in % m);
+    int r, c;
+    patch_place(i, grid_w, m, r, c);
     for (int j = 0; j < quarter; ++j) {
       const float ar = (float)r * inv_freq[j], ac = (float)c * inv_freq[j];
       s.cos[i * (hd / 2) + j] = std::cos(ar), s.sin[i * (hd / 2) + j] = std::sin(ar);

@@ -216,9 +216,7 @@ void Engine::check_tokens(const int32_t* tokens, int64_t n, bool from_empty) con
 }
 
 void Engine::check_images(const int32_t* tokens, int64_t n, const std::vector<ImageFeatures>& images) const {
-  if (!images.empty() && !vision_)
-    throw std::invalid_argument(cfg_.has_vision() ? "this engine was loaded without its vision tower (vision off)"
-                                                  : "this model has no vision tower: it takes no images");
+  if (!images.empty()) require_vision();
   int64_t covered = 0;  // tokens before here are text or belong to an image already checked
   for (const ImageFeatures& image : images) {
     if (image.grid_h < 1 || image.grid_w < 1 || !image.rows || image.first < covered || image.first > n ||
@@ -233,10 +231,14 @@ void Engine::check_images(const int32_t* tokens, int64_t n, const std::vector<Im
   }
 }
 
-void Engine::encode_image(const float* pixels, int grid_h, int grid_w, float* out, StopFlags stop) {
+void Engine::require_vision() const {
   if (!vision_)
     throw std::invalid_argument(cfg_.has_vision() ? "this engine was loaded without its vision tower (vision off)"
                                                   : "this model has no vision tower: it takes no images");
+}
+
+void Engine::encode_image(const float* pixels, int grid_h, int grid_w, float* out, StopFlags stop) {
+  require_vision();
   // (the memory plan counted one image of max_image_pixels: a larger one would break its promise)
   if ((int64_t)grid_h * grid_w > VisionTower::max_patches(cfg_, opt_.max_image_pixels))
     throw std::invalid_argument("an image of " + std::to_string(grid_h) + "x" + std::to_string(grid_w) +

@@ -63,6 +63,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
   // One image through the vision tower (VisionTower::encode): out [patches / merge^2,
   // image_feature_width]. Throws std::invalid_argument for a model without one or a bad grid.
   void encode_image(const float* pixels, int grid_h, int grid_w, float* out, StopFlags stop = {});
+  // Throws std::invalid_argument unless this engine takes images (a tower, loaded).
+  void require_vision() const;
   void reset();
   // Keep only the first n positions of the context (a shared prompt prefix).
   void truncate(int64_t n);

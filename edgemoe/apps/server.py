@@ -25,7 +25,6 @@ from ..errors import Cancelled, EdgeMoEError, ImageError
 from ..generate import CANCELLED, CONTEXT, LENGTH, STOP, Generation, per_token
 from ..sampling import Sampler, SamplingParams
 from ..session import chat_stop_ids
-from ..vision.prompt import expand_placeholders
 
 
 # The longest data: URL an image_url part may carry (about 15 MiB of image): the request is held in
@@ -180,10 +179,8 @@ class Server:
         else:
             ids = self.model.tokenize("\n".join(m["content"] for m in clean))
         if images:
-            c = self.model.config
             try:
-                ids = expand_placeholders(ids, images, c["image_token_id"], c["vision_start_token_id"],
-                                          c["vision_end_token_id"], place_missing=False)
+                ids = self.model.place_images(ids, images, place_missing=False)
             except ImageError as e:
                 raise APIError(400, str(e), param="messages") from None
         req = self._common(body, ids, self.defaults.get("max_tokens", 512), chat_stop_ids(self.model))

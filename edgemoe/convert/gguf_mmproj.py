@@ -21,13 +21,15 @@ PROJECTOR = "qwen3vl_merger"
 PUBLISHED_PIXELS = {"shortest_edge": 65536, "longest_edge": 16777216}
 TEMPORAL_PATCH = 2  # the two 2-D kernels of v.patch_embd.weight(.1)
 
-_BLOCK = {"ln1": "norm1", "ln2": "norm2", "attn_qkv": "attn.qkv", "attn_out": "attn.proj",
+# llama.cpp's names -> transformers' (tools/export_mmproj.py writes by the same tables): a block's
+# (v.blk.N.X.{weight,bias} -> blocks.N.Y.*), the tower's own, a DeepStack merger's (v.deepstack.B.X.*).
+BLOCK_TENSORS = {"ln1": "norm1", "ln2": "norm2", "attn_qkv": "attn.qkv", "attn_out": "attn.proj",
           "ffn_up": "mlp.linear_fc1", "ffn_down": "mlp.linear_fc2"}
-_TOP = {"v.patch_embd.bias": "patch_embed.proj.bias", "v.position_embd.weight": "pos_embed.weight",
+TOP_TENSORS = {"v.patch_embd.bias": "patch_embed.proj.bias", "v.position_embd.weight": "pos_embed.weight",
         "v.post_ln.weight": "merger.norm.weight", "v.post_ln.bias": "merger.norm.bias",
         "mm.0.weight": "merger.linear_fc1.weight", "mm.0.bias": "merger.linear_fc1.bias",
         "mm.2.weight": "merger.linear_fc2.weight", "mm.2.bias": "merger.linear_fc2.bias"}
-_DEEPSTACK = {"norm": "norm", "fc1": "linear_fc1", "fc2": "linear_fc2"}
+DEEPSTACK_TENSORS = {"norm": "norm", "fc1": "linear_fc1", "fc2": "linear_fc2"}
 PATCH_EMBED = VISION_PREFIX + "patch_embed.proj.weight"
 
 
@@ -54,15 +56,15 @@ class MmprojCheckpoint:
                 self.map[VISION_PREFIX + hf] = gname
 
     def _hf_name(self, gname: str) -> Optional[str]:
-        if gname in _TOP:
-            return _TOP[gname]
+        if gname in TOP_TENSORS:
+            return TOP_TENSORS[gname]
         m = re.match(r"v\.blk\.(\d+)\.(\w+)\.(weight|bias)$", gname)
-        if m and m.group(2) in _BLOCK:
-            return f"blocks.{m.group(1)}.{_BLOCK[m.group(2)]}.{m.group(3)}"
+        if m and m.group(2) in BLOCK_TENSORS:
+            return f"blocks.{m.group(1)}.{BLOCK_TENSORS[m.group(2)]}.{m.group(3)}"
         m = re.match(r"v\.deepstack\.(\d+)\.(\w+)\.(weight|bias)$", gname)
-        if m and m.group(2) in _DEEPSTACK:
+        if m and m.group(2) in DEEPSTACK_TENSORS:
             k = self.deepstack.index(int(m.group(1)))
-            return f"deepstack_merger_list.{k}.{_DEEPSTACK[m.group(2)]}.{m.group(3)}"
+            return f"deepstack_merger_list.{k}.{DEEPSTACK_TENSORS[m.group(2)]}.{m.group(3)}"
         return None
 
     def vision_config(self, text_hidden: int) -> Dict[str, Any]:
