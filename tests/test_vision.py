@@ -74,11 +74,12 @@ def test_logits_and_greedy_continuations_with_images_are_transformers(converted,
     assert tokens == ref[f"{prompt}_greedy"].tolist()
 
 
-@pytest.mark.parametrize("name", VISION)
-def test_text_alone_through_a_model_that_takes_images(converted, name):
+@pytest.mark.parametrize("name,bound", [("qwen3_vl_moe", 5e-6),     # measured 8.7e-7 relative
+                                        ("qwen3_5_moe_vl", 3e-4)])  # measured 3.9e-5 (the hybrid's reference noise)
+def test_text_alone_through_a_model_that_takes_images(converted, name, bound):
     model, _ = engine(converted(name))
     ref = reference(name)
-    assert rel(model.logits(ref["text_ids"].tolist()), ref["text_logits"]) < 5e-4  # measured 5.8e-6 / 3.7e-5
+    assert rel(model.logits(ref["text_ids"].tolist()), ref["text_logits"]) < bound
 
 
 def test_each_part_of_the_image_path_is_what_the_match_rests_on(converted):
