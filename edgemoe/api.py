@@ -90,7 +90,7 @@ class EngineSetup:
     engine_options: Dict[str, Any]
     plan: MemoryPlan
     notices: List[str]       # what was chosen for the user that they should know (the CLI prints them)
-    lossy: Dict[str, float]  # the lossy options on
+    lossy: Dict[str, Any]  # the lossy options on, as the user would write them
     budget: Optional[int]    # the budget asked for, in bytes (None: none)
     available: int           # the machine's available memory when planned
 
@@ -124,7 +124,8 @@ def plan_engine(container: Container, options: LoadOptions) -> EngineSetup:
             engine_options = at_ctx(ctx)
     lossy = lossy_settings(options, cfg["top_k"])
     if lossy:
-        notices.append(f"LOSSY: {', '.join(f'{k}={v:g}' for k, v in lossy.items())} "
+        settings = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in lossy.items())
+        notices.append(f"LOSSY: {settings} "
                        f"changes what the model computes (bench/RESULTS.md has the KL divergence)")
     chosen = plan(budget)
     if budget is None and cache_experts is None:  # no promise asked for: fit what is free
@@ -473,7 +474,9 @@ def load(path: Union[str, os.PathLike], options: Optional[LoadOptions] = None, *
     heaviest; the token's other experts make up its weight); `low_bit_missed_below` W reads such
     an expert (W 1: any missed expert) in its low-bit copy, which the container must carry (`edgemoe
     convert --low-bit-copy BITS`); `active_experts` K routes each token to its K heaviest choices
-    only."""
+    only; `disable_experts` [(layer, expert), ...] (or "3:17,5:2") masks experts out of routing, the
+    rest renormalised as the model normalises: the model as if they were pruned (`edgemoe experts`
+    reports which experts a text engages)."""
     given = {k: v for k, v in kwargs.items() if v is not None}
     options = dataclasses.replace(options, **given) if options is not None else LoadOptions(**given)
     container = open_container(path)

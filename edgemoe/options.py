@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from . import _core
 
@@ -59,6 +59,10 @@ class LoadOptions:
     low_bit_missed_below: float = _DEFAULTS["low_bit_missed_below"]
     # LOSSY, off at 0: each token uses only its this many heaviest of the model's top-k experts.
     active_experts: int = _DEFAULTS["active_experts"]
+    # LOSSY, off when empty: (layer, expert) pairs the router never chooses, renormalising over the
+    # rest as the architecture does: the model as if those experts were pruned (`edgemoe experts`
+    # finds the ones a text leans on). Also "LAYER:EXPERT,..." as the CLI takes it.
+    disable_experts: Union[Sequence[Tuple[int, int]], str] = ()
 
     @classmethod
     def names(cls):
@@ -84,7 +88,9 @@ class LoadOptions:
                "prefetch_min_confidence": float(self.prefetch_min_confidence),
                "io_threads": self.io_threads, "skip_missed_below": float(self.skip_missed_below),
                "low_bit_missed_below": float(self.low_bit_missed_below),
-               "active_experts": self.active_experts, "state_checkpoints": self.state_checkpoints,
+               "active_experts": self.active_experts,
+               "disable_experts": [x for pair in parse_expert_pairs(self.disable_experts) for x in pair],
+               "state_checkpoints": self.state_checkpoints,
                "max_image_pixels": self.max_image_pixels, "vision": bool(self.vision),
                "verify_checksums": bool(self.verify_checksums)}
         if expert_slots is not None:
@@ -102,13 +108,44 @@ def _physical_cores() -> int:
     return max(1, n or os.cpu_count() or 1)
 
 
-LOSSY_OPTIONS = ("skip_missed_below", "low_bit_missed_below", "active_experts")  # each off at 0
+def parse_expert_pairs(value: Union[Sequence[Tuple[int, int]], str]) -> Tuple[Tuple[int, int], ...]:
+    """(layer, expert) pairs from a sequence of pairs or from "LAYER:EXPERT,LAYER:EXPERT" (the CLI's
+    --disable-expert); ValueError naming what does not parse. The engine checks the ranges."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        pairs = []
+        for item in items:
+            layer, sep, expert = item.partition(":")
+            try:
+                if not sep:
+                    raise ValueError
+                pairs.append((int(layer), int(expert)))
+            except ValueError:
+                raise ValueError(f"disable_experts: {item!r} is not LAYER:EXPERT (e.g. 3:17)") from None
+        return tuple(pairs)
+    pairs = []
+    for pair in value:
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+            raise ValueError(f"disable_experts holds {pair!r}: each entry must be a (layer, expert) pair of integers")
+        pairs.append((int(pair[0]), int(pair[1])))
+    return tuple(pairs)
 
 
-def lossy_settings(options: LoadOptions, top_k: int) -> Dict[str, float]:
-    """The options that change what the model computes and are on, by name (active_experts of a
-    model's whole top_k changes nothing)."""
+def format_expert_pairs(pairs: Sequence[Tuple[int, int]]) -> str:
+    """The "LAYER:EXPERT,..." text --disable-expert takes."""
+    return ",".join(f"{layer}:{expert}" for layer, expert in pairs)
+
+
+LOSSY_OPTIONS = ("skip_missed_below", "low_bit_missed_below", "active_experts", "disable_experts")  # each off at 0 / empty
+
+
+def lossy_settings(options: LoadOptions, top_k: int) -> Dict[str, Any]:
+    """The options that change what the model computes and are on, by name, as the user would
+    write them (active_experts of a model's whole top_k changes nothing)."""
     on = {name: getattr(options, name) for name in LOSSY_OPTIONS if getattr(options, name)}
     if on.get("active_experts", 0) >= top_k:
         del on["active_experts"]
+    if "disable_experts" in on:
+        on["disable_experts"] = format_expert_pairs(parse_expert_pairs(on["disable_experts"]))
     return on

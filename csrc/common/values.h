@@ -67,9 +67,10 @@ class ValuesReader {
   void choice(const char* name, T& out, const std::pair<const char*, T> (&allowed)[N], Presence p = Required) {
     if (const Value* v = find(name, Value::Kind::Text, "a string", p)) out = match(name, v->text, allowed).second;
   }
-  void integers(const char* name, std::vector<int64_t>& out, int64_t lo, int64_t hi, Presence p = Required) {
+  void integers(const char* name, std::vector<int64_t>& out, int64_t lo, int64_t hi, Presence p = Required,
+                size_t max_entries = 1024) {
     if (const Value* v = find(name, Value::Kind::IntList, "a list of integers", p)) {
-      if (v->list.size() > 1024) throw bad(name, "has more than 1024 entries");
+      if (v->list.size() > max_entries) throw bad(name, "has more than " + std::to_string(max_entries) + " entries");
       for (int64_t x : v->list)
         if (x < lo || x > hi) throw bad(name, "holds " + std::to_string(x) + ", outside " + range_text(lo, hi));
       out = v->list;
@@ -135,7 +136,7 @@ struct ValuesWriter {
     for (const auto& a : allowed)
       if (a.second == x) put(name, Value::Kind::Text).text = a.first;
   }
-  void integers(const char* name, const std::vector<int64_t>& x, int64_t, int64_t, Presence = Required) {
+  void integers(const char* name, const std::vector<int64_t>& x, int64_t, int64_t, Presence = Required, size_t = 0) {
     put(name, Value::Kind::IntList).list = x;
   }
 
@@ -155,7 +156,7 @@ struct ChoicesCollector {
   void integer(const char*, const T&, int64_t, int64_t, Presence = Required) {}
   void number(const char*, const float&, double, double, Presence = Required) {}
   void flag(const char*, const bool&, Presence = Required) {}
-  void integers(const char*, const std::vector<int64_t>&, int64_t, int64_t, Presence = Required) {}
+  void integers(const char*, const std::vector<int64_t>&, int64_t, int64_t, Presence = Required, size_t = 0) {}
   template <size_t N>
   void text(const char* name, const std::string&, const char* const (&allowed)[N], Presence = Required) {
     for (const char* a : allowed) choices[name].push_back(a);

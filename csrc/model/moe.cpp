@@ -116,7 +116,8 @@ void Transformer::limit_to_groups(float* choice, RoutingScratch& s) const {
   for (int r = cfg_.topk_group; r < G; ++r) std::fill(&choice[groups[r] * per], &choice[groups[r] * per] + per, -INFINITY);
 }
 
-void Transformer::route_sigmoid(const LayerWeights& L, float* p, RoutingScratch& s, int* idx, float* w) const {
+void Transformer::route_sigmoid(const LayerWeights& L, float* p, const uint8_t* mask, RoutingScratch& s, int* idx,
+                                float* w) const {
   const int E = cfg_.n_experts, K = cfg_.top_k;
   std::vector<float>& choice = s.choice;
   std::vector<int>& order = s.order;
@@ -124,6 +125,10 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, RoutingScratch&
     p[e] = sigmoid(p[e]);
     choice[e] = p[e] + (cfg_.router_correction_bias ? L.router_correction_bias.f32()[e] : 0.f);
   }
+  // A masked expert's choice, not its logit: sigmoid(-inf) = 0 plus a correction bias could still be chosen.
+  if (mask)
+    for (int e = 0; e < E; ++e)
+      if (mask[e]) choice[e] = -INFINITY;
   if (cfg_.n_group > 1) limit_to_groups(choice.data(), s);
   top_k(choice.data(), K, order);
   float sum = 0.f;
@@ -149,29 +154,40 @@ void Transformer::route(int layer, int64_t n) {
   if (cfg_.router_bias) add_bias(router_.data(), L.router_bias.f32(), n, E);
   std::vector<int> order(E);
   RoutingScratch scratch;
-  if (cfg_.routing == Routing::Sigmoid || cfg_.n_group > 1)
+  const uint8_t* mask = mask_.layer(layer);
+  if (cfg_.routing == Routing::Sigmoid || cfg_.n_group > 1 || mask)
     scratch = {std::vector<float>(E), std::vector<float>(cfg_.n_group), std::vector<int>(E),
                std::vector<int>(cfg_.n_group)};
   for (int64_t t = 0; t < n; ++t) {
     float* p = &router_[t * E];
     int* idx = &topk_idx_[t * K];
     float* w = &topk_w_[t * K];
-    if (cfg_.routing == Routing::Sigmoid)
-      route_sigmoid(L, p, scratch, idx, w);
-    else
-      route_softmax(p, scratch, order, idx, w);
+    if (cfg_.routing == Routing::Sigmoid) {
+      route_sigmoid(L, p, mask, scratch, idx, w);
+    } else {
+      if (mask)  // -inf logits: the softmax renormalises over the unmasked experts, as if pruned
+        for (int e = 0; e < E; ++e)
+          if (mask[e]) p[e] = -INFINITY;
+      route_softmax(p, mask, scratch, order, idx, w);
+    }
     if (cfg_.router_expert_scale)  // Gemma 4
       for (int r = 0; r < K; ++r) w[r] *= L.router_expert_scale.f32()[idx[r]];
   }
 }
 
-void Transformer::route_softmax(float* p, RoutingScratch& scratch, std::vector<int>& order, int* idx, float* w) const {
+void Transformer::route_softmax(float* p, const uint8_t* mask, RoutingScratch& scratch, std::vector<int>& order,
+                                int* idx, float* w) const {
   const int E = cfg_.n_experts, K = cfg_.top_k;
   if (cfg_.routing == Routing::Softmax) softmax(p, E);
   const float* choice = p;  // what the top k are chosen by: the probabilities, within the best groups
-  if (cfg_.n_group > 1) {
+  if (cfg_.n_group > 1 || mask) {
     std::copy(p, p + E, scratch.choice.begin());
-    limit_to_groups(scratch.choice.data(), scratch);
+    // A masked expert's probability is 0, which a kept expert's can also underflow to: -inf
+    // keeps ties among kept experts resolved as in the pruned model.
+    if (mask)
+      for (int e = 0; e < E; ++e)
+        if (mask[e]) scratch.choice[e] = -INFINITY;
+    if (cfg_.n_group > 1) limit_to_groups(scratch.choice.data(), scratch);
     choice = scratch.choice.data();
   }
   top_k(choice, K, order);

@@ -9,6 +9,7 @@
 
 #include "../common/thread_pool.h"
 #include "config.h"
+#include "expert_mask.h"
 #include "kv_cache.h"
 #include "observer.h"
 #include "recurrent_state.h"
@@ -76,6 +77,9 @@ class Transformer {
   // Lossy, off at 0: each token uses only its `k` (< top_k) heaviest routed choices, scaled up
   // to the total weight of all top_k.
   void set_active_experts(int k) { active_experts_ = k; }
+  // Lossy, off when empty: experts the router never chooses (expert_mask.h).
+  void set_expert_mask(ExpertMask mask) { mask_ = std::move(mask); }
+  const ExpertMask& expert_mask() const { return mask_; }
   // For the passes that follow: compute only the chosen experts that are cached and read
   // nothing (a token with none cached gets no routed output). What drafting runs: its output
   // is checked by a normal pass, so what it leaves out is not counted as lossy.
@@ -128,10 +132,10 @@ class Transformer {
     std::vector<int> order, groups;    // [n_experts], [n_group]
   };
   // Sigmoid routing of one token (config.h): router logits p [n_experts] become scores in place;
-  // the top-k ids and weights go to idx and w.
-  void route_sigmoid(const LayerWeights& L, float* p, RoutingScratch& s, int* idx, float* w) const;
+  // the top-k ids and weights go to idx and w. mask: the layer's masked experts, or null.
+  void route_sigmoid(const LayerWeights& L, float* p, const uint8_t* mask, RoutingScratch& s, int* idx, float* w) const;
   // Softmax and top-k-softmax routing of one token (config.h), likewise; order: [n_experts] scratch.
-  void route_softmax(float* p, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
+  void route_softmax(float* p, const uint8_t* mask, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
   // Leaves routed choice `slot` (token * top_k + rank) out: no weight, no output, expert -1.
@@ -184,6 +188,7 @@ class Transformer {
   float skip_missed_below_ = 0.f;
   float low_bit_missed_below_ = 0.f;
   int active_experts_ = 0;
+  ExpertMask mask_;
   bool cached_only_ = false;
   std::atomic<uint64_t> skipped_choices_{0};  // read by Engine::stats while a pass runs
   std::atomic<uint64_t> low_bit_choices_{0};

@@ -64,6 +64,7 @@ Engine::Engine(const Container& container, const EngineOptions& opt)
   if (opt_.active_experts > cfg_.top_k)
     throw std::invalid_argument("active_experts must be at most the model's top_k (" + std::to_string(cfg_.top_k) + ")");
   transformer_->set_active_experts(opt_.active_experts);
+  transformer_->set_expert_mask(ExpertMask(cfg_, opt_.disabled_experts));
 }
 
 void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
@@ -315,6 +316,7 @@ void Engine::eval(const int32_t* tokens, int64_t n, float* out, StopFlags stop, 
   if (predictor_ && n == 1 && !cached_only) {  // a decode step: the token alone may already predict its experts
     token_guesses_.clear();
     predictor_->on_token(tokens[0], &token_guesses_);
+    drop_masked(token_guesses_);
     const int64_t base = (step_ + 1) * cfg_.n_layers;  // the coming pass through the layers
     for (const auto& g : token_guesses_) store_->prefetch(g.first, g.second, base + g.first);
   }
@@ -337,6 +339,7 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
   if (predictor_ && n == 1 && !transformer_->cached_only()) {
     guesses_.clear();
     predictor_->predict(layer, hidden, ids, &guesses_);
+    drop_masked(guesses_);
     for (const auto& g : guesses_) store_->prefetch(g.first, g.second, base + g.first);
     if (tracing_)
       record_predictions(guesses_);
@@ -356,6 +359,14 @@ void Engine::on_routing(int layer, int64_t pos0, int64_t n, const int* ids, cons
       std::copy(hidden + t * cfg_.hidden, hidden + (t + 1) * cfg_.hidden,
                 trace_.hidden.begin() + (row * cfg_.n_layers + layer) * cfg_.hidden);
   }
+}
+
+void Engine::drop_masked(std::vector<std::pair<int, int>>& guesses) const {
+  const ExpertMask& mask = transformer_->expert_mask();
+  if (mask.empty()) return;
+  guesses.erase(std::remove_if(guesses.begin(), guesses.end(),
+                               [&](const std::pair<int, int>& g) { return mask.masked(g.first, g.second); }),
+                guesses.end());
 }
 
 void Engine::record_predictions(const std::vector<std::pair<int, int>>& guesses) {

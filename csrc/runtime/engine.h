@@ -104,6 +104,8 @@ class Engine final : public ExpertSource, public ForwardObserver {
            const std::vector<ImageFeatures>& images);
   // Drop traced rows from `rows` on (tokens whose forward pass did not complete).
   void trim_trace(size_t rows);
+  // Take the experts disable_experts masks out of a predictor's guesses: the router never chooses them.
+  void drop_masked(std::vector<std::pair<int, int>>& guesses) const;
   // Trace what the predictor asked for, against the current forward call's token.
   void record_predictions(const std::vector<std::pair<int, int>>& guesses);
 

@@ -30,6 +30,8 @@ void visit_options(Options& o, Visitor& v) {
   v.number("skip_missed_below", o.skip_missed_below, 0.0, 1.0, Optional);
   v.number("low_bit_missed_below", o.low_bit_missed_below, 0.0, 1.0, Optional);
   v.integer("active_experts", o.active_experts, 0, 1 << 16, Optional);
+  // Pairs: room for a quarter of the experts of a model of 64 layers of 1024.
+  v.integers("disable_experts", o.disabled_experts, 0, 1 << 20, Optional, 1 << 15);
   v.integer("state_checkpoints", o.state_checkpoints, 0, 64, Optional);
   v.integer("max_image_pixels", o.max_image_pixels, 1024, int64_t(1) << 28, Optional);
   v.flag("vision", o.vision, Optional);

@@ -50,6 +50,9 @@ struct EngineOptions {
   float low_bit_missed_below = 0.f;
   // Lossy, off (0): route each token to only its this many heaviest of the model's top-k experts.
   int active_experts = 0;
+  // Lossy, off when empty: experts the router never chooses, as (layer, expert) pairs flattened
+  // (model/expert_mask.h): the model as if they were pruned, to try a pruning before converting it.
+  std::vector<int64_t> disabled_experts;
   // Copies of a hybrid model's linear-attention state kept to go back to (model/recurrent_state.h):
   // two, the ends of the last call of several tokens (a prompt; a drafting pass), which is where a
   // chat's next turn or a rejected draft goes back to. 0 for a model without such layers.

@@ -95,6 +95,11 @@ def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--active-experts", type=_bounded(int, 0), default=None, metavar="K",
                    help="LOSSY, off by default: route each token to only its K heaviest of the model's top-k "
                         "experts (changes the output; KL divergence in bench/RESULTS.md)")
+    p.add_argument("--disable-expert", dest="disable_experts", action="append", default=None,
+                   metavar="LAYER:EXPERT[,...]",
+                   help="LOSSY, off by default: the router never chooses these experts and renormalises over the "
+                        "rest, as if they were pruned (repeatable; `edgemoe experts MODEL --text FILE` finds the "
+                        "experts a text engages)")
     p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false", default=None,
                    help="skip the CRC check of each expert read (faster when experts stream from storage; "
                         "a corrupt or replaced file then gives wrong output instead of an error)")
@@ -105,6 +110,8 @@ def load_options(args):
     from ..options import LoadOptions
 
     given = {name: getattr(args, name) for name in LoadOptions.names() if getattr(args, name, None) is not None}
+    if "disable_experts" in given:  # one flag per group of experts, or several
+        given["disable_experts"] = ",".join(given["disable_experts"])
     return LoadOptions(**given)
 
 
@@ -373,6 +380,23 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_experts(args) -> int:
+    from ..offline.attribution import attribute, format_report, text_engagement
+    from ..offline.perplexity import read_text
+
+    model = _load(args)
+    text = text_engagement(model, read_text(args.text), args.window, args.max_tokens)
+    baseline = args.baseline and text_engagement(model, read_text(args.baseline), args.window, args.max_tokens)
+    report = attribute(text, baseline or None, model.config, min_count=args.min_count, min_lift=args.min_lift,
+                       top=args.top)
+    if args.json:
+        print(json.dumps({"text_tokens": text.tokens, "baseline_tokens": baseline.tokens if baseline else None,
+                          "layers": report}, indent=1))
+    else:
+        print(format_report(report, "baseline" if baseline else "uniform"))
+    return 0
+
+
 def cmd_chat(args) -> int:
     from .chat import ChatREPL
     from ..session import ChatSession
@@ -476,6 +500,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
     p.add_argument("--max-tokens", type=_bounded(int, 2), default=None)
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("experts", help="which experts of each layer a text engages more than a baseline text "
+                                       "(or uniform routing) does: candidates for --disable-expert")
+    p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
+    p.add_argument("--text", required=True, metavar="TEXTFILE", help="UTF-8 text, or JSON Lines with a \"text\" field")
+    p.add_argument("--baseline", default=None, metavar="TEXTFILE",
+                   help="text to compare with (default: every expert equally used)")
+    p.add_argument("--min-count", type=_bounded(int, 1), default=8, help="tokens that must choose an expert (default 8)")
+    p.add_argument("--min-lift", type=_bounded(float, 0.0, lo_open=True), default=2.0,
+                   help="how many times its baseline share an expert's share must be (default 2)")
+    p.add_argument("--top", type=_bounded(int, 1), default=4, help="experts reported per layer at most (default 4)")
+    p.add_argument("--window", type=_bounded(int, 2), default=256, help="tokens per window")
+    p.add_argument("--max-tokens", type=_bounded(int, 1), default=None, help="of each text")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_experts)
 
     p = sub.add_parser("perplexity", help="perplexity of a text file under the model (sliding window)")
     p.add_argument("model", nargs="?", default=None, help="an .emoe file (default: the embedded demo model)")
