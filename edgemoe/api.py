@@ -426,6 +426,10 @@ class Model:
             "profile": ({k: m["profile"].get(k) for k in ("source", "tokens")} if "profile" in m else None),
             "bit_allocation": ({k: v for k, v in m["bit_allocation"].items() if k != "sensitivity"}
                                if isinstance(m.get("bit_allocation"), dict) else None),
+            # A pruned model (convert --prune-experts): how, not the per-expert tables.
+            "expert_reduction": ({k: m["expert_reduction"].get(k) for k in
+                                  ("method", "fraction", "original_n_experts", "calibration_tokens", "calibration_file")}
+                                 if isinstance(m.get("expert_reduction"), dict) else None),
             "predictor": self.predictor,
             "cache_policy": self.cache_policy,
             "draft": self.draft,

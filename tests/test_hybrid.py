@@ -253,7 +253,7 @@ def test_auto_bits_measure_experts_behind_the_norm_the_engine_applies():
 
     from safetensors.numpy import load_file
 
-    from edgemoe.convert.auto_bits import expert_input_norms
+    from edgemoe.offline.calibration import expert_input_norms
     from edgemoe.convert.hf import open_checkpoint, pick_arch
 
     src = FIXTURES / "qwen3_5_moe"

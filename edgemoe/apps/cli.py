@@ -146,6 +146,29 @@ def _load(args, path=None):
     return model
 
 
+def _expert_plan(args, convert):
+    """The experts --prune-experts keeps (None without it), measured on the --calib text through an
+    8-bit conversion made by `convert`."""
+    if args.prune_experts is None:
+        return None
+    from ..offline.expert_reduce import plan_pruning
+    from ..offline.perplexity import read_text
+
+    if args.src.endswith(".emoe"):
+        raise EdgeMoEError("--prune-experts needs the original checkpoint (a Hugging Face folder or a GGUF file): "
+                           "it measures each expert's contribution from its original weights")
+    if not args.calib:
+        raise EdgeMoEError("--prune-experts needs --calib TEXTFILE: the text whose routing decides which experts go")
+    plan = plan_pruning(args.src, lambda path: convert(args.src, path, bits="8", progress=False),
+                        read_text(args.calib), args.prune_experts, threads=args.threads, progress=not args.quiet)
+    plan.report["calibration_file"] = os.path.basename(args.calib)
+    if not args.quiet:
+        print(f"LOSSY: keeping {plan.n_experts} of {plan.report['original_n_experts']} routed experts per layer, "
+              f"those with the most router-weighted output on the calibration text (REAP); the choice and every "
+              f"score go into the manifest", file=sys.stderr)
+    return plan
+
+
 def cmd_convert(args) -> int:
     from ..convert import convert_hf
     from ..convert.gguf import convert_gguf, is_gguf
@@ -155,6 +178,7 @@ def cmd_convert(args) -> int:
     args.src = resolve_source(args.src, progress=not args.quiet)  # a Hugging Face repo id: its cached or fetched files
     if args.mmproj and not is_gguf(args.src):
         raise EdgeMoEError("--mmproj goes with a GGUF model (a Hugging Face folder holds its vision tower itself)")
+    plan = _expert_plan(args, convert_gguf if is_gguf(args.src) else convert_hf)
     if args.src.endswith(".emoe"):
         from ..convert.low_bit_copy import add_low_bit_copies
 
@@ -174,12 +198,11 @@ def cmd_convert(args) -> int:
                                "weights); convert the GGUF with a fixed --bits, or auto-convert its source folder")
         types, report = plan_expert_types(args.src, read_text(args.calib), target_size=args.target_size,
                                           max_loss_increase=args.max_loss_increase, max_kl=args.max_kl,
-                                          threads=args.threads,
-                                          progress=not args.quiet)
+                                          threads=args.threads, progress=not args.quiet, expert_plan=plan)
         report["calibration_file"] = os.path.basename(args.calib)
         convert_hf(args.src, args.output, bits="8", resident_bits=args.resident_bits, progress=not args.quiet,
                    expert_types=types, extra_manifest={"bit_allocation": report}, compress=args.compress,
-                   low_bit_copy=args.low_bit_copy)
+                   low_bit_copy=args.low_bit_copy, expert_plan=plan)
         if not args.quiet:
             print(f"chosen widths: {report['expert_bytes'] / 2**20:.2f} MiB of experts; against 8-bit experts on the "
                   f"calibration text: loss {report['measured_loss_increase']:+.4f} nats/token, mean KL divergence "
@@ -188,10 +211,10 @@ def cmd_convert(args) -> int:
     elif is_gguf(args.src):
         convert_gguf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
                      progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy,
-                     mmproj=args.mmproj and resolve_source(args.mmproj, progress=not args.quiet))
+                     mmproj=args.mmproj and resolve_source(args.mmproj, progress=not args.quiet), expert_plan=plan)
     else:
         convert_hf(args.src, args.output, bits=args.bits, resident_bits=args.resident_bits,
-                   progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy)
+                   progress=not args.quiet, compress=args.compress, low_bit_copy=args.low_bit_copy, expert_plan=plan)
     if not args.quiet:
         print(f"wrote {args.output} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
@@ -253,6 +276,10 @@ def cmd_info(args) -> int:
         print(f"bit allocation    by sensitivity on {a['calibration_tokens']} tokens of {a.get('calibration_file', '?')}; "
               f"measured loss {a['measured_loss_increase']:+.4f} nats/token over 8-bit"
               + (f", mean KL divergence {a['measured_kl']:.4f} nats" if "measured_kl" in a else ""))
+    if info.get("expert_reduction"):
+        r = info["expert_reduction"]
+        print(f"pruned (LOSSY)    {info['n_experts']} of {r['original_n_experts']} routed experts kept per layer "
+              f"({r['method']} on {r['calibration_tokens']} tokens of {r.get('calibration_file') or '?'})")
     plan = info["memory_plan"]
     print(f"expert slots      {plan['expert_slots']} x {format_size(plan['slot_bytes'])}")
     print(f"memory plan       {format_size(plan['total_bytes'])} (minimum budget {format_size(info['min_memory_budget'])})")
@@ -439,7 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also store a second copy of every routed expert in BITS (2, 3 or 4) bits, which "
                         "the LOSSY run-time option --low-bit-missed-below reads instead of a missed expert "
                         "(fewer bytes per miss; the file grows by the copies, 3.0/4.0/5.0 bits per weight)")
-    p.add_argument("--calib", default=None, metavar="TEXTFILE", help="calibration text for --bits auto")
+    p.add_argument("--prune-experts", type=_bounded(float, 0.0, 1.0, lo_open=True), default=None, metavar="FRACTION",
+                   help="LOSSY: drop this fraction of every layer's routed experts, those contributing least on the "
+                        "--calib text (REAP: routing weight times output norm, averaged over the tokens routed "
+                        "to them); the router loses their rows and renormalises as the model does, exactly as "
+                        "--disable-expert would mask them; the choice and scores go into the manifest")
+    p.add_argument("--calib", default=None, metavar="TEXTFILE",
+                   help="calibration text for --bits auto and --prune-experts")
     p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",
                    help="--bits auto: routed experts in at most this many bytes (e.g. 12MB), least sensitivity")
     p.add_argument("--max-loss-increase", type=_bounded(float, 0.0), default=None, metavar="NATS",

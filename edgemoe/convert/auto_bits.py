@@ -10,16 +10,16 @@ the loss of a model that predicts nothing well does not get worse. The KL budget
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..offline import bitwidth
 from ..format import quant
-from ..format.model_config import moe_layers, validate_config
+from ..format.model_config import moe_layers
 from ..errors import EdgeMoEError
-from .hf import ExpertReader, _read_json, convert_hf, moe_prefix, open_checkpoint, pick_arch
+from .expert_plan import ExpertPlan
+from .hf import convert_hf
 
 
 def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
@@ -31,60 +31,48 @@ def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
     return sizes
 
 
-def expert_input_norms(ckpt, arch, cfg: Dict[str, Any]) -> List[np.ndarray]:
-    """Each layer's norm weights in front of its experts, as the multiplier the engine applies
-    (1 + w where the architecture's norms multiply by that)."""
-    take = arch.norm_take or (lambda w: w)
-    return [take(ckpt.get(f"model.layers.{l}.{arch.expert_input_norm}.weight")) for l in range(cfg["n_layers"])]
-
-
 def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = None,
                       max_loss_increase: Optional[float] = None, window: int = 256, max_tokens: int = 8192,
                       threads: Optional[int] = None, progress: bool = True,
-                      max_kl: Optional[float] = None) -> Tuple[List[List[int]], Dict[str, Any]]:
-    """Per-expert weight types [L][E] and a report (stored in the container's manifest)."""
+                      max_kl: Optional[float] = None,
+                      expert_plan: Optional[ExpertPlan] = None) -> Tuple[List[List[int]], Dict[str, Any]]:
+    """Per-expert weight types [L][E] and a report (stored in the container's manifest); with an
+    expert_plan, of the kept experts in their new slots, measured on the model that keeps them."""
     if sum(b is not None for b in (target_size, max_loss_increase, max_kl)) != 1:
         raise EdgeMoEError("--bits auto needs exactly one of --target-size, --max-loss-increase and --max-kl")
     from ..api import load
+    from ..offline.calibration import calibration_run, source_experts
     from ..offline.kl_divergence import SavedLogits, kl_divergence, save_logits
 
-    hf = _read_json(os.path.join(src, "config.json"), required=True)
-    arch = pick_arch(hf)
-    cfg = validate_config(arch.config(hf), src)
-    ckpt = open_checkpoint(src, hf)
-    moe = moe_prefix(ckpt, arch, cfg)
-    reader = ExpertReader(ckpt, cfg, arch, moe)
-    ffn_norms = expert_input_norms(ckpt, arch, cfg)
+    source = source_experts(src)
+    if expert_plan is not None:
+        source = source.kept(expert_plan)
+    cfg = source.cfg
     candidates = bitwidth.candidates_for(cfg)
     sizes = _expert_sizes(cfg, candidates)
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(src)) or ".") as tmp:
-        base_path = os.path.join(tmp, "q8.emoe")
-        convert_hf(src, base_path, bits="8", progress=False)
-        model = load(base_path, threads=threads)
-        ids = model.tokenize(calib_text, add_special_tokens=False)[:max_tokens]
-        if len(ids) < 2 * window and len(ids) < 64:
-            raise EdgeMoEError(f"the calibration text is too short ({len(ids)} tokens)")
-        window = min(window, model.ctx_size)
-        hidden, experts, weights = bitwidth.capture(model, ids, window)
+    with calibration_run(lambda path: convert_hf(src, path, bits="8", progress=False, expert_plan=expert_plan),
+                         calib_text, src, window, max_tokens, threads) as run:
+        model, ids, window, tmp = run.model, run.ids, run.window, run.folder
         from tqdm import tqdm
 
         with tqdm(total=cfg["n_layers"] * cfg["n_experts"], desc="expert sensitivity", disable=not progress) as bar:
-            sens = bitwidth.sensitivities(reader.read, ffn_norms, cfg["rms_norm_eps"], hidden, experts, weights,
-                                          cfg["n_experts"], candidates, progress=lambda: bar.update(1),
-                                          activation=cfg["expert_activation"])
+            sens = bitwidth.sensitivities(source.read, source.input_norms, cfg["rms_norm_eps"], run.hidden,
+                                          run.experts, run.weights, cfg["n_experts"], candidates,
+                                          progress=lambda: bar.update(1), activation=cfg["expert_activation"])
         stride = window - 1
         # The 8-bit model's log-probabilities, mapped from a file (2 bytes per vocabulary entry per
         # token): every trial is measured against them without the two models loaded at once.
         logits_path = os.path.join(tmp, "q8-logprobs.npy")
         save_logits(model, ids, window, stride, logits_path)
         base = SavedLogits(logits_path, ids, window, stride)
-        del model
+        run.model = model = None  # the trials load models of their own
         trials: Dict[bytes, Dict[str, float]] = {}  # each choice measured: its figures
 
         def figures(choice: np.ndarray) -> Dict[str, float]:
             if choice.tobytes() not in trials:
                 path = os.path.join(tmp, "trial.emoe")
-                convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates, cfg))
+                convert_hf(src, path, bits="8", progress=False, expert_types=_types(choice, candidates, cfg),
+                           expert_plan=expert_plan)
                 r = kl_divergence(load(path, threads=threads), base, ids, window, stride)
                 trials[choice.tobytes()] = {"loss": float(np.log(r["perplexity_ratio"])), "kl": r["kl_mean"],
                                             "kl_p99": r["kl_p99"], "top1": r["top1_agreement"]}

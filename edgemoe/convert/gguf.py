@@ -647,18 +647,22 @@ def _section(ck: GGUFCheckpoint, tok: Dict[str, Any], tokenizer_config: Dict[str
 
 def convert_gguf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
                  compress: Optional[str] = None, low_bit_copy: Optional[str] = None,
-                 mmproj: Optional[str] = None) -> Dict[str, Any]:
+                 mmproj: Optional[str] = None, expert_plan=None,
+                 extra_manifest: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Convert the GGUF file `src` into the container `out`; returns its manifest config. mmproj:
-    llama.cpp's vision tower file of the model (Qwen3-VL-MoE), converted with it."""
+    llama.cpp's vision tower file of the model (Qwen3-VL-MoE), converted with it; expert_plan and
+    extra_manifest as convert_hf takes them."""
     ck = GGUFCheckpoint(src)
     hf = hf_config(ck)
     tokenizer = tokenizer_section(ck)
     types = {ck.tensors[g].tensor_type.name for g, _ in ck.map.values()}
-    ckpt, extra = ck, {}
+    ckpt, extra = ck, dict(extra_manifest or {})
     if mmproj is not None:
-        ckpt, extra = with_tower(ck, hf, mmproj)
+        ckpt, tower = with_tower(ck, hf, mmproj)
+        extra.update(tower)
     return convert_checkpoint(ckpt, hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
                               progress=progress, compress=compress, low_bit_copy=low_bit_copy, extra_manifest=extra,
+                              expert_plan=expert_plan,
                               source_format=f"gguf ({ck.arch_name}; {', '.join(sorted(types))})" +
                               (" + mmproj" if mmproj else ""))
 

@@ -16,6 +16,7 @@ from ..format import quant
 from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
 from ..format.model_config import moe_layers, validate_config
+from .expert_plan import ExpertPlan
 from .arch_base import DENSE, F32_ONLY, RESIDENT, SHARED, HFArch, Resident
 from .arch_deepseek import DeepseekV2, DeepseekV3
 from .arch_gemma4 import Gemma4
@@ -303,12 +304,13 @@ def default_resident_type(expert_type: int) -> int:
 def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
                expert_types: Optional[List[List[int]]] = None,
                extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None,
-               low_bit_copy: Optional[str] = None) -> Dict[str, Any]:
+               low_bit_copy: Optional[str] = None, expert_plan: Optional[ExpertPlan] = None) -> Dict[str, Any]:
     """Convert the model folder `src` into the container `out`; returns its manifest config.
     expert_types[l][e], if given, sets each routed expert's type (`bits` then only picks the
     default resident type); extra_manifest adds top-level manifest entries; compress="zstd" stores
     expert blobs zstd-compressed where that makes them smaller; low_bit_copy (e.g. "2") adds a
-    second copy of every routed expert in that width, for the lossy `low_bit_missed_below`."""
+    second copy of every routed expert in that width, for the lossy `low_bit_missed_below`;
+    expert_plan keeps only some of the routed experts (expert_plan.py)."""
     if not os.path.isdir(src):
         raise FormatError(f"{src}: not a directory (expected a Hugging Face model folder)")
     hf = _read_json(os.path.join(src, "config.json"), required=True)
@@ -319,18 +321,21 @@ def convert_hf(src: str, out: str, bits: str = "8", resident_bits: Optional[str]
                               image_processor=ImageSettings.from_preprocessor_config(processor).to_dict())
     return convert_checkpoint(open_checkpoint(src, hf), hf, tokenizer, out, src, bits=bits, resident_bits=resident_bits,
                               progress=progress, expert_types=expert_types, extra_manifest=extra_manifest,
-                              compress=compress, low_bit_copy=low_bit_copy, source_format="huggingface")
+                              compress=compress, low_bit_copy=low_bit_copy, source_format="huggingface",
+                              expert_plan=expert_plan)
 
 
 def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out: str, where: str,
                        bits: str = "8", resident_bits: Optional[str] = None, progress: bool = True,
                        expert_types: Optional[List[List[int]]] = None,
                        extra_manifest: Optional[Dict[str, Any]] = None, compress: Optional[str] = None,
-                       low_bit_copy: Optional[str] = None, source_format: str = "huggingface") -> Dict[str, Any]:
+                       low_bit_copy: Optional[str] = None, source_format: str = "huggingface",
+                       expert_plan: Optional[ExpertPlan] = None) -> Dict[str, Any]:
     """Write the container `out` from a checkpoint (Hugging Face names, as Checkpoint serves them),
     its transformers-style config `hf` and tokenizer section. A checkpoint may offer
     native(name, qtype) -> bytes for tensors it holds exactly in one of our encodings (a GGUF
-    Q8_0 block is our q8 block): those are copied, not re-quantized."""
+    Q8_0 block is our q8 block): those are copied, not re-quantized. expert_plan: the routed
+    experts kept (expert_types then describes the kept ones, in their new slots)."""
     if compress not in (None, "none", "zstd"):
         raise FormatError(f"unknown compression {compress!r} (available: none, zstd)")
     compress = None if compress == "none" else compress
@@ -361,9 +366,16 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             raise FormatError(f"tensor {r.source} has shape {tuple(ckpt.shape(r.source))}, expected {r.shape}")
     experts = ExpertReader(ckpt, cfg, arch, moe)
     routed = moe_layers(cfg)
+    out_cfg = cfg  # the container's: the checkpoint's, or its kept experts'
+    if expert_plan is not None:
+        expert_plan.check(cfg)
+        out_cfg = validate_config(expert_plan.config(cfg), where)
+        plan = expert_plan.residents(plan)
+    source = (lambda l, e: e) if expert_plan is None else (lambda l, e: expert_plan.kept[l][e])
+    n_slots = out_cfg["n_experts"]
     if expert_types is not None and (len(expert_types) != cfg["n_layers"] or any(
-            len(row) != (cfg["n_experts"] if l in routed else 0) for l, row in enumerate(expert_types))):
-        raise FormatError(f"expert_types must be {cfg['n_layers']} rows of {cfg['n_experts']} types "
+            len(row) != (n_slots if l in routed else 0) for l, row in enumerate(expert_types))):
+        raise FormatError(f"expert_types must be {cfg['n_layers']} rows of {n_slots} types "
                           f"(empty for the dense layers {cfg['dense_layers']})")
     native = getattr(ckpt, "native", None)
 
@@ -375,7 +387,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             w = ckpt.lazy(name) if hasattr(ckpt, "lazy") else ckpt.get(name)
         return _encode(w, qtype, blocks)
 
-    n_steps = len(plan) + len(routed) * cfg["n_experts"]
+    n_steps = len(plan) + len(routed) * n_slots
     bar = _progress(n_steps, os.path.basename(out), progress)
     with ContainerWriter(out) as writer:
         kind_type = resident_kind_types(cfg, resident_type)
@@ -391,12 +403,13 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             writer.add_resident(r.name, qtype, data, shape)
             bar.update(1)
         for l in routed:
-            for e in range(cfg["n_experts"]):
-                wanted = expert_type if expert_types is None else expert_types[l][e]
+            for slot in range(n_slots):
+                e = source(l, slot)  # the checkpoint's expert in this slot
+                wanted = expert_type if expert_types is None else expert_types[l][slot]
                 exact = experts.native(l, e, wanted)
                 weights = None
                 if exact is not None:  # the source's own blocks, copied
-                    writer.add_expert(l, e, wanted, {p: (b, experts.shapes[p]) for p, b in exact.items()},
+                    writer.add_expert(l, slot, wanted, {p: (b, experts.shapes[p]) for p, b in exact.items()},
                                       compress=compress)
                 else:
                     weights = experts.read(l, e)
@@ -404,21 +417,22 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                     qtype = expert_blob_type(wanted, cfg)
                     parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
                              for p, w in weights.items()}
-                    writer.add_expert(l, e, qtype, parts, compress=compress)
+                    writer.add_expert(l, slot, qtype, parts, compress=compress)
                 if low_bit_type is not None:
-                    write_low_bit_copy(writer, l, e, experts.read(l, e) if weights is None else weights,
+                    write_low_bit_copy(writer, l, slot, experts.read(l, e) if weights is None else weights,
                                        low_bit_type, compress)
                 bar.update(1)
-        writer.finish(cfg, {
+        writer.finish(out_cfg, {
             **(extra_manifest or {}),
             "tokenizer": tokenizer,
             "quantization": {"experts": quant.NAMES[expert_type] if expert_types is None else "mixed",
                              "resident": quant.NAMES[resident_type], "compression": compress or "none",
                              **({} if low_bit_type is None else {"low_bit_copy": quant.NAMES[low_bit_type]})},
             "source": {"format": source_format, "architecture": (hf.get("architectures") or [arch.name])[0]},
+            **({} if expert_plan is None else {"expert_reduction": expert_plan.report}),
         })
     bar.close()
-    return cfg
+    return out_cfg
 
 
 class _NoBar:

@@ -49,7 +49,7 @@ def capture(model, ids: Sequence[int], window: int):
     return record.hidden, record.experts, record.weights
 
 
-def _rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     ss = (x.astype(np.float64) ** 2).mean(axis=-1, keepdims=True)
     return (x / np.sqrt(ss + eps).astype(np.float32)) * w
 
@@ -67,7 +67,7 @@ def _gelu_tanh(x: np.ndarray) -> np.ndarray:
 GATE_ACTIVATIONS = {"silu": _silu, "swiglu_limited": _silu, "gelu_tanh": _gelu_tanh}
 
 
-def _expert(x: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray, act=_silu) -> np.ndarray:
+def expert_output(x: np.ndarray, gate: np.ndarray, up: np.ndarray, down: np.ndarray, act=_silu) -> np.ndarray:
     return (act(x @ gate.T) * (x @ up.T)) @ down.T
 
 
@@ -86,7 +86,7 @@ def sensitivities(read_expert: Callable[[int, int], Dict[str, np.ndarray]], ffn_
     rng = np.random.default_rng(seed)
     out = np.zeros((L, n_experts, len(candidates)))
     for l in range(L):
-        xn = _rms_norm(hidden[:, l].astype(np.float32), np.asarray(ffn_norms[l], np.float32), eps)
+        xn = rms_norm(hidden[:, l].astype(np.float32), np.asarray(ffn_norms[l], np.float32), eps)
         for e in range(n_experts):
             tok, rank = np.nonzero(experts[:, l] == e)
             if len(tok) > MAX_TOKENS_PER_EXPERT:
@@ -102,10 +102,10 @@ def sensitivities(read_expert: Callable[[int, int], Dict[str, np.ndarray]], ffn_
             w = {k: np.asarray(v, np.float32) for k, v in read_expert(l, e).items()}
             x = xn[tok]
             g2 = weights[tok, l, rank].astype(np.float64) ** 2
-            ref = _expert(x, w["gate"], w["up"], w["down"], act)
+            ref = expert_output(x, w["gate"], w["up"], w["down"], act)
             for i, qtype in enumerate(candidates):
                 q = {k: _round_trip(v, qtype) for k, v in w.items()}
-                diff = (_expert(x, q["gate"], q["up"], q["down"], act) - ref).astype(np.float64)
+                diff = (expert_output(x, q["gate"], q["up"], q["down"], act) - ref).astype(np.float64)
                 out[l, e, i] = scale * float((g2 * (diff ** 2).sum(axis=1)).sum()) / T
     return out
 

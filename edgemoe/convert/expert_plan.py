@@ -1,0 +1,96 @@
+"""Which of a checkpoint's routed experts a container keeps, and in which slots: what expert pruning
+(`edgemoe convert --prune-experts`, edgemoe/offline/expert_reduce.py) hands the converter.
+
+Slot i of layer l holds the checkpoint's expert kept[l][i] (ascending, so grouped routers keep
+their groups in order); the tensors indexed by expert (the router's rows, its biases, Gemma 4's
+per-expert scales) keep the same rows. The container is then exactly the original model with the
+other experts masked (csrc/model/expert_mask.h; docs/EXPERT_PRUNING.md, part A §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+import numpy as np
+
+from .. import _core
+from ..errors import EdgeMoEError
+from ..format.model_config import moe_layers
+from .arch_base import Resident
+
+# Resident tensors of a MoE layer with one row (or entry) per routed expert: layers.{l}.<name>.
+PER_EXPERT_RESIDENTS = ("router", "router_bias", "router_correction_bias", "router_expert_scale",
+                        "expert_gate_bias", "expert_up_bias", "expert_down_bias")
+
+
+def experts_to_remove(cfg: Dict[str, Any], fraction: float, flag: str = "--prune-experts") -> int:
+    """How many experts each MoE layer loses at `fraction` (rounded), or an EdgeMoEError naming why the
+    fraction cannot be taken: it leaves fewer experts than a token is routed to, or, with grouped
+    routing, it does not split evenly over the groups or leaves a group unable to route as before."""
+    E, K, G = cfg["n_experts"], cfg["top_k"], cfg["n_group"]
+    if not 0 < fraction < 1:
+        raise EdgeMoEError(f"{flag} takes a fraction of each layer's experts between 0 and 1, got {fraction:g}")
+    remove = int(round(E * fraction))
+    if remove == 0:
+        raise EdgeMoEError(f"{flag} {fraction:g} removes no expert of {E} (at least {1 / E:.3g} removes one)")
+    if E - remove < K:
+        raise EdgeMoEError(f"{flag} {fraction:g} leaves {E - remove} of {E} experts per layer, fewer than the {K} "
+                           f"each token is routed to (at most {(E - K) / E:.3g})")
+    if G > 1:
+        per = E // G
+        valid = [r / E for r in range(G, E, G) if _groups_can_route(cfg, per - r // G)]
+        hint = f" (fractions that can: {', '.join(f'{v:.4g}' for v in valid)})" if valid else ""
+        if remove % G:
+            raise EdgeMoEError(f"{flag} {fraction:g} removes {remove} experts per layer, which the router's {G} "
+                               f"groups cannot share evenly; pruned groups must shrink alike to route as "
+                               f"before{hint}")
+        if not _groups_can_route(cfg, per - remove // G):
+            raise EdgeMoEError(f"{flag} {fraction:g} leaves groups of {per - remove // G}, too few for the "
+                               f"router's choice of {K} experts in its {cfg['topk_group']} best groups"
+                               f"{' scored by their best two' if cfg['group_score'] == 'top2_sum' else ''}{hint}")
+    return remove
+
+
+def _groups_can_route(cfg: Dict[str, Any], per: int) -> bool:
+    """Groups of `per` experts route as the masked original does: the top-k fits in the kept groups,
+    and top-2-sum group scores still have two members."""
+    two = cfg["group_score"] == "top2_sum" and cfg["n_experts"] // cfg["n_group"] > 1
+    return cfg["top_k"] <= cfg["topk_group"] * per and (per >= 2 or not two)
+
+
+@dataclass(frozen=True)
+class ExpertPlan:
+    kept: Dict[int, List[int]]  # MoE layer -> the checkpoint's experts kept, ascending
+    report: Dict[str, Any] = field(default_factory=dict)  # the manifest's "expert_reduction"
+
+    @property
+    def n_experts(self) -> int:
+        return len(next(iter(self.kept.values())))
+
+    def check(self, cfg: Dict[str, Any]) -> None:
+        """The plan fits the checkpoint: every MoE layer, the same count, ascending ids in range."""
+        if set(self.kept) != set(moe_layers(cfg)):
+            raise EdgeMoEError("an expert plan must name the kept experts of every MoE layer")
+        for l, kept in self.kept.items():
+            if (len(kept) != self.n_experts or list(kept) != sorted(set(kept))
+                    or not all(0 <= e < cfg["n_experts"] for e in kept)):
+                raise EdgeMoEError(f"the expert plan of layer {l} must be {self.n_experts} distinct ascending "
+                                   f"experts of 0-{cfg['n_experts'] - 1}")
+
+    def config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
+        """The container's config: the model with the kept experts."""
+        return dict(cfg, n_experts=self.n_experts)
+
+    def residents(self, plan: List[Resident]) -> List[Resident]:
+        """The resident plan with each per-expert tensor cut to the kept rows. A multi-token-prediction
+        head kept for later goes: its own layer routes over every original expert, which the pruned
+        config no longer describes."""
+        out = []
+        for r in plan:
+            if r.name.startswith(_core.KEPT_FOR_LATER_PREFIX):
+                continue
+            parts = r.name.split(".")
+            if len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
+                rows = np.asarray(self.kept[int(parts[1])])
+                r = r._replace(take=lambda w, take=r.take, rows=rows: np.asarray(take(w) if take else w)[rows])
+            out.append(r)
+        return out
