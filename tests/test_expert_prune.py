@@ -19,13 +19,9 @@ from edgemoe.offline.calibration import calibration_run, source_experts
 from edgemoe.offline.expert_reduce import plan_pruning, prune_plan, reap_saliency
 
 from conftest import FIXTURES, fixture_folder
+from reduction_cli import CALIB, reduced_at_widths
 from routing_reference import by_expert, route
 
-CALIB = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, "
-         "must be in want of a wife. However little known the feelings or views of such a man may be "
-         "on his first entering a neighbourhood, this truth is so well fixed in the minds of the "
-         "surrounding families, that he is considered the rightful property of some one or other of "
-         "their daughters. ") * 4
 IDS = np.random.default_rng(42).integers(0, 384, 96).tolist()
 
 
@@ -157,18 +153,8 @@ def test_from_a_gguf_and_with_other_widths(tmp_path):
     assert c.config["n_experts"] == 6 and c.manifest["expert_reduction"]["method"] == "reap"
     edgemoe.load(str(out)).logits(IDS[:8])
     # a fixed width and --bits auto over the kept experts
-    calib = tmp_path / "calib.txt"
-    calib.write_text(CALIB)
-    src = str(FIXTURES / "qwen3_moe")
-    assert main(["convert", src, "-o", str(tmp_path / "q4.emoe"), "--bits", "4", "--prune-experts", "0.5",
-                 "--calib", str(calib), "-q"]) == 0
-    q4 = open_container(str(tmp_path / "q4.emoe"))
-    assert q4.config["n_experts"] == 4 and all(x["type"] == "q4" for row in q4.experts for x in row)
-    assert main(["convert", src, "-o", str(tmp_path / "auto.emoe"), "--bits", "auto", "--target-size", "60KB",
-                 "--prune-experts", "0.5", "--calib", str(calib), "-q"]) == 0
-    auto = open_container(str(tmp_path / "auto.emoe"))
-    assert auto.config["n_experts"] == 4 and auto.manifest["expert_reduction"]["kept"]
-    assert np.array(auto.manifest["bit_allocation"]["sensitivity"]).shape[1] == 4
+    _, auto = reduced_at_widths(tmp_path, "--prune-experts")
+    assert auto.manifest["expert_reduction"]["method"] == "reap"
 
 
 @pytest.mark.parametrize("name, changes, args, message", [

@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <algorithm>
+
 #include "../common/errors.h"
 
 namespace edgemoe {
@@ -52,6 +54,8 @@ void visit_fields(Config& c, Visitor& v) {
   v.choice("group_score", c.group_score, kGroupScores, Optional);
   v.flag("router_correction_bias", c.router_correction_bias, Optional);
   v.number("routed_scaling_factor", c.routed_scaling_factor, 1e-6, 1e6, Optional);
+  v.integer("router_experts", c.router_experts, 0, 4096, Optional);
+  v.integers("expert_map", c.expert_map, -1, 4095, Optional, size_t(1) << 22);
   v.integer("rotary_dim", c.rotary_dim, 0, kMaxHeadDim, Optional);
   v.integer("kv_lora_rank", c.kv_lora_rank, 0, kMaxHeadDim, Optional);
   v.integer("q_lora_rank", c.q_lora_rank, 0, 1 << 16, Optional);
@@ -216,10 +220,35 @@ void check_vision(const ModelConfig& c) {
   if (c.embedding_scale != 1.f) throw bad("a vision tower does not combine with embedding_scale");
 }
 
+// Merged experts: every router output of a MoE layer reaches an expert, every expert is reached.
+void check_expert_map(const ModelConfig& c) {
+  if (!c.router_experts) {
+    if (!c.expert_map.empty()) throw bad("expert_map is given without router_experts");
+    return;
+  }
+  if (c.router_experts < c.n_experts) throw bad("router_experts is less than n_experts");
+  if (c.expert_map.size() != (size_t)c.n_layers * c.router_experts)
+    throw bad("expert_map must hold n_layers x router_experts entries");
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int64_t* map = c.expert_map_of(l);
+    std::vector<bool> reached(c.n_experts, false);
+    for (int j = 0; j < c.router_experts; ++j) {
+      if (c.is_dense(l) != (map[j] < 0) || map[j] >= c.n_experts)
+        throw bad("expert_map of layer " + std::to_string(l) + " must name experts 0-" +
+                  std::to_string(c.n_experts - 1) + (c.is_dense(l) ? " (-1: a dense layer)" : ""));
+      if (map[j] >= 0) reached[map[j]] = true;
+    }
+    if (!c.is_dense(l) && std::find(reached.begin(), reached.end(), false) != reached.end())
+      throw bad("expert_map of layer " + std::to_string(l) + " leaves an expert no router output reaches");
+  }
+}
+
 // What no single field's bounds can say.
 void check_relations(const ModelConfig& c) {
-  if (c.top_k > c.n_experts)
-    throw bad("top_k " + std::to_string(c.top_k) + " exceeds n_experts " + std::to_string(c.n_experts));
+  if (c.top_k > c.router_width())
+    throw bad("top_k " + std::to_string(c.top_k) + " exceeds " + (c.router_experts ? "router_experts " : "n_experts ") +
+              std::to_string(c.router_width()));
+  check_expert_map(c);
   if (c.n_heads % c.n_kv_heads) throw bad("n_heads is not a multiple of n_kv_heads");
   if (c.head_dim % 2) throw bad("head_dim must be even for rotary embeddings");
   if (c.shared_gate && !c.shared_intermediate) throw bad("shared_gate is set without a shared expert");
@@ -239,10 +268,12 @@ void check_relations(const ModelConfig& c) {
   if (!c.dense_layers.empty() != (c.dense_intermediate > 0))
     throw bad("dense_layers and dense_intermediate must be given together");
   if (c.n_moe_layers() < 1) throw bad("every layer is dense: no layer has experts");
-  if (c.n_experts % c.n_group) throw bad("n_group " + std::to_string(c.n_group) + " does not divide n_experts");
+  if (c.router_width() % c.n_group)
+    throw bad("n_group " + std::to_string(c.n_group) + " does not divide " +
+              (c.router_experts ? "router_experts" : "n_experts"));
   if (c.topk_group > c.n_group) throw bad("topk_group exceeds n_group");
   if (c.n_group > 1 && c.routing == Routing::TopKSoftmax) throw bad("expert groups need softmax or sigmoid routing");
-  if (c.n_group > 1 && (int64_t)c.topk_group * (c.n_experts / c.n_group) < c.top_k)
+  if (c.n_group > 1 && (int64_t)c.topk_group * (c.router_width() / c.n_group) < c.top_k)
     throw bad("the topk_group best groups hold fewer than top_k experts");
   if (c.router_correction_bias && c.routing != Routing::Sigmoid)
     throw bad("router_correction_bias needs sigmoid routing");

@@ -86,6 +86,12 @@ struct ModelConfig {
   GroupScore group_score = GroupScore::Top2Sum;
   bool router_correction_bias = false;  // Sigmoid routing: a per-expert bias added for the choice only
   float routed_scaling_factor = 1.f;
+  // Merged experts (convert --merge-experts): the router keeps router_experts outputs and output j
+  // of layer l reaches the container's expert expert_map[l * router_experts + j] (-1 in dense
+  // layers); a token whose choices reach one expert twice computes it once with their weights
+  // summed. 0 and empty: one router output per expert.
+  int router_experts = 0;
+  std::vector<int64_t> expert_map;
   int rotary_dim = 0;                 // dims of each head that rotate (the first ones); 0: all
   // Latent attention (DeepSeek's MLA), when kv_lora_rank > 0: each position caches one latent of
   // kv_lora_rank values and one rotated key of qk_rope_head_dim, shared by every head; a head's
@@ -183,6 +189,12 @@ struct ModelConfig {
     return false;
   }
   int n_moe_layers() const { return n_layers - (int)dense_layers.size(); }
+  // The router's outputs per layer: what top-k, groups, masks and router tensors count.
+  int router_width() const { return router_experts ? router_experts : n_experts; }
+  // Layer l's router output -> expert map, or null where outputs are experts.
+  const int64_t* expert_map_of(int l) const {
+    return expert_map.empty() ? nullptr : &expert_map[(size_t)l * router_experts];
+  }
   // The first layer after `layer` that routes to experts; n_layers if none does.
   int next_moe_layer(int layer) const {
     do ++layer;

@@ -39,6 +39,7 @@ ExpertMask::ExpertMask(const ModelConfig& cfg, const std::vector<int64_t>& pairs
   if (pairs.empty()) return;
   if (pairs.size() % 2) throw std::invalid_argument("disable_experts must be (layer, expert) pairs");
   layers_.assign(cfg.n_layers, {});
+  experts_.assign(cfg.n_layers, {});
   for (size_t i = 0; i < pairs.size(); i += 2) {
     const int64_t l = pairs[i], e = pairs[i + 1];
     if (l < 0 || l >= cfg.n_layers)
@@ -56,12 +57,19 @@ ExpertMask::ExpertMask(const ModelConfig& cfg, const std::vector<int64_t>& pairs
     m[e] = 1;
   }
   for (int l = 0; l < cfg.n_layers; ++l) {
-    const std::vector<uint8_t>& m = layers_[l];
+    std::vector<uint8_t>& m = layers_[l];
     if (m.empty()) continue;
-    const int open = cfg.n_experts - (int)std::count(m.begin(), m.end(), 1);
+    experts_[l] = m;
+    if (const int64_t* map = cfg.expert_map_of(l)) {  // merged experts: mask every router output reaching one
+      std::vector<uint8_t> outputs(cfg.router_width());
+      for (int j = 0; j < cfg.router_width(); ++j) outputs[j] = experts_[l][map[j]];
+      m.swap(outputs);
+    }
+    const int open = cfg.router_width() - (int)std::count(m.begin(), m.end(), 1);
     if (open < cfg.top_k)
       throw std::invalid_argument("disable_experts leaves layer " + std::to_string(l) + " " + std::to_string(open) +
-                                  " experts, fewer than the " + std::to_string(cfg.top_k) + " each token is routed to");
+                                  (cfg.expert_map.empty() ? " experts" : " router outputs") + ", fewer than the " +
+                                  std::to_string(cfg.top_k) + " each token is routed to");
     if (cfg.n_group > 1) check_groups(cfg, l, m);
   }
 }

@@ -22,16 +22,16 @@ class ExpertMask {
   // layer left with fewer unmasked experts than top_k, or, with grouped routing, groups that could
   // leave the top-k unfilled or (top-2-sum group scores) a group with fewer than two unmasked.
   ExpertMask(const ModelConfig& cfg, const std::vector<int64_t>& pairs);
-  // Layer l's mask (1 = switched off) over its n_experts, or null when nothing of l is masked.
+  // Layer l's mask (1 = switched off) over its router outputs (config.h: router_width; with merged
+  // experts, the outputs reaching a masked expert), or null when nothing of l is masked.
   const uint8_t* layer(int l) const { return (size_t)l < layers_.size() && !layers_[l].empty() ? layers_[l].data() : nullptr; }
-  bool masked(int l, int e) const {
-    const uint8_t* m = layer(l);
-    return m && m[e];
-  }
+  // Whether expert e of layer l is masked.
+  bool masked(int l, int e) const { return (size_t)l < experts_.size() && !experts_[l].empty() && experts_[l][e]; }
   bool empty() const { return layers_.empty(); }
 
  private:
-  std::vector<std::vector<uint8_t>> layers_;  // per layer: empty (nothing masked) or [n_experts]
+  std::vector<std::vector<uint8_t>> layers_;   // per layer: empty (nothing masked) or [router outputs]
+  std::vector<std::vector<uint8_t>> experts_;  // per layer: empty or [n_experts]
 };
 
 }  // namespace edgemoe

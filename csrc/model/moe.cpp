@@ -99,7 +99,7 @@ struct PinnedExperts {
 }  // namespace
 
 void Transformer::limit_to_groups(float* choice, RoutingScratch& s) const {
-  const int G = cfg_.n_group, per = cfg_.n_experts / G;
+  const int G = cfg_.n_group, per = cfg_.router_width() / G;
   std::vector<float>& group = s.group;
   std::vector<int>& groups = s.groups;
   for (int g = 0; g < G; ++g) {
@@ -118,7 +118,7 @@ void Transformer::limit_to_groups(float* choice, RoutingScratch& s) const {
 
 void Transformer::route_sigmoid(const LayerWeights& L, float* p, const uint8_t* mask, RoutingScratch& s, int* idx,
                                 float* w) const {
-  const int E = cfg_.n_experts, K = cfg_.top_k;
+  const int E = cfg_.router_width(), K = cfg_.top_k;
   std::vector<float>& choice = s.choice;
   std::vector<int>& order = s.order;
   for (int e = 0; e < E; ++e) {
@@ -145,7 +145,7 @@ void Transformer::route_sigmoid(const LayerWeights& L, float* p, const uint8_t* 
 
 void Transformer::route(int layer, int64_t n) {
   const LayerWeights& L = w_.layers[layer];
-  const int H = cfg_.hidden, E = cfg_.n_experts, K = cfg_.top_k;
+  const int H = cfg_.hidden, E = cfg_.router_width(), K = cfg_.top_k;
 
   // Routing: the top k experts (ties to the lower index) by softmax probability or,
   // for TopKSoftmax, by logit with a softmax over the k chosen.
@@ -172,12 +172,27 @@ void Transformer::route(int layer, int64_t n) {
     }
     if (cfg_.router_expert_scale)  // Gemma 4
       for (int r = 0; r < K; ++r) w[r] *= L.router_expert_scale.f32()[idx[r]];
+    if (const int64_t* map = cfg_.expert_map_of(layer)) reach_merged(map, idx, w);
   }
+}
+
+void Transformer::reach_merged(const int64_t* map, int* idx, float* w) const {
+  const int K = cfg_.top_k;
+  for (int r = 0; r < K; ++r) idx[r] = (int)map[idx[r]];
+  // Two choices of one merged expert: one computation with both weights (the same sum as
+  // MC-SMoE's two calls of the shared module, up to rounding); the later rank is left out.
+  for (int r = 1; r < K; ++r)
+    for (int q = 0; q < r; ++q)
+      if (idx[q] == idx[r]) {
+        w[q] += w[r];
+        idx[r] = -1, w[r] = 0.f;
+        break;
+      }
 }
 
 void Transformer::route_softmax(float* p, const uint8_t* mask, RoutingScratch& scratch, std::vector<int>& order,
                                 int* idx, float* w) const {
-  const int E = cfg_.n_experts, K = cfg_.top_k;
+  const int E = cfg_.router_width(), K = cfg_.top_k;
   if (cfg_.routing == Routing::Softmax) softmax(p, E);
   const float* choice = p;  // what the top k are chosen by: the probabilities, within the best groups
   if (cfg_.n_group > 1 || mask) {

@@ -64,7 +64,7 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
     floats += (size_t)B * (c.linear_conv_dim() + 2 * c.linear_value_dim() + 2 * c.linear_value_heads);
   floats += latent_sizes(c, B).total();
   floats += (size_t)n_threads * ctx;                        // scores_
-  floats += (size_t)B * c.n_experts;                        // router_
+  floats += (size_t)B * c.router_width();                   // router_
   floats += (size_t)B * c.top_k * c.hidden;                 // routed_out_
   floats += (size_t)B * (c.hidden * 2 + ffn * 2);           // ex_in_, ex_out_, ex_gate_, ex_up_
   floats += (size_t)B * c.top_k;                            // topk_w_
@@ -120,7 +120,7 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   head_in_.resize(latent.head_in);
   head_out_.resize(latent.head_out);
   scores_.resize((size_t)pool.size() * ctx_size);
-  router_.resize(B * cfg.n_experts);
+  router_.resize(B * cfg.router_width());
   routed_out_.resize(B * cfg.top_k * cfg.hidden);
   ex_in_.resize(B * cfg.hidden);
   ex_out_.resize(B * cfg.hidden);

@@ -136,6 +136,9 @@ class Transformer {
   void route_sigmoid(const LayerWeights& L, float* p, const uint8_t* mask, RoutingScratch& s, int* idx, float* w) const;
   // Softmax and top-k-softmax routing of one token (config.h), likewise; order: [n_experts] scratch.
   void route_softmax(float* p, const uint8_t* mask, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
+  // Merged experts: a token's router outputs idx [top_k] to the experts they reach (config.h),
+  // a repeated expert folded into its first choice (the later one becomes -1, weight 0).
+  void reach_merged(const int64_t* map, int* idx, float* w) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
   // Leaves routed choice `slot` (token * top_k + rank) out: no weight, no output, expert -1.

@@ -27,10 +27,10 @@ class GatePredictor final : public Predictor {
  public:
   GatePredictor(const ModelConfig& cfg, const ModelWeights& w, int depth, int width, float min_confidence)
       : cfg_(cfg), w_(w), depth_(depth), width_(width), min_confidence_(min_confidence), xn_(cfg.hidden),
-        probs_(cfg.n_experts), order_(cfg.n_experts) {}
+        outputs_(cfg.router_width()), probs_(cfg.n_experts), order_(cfg.n_experts) {}
 
   void predict(int layer, const float* hidden, const int*, std::vector<std::pair<int, int>>* out) override {
-    const int H = cfg_.hidden, E = cfg_.n_experts;
+    const int H = cfg_.hidden, E = cfg_.router_width();
     int next = layer;
     for (int d = 1; d <= depth_ && (next = cfg_.next_moe_layer(next)) < cfg_.n_layers; ++d) {
       const LayerWeights& L = w_.layers[next];
@@ -39,9 +39,13 @@ class GatePredictor final : public Predictor {
       for (int e = 0; e < E; ++e) {
         float z = 0.f;
         for (int i = 0; i < H; ++i) z += router[(size_t)e * H + i] * xn_[i];
-        probs_[e] = z + (cfg_.router_bias ? L.router_bias.f32()[e] : 0.f);
+        outputs_[e] = z + (cfg_.router_bias ? L.router_bias.f32()[e] : 0.f);
       }
-      softmax(probs_.data(), E);  // the router's own probabilities: the guess's confidence
+      softmax(outputs_.data(), E);  // the router's own probabilities: the guess's confidence
+      // A merged expert is as likely as its router outputs together.
+      const int64_t* map = cfg_.expert_map_of(next);
+      std::fill(probs_.begin(), probs_.end(), 0.f);
+      for (int e = 0; e < E; ++e) probs_[map ? map[e] : e] += outputs_[e];
       append_top(probs_, next, width_, min_confidence_, order_, out);
     }
   }
@@ -51,7 +55,7 @@ class GatePredictor final : public Predictor {
   const ModelWeights& w_;
   int depth_, width_;
   float min_confidence_;
-  std::vector<float> xn_, probs_;
+  std::vector<float> xn_, outputs_, probs_;  // router outputs; experts
   std::vector<int> order_;
 };
 

@@ -163,9 +163,10 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
                 L.dense_up, L.dense_down);
       continue;
     }
-    L.router = get(p + "router", cfg_.n_experts, H, true);
-    if (cfg_.router_bias) L.router_bias = get(p + "router_bias", 1, cfg_.n_experts, true);
-    if (cfg_.router_expert_scale) L.router_expert_scale = get(p + "router_expert_scale", 1, cfg_.n_experts, true);
+    const int R = cfg_.router_width();
+    L.router = get(p + "router", R, H, true);
+    if (cfg_.router_bias) L.router_bias = get(p + "router_bias", 1, R, true);
+    if (cfg_.router_expert_scale) L.router_expert_scale = get(p + "router_expert_scale", 1, R, true);
     if (cfg_.expert_norms) {
       L.router_norm = get(p + "router_norm", 1, H, true);
       L.ffn_norm_2 = get(p + "ffn_norm_2", 1, H, true);
@@ -173,7 +174,7 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.post_ffn_norm_2 = get(p + "post_ffn_norm_2", 1, H, true);
     }
     if (cfg_.router_correction_bias)
-      L.router_correction_bias = get(p + "router_correction_bias", 1, cfg_.n_experts, true);
+      L.router_correction_bias = get(p + "router_correction_bias", 1, R, true);
     if (cfg_.expert_bias) {
       const int E = cfg_.n_experts, I = cfg_.expert_intermediate;
       L.expert_gate_bias = get(p + "expert_gate_bias", E, I, true);

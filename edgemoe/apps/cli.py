@@ -147,25 +147,34 @@ def _load(args, path=None):
 
 
 def _expert_plan(args, convert):
-    """The experts --prune-experts keeps (None without it), measured on the --calib text through an
-    8-bit conversion made by `convert`."""
-    if args.prune_experts is None:
+    """The experts --prune-experts or --merge-experts leaves (None without either), measured on the
+    --calib text through an 8-bit conversion made by `convert`."""
+    if args.prune_experts is None and args.merge_experts is None:
         return None
-    from ..offline.expert_reduce import plan_pruning
+    from ..offline.expert_reduce import plan_merging, plan_pruning
     from ..offline.perplexity import read_text
 
+    flag = "--prune-experts" if args.prune_experts is not None else "--merge-experts"
+    if args.prune_experts is not None and args.merge_experts is not None:
+        raise EdgeMoEError("--prune-experts and --merge-experts do not combine: choose one")
     if args.src.endswith(".emoe"):
-        raise EdgeMoEError("--prune-experts needs the original checkpoint (a Hugging Face folder or a GGUF file): "
-                           "it measures each expert's contribution from its original weights")
+        raise EdgeMoEError(f"{flag} needs the original checkpoint (a Hugging Face folder or a GGUF file): "
+                           "it measures and combines the experts' original weights")
     if not args.calib:
-        raise EdgeMoEError("--prune-experts needs --calib TEXTFILE: the text whose routing decides which experts go")
-    plan = plan_pruning(args.src, lambda path: convert(args.src, path, bits="8", progress=False),
-                        read_text(args.calib), args.prune_experts, threads=args.threads, progress=not args.quiet)
+        raise EdgeMoEError(f"{flag} needs --calib TEXTFILE: the text whose routing decides which experts go")
+    write_8bit = lambda path: convert(args.src, path, bits="8", progress=False)  # noqa: E731
+    if args.prune_experts is not None:
+        plan = plan_pruning(args.src, write_8bit, read_text(args.calib), args.prune_experts, threads=args.threads,
+                            progress=not args.quiet)
+        how = "those with the most router-weighted output on the calibration text (REAP)"
+    else:
+        plan = plan_merging(args.src, write_8bit, read_text(args.calib), args.merge_experts, threads=args.threads)
+        how = ("the most often routed, each merged with the experts routed most like it (MC-SMoE); the router "
+               "keeps every output")
     plan.report["calibration_file"] = os.path.basename(args.calib)
     if not args.quiet:
         print(f"LOSSY: keeping {plan.n_experts} of {plan.report['original_n_experts']} routed experts per layer, "
-              f"those with the most router-weighted output on the calibration text (REAP); the choice and every "
-              f"score go into the manifest", file=sys.stderr)
+              f"{how}; the choice goes into the manifest", file=sys.stderr)
     return plan
 
 
@@ -278,7 +287,8 @@ def cmd_info(args) -> int:
               + (f", mean KL divergence {a['measured_kl']:.4f} nats" if "measured_kl" in a else ""))
     if info.get("expert_reduction"):
         r = info["expert_reduction"]
-        print(f"pruned (LOSSY)    {info['n_experts']} of {r['original_n_experts']} routed experts kept per layer "
+        how = "merged into" if r["method"] == "mc-smoe" else "pruned to"
+        print(f"reduced (LOSSY)   {r['original_n_experts']} routed experts per layer {how} {info['n_experts']} "
               f"({r['method']} on {r['calibration_tokens']} tokens of {r.get('calibration_file') or '?'})")
     plan = info["memory_plan"]
     print(f"expert slots      {plan['expert_slots']} x {format_size(plan['slot_bytes'])}")
@@ -471,8 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "--calib text (REAP: routing weight times output norm, averaged over the tokens routed "
                         "to them); the router loses their rows and renormalises as the model does, exactly as "
                         "--disable-expert would mask them; the choice and scores go into the manifest")
+    p.add_argument("--merge-experts", type=_bounded(float, 0.0, 1.0, lo_open=True), default=None, metavar="FRACTION",
+                   help="LOSSY: merge this fraction of every layer's routed experts into the others (MC-SMoE): the "
+                        "most often routed on the --calib text stay, each other expert joins the one whose router "
+                        "logits are most like its own, neurons aligned, weighted by how often each is routed; the "
+                        "router keeps every output and reaches the merged expert")
     p.add_argument("--calib", default=None, metavar="TEXTFILE",
-                   help="calibration text for --bits auto and --prune-experts")
+                   help="calibration text for --bits auto, --prune-experts and --merge-experts")
     p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",
                    help="--bits auto: routed experts in at most this many bytes (e.g. 12MB), least sensitivity")
     p.add_argument("--max-loss-increase", type=_bounded(float, 0.0), default=None, metavar="NATS",

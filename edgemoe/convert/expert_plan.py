@@ -1,14 +1,19 @@
 """Which of a checkpoint's routed experts a container keeps, and in which slots: what expert pruning
-(`edgemoe convert --prune-experts`, edgemoe/offline/expert_reduce.py) hands the converter.
+and merging (`edgemoe convert --prune-experts / --merge-experts`, edgemoe/offline/expert_reduce.py)
+hand the converter.
 
-Slot i of layer l holds the checkpoint's expert kept[l][i] (ascending, so grouped routers keep
-their groups in order); the tensors indexed by expert (the router's rows, its biases, Gemma 4's
+Pruning: slot i of layer l holds the checkpoint's expert kept[l][i] (ascending, so grouped routers
+keep their groups in order); the tensors indexed by expert (the router's rows, its biases, Gemma 4's
 per-expert scales) keep the same rows. The container is then exactly the original model with the
-other experts masked (csrc/model/expert_mask.h; docs/EXPERT_PRUNING.md, part A §3)."""
+other experts masked (csrc/model/expert_mask.h; docs/EXPERT_PRUNING.md, part A §3).
+
+Merging: the router keeps every output; expert_map[l][j] is the slot output j reaches (config
+router_experts and expert_map, csrc/model/config.h); slot i holds the merge of its group, computed by
+merged[(l, i)]() where the group has more than its dominant expert kept[l][i]."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -59,8 +64,16 @@ def _groups_can_route(cfg: Dict[str, Any], per: int) -> bool:
 
 @dataclass(frozen=True)
 class ExpertPlan:
-    kept: Dict[int, List[int]]  # MoE layer -> the checkpoint's experts kept, ascending
+    kept: Dict[int, List[int]]  # MoE layer -> the checkpoint's experts kept (merging: each slot's dominant), ascending
     report: Dict[str, Any] = field(default_factory=dict)  # the manifest's "expert_reduction"
+    expert_map: Optional[Dict[int, List[int]]] = None  # merging: MoE layer -> the slot of each router output
+    # merging: (layer, slot) -> the slot's merged {gate, up, down}, for groups of more than one expert
+    merged: Dict[Tuple[int, int], Callable[[], Dict[str, np.ndarray]]] = field(default_factory=dict)
+
+    def read(self, read_source: Callable[[int, int], Dict[str, np.ndarray]], l: int, slot: int) -> Dict[str, np.ndarray]:
+        """Slot `slot` of layer l as float matrices, from read_source(l, checkpoint expert)."""
+        merge = self.merged.get((l, slot))
+        return merge() if merge is not None else read_source(l, self.kept[l][slot])
 
     @property
     def n_experts(self) -> int:
@@ -77,11 +90,16 @@ class ExpertPlan:
                                    f"experts of 0-{cfg['n_experts'] - 1}")
 
     def config(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        """The container's config: the model with the kept experts."""
-        return dict(cfg, n_experts=self.n_experts)
+        """The container's config: the model with the kept (or merged) experts."""
+        if self.expert_map is None:
+            return dict(cfg, n_experts=self.n_experts)
+        flat = []
+        for l in range(cfg["n_layers"]):
+            flat += self.expert_map[l] if l in self.expert_map else [-1] * cfg["n_experts"]
+        return dict(cfg, n_experts=self.n_experts, router_experts=cfg["n_experts"], expert_map=flat)
 
     def residents(self, plan: List[Resident]) -> List[Resident]:
-        """The resident plan with each per-expert tensor cut to the kept rows. A multi-token-prediction
+        """The resident plan with each per-expert tensor cut to the kept rows (pruning). A multi-token-prediction
         head kept for later goes: its own layer routes over every original expert, which the pruned
         config no longer describes."""
         out = []
@@ -89,7 +107,8 @@ class ExpertPlan:
             if r.name.startswith(_core.KEPT_FOR_LATER_PREFIX):
                 continue
             parts = r.name.split(".")
-            if len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
+            # merged experts keep the router whole (expert_map reaches them); pruned ones lose their rows
+            if self.expert_map is None and len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
                 rows = np.asarray(self.kept[int(parts[1])])
                 r = r._replace(take=lambda w, take=r.take, rows=rows: np.asarray(take(w) if take else w)[rows])
             out.append(r)

@@ -404,16 +404,16 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             bar.update(1)
         for l in routed:
             for slot in range(n_slots):
-                e = source(l, slot)  # the checkpoint's expert in this slot
+                e = source(l, slot)  # the checkpoint's expert in this slot (a merged group's dominant)
                 wanted = expert_type if expert_types is None else expert_types[l][slot]
-                exact = experts.native(l, e, wanted)
-                weights = None
+                weights = expert_plan.merged[(l, slot)]() if expert_plan and (l, slot) in expert_plan.merged else None
+                exact = experts.native(l, e, wanted) if weights is None else None
                 if exact is not None:  # the source's own blocks, copied
                     writer.add_expert(l, slot, wanted, {p: (b, experts.shapes[p]) for p, b in exact.items()},
                                       compress=compress)
                 else:
-                    weights = experts.read(l, e)
-                    names = experts.names(l, e)
+                    names = experts.names(l, e) if weights is None else None
+                    weights = experts.read(l, e) if weights is None else weights
                     qtype = expert_blob_type(wanted, cfg)
                     parts = {p: (encode(names[p], w, qtype)[0] if names else _encode(w, qtype)[0], w.shape)
                              for p, w in weights.items()}

@@ -8,7 +8,7 @@ import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,16 +26,31 @@ class SourceExperts:
     cfg: Dict[str, Any]
     read: Callable[[int, int], Dict[str, np.ndarray]]
     input_norms: List[np.ndarray]
+    # router(l) -> (weights [E, H], bias [E] or None): the router's f32 tensors
+    router: Callable[[int], Tuple[np.ndarray, Optional[np.ndarray]]]
 
     def kept(self, plan) -> "SourceExperts":
         """The experts an ExpertPlan keeps, in its slots (what the container it plans holds)."""
-        return SourceExperts(plan.config(self.cfg), lambda l, e: self.read(l, plan.kept[l][e]), self.input_norms)
+        return SourceExperts(plan.config(self.cfg), lambda l, e: plan.read(self.read, l, e), self.input_norms,
+                             self.router)
+
+    def normalised(self, l: int, hidden: np.ndarray) -> np.ndarray:
+        """Residual-stream rows hidden [n, H] as layer l's experts (and, but for Gemma 4, router) read them."""
+        return bitwidth.rms_norm(hidden.astype(np.float32), np.asarray(self.input_norms[l], np.float32),
+                                 self.cfg["rms_norm_eps"])
+
+    def router_logits(self, l: int, hidden: np.ndarray) -> np.ndarray:
+        """Layer l's router logits [n, E] of residual-stream rows hidden [n, H] (float64)."""
+        if self.cfg["expert_norms"]:
+            raise EdgeMoEError("router logits are not replayed for Gemma 4's router, which reads a norm of its own")
+        weight, bias = self.router(l)
+        z = self.normalised(l, hidden).astype(np.float64) @ np.asarray(weight, np.float64).T
+        return z if bias is None else z + np.asarray(bias, np.float64)
 
     def output(self, l: int, e: int, hidden: np.ndarray) -> np.ndarray:
         """Expert e of layer l on residual-stream rows hidden [n, H] (normalised here): [n, H]."""
         w = {k: np.asarray(v, np.float32) for k, v in self.read(l, e).items()}
-        x = bitwidth.rms_norm(hidden.astype(np.float32), np.asarray(self.input_norms[l], np.float32),
-                              self.cfg["rms_norm_eps"])
+        x = self.normalised(l, hidden)
         return bitwidth.expert_output(x, w["gate"], w["up"], w["down"],
                                       bitwidth.GATE_ACTIVATIONS[self.cfg["expert_activation"]])
 
@@ -60,8 +75,14 @@ def source_experts(src: str) -> SourceExperts:
         ckpt = open_checkpoint(src, hf)
     arch = pick_arch(hf)
     cfg = validate_config(arch.config(hf), src)
-    reader = ExpertReader(ckpt, cfg, arch, moe_prefix(ckpt, arch, cfg))
-    return SourceExperts(cfg, reader.read, expert_input_norms(ckpt, arch, cfg))
+    moe = moe_prefix(ckpt, arch, cfg)
+    reader = ExpertReader(ckpt, cfg, arch, moe)
+
+    def router(l: int):
+        name = f"model.layers.{l}.{moe}.{arch.router_name}"
+        return ckpt.get(f"{name}.weight"), (ckpt.get(f"{name}.bias") if cfg["router_bias"] else None)
+
+    return SourceExperts(cfg, reader.read, expert_input_norms(ckpt, arch, cfg), router)
 
 
 @dataclass
