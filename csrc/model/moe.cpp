@@ -172,7 +172,11 @@ void Transformer::route(int layer, int64_t n) {
     }
     if (cfg_.router_expert_scale)  // Gemma 4
       for (int r = 0; r < K; ++r) w[r] *= L.router_expert_scale.f32()[idx[r]];
-    if (const int64_t* map = cfg_.expert_map_of(layer)) reach_merged(map, idx, w);
+    if (const int64_t* map = cfg_.expert_map_of(layer)) {
+      reach_merged(map, idx, w);
+      for (int r = 0; r < K; ++r)  // a folded choice adds nothing (its row may hold an earlier layer's output)
+        if (idx[r] < 0) std::fill(&routed_out_[(t * K + r) * H], &routed_out_[(t * K + r + 1) * H], 0.f);
+    }
   }
 }
 
