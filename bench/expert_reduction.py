@@ -26,7 +26,8 @@ import edgemoe  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 from edgemoe.convert.auto_bits import plan_expert_types  # noqa: E402
 from edgemoe.format.container import open_container  # noqa: E402
-from edgemoe.offline.expert_reduce import plan_merging, plan_pruning  # noqa: E402
+from edgemoe.offline.expert_merge import plan_merging  # noqa: E402
+from edgemoe.offline.expert_reduce import plan_pruning  # noqa: E402
 from edgemoe.offline.kl_divergence import SavedLogits, kl_divergence, save_logits  # noqa: E402
 from edgemoe.offline.perplexity import read_text  # noqa: E402
 

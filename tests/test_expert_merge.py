@@ -17,7 +17,7 @@ from edgemoe.errors import FormatError
 from edgemoe.format.container import open_container
 from edgemoe.format.model_config import moe_layers
 from edgemoe.offline.calibration import calibration_run, source_experts
-from edgemoe.offline.expert_reduce import align, group_experts, logit_similarity, merge_group, merge_plan, plan_merging
+from edgemoe.offline.expert_merge import align, group_experts, logit_similarity, merge_group, merge_plan, plan_merging
 
 from conftest import FIXTURES, fixture_folder
 from container_edit import replace_tables
@@ -175,14 +175,6 @@ def test_bad_merge_requests(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err and not out.exists()
 
 
-def test_gpt_oss_biases_are_not_merged(tmp_path, capsys):
-    calib = tmp_path / "calib.txt"
-    calib.write_text(CALIB)
-    assert main(["convert", str(FIXTURES / "gpt_oss"), "-o", str(tmp_path / "o.emoe"), "--merge-experts", "0.5",
-                 "--calib", str(calib), "-q"]) != 0
-    assert "per-expert biases" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(expert_map=c["expert_map"][:-1]), "expert_map must hold n_layers x router_experts"),
     (lambda c: c["expert_map"].__setitem__(3, 4), "expert_map of layer 0 must name experts 0-3"),
@@ -202,21 +194,42 @@ def test_bad_expert_maps_are_refused(tmp_path, edit, message):
         edgemoe.load(str(merged))
 
 
-def test_merged_model_computes_as_the_same_experts_unshared(tmp_path):
+@pytest.mark.parametrize("name", ["qwen3_moe", "gpt_oss"])
+def test_merged_model_computes_as_the_same_experts_unshared(name, tmp_path):
     """The merged container against one where every router output has its own copy of its group's
-    merged expert (no expert_map, no folding): the same function, up to the rounding of computing a
-    folded pair once with summed weights instead of twice."""
-    src = FIXTURES / "qwen3_moe"
+    merged expert (and, for gpt-oss, of its merged biases; no expert_map, no folding): the same
+    function, up to the rounding of computing a folded pair once with summed weights."""
+    src = FIXTURES / name
     merged, unshared = tmp_path / "m.emoe", tmp_path / "u.emoe"
     plan = _merge(src, merged, 0.5)
     source = source_experts(str(src))
-    copies = ExpertPlan({l: list(range(8)) for l in plan.kept}, {}, None,
-                        {(l, e): (lambda l=l, e=e: plan.read(source.read, l, plan.expert_map[l][e]))
-                         for l in plan.kept for e in range(8)})
+    E = source.cfg["n_experts"]
+    copies = ExpertPlan(
+        {l: list(range(E)) for l in plan.kept}, {}, None,
+        {(l, e): (lambda l=l, e=e: plan.read(source.read, l, plan.expert_map[l][e])) for l in plan.kept for e in range(E)},
+        {name: (lambda rows, merge=merge, l=int(name.split(".")[1]): merge(rows)[plan.expert_map[l]])
+         for name, merge in plan.resident_merge.items()})
+    assert bool(copies.resident_merge) == (name == "gpt_oss")
     convert_hf(str(src), str(unshared), bits="f32", progress=False, expert_plan=copies)
     a = edgemoe.load(str(merged), threads=2, kv_cache="f32")
     b = edgemoe.load(str(unshared), threads=2, kv_cache="f32")
-    assert b.config["n_experts"] == 8 and not b.config["router_experts"]
+    assert b.config["n_experts"] == E and not b.config["router_experts"]
     for start in (0, 48):
         got, want = a.logits(IDS[start:start + 48]), b.logits(IDS[start:start + 48])
-        assert np.abs(got - want).max() < 2e-5  # measured: 1.7e-6 (logits up to 6.3); a stale folded row: 1.2
+        assert np.abs(got - want).max() < 2e-5  # measured: 1.7e-6, gpt-oss 3.3e-6 (logits up to 7); a stale folded row: 1.2
+
+
+def test_merged_biases_are_the_weighted_mean_of_aligned_rows(tmp_path):
+    """gpt-oss: a merged slot's gate and up biases follow its members' neuron permutations."""
+    from edgemoe.offline.expert_merge import GroupMerge
+
+    rng = np.random.default_rng(2)
+    a = _expert(rng)
+    perm = rng.permutation(24)
+    b = {"gate": a["gate"][perm], "up": a["up"][perm], "down": a["down"][:, perm]}
+    bias = rng.normal(size=(2, 24)).astype(np.float32)
+    bias[1] = bias[0][perm]  # expert 1's gate bias: expert 0's, permuted with its neurons
+    group = GroupMerge({0: a, 1: b}.__getitem__, 0, [0, 1], np.array([0.6, 0.4]))
+    assert np.array_equal(group.bias(bias, True), bias[0])
+    down = rng.normal(size=(2, 16)).astype(np.float32)
+    np.testing.assert_allclose(group.bias(down, False), 0.6 * down[0] + 0.4 * down[1], rtol=0, atol=1e-6)

@@ -151,7 +151,8 @@ def _expert_plan(args, convert):
     --calib text through an 8-bit conversion made by `convert`."""
     if args.prune_experts is None and args.merge_experts is None:
         return None
-    from ..offline.expert_reduce import plan_merging, plan_pruning
+    from ..offline.expert_merge import plan_merging
+    from ..offline.expert_reduce import plan_pruning
     from ..offline.perplexity import read_text
 
     flag = "--prune-experts" if args.prune_experts is not None else "--merge-experts"

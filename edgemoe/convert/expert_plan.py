@@ -69,6 +69,8 @@ class ExpertPlan:
     expert_map: Optional[Dict[int, List[int]]] = None  # merging: MoE layer -> the slot of each router output
     # merging: (layer, slot) -> the slot's merged {gate, up, down}, for groups of more than one expert
     merged: Dict[Tuple[int, int], Callable[[], Dict[str, np.ndarray]]] = field(default_factory=dict)
+    # merging: per-expert resident (layers.{l}.expert_*_bias) -> its rows [E, X] made the slots' [E', X]
+    resident_merge: Dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
     def read(self, read_source: Callable[[int, int], Dict[str, np.ndarray]], l: int, slot: int) -> Dict[str, np.ndarray]:
         """Slot `slot` of layer l as float matrices, from read_source(l, checkpoint expert)."""
@@ -107,8 +109,11 @@ class ExpertPlan:
             if r.name.startswith(_core.KEPT_FOR_LATER_PREFIX):
                 continue
             parts = r.name.split(".")
+            if r.name in self.resident_merge:  # merged experts' own rows (gpt-oss's biases)
+                r = r._replace(take=lambda w, take=r.take, merge=self.resident_merge[r.name]:
+                               merge(np.asarray(take(w) if take else w)))
             # merged experts keep the router whole (expert_map reaches them); pruned ones lose their rows
-            if self.expert_map is None and len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
+            elif self.expert_map is None and len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
                 rows = np.asarray(self.kept[int(parts[1])])
                 r = r._replace(take=lambda w, take=r.take, rows=rows: np.asarray(take(w) if take else w)[rows])
             out.append(r)
