@@ -5,6 +5,7 @@ exactly; bad requests and bad maps are refused."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -233,3 +234,42 @@ def test_merged_biases_are_the_weighted_mean_of_aligned_rows(tmp_path):
     assert np.array_equal(group.bias(bias, True), bias[0])
     down = rng.normal(size=(2, 16)).astype(np.float32)
     np.testing.assert_allclose(group.bias(down, False), 0.6 * down[0] + 0.4 * down[1], rtol=0, atol=1e-6)
+
+
+def test_merged_model_with_the_stats_predictor(tmp_path):
+    """Folded choices (-1) reach the predictors: the stats predictor must skip them."""
+    from edgemoe.offline.profile import profile_container
+
+    merged = tmp_path / "m.emoe"
+    _merge(FIXTURES / "qwen3_moe", merged, 0.5, bits="8")
+    profile_container(str(merged), CALIB)
+    model = edgemoe.load(str(merged), threads=2, predictor="stats", prefetch_min_confidence=0.0)
+    with model.record_routing() as record:
+        model.generate(IDS[:8], max_tokens=30, temperature=0)
+    assert (record.experts == -1).any(), "no folded choice while decoding: the test would prove nothing"
+    assert len(record.predicted) > 0
+
+
+def test_masks_on_a_merged_grouped_model_count_router_outputs(tmp_path):
+    """DeepSeek-V2's groups are of router outputs: masking a merged expert masks every output reaching
+    it, and the group rules count those outputs (here, rule by rule, in Python)."""
+    src = fixture_folder(tmp_path, "deepseek_v2_groups", topk_group=3)
+    merged = tmp_path / "m.emoe"
+    plan = _merge(src, merged, 0.5, bits="8")
+    cfg = open_container(str(merged)).config
+    G, per, K = cfg["n_group"], cfg["router_experts"] // cfg["n_group"], cfg["top_k"]
+    outcomes = set()
+    for masked in [(e,) for e in range(cfg["n_experts"])] + list(itertools.combinations(range(cfg["n_experts"]), 2)):
+        off = [plan.expert_map[0][j] in masked for j in range(cfg["router_experts"])]
+        open_per_group = sorted(per - sum(off[g * per:(g + 1) * per]) for g in range(G))
+        valid = sum(open_per_group[:cfg["topk_group"]]) >= K and cfg["router_experts"] - sum(off) >= K
+        outcomes.add(valid)
+        pairs = [(0, e) for e in masked]
+        if valid:
+            with pytest.warns(UserWarning, match="LOSSY"):
+                model = edgemoe.load(str(merged), threads=2, disable_experts=pairs)
+            assert not np.isin(model.route(IDS[:48], 48).experts[:, 0], masked).any()
+        else:
+            with pytest.raises(ValueError, match="router outputs"):
+                edgemoe.load(str(merged), disable_experts=pairs)
+    assert outcomes == {True, False}, "both an allowed and a refused mask should occur on this fixture"

@@ -33,6 +33,8 @@ def hf_config(cfg):
 
     if cfg["architecture"] != "qwen3_moe" or cfg["dense_layers"] or cfg["rope_scaling"] != "none":
         raise SystemExit("export_hf writes plain Qwen3-MoE containers only")
+    if cfg["router_experts"]:
+        raise SystemExit("export_hf cannot write a merged container: transformers has no expert map")
     c = Qwen3MoeConfig(
         vocab_size=cfg["vocab"], hidden_size=cfg["hidden"], intermediate_size=cfg["expert_intermediate"],
         num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"], num_key_value_heads=cfg["n_kv_heads"],

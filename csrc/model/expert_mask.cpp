@@ -13,23 +13,25 @@ std::string pair_text(int64_t l, int64_t e) { return std::to_string(l) + ":" + s
 // groups win, they must still hold top_k unmasked experts; and a group scored by its best two
 // must keep two, or its score becomes -inf where the pruned model's would be its single best.
 void check_groups(const ModelConfig& cfg, int l, const std::vector<uint8_t>& m) {
-  const int G = cfg.n_group, per = cfg.n_experts / G;
+  // m is over router outputs: with merged experts (config.h: expert_map) the groups are the router's.
+  const int G = cfg.n_group, W = cfg.router_width(), per = W / G;
+  const char* what = cfg.expert_map.empty() ? "experts" : "router outputs";
   std::vector<int> open(G, 0);
-  for (int e = 0; e < cfg.n_experts; ++e) open[e / per] += !m[e];
+  for (int e = 0; e < W; ++e) open[e / per] += !m[e];
   if (cfg.group_score == GroupScore::Top2Sum && per > 1)
     for (int g = 0; g < G; ++g)
       if (open[g] < 2)
         throw std::invalid_argument("disable_experts leaves group " + std::to_string(g) + " of layer " +
-                                    std::to_string(l) + " (experts " + std::to_string(g * per) + "-" +
+                                    std::to_string(l) + " (" + what + " " + std::to_string(g * per) + "-" +
                                     std::to_string((g + 1) * per - 1) + ") with " + std::to_string(open[g]) +
-                                    " unmasked experts; groups are scored by their best two, so keep two in each");
+                                    " unmasked " + what + "; groups are scored by their best two, so keep two in each");
   std::sort(open.begin(), open.end());
   int worst = 0;
   for (int g = 0; g < cfg.topk_group; ++g) worst += open[g];
   if (worst < cfg.top_k)
     throw std::invalid_argument("disable_experts leaves layer " + std::to_string(l) + "'s " +
                                 std::to_string(cfg.topk_group) + " emptiest groups only " + std::to_string(worst) +
-                                " unmasked experts, fewer than the " + std::to_string(cfg.top_k) +
+                                " unmasked " + what + ", fewer than the " + std::to_string(cfg.top_k) +
                                 " the router chooses from the groups it keeps");
 }
 

@@ -325,7 +325,8 @@ void Transformer::keep_heaviest_choices(int64_t n, int active) {
     // Heaviest first, ties to the lower rank: ranks follow the router's choice, which for
     // sigmoid routing with a correction bias is not the order of the weights.
     std::stable_sort(ranks.begin(), ranks.end(), [&](int a, int b) { return w[a] > w[b]; });
-    for (int i = active; i < K; ++i) drop_choice(t * K + ranks[i]);
+    for (int i = active; i < K; ++i)
+      if (topk_idx_[t * K + ranks[i]] >= 0) drop_choice(t * K + ranks[i]);  // -1: folded already (merged)
     rescale_choices(t, total);
   }
 }

@@ -70,7 +70,8 @@ class StatsPredictor final : public Predictor {
   void predict(int layer, const float*, const int* chosen, std::vector<std::pair<int, int>>* out) override {
     const int E = p_.n_experts;
     std::fill(dist_.begin(), dist_.end(), 0.f);
-    for (int r = 0; r < p_.width; ++r) dist_[chosen[r]] = 1.f;  // this layer's choice is known
+    for (int r = 0; r < p_.width; ++r)  // this layer's choice is known (-1: a merged model's folded choice)
+      if (chosen[r] >= 0) dist_[chosen[r]] = 1.f;
     // next_layer's row l holds P(experts of the MoE layer after l | experts of l).
     for (int d = 1, from = layer, to; d <= depth_ && (to = cfg_.next_moe_layer(from)) < cfg_.n_layers;
          ++d, from = to) {

@@ -188,6 +188,15 @@ def cmd_convert(args) -> int:
     args.src = resolve_source(args.src, progress=not args.quiet)  # a Hugging Face repo id: its cached or fetched files
     if args.mmproj and not is_gguf(args.src):
         raise EdgeMoEError("--mmproj goes with a GGUF model (a Hugging Face folder holds its vision tower itself)")
+    if args.bits == "auto":  # checked before any calibration pass runs
+        from ..convert.auto_bits import check_budget
+
+        if not args.calib:
+            raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size, --max-loss-increase or --max-kl)")
+        if is_gguf(args.src):
+            raise EdgeMoEError("--bits auto converts Hugging Face folders only (it replays the experts' original "
+                               "weights); convert the GGUF with a fixed --bits, or auto-convert its source folder")
+        check_budget(args.target_size, args.max_loss_increase, args.max_kl)
     plan = _expert_plan(args, convert_gguf if is_gguf(args.src) else convert_hf)
     if args.src.endswith(".emoe"):
         from ..convert.low_bit_copy import add_low_bit_copies
@@ -201,11 +210,6 @@ def cmd_convert(args) -> int:
         from ..convert.auto_bits import plan_expert_types
         from ..offline.perplexity import read_text
 
-        if not args.calib:
-            raise EdgeMoEError("--bits auto needs --calib TEXTFILE (and --target-size, --max-loss-increase or --max-kl)")
-        if is_gguf(args.src):
-            raise EdgeMoEError("--bits auto converts Hugging Face folders only (it replays the experts' original "
-                               "weights); convert the GGUF with a fixed --bits, or auto-convert its source folder")
         types, report = plan_expert_types(args.src, read_text(args.calib), target_size=args.target_size,
                                           max_loss_increase=args.max_loss_increase, max_kl=args.max_kl,
                                           threads=args.threads, progress=not args.quiet, expert_plan=plan)

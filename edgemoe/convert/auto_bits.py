@@ -31,6 +31,11 @@ def _expert_sizes(cfg: Dict[str, Any], candidates) -> np.ndarray:
     return sizes
 
 
+def check_budget(target_size, max_loss_increase, max_kl) -> None:
+    if sum(b is not None for b in (target_size, max_loss_increase, max_kl)) != 1:
+        raise EdgeMoEError("--bits auto needs exactly one of --target-size, --max-loss-increase and --max-kl")
+
+
 def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = None,
                       max_loss_increase: Optional[float] = None, window: int = 256, max_tokens: int = 8192,
                       threads: Optional[int] = None, progress: bool = True,
@@ -38,8 +43,7 @@ def plan_expert_types(src: str, calib_text: str, target_size: Optional[int] = No
                       expert_plan: Optional[ExpertPlan] = None) -> Tuple[List[List[int]], Dict[str, Any]]:
     """Per-expert weight types [L][E] and a report (stored in the container's manifest); with an
     expert_plan, of the kept experts in their new slots, measured on the model that keeps them."""
-    if sum(b is not None for b in (target_size, max_loss_increase, max_kl)) != 1:
-        raise EdgeMoEError("--bits auto needs exactly one of --target-size, --max-loss-increase and --max-kl")
+    check_budget(target_size, max_loss_increase, max_kl)
     from ..api import load
     from ..offline.calibration import calibration_run, source_experts
     from ..offline.kl_divergence import SavedLogits, kl_divergence, save_logits

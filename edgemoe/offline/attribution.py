@@ -73,8 +73,9 @@ def attribute(text: Engagement, baseline: Optional[Engagement], cfg: Dict[str, A
     for l in moe_layers(cfg):
         lift = (text.share[l] + eps) / (base_share[l] + eps)
         excess = text.share[l] - base_share[l]
+        # at most n_experts - top_k: the mask the report offers must leave a token its top-k
         chosen = [e for e in np.argsort(-excess, kind="stable")
-                  if text.count[l, e] >= min_count and lift[e] >= min_lift][:top]
+                  if text.count[l, e] >= min_count and lift[e] >= min_lift][:min(top, E - K)]
         out.append({"layer": l, "experts": [
             {"expert": int(e), "share": float(text.share[l, e]), "baseline": float(base_share[l, e]),
              "lift": float(lift[e]), "excess": float(excess[e]), "count": int(text.count[l, e])} for e in chosen]})
@@ -97,6 +98,6 @@ def format_report(report: Sequence[Dict[str, Any]], baseline_name: str) -> str:
             lines.append(f"{'':>10}{x['expert']:>7}  {x['share']:7.4f}  {x['baseline']:8.4f}  "
                          f"{x['lift']:6.2f}  {x['count']:6d}")
     flag = disable_flag(report)
-    lines.append(f"to mask them (LOSSY): --disable-expert {flag}" if flag else
+    lines.append(f"to mask them (LOSSY; grouped routers may refuse some, naming why): --disable-expert {flag}" if flag else
                  "no expert is engaged past the thresholds (--min-count, --min-lift)")
     return "\n".join(lines)

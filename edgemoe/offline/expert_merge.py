@@ -35,8 +35,9 @@ def merge_slots(cfg: Dict[str, Any], fraction: float) -> int:
     merged = int(round(E * fraction))
     if merged == 0:
         raise EdgeMoEError(f"--merge-experts {fraction:g} merges no expert of {E} (at least {1 / E:.3g} merges one)")
-    if merged >= E:
-        raise EdgeMoEError(f"--merge-experts {fraction:g} would merge all {E} experts of a layer")
+    if E - merged < cfg["top_k"]:
+        raise EdgeMoEError(f"--merge-experts {fraction:g} leaves {E - merged} of {E} experts per layer, fewer than "
+                           f"the {cfg['top_k']} each token is routed to (at most {(E - cfg['top_k']) / E:.3g})")
     return E - merged
 
 

@@ -36,7 +36,8 @@ def reap_saliency(source: SourceExperts, run: CalibrationRun, seed: int = 0,
     S = np.zeros((cfg["n_layers"], cfg["n_experts"]))
     for l in moe_layers(cfg):
         w = run.weights[:, l].astype(np.float64)
-        share = w / w.sum(axis=1, keepdims=True)
+        total = w.sum(axis=1, keepdims=True)  # 0 where a sigmoid router's scores all underflow
+        share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
         for e in range(cfg["n_experts"]):
             if progress:
                 progress()
