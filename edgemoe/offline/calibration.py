@@ -26,8 +26,8 @@ class SourceExperts:
     cfg: Dict[str, Any]
     read: Callable[[int, int], Dict[str, np.ndarray]]
     input_norms: List[np.ndarray]
-    # router(l) -> (weights [E, H], bias [E] or None): the router's f32 tensors
-    router: Callable[[int], Tuple[np.ndarray, Optional[np.ndarray]]]
+    # router(l) -> (weights [E, H], bias [E] or None, input norm weights [H]): the router's f32 tensors
+    router: Callable[[int], Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]]
 
     def kept(self, plan) -> "SourceExperts":
         """The experts an ExpertPlan keeps, in its slots (what the container it plans holds)."""
@@ -41,10 +41,9 @@ class SourceExperts:
 
     def router_logits(self, l: int, hidden: np.ndarray) -> np.ndarray:
         """Layer l's router logits [n, E] of residual-stream rows hidden [n, H] (float64)."""
-        if self.cfg["expert_norms"]:
-            raise EdgeMoEError("router logits are not replayed for Gemma 4's router, which reads a norm of its own")
-        weight, bias = self.router(l)
-        z = self.normalised(l, hidden).astype(np.float64) @ np.asarray(weight, np.float64).T
+        weight, bias, norm = self.router(l)
+        x = bitwidth.rms_norm(hidden.astype(np.float32), norm, self.cfg["rms_norm_eps"]).astype(np.float64)
+        z = x @ np.asarray(weight, np.float64).T
         return z if bias is None else z + np.asarray(bias, np.float64)
 
     def output(self, l: int, e: int, hidden: np.ndarray) -> np.ndarray:
@@ -65,7 +64,7 @@ def expert_input_norms(ckpt, arch, cfg: Dict[str, Any]) -> List[np.ndarray]:
 def source_experts(src: str) -> SourceExperts:
     """The routed experts of a Hugging Face folder or a GGUF file."""
     from ..convert.gguf import GGUFCheckpoint, hf_config, is_gguf
-    from ..convert.hf import ExpertReader, _read_json, moe_prefix, open_checkpoint, pick_arch
+    from ..convert.hf import ExpertReader, _read_json, moe_prefix, open_checkpoint, pick_arch, resident_plan
 
     if is_gguf(src):
         ckpt = GGUFCheckpoint(src)
@@ -78,9 +77,18 @@ def source_experts(src: str) -> SourceExperts:
     moe = moe_prefix(ckpt, arch, cfg)
     reader = ExpertReader(ckpt, cfg, arch, moe)
 
+    # The router's tensors as the container stores them (the resident plan names them, takes included).
+    plan = {r.name: r for r in resident_plan(cfg, arch, moe, ckpt, hf)}
+
+    def resident(name: str) -> np.ndarray:
+        r = plan[name]
+        w = ckpt.get(r.source) if r.index is None else ckpt.get(r.source, r.index)
+        return np.asarray(r.take(w) if r.take else w, np.float32)
+
     def router(l: int):
-        name = f"model.layers.{l}.{moe}.{arch.router_name}"
-        return ckpt.get(f"{name}.weight"), (ckpt.get(f"{name}.bias") if cfg["router_bias"] else None)
+        c = f"layers.{l}."
+        return (resident(c + "router"), resident(c + "router_bias") if cfg["router_bias"] else None,
+                resident(c + ("router_norm" if cfg["expert_norms"] else "ffn_norm")).reshape(-1))  # Gemma 4: its own
 
     return SourceExperts(cfg, reader.read, expert_input_norms(ckpt, arch, cfg), router)
 

@@ -41,12 +41,6 @@ def merge_slots(cfg: Dict[str, Any], fraction: float) -> int:
     return E - merged
 
 
-def check_mergeable(cfg: Dict[str, Any]) -> None:
-    if cfg["expert_norms"] or cfg["router_expert_scale"]:
-        raise EdgeMoEError(f"--merge-experts does not replay {cfg['architecture']}'s router (its own norm and "
-                           "per-expert scales); prune instead (--prune-experts)")
-
-
 def logit_similarity(z: np.ndarray) -> np.ndarray:
     """MC-SMoE's router-logit similarity [E, E]: (cosine of the experts' logit columns of z [T, E] + 1) / 2."""
     unit = z / np.maximum(np.linalg.norm(z, axis=0, keepdims=True), 1e-30)
@@ -145,7 +139,6 @@ def merge_plan(source: SourceExperts, run: CalibrationRun, fraction: float) -> E
     """MC-SMoE's grouping on the calibration run, as an ExpertPlan whose merged slots (and merged
     per-expert biases) are computed when the converter asks (one group's experts in memory at a time)."""
     cfg = source.cfg
-    check_mergeable(cfg)
     keep = merge_slots(cfg, fraction)
     E, L = cfg["n_experts"], cfg["n_layers"]
     kept, expert_map, merged, resident_merge = {}, {}, {}, {}
@@ -187,7 +180,6 @@ def plan_merging(src: str, write_8bit: Callable[[str], Any], calib_text: str, fr
     from .calibration import calibration_run, source_experts
 
     source = source_experts(src)
-    check_mergeable(source.cfg)
     merge_slots(source.cfg, fraction)  # a bad fraction fails before the calibration pass
     with calibration_run(write_8bit, calib_text, src, window, max_tokens, threads) as run:
         return merge_plan(source, run, fraction)
