@@ -20,7 +20,7 @@ import sys
 
 from bench_util import drop_page_cache, report, set_cgroup_limit
 from compare import run_child
-from streaming_peers import prepare
+from streaming_peers import add_limited_run_args, limited_run
 
 MiB = 1 << 20
 
@@ -29,20 +29,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("emoe")
     p.add_argument("--values", type=int, nargs="+", default=[0, 1, 2, 4, 8])
-    p.add_argument("--fraction", type=float, default=0.25)
-    p.add_argument("--prompt", type=int, default=64)
-    p.add_argument("--decode", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md"))
-    p.add_argument("--headroom-mb", type=int, default=16)
-    p.add_argument("--write", default=None)
+    add_limited_run_args(p)
     a = p.parse_args()
 
-    prep = prepare(a.emoe, a)
-    limit = int(a.fraction * os.path.getsize(a.emoe))
-    common = {"threads": a.threads, "prompt": prep["prompt"], "ctx": a.prompt + a.decode + 16,
-              "headroom": a.headroom_mb * MiB, "decode_ids": prep["ids"], "warm": False, "limit": limit}
+    prep, limit, common = limited_run(a.emoe, a)
     runs = {v: [] for v in a.values}
     for _ in range(a.repeats):
         for v in a.values:

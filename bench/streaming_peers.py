@@ -87,6 +87,27 @@ def prepare(emoe: str, a) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def add_limited_run_args(p) -> None:
+    """The flags of a decode run in a fresh process under a memory limit (io_threads.py, reduction_decode.py)."""
+    p.add_argument("--fraction", type=float, default=0.25)
+    p.add_argument("--prompt", type=int, default=64)
+    p.add_argument("--decode", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md"))
+    p.add_argument("--headroom-mb", type=int, default=16)
+    p.add_argument("--write", default=None)
+
+
+def limited_run(emoe: str, a) -> tuple:
+    """(prepared prompt and ids, the limit: --fraction of emoe's file, the runs' common arguments)."""
+    prep = prepare(emoe, a)
+    limit = int(a.fraction * os.path.getsize(emoe))
+    common = {"threads": a.threads, "prompt": prep["prompt"], "ctx": a.prompt + a.decode + 16,
+              "headroom": a.headroom_mb * (1 << 20), "decode_ids": prep["ids"], "warm": False, "limit": limit}
+    return prep, limit, common
+
+
 def best_direct_read(emoe: str) -> tuple:
     """The best direct-read bandwidth (GB/s) of whole expert blobs of the container, chosen at
     random, over queue depths 1-16, and its depth."""
