@@ -219,6 +219,17 @@ def write_olmoe(a) -> None:
     ShardWriter(a.out, plan, np.float16 if a.dtype == "f16" else np.float32, 1 << 30).write(make)
 
 
+def qwen3_layer_plan(p_: str, H: int, heads: int, kv: int, hd: int, E: int) -> list:
+    """A Qwen3-MoE decoder layer's tensors under the prefix p_, but for its experts: norms, attention
+    with per-head q/k norms, the router."""
+    at = f"{p_}.self_attn"
+    return [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
+            (f"{at}.q_norm.weight", (hd,)), (f"{at}.k_norm.weight", (hd,)),
+            (f"{at}.q_proj.weight", (heads * hd, H)), (f"{at}.k_proj.weight", (kv * hd, H)),
+            (f"{at}.v_proj.weight", (kv * hd, H)), (f"{at}.o_proj.weight", (H, heads * hd)),
+            (f"{p_}.mlp.gate.weight", (E, H))]
+
+
 def write_qwen3_moe(a) -> None:
     """Qwen3-30B-A3B's widths (hidden 2048, 32 query and 4 KV heads of 128 with per-head q/k norms,
     128 experts of width 768, top-8, renormalised), per expert as the hub ships it."""
@@ -234,12 +245,8 @@ def write_qwen3_moe(a) -> None:
     write_config_and_tokenizer(a, cfg)
     plan = [("model.embed_tokens.weight", (V, H))]
     for l in range(a.layers):
-        p_, at = f"model.layers.{l}", f"model.layers.{l}.self_attn"
-        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
-                 (f"{at}.q_norm.weight", (hd,)), (f"{at}.k_norm.weight", (hd,)),
-                 (f"{at}.q_proj.weight", (heads * hd, H)), (f"{at}.k_proj.weight", (kv * hd, H)),
-                 (f"{at}.v_proj.weight", (kv * hd, H)), (f"{at}.o_proj.weight", (H, heads * hd)),
-                 (f"{p_}.mlp.gate.weight", (E, H))]
+        p_ = f"model.layers.{l}"
+        plan += qwen3_layer_plan(p_, H, heads, kv, hd, E)
         for e in range(E):
             plan += [(f"{p_}.mlp.experts.{e}.gate_proj.weight", (I, H)), (f"{p_}.mlp.experts.{e}.up_proj.weight", (I, H)),
                      (f"{p_}.mlp.experts.{e}.down_proj.weight", (H, I))]
@@ -332,13 +339,9 @@ def write_qwen3_vl_moe(a) -> None:
     t = "model.language_model"
     plan = [(f"{t}.embed_tokens.weight", (V, H))]
     for l in range(a.layers):
-        p_, at = f"{t}.layers.{l}", f"{t}.layers.{l}.self_attn"
-        plan += [(f"{p_}.input_layernorm.weight", (H,)), (f"{p_}.post_attention_layernorm.weight", (H,)),
-                 (f"{at}.q_norm.weight", (hd,)), (f"{at}.k_norm.weight", (hd,)),
-                 (f"{at}.q_proj.weight", (heads * hd, H)), (f"{at}.k_proj.weight", (kv * hd, H)),
-                 (f"{at}.v_proj.weight", (kv * hd, H)), (f"{at}.o_proj.weight", (H, heads * hd)),
-                 (f"{p_}.mlp.gate.weight", (E, H)), (f"{p_}.mlp.experts.gate_up_proj", (E, H, 2 * I)),
-                 (f"{p_}.mlp.experts.down_proj", (E, I, H))]
+        p_ = f"{t}.layers.{l}"
+        plan += qwen3_layer_plan(p_, H, heads, kv, hd, E) + [(f"{p_}.mlp.experts.gate_up_proj", (E, H, 2 * I)),
+                                                             (f"{p_}.mlp.experts.down_proj", (E, I, H))]
     plan += [(f"{t}.norm.weight", (H,)), ("lm_head.weight", (V, H))]
     v = "model.visual"
     plan += [(f"{v}.patch_embed.proj.weight", (D, 3, 2, P, P)), (f"{v}.patch_embed.proj.bias", (D,)),

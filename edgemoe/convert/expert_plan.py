@@ -72,10 +72,15 @@ class ExpertPlan:
     # merging: per-expert resident (layers.{l}.expert_*_bias) -> its rows [E, X] made the slots' [E', X]
     resident_merge: Dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
+    def merged_weights(self, l: int, slot: int) -> Optional[Dict[str, np.ndarray]]:
+        """The merged {gate, up, down} of slot `slot` of layer l, or None where it holds one checkpoint expert."""
+        merge = self.merged.get((l, slot))
+        return merge() if merge is not None else None
+
     def read(self, read_source: Callable[[int, int], Dict[str, np.ndarray]], l: int, slot: int) -> Dict[str, np.ndarray]:
         """Slot `slot` of layer l as float matrices, from read_source(l, checkpoint expert)."""
-        merge = self.merged.get((l, slot))
-        return merge() if merge is not None else read_source(l, self.kept[l][slot])
+        merged = self.merged_weights(l, slot)
+        return merged if merged is not None else read_source(l, self.kept[l][slot])
 
     @property
     def n_experts(self) -> int:
@@ -110,11 +115,14 @@ class ExpertPlan:
                 continue
             parts = r.name.split(".")
             if r.name in self.resident_merge:  # merged experts' own rows (gpt-oss's biases)
-                r = r._replace(take=lambda w, take=r.take, merge=self.resident_merge[r.name]:
-                               merge(np.asarray(take(w) if take else w)))
+                r = _then(r, self.resident_merge[r.name])
             # merged experts keep the router whole (expert_map reaches them); pruned ones lose their rows
             elif self.expert_map is None and len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
-                rows = np.asarray(self.kept[int(parts[1])])
-                r = r._replace(take=lambda w, take=r.take, rows=rows: np.asarray(take(w) if take else w)[rows])
+                r = _then(r, lambda w, rows=np.asarray(self.kept[int(parts[1])]): w[rows])
             out.append(r)
         return out
+
+
+def _then(r: Resident, f: Callable[[np.ndarray], np.ndarray]) -> Resident:
+    """r with f applied to what it stores (after r's own take, if any)."""
+    return r._replace(take=lambda w, take=r.take: f(np.asarray(take(w) if take else w)))

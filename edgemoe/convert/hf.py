@@ -406,7 +406,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
             for slot in range(n_slots):
                 e = source(l, slot)  # the checkpoint's expert in this slot (a merged group's dominant)
                 wanted = expert_type if expert_types is None else expert_types[l][slot]
-                weights = expert_plan.merged[(l, slot)]() if expert_plan and (l, slot) in expert_plan.merged else None
+                weights = expert_plan.merged_weights(l, slot) if expert_plan else None
                 exact = experts.native(l, e, wanted) if weights is None else None
                 if exact is not None:  # the source's own blocks, copied
                     writer.add_expert(l, slot, wanted, {p: (b, experts.shapes[p]) for p, b in exact.items()},

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import EdgeMoEError
 from ..format.model_config import moe_layers
 from ..options import format_expert_pairs
+from .profile import weight_shares
 
 
 @dataclass
@@ -39,9 +40,7 @@ def engagement(experts: np.ndarray, weights: np.ndarray, n_experts: int) -> Enga
     """From a routing record's experts and weights [T, L, K] (-1 where a layer has no experts)."""
     T, L, _ = experts.shape
     routed = experts >= 0
-    w = np.where(routed, weights, 0.0).astype(np.float64)
-    total = w.sum(axis=2, keepdims=True)
-    shares = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    shares = weight_shares(experts, weights)
     share = np.zeros((L, n_experts))
     count = np.zeros((L, n_experts), dtype=np.int64)
     for l in range(L):

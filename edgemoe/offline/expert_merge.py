@@ -22,6 +22,7 @@ from ..convert.expert_plan import ExpertPlan
 from ..errors import EdgeMoEError
 from ..format.model_config import moe_layers
 from .calibration import CalibrationRun, SourceExperts
+from .profile import expert_frequency
 
 # Per-expert bias residents (csrc/model/config.h expert_bias): name, whether its rows follow the neurons.
 BIASES = (("expert_gate_bias", True), ("expert_up_bias", True), ("expert_down_bias", False))
@@ -142,12 +143,12 @@ def merge_plan(source: SourceExperts, run: CalibrationRun, fraction: float) -> E
     keep = merge_slots(cfg, fraction)
     E, L = cfg["n_experts"], cfg["n_layers"]
     kept, expert_map, merged, resident_merge = {}, {}, {}, {}
-    freq_all = np.zeros((L, E))
+    freq_all = expert_frequency(run.experts, E)
     groups_all: List[List[int]] = [[] for _ in range(L)]
     for l in moe_layers(cfg):
-        freq = np.bincount(run.experts[:, l].reshape(-1), minlength=E) / len(run.ids)
+        freq = freq_all[l]
         slots, groups = group_experts(freq, logit_similarity(source.router_logits(l, run.hidden[:, l])), keep)
-        kept[l], expert_map[l], freq_all[l], groups_all[l] = slots, groups, freq, groups
+        kept[l], expert_map[l], groups_all[l] = slots, groups, groups
         layer_groups = {}
         for slot, d in enumerate(slots):
             members = [e for e in range(E) if groups[e] == slot]

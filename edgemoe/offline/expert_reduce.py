@@ -23,6 +23,7 @@ import numpy as np
 from ..convert.expert_plan import ExpertPlan, experts_to_remove
 from ..format.model_config import moe_layers
 from .calibration import CalibrationRun, SourceExperts
+from .profile import expert_frequency, weight_shares
 
 # Routed tokens replayed per expert: a random sample beyond (the mean is unbiased).
 MAX_TOKENS_PER_EXPERT = 1024
@@ -35,9 +36,7 @@ def reap_saliency(source: SourceExperts, run: CalibrationRun, seed: int = 0,
     rng = np.random.default_rng(seed)
     S = np.zeros((cfg["n_layers"], cfg["n_experts"]))
     for l in moe_layers(cfg):
-        w = run.weights[:, l].astype(np.float64)
-        total = w.sum(axis=1, keepdims=True)  # 0 where a sigmoid router's scores all underflow
-        share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+        share = weight_shares(run.experts[:, l], run.weights[:, l])
         for e in range(cfg["n_experts"]):
             if progress:
                 progress()
@@ -74,9 +73,7 @@ def pruning_report(plan: ExpertPlan, saliency: np.ndarray, run: CalibrationRun, 
                    fraction: float) -> Dict[str, Any]:
     """The manifest's "expert_reduction" entry: what was kept and why."""
     moe = set(moe_layers(cfg))
-    freq = np.zeros((cfg["n_layers"], cfg["n_experts"]))
-    for l in moe:
-        freq[l] = np.bincount(run.experts[:, l].reshape(-1), minlength=cfg["n_experts"]) / len(run.ids)
+    freq = expert_frequency(run.experts, cfg["n_experts"])
     return {
         "method": "reap",
         "fraction": fraction,

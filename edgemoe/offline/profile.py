@@ -24,6 +24,26 @@ from ..errors import FormatError
 from ..format.profile_record import encode_profile
 
 
+def weight_shares(experts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """A routing record's weights [..., K] as shares of each token's top-k total, in float64: what
+    routed_scaling_factor and per-expert scales drop out of. 0 for a choice left out (-1) and where
+    a token's weights sum to 0 (a sigmoid router's scores all underflowed)."""
+    w = np.where(experts >= 0, weights, 0.0).astype(np.float64)
+    total = w.sum(axis=-1, keepdims=True)
+    return np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+
+
+def expert_frequency(experts: np.ndarray, n_experts: int) -> np.ndarray:
+    """freq [L, E] of a routing record's experts [T, L, K]: the share of tokens whose top-k in layer l
+    holds expert e (0 throughout a dense layer)."""
+    T, L, _ = experts.shape
+    freq = np.zeros((L, n_experts))
+    for l in range(L):
+        chosen = experts[:, l][experts[:, l] >= 0]
+        freq[l] = np.bincount(chosen, minlength=n_experts) / max(T, 1)
+    return freq
+
+
 def gather_routing(model, ids, window: int) -> np.ndarray:
     """Route every calibration token (windows from an empty context): experts [T, L, K]."""
     return model.route(ids, window).experts
