@@ -295,3 +295,12 @@ def test_replayed_router_logits_choose_as_the_engine(name, tmp_path):
         mine = np.sort(np.argsort(-z, axis=1, kind="stable")[:, :K], axis=1)
         assert decidable.mean() > 0.9
         assert (mine[decidable] == np.sort(record.experts[:, l], axis=1)[decidable]).all()
+
+
+def test_without_scipy_merging_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # an import of it now fails
+    rng = np.random.default_rng(3)
+    with pytest.raises(edgemoe.EdgeMoEError, match=r"pip install 'edgemoe\[reduce\]'"):
+        align(_expert(rng), _expert(rng))

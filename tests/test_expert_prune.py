@@ -175,3 +175,14 @@ def test_bad_pruning_requests_are_refused_before_writing(tmp_path, capsys, name,
     assert main(["convert", str(src), "-o", str(out), *args, *calib_args, "-q"]) != 0
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_container_source_is_refused_with_what_to_use(tmp_path, capsys, converted):
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CALIB)
+    out = tmp_path / "o.emoe"
+    for flag in ("--prune-experts", "--merge-experts"):
+        assert main(["convert", converted("qwen3_moe", "8"), "-o", str(out), flag, "0.5", "--calib", str(calib),
+                     "-q"]) != 0
+        assert f"{flag} needs the original checkpoint (a Hugging Face folder or a GGUF file)" in capsys.readouterr().err
+        assert not out.exists()
