@@ -7,9 +7,12 @@ memory limit for the best of each family.
 
 Every variant keeps resident weights at 8 bits and is converted from HF_FOLDER: the 8-bit
 reference; REAP pruning and MC-SMoE merging at 25 % and 50 % (experts 8-bit); uniform 4k, 3 and 2
-bits; `--bits auto` at the sizes of the 25 % and 50 % reductions and of the combinations; and
-pruning or merging 25 % combined with 4k experts, and merging 25 % with `--bits auto` at that size. Pruning, merging and `--bits auto` are calibrated on CALIB.txt; scores are
-on HELDOUT (sliding windows), KL against the 8-bit model's distributions on the same windows.
+bits; `--bits auto` at the sizes of the 25 % and 50 % reductions and of the combinations; pruning
+or merging 25 % combined with 4k experts, and merging 25 % with `--bits auto` at that size; merging
+50 % with rank-R corrections (--low-rank, at each of --ranks) and `--bits auto` at their sizes.
+Pruning, merging and `--bits auto` are calibrated on CALIB.txt; scores are on HELDOUT (sliding
+windows), KL against the 8-bit model's distributions on the same windows. A size counts the routed
+experts' blobs and the merged members' corrections (resident, but expert weights all the same).
 """
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ from bench_util import decode_in_fresh_process, report  # noqa: E402
 
 
 def expert_bytes(path: str) -> int:
-    return sum(b["size"] for row in open_container(path).experts for b in row)
+    """The routed experts' bytes: their blobs and any low-rank corrections of merged members."""
+    c = open_container(path)
+    corrections = sum(t["nbytes"] for name, t in c.tensors.items() if ".delta_" in name)
+    return sum(b["size"] for row in c.experts for b in row) + corrections
 
 
 def main() -> None:
@@ -51,6 +57,7 @@ def main() -> None:
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="decode runs per variant (the median is reported)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ranks", type=int, nargs="*", default=[4, 16], help="--low-rank ranks merged 50 % is tried with")
     p.add_argument("--write", default=None)
     a = p.parse_args()
     calib = read_text(a.calib)
@@ -77,9 +84,13 @@ def main() -> None:
         for f in (0.25, 0.5):
             plans[f"prune {f:.0%}"] = plan_pruning(a.src, write8, calib, f, max_tokens=a.calib_tokens, progress=False)
             plans[f"merge {f:.0%}"] = plan_merging(a.src, write8, calib, f, max_tokens=a.calib_tokens)
+        for rank in a.ranks:
+            plans[f"merge 50% + rank {rank}"] = plan_merging(a.src, write8, calib, 0.5, max_tokens=a.calib_tokens,
+                                                            low_rank=rank)
         variants = [("8-bit", "reference", lambda: base)]
         for name, plan in plans.items():
-            variants.append((name, name.split()[0], lambda name=name, plan=plan: conv(name, plan=plan)))
+            family = "merge + low rank" if plan.low_rank else name.split()[0]
+            variants.append((name, family, lambda name=name, plan=plan: conv(name, plan=plan)))
         for bits in ("4k", "3", "2"):
             variants.append((f"{bits}-bit", "quantize", lambda bits=bits: conv(f"{bits}-bit", bits=bits)))
         for f in (0.25, 0.5):
@@ -100,6 +111,11 @@ def main() -> None:
             "merge 25% + auto at 40% size", plan=plans["merge 25%"], types=plan_expert_types(
                 a.src, calib, target_size=combined, progress=False, max_tokens=a.calib_tokens,
                 expert_plan=plans["merge 25%"])[0])))
+        for rank in a.ranks:  # --bits auto at the corrected merges' sizes (they are converted before these run)
+            name = f"auto at the size of rank {rank}"
+            variants.append((name, "quantize", lambda name=name, rank=rank: conv(name, types=plan_expert_types(
+                a.src, calib, target_size=expert_bytes(paths[f"merge 50% + rank {rank}"]), progress=False,
+                max_tokens=a.calib_tokens)[0])))
         for name, family, make in variants:
             path = make()
             m = edgemoe.load(path, threads=a.threads, kv_cache="f32")

@@ -428,7 +428,8 @@ class Model:
                                if isinstance(m.get("bit_allocation"), dict) else None),
             # A pruned model (convert --prune-experts): how, not the per-expert tables.
             "expert_reduction": ({k: m["expert_reduction"].get(k) for k in
-                                  ("method", "fraction", "original_n_experts", "calibration_tokens", "calibration_file")}
+                                  ("method", "fraction", "original_n_experts", "calibration_tokens", "calibration_file",
+                                   "low_rank")}
                                  if isinstance(m.get("expert_reduction"), dict) else None),
             "predictor": self.predictor,
             "cache_policy": self.cache_policy,

@@ -80,11 +80,12 @@ PYTHON_SUITE = ["test_errors.py", "test_interrupt.py", "test_storage_faults.py",
                 "test_cache_budget.py", "test_pipeline.py", "test_parity.py", "test_compress.py", "test_trace.py",
                 "test_profile.py", "test_demo_model.py", "test_kernels.py", "test_server.py", "test_dense_layers.py",
                 "test_latent_attention.py", "test_gemma4.py", "test_hybrid.py", "test_delta_rule.py",
-                "test_expert_masks.py", "test_expert_merge.py"]
+                "test_expert_masks.py", "test_expert_merge.py", "test_expert_low_rank.py"]
 # Also left out: the two interrupt tests that time a 480-token scalar forward pass of the demo
 # model several times over (140 of the run's 185 s under ASan); test_interrupt.py's server test
 # of a client leaving during prefill still unwinds a cancelled pass with the sanitizers.
-# The inner run's passes, measured 2026-12-04: 363 (4 deselected). Far fewer means tests stopped running.
+# The inner run's passes, measured 2026-12-04: 363 (4 deselected), before test_expert_low_rank.py's 16.
+# Far fewer means tests stopped running.
 MIN_PASSED_UNDER_ASAN = 300
 NOT_UNDER_ASAN = "not within_the_budget and not stops_a_long_forward_pass and not stops_a_call_from_another_thread"
 

@@ -56,6 +56,8 @@ void visit_fields(Config& c, Visitor& v) {
   v.number("routed_scaling_factor", c.routed_scaling_factor, 1e-6, 1e6, Optional);
   v.integer("router_experts", c.router_experts, 0, 4096, Optional);
   v.integers("expert_map", c.expert_map, -1, 4095, Optional, size_t(1) << 22);
+  v.integer("low_rank", c.low_rank, 0, 4096, Optional);
+  v.integers("expert_delta", c.expert_delta, -1, 4095, Optional, size_t(1) << 22);
   v.integer("rotary_dim", c.rotary_dim, 0, kMaxHeadDim, Optional);
   v.integer("kv_lora_rank", c.kv_lora_rank, 0, kMaxHeadDim, Optional);
   v.integer("q_lora_rank", c.q_lora_rank, 0, 1 << 16, Optional);
@@ -243,12 +245,48 @@ void check_expert_map(const ModelConfig& c) {
   }
 }
 
+// Low-rank corrections: only of merged experts; every correction of a layer named by one router output.
+void check_expert_delta(const ModelConfig& c) {
+  if (!c.low_rank) {
+    if (!c.expert_delta.empty()) throw bad("expert_delta is given without low_rank");
+    return;
+  }
+  if (!c.router_experts) throw bad("low_rank corrections need merged experts (router_experts and expert_map)");
+  if (c.low_rank >= std::min(c.hidden, c.expert_intermediate))
+    throw bad("low_rank must be less than hidden and expert_intermediate");
+  if (c.expert_delta.size() != (size_t)c.n_layers * c.router_experts)
+    throw bad("expert_delta must hold n_layers x router_experts entries");
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int64_t* delta = c.expert_delta_of(l);
+    const int n = c.n_deltas(l);
+    std::vector<bool> named(n, false);
+    for (int j = 0; j < c.router_experts; ++j) {
+      if (delta[j] < 0) continue;
+      if (c.is_dense(l) || delta[j] >= n || named[delta[j]])
+        throw bad("expert_delta of layer " + std::to_string(l) + " must name each of its corrections 0-" +
+                  std::to_string(n - 1) + " once" + (c.is_dense(l) ? " (-1: a dense layer)" : ""));
+      named[delta[j]] = true;
+    }
+  }
+}
+
+}  // namespace
+
+int ModelConfig::n_deltas(int l) const {
+  const int64_t* delta = expert_delta_of(l);
+  if (!delta) return 0;
+  return (int)std::count_if(delta, delta + router_experts, [](int64_t d) { return d >= 0; });
+}
+
+namespace {
+
 // What no single field's bounds can say.
 void check_relations(const ModelConfig& c) {
   if (c.top_k > c.router_width())
     throw bad("top_k " + std::to_string(c.top_k) + " exceeds " + (c.router_experts ? "router_experts " : "n_experts ") +
               std::to_string(c.router_width()));
   check_expert_map(c);
+  check_expert_delta(c);
   if (c.n_heads % c.n_kv_heads) throw bad("n_heads is not a multiple of n_kv_heads");
   if (c.head_dim % 2) throw bad("head_dim must be even for rotary embeddings");
   if (c.shared_gate && !c.shared_intermediate) throw bad("shared_gate is set without a shared expert");

@@ -92,6 +92,11 @@ struct ModelConfig {
   // summed. 0 and empty: one router output per expert.
   int router_experts = 0;
   std::vector<int64_t> expert_map;
+  // Low-rank corrections of merged experts (convert --merge-experts F --low-rank R): router output j
+  // of layer l computes its expert plus the rank-low_rank correction expert_delta[l * router_experts
+  // + j] of that layer's stack (-1: none; model/low_rank.h). 0 and empty: no corrections.
+  int low_rank = 0;
+  std::vector<int64_t> expert_delta;
   int rotary_dim = 0;                 // dims of each head that rotate (the first ones); 0: all
   // Latent attention (DeepSeek's MLA), when kv_lora_rank > 0: each position caches one latent of
   // kv_lora_rank values and one rotated key of qk_rope_head_dim, shared by every head; a head's
@@ -195,6 +200,12 @@ struct ModelConfig {
   const int64_t* expert_map_of(int l) const {
     return expert_map.empty() ? nullptr : &expert_map[(size_t)l * router_experts];
   }
+  // Layer l's router output -> correction map, or null where outputs have none.
+  const int64_t* expert_delta_of(int l) const {
+    return expert_delta.empty() ? nullptr : &expert_delta[(size_t)l * router_experts];
+  }
+  // How many corrections layer l stacks (each is named by exactly one router output).
+  int n_deltas(int l) const;
   // The first layer after `layer` that routes to experts; n_layers if none does.
   int next_moe_layer(int layer) const {
     do ++layer;

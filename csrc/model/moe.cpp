@@ -9,6 +9,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "low_rank.h"
 #include "ops.h"
 #include "transformer.h"
 
@@ -59,16 +60,29 @@ void activate(const ExpertMath& m, float* g, float* u, int64_t rows, int64_t I) 
   }
 }
 
-// y[m, H] = down(act(gate(x), up(x))) for m tokens x[m, H], with weights in type t.
+// Merged experts' low-rank corrections of the rows of a batch (low_rank.h): the layer's factors
+// and each row's correction (-1: none); null rows: no corrections.
+struct RowCorrections {
+  const LowRankDeltas* deltas = nullptr;
+  const int* rows = nullptr;
+};
+
+// y[m, H] = down(act(gate(x), up(x))) for m tokens x[m, H], with weights in type t (each row's
+// projections corrected where `c` says).
 void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up, const uint8_t* down, int64_t I,
                int64_t H, const float* x, int64_t m, float* g, float* u, BlockQ8A* xq, float* y,
-               const ExpertMath& math) {
+               const ExpertMath& math, RowCorrections c = {}) {
   Activations a = prepare(pool, t, x, m, H, xq);
   const MatmulPart gate_up[2] = {{gate, I, g}, {up, I, u}};
   matmul_many(pool, t, gate_up, 2, a);
+  if (c.rows) {
+    add_low_rank(pool, c.deltas->gate, c.deltas->rank, c.rows, x, H, m, g);
+    add_low_rank(pool, c.deltas->up, c.deltas->rank, c.rows, x, H, m, u);
+  }
   activate(math, g, u, m, I);
   Activations h = prepare(pool, t, g, m, I, xq);
   matmul(pool, t, down, H, h, y);
+  if (c.rows) add_low_rank(pool, c.deltas->down, c.deltas->rank, c.rows, g, I, m, y);
   if (math.down_bias) add_bias(y, math.down_bias, m, H);
 }
 
@@ -173,23 +187,28 @@ void Transformer::route(int layer, int64_t n) {
     if (cfg_.router_expert_scale)  // Gemma 4
       for (int r = 0; r < K; ++r) w[r] *= L.router_expert_scale.f32()[idx[r]];
     if (const int64_t* map = cfg_.expert_map_of(layer)) {
-      reach_merged(map, idx, w);
+      int* delta = cfg_.low_rank ? &topk_delta_[t * K] : nullptr;
+      if (delta)
+        for (int r = 0; r < K; ++r) delta[r] = (int)cfg_.expert_delta_of(layer)[idx[r]];
+      reach_merged(map, idx, w, delta);
       for (int r = 0; r < K; ++r)  // a folded choice adds nothing (its row may hold an earlier layer's output)
         if (idx[r] < 0) std::fill(&routed_out_[(t * K + r) * H], &routed_out_[(t * K + r + 1) * H], 0.f);
     }
   }
 }
 
-void Transformer::reach_merged(const int64_t* map, int* idx, float* w) const {
+void Transformer::reach_merged(const int64_t* map, int* idx, float* w, int* delta) const {
   const int K = cfg_.top_k;
   for (int r = 0; r < K; ++r) idx[r] = (int)map[idx[r]];
   // Two choices of one merged expert: one computation with both weights (the same sum as
   // MC-SMoE's two calls of the shared module, up to rounding); the later rank is left out.
+  // Choices with corrections of their own compute different functions and stay apart.
   for (int r = 1; r < K; ++r)
     for (int q = 0; q < r; ++q)
-      if (idx[q] == idx[r]) {
+      if (idx[q] == idx[r] && (!delta || delta[q] == delta[r])) {
         w[q] += w[r];
         idx[r] = -1, w[r] = 0.f;
+        if (delta) delta[r] = -1;
         break;
       }
 }
@@ -297,6 +316,7 @@ void Transformer::drop_choice(int64_t slot) {
   const int H = cfg_.hidden;
   topk_w_[slot] = 0.f;
   topk_idx_[slot] = -1;
+  if (cfg_.low_rank) topk_delta_[slot] = -1;
   std::fill(&routed_out_[slot * H], &routed_out_[slot * H] + H, 0.f);
   if (!cached_only_) skipped_choices_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -384,21 +404,29 @@ void Transformer::use_low_bit_copies(int layer, int64_t n, std::vector<int>& cac
 
 void Transformer::routed_expert(int layer, int e, const std::vector<int64_t>& u) {
   const int H = cfg_.hidden, K = cfg_.top_k;
-  const int64_t m = (int64_t)u.size();
-  for (int64_t j = 0; j < m; ++j) {
-    const float* src = &xn_[(u[j] / K) * H];
-    std::copy(src, src + H, &ex_in_[j * H]);
-  }
+  // Rows per pass: what the scratch buffers hold (max_batch). Only low-rank corrections make an
+  // expert's users outnumber the tokens: a token may choose two members of one merged group.
+  const int64_t chunk = (int64_t)ex_in_.size() / H;
+  std::vector<int> deltas(cfg_.low_rank ? std::min<int64_t>(chunk, (int64_t)u.size()) : 0);  // each row's correction
   ExpertView ev = experts_.acquire(layer, e);
   try {
-    gated_mlp(pool_, ev.type, ev.gate, ev.up, ev.down, cfg_.expert_intermediate, H, ex_in_.data(), m, ex_gate_.data(),
-              ex_up_.data(), xq_.data(), ex_out_.data(), routed_math(cfg_, w_.layers[layer], e));
+    for (int64_t j0 = 0; j0 < (int64_t)u.size(); j0 += chunk) {
+      const int64_t m = std::min<int64_t>(chunk, (int64_t)u.size() - j0);
+      for (int64_t j = 0; j < m; ++j) {
+        const float* src = &xn_[(u[j0 + j] / K) * H];
+        std::copy(src, src + H, &ex_in_[j * H]);
+        if (cfg_.low_rank) deltas[j] = topk_delta_[u[j0 + j]];
+      }
+      gated_mlp(pool_, ev.type, ev.gate, ev.up, ev.down, cfg_.expert_intermediate, H, ex_in_.data(), m,
+                ex_gate_.data(), ex_up_.data(), xq_.data(), ex_out_.data(), routed_math(cfg_, w_.layers[layer], e),
+                {&w_.layers[layer].deltas, cfg_.low_rank ? deltas.data() : nullptr});
+      for (int64_t j = 0; j < m; ++j) store_routed(u[j0 + j], &ex_out_[j * H]);
+    }
   } catch (...) {
     experts_.release(layer, e);
     throw;
   }
   experts_.release(layer, e);
-  for (int64_t j = 0; j < m; ++j) store_routed(u[j], &ex_out_[j * H]);
 }
 
 void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, const std::vector<ExpertView>& views,
@@ -406,42 +434,68 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, 
   const LayerWeights& L = w_.layers[layer];
   const int H = cfg_.hidden, I = cfg_.expert_intermediate;
   const int64_t blocks_per_row = I / kGroup;  // of a quantized activation row
-  // Experts per batch: the parts a matmul_many takes, and what the scratch
+  // What is computed: each expert once or, with low-rank corrections, once per correction its
+  // choices carry (the token may have chosen two members of one merged group).
+  struct Entry {
+    size_t view;  // the expert's index in `experts` and `views`
+    int delta;
+    std::vector<int64_t> slots;
+  };
+  std::vector<Entry> entries;
+  for (size_t i = 0; i < experts.size(); ++i) {
+    const std::vector<int64_t>& u = users[experts[i]];
+    if (!cfg_.low_rank) {
+      entries.push_back({i, -1, u});
+      continue;
+    }
+    for (int64_t slot : u) {
+      const int d = topk_delta_[slot];
+      auto same = std::find_if(entries.begin(), entries.end(), [&](const Entry& x) { return x.view == i && x.delta == d; });
+      if (same != entries.end()) same->slots.push_back(slot);
+      else entries.push_back({i, d, {slot}});
+    }
+  }
+  // Entries per batch: the parts a matmul_many takes, and what the scratch
   // buffers (sized for max_batch tokens) hold.
   const int64_t cap = std::min<int64_t>({kMaxMatmulParts / 2, (int64_t)ex_gate_.size() / I,
                                          (int64_t)ex_out_.size() / H,
                                          (int64_t)xq_.size() / std::max<int64_t>(1, blocks_per_row)});
-  std::vector<size_t> order(experts.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return (int)views[a].type < (int)views[b].type; });
+  std::stable_sort(entries.begin(), entries.end(),
+                   [&](const Entry& a, const Entry& b) { return (int)views[a.view].type < (int)views[b.view].type; });
   MatmulPart parts[kMaxMatmulParts];
   Activations rows[kMaxMatmulParts];
-  for (size_t s = 0; s < order.size();) {
-    const QType t = views[order[s]].type;
+  int deltas[kMaxMatmulParts];
+  for (size_t s = 0; s < entries.size();) {
+    const QType t = views[entries[s].view].type;
     int64_t m = 0;
-    while (s + m < order.size() && m < std::max<int64_t>(1, cap) && views[order[s + m]].type == t) ++m;
+    while (s + m < entries.size() && m < std::max<int64_t>(1, cap) && views[entries[s + m].view].type == t) ++m;
     Activations a = prepare(pool_, t, xn_.data(), 1, H, xq_.data());
     for (int64_t j = 0; j < m; ++j) {
-      const ExpertView& v = views[order[s + j]];
+      const ExpertView& v = views[entries[s + j].view];
       parts[2 * j] = {v.gate, I, &ex_gate_[j * I]};
       parts[2 * j + 1] = {v.up, I, &ex_up_[j * I]};
+      deltas[j] = entries[s + j].delta;
     }
     matmul_many(pool_, t, parts, (int)(2 * m), a);
+    if (cfg_.low_rank) {  // every entry reads the one token's row
+      add_low_rank(pool_, L.deltas.gate, cfg_.low_rank, deltas, xn_.data(), 0, m, ex_gate_.data());
+      add_low_rank(pool_, L.deltas.up, cfg_.low_rank, deltas, xn_.data(), 0, m, ex_up_.data());
+    }
     for (int64_t j = 0; j < m; ++j)
-      activate(routed_math(cfg_, L, experts[order[s + j]]), &ex_gate_[j * I], &ex_up_[j * I], 1, I);
-    // Each expert's hidden vector is a row of its own: quantized together,
-    // multiplied by its own down projection.
+      activate(routed_math(cfg_, L, experts[entries[s + j].view]), &ex_gate_[j * I], &ex_up_[j * I], 1, I);
+    // Each entry's hidden vector is a row of its own: quantized together,
+    // multiplied by its expert's down projection.
     Activations h = prepare(pool_, t, ex_gate_.data(), m, I, xq_.data());
     for (int64_t j = 0; j < m; ++j) {
       rows[j] = {h.x + j * I, h.xq ? h.xq + j * blocks_per_row : nullptr, 1, I};
-      parts[j] = {views[order[s + j]].down, H, &ex_out_[j * H], &rows[j]};
+      parts[j] = {views[entries[s + j].view].down, H, &ex_out_[j * H], &rows[j]};
     }
     matmul_many(pool_, t, parts, (int)m, h);
+    if (cfg_.low_rank) add_low_rank(pool_, L.deltas.down, cfg_.low_rank, deltas, ex_gate_.data(), I, m, ex_out_.data());
     for (int64_t j = 0; j < m; ++j) {
-      const int e = experts[order[s + j]];
+      const int e = experts[entries[s + j].view];
       if (const float* b = routed_math(cfg_, L, e).down_bias) add_bias(&ex_out_[j * H], b, 1, H);
-      for (int64_t slot : users[e]) store_routed(slot, &ex_out_[j * H]);
+      for (int64_t slot : entries[s + j].slots) store_routed(slot, &ex_out_[j * H]);
     }
     s += m;
   }

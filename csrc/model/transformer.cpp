@@ -70,7 +70,7 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * c.top_k;                            // topk_w_
   floats += (size_t)B * (c.rope_dims() / 2) * 2;            // rope_cos_, rope_sin_
   floats += c.global_rope() ? (size_t)B * (c.global_rope_dims() / 2) * 2 : 0;  // global_cos_, global_sin_
-  size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int);
+  size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int) * (c.low_rank ? 2 : 1);  // topk_idx_, topk_delta_
   if (c.mrope())  // next_pos_, positions_, image_rows_
     bytes += ((size_t)ctx + 1 + (size_t)B * 3) * sizeof(int64_t) + (size_t)B * sizeof(const float*);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);
@@ -129,6 +129,7 @@ Transformer::Transformer(const ModelConfig& cfg, const ModelWeights& w, ExpertSo
   xq_.resize(B * (widest_activation(cfg) / kGroup + 1));
   topk_idx_.resize(B * cfg.top_k);
   topk_w_.resize(B * cfg.top_k);
+  if (cfg.low_rank) topk_delta_.resize(B * cfg.top_k);
 }
 
 size_t Transformer::allocated_bytes() const {
@@ -139,7 +140,7 @@ size_t Transformer::allocated_bytes() const {
                                       &ex_out_, &topk_w_})
     floats += v->size();
   return floats * sizeof(float) + kv_.allocated_bytes() + state_.allocated_bytes() +
-         xq_.size() * sizeof(BlockQ8A) + topk_idx_.size() * sizeof(int) +
+         xq_.size() * sizeof(BlockQ8A) + (topk_idx_.size() + topk_delta_.size()) * sizeof(int) +
          (next_pos_.size() + positions_.size()) * sizeof(int64_t) + image_rows_.size() * sizeof(const float*);
 }
 

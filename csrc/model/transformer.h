@@ -137,8 +137,10 @@ class Transformer {
   // Softmax and top-k-softmax routing of one token (config.h), likewise; order: [n_experts] scratch.
   void route_softmax(float* p, const uint8_t* mask, RoutingScratch& s, std::vector<int>& order, int* idx, float* w) const;
   // Merged experts: a token's router outputs idx [top_k] to the experts they reach (config.h),
-  // a repeated expert folded into its first choice (the later one becomes -1, weight 0).
-  void reach_merged(const int64_t* map, int* idx, float* w) const;
+  // a repeated expert folded into its first choice (the later one becomes -1, weight 0). With
+  // low-rank corrections, delta [top_k] holds the outputs' corrections and only choices of one
+  // expert with one correction fold.
+  void reach_merged(const int64_t* map, int* idx, float* w, int* delta) const;
   // Keep the topk_group best groups of choice [n_experts] (by group_score); the others become -inf.
   void limit_to_groups(float* choice, RoutingScratch& s) const;
   // Leaves routed choice `slot` (token * top_k + rank) out: no weight, no output, expert -1.
@@ -231,6 +233,7 @@ class Transformer {
   std::vector<BlockQ8A> xq_;
   std::vector<int> topk_idx_;
   std::vector<float> topk_w_;
+  std::vector<int> topk_delta_;  // low_rank only: each choice's correction (-1: none), beside topk_idx_
 };
 
 }  // namespace edgemoe

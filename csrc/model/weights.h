@@ -19,6 +19,18 @@ struct Tensor {
   const float* f32() const { return reinterpret_cast<const float*>(data); }
 };
 
+// One projection's rank-R corrections, stacked: correction d of a projection [out, in] is
+// a rows [d * out, (d + 1) * out) times b rows [d * R, (d + 1) * R); a is [n * out, R], b [n * R, in].
+struct LowRankFactors {
+  Tensor a, b;
+};
+
+// A layer's corrections of merged experts (model/low_rank.h), one per projection; rank 0: none.
+struct LowRankDeltas {
+  int rank = 0;
+  LowRankFactors gate, up, down;
+};
+
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, wo;  // latent attention: wq only without q_lora_rank, no wk, wv
   // Latent attention only: q's bottleneck (q_lora_rank only) and the latent's projections.
@@ -47,6 +59,7 @@ struct LayerWeights {
   Tensor ffn_norm_2, router_norm, post_ffn_norm_1, post_ffn_norm_2;  // expert_norms only (config.h)
   Tensor router_expert_scale;               // router_expert_scale only: [n_experts]
   Tensor layer_scale;                       // layer_output_scale only: [1]
+  LowRankDeltas deltas;                     // low_rank only (config.h): merged experts' corrections
 
   // What the router reads the residual stream through (its own norm under expert_norms).
   const Tensor& router_input_norm() const { return router_norm.empty() ? ffn_norm : router_norm; }

@@ -181,6 +181,18 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       L.expert_up_bias = get(p + "expert_up_bias", E, I, true);
       L.expert_down_bias = get(p + "expert_down_bias", E, H, true);
     }
+    if (cfg_.low_rank) {
+      // Correction d of a projection [out, in]: a rows [d * out, (d + 1) * out), b rows [d * R, (d + 1) * R).
+      const int64_t n = cfg_.n_deltas(l), R = cfg_.low_rank, I = cfg_.expert_intermediate;
+      auto factors = [&](const char* name, int64_t out, int64_t in) {
+        LowRankFactors f{get(p + "delta_" + name + "_a", n * out, R, false), get(p + "delta_" + name + "_b", n * R, in, false)};
+        for (const Tensor* t : {&f.a, &f.b})
+          if (t->type != QType::F32 && t->type != QType::F16)
+            throw FormatError("resident tensor " + p + "delta_" + name + " factors must be f32 or f16");
+        return f;
+      };
+      L.deltas = {cfg_.low_rank, factors("gate", I, H), factors("up", I, H), factors("down", H, I)};
+    }
     if (cfg_.shared_intermediate) {
       gated_mlp(p, {"shared_gate_proj", "shared_up_proj", "shared_down_proj"}, cfg_.shared_intermediate,
                 "shared expert", L.shared_gate_proj, L.shared_up_proj, L.shared_down_proj);

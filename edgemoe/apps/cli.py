@@ -149,6 +149,8 @@ def _load(args, path=None):
 def _expert_plan(args, convert):
     """The experts --prune-experts or --merge-experts leaves (None without either), measured on the
     --calib text through an 8-bit conversion made by `convert`."""
+    if args.low_rank is not None and args.merge_experts is None:
+        raise EdgeMoEError("--low-rank corrects merged experts: it needs --merge-experts")
     if args.prune_experts is None and args.merge_experts is None:
         return None
     from ..offline.expert_merge import plan_merging
@@ -169,9 +171,11 @@ def _expert_plan(args, convert):
                             progress=not args.quiet)
         how = "those with the most router-weighted output on the calibration text (REAP)"
     else:
-        plan = plan_merging(args.src, write_8bit, read_text(args.calib), args.merge_experts, threads=args.threads)
+        plan = plan_merging(args.src, write_8bit, read_text(args.calib), args.merge_experts, threads=args.threads,
+                            low_rank=args.low_rank)
         how = ("the most often routed, each merged with the experts routed most like it (MC-SMoE); the router "
-               "keeps every output")
+               "keeps every output" + (f", each merged member with a rank-{args.low_rank} correction of its own"
+                                       if args.low_rank else ""))
     plan.report["calibration_file"] = os.path.basename(args.calib)
     if not args.quiet:
         print(f"LOSSY: keeping {plan.n_experts} of {plan.report['original_n_experts']} routed experts per layer, "
@@ -293,7 +297,8 @@ def cmd_info(args) -> int:
     if info.get("expert_reduction"):
         r = info["expert_reduction"]
         how = "merged into" if r["method"] == "mc-smoe" else "pruned to"
-        print(f"reduced (LOSSY)   {r['original_n_experts']} routed experts per layer {how} {info['n_experts']} "
+        corrected = f", each merged member with a rank-{r['low_rank']} correction" if r.get("low_rank") else ""
+        print(f"reduced (LOSSY)   {r['original_n_experts']} routed experts per layer {how} {info['n_experts']}{corrected} "
               f"({r['method']} on {r['calibration_tokens']} tokens of {r.get('calibration_file') or '?'})")
     plan = info["memory_plan"]
     print(f"expert slots      {plan['expert_slots']} x {format_size(plan['slot_bytes'])}")
@@ -491,6 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "most often routed on the --calib text stay, each other expert joins the one whose router "
                         "logits are most like its own, neurons aligned, weighted by how often each is routed; the "
                         "router keeps every output and reaches the merged expert")
+    p.add_argument("--low-rank", type=int, default=None, metavar="R",
+                   help="LOSSY, with --merge-experts: give every member of a merged group back a rank-R correction "
+                        "of its own (truncated SVD of its difference from the merged expert), kept resident: "
+                        "R * (hidden + expert width) values per projection and member")
     p.add_argument("--calib", default=None, metavar="TEXTFILE",
                    help="calibration text for --bits auto, --prune-experts and --merge-experts")
     p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",

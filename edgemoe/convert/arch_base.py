@@ -15,15 +15,16 @@ from ..errors import UnsupportedModelError
 from .rope import rope_config
 
 
-F32_ONLY, RESIDENT, SHARED, DENSE = "f32", "resident", "shared", "dense"
+F32_ONLY, RESIDENT, SHARED, DENSE, LOW_RANK = "f32", "resident", "shared", "dense", "low_rank"
 
 
 class Resident(NamedTuple):
     """One resident tensor of the container and where it comes from.
 
-    kind: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), or SHARED / DENSE (the
+    kind: F32_ONLY (norms, biases, routers), RESIDENT (the resident type), SHARED / DENSE (the
     resident type, but the shared expert's, or a dense layer's, three projections must share one
-    type, as routed experts do). shape is the checkpoint tensor's; index, if set, reads only that
+    type, as routed experts do), or LOW_RANK (merged experts' correction factors: f32 or f16, which
+    the engine multiplies at any width). shape is the checkpoint tensor's; index, if set, reads only that
     entry of its first axis (one expert of a stacked tensor); take, if set, derives the stored tensor
     from what was read (a slice of a fused tensor)."""
     name: str

@@ -9,7 +9,10 @@ other experts masked (csrc/model/expert_mask.h; docs/EXPERT_PRUNING.md, part A Â
 
 Merging: the router keeps every output; expert_map[l][j] is the slot output j reaches (config
 router_experts and expert_map, csrc/model/config.h); slot i holds the merge of its group, computed by
-merged[(l, i)]() where the group has more than its dominant expert kept[l][i]."""
+merged[(l, i)]() where the group has more than its dominant expert kept[l][i]. With low-rank
+corrections (--low-rank R) each router output of a merged group also names its correction,
+expert_delta[l][j] (-1: none), whose factors corrections[l]() computes for the whole layer as the
+resident tensors layers.{l}.delta_{gate,up,down}_{a,b} (csrc/model/low_rank.h)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,9 +23,11 @@ import numpy as np
 from .. import _core
 from ..errors import EdgeMoEError
 from ..format.model_config import moe_layers
-from .arch_base import Resident
+from .arch_base import LOW_RANK, Resident
 
 # Resident tensors of a MoE layer with one row (or entry) per routed expert: layers.{l}.<name>.
+# A merged layer's correction factors (csrc/model/weights.h LowRankFactors): layers.{l}.delta_<name>.
+CORRECTION_RESIDENTS = ("gate_a", "gate_b", "up_a", "up_b", "down_a", "down_b")
 PER_EXPERT_RESIDENTS = ("router", "router_bias", "router_correction_bias", "router_expert_scale",
                         "expert_gate_bias", "expert_up_bias", "expert_down_bias")
 
@@ -71,6 +76,11 @@ class ExpertPlan:
     merged: Dict[Tuple[int, int], Callable[[], Dict[str, np.ndarray]]] = field(default_factory=dict)
     # merging: per-expert resident (layers.{l}.expert_*_bias) -> its rows [E, X] made the slots' [E', X]
     resident_merge: Dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    # merging with --low-rank R: R, MoE layer -> each router output's correction (-1: none), and
+    # MoE layer -> its stacked factors {gate_a, gate_b, up_a, ...} (CORRECTION_RESIDENTS)
+    low_rank: int = 0
+    expert_delta: Optional[Dict[int, List[int]]] = None
+    corrections: Dict[int, Callable[[], Dict[str, np.ndarray]]] = field(default_factory=dict)
 
     def merged_weights(self, l: int, slot: int) -> Optional[Dict[str, np.ndarray]]:
         """The merged {gate, up, down} of slot `slot` of layer l, or None where it holds one checkpoint expert."""
@@ -100,16 +110,28 @@ class ExpertPlan:
         """The container's config: the model with the kept (or merged) experts."""
         if self.expert_map is None:
             return dict(cfg, n_experts=self.n_experts)
-        flat = []
-        for l in range(cfg["n_layers"]):
-            flat += self.expert_map[l] if l in self.expert_map else [-1] * cfg["n_experts"]
-        return dict(cfg, n_experts=self.n_experts, router_experts=cfg["n_experts"], expert_map=flat)
+        def flat(per_layer: Dict[int, List[int]]) -> List[int]:
+            return [j for l in range(cfg["n_layers"]) for j in per_layer.get(l, [-1] * cfg["n_experts"])]
+
+        out = dict(cfg, n_experts=self.n_experts, router_experts=cfg["n_experts"], expert_map=flat(self.expert_map))
+        if self.low_rank:
+            out.update(low_rank=self.low_rank, expert_delta=flat(self.expert_delta))
+        return out
 
     def residents(self, plan: List[Resident]) -> List[Resident]:
-        """The resident plan with each per-expert tensor cut to the kept rows (pruning). A multi-token-prediction
+        """The resident plan with each per-expert tensor cut to the kept rows (pruning) or merged (merging),
+        and a merged layer's correction factors after its router (--low-rank). A multi-token-prediction
         head kept for later goes: its own layer routes over every original expert, which the pruned
         config no longer describes."""
         out = []
+        last: Dict[int, Dict[str, np.ndarray]] = {}  # the layer whose factors were computed last
+
+        def factors(l: int) -> Dict[str, np.ndarray]:
+            if l not in last:
+                last.clear()
+                last[l] = self.corrections[l]()
+            return last[l]
+
         for r in plan:
             if r.name.startswith(_core.KEPT_FOR_LATER_PREFIX):
                 continue
@@ -120,6 +142,11 @@ class ExpertPlan:
             elif self.expert_map is None and len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
                 r = _then(r, lambda w, rows=np.asarray(self.kept[int(parts[1])]): w[rows])
             out.append(r)
+            if len(parts) == 3 and parts[2] == "router" and int(parts[1]) in self.corrections:
+                # the layer's corrections follow its router (the reads are the router's, unused)
+                l = int(parts[1])
+                out += [r._replace(name=f"layers.{l}.delta_{name}", kind=LOW_RANK,
+                                   take=lambda _w, l=l, name=name: factors(l)[name]) for name in CORRECTION_RESIDENTS]
         return out
 
 

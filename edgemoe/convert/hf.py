@@ -17,7 +17,7 @@ from ..format.container import ContainerWriter
 from ..errors import FormatError, UnsupportedModelError
 from ..format.model_config import moe_layers, validate_config
 from .expert_plan import ExpertPlan
-from .arch_base import DENSE, F32_ONLY, RESIDENT, SHARED, HFArch, Resident
+from .arch_base import DENSE, F32_ONLY, LOW_RANK, RESIDENT, SHARED, HFArch, Resident
 from .arch_deepseek import DeepseekV2, DeepseekV3
 from .arch_gemma4 import Gemma4
 from .arch_glm4_moe import Glm4Moe
@@ -287,7 +287,7 @@ def resident_kind_types(cfg: Dict[str, Any], resident_type: int) -> Dict[str, in
         return quant.storable_type(resident_type, (cfg["hidden"], width)) if width else resident_type
 
     return {F32_ONLY: quant.F32, RESIDENT: resident_type, SHARED: one_type(cfg["shared_intermediate"]),
-            DENSE: one_type(cfg["dense_intermediate"])}
+            DENSE: one_type(cfg["dense_intermediate"]), LOW_RANK: quant.F32 if resident_type == quant.F32 else quant.F16}
 
 
 def expert_blob_type(wanted: int, cfg: Dict[str, Any]) -> int:

@@ -10,11 +10,16 @@ the group becomes their mean weighted by routing frequency, per-expert biases in
 gate and up biases permuted with their neurons). The router keeps every output: a token routed to a
 member reaches the merged expert. Every layer keeps the same number (the container has one expert
 count), where MC-SMoE spreads a global count over layers by frequency. LOSSY by construction.
+
+With --low-rank R every member of a merged group gets back a function of its own: its aligned
+projections minus the merged ones, truncated to rank R by SVD, are stored as resident factors the
+engine adds to the merged expert for that router output (docs/EXPERT_PRUNING.md §2.6;
+csrc/model/low_rank.h). A member whose difference has rank at most R is restored exactly.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -40,6 +45,48 @@ def merge_slots(cfg: Dict[str, Any], fraction: float) -> int:
         raise EdgeMoEError(f"--merge-experts {fraction:g} leaves {E - merged} of {E} experts per layer, fewer than "
                            f"the {cfg['top_k']} each token is routed to (at most {(E - cfg['top_k']) / E:.3g})")
     return E - merged
+
+
+def check_rank(cfg: Dict[str, Any], rank: int) -> None:
+    """--low-rank R must be a positive rank that stores a correction in fewer values than the projection
+    itself (R * (H + I) < H * I), of a model whose experts have no per-expert biases to correct."""
+    H, I = cfg["hidden"], cfg["expert_intermediate"]
+    if rank < 1:
+        raise EdgeMoEError(f"--low-rank takes a rank of at least 1, got {rank}")
+    if rank * (H + I) >= H * I:
+        raise EdgeMoEError(f"--low-rank {rank} saves nothing: a rank-{rank} correction of a {I}x{H} projection holds "
+                           f"{rank * (H + I)} values, the projection {H * I} (ranks up to {(H * I - 1) // (H + I)} save)")
+    if cfg["expert_bias"]:
+        raise EdgeMoEError("--low-rank corrects the merged experts' matrices, not the per-expert biases this model "
+                           "has (gpt-oss): merge without it")
+
+
+def low_rank_factors(delta: np.ndarray, rank: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(A [out, R], B [R, in]) with A @ B the best rank-R approximation of delta [out, in] (truncated
+    SVD: A = U_R S_R, B = V_R^T)."""
+    u, sv, vt = np.linalg.svd(np.asarray(delta, np.float64), full_matrices=False)
+    return (u[:, :rank] * sv[:rank]).astype(np.float32), vt[:rank].astype(np.float32)
+
+
+def number_corrections(groups: List[int], merged: Iterable[int]) -> List[int]:
+    """Each expert's correction: 0, 1, ... in expert order for the members of the merged slots, -1 for
+    an expert alone in its slot."""
+    merged, out, n = set(merged), [], 0
+    for slot in groups:
+        out.append(n if slot in merged else -1)
+        n += slot in merged
+    return out
+
+
+def layer_corrections(groups: Dict[int, "GroupMerge"], delta_of: List[int], rank: int) -> Dict[str, np.ndarray]:
+    """A layer's correction factors, stacked in correction order (delta_of[e]: expert e's correction or
+    -1) as the resident tensors gate_a [n*I, R], gate_b [n*R, H], up_a, up_b, down_a [n*H, R], down_b [n*R, I]."""
+    factors: Dict[int, Dict[str, Tuple[np.ndarray, np.ndarray]]] = {}
+    for group in groups.values():
+        factors.update(group.corrections(rank))
+    order = sorted((d, e) for e, d in enumerate(delta_of) if d >= 0)
+    return {f"{part}_{ab}": np.concatenate([factors[e][part][i] for _, e in order])
+            for part in ("gate", "up", "down") for i, ab in enumerate("ab")}
 
 
 def logit_similarity(z: np.ndarray) -> np.ndarray:
@@ -106,7 +153,7 @@ class GroupMerge:
 
     def __init__(self, read: Callable[[int], Dict[str, np.ndarray]], dominant: int, members: List[int],
                  freq: np.ndarray):
-        self.read, self.dominant = read, dominant
+        self.read, self.dominant, self.members = read, dominant, sorted(members)
         self.others = [e for e in members if e != dominant]
         total = float(sum(freq[e] for e in members))
         self.share = {e: (freq[e] / total if total > 0 else 1.0 / len(members)) for e in self.others}
@@ -116,11 +163,21 @@ class GroupMerge:
         base = self.read(self.dominant)
         return {e: alignment(base, self.read(e)) for e in self.others}
 
+    def aligned(self, e: int) -> Dict[str, np.ndarray]:
+        """Member e as f32 matrices, its neurons permuted to match the dominant expert's."""
+        w = {k: np.asarray(v, np.float32) for k, v in self.read(e).items()}
+        return w if e == self.dominant else permuted(w, self.perms[e])
+
     def weights(self) -> Dict[str, np.ndarray]:
-        base = {k: np.asarray(v, np.float32) for k, v in self.read(self.dominant).items()}
-        aligned = {e: permuted({k: np.asarray(v, np.float32) for k, v in self.read(e).items()}, self.perms[e])
-                   for e in self.others}
+        base = self.aligned(self.dominant)
+        aligned = {e: self.aligned(e) for e in self.others}
         return {k: weighted_merge(base[k], [(self.share[e], aligned[e][k]) for e in self.others]) for k in base}
+
+    def corrections(self, rank: int) -> Dict[int, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+        """Each member's rank-`rank` factors (A, B) of its aligned projections minus the merged ones."""
+        merged = self.weights()
+        return {e: {k: low_rank_factors(np.asarray(w, np.float64) - merged[k], rank) for k, w in self.aligned(e).items()}
+                for e in self.members}
 
     def bias(self, rows: np.ndarray, follows_neurons: bool) -> np.ndarray:
         """The group's row of a per-expert bias rows [E, X] (permuted with the neurons where it follows them)."""
@@ -136,13 +193,16 @@ def merge_group(members: Dict[int, Dict[str, np.ndarray]], dominant: int, freq: 
     return GroupMerge(members.__getitem__, dominant, list(members), freq).weights()
 
 
-def merge_plan(source: SourceExperts, run: CalibrationRun, fraction: float) -> ExpertPlan:
+def merge_plan(source: SourceExperts, run: CalibrationRun, fraction: float, low_rank: int = 0) -> ExpertPlan:
     """MC-SMoE's grouping on the calibration run, as an ExpertPlan whose merged slots (and merged
-    per-expert biases) are computed when the converter asks (one group's experts in memory at a time)."""
+    per-expert biases, and with low_rank every merged member's rank-low_rank correction) are computed
+    when the converter asks (one group's experts in memory at a time)."""
     cfg = source.cfg
     keep = merge_slots(cfg, fraction)
+    if low_rank:
+        check_rank(cfg, low_rank)
     E, L = cfg["n_experts"], cfg["n_layers"]
-    kept, expert_map, merged, resident_merge = {}, {}, {}, {}
+    kept, expert_map, merged, resident_merge, expert_delta, corrections = {}, {}, {}, {}, {}, {}
     freq_all = expert_frequency(run.experts, E)
     groups_all: List[List[int]] = [[] for _ in range(L)]
     for l in moe_layers(cfg):
@@ -155,6 +215,9 @@ def merge_plan(source: SourceExperts, run: CalibrationRun, fraction: float) -> E
             if len(members) > 1:
                 layer_groups[slot] = GroupMerge(functools.partial(source.read, l), d, members, freq)
                 merged[(l, slot)] = layer_groups[slot].weights
+        if low_rank:  # corrections numbered in router-output order, for the members of merged groups
+            expert_delta[l] = number_corrections(groups, layer_groups)
+            corrections[l] = functools.partial(layer_corrections, layer_groups, expert_delta[l], low_rank)
         if cfg["expert_bias"]:
             for name, follows in BIASES:
                 resident_merge[f"layers.{l}.{name}"] = (
@@ -170,17 +233,21 @@ def merge_plan(source: SourceExperts, run: CalibrationRun, fraction: float) -> E
         "kept": [kept.get(l, []) for l in range(L)],  # each slot's dominant expert
         "groups": groups_all,  # the slot each original expert was merged into
         "freq": [np.round(freq_all[l], 6).tolist() if l in kept else [] for l in range(L)],
+        "low_rank": low_rank or None,
     }
-    return ExpertPlan(kept, report, expert_map, merged, resident_merge)
+    return ExpertPlan(kept, report, expert_map, merged, resident_merge, low_rank, expert_delta or None, corrections)
 
 
 def plan_merging(src: str, write_8bit: Callable[[str], Any], calib_text: str, fraction: float,
-                 window: int = 256, max_tokens: int = 8192, threads: Optional[int] = None) -> ExpertPlan:
+                 window: int = 256, max_tokens: int = 8192, threads: Optional[int] = None,
+                 low_rank: Optional[int] = None) -> ExpertPlan:
     """The MC-SMoE merging of `src` at `fraction` on the calibration text (write_8bit as
-    expert_reduce.plan_pruning's)."""
+    expert_reduce.plan_pruning's), each merged member with a rank-low_rank correction if given."""
     from .calibration import calibration_run, source_experts
 
     source = source_experts(src)
-    merge_slots(source.cfg, fraction)  # a bad fraction fails before the calibration pass
+    merge_slots(source.cfg, fraction)  # a bad fraction or rank fails before the calibration pass
+    if low_rank is not None:
+        check_rank(source.cfg, low_rank)
     with calibration_run(write_8bit, calib_text, src, window, max_tokens, threads) as run:
-        return merge_plan(source, run, fraction)
+        return merge_plan(source, run, fraction, low_rank or 0)
