@@ -10,3 +10,18 @@ def replace_tables(path, config=None, tensors=None, experts=None, low_bit_expert
                                                       c.tensors if tensors is None else tensors,
                                                       c.experts if experts is None else experts,
                                                       c.low_bit_experts if low_bit_experts is None else low_bit_experts))
+
+
+def assert_config_edit_refused(path, edit, message) -> None:
+    """The container at `path` with its config changed by edit(config) (list fields as lists) no
+    longer loads: FormatError matching `message`."""
+    import pytest
+
+    import edgemoe
+    from edgemoe.errors import FormatError
+
+    cfg = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in open_container(str(path)).config.items()}
+    edit(cfg)
+    replace_tables(path, config=cfg)
+    with pytest.raises(FormatError, match=message):
+        edgemoe.load(str(path))

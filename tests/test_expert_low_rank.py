@@ -5,7 +5,6 @@ merged expert), so members that differ from each other by little rank come back 
 computes what the corrected experts, stored whole, compute; bad ranks and bad correction maps are refused."""
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -14,13 +13,12 @@ import edgemoe
 from edgemoe.apps.cli import main
 from edgemoe.convert import convert_hf
 from edgemoe.convert.expert_plan import ExpertPlan
-from edgemoe.errors import FormatError
 from edgemoe.format.container import open_container
 from edgemoe.offline.calibration import source_experts
 from edgemoe.offline.expert_merge import GroupMerge, low_rank_factors, plan_merging
 
 from conftest import FIXTURES, fixture_folder, small_batch_engine
-from container_edit import replace_tables
+from container_edit import assert_config_edit_refused
 from reduction_cli import CALIB
 
 IDS = np.random.default_rng(44).integers(0, 384, 64).tolist()
@@ -64,11 +62,22 @@ def test_corrections_restore_members_of_low_rank_difference():
                 assert a.shape == (aligned[k].shape[0], rank) and b.shape == (rank, aligned[k].shape[1])
                 err = np.abs(merged[k] + a @ b - aligned[k]).max()
                 assert (err < 2.4e-6) == exact, (rank, e, k, err)
-    # the factors are the best rank-R approximation: the SVD's
-    m = np.random.default_rng(4).normal(size=(12, 9))
-    a, b = low_rank_factors(m, 2)
-    u, s, vt = np.linalg.svd(m)
-    np.testing.assert_allclose(a @ b, (u[:, :2] * s[:2]) @ vt[:2], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, rank", [((12, 9), 2), ((96, 200), 4), ((200, 96), 16)])
+def test_low_rank_factors_approach_the_truncated_svd(shape, rank):
+    """The randomized SVD: exact below rank R + oversampling, and on a Gaussian matrix (a flat
+    spectrum, its hardest case) within 1 % of the best rank-R error (measured at most 0.2 %; a
+    range finder without power iterations: 1.8 and 7.3 %); the small matrix takes the full SVD."""
+    rng = np.random.default_rng(4)
+    m = rng.normal(size=shape)
+    a, b = low_rank_factors(m, rank)
+    assert a.shape == (shape[0], rank) and b.shape == (rank, shape[1])
+    s = np.linalg.svd(m, compute_uv=False)
+    assert np.linalg.norm(m - a.astype(np.float64) @ b) < 1.01 * np.sqrt((s[rank:] ** 2).sum())
+    exact = rng.normal(size=(shape[0], rank + 3)) @ rng.normal(size=(rank + 3, shape[1]))
+    a, b = low_rank_factors(exact, rank + 3)
+    assert np.abs(a.astype(np.float64) @ b - exact).max() < 1e-5 * np.abs(exact).max()
 
 
 def _family_checkpoint(tmp_path):
@@ -203,9 +212,4 @@ def test_low_rank_refuses_per_expert_biases(tmp_path, capsys):
 def test_bad_correction_maps_are_refused(tmp_path, edit, message):
     merged = tmp_path / "r.emoe"
     _merge(FIXTURES / "qwen3_moe", merged, 0.5, 3, bits="8")
-    cfg = copy.deepcopy(open_container(str(merged)).config)
-    cfg["expert_delta"] = list(cfg["expert_delta"])
-    edit(cfg)
-    replace_tables(merged, config=cfg)
-    with pytest.raises(FormatError, match=message):
-        edgemoe.load(str(merged))
+    assert_config_edit_refused(merged, edit, message)

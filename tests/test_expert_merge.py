@@ -4,7 +4,6 @@ groups follow router-logit similarity; merging aligns neurons first, so a permut
 exactly; bad requests and bad maps are refused."""
 from __future__ import annotations
 
-import copy
 import itertools
 
 import numpy as np
@@ -14,14 +13,13 @@ import edgemoe
 from edgemoe.apps.cli import main
 from edgemoe.convert import convert_hf
 from edgemoe.convert.expert_plan import ExpertPlan
-from edgemoe.errors import FormatError
 from edgemoe.format.container import open_container
 from edgemoe.format.model_config import moe_layers
 from edgemoe.offline.calibration import calibration_run, source_experts
 from edgemoe.offline.expert_merge import align, group_experts, logit_similarity, merge_group, merge_plan, plan_merging
 
 from conftest import FIXTURES, fixture_folder
-from container_edit import replace_tables
+from container_edit import assert_config_edit_refused
 from reduction_cli import CALIB, reduced_at_widths
 from routing_reference import by_expert, route
 
@@ -187,12 +185,7 @@ def test_bad_merge_requests(tmp_path, capsys, args, message):
 def test_bad_expert_maps_are_refused(tmp_path, edit, message):
     merged = tmp_path / "m.emoe"
     _merge(FIXTURES / "qwen3_moe", merged, 0.5, bits="8")
-    cfg = copy.deepcopy(open_container(str(merged)).config)
-    cfg["expert_map"] = list(cfg["expert_map"])
-    edit(cfg)
-    replace_tables(merged, config=cfg)
-    with pytest.raises(FormatError, match=message):
-        edgemoe.load(str(merged))
+    assert_config_edit_refused(merged, edit, message)
 
 
 @pytest.mark.parametrize("name", ["qwen3_moe", "gpt_oss", "gemma4"])
