@@ -7,6 +7,16 @@ import subprocess
 import sys
 
 
+def expert_bytes(path: str) -> int:
+    """A container's routed-expert bytes: the blobs and any low-rank corrections of merged members
+    (resident tensors, but expert weights all the same)."""
+    from edgemoe.format.container import open_container
+
+    c = open_container(path)
+    corrections = sum(t["nbytes"] for name, t in c.tensors.items() if ".delta_" in name)
+    return sum(b["size"] for row in c.experts for b in row) + corrections
+
+
 def drop_page_cache() -> bool:
     """Drop the page cache so the next reads come from storage (root only); False if not allowed."""
     try:

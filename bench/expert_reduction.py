@@ -28,21 +28,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import edgemoe  # noqa: E402
 from edgemoe.convert import convert_hf  # noqa: E402
 from edgemoe.convert.auto_bits import plan_expert_types  # noqa: E402
-from edgemoe.format.container import open_container  # noqa: E402
 from edgemoe.offline.expert_merge import plan_merging  # noqa: E402
 from edgemoe.offline.expert_reduce import plan_pruning  # noqa: E402
 from edgemoe.offline.kl_divergence import SavedLogits, kl_divergence, save_logits  # noqa: E402
 from edgemoe.offline.perplexity import read_text  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_util import decode_in_fresh_process, report  # noqa: E402
-
-
-def expert_bytes(path: str) -> int:
-    """The routed experts' bytes: their blobs and any low-rank corrections of merged members."""
-    c = open_container(path)
-    corrections = sum(t["nbytes"] for name, t in c.tensors.items() if ".delta_" in name)
-    return sum(b["size"] for row in c.experts for b in row) + corrections
+from bench_util import decode_in_fresh_process, expert_bytes, report  # noqa: E402
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import platform
 import statistics
 import sys
 
-from bench_util import drop_page_cache, report, set_cgroup_limit
+from bench_util import drop_page_cache, expert_bytes, report, set_cgroup_limit
 from compare import run_child
 from streaming_peers import add_limited_run_args, limited_run
 
@@ -31,7 +31,9 @@ MiB = 1 << 20
 def describe(path: str) -> str:
     c = open_container(path)
     r = c.manifest.get("expert_reduction")
-    return f"{r['method']} {r['fraction']:.0%}" if r else "as converted"
+    if not r:
+        return "as converted"
+    return f"{r['method']} {r['fraction']:.0%}" + (f" + rank-{r['low_rank']} corrections" if r.get("low_rank") else "")
 
 
 def main() -> None:
@@ -56,14 +58,14 @@ def main() -> None:
              f"{os.path.basename(a.models[0])}'s file ({limit / MiB:.0f} MiB) for every model, cold; "
              f"{len(prep['prompt'])}-token prompt, {a.decode} greedy tokens teacher forced, {a.threads} threads; "
              f"median of {a.repeats} interleaved runs (all runs in brackets).", "",
-             "| model | reduction | experts per layer | expert MiB | decode tok/s | vs first | MB read/token | peak RSS MiB |",
+             "| model | reduction | experts per layer | expert MiB (corrections included) | decode tok/s | vs first | MB read/token | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|"]
     for m, rs in runs.items():
         c = open_container(m)
         median = statistics.median(r["decode_tok_s"] for r in rs)
         speeds = ", ".join(f"{r['decode_tok_s']:.2f}" for r in rs)
         lines.append(f"| {os.path.basename(m)} | {describe(m)} | {c.config['n_experts']} | "
-                     f"{sum(b['size'] for row in c.experts for b in row) / MiB:.0f} | {median:.2f} ({speeds}) | "
+                     f"{expert_bytes(m) / MiB:.0f} | {median:.2f} ({speeds}) | "
                      f"{median / first:.2f}x | {statistics.median(r['read_mb_per_tok'] for r in rs):.1f} | "
                      f"{max(r['peak_rss_mb'] for r in rs):.0f} |")
     report("\n".join(lines) + "\n", a.write)

@@ -259,6 +259,9 @@ void check_expert_delta(const ModelConfig& c) {
   for (int l = 0; l < c.n_layers; ++l) {
     const int64_t* delta = c.expert_delta_of(l);
     const int n = c.n_deltas(l);
+    if (!c.is_dense(l) && n == 0)
+      throw bad("expert_delta of layer " + std::to_string(l) +
+                " names no correction (low_rank models correct every MoE layer)");
     std::vector<bool> named(n, false);
     for (int j = 0; j < c.router_experts; ++j) {
       if (delta[j] < 0) continue;

@@ -76,13 +76,13 @@ void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up
   const MatmulPart gate_up[2] = {{gate, I, g}, {up, I, u}};
   matmul_many(pool, t, gate_up, 2, a);
   if (c.rows) {
-    add_low_rank(pool, c.deltas->gate, c.deltas->rank, c.rows, x, H, m, g);
-    add_low_rank(pool, c.deltas->up, c.deltas->rank, c.rows, x, H, m, u);
+    add_low_rank(pool, c.deltas->gate, c.deltas->rank, I, c.rows, x, H, m, g);
+    add_low_rank(pool, c.deltas->up, c.deltas->rank, I, c.rows, x, H, m, u);
   }
   activate(math, g, u, m, I);
   Activations h = prepare(pool, t, g, m, I, xq);
   matmul(pool, t, down, H, h, y);
-  if (c.rows) add_low_rank(pool, c.deltas->down, c.deltas->rank, c.rows, g, I, m, y);
+  if (c.rows) add_low_rank(pool, c.deltas->down, c.deltas->rank, H, c.rows, g, I, m, y);
   if (math.down_bias) add_bias(y, math.down_bias, m, H);
 }
 
@@ -439,18 +439,19 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, 
   struct Entry {
     size_t view;  // the expert's index in `experts` and `views`
     int delta;
-    std::vector<int64_t> slots;
+    std::vector<int64_t> slots;  // low_rank only: the choices it serves (else all of its expert's users)
   };
   std::vector<Entry> entries;
   for (size_t i = 0; i < experts.size(); ++i) {
     const std::vector<int64_t>& u = users[experts[i]];
     if (!cfg_.low_rank) {
-      entries.push_back({i, -1, u});
+      entries.push_back({i, -1, {}});
       continue;
     }
     for (int64_t slot : u) {
       const int d = topk_delta_[slot];
-      auto same = std::find_if(entries.begin(), entries.end(), [&](const Entry& x) { return x.view == i && x.delta == d; });
+      auto same =
+          std::find_if(entries.begin(), entries.end(), [&](const Entry& x) { return x.view == i && x.delta == d; });
       if (same != entries.end()) same->slots.push_back(slot);
       else entries.push_back({i, d, {slot}});
     }
@@ -478,8 +479,8 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, 
     }
     matmul_many(pool_, t, parts, (int)(2 * m), a);
     if (cfg_.low_rank) {  // every entry reads the one token's row
-      add_low_rank(pool_, L.deltas.gate, cfg_.low_rank, deltas, xn_.data(), 0, m, ex_gate_.data());
-      add_low_rank(pool_, L.deltas.up, cfg_.low_rank, deltas, xn_.data(), 0, m, ex_up_.data());
+      add_low_rank(pool_, L.deltas.gate, cfg_.low_rank, I, deltas, xn_.data(), 0, m, ex_gate_.data());
+      add_low_rank(pool_, L.deltas.up, cfg_.low_rank, I, deltas, xn_.data(), 0, m, ex_up_.data());
     }
     for (int64_t j = 0; j < m; ++j)
       activate(routed_math(cfg_, L, experts[entries[s + j].view]), &ex_gate_[j * I], &ex_up_[j * I], 1, I);
@@ -491,11 +492,12 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, 
       parts[j] = {views[entries[s + j].view].down, H, &ex_out_[j * H], &rows[j]};
     }
     matmul_many(pool_, t, parts, (int)m, h);
-    if (cfg_.low_rank) add_low_rank(pool_, L.deltas.down, cfg_.low_rank, deltas, ex_gate_.data(), I, m, ex_out_.data());
+    if (cfg_.low_rank)
+      add_low_rank(pool_, L.deltas.down, cfg_.low_rank, H, deltas, ex_gate_.data(), I, m, ex_out_.data());
     for (int64_t j = 0; j < m; ++j) {
       const int e = experts[entries[s + j].view];
       if (const float* b = routed_math(cfg_, L, e).down_bias) add_bias(&ex_out_[j * H], b, 1, H);
-      for (int64_t slot : entries[s + j].slots) store_routed(slot, &ex_out_[j * H]);
+      for (int64_t slot : cfg_.low_rank ? entries[s + j].slots : users[e]) store_routed(slot, &ex_out_[j * H]);
     }
     s += m;
   }

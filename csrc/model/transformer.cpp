@@ -70,7 +70,8 @@ size_t Transformer::scratch_bytes(const ModelConfig& c, int ctx, int B, int n_th
   floats += (size_t)B * c.top_k;                            // topk_w_
   floats += (size_t)B * (c.rope_dims() / 2) * 2;            // rope_cos_, rope_sin_
   floats += c.global_rope() ? (size_t)B * (c.global_rope_dims() / 2) * 2 : 0;  // global_cos_, global_sin_
-  size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int) * (c.low_rank ? 2 : 1);  // topk_idx_, topk_delta_
+  // topk_idx_, and topk_delta_ beside it with low-rank corrections
+  size_t bytes = floats * sizeof(float) + (size_t)B * c.top_k * sizeof(int) * (c.low_rank ? 2 : 1);
   if (c.mrope())  // next_pos_, positions_, image_rows_
     bytes += ((size_t)ctx + 1 + (size_t)B * 3) * sizeof(int64_t) + (size_t)B * sizeof(const float*);
   bytes += (size_t)B * (widest / kGroup + 1) * sizeof(BlockQ8A);

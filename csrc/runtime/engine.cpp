@@ -185,7 +185,8 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
       // Correction d of a projection [out, in]: a rows [d * out, (d + 1) * out), b rows [d * R, (d + 1) * R).
       const int64_t n = cfg_.n_deltas(l), R = cfg_.low_rank, I = cfg_.expert_intermediate;
       auto factors = [&](const char* name, int64_t out, int64_t in) {
-        LowRankFactors f{get(p + "delta_" + name + "_a", n * out, R, false), get(p + "delta_" + name + "_b", n * R, in, false)};
+        LowRankFactors f{get(p + "delta_" + name + "_a", n * out, R, false),
+                         get(p + "delta_" + name + "_b", n * R, in, false)};
         for (const Tensor* t : {&f.a, &f.b})
           if (t->type != QType::F32 && t->type != QType::F16)
             throw FormatError("resident tensor " + p + "delta_" + name + " factors must be f32 or f16");

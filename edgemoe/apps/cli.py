@@ -498,8 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "router keeps every output and reaches the merged expert")
     p.add_argument("--low-rank", type=int, default=None, metavar="R",
                    help="LOSSY, with --merge-experts: give every member of a merged group back a rank-R correction "
-                        "of its own (truncated SVD of its difference from the merged expert), kept resident: "
-                        "R * (hidden + expert width) values per projection and member")
+                        "of its own (truncated SVD, randomized, of its difference from the merged expert), kept "
+                        "resident: R * (hidden + expert width) values per projection and member, outside "
+                        "--target-size, which counts expert blobs")
     p.add_argument("--calib", default=None, metavar="TEXTFILE",
                    help="calibration text for --bits auto, --prune-experts and --merge-experts")
     p.add_argument("--target-size", type=parse_size_arg, default=None, metavar="BYTES",

@@ -100,6 +100,9 @@ class ExpertPlan:
         """The plan fits the checkpoint: every MoE layer, the same count, ascending ids in range."""
         if set(self.kept) != set(moe_layers(cfg)):
             raise EdgeMoEError("an expert plan must name the kept experts of every MoE layer")
+        if self.low_rank and (self.expert_map is None or self.expert_delta is None
+                              or set(self.corrections) != set(self.kept)):
+            raise EdgeMoEError("low-rank corrections need merged experts and a correction map of every MoE layer")
         for l, kept in self.kept.items():
             if (len(kept) != self.n_experts or list(kept) != sorted(set(kept))
                     or not all(0 <= e < cfg["n_experts"] for e in kept)):
@@ -142,7 +145,7 @@ class ExpertPlan:
             elif self.expert_map is None and len(parts) == 3 and parts[0] == "layers" and parts[2] in PER_EXPERT_RESIDENTS:
                 r = _then(r, lambda w, rows=np.asarray(self.kept[int(parts[1])]): w[rows])
             out.append(r)
-            if len(parts) == 3 and parts[2] == "router" and int(parts[1]) in self.corrections:
+            if len(parts) == 3 and parts[0] == "layers" and parts[2] == "router" and int(parts[1]) in self.corrections:
                 # the layer's corrections follow its router (the reads are the router's, unused)
                 l = int(parts[1])
                 out += [r._replace(name=f"layers.{l}.delta_{name}", kind=LOW_RANK,

@@ -186,15 +186,17 @@ class GroupMerge:
         w = {k: np.asarray(v, np.float32) for k, v in self.read(e).items()}
         return w if e == self.dominant else permuted(w, self.perms[e])
 
-    def weights(self) -> Dict[str, np.ndarray]:
-        base = self.aligned(self.dominant)
-        aligned = {e: self.aligned(e) for e in self.others}
+    def weights(self, aligned: Optional[Dict[int, Dict[str, np.ndarray]]] = None) -> Dict[str, np.ndarray]:
+        """The merged expert, from the members as aligned() gives them (read here unless given)."""
+        aligned = aligned or {e: self.aligned(e) for e in self.members}
+        base = aligned[self.dominant]
         return {k: weighted_merge(base[k], [(self.share[e], aligned[e][k]) for e in self.others]) for k in base}
 
     def corrections(self, rank: int) -> Dict[int, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
         """Each member's rank-`rank` factors (A, B) of its aligned projections minus the merged ones."""
-        merged = self.weights()
-        return {e: {k: low_rank_factors(np.asarray(w, np.float64) - merged[k], rank) for k, w in self.aligned(e).items()}
+        aligned = {e: self.aligned(e) for e in self.members}  # each member read once
+        merged = self.weights(aligned)
+        return {e: {k: low_rank_factors(np.asarray(w, np.float64) - merged[k], rank) for k, w in aligned[e].items()}
                 for e in self.members}
 
     def bias(self, rows: np.ndarray, follows_neurons: bool) -> np.ndarray:
