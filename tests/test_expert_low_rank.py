@@ -181,6 +181,22 @@ def test_low_rank_factors_are_stored_at_the_resident_width(tmp_path, capsys):
     assert tuple(c.tensors["layers.0.delta_down_b"]["shape"]) == (n * 3, 32)
 
 
+def test_with_bits_auto_and_from_a_gguf(tmp_path):
+    """--low-rank with --bits auto (widths chosen over the merged experts) and from llama.cpp's file."""
+    calib = tmp_path / "calib.txt"
+    calib.write_text(CALIB)
+    auto, gguf = tmp_path / "auto.emoe", tmp_path / "gguf.emoe"
+    assert main(["convert", str(FIXTURES / "qwen3_moe"), "-o", str(auto), "--bits", "auto", "--target-size", "40KB",
+                 "--merge-experts", "0.5", "--low-rank", "2", "--calib", str(calib), "-q"]) == 0
+    assert main(["convert", str(FIXTURES / "gguf" / "qwen3_moe-q8_0.gguf"), "-o", str(gguf), "--bits", "4",
+                 "--merge-experts", "0.5", "--low-rank", "2", "--calib", str(calib), "-q"]) == 0
+    for path in (auto, gguf):
+        c = open_container(str(path))
+        assert c.config["low_rank"] == 2 and c.config["n_experts"] == 4
+        assert np.isfinite(edgemoe.load(str(path), threads=2).logits(IDS[:16])).all()
+    assert open_container(str(auto)).manifest["quantization"]["experts"] == "mixed"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--merge-experts", "0.5", "--low-rank", "0"], "rank of at least 1"),
     (["--merge-experts", "0.5", "--low-rank", "22"], "--low-rank 22 saves nothing"),
