@@ -72,6 +72,12 @@ def assert_conversion_refused(tmp_path, name: str, changes, message: str) -> Non
     assert not (tmp_path / "out.emoe").exists()
 
 
+def decode_logits(model, ids):
+    """Logits of every position of ids from an empty context, one token at a time (the decode path)."""
+    model.reset()
+    return np.stack([model.eval([t]) for t in ids])
+
+
 def small_batch_engine(path, max_batch: int, ctx_size: int = 64):
     """The engine over the container `path` (f32 KV cache, every expert cached) with prefill
     batches of max_batch tokens, and its vocabulary size."""

@@ -10,7 +10,7 @@ from edgemoe.format import container
 from edgemoe.format.container import open_container
 from edgemoe.convert import convert_hf
 from edgemoe.errors import FormatError, StorageError
-from conftest import FIXTURES, reference
+from conftest import FIXTURES, decode_logits, reference
 from container_edit import replace_tables
 
 
@@ -35,11 +35,6 @@ def test_build_without_zstd_refuses_clearly(pair):
             edgemoe.load(pair[1])
 
 
-def decode(model, ids):
-    model.reset()
-    return np.stack([model.eval([t]) for t in ids])
-
-
 def test_compressed_blobs_are_smaller_and_recorded(pair):
     raw, packed = pair
     blobs = [b for row in open_container(packed).experts for b in row]
@@ -56,7 +51,7 @@ def test_results_identical_to_raw_blobs(pair, predictor, slots):
     a = edgemoe.load(raw, cache_experts=slots, predictor=predictor, prefetch_min_confidence=0.0)
     b = edgemoe.load(packed, cache_experts=slots, predictor=predictor, prefetch_min_confidence=0.0)
     np.testing.assert_array_equal(a.logits(ids), b.logits(ids))
-    np.testing.assert_array_equal(decode(a, ids), decode(b, ids))
+    np.testing.assert_array_equal(decode_logits(a, ids), decode_logits(b, ids))
 
 
 def corrupt_first_blob(src, dst):

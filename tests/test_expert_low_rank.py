@@ -17,7 +17,7 @@ from edgemoe.format.container import open_container
 from edgemoe.offline.calibration import source_experts
 from edgemoe.offline.expert_merge import GroupMerge, low_rank_factors, plan_merging
 
-from conftest import FIXTURES, fixture_folder, small_batch_engine
+from conftest import FIXTURES, decode_logits, fixture_folder, small_batch_engine
 from container_edit import assert_config_edit_refused
 from reduction_cli import CALIB
 
@@ -29,12 +29,6 @@ def _merge(src, out, fraction, rank, bits="f32"):
                         low_rank=rank)
     convert_hf(str(src), str(out), bits=bits, progress=False, expert_plan=plan)
     return plan
-
-
-def _decode_logits(model, ids):
-    """Logits of every position, one token at a time (the decode path: cached experts batched)."""
-    model.reset()
-    return np.stack([model.eval([t]) for t in ids])
 
 
 def _low_rank_family(rng, E, H, I, scale=0.05):
@@ -115,7 +109,7 @@ def test_low_rank_merge_of_a_low_rank_family_is_the_original_model(tmp_path):
     corrected = edgemoe.load(str(tmp_path / "r.emoe"), threads=2, kv_cache="f32")
     assert corrected.config["low_rank"] == 5
     assert np.abs(corrected.logits(IDS) - want).max() < 2.9e-5
-    assert np.abs(_decode_logits(corrected, IDS[:24]) - want[:24]).max() < 2.9e-5
+    assert np.abs(decode_logits(corrected, IDS[:24]) - want[:24]).max() < 2.9e-5
 
 
 @pytest.mark.parametrize("name, bits", [("qwen3_moe", "f32"), ("gemma4", "f32"), ("qwen3_moe", "f16")])
@@ -153,7 +147,7 @@ def test_low_rank_model_computes_as_its_corrected_experts_stored_whole(name, bit
     bound = 2.5e-2 if bits == "f16" else 2e-4 if name == "gemma4" else 2.4e-5
     want = b.logits(IDS)
     assert np.abs(a.logits(IDS) - want).max() < bound
-    assert np.abs(_decode_logits(a, IDS[:24]) - want[:24]).max() < bound
+    assert np.abs(decode_logits(a, IDS[:24]) - want[:24]).max() < bound
     # Batches of 1 and 2 tokens: a token choosing two members of one group gives their expert more
     # users than the batch has tokens (it overran the scratch buffers once) and, in decode, two
     # entries for one expert, which the routing below shows happen.

@@ -7,10 +7,10 @@
 
 namespace edgemoe {
 
-void add_low_rank(ThreadPool& pool, const LowRankFactors& f, int rank, int64_t out, const int* deltas,
-                  const float* x, int64_t x_stride, int64_t rows, float* y) {
+void add_low_rank(ThreadPool& pool, const LowRankFactors& f, int64_t out, const int* deltas, const float* x,
+                  int64_t x_stride, int64_t rows, float* y) {
   if (std::all_of(deltas, deltas + rows, [](int d) { return d < 0; })) return;  // no row corrected
-  const int64_t in = f.b.cols;
+  const int64_t in = f.b.cols, rank = f.rank();
   const size_t a_bytes = qtype_row_bytes(f.a.type, rank) * (size_t)out;  // one correction's A
   const size_t b_bytes = qtype_row_bytes(f.b.type, in) * (size_t)rank;   // and its B
   pool.parallel_for(

@@ -13,7 +13,7 @@ namespace edgemoe {
 // y [rows, out] += A_d (B_d x_r) for every row r whose correction d = deltas[r] is not -1 (other
 // rows are left as they are), `out` the projection's output width. Row r reads x + r * x_stride
 // (0: every row the same x) of the projection's input width (f.b.cols) in floats.
-void add_low_rank(ThreadPool& pool, const LowRankFactors& f, int rank, int64_t out, const int* deltas,
-                  const float* x, int64_t x_stride, int64_t rows, float* y);
+void add_low_rank(ThreadPool& pool, const LowRankFactors& f, int64_t out, const int* deltas, const float* x,
+                  int64_t x_stride, int64_t rows, float* y);
 
 }  // namespace edgemoe

@@ -76,13 +76,13 @@ void gated_mlp(ThreadPool& pool, QType t, const uint8_t* gate, const uint8_t* up
   const MatmulPart gate_up[2] = {{gate, I, g}, {up, I, u}};
   matmul_many(pool, t, gate_up, 2, a);
   if (c.rows) {
-    add_low_rank(pool, c.deltas->gate, c.deltas->rank, I, c.rows, x, H, m, g);
-    add_low_rank(pool, c.deltas->up, c.deltas->rank, I, c.rows, x, H, m, u);
+    add_low_rank(pool, c.deltas->gate, I, c.rows, x, H, m, g);
+    add_low_rank(pool, c.deltas->up, I, c.rows, x, H, m, u);
   }
   activate(math, g, u, m, I);
   Activations h = prepare(pool, t, g, m, I, xq);
   matmul(pool, t, down, H, h, y);
-  if (c.rows) add_low_rank(pool, c.deltas->down, c.deltas->rank, H, c.rows, g, I, m, y);
+  if (c.rows) add_low_rank(pool, c.deltas->down, H, c.rows, g, I, m, y);
   if (math.down_bias) add_bias(y, math.down_bias, m, H);
 }
 
@@ -479,8 +479,8 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, 
     }
     matmul_many(pool_, t, parts, (int)(2 * m), a);
     if (cfg_.low_rank) {  // every entry reads the one token's row
-      add_low_rank(pool_, L.deltas.gate, cfg_.low_rank, I, deltas, xn_.data(), 0, m, ex_gate_.data());
-      add_low_rank(pool_, L.deltas.up, cfg_.low_rank, I, deltas, xn_.data(), 0, m, ex_up_.data());
+      add_low_rank(pool_, L.deltas.gate, I, deltas, xn_.data(), 0, m, ex_gate_.data());
+      add_low_rank(pool_, L.deltas.up, I, deltas, xn_.data(), 0, m, ex_up_.data());
     }
     for (int64_t j = 0; j < m; ++j)
       activate(routed_math(cfg_, L, experts[entries[s + j].view]), &ex_gate_[j * I], &ex_up_[j * I], 1, I);
@@ -492,8 +492,7 @@ void Transformer::moe_decode_cached(int layer, const std::vector<int>& experts, 
       parts[j] = {views[entries[s + j].view].down, H, &ex_out_[j * H], &rows[j]};
     }
     matmul_many(pool_, t, parts, (int)m, h);
-    if (cfg_.low_rank)
-      add_low_rank(pool_, L.deltas.down, cfg_.low_rank, H, deltas, ex_gate_.data(), I, m, ex_out_.data());
+    if (cfg_.low_rank) add_low_rank(pool_, L.deltas.down, H, deltas, ex_gate_.data(), I, m, ex_out_.data());
     for (int64_t j = 0; j < m; ++j) {
       const int e = experts[entries[s + j].view];
       if (const float* b = routed_math(cfg_, L, e).down_bias) add_bias(&ex_out_[j * H], b, 1, H);

@@ -23,11 +23,11 @@ struct Tensor {
 // a rows [d * out, (d + 1) * out) times b rows [d * R, (d + 1) * R); a is [n * out, R], b [n * R, in].
 struct LowRankFactors {
   Tensor a, b;
+  int64_t rank() const { return a.cols; }
 };
 
-// A layer's corrections of merged experts (model/low_rank.h), one per projection; rank 0: none.
+// A layer's corrections of merged experts (model/low_rank.h), one per projection; empty: none.
 struct LowRankDeltas {
-  int rank = 0;
   LowRankFactors gate, up, down;
 };
 

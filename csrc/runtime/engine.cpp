@@ -192,7 +192,7 @@ void Engine::bind_weights(const std::vector<TensorEntry>& tensors) {
             throw FormatError("resident tensor " + p + "delta_" + name + " factors must be f32 or f16");
         return f;
       };
-      L.deltas = {cfg_.low_rank, factors("gate", I, H), factors("up", I, H), factors("down", H, I)};
+      L.deltas = {factors("gate", I, H), factors("up", I, H), factors("down", H, I)};
     }
     if (cfg_.shared_intermediate) {
       gated_mlp(p, {"shared_gate_proj", "shared_up_proj", "shared_down_proj"}, cfg_.shared_intermediate,

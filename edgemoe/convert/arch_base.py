@@ -26,13 +26,21 @@ class Resident(NamedTuple):
     type, as routed experts do), or LOW_RANK (merged experts' correction factors: f32 or f16, which
     the engine multiplies at any width). shape is the checkpoint tensor's; index, if set, reads only that
     entry of its first axis (one expert of a stacked tensor); take, if set, derives the stored tensor
-    from what was read (a slice of a fused tensor)."""
+    from what was read (a slice of a fused tensor). A tensor no checkpoint holds (a merged expert's
+    correction factors) has source None and is take(None) alone."""
     name: str
-    source: str
+    source: Optional[str]
     shape: Tuple[int, ...]
     kind: str
     take: Optional[Callable[[Any], Any]] = None
     index: Optional[int] = None
+
+    def read(self, ckpt) -> Any:
+        """The tensor as the container stores it, before encoding: the source (entry), through take."""
+        if self.source is None:
+            return self.take(None)
+        w = ckpt.get(self.source) if self.index is None else ckpt.get(self.source, self.index)
+        return w if self.take is None else self.take(w)
 
 
 TEXT_PREFIX = "model.language_model."  # multimodal checkpoints keep their text model here

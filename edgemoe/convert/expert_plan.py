@@ -146,10 +146,9 @@ class ExpertPlan:
                 r = _then(r, lambda w, rows=np.asarray(self.kept[int(parts[1])]): w[rows])
             out.append(r)
             if len(parts) == 3 and parts[0] == "layers" and parts[2] == "router" and int(parts[1]) in self.corrections:
-                # the layer's corrections follow its router (the reads are the router's, unused)
-                l = int(parts[1])
-                out += [r._replace(name=f"layers.{l}.delta_{name}", kind=LOW_RANK,
-                                   take=lambda _w, l=l, name=name: factors(l)[name]) for name in CORRECTION_RESIDENTS]
+                l = int(parts[1])  # the layer's corrections follow its router, computed rather than read
+                out += [Resident(f"layers.{l}.delta_{name}", None, (), LOW_RANK,
+                                 lambda _, l=l, name=name: factors(l)[name]) for name in CORRECTION_RESIDENTS]
         return out
 
 

@@ -396,8 +396,7 @@ def convert_checkpoint(ckpt, hf: Dict[str, Any], tokenizer: Dict[str, Any], out:
                 data, qtype = encode(r.source, None, kind_type[r.kind], blocks=True)
                 shape = r.shape
             else:
-                w = ckpt.get(r.source) if r.index is None else ckpt.get(r.source, r.index)
-                w = np.ascontiguousarray(w if r.take is None else r.take(w))
+                w = np.ascontiguousarray(r.read(ckpt))
                 data, qtype = _encode(w, kind_type[r.kind])
                 shape = w.shape
             writer.add_resident(r.name, qtype, data, shape)

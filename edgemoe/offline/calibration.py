@@ -81,9 +81,7 @@ def source_experts(src: str) -> SourceExperts:
     plan = {r.name: r for r in resident_plan(cfg, arch, moe, ckpt, hf)}
 
     def resident(name: str) -> np.ndarray:
-        r = plan[name]
-        w = ckpt.get(r.source) if r.index is None else ckpt.get(r.source, r.index)
-        return np.asarray(r.take(w) if r.take else w, np.float32)
+        return np.asarray(plan[name].read(ckpt), np.float32)
 
     def router(l: int):
         c = f"layers.{l}."
