@@ -71,7 +71,7 @@ def test_low_rank_factors_approach_the_truncated_svd(shape, rank):
     assert np.linalg.norm(m - a.astype(np.float64) @ b) < 1.01 * np.sqrt((s[rank:] ** 2).sum())
     exact = rng.normal(size=(shape[0], rank + 3)) @ rng.normal(size=(rank + 3, shape[1]))
     a, b = low_rank_factors(exact, rank + 3)
-    assert np.abs(a.astype(np.float64) @ b - exact).max() < 1e-5 * np.abs(exact).max()
+    assert np.abs(a.astype(np.float64) @ b - exact).max() < 6e-7 * np.abs(exact).max()  # measured 6.0e-8: f32 factors
 
 
 def _family_checkpoint(tmp_path):
